@@ -1,0 +1,81 @@
+// Package apptest starts a real Bedside service in-process for tests: HTTP on an ephemeral
+// loopback port, STUN on an ephemeral UDP port, SQLite in a temporary directory.
+package apptest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/bedside/bedside/internal/app"
+	"github.com/bedside/bedside/internal/auth"
+	"github.com/bedside/bedside/internal/config"
+	"github.com/bedside/bedside/internal/store"
+)
+
+// Server is a running service and what tests need to drive it.
+type Server struct {
+	*app.Service
+	Config config.Config
+}
+
+// Options adjust the service; the zero value is the default configuration.
+type Options struct {
+	App    app.Options
+	Config func(*config.Config)
+	// HTTPAddr overrides the listen address (default 127.0.0.1:0).
+	HTTPAddr string
+}
+
+// Start starts a service and stops it in t.Cleanup. Logs go to the test log with -v
+// (BEDSIDE_TEST_LOG=1 shows them always).
+func Start(t testing.TB, opt Options) *Server {
+	t.Helper()
+	cfg := config.Default()
+	cfg.HTTPAddr = "127.0.0.1:0"
+	if opt.HTTPAddr != "" {
+		cfg.HTTPAddr = opt.HTTPAddr
+	}
+	cfg.STUNAddr = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	if opt.Config != nil {
+		opt.Config(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var w io.Writer = io.Discard
+	if os.Getenv("BEDSIDE_TEST_LOG") != "" {
+		w = os.Stderr
+	}
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	svc, err := app.Start(context.Background(), cfg, log, opt.App)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := svc.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return &Server{Service: svc, Config: cfg}
+}
+
+// AddUser creates an account directly in the database.
+func (s *Server) AddUser(t testing.TB, email, name string, role store.Role, password string) store.User {
+	t.Helper()
+	hash, err := auth.HashPassword(password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := store.User{ID: store.NewID("usr"), Email: auth.NormalizeEmail(email), Name: name, Role: role, PasswordHash: hash, CreatedAt: time.Now().UTC()}
+	if err := s.Store().CreateUser(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	return u
+}

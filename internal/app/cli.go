@@ -1,0 +1,512 @@
+package app
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/bedside/bedside/internal/auth"
+	"github.com/bedside/bedside/internal/config"
+	"github.com/bedside/bedside/internal/store"
+	"github.com/bedside/bedside/internal/store/sqlite"
+	"github.com/bedside/bedside/internal/visit"
+)
+
+// IO is the process's standard streams and environment, passed in so tests can run every
+// command in-process.
+type IO struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	Env    []string
+}
+
+// exit codes
+const (
+	exitOK    = 0
+	exitFail  = 1
+	exitUsage = 2
+)
+
+const usage = `Bedside: telehealth video visits in the browser, from one binary.
+
+Usage:
+  bedside serve [options]                 run the server (HTTP, STUN, database)
+  bedside user add --email E --name N --role clinician|admin|staff
+                                          create an account (password from stdin or a prompt)
+  bedside user list [--json]              list accounts
+  bedside user disable --email E          disable an account and end its sessions
+  bedside user enable --email E           enable an account again
+  bedside visit create --clinician EMAIL [--patient-name N] [--at RFC3339] [--json]
+                                          create a visit and print its links
+  bedside visit list [--date YYYY-MM-DD] [--json]
+                                          list a day's visits (UTC)
+  bedside visit revoke VISIT_ID           make a visit's patient link stop working
+  bedside help [command]                  this text, or a command's options
+
+Every command takes the config options of "bedside serve --help" (at least --data-dir), also
+settable as BEDSIDE_* environment variables or in a --config file.
+`
+
+// Main runs the bedside command with args (without the program name) and returns the exit
+// code. ctx is cancelled on SIGINT or SIGTERM.
+func Main(ctx context.Context, args []string, sio IO) int {
+	if len(args) == 0 {
+		fmt.Fprint(sio.Stderr, usage)
+		return exitUsage
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "help", "-h", "-help", "--help":
+		if len(rest) > 0 && rest[0] != "" {
+			return Main(ctx, []string{rest[0], "--help"}, sio)
+		}
+		fmt.Fprint(sio.Stdout, usage)
+		return exitOK
+	case "serve":
+		return runServe(ctx, rest, sio)
+	case "user":
+		return runUser(ctx, rest, sio)
+	case "visit":
+		return runVisit(ctx, rest, sio)
+	}
+	fmt.Fprintf(sio.Stderr, "bedside: unknown command %q\n\n%s", cmd, usage)
+	return exitUsage
+}
+
+// parse parses a command's flags, allowing positional arguments among them. It returns the
+// positional arguments; done is true (with code) when the command must stop: --help or a
+// bad option.
+func parse(fs *config.FlagSet, name, synopsis string, args []string, sio IO) (cfg config.Config, pos []string, code int, done bool) {
+	fs.SetOutput(io.Discard) // parse errors are printed below, once
+	fs.Usage = func() {}
+	var flat []string
+	for {
+		if err := fs.FlagSet.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fs.SetOutput(sio.Stdout)
+				fs.PrintUsage(name, synopsis)
+				return cfg, nil, exitOK, true
+			}
+			fmt.Fprintf(sio.Stderr, "bedside %s: %v (see bedside %s --help)\n", name, err, name)
+			return cfg, nil, exitUsage, true
+		}
+		// Re-parse everything so that explicit flags are known to Parse below.
+		rest := fs.Args()
+		flat = append(flat, args[:len(args)-len(rest)]...)
+		if len(rest) == 0 {
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	cfg, err := fs.Parse(flat, sio.Env)
+	if err != nil {
+		fmt.Fprintf(sio.Stderr, "bedside %s: %v\n", name, err)
+		return cfg, nil, exitUsage, true
+	}
+	return cfg, pos, exitOK, false
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func runServe(ctx context.Context, args []string, sio IO) int {
+	fs := config.NewFlagSet("serve", sio.Stderr)
+	cfg, pos, code, done := parse(fs, "serve", "[options]", args, sio)
+	if done {
+		return code
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(sio.Stderr, "bedside serve: unexpected argument %q\n", pos[0])
+		return exitUsage
+	}
+	log := newLogger(cfg, sio.Stderr)
+	svc, err := Start(ctx, cfg, log, Options{})
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return exitFail
+	}
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: telling clients, closing connections", "timeout", cfg.ShutdownTimeout.String())
+	case <-svc.Stopped():
+		log.Error("web server stopped", "err", svc.Err())
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := svc.Shutdown(sctx); err != nil {
+		log.Warn("shutdown incomplete", "err", err)
+		return exitFail
+	}
+	return exitOK
+}
+
+// openStore opens the database for a CLI command.
+func openStore(ctx context.Context, cfg config.Config) (*sqlite.Store, error) {
+	return sqlite.Open(ctx, cfg.DataDir)
+}
+
+func runUser(ctx context.Context, args []string, sio IO) int {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprint(sio.Stderr, "Usage: bedside user add|list|disable|enable [options]\n")
+		return exitUsage
+	}
+	sub, args := args[0], args[1:]
+	fs := config.NewFlagSet("user "+sub, sio.Stderr)
+	var email, name, role string
+	var asJSON bool
+	var synopsis string
+	switch sub {
+	case "add":
+		fs.StringVar(&email, "email", "", "the account's email (its sign-in name)")
+		fs.StringVar(&name, "name", "", "the name shown to patients and colleagues")
+		fs.StringVar(&role, "role", "", "clinician, admin or staff")
+		synopsis = "--email E --name N --role clinician|admin|staff [options]  (password on stdin, or prompted)"
+	case "list":
+		fs.BoolVar(&asJSON, "json", false, "print JSON")
+		synopsis = "[--json] [options]"
+	case "disable", "enable":
+		fs.StringVar(&email, "email", "", "the account's email")
+		synopsis = "--email E [options]"
+	default:
+		fmt.Fprintf(sio.Stderr, "bedside user: unknown subcommand %q (add, list, disable, enable)\n", sub)
+		return exitUsage
+	}
+	cfg, _, code, done := parse(fs, "user "+sub, synopsis, args, sio)
+	if done {
+		return code
+	}
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(sio.Stderr, "bedside user %s: %v\n", sub, err)
+		return exitFail
+	}
+	defer st.Close()
+	switch sub {
+	case "add":
+		return userAdd(ctx, st, email, name, role, sio)
+	case "list":
+		return userList(ctx, st, asJSON, sio)
+	default:
+		return userSetDisabled(ctx, st, email, sub == "disable", sio)
+	}
+}
+
+func userAdd(ctx context.Context, st store.Store, email, name, role string, sio IO) int {
+	email = auth.NormalizeEmail(email)
+	if email == "" || !strings.Contains(email, "@") || len(email) > 254 {
+		fmt.Fprintln(sio.Stderr, "bedside user add: --email: a valid email address is required")
+		return exitUsage
+	}
+	name, err := visit.CleanName("--name", name, visit.MaxNameLength, true)
+	if err != nil {
+		fmt.Fprintf(sio.Stderr, "bedside user add: %v\n", err)
+		return exitUsage
+	}
+	r := store.Role(role)
+	if r != store.RoleClinician && r != store.RoleAdmin && r != store.RoleStaff {
+		fmt.Fprintln(sio.Stderr, "bedside user add: --role: must be clinician, admin or staff")
+		return exitUsage
+	}
+	pw, err := readPassword(sio)
+	if err != nil {
+		fmt.Fprintf(sio.Stderr, "bedside user add: %v\n", err)
+		return exitUsage
+	}
+	if err := auth.CheckPasswordPolicy(pw); err != nil {
+		fmt.Fprintf(sio.Stderr, "bedside user add: %v\n", err)
+		return exitUsage
+	}
+	hash, err := auth.HashPassword(pw)
+	if err != nil {
+		fmt.Fprintf(sio.Stderr, "bedside user add: %v\n", err)
+		return exitFail
+	}
+	u := store.User{ID: store.NewID("usr"), Email: email, Name: name, Role: r, PasswordHash: hash, CreatedAt: time.Now().UTC()}
+	if err := st.CreateUser(ctx, u); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			fmt.Fprintf(sio.Stderr, "bedside user add: an account with email %s already exists\n", email)
+			return exitFail
+		}
+		fmt.Fprintf(sio.Stderr, "bedside user add: %v\n", err)
+		return exitFail
+	}
+	fmt.Fprintf(sio.Stdout, "Created %s %s <%s> (%s). They sign in at /signin.\n", u.Role, u.Name, u.Email, u.ID)
+	return exitOK
+}
+
+// readPassword reads a new password: prompted twice without echo on a terminal, else the
+// first line of stdin.
+func readPassword(sio IO) (string, error) {
+	if f, ok := sio.Stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprint(sio.Stderr, "Password: ")
+		a, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(sio.Stderr)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprint(sio.Stderr, "Again: ")
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(sio.Stderr)
+		if err != nil {
+			return "", err
+		}
+		if string(a) != string(b) {
+			return "", errors.New("the passwords differ")
+		}
+		return string(a), nil
+	}
+	line, err := bufio.NewReader(io.LimitReader(sio.Stdin, 4096)).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	line = strings.TrimRight(line, "\r\n")
+	if line == "" {
+		return "", errors.New("no password: give it on standard input (one line) or run in a terminal")
+	}
+	return line, nil
+}
+
+func userList(ctx context.Context, st store.Store, asJSON bool, sio IO) int {
+	users, err := st.ListUsers(ctx)
+	if err != nil {
+		fmt.Fprintf(sio.Stderr, "bedside user list: %v\n", err)
+		return exitFail
+	}
+	if asJSON {
+		type row struct {
+			ID        string    `json:"id"`
+			Email     string    `json:"email"`
+			Name      string    `json:"name"`
+			Role      string    `json:"role"`
+			Disabled  bool      `json:"disabled"`
+			CreatedAt time.Time `json:"created_at"`
+		}
+		out := []row{}
+		for _, u := range users {
+			out = append(out, row{u.ID, u.Email, u.Name, string(u.Role), u.Disabled, u.CreatedAt})
+		}
+		return printJSON(sio, out)
+	}
+	tw := tabwriter.NewWriter(sio.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "EMAIL\tNAME\tROLE\tSTATUS\tCREATED")
+	for _, u := range users {
+		status := "active"
+		if u.Disabled {
+			status = "disabled"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.Email, u.Name, u.Role, status, u.CreatedAt.Format(time.DateOnly))
+	}
+	tw.Flush()
+	return exitOK
+}
+
+func userSetDisabled(ctx context.Context, st store.Store, email string, disabled bool, sio IO) int {
+	verb := map[bool]string{true: "disable", false: "enable"}[disabled]
+	u, err := st.UserByEmail(ctx, auth.NormalizeEmail(email))
+	if errors.Is(err, store.ErrNotFound) {
+		fmt.Fprintf(sio.Stderr, "bedside user %s: no account with email %q\n", verb, email)
+		return exitFail
+	}
+	if err != nil {
+		fmt.Fprintf(sio.Stderr, "bedside user %s: %v\n", verb, err)
+		return exitFail
+	}
+	if err := st.SetUserDisabled(ctx, u.ID, disabled); err != nil {
+		fmt.Fprintf(sio.Stderr, "bedside user %s: %v\n", verb, err)
+		return exitFail
+	}
+	if disabled {
+		if err := st.DeleteUserSessions(ctx, u.ID); err != nil {
+			fmt.Fprintf(sio.Stderr, "bedside user disable: %v\n", err)
+			return exitFail
+		}
+	}
+	fmt.Fprintf(sio.Stdout, "%sd %s\n", strings.ToUpper(verb[:1])+verb[1:], u.Email)
+	return exitOK
+}
+
+func printJSON(sio IO, v any) int {
+	enc := json.NewEncoder(sio.Stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		fmt.Fprintln(sio.Stderr, err)
+		return exitFail
+	}
+	return exitOK
+}
+
+func runVisit(ctx context.Context, args []string, sio IO) int {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprint(sio.Stderr, "Usage: bedside visit create|list|revoke [options]\n")
+		return exitUsage
+	}
+	sub, args := args[0], args[1:]
+	fs := config.NewFlagSet("visit "+sub, sio.Stderr)
+	var clinician, patient, at, date string
+	var asJSON bool
+	var synopsis string
+	switch sub {
+	case "create":
+		fs.StringVar(&clinician, "clinician", "", "email of the clinician who holds the visit")
+		fs.StringVar(&patient, "patient-name", "", "the patient's name, as the clinician will see it (optional)")
+		fs.StringVar(&at, "at", "", "scheduled time, RFC 3339 (default: now)")
+		fs.BoolVar(&asJSON, "json", false, "print JSON")
+		synopsis = "--clinician EMAIL [--patient-name N] [--at RFC3339] [--json] [options]"
+	case "list":
+		fs.StringVar(&date, "date", "", "the day, YYYY-MM-DD in UTC (default: today)")
+		fs.BoolVar(&asJSON, "json", false, "print JSON")
+		synopsis = "[--date YYYY-MM-DD] [--json] [options]"
+	case "revoke":
+		synopsis = "VISIT_ID [options]"
+	default:
+		fmt.Fprintf(sio.Stderr, "bedside visit: unknown subcommand %q (create, list, revoke)\n", sub)
+		return exitUsage
+	}
+	cfg, pos, code, done := parse(fs, "visit "+sub, synopsis, args, sio)
+	if done {
+		return code
+	}
+	var scheduled time.Time
+	switch sub {
+	case "create":
+		if clinician == "" {
+			fmt.Fprintln(sio.Stderr, "bedside visit create: --clinician is required")
+			return exitUsage
+		}
+		if at != "" {
+			t, err := time.Parse(time.RFC3339, at)
+			if err != nil {
+				fmt.Fprintf(sio.Stderr, "bedside visit create: --at: %q is not an RFC 3339 time such as 2026-11-25T14:30:00+01:00\n", at)
+				return exitUsage
+			}
+			scheduled = t
+		}
+	case "revoke":
+		if len(pos) != 1 {
+			fmt.Fprintln(sio.Stderr, "bedside visit revoke: give exactly one VISIT_ID")
+			return exitUsage
+		}
+	}
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(sio.Stderr, "bedside visit %s: %v\n", sub, err)
+		return exitFail
+	}
+	defer st.Close()
+	m := visit.NewManager(st, visit.Config{LinkTTL: cfg.LinkTTL})
+	switch sub {
+	case "create":
+		return visitCreate(ctx, st, m, cfg, clinician, patient, scheduled, asJSON, sio)
+	case "list":
+		return visitList(ctx, m, date, asJSON, sio)
+	default:
+		return visitRevoke(ctx, m, pos[0], sio)
+	}
+}
+
+func visitCreate(ctx context.Context, st store.Store, m *visit.Manager, cfg config.Config, clinician, patient string, at time.Time, asJSON bool, sio IO) int {
+	u, err := st.UserByEmail(ctx, auth.NormalizeEmail(clinician))
+	if errors.Is(err, store.ErrNotFound) {
+		fmt.Fprintf(sio.Stderr, "bedside visit create: --clinician: no account with email %q\n", clinician)
+		return exitFail
+	}
+	if err != nil {
+		fmt.Fprintf(sio.Stderr, "bedside visit create: %v\n", err)
+		return exitFail
+	}
+	v, token, err := m.Create(ctx, visit.NewVisit{ClinicianID: u.ID, PatientName: patient, ScheduledAt: at})
+	if err != nil {
+		fmt.Fprintf(sio.Stderr, "bedside visit create: %v\n", err)
+		return exitFail
+	}
+	out := struct {
+		VisitID       string    `json:"visit_id"`
+		PatientURL    string    `json:"patient_url"`
+		ClinicianURL  string    `json:"clinician_url"`
+		ScheduledAt   time.Time `json:"scheduled_at"`
+		LinkExpiresAt time.Time `json:"link_expires_at"`
+	}{v.ID, cfg.PublicURL + "/v/" + token, cfg.PublicURL + "/console/visits/" + v.ID, v.ScheduledAt, v.LinkExpiresAt}
+	if asJSON {
+		return printJSON(sio, out)
+	}
+	fmt.Fprintf(sio.Stdout, "Visit %s with %s at %s\nPatient link (send it to the patient; it is shown only now): %s\nClinician link: %s\nThe patient link expires at %s.\n",
+		v.ID, u.Name, v.ScheduledAt.Format(time.RFC3339), out.PatientURL, out.ClinicianURL, v.LinkExpiresAt.Format(time.RFC3339))
+	return exitOK
+}
+
+func visitList(ctx context.Context, m *visit.Manager, date string, asJSON bool, sio IO) int {
+	day := time.Now().UTC().Truncate(24 * time.Hour)
+	if date != "" {
+		d, err := time.Parse(time.DateOnly, date)
+		if err != nil {
+			fmt.Fprintf(sio.Stderr, "bedside visit list: --date: %q is not YYYY-MM-DD\n", date)
+			return exitUsage
+		}
+		day = d
+	}
+	vs, err := m.List(ctx, "", day, day.AddDate(0, 0, 1))
+	if err != nil {
+		fmt.Fprintf(sio.Stderr, "bedside visit list: %v\n", err)
+		return exitFail
+	}
+	if asJSON {
+		type row struct {
+			VisitID     string    `json:"visit_id"`
+			State       string    `json:"state"`
+			ClinicianID string    `json:"clinician_id"`
+			ScheduledAt time.Time `json:"scheduled_at"`
+			Revoked     bool      `json:"revoked"`
+		}
+		out := []row{}
+		for _, v := range vs {
+			out = append(out, row{v.ID, string(v.State), v.ClinicianID, v.ScheduledAt, v.RevokedAt != nil})
+		}
+		return printJSON(sio, out)
+	}
+	tw := tabwriter.NewWriter(sio.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VISIT\tSCHEDULED (UTC)\tSTATE\tLINK")
+	for _, v := range vs {
+		link := "valid"
+		if v.RevokedAt != nil {
+			link = "revoked"
+		} else if time.Now().After(v.LinkExpiresAt) {
+			link = "expired"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", v.ID, v.ScheduledAt.Format("2006-01-02 15:04"), v.State, link)
+	}
+	tw.Flush()
+	return exitOK
+}
+
+func visitRevoke(ctx context.Context, m *visit.Manager, id string, sio IO) int {
+	if _, err := m.Revoke(ctx, id); err != nil {
+		if errors.Is(err, visit.ErrNotFound) {
+			fmt.Fprintf(sio.Stderr, "bedside visit revoke: no visit %q\n", id)
+			return exitFail
+		}
+		fmt.Fprintf(sio.Stderr, "bedside visit revoke: %v\n", err)
+		return exitFail
+	}
+	fmt.Fprintf(sio.Stdout, "Revoked the patient link of visit %s. A running server disconnects the patient within a few seconds.\n", id)
+	return exitOK
+}

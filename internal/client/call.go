@@ -1,0 +1,247 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"sync"
+)
+
+// PeerInfo is a peer entry of the protocol.
+type PeerInfo struct {
+	ID      string `json:"id"`
+	Role    string `json:"role"`
+	Name    string `json:"name"`
+	Session string `json:"session"`
+	Polite  bool   `json:"polite"`
+}
+
+// Welcome is the server's welcome message.
+type Welcome struct {
+	Participant struct {
+		ID   string `json:"id"`
+		Role string `json:"role"`
+		Name string `json:"name"`
+	} `json:"participant"`
+	Visit struct {
+		ID    string `json:"id"`
+		State string `json:"state"`
+	} `json:"visit"`
+	Admitted           bool        `json:"admitted"`
+	ICEServers         []ICEServer `json:"ice_servers"`
+	ICETransportPolicy string      `json:"ice_transport_policy"`
+	Peers              []PeerInfo  `json:"peers"`
+	Waiting            []Waiting   `json:"waiting"`
+}
+
+// NewSession returns a random page-load session id.
+func NewSession() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return "s_" + base64.RawURLEncoding.EncodeToString(b)
+}
+
+// Call is a participant in a visit, doing what the browser's call.js does: it joins with
+// hello, follows the peer events, runs one Peer per other participant and forwards every
+// message that is not a signal to Events.
+type Call struct {
+	Conn    *Conn
+	Welcome Welcome
+	Session string
+	// Events receives every message other than signal, in order (buffered; a test that
+	// does not read it only loses events, never blocks the call).
+	Events chan Message
+	// Err is the last error making a peer connection (read after Run returns).
+	Err error
+
+	media bool
+	ice   []ICEServer
+	pol   string
+
+	mu       sync.Mutex
+	peers    map[string]*Peer
+	sessions map[string]string // peer id -> the session its Peer was made for
+	sendCtx  context.Context
+	wg       sync.WaitGroup // media senders
+}
+
+// Join sends hello on conn (visit may be "" for link holders) and waits for the welcome.
+// media: send synthetic audio and video to every peer.
+func Join(ctx context.Context, conn *Conn, visit string, media bool) (*Call, error) {
+	c := &Call{Conn: conn, Session: NewSession(), Events: make(chan Message, 256), media: media, peers: map[string]*Peer{}, sessions: map[string]string{}}
+	hello := map[string]string{"type": "hello", "session": c.Session}
+	if visit != "" {
+		hello["visit"] = visit
+	}
+	if err := conn.Send(ctx, hello); err != nil {
+		return nil, err
+	}
+	m, err := conn.Next(ctx, "welcome", "error")
+	if err != nil {
+		return nil, err
+	}
+	if m.Type == "error" {
+		var e struct{ Code, Message string }
+		m.Decode(&e)
+		return nil, fmt.Errorf("hello refused: %s: %s", e.Code, e.Message)
+	}
+	if err := m.Decode(&c.Welcome); err != nil {
+		return nil, err
+	}
+	c.ice, c.pol = c.Welcome.ICEServers, c.Welcome.ICETransportPolicy
+	return c, nil
+}
+
+// Run handles messages until the connection closes or ctx ends, then closes every peer.
+func (c *Call) Run(ctx context.Context) error {
+	c.mu.Lock()
+	c.sendCtx = ctx
+	c.mu.Unlock()
+	defer c.closePeers()
+	for _, p := range c.Welcome.Peers {
+		c.learn(p)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case m, ok := <-c.Conn.In:
+			if !ok {
+				return nil
+			}
+			if err := c.handle(ctx, m); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (c *Call) handle(ctx context.Context, m Message) error {
+	switch m.Type {
+	case "signal":
+		var s SignalIn
+		if err := m.Decode(&s); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		p := c.peers[s.From]
+		c.mu.Unlock()
+		if p == nil {
+			// The polite side makes its connection on the first signal.
+			var err error
+			if p, err = c.newPeer(PeerInfo{ID: s.From, Polite: true}); err != nil {
+				return err
+			}
+		}
+		if err := p.HandleSignal(s); err != nil {
+			return fmt.Errorf("signal from %s: %w", s.From, err)
+		}
+		return nil
+	case "admitted":
+		var a struct{ Peers []PeerInfo }
+		m.Decode(&a)
+		for _, p := range a.Peers {
+			c.learn(p)
+		}
+	case "peer":
+		var e struct {
+			Event string
+			Peer  PeerInfo
+		}
+		m.Decode(&e)
+		switch e.Event {
+		case "joined":
+			c.learn(e.Peer)
+		case "left":
+			c.dropPeer(e.Peer.ID)
+		}
+	case "ice_servers":
+		var s struct {
+			ICEServers         []ICEServer `json:"ice_servers"`
+			ICETransportPolicy string      `json:"ice_transport_policy"`
+		}
+		m.Decode(&s)
+		c.mu.Lock()
+		c.ice, c.pol = s.ICEServers, s.ICETransportPolicy
+		c.mu.Unlock()
+	}
+	select {
+	case c.Events <- m:
+	default:
+	}
+	return nil
+}
+
+// learn reacts to a peer the server announced: a new session replaces the old connection,
+// and the impolite side makes the connection (and so the first offer).
+func (c *Call) learn(info PeerInfo) {
+	c.mu.Lock()
+	old, had := c.peers[info.ID]
+	sameSession := had && c.sessions[info.ID] == info.Session
+	c.mu.Unlock()
+	if sameSession {
+		return
+	}
+	if had {
+		c.dropPeer(old.ID)
+	}
+	if info.Polite {
+		return // we are the polite side: the peer's offer makes our connection
+	}
+	if _, err := c.newPeer(info); err != nil {
+		c.Err = fmt.Errorf("peer connection to %s: %w", info.ID, err)
+	}
+}
+
+func (c *Call) newPeer(info PeerInfo) (*Peer, error) {
+	c.mu.Lock()
+	ice, pol := c.ice, c.pol
+	c.mu.Unlock()
+	p, err := NewPeer(PeerConfig{
+		ID: info.ID, ICEServers: ice, Policy: pol, Polite: info.Polite, Media: c.media,
+		Send: func(v any) error { return c.Conn.Send(context.Background(), v) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.peers[info.ID] = p
+	c.sessions[info.ID] = info.Session
+	ctx := c.sendCtx
+	c.mu.Unlock()
+	if c.media && ctx != nil {
+		c.wg.Add(1)
+		go func() { defer c.wg.Done(); p.waitTracksThenSend(ctx) }()
+	}
+	return p, nil
+}
+
+func (c *Call) dropPeer(id string) {
+	c.mu.Lock()
+	p := c.peers[id]
+	delete(c.peers, id)
+	delete(c.sessions, id)
+	c.mu.Unlock()
+	if p != nil {
+		p.Close()
+	}
+}
+
+func (c *Call) closePeers() {
+	c.mu.Lock()
+	ps := c.peers
+	c.peers = map[string]*Peer{}
+	c.mu.Unlock()
+	for _, p := range ps {
+		p.Close()
+	}
+	c.wg.Wait()
+}
+
+// Peer returns the connection to a participant, or nil.
+func (c *Call) Peer(id string) *Peer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peers[id]
+}

@@ -1,0 +1,350 @@
+// Package config holds Bedside's settings: their defaults, and how a flag, an environment
+// variable (BEDSIDE_...) or a config file sets them. Each option is declared once, in
+// options(), and that one table drives the flags, the environment, the file and the help.
+//
+// Precedence: command-line flag > environment > config file > default. Unknown keys in the
+// file or the environment and invalid values stop start-up with a message naming the key.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// EnvPrefix starts every environment variable Bedside reads.
+const EnvPrefix = "BEDSIDE_"
+
+// Config is every setting of a Bedside process.
+type Config struct {
+	// ConfigFile is the JSON file the other settings were read from ("" = none).
+	ConfigFile string
+
+	HTTPAddr  string // listen address of the web server
+	PublicURL string // the address people use, as put into links; derived from HTTPAddr when empty
+	DataDir   string // holds the SQLite database
+	TLSCert   string // certificate file (PEM); TLS is on when both TLSCert and TLSKey are set
+	TLSKey    string // private key file (PEM)
+
+	STUNAddr string // UDP listen address of the embedded STUN server; "off" disables it
+	ICEHost  string // host name or address put into ICE server URLs; derived from PublicURL when empty
+
+	LinkTTL         time.Duration // patient links expire this long after the scheduled time
+	SessionIdle     time.Duration // a sign-in session ends after this long without a request
+	SessionLifetime time.Duration // a sign-in session ends this long after sign-in, whatever happens
+	ShutdownTimeout time.Duration // how long SIGTERM waits for connections to close
+
+	LogLevel  string // debug, info, warn, error
+	LogFormat string // json or text
+}
+
+// option is one setting: its name (the flag, the file key, and after upper-casing the
+// environment variable), help text, default and where it is stored.
+type option struct {
+	name  string
+	usage string
+	value flag.Value
+}
+
+func (c *Config) options() []option {
+	return []option{
+		{"config", "config file (JSON object of the settings below, by flag name)", (*stringValue)(&c.ConfigFile)},
+		{"http-addr", "HTTP listen address", (*stringValue)(&c.HTTPAddr)},
+		{"public-url", "URL people use to reach this server, put into visit links (default: http://<http-addr>)", (*stringValue)(&c.PublicURL)},
+		{"data-dir", "directory for the SQLite database", (*stringValue)(&c.DataDir)},
+		{"tls-cert", "TLS certificate file (PEM); TLS is on when tls-cert and tls-key are set", (*stringValue)(&c.TLSCert)},
+		{"tls-key", "TLS private key file (PEM)", (*stringValue)(&c.TLSKey)},
+		{"stun-addr", `UDP listen address of the embedded STUN server, or "off"`, (*stringValue)(&c.STUNAddr)},
+		{"ice-host", "host put into ICE server URLs given to browsers (default: the host of public-url)", (*stringValue)(&c.ICEHost)},
+		{"link-ttl", "patient links expire this long after the visit's scheduled time", (*durationValue)(&c.LinkTTL)},
+		{"session-idle", "sign-in sessions end after this long without activity", (*durationValue)(&c.SessionIdle)},
+		{"session-lifetime", "sign-in sessions end this long after sign-in", (*durationValue)(&c.SessionLifetime)},
+		{"shutdown-timeout", "on SIGTERM, how long to wait for calls and requests to close", (*durationValue)(&c.ShutdownTimeout)},
+		{"log-level", "debug, info, warn or error", (*stringValue)(&c.LogLevel)},
+		{"log-format", "json or text", (*stringValue)(&c.LogFormat)},
+	}
+}
+
+// Default returns the embedded defaults: everything on one machine, nothing else needed.
+func Default() Config {
+	return Config{
+		HTTPAddr:        "127.0.0.1:8080",
+		DataDir:         "./bedside-data",
+		STUNAddr:        ":3478",
+		LinkTTL:         24 * time.Hour,
+		SessionIdle:     15 * time.Minute,
+		SessionLifetime: 12 * time.Hour,
+		ShutdownTimeout: 10 * time.Second,
+		LogLevel:        "info",
+		LogFormat:       "json",
+	}
+}
+
+// FlagSet is a flag set holding every config option (for a subcommand to add its own flags
+// to) and the Config they fill.
+type FlagSet struct {
+	*flag.FlagSet
+	cfg     *Config
+	options []option
+}
+
+// NewFlagSet returns a FlagSet for the command name, filled with the defaults. Its usage
+// text lists every option with its environment variable.
+func NewFlagSet(name string, out io.Writer) *FlagSet {
+	cfg := Default()
+	fs := &FlagSet{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), cfg: &cfg}
+	fs.SetOutput(out)
+	fs.options = cfg.options()
+	for _, o := range fs.options {
+		fs.Var(o.value, o.name, o.usage)
+	}
+	fs.Usage = func() { fs.PrintUsage(name, "") }
+	return fs
+}
+
+// PrintUsage writes the command's usage: a synopsis, then every flag with its environment
+// variable and default.
+func (fs *FlagSet) PrintUsage(name, synopsis string) {
+	w := fs.Output()
+	if synopsis == "" {
+		synopsis = "[options]"
+	}
+	fmt.Fprintf(w, "Usage: bedside %s %s\n\nOptions (each also settable as BEDSIDE_<NAME> in the environment and as \"<name>\" in the config file):\n", name, synopsis)
+	fs.VisitAll(func(f *flag.Flag) {
+		env := ""
+		if fs.isConfigOption(f.Name) {
+			env = "  [" + EnvName(f.Name) + "]"
+		}
+		def := ""
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0s" {
+			def = fmt.Sprintf(" (default %q)", f.DefValue)
+		}
+		fmt.Fprintf(w, "  --%s%s\n      %s%s\n", f.Name, env, f.Usage, def)
+	})
+}
+
+func (fs *FlagSet) isConfigOption(name string) bool {
+	for _, o := range fs.options {
+		if o.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// EnvName is the environment variable for an option name: http-addr -> BEDSIDE_HTTP_ADDR.
+func EnvName(option string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(option, "-", "_"))
+}
+
+// Parse parses args, then fills every option not given on the command line from the
+// environment (env holds "KEY=value" strings) and then from the config file. It returns the
+// validated Config. flag.ErrHelp is returned as is, for --help.
+func (fs *FlagSet) Parse(args, env []string) (Config, error) {
+	if err := fs.FlagSet.Parse(args); err != nil {
+		return Config{}, err
+	}
+	explicit := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+
+	known := map[string]option{}
+	for _, o := range fs.options {
+		known[o.name] = o
+	}
+	// Environment, over the file.
+	fromEnv := map[string]bool{}
+	envNames := make([]string, 0, len(env))
+	envValues := map[string]string{}
+	for _, kv := range env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(k, EnvPrefix) {
+			continue
+		}
+		envNames = append(envNames, k)
+		envValues[k] = v
+	}
+	sort.Strings(envNames)
+	for _, k := range envNames {
+		name := strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(k, EnvPrefix)), "_", "-")
+		o, ok := known[name]
+		if !ok {
+			return Config{}, fmt.Errorf("environment: unknown setting %s", k)
+		}
+		fromEnv[name] = true
+		if explicit[name] {
+			continue
+		}
+		if err := o.value.Set(envValues[k]); err != nil {
+			return Config{}, fmt.Errorf("environment %s: invalid value %q: %w", k, envValues[k], err)
+		}
+	}
+	// The file, under both.
+	if path := fs.cfg.ConfigFile; path != "" {
+		if err := fs.loadFile(path, known, func(name string) bool { return explicit[name] || fromEnv[name] }); err != nil {
+			return Config{}, err
+		}
+	}
+	cfg := *fs.cfg
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+func (fs *FlagSet) loadFile(path string, known map[string]option, skip func(string) bool) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	var raw map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&raw); err != nil {
+		return fmt.Errorf("config file %s: not a JSON object: %w", path, err)
+	}
+	names := make([]string, 0, len(raw))
+	for k := range raw {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		o, ok := known[name]
+		if !ok || name == "config" {
+			return fmt.Errorf("config file %s: unknown key %q", path, name)
+		}
+		if skip(name) {
+			continue
+		}
+		text, err := scalarText(raw[name])
+		if err != nil {
+			return fmt.Errorf("config file %s: key %q: %w", path, name, err)
+		}
+		if err := o.value.Set(text); err != nil {
+			return fmt.Errorf("config file %s: key %q: invalid value %q: %w", path, name, text, err)
+		}
+	}
+	return nil
+}
+
+// scalarText turns a JSON string, number or boolean into the text a flag would get.
+func scalarText(raw json.RawMessage) (string, error) {
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return "", err
+	}
+	switch v := v.(type) {
+	case string:
+		return v, nil
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64), nil
+	case bool:
+		return strconv.FormatBool(v), nil
+	default:
+		return "", errors.New("must be a string, number or boolean")
+	}
+}
+
+// Validate checks every setting and fills the derived ones. Its errors name the setting.
+func (c *Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		return fmt.Errorf("http-addr: invalid value %q: %w", c.HTTPAddr, err)
+	}
+	if c.DataDir == "" {
+		return errors.New("data-dir: must not be empty")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("tls-cert and tls-key: set both or neither")
+	}
+	if c.PublicURL == "" {
+		scheme := "http"
+		if c.TLS() {
+			scheme = "https"
+		}
+		host, port, _ := net.SplitHostPort(c.HTTPAddr)
+		if host == "" || host == "0.0.0.0" || host == "::" {
+			host = "127.0.0.1"
+		}
+		c.PublicURL = scheme + "://" + net.JoinHostPort(host, port)
+	}
+	u, err := url.Parse(c.PublicURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("public-url: invalid value %q: want scheme://host[:port] with no path", c.PublicURL)
+	}
+	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	if c.STUNAddr != "off" {
+		if _, _, err := net.SplitHostPort(c.STUNAddr); err != nil {
+			return fmt.Errorf("stun-addr: invalid value %q: %w", c.STUNAddr, err)
+		}
+	}
+	if c.ICEHost == "" {
+		c.ICEHost = u.Hostname()
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+		min  time.Duration
+	}{
+		{"link-ttl", c.LinkTTL, time.Minute},
+		{"session-idle", c.SessionIdle, time.Minute},
+		{"session-lifetime", c.SessionLifetime, time.Minute},
+		{"shutdown-timeout", c.ShutdownTimeout, 0},
+	} {
+		if d.v < d.min {
+			return fmt.Errorf("%s: invalid value %s: must be at least %s", d.name, d.v, d.min)
+		}
+	}
+	if c.SessionIdle > c.SessionLifetime {
+		return fmt.Errorf("session-idle: invalid value %s: longer than session-lifetime %s", c.SessionIdle, c.SessionLifetime)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log-level: invalid value %q: want debug, info, warn or error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "json", "text":
+	default:
+		return fmt.Errorf("log-format: invalid value %q: want json or text", c.LogFormat)
+	}
+	return nil
+}
+
+// TLS reports whether the web server serves HTTPS.
+func (c *Config) TLS() bool { return c.TLSCert != "" && c.TLSKey != "" }
+
+type stringValue string
+
+func (s *stringValue) Set(v string) error { *s = stringValue(v); return nil }
+func (s *stringValue) String() string {
+	if s == nil {
+		return ""
+	}
+	return string(*s)
+}
+
+type durationValue time.Duration
+
+func (d *durationValue) Set(v string) error {
+	x, err := time.ParseDuration(v)
+	if err != nil {
+		return errors.New("not a duration such as 90s, 15m or 24h")
+	}
+	*d = durationValue(x)
+	return nil
+}
+
+func (d *durationValue) String() string {
+	if d == nil {
+		return ""
+	}
+	return time.Duration(*d).String()
+}

@@ -1,0 +1,337 @@
+package signal
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
+
+	"github.com/bedside/bedside/internal/auth"
+	"github.com/bedside/bedside/internal/store"
+	"github.com/bedside/bedside/internal/visit"
+)
+
+// client is one WebSocket connection. Its run goroutine is the actor: it alone handles the
+// client's messages and writes to the socket. A reader goroutine and a pinger goroutine,
+// both owned by run, feed it and end with it.
+type client struct {
+	s    *Server
+	conn *websocket.Conn
+	id   visit.Identity
+	log  *slog.Logger
+
+	// out holds messages for the socket, in order. Other goroutines (the room) put into it
+	// without blocking; when it is full the client is too slow and is closed.
+	out chan any
+	// final holds the last message before closing (ended or bye) and the close status.
+	final    chan final
+	finished atomic.Bool // a final message was queued: nothing more goes out
+
+	// Owned by the run goroutine.
+	presence *visit.Presence
+	role     store.Role
+	limiter  *rate.Limiter
+}
+
+type final struct {
+	msg    any
+	status websocket.StatusCode
+	reason string
+}
+
+// queue puts a message for the socket. It never blocks.
+func (c *client) queue(v any) {
+	if c.finished.Load() {
+		return
+	}
+	select {
+	case c.out <- v:
+	default:
+		c.finish(nil, websocket.StatusPolicyViolation, "too_slow")
+	}
+}
+
+// finish queues the last message (may be nil) and the close status. Only the first call
+// counts.
+func (c *client) finish(v any, status websocket.StatusCode, reason string) {
+	if c.finished.Swap(true) {
+		return
+	}
+	c.final <- final{msg: v, status: status, reason: reason}
+}
+
+// visit.Member, called by the room with its lock held: queue and return.
+
+func (c *client) Admitted(peers []visit.Peer) {
+	c.queue(AdmittedMsg{Type: "admitted", Peers: peerInfos(peers)})
+}
+
+func (c *client) WaitingChanged(list []visit.Waiting) {
+	c.queue(WaitingMsg{Type: "waiting", Waiting: waitingInfos(list)})
+}
+
+func (c *client) PeerEvent(ev visit.PeerEvent, p visit.Peer) {
+	c.queue(PeerMsg{Type: "peer", Event: string(ev), Peer: peerInfo(p)})
+}
+
+func (c *client) Signal(from string, payload any) {
+	in := payload.(Incoming)
+	c.queue(SignalMsg{Type: "signal", From: from, Description: in.Description, Candidate: in.Candidate})
+}
+
+func (c *client) Ended(reason string) {
+	c.finish(EndedMsg{Type: "ended", Reason: reason}, websocket.StatusNormalClosure, "ended")
+}
+
+func (c *client) Bye(reason string) {
+	status := websocket.StatusNormalClosure
+	if reason == "server_shutdown" {
+		status = websocket.StatusGoingAway
+	}
+	c.finish(ByeMsg{Type: "bye", Reason: reason}, status, reason)
+}
+
+type readResult struct {
+	data []byte
+	err  error // the connection is gone
+	big  bool  // over MaxMessage: dropped
+	text bool
+}
+
+func (c *client) run(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		c.conn.CloseNow()
+		wg.Wait()
+		if c.presence != nil {
+			c.presence.Disconnect(context.WithoutCancel(ctx))
+		}
+	}()
+	c.limiter = rate.NewLimiter(ratePerSecS, rateBurst)
+
+	inbox := make(chan readResult)
+	wg.Add(2)
+	go func() { defer wg.Done(); c.readLoop(ctx, inbox) }()
+	go func() { defer wg.Done(); c.pingLoop(ctx, cancel) }()
+
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case f := <-c.final:
+			c.flush(ctx)
+			if f.msg != nil {
+				c.write(ctx, f.msg)
+			}
+			c.conn.Close(f.status, f.reason)
+			return
+		case v := <-c.out:
+			if !c.write(ctx, v) {
+				return
+			}
+		case in := <-inbox:
+			if in.err != nil {
+				return
+			}
+			c.handle(ctx, in)
+		}
+	}
+}
+
+// flush writes what is queued before the final message.
+func (c *client) flush(ctx context.Context) {
+	for {
+		select {
+		case v := <-c.out:
+			if !c.write(ctx, v) {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+func (c *client) write(ctx context.Context, v any) bool {
+	ctx, cancel := context.WithTimeout(ctx, writeWait)
+	defer cancel()
+	if err := c.conn.Write(ctx, websocket.MessageText, encode(v)); err != nil {
+		c.log.Debug("websocket write failed", "err", err)
+		return false
+	}
+	return true
+}
+
+// readLoop reads messages until the connection fails. Messages over MaxMessage are read
+// to the end and dropped, so the connection stays usable.
+func (c *client) readLoop(ctx context.Context, inbox chan<- readResult) {
+	for {
+		typ, r, err := c.conn.Reader(ctx)
+		var res readResult
+		if err != nil {
+			res.err = err
+		} else {
+			res.text = typ == websocket.MessageText
+			res.data, err = io.ReadAll(io.LimitReader(r, MaxMessage+1))
+			if err == nil && len(res.data) > MaxMessage {
+				res.big, res.data = true, nil
+				_, err = io.Copy(io.Discard, r)
+			}
+			res.err = err
+		}
+		select {
+		case inbox <- res:
+		case <-ctx.Done():
+			return
+		}
+		if res.err != nil {
+			return
+		}
+	}
+}
+
+// pingLoop pings every PingEvery and ends the connection when a pong is late.
+func (c *client) pingLoop(ctx context.Context, cancel context.CancelFunc) {
+	t := time.NewTicker(c.s.cfg.PingEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			pctx, pcancel := context.WithTimeout(ctx, c.s.cfg.PongWait)
+			err := c.conn.Ping(pctx)
+			pcancel()
+			if err != nil {
+				if ctx.Err() == nil {
+					c.log.Info("signalling connection lost: no pong")
+				}
+				cancel()
+				return
+			}
+		}
+	}
+}
+
+func (c *client) replyError(code, message, inReplyTo string) {
+	c.queue(errorMsg(code, message, inReplyTo))
+}
+
+// handle validates and carries out one message.
+func (c *client) handle(ctx context.Context, in readResult) {
+	if !c.limiter.Allow() {
+		c.replyError(CodeRateLimited, "Too many messages; slow down.", "")
+		return
+	}
+	if in.big {
+		c.replyError(CodeTooLarge, "Messages may be at most 64 KiB.", "")
+		return
+	}
+	if !in.text {
+		c.replyError(CodeBadJSON, "Send JSON text messages.", "")
+		return
+	}
+	msg, err := Decode(in.data)
+	if err != nil {
+		code, text := errorCode(err)
+		c.replyError(code, text, msg.Type)
+		return
+	}
+	if msg.Type != "hello" && c.presence == nil {
+		c.replyError(CodeHelloRequired, "Send hello first.", msg.Type)
+		return
+	}
+	if c.presence != nil && !auth.Can(c.role, messagePolicy[msg.Type]) {
+		c.replyError(CodeForbidden, "You may not do that in this visit.", msg.Type)
+		return
+	}
+	switch msg.Type {
+	case "hello":
+		c.hello(ctx, msg)
+		return
+	case "signal":
+		err = c.presence.Relay(msg.To, msg)
+	case "admit":
+		err = c.presence.Admit(ctx, msg.Participant)
+	case "end":
+		err = c.presence.End(ctx)
+	case "leave":
+		c.presence.Leave(ctx)
+	}
+	if err != nil {
+		code, text := errorCode(err)
+		if code == CodeInternal {
+			c.log.Warn("signalling message failed", "type", msg.Type, "err", err)
+		}
+		c.replyError(code, text, msg.Type)
+	}
+}
+
+// hello joins the visit. A refused hello closes the connection: there is nothing else the
+// client can do on it.
+func (c *client) hello(ctx context.Context, msg Incoming) {
+	if c.presence != nil {
+		c.replyError(CodeAlreadyJoined, "This connection has already joined.", "hello")
+		return
+	}
+	refuse := func(err error) {
+		code, text := errorCode(err)
+		if code == CodeInternal {
+			c.log.Warn("hello failed", "err", err)
+		}
+		c.finish(errorMsg(code, text, "hello"), websocket.StatusPolicyViolation, code)
+	}
+	canAdmit := false
+	if u := c.id.User; u != nil {
+		if msg.Visit == "" {
+			refuse(invalid("visit is required."))
+			return
+		}
+		v, err := c.s.cfg.Visits.Get(ctx, msg.Visit)
+		if err != nil {
+			refuse(err)
+			return
+		}
+		if !auth.CanOnVisit(*u, auth.ActVisitJoin, v.ClinicianID) {
+			refuse(visit.ErrForbidden)
+			return
+		}
+		canAdmit = auth.CanOnVisit(*u, auth.ActVisitAdmit, v.ClinicianID)
+	}
+	p, w, err := c.s.cfg.Visits.Connect(ctx, c.id, msg.Visit, msg.Session, canAdmit, c)
+	if errors.Is(err, visit.ErrNotFound) && c.id.User == nil {
+		err = visit.ErrForbidden
+	}
+	if err != nil {
+		refuse(err)
+		return
+	}
+	c.presence = p
+	c.role = w.Participant.Role
+	ice := c.s.cfg.ICE(w.Participant)
+	welcome := WelcomeMsg{
+		Type:               "welcome",
+		Participant:        ParticipantInfo{ID: w.Participant.ID, Role: string(w.Participant.Role), Name: w.Participant.Name},
+		Visit:              VisitInfo{ID: w.Visit.ID, State: string(w.Visit.State)},
+		Admitted:           w.Admitted,
+		ICEServers:         ice.Servers,
+		ICETransportPolicy: ice.Policy,
+		Peers:              peerInfos(w.Peers),
+	}
+	if w.CanAdmit {
+		welcome.Waiting = waitingInfos(w.Waiting)
+	}
+	// The welcome must precede anything the room queued while we joined; write it directly
+	// (the actor owns the socket, and the room's messages wait in out until we return).
+	if !c.write(ctx, welcome) {
+		c.finish(nil, websocket.StatusInternalError, "write failed")
+	}
+}

@@ -1,0 +1,381 @@
+// Package sqlite is the embedded, default Store: one SQLite file under the data directory,
+// through modernc.org/sqlite (pure Go, so the binary needs no cgo). Migrations are numbered
+// SQL files embedded in the binary and applied in order at Open.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/bedside/bedside/internal/store"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Store is a store.Store on an SQLite database.
+type Store struct {
+	db *sql.DB
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the database bedside.db in dir and brings its schema up to
+// date. The directory is created with mode 0700: it holds patient data.
+func Open(ctx context.Context, dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	return OpenFile(ctx, filepath.Join(dir, "bedside.db"))
+}
+
+// OpenFile opens the database at path (":memory:" is not supported: use a temp dir).
+func OpenFile(ctx context.Context, path string) (*Store, error) {
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	s := &Store{db: db}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("database file mode: %w", err)
+	}
+	return s, nil
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("migrations table: %w", err)
+	}
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		var version int
+		if _, err := fmt.Sscanf(filepath.Base(name), "%04d_", &version); err != nil {
+			return fmt.Errorf("migration %s: bad name", name)
+		}
+		var n int
+		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
+			return fmt.Errorf("migration %d: %w", version, err)
+		}
+		if n > 0 {
+			continue
+		}
+		body, err := migrations.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		tx, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("migration %d: %w", version, err)
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", version, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, version, ms(time.Now())); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", version, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migration %d: %w", version, err)
+		}
+	}
+	return nil
+}
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+func ms(t time.Time) int64 { return t.UnixMilli() }
+
+func fromMS(v int64) time.Time { return time.UnixMilli(v).UTC() }
+
+func nullMS(t *time.Time) sql.NullInt64 {
+	if t == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixMilli(), Valid: true}
+}
+
+func fromNullMS(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := fromMS(v.Int64)
+	return &t
+}
+
+// isUnique reports whether err is a UNIQUE or PRIMARY KEY constraint violation.
+func isUnique(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
+}
+
+// one checks that an UPDATE or DELETE touched a row.
+func one(res sql.Result, err error) error {
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+func notFound(err error) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	return err
+}
+
+// Users
+
+func (s *Store) CreateUser(ctx context.Context, u store.User) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO users (id, email, name, role, password_hash, disabled, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		u.ID, u.Email, u.Name, string(u.Role), u.PasswordHash, u.Disabled, ms(u.CreatedAt))
+	if isUnique(err) {
+		return store.ErrConflict
+	}
+	return err
+}
+
+const userCols = `id, email, name, role, password_hash, disabled, created_at`
+
+func scanUser(row interface{ Scan(...any) error }) (store.User, error) {
+	var u store.User
+	var role string
+	var created int64
+	err := row.Scan(&u.ID, &u.Email, &u.Name, &role, &u.PasswordHash, &u.Disabled, &created)
+	u.Role = store.Role(role)
+	u.CreatedAt = fromMS(created)
+	return u, notFound(err)
+}
+
+func (s *Store) UserByID(ctx context.Context, id string) (store.User, error) {
+	return scanUser(s.db.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE id = ?`, id))
+}
+
+func (s *Store) UserByEmail(ctx context.Context, email string) (store.User, error) {
+	return scanUser(s.db.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE email = ?`, email))
+}
+
+func (s *Store) ListUsers(ctx context.Context) ([]store.User, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+userCols+` FROM users ORDER BY email`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.User
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+func (s *Store) SetUserDisabled(ctx context.Context, id string, disabled bool) error {
+	return one(s.db.ExecContext(ctx, `UPDATE users SET disabled = ? WHERE id = ?`, disabled, id))
+}
+
+// Sessions
+
+func (s *Store) CreateSession(ctx context.Context, x store.Session) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions (id_hash, user_id, created_at, last_seen_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
+		x.IDHash, x.UserID, ms(x.CreatedAt), ms(x.LastSeenAt), ms(x.ExpiresAt))
+	if isUnique(err) {
+		return store.ErrConflict
+	}
+	return err
+}
+
+func (s *Store) SessionByHash(ctx context.Context, idHash []byte) (store.Session, error) {
+	var x store.Session
+	var created, seen, expires int64
+	err := s.db.QueryRowContext(ctx, `SELECT id_hash, user_id, created_at, last_seen_at, expires_at FROM sessions WHERE id_hash = ?`, idHash).
+		Scan(&x.IDHash, &x.UserID, &created, &seen, &expires)
+	x.CreatedAt, x.LastSeenAt, x.ExpiresAt = fromMS(created), fromMS(seen), fromMS(expires)
+	return x, notFound(err)
+}
+
+func (s *Store) TouchSession(ctx context.Context, idHash []byte, at time.Time) error {
+	return one(s.db.ExecContext(ctx, `UPDATE sessions SET last_seen_at = ? WHERE id_hash = ?`, ms(at), idHash))
+}
+
+func (s *Store) DeleteSession(ctx context.Context, idHash []byte) error {
+	return one(s.db.ExecContext(ctx, `DELETE FROM sessions WHERE id_hash = ?`, idHash))
+}
+
+func (s *Store) DeleteUserSessions(ctx context.Context, userID string) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE user_id = ?`, userID)
+	return err
+}
+
+func (s *Store) DeleteExpiredSessions(ctx context.Context, now time.Time, idle time.Duration) (int, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at <= ? OR last_seen_at <= ?`, ms(now), ms(now.Add(-idle)))
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
+// Visits
+
+func (s *Store) CreateVisit(ctx context.Context, v store.Visit) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO visits (id, clinician_id, patient_name, scheduled_at, created_at, link_hash, link_expires_at, revoked_at, state, ended_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		v.ID, v.ClinicianID, v.PatientName, ms(v.ScheduledAt), ms(v.CreatedAt), v.LinkHash, ms(v.LinkExpiresAt), nullMS(v.RevokedAt), string(v.State), nullMS(v.EndedAt))
+	if isUnique(err) {
+		return store.ErrConflict
+	}
+	return err
+}
+
+const visitCols = `id, clinician_id, patient_name, scheduled_at, created_at, link_hash, link_expires_at, revoked_at, state, ended_at`
+
+func scanVisit(row interface{ Scan(...any) error }) (store.Visit, error) {
+	var v store.Visit
+	var scheduled, created, expires int64
+	var revoked, ended sql.NullInt64
+	var state string
+	err := row.Scan(&v.ID, &v.ClinicianID, &v.PatientName, &scheduled, &created, &v.LinkHash, &expires, &revoked, &state, &ended)
+	v.ScheduledAt, v.CreatedAt, v.LinkExpiresAt = fromMS(scheduled), fromMS(created), fromMS(expires)
+	v.RevokedAt, v.EndedAt = fromNullMS(revoked), fromNullMS(ended)
+	v.State = store.VisitState(state)
+	return v, notFound(err)
+}
+
+func (s *Store) VisitByID(ctx context.Context, id string) (store.Visit, error) {
+	return scanVisit(s.db.QueryRowContext(ctx, `SELECT `+visitCols+` FROM visits WHERE id = ?`, id))
+}
+
+func (s *Store) VisitByLinkHash(ctx context.Context, linkHash []byte) (store.Visit, error) {
+	return scanVisit(s.db.QueryRowContext(ctx, `SELECT `+visitCols+` FROM visits WHERE link_hash = ?`, linkHash))
+}
+
+func (s *Store) ListVisits(ctx context.Context, clinicianID string, from, to time.Time) ([]store.Visit, error) {
+	q := `SELECT ` + visitCols + ` FROM visits WHERE scheduled_at >= ? AND scheduled_at < ?`
+	args := []any{ms(from), ms(to)}
+	if clinicianID != "" {
+		q += ` AND clinician_id = ?`
+		args = append(args, clinicianID)
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY scheduled_at, id`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Visit
+	for rows.Next() {
+		v, err := scanVisit(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+func (s *Store) SetVisitLink(ctx context.Context, id string, linkHash []byte, expiresAt time.Time) error {
+	return one(s.db.ExecContext(ctx, `UPDATE visits SET link_hash = ?, link_expires_at = ?, revoked_at = NULL WHERE id = ?`, linkHash, ms(expiresAt), id))
+}
+
+func (s *Store) SetVisitState(ctx context.Context, id string, state store.VisitState) error {
+	// An ended visit stays ended.
+	return one(s.db.ExecContext(ctx, `UPDATE visits SET state = CASE WHEN state = 'ended' THEN state ELSE ? END WHERE id = ?`, string(state), id))
+}
+
+func (s *Store) RevokeVisit(ctx context.Context, id string, at time.Time) error {
+	return one(s.db.ExecContext(ctx, `UPDATE visits SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?`, ms(at), id))
+}
+
+func (s *Store) EndVisit(ctx context.Context, id string, at time.Time) error {
+	return one(s.db.ExecContext(ctx, `UPDATE visits SET state = 'ended', ended_at = COALESCE(ended_at, ?) WHERE id = ?`, ms(at), id))
+}
+
+// Participants
+
+func (s *Store) CreateParticipant(ctx context.Context, p store.Participant) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO participants (id, visit_id, role, user_id, name, credential_hash, created_at, admitted_at, left_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		p.ID, p.VisitID, string(p.Role), p.UserID, p.Name, p.CredentialHash, ms(p.CreatedAt), nullMS(p.AdmittedAt), nullMS(p.LeftAt))
+	if isUnique(err) {
+		return store.ErrConflict
+	}
+	return err
+}
+
+const participantCols = `id, visit_id, role, user_id, name, credential_hash, created_at, admitted_at, left_at`
+
+func scanParticipant(row interface{ Scan(...any) error }) (store.Participant, error) {
+	var p store.Participant
+	var role string
+	var created int64
+	var admitted, left sql.NullInt64
+	err := row.Scan(&p.ID, &p.VisitID, &role, &p.UserID, &p.Name, &p.CredentialHash, &created, &admitted, &left)
+	p.Role = store.Role(role)
+	p.CreatedAt = fromMS(created)
+	p.AdmittedAt, p.LeftAt = fromNullMS(admitted), fromNullMS(left)
+	return p, notFound(err)
+}
+
+func (s *Store) ParticipantByID(ctx context.Context, id string) (store.Participant, error) {
+	return scanParticipant(s.db.QueryRowContext(ctx, `SELECT `+participantCols+` FROM participants WHERE id = ?`, id))
+}
+
+func (s *Store) VisitParticipants(ctx context.Context, visitID string) ([]store.Participant, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+participantCols+` FROM participants WHERE visit_id = ? ORDER BY created_at, id`, visitID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Participant
+	for rows.Next() {
+		p, err := scanParticipant(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+func (s *Store) AdmitParticipant(ctx context.Context, id string, at time.Time) error {
+	return one(s.db.ExecContext(ctx, `UPDATE participants SET admitted_at = COALESCE(admitted_at, ?) WHERE id = ?`, ms(at), id))
+}
+
+func (s *Store) SetParticipantLeft(ctx context.Context, id string, at time.Time) error {
+	return one(s.db.ExecContext(ctx, `UPDATE participants SET left_at = ? WHERE id = ?`, ms(at), id))
+}
+
+func (s *Store) SetParticipantName(ctx context.Context, id, name string) error {
+	return one(s.db.ExecContext(ctx, `UPDATE participants SET name = ? WHERE id = ?`, name, id))
+}

@@ -1,0 +1,458 @@
+// Package visit owns visits and the people in them: creating visits and their patient links,
+// turning a link into a participant, the waiting room, admission, who is connected, relaying
+// signalling between admitted participants, and ending. It owns no media and speaks no wire
+// protocol: the signalling server (package signal) connects Members to it.
+package visit
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/bedside/bedside/internal/auth"
+	"github.com/bedside/bedside/internal/store"
+)
+
+// Errors callers map to HTTP statuses and protocol error codes.
+var (
+	ErrNotFound    = errors.New("not found")
+	ErrLinkUnknown = errors.New("unknown visit link")
+	ErrLinkExpired = errors.New("visit link expired")
+	ErrLinkRevoked = errors.New("visit link revoked")
+	ErrVisitEnded  = errors.New("visit ended")
+	ErrForbidden   = errors.New("forbidden")
+	ErrNotAdmitted = errors.New("not admitted")
+	ErrWrongState  = errors.New("wrong state")
+)
+
+// InvalidError says which input was wrong and why; its text is safe to show the user.
+type InvalidError struct{ Field, Reason string }
+
+func (e *InvalidError) Error() string { return e.Field + ": " + e.Reason }
+
+// Store is what the visit manager needs of the database.
+type Store interface {
+	UserByID(ctx context.Context, id string) (store.User, error)
+	CreateVisit(ctx context.Context, v store.Visit) error
+	VisitByID(ctx context.Context, id string) (store.Visit, error)
+	VisitByLinkHash(ctx context.Context, linkHash []byte) (store.Visit, error)
+	ListVisits(ctx context.Context, clinicianID string, from, to time.Time) ([]store.Visit, error)
+	SetVisitLink(ctx context.Context, id string, linkHash []byte, expiresAt time.Time) error
+	SetVisitState(ctx context.Context, id string, state store.VisitState) error
+	RevokeVisit(ctx context.Context, id string, at time.Time) error
+	EndVisit(ctx context.Context, id string, at time.Time) error
+	CreateParticipant(ctx context.Context, p store.Participant) error
+	ParticipantByID(ctx context.Context, id string) (store.Participant, error)
+	VisitParticipants(ctx context.Context, visitID string) ([]store.Participant, error)
+	AdmitParticipant(ctx context.Context, id string, at time.Time) error
+	SetParticipantLeft(ctx context.Context, id string, at time.Time) error
+	SetParticipantName(ctx context.Context, id, name string) error
+}
+
+// Config configures a Manager.
+type Config struct {
+	LinkTTL time.Duration    // a link expires this long after the visit's scheduled time
+	Now     func() time.Time // nil = time.Now
+	Log     *slog.Logger
+	// SweepEvery is how often Run looks for visits ended or revoked by another process
+	// (the CLI, another node). Zero means 2 s.
+	SweepEvery time.Duration
+}
+
+// Manager is the visit service. Its live rooms exist only while someone is connected;
+// everything that must outlive a connection (admission, state) is in the store.
+type Manager struct {
+	st         Store
+	linkTTL    time.Duration
+	now        func() time.Time
+	log        *slog.Logger
+	sweepEvery time.Duration
+
+	mu    sync.Mutex
+	rooms map[string]*room
+}
+
+// NewManager returns a Manager.
+func NewManager(st Store, cfg Config) *Manager {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.SweepEvery == 0 {
+		cfg.SweepEvery = 2 * time.Second
+	}
+	return &Manager{st: st, linkTTL: cfg.LinkTTL, now: cfg.Now, log: cfg.Log, sweepEvery: cfg.SweepEvery, rooms: map[string]*room{}}
+}
+
+// MaxNameLength bounds patient and participant names.
+const MaxNameLength = 80
+
+// CleanName trims a display name and checks it: 1 to max characters, no control characters.
+func CleanName(field, name string, max int, required bool) (string, error) {
+	name = strings.TrimSpace(name)
+	if name == "" {
+		if required {
+			return "", &InvalidError{field, "is required"}
+		}
+		return "", nil
+	}
+	if !utf8.ValidString(name) || utf8.RuneCountInString(name) > max {
+		return "", &InvalidError{field, fmt.Sprintf("must be at most %d characters", max)}
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f {
+			return "", &InvalidError{field, "must not contain control characters"}
+		}
+	}
+	return name, nil
+}
+
+// NewVisit is what a visit is created from.
+type NewVisit struct {
+	ClinicianID string
+	PatientName string
+	ScheduledAt time.Time // zero = now
+}
+
+// Create creates a visit and its patient link. The token is returned once and never stored.
+func (m *Manager) Create(ctx context.Context, nv NewVisit) (store.Visit, string, error) {
+	name, err := CleanName("patient_name", nv.PatientName, 200, false)
+	if err != nil {
+		return store.Visit{}, "", err
+	}
+	c, err := m.st.UserByID(ctx, nv.ClinicianID)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Visit{}, "", &InvalidError{"clinician", "no such clinician"}
+	}
+	if err != nil {
+		return store.Visit{}, "", fmt.Errorf("create visit: %w", err)
+	}
+	if c.Role != store.RoleClinician || c.Disabled {
+		return store.Visit{}, "", &InvalidError{"clinician", "is not an active clinician account"}
+	}
+	now := m.now().UTC().Truncate(time.Millisecond) // the precision the store keeps
+	at := nv.ScheduledAt.UTC().Truncate(time.Millisecond)
+	if at.IsZero() {
+		at = now
+	}
+	token := auth.NewToken()
+	v := store.Visit{
+		ID: store.NewID("vst"), ClinicianID: c.ID, PatientName: name, ScheduledAt: at, CreatedAt: now,
+		LinkHash: auth.HashToken(token), LinkExpiresAt: at.Add(m.linkTTL), State: store.VisitScheduled,
+	}
+	if !v.LinkExpiresAt.After(now) {
+		return store.Visit{}, "", &InvalidError{"scheduled_at", "is so far in the past that the link would already have expired"}
+	}
+	if err := m.st.CreateVisit(ctx, v); err != nil {
+		return store.Visit{}, "", fmt.Errorf("create visit: %w", err)
+	}
+	m.log.Info("visit created", "visit", v.ID, "clinician", c.ID)
+	return v, token, nil
+}
+
+// Get returns a visit.
+func (m *Manager) Get(ctx context.Context, id string) (store.Visit, error) {
+	v, err := m.st.VisitByID(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Visit{}, ErrNotFound
+	}
+	return v, err
+}
+
+// List returns the visits scheduled in [from, to), of one clinician or ("" ) all.
+func (m *Manager) List(ctx context.Context, clinicianID string, from, to time.Time) ([]store.Visit, error) {
+	return m.st.ListVisits(ctx, clinicianID, from, to)
+}
+
+// NewLink replaces a visit's patient link with a new one (the old one stops working) and
+// returns the new token.
+func (m *Manager) NewLink(ctx context.Context, id string) (store.Visit, string, error) {
+	v, err := m.Get(ctx, id)
+	if err != nil {
+		return store.Visit{}, "", err
+	}
+	if v.State == store.VisitEnded {
+		return store.Visit{}, "", ErrVisitEnded
+	}
+	token := auth.NewToken()
+	exp := v.ScheduledAt.Add(m.linkTTL)
+	if now := m.now().UTC(); exp.Before(now.Add(m.linkTTL)) {
+		exp = now.Add(m.linkTTL) // a link issued late still gets a full lifetime
+	}
+	if err := m.st.SetVisitLink(ctx, id, auth.HashToken(token), exp); err != nil {
+		return store.Visit{}, "", fmt.Errorf("new link %s: %w", id, err)
+	}
+	v.LinkHash, v.LinkExpiresAt, v.RevokedAt = auth.HashToken(token), exp, nil
+	m.log.Info("visit link reissued", "visit", id)
+	return v, token, nil
+}
+
+// Revoke makes the visit's link stop working and disconnects the patients and guests who
+// came in through it.
+func (m *Manager) Revoke(ctx context.Context, id string) (store.Visit, error) {
+	if err := m.st.RevokeVisit(ctx, id, m.now().UTC()); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return store.Visit{}, ErrNotFound
+		}
+		return store.Visit{}, fmt.Errorf("revoke %s: %w", id, err)
+	}
+	m.log.Info("visit link revoked", "visit", id)
+	if r := m.liveRoom(id); r != nil {
+		r.kickLinkHolders("revoked")
+	}
+	return m.Get(ctx, id)
+}
+
+// End ends a visit for everyone in it. Ending an ended visit is not an error.
+func (m *Manager) End(ctx context.Context, id string) (store.Visit, error) {
+	if err := m.st.EndVisit(ctx, id, m.now().UTC()); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return store.Visit{}, ErrNotFound
+		}
+		return store.Visit{}, fmt.Errorf("end %s: %w", id, err)
+	}
+	m.log.Info("visit ended", "visit", id)
+	if r := m.liveRoom(id); r != nil {
+		m.closeRoom(r, "ended")
+	}
+	return m.Get(ctx, id)
+}
+
+// linkError says why a visit's link no longer opens it, or nil.
+func (m *Manager) linkError(v store.Visit) error {
+	switch {
+	case v.State == store.VisitEnded:
+		return ErrVisitEnded
+	case v.RevokedAt != nil:
+		return ErrLinkRevoked
+	case !m.now().Before(v.LinkExpiresAt):
+		return ErrLinkExpired
+	}
+	return nil
+}
+
+// ResolveLink returns the visit a patient link opens, or why it opens nothing.
+func (m *Manager) ResolveLink(ctx context.Context, token string) (store.Visit, error) {
+	if !auth.WellFormedToken(token) {
+		return store.Visit{}, ErrLinkUnknown
+	}
+	v, err := m.st.VisitByLinkHash(ctx, auth.HashToken(token))
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Visit{}, ErrLinkUnknown
+	}
+	if err != nil {
+		return store.Visit{}, fmt.Errorf("resolve link: %w", err)
+	}
+	return v, m.linkError(v)
+}
+
+// ParticipantFromCookie returns the participant a participant cookie names, or ErrNotFound.
+// The cookie is "<participant id>.<secret>"; only the secret's hash is stored.
+func (m *Manager) ParticipantFromCookie(ctx context.Context, cookie string) (store.Participant, error) {
+	id, secret, ok := strings.Cut(cookie, ".")
+	if !ok || !auth.WellFormedToken(secret) || len(id) > 64 {
+		return store.Participant{}, ErrNotFound
+	}
+	p, err := m.st.ParticipantByID(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Participant{}, ErrNotFound
+	}
+	if err != nil {
+		return store.Participant{}, fmt.Errorf("participant cookie: %w", err)
+	}
+	if p.CredentialHash == nil || subtle.ConstantTimeCompare(p.CredentialHash, auth.HashToken(secret)) != 1 {
+		return store.Participant{}, ErrNotFound
+	}
+	return p, nil
+}
+
+// LinkParticipant returns the visit of a link and, when cookie names a participant of that
+// visit, that participant (a reload); otherwise a nil participant.
+func (m *Manager) LinkParticipant(ctx context.Context, token, cookie string) (store.Visit, *store.Participant, error) {
+	v, err := m.ResolveLink(ctx, token)
+	if err != nil {
+		return store.Visit{}, nil, err
+	}
+	if cookie == "" {
+		return v, nil, nil
+	}
+	p, err := m.ParticipantFromCookie(ctx, cookie)
+	if errors.Is(err, ErrNotFound) || (err == nil && p.VisitID != v.ID) {
+		return v, nil, nil
+	}
+	if err != nil {
+		return store.Visit{}, nil, err
+	}
+	return v, &p, nil
+}
+
+// JoinLink turns a link into a participant: the one cookie names when it belongs to this
+// visit (keeping its admission; the name is updated), else a new patient. newCookie is ""
+// when the existing cookie stays valid.
+func (m *Manager) JoinLink(ctx context.Context, token, name, cookie string) (p store.Participant, v store.Visit, newCookie string, err error) {
+	name, err = CleanName("name", name, MaxNameLength, true)
+	if err != nil {
+		return store.Participant{}, store.Visit{}, "", err
+	}
+	v, existing, err := m.LinkParticipant(ctx, token, cookie)
+	if err != nil {
+		return store.Participant{}, store.Visit{}, "", err
+	}
+	if existing != nil {
+		if existing.Name != name {
+			if err := m.st.SetParticipantName(ctx, existing.ID, name); err != nil {
+				return store.Participant{}, store.Visit{}, "", fmt.Errorf("join: %w", err)
+			}
+			existing.Name = name
+		}
+		return *existing, v, "", nil
+	}
+	secret := auth.NewToken()
+	p = store.Participant{
+		ID: store.NewID("prt"), VisitID: v.ID, Role: store.RolePatient, Name: name,
+		CredentialHash: auth.HashToken(secret), CreatedAt: m.now().UTC(),
+	}
+	if err := m.st.CreateParticipant(ctx, p); err != nil {
+		return store.Participant{}, store.Visit{}, "", fmt.Errorf("join: %w", err)
+	}
+	m.log.Info("participant joined through link", "visit", v.ID, "participant", p.ID)
+	return p, v, p.ID + "." + secret, nil
+}
+
+// accountParticipant returns the participant record of a signed-in user in a visit,
+// creating it (admitted: account holders never wait) on their first connection.
+func (m *Manager) accountParticipant(ctx context.Context, u store.User, visitID string) (store.Participant, error) {
+	ps, err := m.st.VisitParticipants(ctx, visitID)
+	if err != nil {
+		return store.Participant{}, err
+	}
+	for _, p := range ps {
+		if p.UserID == u.ID {
+			return p, nil
+		}
+	}
+	now := m.now().UTC()
+	p := store.Participant{ID: store.NewID("prt"), VisitID: visitID, Role: u.Role, UserID: u.ID, Name: u.Name, CreatedAt: now, AdmittedAt: &now}
+	if err := m.st.CreateParticipant(ctx, p); err != nil {
+		return store.Participant{}, err
+	}
+	return p, nil
+}
+
+// Waiting returns who is in the visit's waiting room now.
+func (m *Manager) Waiting(visitID string) []Waiting {
+	if r := m.liveRoom(visitID); r != nil {
+		return r.waitingList()
+	}
+	return nil
+}
+
+// Admit lets a waiting participant into the call (the HTTP API's way; the clinician's page
+// uses Presence.Admit).
+func (m *Manager) Admit(ctx context.Context, visitID, participantID string) error {
+	r := m.liveRoom(visitID)
+	if r == nil {
+		return ErrWrongState
+	}
+	return r.admit(ctx, m, participantID)
+}
+
+func (m *Manager) liveRoom(id string) *room {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.rooms[id]
+}
+
+// Run looks, every SweepEvery, for live visits that another process ended or revoked, until
+// ctx is done. The app runs it in one goroutine.
+func (m *Manager) Run(ctx context.Context) {
+	t := time.NewTicker(m.sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.sweep(ctx)
+		}
+	}
+}
+
+func (m *Manager) sweep(ctx context.Context) {
+	m.mu.Lock()
+	rooms := make([]*room, 0, len(m.rooms))
+	for _, r := range m.rooms {
+		rooms = append(rooms, r)
+	}
+	m.mu.Unlock()
+	for _, r := range rooms {
+		v, err := m.st.VisitByID(ctx, r.id)
+		if err != nil {
+			if ctx.Err() == nil {
+				m.log.Warn("sweep: cannot read visit", "visit", r.id, "err", err)
+			}
+			continue
+		}
+		switch {
+		case v.State == store.VisitEnded:
+			m.closeRoom(r, "ended")
+		case v.RevokedAt != nil:
+			r.kickLinkHolders("revoked")
+		}
+	}
+}
+
+// Shutdown says goodbye to every connected participant (the server is going away; their
+// calls go on and their pages reconnect when it is back).
+func (m *Manager) Shutdown() {
+	m.mu.Lock()
+	rooms := m.rooms
+	m.rooms = map[string]*room{}
+	m.mu.Unlock()
+	for _, r := range rooms {
+		r.mu.Lock()
+		r.closed = true
+		for _, mem := range r.members {
+			mem.conn.Bye("server_shutdown")
+		}
+		r.members = nil
+		r.mu.Unlock()
+	}
+}
+
+// closeRoom ends a live room: everyone gets Ended, and the room is forgotten.
+func (m *Manager) closeRoom(r *room, reason string) {
+	m.mu.Lock()
+	if m.rooms[r.id] == r {
+		delete(m.rooms, r.id)
+	}
+	m.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	for _, mem := range r.members {
+		mem.conn.Ended(reason)
+	}
+	r.members = nil
+}
+
+// LiveCounts reports how many rooms and connected participants there are, for metrics and
+// leak tests.
+func (m *Manager) LiveCounts() (rooms, members int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range m.rooms {
+		r.mu.Lock()
+		members += len(r.members)
+		r.mu.Unlock()
+	}
+	return len(m.rooms), members
+}

@@ -1,0 +1,59 @@
+package web
+
+import (
+	"net/http"
+
+	"github.com/bedside/bedside/internal/auth"
+)
+
+// kind says how a route answers a caller who is not allowed in.
+type kind int
+
+const (
+	api  kind = iota // JSON error
+	page             // redirect to /signin
+)
+
+// route is one entry of the HTTP surface: its pattern, the action its caller needs (checked
+// before the handler runs), and the handler. Every route has a policy; there is no way to
+// add one without (TestEveryRouteHasPolicy walks them all).
+type route struct {
+	pattern string
+	action  auth.Action
+	kind    kind
+	handle  func(w http.ResponseWriter, r *http.Request, c *caller)
+}
+
+// routes is the whole HTTP surface, in one place. docs/api.md documents the API routes
+// (TestAPIDocCoversRoutes keeps the two in step).
+func (s *Server) routes() []route {
+	return []route{
+		{"GET /healthz", auth.ActNone, api, s.healthz},
+		{"GET /readyz", auth.ActNone, api, s.readyz},
+
+		{"POST /api/v1/session", auth.ActNone, api, s.signIn},
+		{"GET /api/v1/session", auth.ActSignedIn, api, s.getSession},
+		{"DELETE /api/v1/session", auth.ActSignedIn, api, s.signOut},
+
+		{"GET /api/v1/visits", auth.ActVisitList, api, s.listVisits},
+		{"POST /api/v1/visits", auth.ActVisitCreate, api, s.createVisit},
+		{"GET /api/v1/visits/{id}", auth.ActVisitRead, api, s.getVisit},
+		{"POST /api/v1/visits/{id}/link", auth.ActVisitLink, api, s.newLink},
+		{"POST /api/v1/visits/{id}/revoke", auth.ActVisitRevoke, api, s.revokeVisit},
+		{"POST /api/v1/visits/{id}/admit", auth.ActVisitAdmit, api, s.admit},
+		{"POST /api/v1/visits/{id}/end", auth.ActVisitEnd, api, s.endVisit},
+
+		// The link's token is the authorisation of these two.
+		{"POST /api/v1/link", auth.ActNone, api, s.resolveLink},
+		{"POST /api/v1/link/join", auth.ActNone, api, s.joinLink},
+		// Cookies identify the caller; every message is checked by the signalling policy.
+		{"GET /api/v1/ws", auth.ActNone, api, s.websocket},
+
+		{"GET /{$}", auth.ActNone, page, s.home},
+		{"GET /signin", auth.ActNone, page, s.page("signin.html")},
+		{"GET /console", auth.ActSignedIn, page, s.page("console.html")},
+		{"GET /console/visits/{id}", auth.ActVisitJoin, page, s.page("visit.html")},
+		{"GET /v/{token}", auth.ActNone, page, s.patientPage},
+		{"GET /static/", auth.ActNone, page, s.static},
+	}
+}

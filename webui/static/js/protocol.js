@@ -1,0 +1,404 @@
+// Signalling client for the Bedside protocol, version 1 (docs/protocol.md).
+// It opens the WebSocket, says hello, turns server frames into typed events and reconnects
+// with back-off. It touches no DOM, so it can be tested on its own.
+
+/** The WebSocket subprotocol that names protocol version 1. */
+export const SUBPROTOCOL = 'bedside.v1';
+
+/** Reconnect delays in seconds: 0.5, 1, 2, 4, then 5 for ever. */
+export const BACKOFF_SECONDS = [0.5, 1, 2, 4, 5];
+
+/**
+ * Error codes that close the connection for good: reconnecting would only fail again.
+ * (`forbidden` and `not_found` are fatal only as the answer to `hello`.)
+ */
+const FATAL_CODES = new Set(['visit_ended', 'link_expired', 'link_revoked']);
+const FATAL_HELLO_CODES = new Set(['forbidden', 'not_found']);
+
+/** At most this many messages wait for the connection to come back; older ones are dropped. */
+const MAX_QUEUED = 500;
+
+/**
+ * @typedef {'clinician' | 'admin' | 'staff' | 'patient' | 'guest'} Role
+ * @typedef {{id: string, role: string, name: string, session: string, polite: boolean}} Peer
+ * @typedef {{id: string, name: string, since: string}} WaitingEntry
+ * @typedef {{urls: string | string[], username?: string, credential?: string}} IceServer
+ * @typedef {{type: 'welcome', participant: {id: string, role: string, name: string},
+ *   visit: {id: string, state: string}, admitted: boolean, ice_servers: IceServer[],
+ *   ice_transport_policy: RTCIceTransportPolicy, peers: Peer[], waiting: WaitingEntry[]}} WelcomeMsg
+ * @typedef {{type: 'admitted', peers: Peer[]}} AdmittedMsg
+ * @typedef {{type: 'waiting', waiting: WaitingEntry[]}} WaitingMsg
+ * @typedef {{type: 'peer', event: 'joined' | 'gone' | 'left', peer: Peer}} PeerMsg
+ * @typedef {{candidate?: string, sdpMid?: string | null, sdpMLineIndex?: number | null,
+ *   usernameFragment?: string | null}} CandidateInit
+ * @typedef {{type: 'signal', from: string, description?: {type: RTCSdpType, sdp?: string},
+ *   candidate?: CandidateInit | null}} SignalMsg
+ * @typedef {{type: 'ice_servers', ice_servers: IceServer[], ice_transport_policy: RTCIceTransportPolicy}} IceServersMsg
+ * @typedef {{type: 'ended', reason: string}} EndedMsg
+ * @typedef {{type: 'bye', reason: string}} ByeMsg
+ * @typedef {{type: 'error', code: string, message: string, in_reply_to?: string}} ErrorMsg
+ * @typedef {'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'} ConnState
+ * @typedef {{state: ConnState, attempt: number, delayMs?: number}} StateEvent
+ * @typedef {{reason: 'ended' | 'replaced' | 'left' | 'error' | 'stopped', code?: string, message?: string}} ClosedEvent
+ *
+ * @typedef {{
+ *   welcome: WelcomeMsg, admitted: AdmittedMsg, waiting: WaitingMsg, peer: PeerMsg,
+ *   signal: SignalMsg, ice_servers: IceServersMsg, ended: EndedMsg, bye: ByeMsg, error: ErrorMsg,
+ *   state: StateEvent, closed: ClosedEvent
+ * }} SignallingEvents
+ *
+ * @typedef {{type: 'signal', to: string, description: RTCSessionDescriptionInit}
+ *   | {type: 'signal', to: string, candidate: RTCIceCandidateInit | null}
+ *   | {type: 'admit', participant: string}
+ *   | {type: 'end'}
+ *   | {type: 'leave'}} ClientMsg
+ */
+
+/**
+ * A small typed event emitter. M maps event names to the value passed to listeners.
+ * @template {Record<string, any>} M
+ */
+export class Emitter {
+  constructor() {
+    /** @type {Map<keyof M, Set<(value: any) => void>>} */
+    this._listeners = new Map();
+  }
+
+  /**
+   * Adds a listener and returns a function that removes it.
+   * @template {keyof M} K
+   * @param {K} type
+   * @param {(value: M[K]) => void} fn
+   * @returns {() => void}
+   */
+  on(type, fn) {
+    let set = this._listeners.get(type);
+    if (!set) {
+      set = new Set();
+      this._listeners.set(type, set);
+    }
+    set.add(fn);
+    return () => set.delete(fn);
+  }
+
+  /**
+   * @template {keyof M} K
+   * @param {K} type
+   * @param {M[K]} value
+   */
+  emit(type, value) {
+    const set = this._listeners.get(type);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(value);
+      } catch (err) {
+        // One broken listener must not stop the others (or the socket's message loop).
+        console.error(`bedside: ${String(type)} listener failed`, err);
+      }
+    }
+  }
+}
+
+/**
+ * A random session id, made once per page load: "s_" and 22 base64url characters (128 bits).
+ * @returns {string}
+ */
+export function newSessionId() {
+  const bytes = new Uint8Array(16);
+  crypto.getRandomValues(bytes);
+  let bin = '';
+  for (const b of bytes) bin += String.fromCharCode(b);
+  const b64 = btoa(bin).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+  return 's_' + b64;
+}
+
+/**
+ * The WebSocket URL on the page's own host: ws(s)://host/api/v1/ws.
+ * @param {{protocol: string, host: string}} [loc]
+ * @returns {string}
+ */
+export function defaultURL(loc = globalThis.location) {
+  const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${loc.host}/api/v1/ws`;
+}
+
+/**
+ * The delay before reconnect attempt n (1-based), in milliseconds.
+ * @param {number} attempt
+ * @returns {number}
+ */
+export function backoffMs(attempt) {
+  const i = Math.min(Math.max(attempt, 1), BACKOFF_SECONDS.length) - 1;
+  return BACKOFF_SECONDS[i] * 1000;
+}
+
+/** @param {unknown} v @returns {v is Record<string, any>} */
+function isObject(v) {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** @param {unknown} v @returns {boolean} */
+function isPeer(v) {
+  return isObject(v) && typeof v.id === 'string' && typeof v.session === 'string';
+}
+
+/** @param {unknown} v @returns {boolean} */
+function isWaitingEntry(v) {
+  return isObject(v) && typeof v.id === 'string';
+}
+
+/** @param {unknown} v @returns {boolean} */
+function isIceServerList(v) {
+  return Array.isArray(v) && v.every((s) => isObject(s) && (typeof s.urls === 'string' || Array.isArray(s.urls)));
+}
+
+/**
+ * Loose validation of a server message: the fields the client relies on must be there with the
+ * right types; anything extra is kept; unknown types return null and are ignored.
+ * @param {unknown} msg
+ * @returns {(SignallingEvents[keyof SignallingEvents] & {type: string}) | null}
+ */
+export function validate(msg) {
+  if (!isObject(msg) || typeof msg.type !== 'string') return null;
+  switch (msg.type) {
+    case 'welcome': {
+      if (!isObject(msg.participant) || typeof msg.participant.id !== 'string') return null;
+      if (!isObject(msg.visit) || typeof msg.visit.id !== 'string') return null;
+      const peers = Array.isArray(msg.peers) ? msg.peers.filter(isPeer) : [];
+      const waiting = Array.isArray(msg.waiting) ? msg.waiting.filter(isWaitingEntry) : [];
+      const ice = isIceServerList(msg.ice_servers) ? msg.ice_servers : [];
+      const policy = msg.ice_transport_policy === 'relay' ? 'relay' : 'all';
+      return /** @type {WelcomeMsg} */ ({...msg, admitted: msg.admitted === true, peers, waiting,
+        ice_servers: ice, ice_transport_policy: policy});
+    }
+    case 'admitted':
+      return /** @type {AdmittedMsg} */ ({...msg, peers: Array.isArray(msg.peers) ? msg.peers.filter(isPeer) : []});
+    case 'waiting':
+      return /** @type {WaitingMsg} */ ({...msg,
+        waiting: Array.isArray(msg.waiting) ? msg.waiting.filter(isWaitingEntry) : []});
+    case 'peer':
+      if (!['joined', 'gone', 'left'].includes(msg.event) || !isPeer(msg.peer)) return null;
+      return /** @type {PeerMsg} */ (msg);
+    case 'signal': {
+      if (typeof msg.from !== 'string') return null;
+      const hasDesc = isObject(msg.description) && typeof msg.description.type === 'string';
+      const hasCand = 'candidate' in msg && (msg.candidate === null || isObject(msg.candidate));
+      if (hasDesc === hasCand) return null;
+      return /** @type {SignalMsg} */ (msg);
+    }
+    case 'ice_servers':
+      if (!isIceServerList(msg.ice_servers)) return null;
+      return /** @type {IceServersMsg} */ ({...msg,
+        ice_transport_policy: msg.ice_transport_policy === 'relay' ? 'relay' : 'all'});
+    case 'ended':
+      return /** @type {EndedMsg} */ ({...msg, reason: typeof msg.reason === 'string' ? msg.reason : 'ended'});
+    case 'bye':
+      return /** @type {ByeMsg} */ ({...msg, reason: typeof msg.reason === 'string' ? msg.reason : ''});
+    case 'error':
+      return /** @type {ErrorMsg} */ ({...msg, code: typeof msg.code === 'string' ? msg.code : 'internal',
+        message: typeof msg.message === 'string' ? msg.message : ''});
+    default:
+      return null;
+  }
+}
+
+/**
+ * The signalling connection of one page. Events: one per server message type (the validated
+ * message), plus `state` (connecting, open, reconnecting, closed) and `closed` (for good, with
+ * the reason). Messages sent while the socket is down wait and go out after the next `welcome`.
+ * @extends {Emitter<SignallingEvents>}
+ */
+export class Signalling extends Emitter {
+  /**
+   * @param {{visit?: string, session?: string, url?: string,
+   *   WebSocket?: typeof WebSocket}} [opts]
+   */
+  constructor(opts = {}) {
+    super();
+    /** @type {string | undefined} */
+    this.visit = opts.visit;
+    /** The session id: the same for every WebSocket of this page load. */
+    this.session = opts.session ?? newSessionId();
+    this.url = opts.url ?? defaultURL();
+    this._WebSocket = opts.WebSocket ?? globalThis.WebSocket;
+    /** @type {ConnState} */
+    this.state = 'idle';
+    /** @type {WebSocket | null} */
+    this.ws = null;
+    /** True between `welcome` and the socket closing. */
+    this.ready = false;
+    /** Reconnect attempts since the last `welcome`. */
+    this.attempt = 0;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this._timer = undefined;
+    this._stopped = false;
+    /** @type {string[]} */
+    this._queue = [];
+    /** Why the server will close the socket, when it said so (`ended`, `bye`, fatal `error`). */
+    /** @type {ClosedEvent | null} */
+    this._final = null;
+  }
+
+  /** Opens the connection (once; reconnects happen by themselves). */
+  connect() {
+    if (this.ws || this._timer !== undefined || this.state === 'closed') return;
+    this._stopped = false;
+    this._open();
+  }
+
+  /**
+   * Sends a message now, or after the next `welcome` while the connection is down.
+   * @param {ClientMsg} msg
+   */
+  send(msg) {
+    if (this._stopped) return;
+    const text = JSON.stringify(msg);
+    if (this.ready && this.ws && this.ws.readyState === this._WebSocket.OPEN) {
+      this.ws.send(text);
+      return;
+    }
+    this._queue.push(text);
+    if (this._queue.length > MAX_QUEUED) this._queue.shift();
+  }
+
+  /** Closes the connection for good: no reconnect. */
+  close() {
+    this._finish({reason: 'stopped'});
+  }
+
+  /** Skips the rest of the current back-off wait (for example when the network returns). */
+  reconnectNow() {
+    if (this._timer === undefined || this._stopped) return;
+    clearTimeout(this._timer);
+    this._timer = undefined;
+    this._open();
+  }
+
+  /** @param {ConnState} state @param {number} [delayMs] */
+  _setState(state, delayMs) {
+    this.state = state;
+    this.emit('state', {state, attempt: this.attempt, delayMs});
+  }
+
+  _open() {
+    this._final = null;
+    this._setState(this.attempt === 0 ? 'connecting' : 'reconnecting');
+    let ws;
+    try {
+      ws = new this._WebSocket(this.url, SUBPROTOCOL);
+    } catch (err) {
+      this._scheduleReconnect();
+      return;
+    }
+    this.ws = ws;
+    ws.onopen = () => {
+      /** @type {{type: 'hello', visit?: string, session: string}} */
+      const hello = {type: 'hello', session: this.session};
+      if (this.visit) hello.visit = this.visit;
+      ws.send(JSON.stringify(hello));
+    };
+    ws.onmessage = (ev) => {
+      if (ws !== this.ws) return;
+      this._onMessage(ev.data);
+    };
+    ws.onclose = (ev) => {
+      if (ws !== this.ws) return;
+      this._onClose(ev.code, ev.reason);
+    };
+    ws.onerror = () => {
+      // A close event always follows; it decides what to do.
+    };
+  }
+
+  /** @param {unknown} data */
+  _onMessage(data) {
+    if (typeof data !== 'string') return;
+    let raw;
+    try {
+      raw = JSON.parse(data);
+    } catch {
+      return;
+    }
+    const msg = validate(raw);
+    if (!msg) return;
+    switch (msg.type) {
+      case 'welcome':
+        this.ready = true;
+        this.attempt = 0;
+        this._setState('open');
+        this.emit('welcome', /** @type {WelcomeMsg} */ (msg));
+        this._flush();
+        return;
+      case 'ended':
+        this._final = {reason: 'ended', code: /** @type {EndedMsg} */ (msg).reason};
+        break;
+      case 'bye': {
+        const reason = /** @type {ByeMsg} */ (msg).reason;
+        if (reason === 'replaced' || reason === 'left') this._final = {reason};
+        break;
+      }
+      case 'error': {
+        const err = /** @type {ErrorMsg} */ (msg);
+        const fatal = FATAL_CODES.has(err.code) ||
+          (!this.ready && (FATAL_HELLO_CODES.has(err.code) || err.in_reply_to === 'hello') &&
+            err.code !== 'rate_limited' && err.code !== 'internal');
+        if (fatal) this._final = {reason: 'error', code: err.code, message: err.message};
+        break;
+      }
+    }
+    this.emit(/** @type {keyof SignallingEvents} */ (msg.type), /** @type {any} */ (msg));
+    if (this._final && this._final.reason === 'ended') {
+      // The visit is over: the server closes the socket; nothing more to send.
+      this._queue = [];
+    }
+  }
+
+  _flush() {
+    const queued = this._queue;
+    this._queue = [];
+    for (const text of queued) this.ws?.send(text);
+  }
+
+  /** @param {number} code @param {string} reason */
+  _onClose(code, reason) {
+    this.ws = null;
+    this.ready = false;
+    if (this._stopped) return;
+    if (this._final) {
+      this._finish(this._final);
+      return;
+    }
+    if (code === 1002) {
+      // unsupported_version: this page is older or newer than the server; a reload may help.
+      this._finish({reason: 'error', code: reason || 'unsupported_version'});
+      return;
+    }
+    this._scheduleReconnect();
+  }
+
+  _scheduleReconnect() {
+    this.attempt++;
+    const delay = backoffMs(this.attempt);
+    this._setState('reconnecting', delay);
+    this._timer = setTimeout(() => {
+      this._timer = undefined;
+      if (!this._stopped) this._open();
+    }, delay);
+  }
+
+  /** @param {ClosedEvent} ev */
+  _finish(ev) {
+    if (this._stopped) return;
+    this._stopped = true;
+    this.ready = false;
+    this._queue = [];
+    if (this._timer !== undefined) clearTimeout(this._timer);
+    this._timer = undefined;
+    const ws = this.ws;
+    this.ws = null;
+    if (ws && ws.readyState <= 1) ws.close(1000);
+    this._setState('closed');
+    this.emit('closed', ev);
+  }
+}

@@ -1,0 +1,373 @@
+// Small shared helpers: element lookup, the JSON API, times, the status line, and the call
+// view (videos, mute and camera buttons, chat log) used by both call pages.
+
+/** @typedef {import('./call.js').Call} Call */
+/** @typedef {import('./protocol.js').Peer} Peer */
+
+/**
+ * The element with this id, checked to be of the expected kind.
+ * @template {HTMLElement} T
+ * @param {string} id
+ * @param {new (...args: any[]) => T} ctor
+ * @returns {T}
+ */
+export function byId(id, ctor) {
+  const el = document.getElementById(id);
+  if (!(el instanceof ctor)) throw new Error(`#${id} is missing or not a ${ctor.name}`);
+  return el;
+}
+
+/** An error answer of the JSON API: {"error": {"code", "message"}}. */
+export class ApiError extends Error {
+  /**
+   * @param {number} status
+   * @param {string} code
+   * @param {string} message
+   */
+  constructor(status, code, message) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/**
+ * Calls the JSON API on this origin. Returns the parsed body (null for 204); throws ApiError.
+ * @param {'GET' | 'POST' | 'DELETE'} method
+ * @param {string} path
+ * @param {unknown} [body]
+ * @returns {Promise<any>}
+ */
+export async function api(method, path, body) {
+  /** @type {RequestInit} */
+  const init = {method, credentials: 'same-origin', headers: {Accept: 'application/json'}, cache: 'no-store'};
+  if (body !== undefined) {
+    init.headers = {Accept: 'application/json', 'Content-Type': 'application/json'};
+    init.body = JSON.stringify(body);
+  }
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch {
+    throw new ApiError(0, 'network', 'Cannot reach the server. Check your internet connection and try again.');
+  }
+  if (res.status === 204) return null;
+  let data = null;
+  try {
+    data = await res.json();
+  } catch {
+    data = null;
+  }
+  if (!res.ok) {
+    const e = data && typeof data === 'object' && data.error && typeof data.error === 'object' ? data.error : {};
+    throw new ApiError(res.status, typeof e.code === 'string' ? e.code : 'http_' + res.status,
+      typeof e.message === 'string' && e.message ? e.message : `The server answered ${res.status}.`);
+  }
+  return data;
+}
+
+/**
+ * A date as RFC 3339 with the local offset, e.g. 2026-11-25T09:00:00+01:00.
+ * @param {Date} d
+ * @returns {string}
+ */
+export function rfc3339(d) {
+  const pad = (/** @type {number} */ n) => String(Math.abs(Math.trunc(n))).padStart(2, '0');
+  const off = -d.getTimezoneOffset();
+  const sign = off >= 0 ? '+' : '-';
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:` +
+    `${pad(d.getMinutes())}:${pad(d.getSeconds())}${sign}${pad(off / 60)}:${pad(off % 60)}`;
+}
+
+/**
+ * "09:30" in the user's locale, or '' for a missing time.
+ * @param {string | null | undefined} iso
+ * @returns {string}
+ */
+export function formatTime(iso) {
+  if (!iso) return '';
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return '';
+  return d.toLocaleTimeString([], {hour: '2-digit', minute: '2-digit'});
+}
+
+/**
+ * "Wednesday 25 November, 09:30" in the user's locale ('' for a missing time).
+ * @param {string | null | undefined} iso
+ * @returns {string}
+ */
+export function formatDateTime(iso) {
+  if (!iso) return '';
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return '';
+  return d.toLocaleString([], {weekday: 'long', day: 'numeric', month: 'long', hour: '2-digit', minute: '2-digit'});
+}
+
+/**
+ * "3 min" since a time.
+ * @param {string} iso
+ * @param {number} [now]
+ * @returns {string}
+ */
+export function formatSince(iso, now = Date.now()) {
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return '';
+  const min = Math.max(0, Math.floor((now - t) / 60000));
+  if (min < 1) return 'less than a minute';
+  if (min < 60) return `${min} min`;
+  return `${Math.floor(min / 60)} h ${min % 60} min`;
+}
+
+/**
+ * @typedef {'connecting' | 'waiting' | 'in_call' | 'reconnecting' | 'ended' | 'error'} CallState
+ */
+
+/**
+ * Sets #call-status: its data-state and the sentence inside.
+ * @param {CallState} state
+ * @param {string} text
+ */
+export function setCallStatus(state, text) {
+  const el = document.getElementById('call-status');
+  if (!el) return;
+  el.dataset.state = state;
+  if (el.textContent !== text) el.textContent = text;
+}
+
+/**
+ * Shows exactly one of the elements (the others get the hidden attribute).
+ * @param {HTMLElement[]} all
+ * @param {HTMLElement} visible
+ */
+export function showOnly(all, visible) {
+  for (const el of all) el.hidden = el !== visible;
+}
+
+/**
+ * Plays a media element; when the browser refuses sound without a click, shows a button
+ * that starts it.
+ * @param {HTMLMediaElement} media
+ * @param {HTMLElement} container where the button goes
+ */
+export function playWithFallback(media, container) {
+  const p = media.play();
+  if (!p) return;
+  p.catch((err) => {
+    if (!err || err.name !== 'NotAllowedError') return;
+    if (container.querySelector('.enable-sound')) return;
+    const btn = document.createElement('button');
+    btn.type = 'button';
+    btn.className = 'enable-sound';
+    btn.textContent = 'Turn on sound';
+    btn.addEventListener('click', () => {
+      media.play().then(() => btn.remove(), () => {});
+    });
+    container.append(btn);
+  });
+}
+
+/**
+ * The call part of a page: local preview, one tile per remote participant in #remotes, the
+ * #mute and #camera buttons and the chat (#chat-log, #chat-form, #chat-input).
+ */
+export class CallView {
+  /** @param {Call} call */
+  constructor(call) {
+    this.call = call;
+    this.remotes = byId('remotes', HTMLElement);
+    this.localVideo = byId('local-video', HTMLVideoElement);
+    this.mute = byId('mute', HTMLButtonElement);
+    this.camera = byId('camera', HTMLButtonElement);
+    this.chatLog = byId('chat-log', HTMLElement);
+    this.chatForm = byId('chat-form', HTMLFormElement);
+    this.chatInput = byId('chat-input', HTMLInputElement);
+    this.empty = document.getElementById('remotes-empty');
+    /** @type {Map<string, HTMLVideoElement>} */
+    this.videos = new Map();
+    /** @type {Array<() => void>} */
+    this._off = [];
+    this._wire();
+    this.showLocal();
+  }
+
+  _wire() {
+    const call = this.call;
+    this._off.push(
+      call.on('peer-added', ({peer}) => this._tile(peer)),
+      call.on('peer-updated', ({peer, present}) => {
+        const video = this._tile(peer);
+        const fig = video.closest('figure');
+        if (fig) fig.classList.toggle('absent', !present);
+        this._tileStatus(peer.id, present ? '' : 'Connection lost. Waiting for them to come back…');
+      }),
+      call.on('peer-removed', ({peerId}) => {
+        const video = this.videos.get(peerId);
+        if (video) {
+          video.srcObject = null;
+          video.closest('figure')?.remove();
+        }
+        this.videos.delete(peerId);
+        this._updateEmpty();
+      }),
+      call.on('remote-stream', ({peerId, stream}) => {
+        const peer = call.peers.get(peerId);
+        const video = peer ? this._tile(peer) : this.videos.get(peerId);
+        if (!video) return;
+        if (video.srcObject !== stream) video.srcObject = stream;
+        const fig = video.closest('figure');
+        fig?.classList.toggle('no-video', stream.getVideoTracks().length === 0);
+        if (fig) playWithFallback(video, fig);
+      }),
+      call.on('connection-state', ({peerId, state}) => {
+        if (call.absent.has(peerId)) return;
+        const text = {
+          new: 'Connecting…', connecting: 'Connecting…', connected: '',
+          disconnected: 'The connection is unstable…', failed: 'Reconnecting…', closed: '',
+        }[state];
+        this._tileStatus(peerId, text);
+      }),
+      call.on('chat', (m) => this.addChat(m.name, m.text, m.at, m.self)),
+    );
+
+    this.mute.addEventListener('click', () => {
+      const muted = !this.call.muted;
+      this.call.setMuted(muted);
+      this.mute.setAttribute('aria-pressed', String(muted));
+      this._updateLocalBadges();
+    });
+    this.camera.addEventListener('click', () => {
+      const off = !this.call.cameraOff;
+      this.call.setCameraOff(off);
+      this.camera.setAttribute('aria-pressed', String(off));
+      this._updateLocalBadges();
+    });
+    this.chatForm.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const text = this.chatInput.value;
+      if (!text.trim()) return;
+      if (this.call.sendChat(text) > 0) {
+        this.chatInput.value = '';
+        this.addNote('');
+      } else {
+        this.addNote('Nobody else is in the call yet, so the message was not sent.');
+      }
+    });
+  }
+
+  /** Shows the local stream in #local-video (again after a device change). */
+  showLocal() {
+    const stream = this.call.localStream;
+    if (this.localVideo.srcObject !== stream) this.localVideo.srcObject = stream;
+    this.localVideo.muted = true;
+    this.localVideo.play().catch(() => {});
+    const hasVideo = stream.getVideoTracks().length > 0;
+    this.camera.disabled = !hasVideo;
+    this.camera.title = hasVideo ? '' : 'No camera';
+    this.mute.disabled = stream.getAudioTracks().length === 0;
+    this._updateLocalBadges();
+  }
+
+  _updateLocalBadges() {
+    const fig = this.localVideo.closest('figure');
+    if (!fig) return;
+    const noVideo = this.call.localStream.getVideoTracks().length === 0 || this.call.cameraOff;
+    fig.classList.toggle('no-video', noVideo);
+    fig.classList.toggle('muted', this.call.muted);
+    const badge = fig.querySelector('.tile-status');
+    if (badge) {
+      const parts = [];
+      if (this.call.muted) parts.push('Microphone off');
+      if (noVideo) parts.push('Camera off');
+      badge.textContent = parts.join(' · ');
+    }
+  }
+
+  /**
+   * The tile of a remote participant, made when needed.
+   * @param {Peer} peer
+   * @returns {HTMLVideoElement}
+   */
+  _tile(peer) {
+    let video = this.videos.get(peer.id);
+    if (!video) {
+      const fig = document.createElement('figure');
+      fig.className = 'tile remote';
+      video = document.createElement('video');
+      video.dataset.peerId = peer.id;
+      video.autoplay = true;
+      video.playsInline = true;
+      video.setAttribute('playsinline', '');
+      const cap = document.createElement('figcaption');
+      cap.className = 'tile-name';
+      const status = document.createElement('span');
+      status.className = 'tile-status';
+      status.setAttribute('role', 'status');
+      status.textContent = 'Connecting…';
+      fig.append(video, cap, status);
+      this.remotes.append(fig);
+      this.videos.set(peer.id, video);
+      this._updateEmpty();
+    }
+    const cap = video.closest('figure')?.querySelector('.tile-name');
+    const label = peer.name || 'Participant';
+    if (cap && cap.textContent !== label) cap.textContent = label;
+    video.setAttribute('aria-label', `Video of ${label}`);
+    return video;
+  }
+
+  /** @param {string} peerId @param {string} text */
+  _tileStatus(peerId, text) {
+    const fig = this.videos.get(peerId)?.closest('figure');
+    const el = fig?.querySelector('.tile-status');
+    if (el) el.textContent = text;
+  }
+
+  _updateEmpty() {
+    if (this.empty) this.empty.hidden = this.videos.size > 0;
+  }
+
+  /**
+   * @param {string} name
+   * @param {string} text
+   * @param {string} at
+   * @param {boolean} self
+   */
+  addChat(name, text, at, self) {
+    const li = document.createElement('li');
+    li.className = self ? 'chat-self' : 'chat-other';
+    const who = document.createElement('strong');
+    who.textContent = name;
+    const time = document.createElement('time');
+    time.dateTime = at;
+    time.textContent = formatTime(at);
+    const body = document.createElement('span');
+    body.className = 'chat-text';
+    body.textContent = text;
+    li.append(who, ' ', time, body);
+    this.chatLog.append(li);
+    li.scrollIntoView({block: 'nearest'});
+  }
+
+  /**
+   * A short note under the chat form (not a message: #chat-log holds messages only).
+   * @param {string} text
+   */
+  addNote(text) {
+    const note = document.getElementById('chat-note');
+    if (note) note.textContent = text;
+  }
+
+  /** Stops showing media (the visit ended). */
+  stop() {
+    for (const off of this._off) off();
+    this._off = [];
+    this.localVideo.srcObject = null;
+    for (const v of this.videos.values()) v.srcObject = null;
+    this.mute.disabled = true;
+    this.camera.disabled = true;
+    for (const el of this.chatForm.elements) {
+      if (el instanceof HTMLButtonElement || el instanceof HTMLInputElement) el.disabled = true;
+    }
+  }
+}
