@@ -72,6 +72,7 @@ var errorTemplate = template.Must(template.New("error").Parse(`<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{{.Title}} - Bedside</title>
 <link rel="stylesheet" href="/static/css/bedside.css">
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
 </head>
 <body>
 <main class="message-page">

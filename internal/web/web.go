@@ -252,6 +252,11 @@ func httpError(err error) *apiError {
 
 // fail writes err as a JSON error response.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The client went away (a page navigated mid-request): nothing failed here.
+		s.log.Debug("request abandoned by the client", "route", r.Pattern)
+		return
+	}
 	ae := httpError(err)
 	if ae.status >= 500 {
 		s.log.Error("request failed", "route", r.Pattern, "err", err)
