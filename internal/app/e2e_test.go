@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/url"
 	"testing"
 	"time"
 
@@ -337,4 +338,13 @@ func nextPeerEvent(t *testing.T, ctx context.Context, c *client.Conn) peerEvent 
 		t.Fatal(err)
 	}
 	return e
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }

@@ -37,10 +37,10 @@ type Service struct {
 	http   *http.Server
 	ln     net.Listener
 
-	cancel context.CancelFunc // stops the background loops
-	wg     sync.WaitGroup     // the background loops and the HTTP server
-	served   chan struct{} // closed when http.Server.Serve has returned
-	serveErr error         // what it returned; read after served is closed
+	cancel   context.CancelFunc // stops the background loops
+	wg       sync.WaitGroup     // the background loops and the HTTP server
+	served   chan struct{}      // closed when http.Server.Serve has returned
+	serveErr error              // what it returned; read after served is closed
 }
 
 // Options are test hooks; the zero value is right for production.

@@ -31,7 +31,7 @@ type Options struct {
 }
 
 // Start starts a service and stops it in t.Cleanup. Logs go to the test log with -v
-// (BEDSIDE_TEST_LOG=1 shows them always).
+// (BEDSIDETEST_LOG=1 shows them always).
 func Start(t testing.TB, opt Options) *Server {
 	t.Helper()
 	cfg := config.Default()
@@ -48,7 +48,7 @@ func Start(t testing.TB, opt Options) *Server {
 		t.Fatal(err)
 	}
 	var w io.Writer = io.Discard
-	if os.Getenv("BEDSIDE_TEST_LOG") != "" {
+	if os.Getenv("BEDSIDETEST_LOG") != "" {
 		w = os.Stderr
 	}
 	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))

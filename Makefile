@@ -1,0 +1,42 @@
+# Bedside. `make test` is the whole test suite (what CI runs); `make serve` runs the server.
+GO ?= go
+export CGO_ENABLED ?= 0
+
+.PHONY: all build serve test deps check-js vet unit browser bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o bedside ./cmd/bedside
+
+serve:
+	$(GO) run ./cmd/bedside serve
+
+# Everything: static checks, unit and in-process end-to-end tests with the race detector,
+# then the real-browser tests. Installs Chromium and TypeScript first when missing.
+test: deps vet check-js unit browser
+
+deps:
+	./scripts/test-deps.sh
+
+vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './node_modules/*')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags browser ./test/browser/...
+
+check-js:
+	./node_modules/.bin/tsc -p tsconfig.json
+
+# -race needs cgo.
+unit:
+	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
+
+browser:
+	$(GO) test -tags browser -count=1 -timeout 10m ./test/browser/...
+
+bench:
+	$(GO) test -tags browser -run '^$$' -bench AdmitToFirstFrame -benchtime 20x ./test/browser
+
+clean:
+	rm -rf bedside test/browser/artifacts
