@@ -54,13 +54,13 @@ type Peer struct {
 	polite bool
 	send   func(any) error
 
-	mu           sync.Mutex // serialises negotiation steps
-	makingOffer  bool
-	ignoreOffer  bool
-	tracksAdded  bool
+	mu          sync.Mutex // serialises negotiation steps
+	makingOffer bool
+	ignoreOffer bool
+	tracksAdded bool
 	// pending holds candidates that arrived before the remote description: pion may send
 	// a candidate before the description it belongs to.
-	pending []webrtc.ICECandidateInit
+	pending      []webrtc.ICECandidateInit
 	localTracks  []*webrtc.TrackLocalStaticRTP
 	wantMedia    bool
 	remoteTracks sync.WaitGroup // OnTrack readers; they end when the connection closes
