@@ -297,8 +297,12 @@ joinForm.addEventListener('submit', async (ev) => {
 
 // --- waiting room and call -------------------------------------------------------------
 
-/** @param {MediaStream} local */
-function startCall(local) {
+/**
+ * @param {MediaStream} local
+ * @param {boolean} [admitted] the participant was admitted before (a reload): show the call
+ *   at once instead of the waiting room.
+ */
+function startCall(local, admitted = false) {
   // ?as=participant: join as the link's participant even if this browser also holds a staff session.
   signalling = new Signalling({visit: visit?.id, url: defaultURL() + '?as=participant'});
   call = new Call({signalling, localStream: local});
@@ -307,8 +311,8 @@ function startCall(local) {
   waitingPreview.srcObject = local;
   waitingPreview.play().catch(() => {});
   waitingPreview.closest('figure')?.classList.toggle('no-video', local.getVideoTracks().length === 0);
-  setCallStatus('connecting', 'Connecting…');
-  show(stageWaiting);
+  setCallStatus('connecting', admitted ? 'Reconnecting…' : 'Connecting…');
+  show(admitted ? stageCall : stageWaiting);
 
   signalling.on('state', updateStatus);
   signalling.on('welcome', (m) => {
@@ -403,7 +407,7 @@ async function start() {
     try {
       const res = await openMedia(loadDeviceChoice());
       stream = res.stream;
-      startCall(res.stream);
+      startCall(res.stream, participant.admitted);
       return;
     } catch (err) {
       // The devices are not available without asking: do the device check again; joining

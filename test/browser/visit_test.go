@@ -1,0 +1,257 @@
+//go:build browser
+
+package browser
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/bedside/bedside/internal/app/apptest"
+	"github.com/bedside/bedside/internal/store"
+)
+
+const (
+	clinicianEmail    = "rivera@clinic.example"
+	clinicianPassword = "correct horse battery"
+)
+
+// rig is a running server, a clinician's browser signed in, and (once made) a visit.
+type rig struct {
+	t         testing.TB
+	srv       *apptest.Server
+	clinician *page
+	patient   *page
+
+	visitID    string
+	patientURL string
+	patientID  string // the patient's participant id, once they wait
+}
+
+func newRig(t testing.TB) *rig {
+	t.Helper()
+	srv := apptest.Start(t, apptest.Options{})
+	srv.AddUser(t, clinicianEmail, "Dr Rivera", store.RoleClinician, clinicianPassword)
+	return &rig{t: t, srv: srv, clinician: newPage(t, "clinician"), patient: newPage(t, "patient")}
+}
+
+// signIn signs the clinician in through /signin and lands on /console.
+func (r *rig) signIn() {
+	r.t.Helper()
+	c := r.clinician
+	c.navigate(r.srv.URL() + "/signin")
+	c.typeInto("#email", clinicianEmail)
+	c.typeInto("#password", clinicianPassword)
+	c.click("#signin-submit")
+	c.waitFor("the console after signing in", `location.pathname === '/console' &&
+		document.getElementById('user-name').textContent === 'Dr Rivera'`)
+}
+
+// createVisit creates a visit with the console's form and opens the visit page through
+// #open-new-visit.
+func (r *rig) createVisit(patientName string) {
+	r.t.Helper()
+	c := r.clinician
+	c.typeInto("#patient-name", patientName)
+	c.click("#create-visit-submit")
+	c.waitFor("the new visit's patient link", visible("new-visit")+` && document.getElementById('patient-link').value !== ''`)
+	r.patientURL = mustEval[string](c, `document.getElementById('patient-link').value`)
+	href := mustEval[string](c, `document.getElementById('open-new-visit').getAttribute('href')`)
+	id, ok := strings.CutPrefix(href, "/console/visits/")
+	if !ok || id == "" || !strings.HasPrefix(r.patientURL, r.srv.PublicURL()+"/v/") {
+		r.t.Fatalf("after creating a visit: #open-new-visit href %q, patient link %q", href, redact(r.patientURL))
+	}
+	r.visitID = id
+	// The list shows the new visit too.
+	c.waitFor("the visit in #visits", fmt.Sprintf(`!!document.querySelector('#visits tr[data-visit-id=%q] td.state[data-state="scheduled"]')`, id))
+
+	c.click("#open-new-visit")
+	c.waitFor("the visit page, signalling open", fmt.Sprintf(`location.pathname === %q &&
+		document.getElementById('call-status').dataset.state === 'waiting'`, href))
+}
+
+// patientJoins opens the patient link, checks the device check, types the name and joins.
+func (r *rig) patientJoins(name string) {
+	r.t.Helper()
+	p := r.patient
+	p.navigate(r.patientURL)
+	p.waitFor("the device check", visible("stage-check"))
+	p.waitFor("the camera preview playing", `(() => { const v = document.getElementById('preview');
+		return !v.paused && v.readyState >= 2 && v.videoWidth > 0; })()`)
+	p.waitFor("the microphone level meter moving", `document.getElementById('mic-level').value > 0`)
+	p.waitFor("#join enabled", `!document.getElementById('join').disabled`)
+	p.typeInto("#patient-name-input", name)
+	p.click("#join")
+	p.waitFor("the waiting room", visible("stage-waiting")+` &&
+		document.getElementById('call-status').dataset.state === 'waiting'`)
+}
+
+// admit waits for the patient in the clinician's #waiting list and clicks its admit button.
+func (r *rig) admit(name string) {
+	r.t.Helper()
+	c := r.clinician
+	li := fmt.Sprintf(`[...document.querySelectorAll('#waiting li[data-participant-id]')].find((li) =>
+		li.querySelector('.waiting-name').textContent === %q)`, name)
+	c.waitFor(name+" in #waiting", li)
+	r.patientID = mustEval[string](c, `(`+li+`).dataset.participantId`)
+	c.click(fmt.Sprintf(`#waiting li[data-participant-id=%q] button.admit`, r.patientID))
+}
+
+// waitInCall waits, in a page, for the call: frames decoded and audio packets received on a
+// peer connection, the status line in_call, and a remote video playing.
+func waitInCall(p *page) time.Duration {
+	p.tb.Helper()
+	d := p.waitFor("video frames decoded and audio packets received", mediaFlowingJS)
+	p.waitFor("#call-status in_call", `document.getElementById('call-status').dataset.state === 'in_call'`)
+	p.waitFor("a remote video playing in #remotes", remoteVideoPlayingJS)
+	return d
+}
+
+// remoteNamed is true when #remotes has a video tile labelled with the name.
+func remoteNamed(name string) string {
+	return fmt.Sprintf(`[...document.querySelectorAll('#remotes figure')].some((f) =>
+		!!f.querySelector('video[data-peer-id]') && f.querySelector('.tile-name').textContent === %q)`, name)
+}
+
+// checkCandidatePair asserts that the page's peer connection has a selected candidate pair
+// that succeeded, and logs it.
+func checkCandidatePair(p *page) {
+	p.tb.Helper()
+	for _, s := range p.stats() {
+		if s.Pair == nil || s.Pair.State != "succeeded" || s.Pair.Local == nil || s.Pair.Remote == nil {
+			p.tb.Errorf("%s: peer %s has no selected candidate pair that succeeded: %+v", p.person, s.Peer, s.Pair)
+			continue
+		}
+		p.logf("peer %s: selected pair local %v, remote %v, rtt %.1f ms; %d frames decoded (%d px wide), %d audio packets",
+			s.Peer, s.Pair.Local, s.Pair.Remote, s.Pair.RTTMs, s.FramesDecoded, s.FrameWidth, s.AudioPackets)
+		if s.Pair.Local.Type == "relay" || s.Pair.Remote.Type == "relay" {
+			p.tb.Errorf("%s: a relayed pair on a host where the browsers can reach each other directly", p.person)
+		}
+	}
+}
+
+// chat sends text from one page's chat form and waits for it in the other's #chat-log.
+func chat(from, to *page, text string) {
+	from.tb.Helper()
+	from.waitFor("the chat channel open", `window.bedside.call.chatOpen()`)
+	from.typeInto("#chat-input", text)
+	from.click("#chat-send")
+	from.waitFor("the input cleared after sending", `document.getElementById('chat-input').value === ''`)
+	to.waitFor("the chat message from "+from.person, fmt.Sprintf(`[...document.querySelectorAll('#chat-log li.chat-other')].some((li) =>
+		li.querySelector('.chat-text').textContent === %q)`, text))
+}
+
+// TestOneToOneVisit is the whole 1:1 visit through two real browsers: sign in, create a
+// visit, the patient's device check and waiting room, admission, media both ways, chat both
+// ways, and the end.
+func TestOneToOneVisit(t *testing.T) {
+	r := newRig(t)
+	r.signIn()
+	r.createVisit("Ada Lovelace")
+	r.patientJoins("Ada")
+	r.admit("Ada")
+	admitted := time.Now()
+
+	waitInCall(r.patient)
+	waitInCall(r.clinician)
+	t.Logf("admit click to media flowing both ways, as seen by polling: %v", time.Since(admitted).Round(time.Millisecond))
+	r.patient.waitFor("the call stage", visible("stage-call"))
+	r.clinician.waitFor("the patient's name on their video", remoteNamed("Ada"))
+	r.patient.waitFor("the clinician's name on their video", remoteNamed("Dr Rivera"))
+	r.clinician.waitFor("#waiting empty after admission", `document.querySelectorAll('#waiting li').length === 0`)
+	checkCandidatePair(r.clinician)
+	checkCandidatePair(r.patient)
+	if v := visitState(t, r.srv, r.visitID); v != store.VisitInCall {
+		t.Errorf("visit state in the call: %s", v)
+	}
+
+	chat(r.clinician, r.patient, "Hello Ada, can you hear me?")
+	chat(r.patient, r.clinician, "Yes, loud and clear.")
+
+	// The clinician ends the visit (and says OK to the confirmation).
+	r.clinician.click("#end-visit")
+	r.clinician.waitFor("#ended shown", visible("ended")+` &&
+		document.getElementById('call-status').dataset.state === 'ended'`)
+	r.patient.waitFor("#stage-ended shown", visible("stage-ended")+` && `+visible("ended"))
+	for _, p := range []*page{r.clinician, r.patient} {
+		p.waitFor("camera and microphone released", `window.bedside.call.localStream.getTracks().every((t) => t.readyState === 'ended')`)
+	}
+	waitVisitState(t, r.srv, r.visitID, store.VisitEnded)
+	r.clinician.assertNoExceptions()
+	r.patient.assertNoExceptions()
+}
+
+// TestPatientReloadRejoins: a patient in the call reloads the page and is back in the call
+// without a new admission; frames flow again both ways.
+func TestPatientReloadRejoins(t *testing.T) {
+	r := newRig(t)
+	r.signIn()
+	r.createVisit("Grace Hopper")
+	r.patientJoins("Grace")
+	r.admit("Grace")
+	waitInCall(r.patient)
+	waitInCall(r.clinician)
+
+	// From now on, count every entry that appears in the clinician's waiting list.
+	mustEval[any](r.clinician, `(() => {
+		window.__waitingAdded = 0;
+		new MutationObserver((records) => {
+			for (const m of records) for (const n of m.addedNodes) if (n.nodeName === 'LI') window.__waitingAdded++;
+		}).observe(document.getElementById('waiting'), {childList: true});
+		return null;
+	})()`)
+	r.clinician.markConnectionsOld()
+
+	start := time.Now()
+	r.patient.step("reload the patient's page", chromedp.Reload())
+	r.patient.waitFor("the call stage after the reload, without the device check", visible("stage-call"))
+	dp := waitInCall(r.patient)
+	r.clinician.waitFor("a new peer connection decoding video and receiving audio", mediaFlowingJS)
+	r.clinician.waitFor("#call-status in_call", `document.getElementById('call-status').dataset.state === 'in_call'`)
+	r.clinician.waitFor("the patient's video playing again", remoteVideoPlayingJS)
+	t.Logf("reload to media flowing both ways: %v (patient decoding after %v of polling)", time.Since(start), dp)
+
+	if n := mustEval[int](r.clinician, `window.__waitingAdded`); n != 0 {
+		t.Errorf("the patient appeared %d times in the clinician's waiting list after the reload", n)
+	}
+	if w := r.srv.Visits().Waiting(r.visitID); len(w) != 0 {
+		t.Errorf("the server has people waiting after the reload: %+v", w)
+	}
+	// The clinician still has exactly one connection: to the same participant.
+	st := r.clinician.stats()
+	if len(st) != 1 || st[0].Peer != r.patientID || !st[0].Current {
+		t.Errorf("clinician's connections after the reload: %+v (patient %s)", st, r.patientID)
+	}
+	checkCandidatePair(r.patient)
+	checkCandidatePair(r.clinician)
+	r.clinician.assertNoExceptions()
+	r.patient.assertNoExceptions()
+}
+
+func visitState(t testing.TB, srv *apptest.Server, id string) store.VisitState {
+	t.Helper()
+	v, err := srv.Store().VisitByID(context.Background(), id)
+	if err != nil {
+		t.Fatalf("visit %s: %v", id, err)
+	}
+	return v.State
+}
+
+func waitVisitState(t testing.TB, srv *apptest.Server, id string, want store.VisitState) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		got := visitState(t, srv, id)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("visit %s: state %s, want %s", id, got, want)
+		}
+		time.Sleep(pollEvery)
+	}
+}
