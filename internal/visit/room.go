@@ -158,7 +158,7 @@ func (m *Manager) Connect(ctx context.Context, id Identity, visitID, session str
 		}
 		w := r.join(ctx, m, v, mem)
 		r.mu.Unlock()
-		m.log.Info("participant connected", "visit", v.ID, "participant", p.ID, "role", string(p.Role), "admitted", mem.admitted)
+		m.log.Info("participant connected", "visit", v.ID, "participant", p.ID, "role", string(p.Role), "admitted", w.Admitted)
 		return &Presence{m: m, r: r, mem: mem}, w, nil
 	}
 }
@@ -314,7 +314,7 @@ func (r *room) admit(ctx context.Context, m *Manager, participantID string) erro
 }
 
 // kickLinkHolders disconnects everyone who came in through the patient link.
-func (r *room) kickLinkHolders(reason string) {
+func (r *room) kickLinkHolders(ctx context.Context, m *Manager, reason string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	kicked := false
@@ -331,6 +331,7 @@ func (r *room) kickLinkHolders(reason string) {
 	}
 	if kicked {
 		r.waitingChanged()
+		r.updateState(ctx, m)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/bedside/bedside/internal/auth"
@@ -108,7 +109,7 @@ func CleanName(field, name string, max int, required bool) (string, error) {
 		return "", &InvalidError{field, fmt.Sprintf("must be at most %d characters", max)}
 	}
 	for _, r := range name {
-		if r < 0x20 || r == 0x7f {
+		if unicode.IsControl(r) { // C0, DEL and C1
 			return "", &InvalidError{field, "must not contain control characters"}
 		}
 	}
@@ -150,6 +151,9 @@ func (m *Manager) Create(ctx context.Context, nv NewVisit) (store.Visit, string,
 	}
 	if !v.LinkExpiresAt.After(now) {
 		return store.Visit{}, "", &InvalidError{"scheduled_at", "is so far in the past that the link would already have expired"}
+	}
+	if v.LinkExpiresAt.Year() > 9999 { // RFC 3339, so the API and the CLI, cannot write it
+		return store.Visit{}, "", &InvalidError{"scheduled_at", "is too far in the future"}
 	}
 	if err := m.st.CreateVisit(ctx, v); err != nil {
 		return store.Visit{}, "", fmt.Errorf("create visit: %w", err)
@@ -206,7 +210,7 @@ func (m *Manager) Revoke(ctx context.Context, id string) (store.Visit, error) {
 	}
 	m.log.Info("visit link revoked", "visit", id)
 	if r := m.liveRoom(id); r != nil {
-		r.kickLinkHolders("revoked")
+		r.kickLinkHolders(ctx, m, "revoked")
 	}
 	return m.Get(ctx, id)
 }
@@ -350,6 +354,8 @@ func (m *Manager) accountParticipant(ctx context.Context, u store.User, visitID 
 // Waiting returns who is in the visit's waiting room now.
 func (m *Manager) Waiting(visitID string) []Waiting {
 	if r := m.liveRoom(visitID); r != nil {
+		r.mu.Lock()
+		defer r.mu.Unlock()
 		return r.waitingList()
 	}
 	return nil
@@ -405,7 +411,7 @@ func (m *Manager) sweep(ctx context.Context) {
 		case v.State == store.VisitEnded:
 			m.closeRoom(r, "ended")
 		case v.RevokedAt != nil:
-			r.kickLinkHolders("revoked")
+			r.kickLinkHolders(ctx, m, "revoked")
 		}
 	}
 }

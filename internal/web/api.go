@@ -187,17 +187,22 @@ func (s *Server) listVisits(w http.ResponseWriter, r *http.Request, c *caller) {
 
 func (s *Server) createVisit(w http.ResponseWriter, r *http.Request, c *caller) {
 	var body struct {
-		PatientName    string     `json:"patient_name"`
-		ScheduledAt    *time.Time `json:"scheduled_at"`
-		ClinicianEmail string     `json:"clinician_email"`
+		PatientName    string `json:"patient_name"`
+		ScheduledAt    string `json:"scheduled_at"` // parsed here, so that an error names the field
+		ClinicianEmail string `json:"clinician_email"`
 	}
 	if err := decode(w, r, &body); err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	nv := visit.NewVisit{ClinicianID: c.user.ID, PatientName: body.PatientName}
-	if body.ScheduledAt != nil {
-		nv.ScheduledAt = *body.ScheduledAt
+	if body.ScheduledAt != "" {
+		at, err := time.Parse(time.RFC3339, body.ScheduledAt)
+		if err != nil {
+			s.fail(w, r, &visit.InvalidError{Field: "scheduled_at", Reason: "must be an RFC 3339 time"})
+			return
+		}
+		nv.ScheduledAt = at
 	}
 	if body.ClinicianEmail != "" && auth.NormalizeEmail(body.ClinicianEmail) != c.user.Email {
 		if !auth.Can(c.user.Role, auth.ActCreateForOthers) {
@@ -397,7 +402,7 @@ func (s *Server) joinLink(w http.ResponseWriter, r *http.Request, _ *caller) {
 	}
 	if cookie != "" {
 		// Lives as long as the link could: the browser forgets it after that.
-		s.setCookie(w, ParticipantCookie, cookie, time.Until(v.LinkExpiresAt)+time.Hour)
+		s.setCookie(w, ParticipantCookie, cookie, v.LinkExpiresAt.Sub(s.cfg.Now())+time.Hour)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"participant": toLinkParticipant(&p), "visit": lv})
 }

@@ -63,8 +63,8 @@ type Config struct {
 	Visits    Visits
 	Users     Users
 	Signal    Signal // GET /api/v1/ws
-	PublicURL string       // scheme://host[:port], for links
-	TLS       bool         // cookies get Secure and the __Host- prefix; HSTS is sent
+	PublicURL string // scheme://host[:port], for links
+	TLS       bool   // cookies get Secure and the __Host- prefix; HSTS is sent
 	Log       *slog.Logger
 	Now       func() time.Time
 }
@@ -266,6 +266,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store") // answers hold patient names and links
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.Encode(v)
@@ -285,7 +286,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		switch {
 		case errors.As(err, &mbe):
 			return &apiError{http.StatusRequestEntityTooLarge, "too_large", "The request body is too large."}
-		case errors.As(err, &ute):
+		case errors.As(err, &ute) && ute.Field != "": // Field "": the body is not an object
 			return &apiError{http.StatusBadRequest, "invalid", fmt.Sprintf("%s: wrong type", ute.Field)}
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
 			return &apiError{http.StatusBadRequest, "invalid", "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")}
