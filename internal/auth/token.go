@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"strings"
 )
 
 // TokenBytes is the size of every secret Bedside hands out (session cookies, visit links,
@@ -27,9 +28,11 @@ func HashToken(token string) []byte {
 // WellFormedToken reports whether s could be a token NewToken made. Checking the shape first
 // keeps junk out of database lookups.
 func WellFormedToken(s string) bool {
-	if len(s) != 43 {
+	// The decoder skips CR and LF, so they are refused first; Strict refuses a last
+	// character whose unused bits are set, which NewToken never makes.
+	if len(s) != 43 || strings.ContainsAny(s, "\r\n") {
 		return false
 	}
-	_, err := base64.RawURLEncoding.DecodeString(s)
-	return err == nil
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	return err == nil && len(b) == TokenBytes
 }

@@ -7,7 +7,6 @@
 package config
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -206,9 +205,13 @@ func (fs *FlagSet) loadFile(path string, known map[string]option, skip func(stri
 	if err != nil {
 		return fmt.Errorf("config file: %w", err)
 	}
+	// Unmarshal, not a Decoder: a second object or trailing text after the first must not
+	// be ignored silently, and neither may a file holding null.
 	var raw map[string]json.RawMessage
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&raw); err != nil {
+	if err := json.Unmarshal(data, &raw); err != nil || raw == nil {
+		if err == nil {
+			err = errors.New("null")
+		}
 		return fmt.Errorf("config file %s: not a JSON object: %w", path, err)
 	}
 	names := make([]string, 0, len(raw))

@@ -161,7 +161,7 @@ func (c *client) flush(ctx context.Context) {
 }
 
 func (c *client) write(ctx context.Context, v any) bool {
-	ctx, cancel := context.WithTimeout(ctx, writeWait)
+	ctx, cancel := context.WithTimeout(ctx, c.s.cfg.WriteWait)
 	defer cancel()
 	if err := c.conn.Write(ctx, websocket.MessageText, encode(v)); err != nil {
 		c.log.Debug("websocket write failed", "err", err)
@@ -242,7 +242,7 @@ func (c *client) handle(ctx context.Context, in readResult) {
 	msg, err := Decode(in.data)
 	if err != nil {
 		code, text := errorCode(err)
-		c.replyError(code, text, msg.Type)
+		c.replyError(code, text, truncate(msg.Type, 32))
 		return
 	}
 	if msg.Type != "hello" && c.presence == nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"time"
 )
 
@@ -76,6 +77,10 @@ func invalid(format string, args ...any) *ProtocolError {
 	return &ProtocolError{CodeInvalid, fmt.Sprintf(format, args...)}
 }
 
+// clientTypes are the message types a client may send (docs/protocol.md). Decode accepts
+// these and no others, and each has an entry in messagePolicy (TestEveryMessageHasPolicy).
+var clientTypes = []string{"hello", "signal", "admit", "end", "leave"}
+
 var (
 	sessionRE = regexp.MustCompile(`^[A-Za-z0-9_-]{8,64}$`)
 	idRE      = regexp.MustCompile(`^[a-z]{3}_[a-z0-9]{1,40}$`)
@@ -86,9 +91,10 @@ func Decode(data []byte) (Incoming, error) {
 	if len(data) > MaxMessage {
 		return Incoming{}, &ProtocolError{CodeTooLarge, fmt.Sprintf("Messages may be at most %d bytes.", MaxMessage)}
 	}
+	// Unmarshal refuses anything after the object; a Decoder's More does not see a
+	// trailing '}' or ']'.
 	var raw map[string]json.RawMessage
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&raw); err != nil || raw == nil || dec.More() {
+	if err := json.Unmarshal(data, &raw); err != nil || raw == nil {
 		return Incoming{}, &ProtocolError{CodeBadJSON, "The message is not a JSON object."}
 	}
 	var typ string
@@ -96,6 +102,9 @@ func Decode(data []byte) (Incoming, error) {
 		return Incoming{}, &ProtocolError{CodeUnknownType, "The message has no type."}
 	}
 	in := Incoming{Type: typ}
+	if !slices.Contains(clientTypes, typ) {
+		return in, &ProtocolError{CodeUnknownType, fmt.Sprintf("Unknown message type %q.", truncate(typ, 32))}
+	}
 	str := func(key string, required bool, re *regexp.Regexp) (string, error) {
 		v, ok := raw[key]
 		if !ok || string(v) == "null" {

@@ -26,8 +26,8 @@ import (
 const (
 	PingEvery  = 5 * time.Second
 	PongWait   = 10 * time.Second
-	writeWait  = 5 * time.Second
-	outboxSize = 64 // see docs/protocol.md: a full outbox closes the connection
+	WriteWait  = 5 * time.Second // a write that takes longer closes the connection
+	outboxSize = 64              // see docs/protocol.md: a full outbox closes the connection
 )
 
 // Message rate limit per connection: a burst of candidates at call set-up fits; a flood
@@ -68,8 +68,8 @@ type Config struct {
 	// always allowed.
 	OriginPatterns []string
 	Log            *slog.Logger
-	// PingEvery and PongWait override the liveness timing (tests); zero = the defaults.
-	PingEvery, PongWait time.Duration
+	// PingEvery, PongWait and WriteWait override the timing (tests); zero = the defaults.
+	PingEvery, PongWait, WriteWait time.Duration
 }
 
 // Server is the signalling endpoint behind GET /api/v1/ws.
@@ -94,6 +94,9 @@ func NewServer(cfg Config) *Server {
 	}
 	if cfg.PongWait == 0 {
 		cfg.PongWait = PongWait
+	}
+	if cfg.WriteWait == 0 {
+		cfg.WriteWait = WriteWait
 	}
 	return &Server{cfg: cfg, log: cfg.Log, clients: map[*client]struct{}{}, shutdown: make(chan struct{})}
 }
@@ -136,7 +139,11 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, id visit.Identity
 	}
 	s.mu.Lock()
 	s.clients[c] = struct{}{}
+	closing := s.closing
 	s.mu.Unlock()
+	if closing { // Shutdown began during the upgrade and did not see this client
+		c.Bye("server_shutdown")
+	}
 	defer func() {
 		s.mu.Lock()
 		delete(s.clients, c)
