@@ -21,7 +21,8 @@ const (
 	ActVisitRevoke Action = "visit.revoke"
 	ActVisitAdmit  Action = "visit.admit"
 	ActVisitEnd    Action = "visit.end"
-	ActVisitJoin   Action = "visit.join" // take part in the call with camera and microphone
+	ActVisitRemove Action = "visit.remove" // take a patient or guest out of the visit
+	ActVisitJoin   Action = "visit.join"   // take part in the call with camera and microphone
 	// ActVisitSignal: exchange SDP and candidates with the other admitted participants.
 	ActVisitSignal Action = "visit.signal"
 
@@ -35,9 +36,9 @@ const (
 // extends an action to every visit.
 var policy = map[store.Role]map[Action]bool{
 	store.RoleAdmin: set(ActSignedIn, ActVisitList, ActVisitCreate, ActVisitRead, ActVisitLink, ActVisitRevoke,
-		ActVisitAdmit, ActVisitEnd, ActVisitJoin, ActVisitSignal, ActCreateForOthers, ActAllVisits),
+		ActVisitAdmit, ActVisitEnd, ActVisitRemove, ActVisitJoin, ActVisitSignal, ActCreateForOthers, ActAllVisits),
 	store.RoleClinician: set(ActSignedIn, ActVisitList, ActVisitCreate, ActVisitRead, ActVisitLink, ActVisitRevoke,
-		ActVisitAdmit, ActVisitEnd, ActVisitJoin, ActVisitSignal),
+		ActVisitAdmit, ActVisitEnd, ActVisitRemove, ActVisitJoin, ActVisitSignal),
 	// Front desk: books visits and sees who is waiting; no media, no admitting.
 	store.RoleStaff: set(ActSignedIn, ActVisitList, ActVisitCreate, ActVisitRead, ActVisitLink, ActVisitRevoke,
 		ActCreateForOthers, ActAllVisits),

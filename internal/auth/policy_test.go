@@ -28,6 +28,7 @@ var matrix = []struct {
 	{auth.ActVisitRevoke, true, true, true, false, false},
 	{auth.ActVisitAdmit, true, true, false, false, false},
 	{auth.ActVisitEnd, true, true, false, false, false},
+	{auth.ActVisitRemove, true, true, false, false, false},
 	{auth.ActVisitJoin, true, true, false, false, false},
 	{auth.ActVisitSignal, true, true, false, true, true},
 	{auth.ActCreateForOthers, true, false, true, false, false},
@@ -113,7 +114,7 @@ func TestCanOnVisit(t *testing.T) {
 		"admin":     {ID: store.NewID("usr"), Role: store.RoleAdmin},
 		"staff":     {ID: store.NewID("usr"), Role: store.RoleStaff},
 	}
-	visitActs := []auth.Action{auth.ActVisitRead, auth.ActVisitLink, auth.ActVisitRevoke, auth.ActVisitAdmit, auth.ActVisitEnd, auth.ActVisitJoin, auth.ActVisitSignal}
+	visitActs := []auth.Action{auth.ActVisitRead, auth.ActVisitLink, auth.ActVisitRevoke, auth.ActVisitAdmit, auth.ActVisitEnd, auth.ActVisitRemove, auth.ActVisitJoin, auth.ActVisitSignal}
 	for _, tc := range []struct {
 		user    string
 		visitOf string // the visit's clinician id

@@ -261,6 +261,8 @@ func (c *client) handle(ctx context.Context, in readResult) {
 		err = c.presence.Relay(msg.To, msg)
 	case "admit":
 		err = c.presence.Admit(ctx, msg.Participant)
+	case "remove":
+		err = c.presence.Remove(ctx, msg.Participant)
 	case "end":
 		err = c.presence.End(ctx)
 	case "leave":

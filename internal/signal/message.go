@@ -35,6 +35,7 @@ const (
 	CodeVisitEnded    = "visit_ended"
 	CodeLinkExpired   = "link_expired"
 	CodeLinkRevoked   = "link_revoked"
+	CodeRemoved       = "removed"
 	CodeRateLimited   = "rate_limited"
 	CodeInternal      = "internal"
 )
@@ -48,7 +49,7 @@ type Incoming struct {
 	To          string          // signal
 	Description *Description    // signal
 	Candidate   json.RawMessage // signal: an RTCIceCandidateInit object, or null
-	Participant string          // admit
+	Participant string          // admit, remove
 }
 
 // Description is an RTCSessionDescriptionInit.
@@ -79,7 +80,7 @@ func invalid(format string, args ...any) *ProtocolError {
 
 // clientTypes are the message types a client may send (docs/protocol.md). Decode accepts
 // these and no others, and each has an entry in messagePolicy (TestEveryMessageHasPolicy).
-var clientTypes = []string{"hello", "signal", "admit", "end", "leave"}
+var clientTypes = []string{"hello", "signal", "admit", "remove", "end", "leave"}
 
 var (
 	sessionRE = regexp.MustCompile(`^[A-Za-z0-9_-]{8,64}$`)
@@ -174,7 +175,7 @@ func Decode(data []byte) (Incoming, error) {
 			}
 			in.Candidate = c
 		}
-	case "admit":
+	case "admit", "remove":
 		allowed["participant"] = true
 		if in.Participant, err = str("participant", true, idRE); err != nil {
 			return in, err

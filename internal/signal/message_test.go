@@ -169,6 +169,7 @@ var goldenInputs = map[string]Incoming{
 		`{"candidate":"candidate:1 1 udp 2122260223 192.0.2.10 54321 typ host generation 0","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"abcd"}`)},
 	"signal_candidate_null": {Type: "signal", To: "prt_7hm2zq8rnc4bxd6e", Candidate: json.RawMessage(`null`)},
 	"admit":                 {Type: "admit", Participant: "prt_7hm2zq8rnc4bxd6e"},
+	"remove":                {Type: "remove", Participant: "prt_7hm2zq8rnc4bxd6e"},
 	"end":                   {Type: "end"},
 	"leave":                 {Type: "leave"},
 }
@@ -433,9 +434,9 @@ func FuzzDecode(f *testing.F) {
 			}
 			// What is relayed encodes.
 			json.Marshal(SignalMsg{Type: "signal", From: "prt_x", Description: in.Description, Candidate: in.Candidate})
-		case "admit":
+		case "admit", "remove":
 			if !idRE.MatchString(in.Participant) {
-				t.Fatalf("admit %q", in.Participant)
+				t.Fatalf("%s %q", in.Type, in.Participant)
 			}
 		}
 	})

@@ -43,6 +43,7 @@ var messagePolicy = map[string]auth.Action{
 	"hello":  auth.ActNone,
 	"signal": auth.ActVisitSignal,
 	"admit":  auth.ActVisitAdmit,
+	"remove": auth.ActVisitRemove,
 	"end":    auth.ActVisitEnd,
 	"leave":  auth.ActNone,
 }
@@ -200,6 +201,8 @@ func errorCode(err error) (code, message string) {
 		return CodeLinkExpired, "This visit link has expired."
 	case errors.Is(err, visit.ErrLinkRevoked):
 		return CodeLinkRevoked, "This visit link has been withdrawn."
+	case errors.Is(err, visit.ErrRemoved):
+		return CodeRemoved, "The clinician has removed you from this visit."
 	}
 	return CodeInternal, "Something went wrong on the server."
 }

@@ -89,6 +89,7 @@ type Participant struct {
 	CreatedAt      time.Time
 	AdmittedAt     *time.Time
 	LeftAt         *time.Time
+	RemovedAt      *time.Time // removed by the clinician: its cookie no longer works
 }
 
 // Store is everything Bedside keeps. Consumers declare the smaller interfaces they use.
@@ -122,6 +123,7 @@ type Store interface {
 	VisitParticipants(ctx context.Context, visitID string) ([]Participant, error)
 	AdmitParticipant(ctx context.Context, id string, at time.Time) error
 	SetParticipantLeft(ctx context.Context, id string, at time.Time) error
+	RemoveParticipant(ctx context.Context, id string, at time.Time) error
 	SetParticipantName(ctx context.Context, id, name string) error
 
 	Ping(ctx context.Context) error

@@ -134,6 +134,9 @@ func (m *Manager) Connect(ctx context.Context, id Identity, visitID, session str
 		if visitID != "" && visitID != p.VisitID {
 			return nil, Welcome{}, ErrForbidden
 		}
+		if p.RemovedAt != nil {
+			return nil, Welcome{}, ErrRemoved
+		}
 		if v, err = m.Get(ctx, p.VisitID); err != nil {
 			return nil, Welcome{}, err
 		}
@@ -335,6 +338,24 @@ func (r *room) kickLinkHolders(ctx context.Context, m *Manager, reason string) {
 	}
 }
 
+// remove disconnects a removed participant (if connected) and tells the others.
+func (r *room) remove(ctx context.Context, m *Manager, participantID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	mem := r.members[participantID]
+	if mem == nil || r.closed {
+		return
+	}
+	delete(r.members, participantID)
+	mem.conn.Ended("removed")
+	if mem.admitted {
+		r.broadcastPeer(PeerLeft, mem)
+	} else {
+		r.waitingChanged()
+	}
+	r.updateState(ctx, m)
+}
+
 // Presence is one connection's place in a room.
 type Presence struct {
 	m   *Manager
@@ -377,6 +398,14 @@ func (p *Presence) Admit(ctx context.Context, participantID string) error {
 	return p.r.admit(ctx, p.m, participantID)
 }
 
+// Remove takes a participant out of the visit for good. Only those who may admit may.
+func (p *Presence) Remove(ctx context.Context, participantID string) error {
+	if !p.mem.canAdmit {
+		return ErrForbidden
+	}
+	return p.m.Remove(ctx, p.r.id, participantID)
+}
+
 // End ends the visit for everyone. The caller has checked that this member may.
 func (p *Presence) End(ctx context.Context) error {
 	_, err := p.m.End(ctx, p.r.id)
@@ -403,6 +432,7 @@ func (p *Presence) Leave(ctx context.Context) {
 		p.m.log.Warn("cannot store leave", "visit", p.r.id, "err", err)
 	}
 	p.m.log.Info("participant left", "visit", p.r.id, "participant", p.mem.p.ID)
+	p.m.departed(p.r.id, p.mem.p.ID, "left")
 	p.m.dropRoomIfEmpty(p.r)
 }
 

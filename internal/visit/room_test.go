@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -583,4 +584,115 @@ func TestConcurrentChurn(t *testing.T) {
 	if s := e.visit(t, v.ID).State; s != store.VisitScheduled {
 		t.Errorf("stored state %q with nobody connected, want scheduled", s)
 	}
+}
+
+// departures records what Config.Departed is told.
+type departures struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (d *departures) record(visitID, participantID, reason string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.got = append(d.got, participantID+" "+reason)
+}
+
+func (d *departures) take() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	got := d.got
+	d.got = nil
+	return got
+}
+
+func TestRemove(t *testing.T) {
+	ctx := context.Background()
+	dep := &departures{}
+	e := newEnv(t, visit.Config{Departed: dep.record})
+	c := newCall(t, e)
+	pp, pf, _ := c.patient(t, "Ada", "ada-session-1")
+	pid := pp.Participant().ID
+	wp, wf, _ := c.patient(t, "Bob", "bob-session-1")
+	wid := wp.Participant().ID
+	if err := c.docPr.Admit(ctx, pid); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []*fakeMember{c.doc, pf, wf} {
+		f.take()
+	}
+
+	// Only those who may admit may remove; the clinician's own place cannot be removed.
+	if err := pp.Remove(ctx, wid); !errors.Is(err, visit.ErrForbidden) {
+		t.Errorf("a patient removing = %v, want ErrForbidden", err)
+	}
+	if err := c.docPr.Remove(ctx, c.docID); !errors.Is(err, visit.ErrWrongState) {
+		t.Errorf("removing the clinician = %v, want ErrWrongState", err)
+	}
+	if err := c.docPr.Remove(ctx, "prt_nobody"); !errors.Is(err, visit.ErrNotFound) {
+		t.Errorf("removing an unknown participant = %v, want ErrNotFound", err)
+	}
+	other, _ := e.newVisit(t)
+	if err := e.m.Remove(ctx, other.ID, pid); !errors.Is(err, visit.ErrNotFound) {
+		t.Errorf("removing through another visit = %v, want ErrNotFound", err)
+	}
+
+	// The admitted patient is removed: told so, the clinician sees it leave.
+	if err := c.docPr.Remove(ctx, pid); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, "removed patient", pf, "ended removed")
+	expect(t, "clinician", c.doc, "peer left "+pid+" patient")
+	// The waiting one too: the clinician's waiting list empties.
+	if err := c.docPr.Remove(ctx, wid); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, "removed waiting patient", wf, "ended removed")
+	expect(t, "clinician", c.doc, "waiting []")
+	if got := dep.take(); !slices.Equal(got, []string{pid + " removed", wid + " removed"}) {
+		t.Errorf("departures %v", got)
+	}
+	if s := c.state(t); s != store.VisitScheduled {
+		t.Errorf("stored state %q after removing everyone, want scheduled", s)
+	}
+	liveCounts(t, e.m, 1, 1)
+
+	// The removed patient's cookie no longer brings it in.
+	p := e.participant(t, pid)
+	if p.RemovedAt == nil {
+		t.Fatal("removal not stored")
+	}
+	if _, _, err := e.m.Connect(ctx, visit.Identity{Participant: &p}, "", "ada-session-2", false, &fakeMember{}); !errors.Is(err, visit.ErrRemoved) {
+		t.Errorf("Connect after removal = %v, want ErrRemoved", err)
+	}
+	pp.Disconnect(ctx)
+	wp.Disconnect(ctx)
+	expect(t, "clinician", c.doc)
+
+	// Leaving and ending are departures too; a lost connection is not.
+	ap, _, _ := c.patient(t, "Cy", "cy-session-1")
+	if err := c.docPr.Admit(ctx, ap.Participant().ID); err != nil {
+		t.Fatal(err)
+	}
+	ap.Disconnect(ctx)
+	if got := dep.take(); len(got) != 0 {
+		t.Errorf("a lost connection departed: %v", got)
+	}
+	bp, _, _ := c.connect(t, ap.Participant().ID, "cy-session-2")
+	bp.Leave(ctx)
+	if got := dep.take(); !slices.Equal(got, []string{ap.Participant().ID + " left"}) {
+		t.Errorf("departures after leave: %v", got)
+	}
+	if err := c.docPr.End(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := dep.take()
+	slices.Sort(got)
+	want := []string{ap.Participant().ID + " ended", c.docID + " ended", pid + " ended", wid + " ended"}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("departures after end: %v, want %v", got, want)
+	}
+	c.docPr.Disconnect(ctx)
+	liveCounts(t, e.m, 0, 0)
 }

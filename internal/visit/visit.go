@@ -30,6 +30,7 @@ var (
 	ErrForbidden   = errors.New("forbidden")
 	ErrNotAdmitted = errors.New("not admitted")
 	ErrWrongState  = errors.New("wrong state")
+	ErrRemoved     = errors.New("removed from the visit")
 )
 
 // InvalidError says which input was wrong and why; its text is safe to show the user.
@@ -53,6 +54,7 @@ type Store interface {
 	VisitParticipants(ctx context.Context, visitID string) ([]store.Participant, error)
 	AdmitParticipant(ctx context.Context, id string, at time.Time) error
 	SetParticipantLeft(ctx context.Context, id string, at time.Time) error
+	RemoveParticipant(ctx context.Context, id string, at time.Time) error
 	SetParticipantName(ctx context.Context, id, name string) error
 }
 
@@ -64,6 +66,12 @@ type Config struct {
 	// SweepEvery is how often Run looks for visits ended or revoked by another process
 	// (the CLI, another node). Zero means 2 s.
 	SweepEvery time.Duration
+	// Departed, if set, is told when a participant is out of a visit for good: it left
+	// ("left"), was removed ("removed"), its link was revoked ("revoked") or the visit ended
+	// ("ended", for every participant). A lost connection is not a departure: the person may
+	// be back in a moment. It is called without locks held and must not block for long
+	// (the TURN server closes the participant's relays here).
+	Departed func(visitID, participantID, reason string)
 }
 
 // Manager is the visit service. Its live rooms exist only while someone is connected;
@@ -74,6 +82,7 @@ type Manager struct {
 	now        func() time.Time
 	log        *slog.Logger
 	sweepEvery time.Duration
+	departed   func(visitID, participantID, reason string)
 
 	mu    sync.Mutex
 	rooms map[string]*room
@@ -90,7 +99,10 @@ func NewManager(st Store, cfg Config) *Manager {
 	if cfg.SweepEvery == 0 {
 		cfg.SweepEvery = 2 * time.Second
 	}
-	return &Manager{st: st, linkTTL: cfg.LinkTTL, now: cfg.Now, log: cfg.Log, sweepEvery: cfg.SweepEvery, rooms: map[string]*room{}}
+	if cfg.Departed == nil {
+		cfg.Departed = func(string, string, string) {}
+	}
+	return &Manager{st: st, linkTTL: cfg.LinkTTL, now: cfg.Now, log: cfg.Log, sweepEvery: cfg.SweepEvery, departed: cfg.Departed, rooms: map[string]*room{}}
 }
 
 // MaxNameLength bounds patient and participant names.
@@ -212,7 +224,48 @@ func (m *Manager) Revoke(ctx context.Context, id string) (store.Visit, error) {
 	if r := m.liveRoom(id); r != nil {
 		r.kickLinkHolders(ctx, m, "revoked")
 	}
+	m.departAll(ctx, id, "revoked", false)
 	return m.Get(ctx, id)
+}
+
+// departAll tells Departed about the visit's participants (all of them, or only those who
+// came through the link).
+func (m *Manager) departAll(ctx context.Context, visitID, reason string, accountsToo bool) {
+	ps, err := m.st.VisitParticipants(ctx, visitID)
+	if err != nil {
+		m.log.Warn("cannot list participants", "visit", visitID, "err", err)
+		return
+	}
+	for _, p := range ps {
+		if accountsToo || p.UserID == "" {
+			m.departed(visitID, p.ID, reason)
+		}
+	}
+}
+
+// Remove takes a patient or guest out of the visit for good: they are disconnected with
+// "removed", their cookie stops working, and the others see them leave. (The link itself
+// still opens a new waiting-room entry; revoke it to stop that.)
+func (m *Manager) Remove(ctx context.Context, visitID, participantID string) error {
+	p, err := m.st.ParticipantByID(ctx, participantID)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && p.VisitID != visitID) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("remove %s: %w", participantID, err)
+	}
+	if p.UserID != "" {
+		return ErrWrongState // the clinician's own place is not removed; end the visit instead
+	}
+	if err := m.st.RemoveParticipant(ctx, participantID, m.now().UTC()); err != nil {
+		return fmt.Errorf("remove %s: %w", participantID, err)
+	}
+	if r := m.liveRoom(visitID); r != nil {
+		r.remove(ctx, m, participantID)
+	}
+	m.log.Info("participant removed", "visit", visitID, "participant", participantID)
+	m.departed(visitID, participantID, "removed")
+	return nil
 }
 
 // End ends a visit for everyone in it. Ending an ended visit is not an error.
@@ -227,6 +280,7 @@ func (m *Manager) End(ctx context.Context, id string) (store.Visit, error) {
 	if r := m.liveRoom(id); r != nil {
 		m.closeRoom(r, "ended")
 	}
+	m.departAll(ctx, id, "ended", true)
 	return m.Get(ctx, id)
 }
 
@@ -275,6 +329,9 @@ func (m *Manager) ParticipantFromCookie(ctx context.Context, cookie string) (sto
 	if p.CredentialHash == nil || subtle.ConstantTimeCompare(p.CredentialHash, auth.HashToken(secret)) != 1 {
 		return store.Participant{}, ErrNotFound
 	}
+	if p.RemovedAt != nil {
+		return p, ErrRemoved // the participant, so the signalling can say why it may not come in
+	}
 	return p, nil
 }
 
@@ -289,7 +346,7 @@ func (m *Manager) LinkParticipant(ctx context.Context, token, cookie string) (st
 		return v, nil, nil
 	}
 	p, err := m.ParticipantFromCookie(ctx, cookie)
-	if errors.Is(err, ErrNotFound) || (err == nil && p.VisitID != v.ID) {
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrRemoved) || (err == nil && p.VisitID != v.ID) {
 		return v, nil, nil
 	}
 	if err != nil {

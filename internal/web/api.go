@@ -317,6 +317,34 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, c *caller) {
 	s.writeVisit(w, r, http.StatusOK, v, "")
 }
 
+func (s *Server) removeParticipant(w http.ResponseWriter, r *http.Request, c *caller) {
+	v, ok := s.visitFor(w, r, c, auth.ActVisitRemove)
+	if !ok {
+		return
+	}
+	var body struct {
+		Participant string `json:"participant"`
+	}
+	if err := decode(w, r, &body); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if body.Participant == "" {
+		s.fail(w, r, &visit.InvalidError{Field: "participant", Reason: "is required"})
+		return
+	}
+	if err := s.cfg.Visits.Remove(r.Context(), v.ID, body.Participant); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	v, err := s.cfg.Visits.Get(r.Context(), v.ID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.writeVisit(w, r, http.StatusOK, v, "")
+}
+
 func (s *Server) endVisit(w http.ResponseWriter, r *http.Request, c *caller) {
 	v, ok := s.visitFor(w, r, c, auth.ActVisitEnd)
 	if !ok {
@@ -421,7 +449,8 @@ func (s *Server) identify(r *http.Request) (visit.Identity, error) {
 	}
 	if c := s.cookie(r, ParticipantCookie); c != "" {
 		p, err := s.cfg.Visits.ParticipantFromCookie(r.Context(), c)
-		if err == nil {
+		if err == nil || errors.Is(err, visit.ErrRemoved) {
+			// A removed participant is let through to hear "removed" from the signalling.
 			return visit.Identity{Participant: &p}, nil
 		}
 		if !errors.Is(err, visit.ErrNotFound) {

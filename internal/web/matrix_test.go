@@ -68,6 +68,8 @@ func TestRoleRouteMatrix(t *testing.T) {
 		{"revoke", "POST /api/v1/visits/{id}/revoke", onVisit("POST", "/revoke", ""), expect{unauth, ok, ok, notFound, ok}},
 		{"admit with nobody waiting", "POST /api/v1/visits/{id}/admit", onVisit("POST", "/admit", `{"participant":"prt_nobody"}`),
 			expect{unauth, forbidden, conflict, notFound, conflict}},
+		{"remove an unknown participant", "POST /api/v1/visits/{id}/remove", onVisit("POST", "/remove", `{"participant":"prt_nobody"}`),
+			expect{unauth, forbidden, notFound, notFound, notFound}},
 		{"end", "POST /api/v1/visits/{id}/end", onVisit("POST", "/end", ""), expect{unauth, forbidden, ok, notFound, ok}},
 		{"resolve a link", "POST /api/v1/link", withToken("/api/v1/link", `{"token":%q}`), expect{ok, ok, ok, ok, ok}},
 		{"join through a link", "POST /api/v1/link/join", withToken("/api/v1/link/join", `{"token":%q,"name":"Ada"}`), expect{ok, ok, ok, ok, ok}},
@@ -123,7 +125,7 @@ func TestOtherCliniciansVisitLooksUnknown(t *testing.T) {
 	h := newHarness(t, options{})
 	v, _ := h.newVisit(t)
 	other := h.session(t, h.other)
-	for _, suffix := range []string{"", "/link", "/revoke", "/admit", "/end"} {
+	for _, suffix := range []string{"", "/link", "/revoke", "/admit", "/remove", "/end"} {
 		method := "POST"
 		if suffix == "" {
 			method = "GET"

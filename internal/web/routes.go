@@ -41,6 +41,7 @@ func (s *Server) routes() []route {
 		{"POST /api/v1/visits/{id}/link", auth.ActVisitLink, api, s.newLink},
 		{"POST /api/v1/visits/{id}/revoke", auth.ActVisitRevoke, api, s.revokeVisit},
 		{"POST /api/v1/visits/{id}/admit", auth.ActVisitAdmit, api, s.admit},
+		{"POST /api/v1/visits/{id}/remove", auth.ActVisitRemove, api, s.removeParticipant},
 		{"POST /api/v1/visits/{id}/end", auth.ActVisitEnd, api, s.endVisit},
 
 		// The link's token is the authorisation of these two.

@@ -38,6 +38,7 @@ type Visits interface {
 	Revoke(ctx context.Context, id string) (store.Visit, error)
 	End(ctx context.Context, id string) (store.Visit, error)
 	Admit(ctx context.Context, visitID, participantID string) error
+	Remove(ctx context.Context, visitID, participantID string) error
 	Waiting(visitID string) []visit.Waiting
 	ResolveLink(ctx context.Context, token string) (store.Visit, error)
 	LinkParticipant(ctx context.Context, token, cookie string) (store.Visit, *store.Participant, error)
@@ -236,6 +237,8 @@ func httpError(err error) *apiError {
 		return errForbidden
 	case errors.Is(err, visit.ErrWrongState):
 		return &apiError{http.StatusConflict, "wrong_state", "That cannot be done now."}
+	case errors.Is(err, visit.ErrRemoved):
+		return &apiError{http.StatusForbidden, "removed", "The clinician has removed you from this visit."}
 	case errors.Is(err, visit.ErrNotAdmitted):
 		return &apiError{http.StatusConflict, "wrong_state", "Not admitted yet."}
 	case errors.Is(err, visit.ErrLinkUnknown):

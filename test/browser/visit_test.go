@@ -255,3 +255,35 @@ func waitVisitState(t testing.TB, srv *apptest.Server, id string, want store.Vis
 		time.Sleep(pollEvery)
 	}
 }
+
+// TestClinicianRemovesPatient: the clinician removes the patient from the call with the
+// tile's Remove button; the patient's page says so and stops, and reloading the link does
+// not bring the same participant back in.
+func TestClinicianRemovesPatient(t *testing.T) {
+	r := newRig(t)
+	r.signIn()
+	r.createVisit("Ada Lovelace")
+	r.patientJoins("Ada")
+	r.admit("Ada")
+	waitInCall(r.patient)
+	waitInCall(r.clinician)
+
+	r.clinician.click(fmt.Sprintf(`#remotes .remove-participant[data-peer-id=%q]`, r.patientID))
+	r.patient.waitFor("the ended stage saying the patient was removed", visible("stage-ended")+` &&
+		document.getElementById('ended').textContent.includes('removed')`)
+	r.patient.waitFor("camera and microphone released", `!document.querySelector('video')?.srcObject ||
+		[...document.querySelectorAll('video')].every((v) => !v.srcObject || v.srcObject.getTracks().every((t) => t.readyState === 'ended'))`)
+	r.clinician.waitFor("the patient's tile gone", `!document.querySelector('#remotes video[data-peer-id]')`)
+	p, err := r.srv.Store().ParticipantByID(context.Background(), r.patientID)
+	if err != nil || p.RemovedAt == nil {
+		t.Fatalf("participant after removal: %+v, %v", p, err)
+	}
+	waitVisitState(t, r.srv, r.visitID, store.VisitScheduled)
+
+	// Reloading the link starts over as a new person in the waiting room, not as the
+	// removed participant.
+	r.patient.navigate(r.patientURL)
+	r.patient.waitFor("the device check again", visible("stage-check"))
+	r.clinician.assertNoExceptions()
+	r.patient.assertNoExceptions()
+}

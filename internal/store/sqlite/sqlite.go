@@ -325,25 +325,25 @@ func (s *Store) EndVisit(ctx context.Context, id string, at time.Time) error {
 // Participants
 
 func (s *Store) CreateParticipant(ctx context.Context, p store.Participant) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO participants (id, visit_id, role, user_id, name, credential_hash, created_at, admitted_at, left_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		p.ID, p.VisitID, string(p.Role), p.UserID, p.Name, p.CredentialHash, ms(p.CreatedAt), nullMS(p.AdmittedAt), nullMS(p.LeftAt))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO participants (id, visit_id, role, user_id, name, credential_hash, created_at, admitted_at, left_at, removed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		p.ID, p.VisitID, string(p.Role), p.UserID, p.Name, p.CredentialHash, ms(p.CreatedAt), nullMS(p.AdmittedAt), nullMS(p.LeftAt), nullMS(p.RemovedAt))
 	if isUnique(err) {
 		return store.ErrConflict
 	}
 	return err
 }
 
-const participantCols = `id, visit_id, role, user_id, name, credential_hash, created_at, admitted_at, left_at`
+const participantCols = `id, visit_id, role, user_id, name, credential_hash, created_at, admitted_at, left_at, removed_at`
 
 func scanParticipant(row interface{ Scan(...any) error }) (store.Participant, error) {
 	var p store.Participant
 	var role string
 	var created int64
-	var admitted, left sql.NullInt64
-	err := row.Scan(&p.ID, &p.VisitID, &role, &p.UserID, &p.Name, &p.CredentialHash, &created, &admitted, &left)
+	var admitted, left, removed sql.NullInt64
+	err := row.Scan(&p.ID, &p.VisitID, &role, &p.UserID, &p.Name, &p.CredentialHash, &created, &admitted, &left, &removed)
 	p.Role = store.Role(role)
 	p.CreatedAt = fromMS(created)
-	p.AdmittedAt, p.LeftAt = fromNullMS(admitted), fromNullMS(left)
+	p.AdmittedAt, p.LeftAt, p.RemovedAt = fromNullMS(admitted), fromNullMS(left), fromNullMS(removed)
 	return p, notFound(err)
 }
 
@@ -374,6 +374,10 @@ func (s *Store) AdmitParticipant(ctx context.Context, id string, at time.Time) e
 
 func (s *Store) SetParticipantLeft(ctx context.Context, id string, at time.Time) error {
 	return one(s.db.ExecContext(ctx, `UPDATE participants SET left_at = ? WHERE id = ?`, ms(at), id))
+}
+
+func (s *Store) RemoveParticipant(ctx context.Context, id string, at time.Time) error {
+	return one(s.db.ExecContext(ctx, `UPDATE participants SET removed_at = COALESCE(removed_at, ?) WHERE id = ?`, ms(at), id))
 }
 
 func (s *Store) SetParticipantName(ctx context.Context, id, name string) error {

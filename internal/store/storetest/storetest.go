@@ -179,6 +179,16 @@ func testParticipants(t *testing.T, s store.Store) {
 	if _, err := s.ParticipantByID(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown participant: %v", err)
 	}
+	must(t, s.RemoveParticipant(ctx, "prt_1", t0.Add(2*time.Hour)))
+	must(t, s.RemoveParticipant(ctx, "prt_1", t0.Add(3*time.Hour))) // keeps the first time
+	got, err = s.ParticipantByID(ctx, "prt_1")
+	must(t, err)
+	if got.RemovedAt == nil || !got.RemovedAt.Equal(t0.Add(2*time.Hour)) {
+		t.Fatalf("after remove: %+v", got)
+	}
+	if err := s.RemoveParticipant(ctx, "nope", t0); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("remove unknown: %v", err)
+	}
 }
 
 func ids(vs []store.Visit) []string {

@@ -324,15 +324,21 @@ function startCall(local, admitted = false) {
     waitingPreview.srcObject = null;
     updateStatus();
   });
+  const removedText = ['You have been removed from the visit.',
+    'The clinician has ended your part in this visit. Contact your clinic if you think this is a mistake.'];
   signalling.on('ended', (m) => {
-    if (m.reason === 'revoked') {
+    if (m.reason === 'removed') {
+      finish(removedText[0], removedText[1]);
+    } else if (m.reason === 'revoked') {
       finish('This visit has ended.', 'The clinic has cancelled this link. Contact your clinic if you still need your visit.');
     } else {
       finishEnded();
     }
   });
   signalling.on('closed', (ev) => {
-    if (ev.reason === 'ended' || ev.code === 'visit_ended') {
+    if (ev.code === 'removed') {
+      finish(removedText[0], removedText[1]);
+    } else if (ev.reason === 'ended' || ev.code === 'visit_ended') {
       finishEnded();
     } else if (ev.reason === 'left') {
       finish('You have left the visit.', 'Your camera and microphone are off. To go back in, press "Rejoin the visit".',

@@ -12,7 +12,7 @@ export const BACKOFF_SECONDS = [0.5, 1, 2, 4, 5];
  * Error codes that close the connection for good: reconnecting would only fail again.
  * (`forbidden` and `not_found` are fatal only as the answer to `hello`.)
  */
-const FATAL_CODES = new Set(['visit_ended', 'link_expired', 'link_revoked']);
+const FATAL_CODES = new Set(['visit_ended', 'link_expired', 'link_revoked', 'removed']);
 const FATAL_HELLO_CODES = new Set(['forbidden', 'not_found']);
 
 /** At most this many messages wait for the connection to come back; older ones are dropped. */
@@ -50,6 +50,7 @@ const MAX_QUEUED = 500;
  * @typedef {{type: 'signal', to: string, description: RTCSessionDescriptionInit}
  *   | {type: 'signal', to: string, candidate: RTCIceCandidateInit | null}
  *   | {type: 'admit', participant: string}
+ *   | {type: 'remove', participant: string}
  *   | {type: 'end'}
  *   | {type: 'leave'}} ClientMsg
  */

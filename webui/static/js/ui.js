@@ -172,9 +172,14 @@ export function playWithFallback(media, container) {
  * #mute and #camera buttons and the chat (#chat-log, #chat-form, #chat-input).
  */
 export class CallView {
-  /** @param {Call} call */
-  constructor(call) {
+  /**
+   * @param {Call} call
+   * @param {{onRemove?: (peer: Peer) => void}} [opts] onRemove: give each remote tile a
+   *   "Remove" button (the clinician's page).
+   */
+  constructor(call, opts = {}) {
     this.call = call;
+    this.onRemove = opts.onRemove;
     this.remotes = byId('remotes', HTMLElement);
     this.localVideo = byId('local-video', HTMLVideoElement);
     this.mute = byId('mute', HTMLButtonElement);
@@ -305,6 +310,16 @@ export class CallView {
       status.setAttribute('role', 'status');
       status.textContent = 'Connecting…';
       fig.append(video, cap, status);
+      if (this.onRemove) {
+        const remove = document.createElement('button');
+        remove.type = 'button';
+        remove.className = 'remove-participant';
+        remove.dataset.peerId = peer.id;
+        remove.textContent = 'Remove';
+        const onRemove = this.onRemove;
+        remove.addEventListener('click', () => onRemove(this.call.peers.get(peer.id) ?? peer));
+        fig.append(remove);
+      }
       this.remotes.append(fig);
       this.videos.set(peer.id, video);
       this._updateEmpty();
@@ -312,6 +327,8 @@ export class CallView {
     const cap = video.closest('figure')?.querySelector('.tile-name');
     const label = peer.name || 'Participant';
     if (cap && cap.textContent !== label) cap.textContent = label;
+    const remove = video.closest('figure')?.querySelector('.remove-participant');
+    if (remove) remove.setAttribute('aria-label', `Remove ${label} from the visit`);
     video.setAttribute('aria-label', `Video of ${label}`);
     return video;
   }

@@ -275,7 +275,13 @@ async function start() {
   call = new Call({signalling, localStream});
   localStream = call.localStream;
   /** @type {any} */ (window).bedside = {call};
-  view = new CallView(call);
+  view = new CallView(call, {
+    onRemove: (peer) => {
+      if (confirm(`Remove ${peer.name || 'this participant'} from the visit? They cannot come back with their link's session.`)) {
+        signalling?.send({type: 'remove', participant: peer.id});
+      }
+    },
+  });
 
   signalling.on('state', updateStatus);
   signalling.on('welcome', (m) => {
