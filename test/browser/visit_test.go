@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -172,6 +173,37 @@ func TestOneToOneVisit(t *testing.T) {
 	chat(r.clinician, r.patient, "Hello Ada, can you hear me?")
 	chat(r.patient, r.clinician, "Yes, loud and clear.")
 
+	// Both sides restart ICE at the same moment: perfect negotiation resolves the glare, the
+	// same peer connections carry on with new ICE credentials, and frames keep coming.
+	for _, p := range []*page{r.clinician, r.patient} {
+		mustEval[chromedp.Void](p, tagConnectionJS)
+	}
+	var wg sync.WaitGroup
+	for _, p := range []*page{r.clinician, r.patient} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			evalJS[chromedp.Void](p, `(() => { window.__bedsideTestPC.restartIce(); })()`)
+		}()
+	}
+	wg.Wait()
+	for _, p := range []*page{r.clinician, r.patient} {
+		p.waitFor("ICE restarted on the same connection, frames still decoded", sameConnectionMovedOnJS(true))
+	}
+
+	// The patient's WebSocket drops: signalling reconnects with the same session, the call
+	// keeps its peer connection and its media meanwhile.
+	for _, p := range []*page{r.clinician, r.patient} {
+		mustEval[chromedp.Void](p, tagConnectionJS)
+	}
+	mustEval[chromedp.Void](r.patient, `(() => { window.__bedsideOldWS = window.bedside.call.signalling.ws; window.__bedsideOldWS.close(); })()`)
+	r.patient.waitFor("signalling open again on a new WebSocket", `(() => { const s = window.bedside.call.signalling;
+		return s.state === 'open' && s.ws && s.ws !== window.__bedsideOldWS; })()`)
+	for _, p := range []*page{r.clinician, r.patient} {
+		p.waitFor("the same peer connection still decoding frames", sameConnectionMovedOnJS(false))
+	}
+	chat(r.patient, r.clinician, "Still here after the reconnect.")
+
 	// The clinician ends the visit (and says OK to the confirmation).
 	r.clinician.click("#end-visit")
 	r.clinician.waitFor("#ended shown", visible("ended")+` &&
@@ -183,6 +215,36 @@ func TestOneToOneVisit(t *testing.T) {
 	waitVisitState(t, r.srv, r.visitID, store.VisitEnded)
 	r.clinician.assertNoExceptions()
 	r.patient.assertNoExceptions()
+}
+
+// tagConnectionJS remembers the page's only peer connection, its remote ICE username
+// fragment and its decoded frames, for sameConnectionMovedOnJS.
+const tagConnectionJS = `(async () => {
+	const pcs = [...window.bedside.call.pcs.values()];
+	if (pcs.length !== 1) throw new Error('expected one peer connection, have ' + pcs.length);
+	const pc = pcs[0];
+	window.__bedsideTestPC = pc;
+	window.__bedsideTestUfrag = /a=ice-ufrag:(\S+)/.exec(pc.remoteDescription.sdp)[1];
+	let frames = 0;
+	(await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0; });
+	window.__bedsideTestFrames = frames;
+})()`
+
+// sameConnectionMovedOnJS is true when the page still has the tagged peer connection
+// (connected, stable, decoding 30 more frames) and, if iceRestarted, its remote ICE
+// credentials changed.
+func sameConnectionMovedOnJS(iceRestarted bool) string {
+	return fmt.Sprintf(`(async () => {
+	const pcs = [...window.bedside.call.pcs.values()];
+	if (pcs.length !== 1 || pcs[0] !== window.__bedsideTestPC) throw new Error('the peer connection was replaced');
+	const pc = pcs[0];
+	if (pc.connectionState !== 'connected' || pc.signalingState !== 'stable') return false;
+	const ufrag = /a=ice-ufrag:(\S+)/.exec(pc.remoteDescription.sdp)[1];
+	if (%t && ufrag === window.__bedsideTestUfrag) return false;
+	let frames = 0;
+	(await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0; });
+	return frames > window.__bedsideTestFrames + 30;
+})()`, iceRestarted)
 }
 
 // TestPatientReloadRejoins: a patient in the call reloads the page and is back in the call
