@@ -195,7 +195,13 @@ func drainRTCP(s *webrtc.RTPSender) {
 	}
 }
 
-func (p *Peer) negotiate() {
+func (p *Peer) negotiate() { p.offer(false) }
+
+func (p *Peer) negotiateRestart() { p.offer(true) }
+
+// offer makes and sends an offer (an ICE restart when restart is set), unless one is
+// already under way.
+func (p *Peer) offer(restart bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.pc.SignalingState() != webrtc.SignalingStateStable {
@@ -208,26 +214,7 @@ func (p *Peer) negotiate() {
 	}
 	p.makingOffer = true
 	defer func() { p.makingOffer = false }()
-	offer, err := p.pc.CreateOffer(nil)
-	if err != nil {
-		return
-	}
-	if err := p.pc.SetLocalDescription(offer); err != nil {
-		return
-	}
-	ld := p.pc.LocalDescription()
-	p.send(signalOut{Type: "signal", To: p.ID, Description: &Description{Type: ld.Type.String(), SDP: ld.SDP}})
-}
-
-func (p *Peer) negotiateRestart() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.pc.SignalingState() != webrtc.SignalingStateStable {
-		return
-	}
-	p.makingOffer = true
-	defer func() { p.makingOffer = false }()
-	offer, err := p.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
+	offer, err := p.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: restart})
 	if err != nil {
 		return
 	}
