@@ -12,6 +12,7 @@ require (
 	github.com/pion/webrtc/v4 v4.2.26
 	go.uber.org/goleak v1.3.0
 	golang.org/x/crypto v0.59.0
+	golang.org/x/mod v0.43.0
 	golang.org/x/term v0.48.0
 	golang.org/x/time v0.14.0
 	modernc.org/sqlite v1.62.0

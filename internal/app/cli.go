@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/auth"
 	"github.com/bedside/bedside/internal/config"
 	"github.com/bedside/bedside/internal/store"
@@ -53,6 +54,10 @@ Usage:
   bedside visit list [--date YYYY-MM-DD] [--json]
                                           list a day's visits (UTC)
   bedside visit revoke VISIT_ID           make a visit's patient link stop working
+  bedside audit verify                    check the audit trail's hash chain and signed checkpoints
+  bedside audit export --since TIME [--until TIME]
+                                          the audit trail as JSON lines
+  bedside audit checkpoint                sign and append a checkpoint of the audit trail now
   bedside help [command]                  this text, or a command's options
 
 Every command takes the config options of "bedside serve --help" (at least --data-dir), also
@@ -80,6 +85,8 @@ func Main(ctx context.Context, args []string, sio IO) int {
 		return runUser(ctx, rest, sio)
 	case "visit":
 		return runVisit(ctx, rest, sio)
+	case "audit":
+		return runAudit(ctx, rest, sio)
 	}
 	fmt.Fprintf(sio.Stderr, "bedside: unknown command %q\n\n%s", cmd, usage)
 	return exitUsage
@@ -250,6 +257,7 @@ func userAdd(ctx context.Context, st store.Store, email, name, role string, sio 
 		fmt.Fprintf(sio.Stderr, "bedside user add: %v\n", err)
 		return exitFail
 	}
+	recordCLI(ctx, st, audit.Event{Action: audit.UserCreate, SubjectID: u.ID, Detail: map[string]string{"role": string(u.Role)}}, sio)
 	fmt.Fprintf(sio.Stdout, "Created %s %s <%s> (%s). They sign in at /signin.\n", u.Role, u.Name, u.Email, u.ID)
 	return exitOK
 }
@@ -335,12 +343,15 @@ func userSetDisabled(ctx context.Context, st store.Store, email string, disabled
 		fmt.Fprintf(sio.Stderr, "bedside user %s: %v\n", verb, err)
 		return exitFail
 	}
+	action := audit.UserEnable
 	if disabled {
+		action = audit.UserDisable
 		if err := st.DeleteUserSessions(ctx, u.ID); err != nil {
 			fmt.Fprintf(sio.Stderr, "bedside user disable: %v\n", err)
 			return exitFail
 		}
 	}
+	recordCLI(ctx, st, audit.Event{Action: action, SubjectID: u.ID}, sio)
 	fmt.Fprintf(sio.Stdout, "%sd %s\n", strings.ToUpper(verb[:1])+verb[1:], u.Email)
 	return exitOK
 }
@@ -413,7 +424,8 @@ func runVisit(ctx context.Context, args []string, sio IO) int {
 		return exitFail
 	}
 	defer st.Close()
-	m := visit.NewManager(st, visit.Config{LinkTTL: cfg.LinkTTL})
+	m := visit.NewManager(st, visit.Config{LinkTTL: cfg.LinkTTL, Audit: audit.NewLog(st, nil)})
+	ctx = cliContext(ctx)
 	switch sub {
 	case "create":
 		return visitCreate(ctx, st, m, cfg, clinician, patient, scheduled, asJSON, sio)

@@ -5,6 +5,7 @@ package app
 import (
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/auth"
 	"github.com/bedside/bedside/internal/config"
 	"github.com/bedside/bedside/internal/signal"
@@ -30,6 +32,8 @@ type Service struct {
 	cfg    config.Config
 	log    *slog.Logger
 	store  *sqlite.Store
+	audit  *audit.Log
+	cps    *audit.Checkpointer
 	visits *visit.Manager
 	turn   *turn.Server
 	signal *signal.Server
@@ -65,11 +69,31 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 	if s.store, err = sqlite.Open(ctx, cfg.DataDir); err != nil {
 		return nil, err
 	}
+	s.audit = audit.NewLog(s.store, opt.Now)
+	signer, _, created, err := audit.LoadSigner(cfg.AuditKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("audit-key-file: %w", err)
+	}
+	if created {
+		s.recordSystem(ctx, audit.Event{Action: audit.KeyCreated, Detail: map[string]string{"key": "audit"}})
+		log.Info("audit checkpoint key created", "file", cfg.AuditKeyFile, "public_key", cfg.AuditKeyFile+".pub")
+	}
+	s.cps = audit.NewCheckpointer(s.store, signer, cfg.AuditCheckpointFile, opt.Now)
+	s.recordSystem(ctx, audit.Event{Action: audit.ConfigStart, Detail: map[string]string{
+		"require_mfa":      strconv.FormatBool(cfg.RequireMFA),
+		"session_idle":     cfg.SessionIdle.String(),
+		"session_lifetime": cfg.SessionLifetime.String(),
+		"retention":        cfg.Retention.String(),
+		"tls":              strconv.FormatBool(cfg.TLS()),
+		"acme":             strconv.FormatBool(cfg.ACMEDomains != ""),
+		"allowed_origins":  strconv.Itoa(len(cfg.Origins())),
+		"public_url":       cfg.PublicURL,
+	}})
 	sessions, err := auth.NewSessions(s.store, cfg.SessionIdle, cfg.SessionLifetime, opt.Now)
 	if err != nil {
 		return nil, err
 	}
-	s.visits = visit.NewManager(s.store, visit.Config{LinkTTL: cfg.LinkTTL, Now: opt.Now, Log: log.With("part", "visit")})
+	s.visits = visit.NewManager(s.store, visit.Config{LinkTTL: cfg.LinkTTL, Now: opt.Now, Log: log.With("part", "visit"), Audit: s.audit})
 	if s.turn, err = turn.Start(turn.Config{STUNAddr: cfg.STUNAddr, ICEHost: cfg.ICEHost, Log: log.With("part", "turn")}); err != nil {
 		return nil, err
 	}
@@ -97,6 +121,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 		TLS:       cfg.TLS(),
 		Log:       log.With("part", "web"),
 		Now:       opt.Now,
+		Audit:     s.audit,
 	}); err != nil {
 		return nil, err
 	}
@@ -117,10 +142,11 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
-	s.wg.Add(3)
+	s.wg.Add(4)
 	go func() { defer s.wg.Done(); s.serveErr = s.http.Serve(s.ln); close(s.served) }()
 	go func() { defer s.wg.Done(); s.visits.Run(bg) }()
 	go func() { defer s.wg.Done(); s.sweepSessions(bg, opt.Now) }()
+	go func() { defer s.wg.Done(); s.checkpoints(bg) }()
 	log.Info("bedside serving", "http", s.ln.Addr().String(), "public_url", cfg.PublicURL, "stun_port", s.turn.Port(), "tls", cfg.TLS())
 	return s, nil
 }
@@ -152,6 +178,49 @@ func (s *Service) sweepSessions(ctx context.Context, now func() time.Time) {
 		}
 	}
 }
+
+// recordSystem records an event of the server itself.
+func (s *Service) recordSystem(ctx context.Context, e audit.Event) {
+	e.ActorID, e.ActorRole = "server", "system"
+	if err := s.audit.Record(ctx, e); err != nil {
+		s.log.Error("audit trail: cannot record", "action", string(e.Action), "err", err)
+	}
+}
+
+// checkpoints writes a signed audit checkpoint every AuditCheckpointEvery while the trail
+// grows. The last one is written by Shutdown.
+func (s *Service) checkpoints(ctx context.Context) {
+	t := time.NewTicker(s.cfg.AuditCheckpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.writeCheckpoint(ctx)
+		}
+	}
+}
+
+func (s *Service) writeCheckpoint(ctx context.Context) {
+	cp, written, err := s.cps.Write(ctx, false)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("audit checkpoint failed", "err", err)
+		}
+		return
+	}
+	if written {
+		// Logged too, so that a log shipper carries it off the machine.
+		s.log.Info("audit checkpoint", "size", cp.Size, "hash", base64.StdEncoding.EncodeToString(cp.Hash), "file", s.cps.Path())
+	}
+}
+
+// Checkpoint writes an audit checkpoint now, if the trail grew since the last one (tests).
+func (s *Service) Checkpoint(ctx context.Context) { s.writeCheckpoint(ctx) }
+
+// Audit is the audit trail (tests).
+func (s *Service) Audit() *audit.Log { return s.audit }
 
 // Addr is the address the web server listens on.
 func (s *Service) Addr() net.Addr { return s.ln.Addr() }
@@ -211,6 +280,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	if err := s.Err(); err != nil {
 		errs = append(errs, fmt.Errorf("http: %w", err))
 	}
+	s.writeCheckpoint(context.WithoutCancel(ctx)) // the trail's tail, signed before the store closes
 	s.closeParts()
 	s.log.Info("bedside stopped")
 	return errors.Join(errs...)

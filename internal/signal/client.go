@@ -12,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 	"golang.org/x/time/rate"
 
+	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/auth"
 	"github.com/bedside/bedside/internal/store"
 	"github.com/bedside/bedside/internal/visit"
@@ -37,6 +38,9 @@ type client struct {
 	presence *visit.Presence
 	role     store.Role
 	limiter  *rate.Limiter
+	// actor is who acts on this connection, for the audit trail: the web layer's actor (the
+	// address, the user agent, the account), then the participant once hello succeeds.
+	actor audit.Actor
 }
 
 type final struct {
@@ -107,12 +111,13 @@ type readResult struct {
 func (c *client) run(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	c.actor = audit.ActorFrom(ctx)
 	defer func() {
 		cancel()
 		c.conn.CloseNow()
 		wg.Wait()
 		if c.presence != nil {
-			c.presence.Disconnect(context.WithoutCancel(ctx))
+			c.presence.Disconnect(audit.WithActor(context.WithoutCancel(ctx), c.actor))
 		}
 	}()
 	c.limiter = rate.NewLimiter(ratePerSecS, rateBurst)
@@ -141,7 +146,7 @@ func (c *client) run(ctx context.Context) {
 			if in.err != nil {
 				return
 			}
-			c.handle(ctx, in)
+			c.handle(audit.WithActor(ctx, c.actor), in)
 		}
 	}
 }
@@ -318,6 +323,9 @@ func (c *client) hello(ctx context.Context, msg Incoming) {
 	}
 	c.presence = p
 	c.role = w.Participant.Role
+	if c.id.User == nil { // a link holder acts as its participant
+		c.actor.ID, c.actor.Role = w.Participant.ID, string(w.Participant.Role)
+	}
 	ice := c.s.cfg.ICE(w.Participant)
 	welcome := WelcomeMsg{
 		Type:               "welcome",

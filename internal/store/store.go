@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/bedside/bedside/internal/audit"
 )
 
 // Errors every backend returns, so callers can tell them apart with errors.Is.
@@ -125,6 +127,12 @@ type Store interface {
 	SetParticipantLeft(ctx context.Context, id string, at time.Time) error
 	RemoveParticipant(ctx context.Context, id string, at time.Time) error
 	SetParticipantName(ctx context.Context, id, name string) error
+
+	// The audit trail (internal/audit): append-only, hash-chained rows.
+	AppendAudit(ctx context.Context, e audit.Event, link func(prev []byte, seq int64) []byte) (audit.Entry, error)
+	AuditEntries(ctx context.Context, afterSeq int64, limit int) ([]audit.Entry, error)
+	AuditHead(ctx context.Context) (size int64, hash []byte, err error)
+	SearchAudit(ctx context.Context, q audit.Query) ([]audit.Entry, error)
 
 	Ping(ctx context.Context) error
 	Close() error

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/store"
 )
 
@@ -162,6 +163,7 @@ func (m *Manager) Connect(ctx context.Context, id Identity, visitID, session str
 		w := r.join(ctx, m, v, mem)
 		r.mu.Unlock()
 		m.log.Info("participant connected", "visit", v.ID, "participant", p.ID, "role", string(p.Role), "admitted", w.Admitted)
+		m.record(ctx, audit.VisitConnect, v.ID, p.ID, map[string]string{"admitted": fmt.Sprint(w.Admitted), "role": string(p.Role)})
 		return &Presence{m: m, r: r, mem: mem}, w, nil
 	}
 }
@@ -313,6 +315,7 @@ func (r *room) admit(ctx context.Context, m *Manager, participantID string) erro
 	r.waitingChanged()
 	r.updateState(ctx, m)
 	m.log.Info("participant admitted", "visit", r.id, "participant", participantID)
+	m.record(ctx, audit.VisitAdmit, r.id, participantID, nil)
 	return nil
 }
 
@@ -432,6 +435,7 @@ func (p *Presence) Leave(ctx context.Context) {
 		p.m.log.Warn("cannot store leave", "visit", p.r.id, "err", err)
 	}
 	p.m.log.Info("participant left", "visit", p.r.id, "participant", p.mem.p.ID)
+	p.m.record(ctx, audit.VisitLeave, p.r.id, p.mem.p.ID, nil)
 	p.m.departed(p.r.id, p.mem.p.ID, "left")
 	p.m.dropRoomIfEmpty(p.r)
 }
@@ -454,5 +458,6 @@ func (p *Presence) Disconnect(ctx context.Context) {
 	p.r.updateState(ctx, p.m)
 	p.r.mu.Unlock()
 	p.m.log.Info("participant disconnected", "visit", p.r.id, "participant", p.mem.p.ID)
+	p.m.record(ctx, audit.VisitGone, p.r.id, p.mem.p.ID, nil)
 	p.m.dropRoomIfEmpty(p.r)
 }

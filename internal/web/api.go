@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/auth"
 	"github.com/bedside/bedside/internal/store"
 	"github.com/bedside/bedside/internal/visit"
@@ -56,11 +57,14 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request, _ *caller) {
 	if err != nil {
 		if errors.Is(err, auth.ErrBadCredentials) {
 			s.log.Info("sign-in failed")
+			// The account, when it exists, is the subject; the email typed is not recorded.
+			s.record(r, audit.Event{Action: audit.SignInFailed, SubjectID: u.ID, Outcome: "bad_credentials"})
 		}
 		s.fail(w, r, err)
 		return
 	}
 	s.log.Info("signed in", "user", u.ID)
+	s.record(r, audit.Event{Action: audit.SignIn, ActorID: u.ID, ActorRole: string(u.Role)})
 	s.setCookie(w, SessionCookie, token, 0)
 	writeJSON(w, http.StatusOK, map[string]any{"user": toUserJSON(u)})
 }
@@ -74,6 +78,7 @@ func (s *Server) signOut(w http.ResponseWriter, r *http.Request, c *caller) {
 		s.fail(w, r, err)
 		return
 	}
+	s.record(r, audit.Event{Action: audit.SignOut})
 	s.setCookie(w, SessionCookie, "", 0)
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -398,6 +403,7 @@ func (s *Server) resolveLink(w http.ResponseWriter, r *http.Request, _ *caller) 
 	}
 	v, p, err := s.cfg.Visits.LinkParticipant(r.Context(), body.Token, s.cookie(r, ParticipantCookie))
 	if err != nil {
+		s.linkFailed(r, err)
 		s.fail(w, r, err)
 		return
 	}
@@ -420,6 +426,7 @@ func (s *Server) joinLink(w http.ResponseWriter, r *http.Request, _ *caller) {
 	}
 	p, v, cookie, err := s.cfg.Visits.JoinLink(r.Context(), body.Token, body.Name, s.cookie(r, ParticipantCookie))
 	if err != nil {
+		s.linkFailed(r, err)
 		s.fail(w, r, err)
 		return
 	}
@@ -433,6 +440,15 @@ func (s *Server) joinLink(w http.ResponseWriter, r *http.Request, _ *caller) {
 		s.setCookie(w, ParticipantCookie, cookie, v.LinkExpiresAt.Sub(s.cfg.Now())+time.Hour)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"participant": toLinkParticipant(&p), "visit": lv})
+}
+
+// linkFailed records a link that opened nothing (the token itself is never recorded).
+func (s *Server) linkFailed(r *http.Request, err error) {
+	code := httpError(err).code
+	switch code {
+	case "link_unknown", "link_expired", "link_revoked", "visit_ended":
+		s.record(r, audit.Event{Action: audit.LinkFailed, Outcome: code})
+	}
 }
 
 // identify returns who a WebSocket request's cookies name. Patients' pages connect with
@@ -469,5 +485,11 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, _ *caller) {
 		s.fail(w, r, err)
 		return
 	}
-	s.cfg.Signal.Serve(w, r, id)
+	a := audit.ActorFrom(r.Context())
+	if id.User != nil {
+		a.ID, a.Role = id.User.ID, string(id.User.Role)
+	} else if id.Participant != nil {
+		a.ID, a.Role = id.Participant.ID, string(id.Participant.Role)
+	}
+	s.cfg.Signal.Serve(w, r.WithContext(audit.WithActor(r.Context(), a)), id)
 }

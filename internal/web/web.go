@@ -10,12 +10,14 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/auth"
 	"github.com/bedside/bedside/internal/store"
 	"github.com/bedside/bedside/internal/visit"
@@ -68,6 +70,9 @@ type Config struct {
 	TLS       bool   // cookies get Secure and the __Host- prefix; HSTS is sent
 	Log       *slog.Logger
 	Now       func() time.Time
+	// Audit receives the security events of the HTTP surface (sign-in, sign-out, refused
+	// links, admin actions). nil = audit.Discard.
+	Audit audit.Recorder
 }
 
 // Server is the HTTP handler of Bedside.
@@ -88,6 +93,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Audit == nil {
+		cfg.Audit = audit.Discard
 	}
 	files, err := fs.Sub(webui.Static, "static")
 	if err != nil {
@@ -175,6 +183,7 @@ func (s *Server) user(r *http.Request) (*store.User, error) {
 func (s *Server) authorize(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := &caller{}
+		r = r.WithContext(audit.WithActor(r.Context(), audit.Actor{Addr: clientAddr(r), UserAgent: r.UserAgent()}))
 		if rt.action != auth.ActNone {
 			u, err := s.user(r)
 			if err != nil {
@@ -198,9 +207,42 @@ func (s *Server) authorize(rt route) http.Handler {
 				return
 			}
 			c.user = u
+			r = r.WithContext(audit.WithActor(r.Context(), actorOf(r, u)))
 		}
 		rt.handle(w, r, c)
 	})
+}
+
+// clientAddr is the request's client IP address, without the port.
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// actorOf is the audit actor of a signed-in user's request.
+func actorOf(r *http.Request, u *store.User) audit.Actor {
+	a := audit.ActorFrom(r.Context())
+	a.ID, a.Role = u.ID, string(u.Role)
+	return a
+}
+
+// record writes an audit event of the request's actor. An event that cannot be recorded is
+// logged; the request goes on.
+func (s *Server) record(r *http.Request, e audit.Event) {
+	a := audit.ActorFrom(r.Context())
+	if e.ActorID == "" && e.ActorRole == "" {
+		e.ActorID, e.ActorRole = a.ID, a.Role
+	}
+	e.Addr, e.UserAgent = a.Addr, a.UserAgent
+	if e.Time.IsZero() {
+		e.Time = s.cfg.Now()
+	}
+	if err := s.cfg.Audit.Record(r.Context(), e); err != nil {
+		s.log.Error("audit trail: cannot record", "action", string(e.Action), "err", err)
+	}
 }
 
 // apiError is an error the client sees: status, stable code, human message.

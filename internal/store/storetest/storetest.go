@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/store"
 )
 
@@ -17,6 +19,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("Sessions", func(t *testing.T) { testSessions(t, newStore(t)) })
 	t.Run("Visits", func(t *testing.T) { testVisits(t, newStore(t)) })
 	t.Run("Participants", func(t *testing.T) { testParticipants(t, newStore(t)) })
+	t.Run("Audit", func(t *testing.T) { testAudit(t, newStore(t)) })
 }
 
 var t0 = time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
@@ -197,4 +200,70 @@ func ids(vs []store.Visit) []string {
 		out = append(out, v.ID)
 	}
 	return out
+}
+
+func testAudit(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n, h, err := s.AuditHead(ctx)
+	must(t, err)
+	if n != 0 || !bytes.Equal(h, audit.Genesis) {
+		t.Fatalf("empty trail head = %d %x", n, h)
+	}
+	log := audit.NewLog(s, func() time.Time { return t0 })
+	events := []audit.Event{
+		{Action: audit.SignIn, ActorID: "usr_a", ActorRole: "clinician", Addr: "192.0.2.1", UserAgent: "UA/1"},
+		{Action: audit.VisitCreate, ActorID: "usr_a", VisitID: "vst_1", SubjectID: "usr_b", Detail: map[string]string{"k": "v", "a": "b"}},
+		{Action: audit.VisitAdmit, ActorID: "usr_b", VisitID: "vst_1", SubjectID: "prt_1", Time: t0.Add(time.Hour)},
+		{Action: audit.VisitEnd, ActorID: "usr_a", VisitID: "vst_2", Time: t0.Add(2 * time.Hour)},
+	}
+	for _, e := range events {
+		must(t, log.Record(ctx, e))
+	}
+	all, err := s.AuditEntries(ctx, 0, 100)
+	must(t, err)
+	if len(all) != len(events) {
+		t.Fatalf("AuditEntries = %d rows, want %d", len(all), len(events))
+	}
+	prev := audit.Genesis
+	for i, en := range all {
+		if en.Seq != int64(i+1) || !bytes.Equal(en.PrevHash, prev) || !en.Check() {
+			t.Fatalf("row %d: seq %d, links %v, hash ok %v", i, en.Seq, bytes.Equal(en.PrevHash, prev), en.Check())
+		}
+		prev = en.Hash
+	}
+	if all[1].Detail["a"] != "b" || all[0].Addr != "192.0.2.1" || all[0].Outcome != "ok" || !all[2].Time.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("rows read back differ: %+v", all)
+	}
+	n, h, err = s.AuditHead(ctx)
+	must(t, err)
+	if n != 4 || !bytes.Equal(h, all[3].Hash) {
+		t.Fatalf("head = %d %x", n, h)
+	}
+	page, err := s.AuditEntries(ctx, 2, 1)
+	must(t, err)
+	if len(page) != 1 || page[0].Seq != 3 {
+		t.Fatalf("AuditEntries(after 2, limit 1) = %+v", page)
+	}
+	for _, tc := range []struct {
+		name string
+		q    audit.Query
+		want []int64
+	}{
+		{"all, newest first", audit.Query{}, []int64{4, 3, 2, 1}},
+		{"by visit", audit.Query{VisitID: "vst_1"}, []int64{3, 2}},
+		{"by user as actor or subject", audit.Query{UserID: "usr_b"}, []int64{3, 2}},
+		{"by action", audit.Query{Action: audit.SignIn}, []int64{1}},
+		{"by time", audit.Query{From: t0.Add(time.Minute), To: t0.Add(2 * time.Hour)}, []int64{3}},
+		{"paging", audit.Query{BeforeSeq: 3, Limit: 1}, []int64{2}},
+	} {
+		got, err := s.SearchAudit(ctx, tc.q)
+		must(t, err)
+		var seqs []int64
+		for _, en := range got {
+			seqs = append(seqs, en.Seq)
+		}
+		if fmt.Sprint(seqs) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: SearchAudit = %v, want %v", tc.name, seqs, tc.want)
+		}
+	}
 }
