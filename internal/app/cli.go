@@ -169,7 +169,7 @@ func runServe(ctx context.Context, args []string, sio IO) int {
 
 // openStore opens the database for a CLI command.
 func openStore(ctx context.Context, cfg config.Config) (*sqlite.Store, error) {
-	return sqlite.Open(ctx, cfg.DataDir)
+	return sqlite.OpenWith(ctx, cfg.DataDir, sqlite.Options{DataKeyFile: cfg.DataKeyFile})
 }
 
 func runUser(ctx context.Context, args []string, sio IO) int {

@@ -5,7 +5,7 @@ package app
 import (
 	"context"
 	"crypto/tls"
-	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -66,7 +66,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 			s.closeParts()
 		}
 	}()
-	if s.store, err = sqlite.Open(ctx, cfg.DataDir); err != nil {
+	if s.store, err = sqlite.OpenWith(ctx, cfg.DataDir, sqlite.Options{DataKeyFile: cfg.DataKeyFile}); err != nil {
 		return nil, err
 	}
 	s.audit = audit.NewLog(s.store, opt.Now)
@@ -77,6 +77,10 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 	if created {
 		s.recordSystem(ctx, audit.Event{Action: audit.KeyCreated, Detail: map[string]string{"key": "audit"}})
 		log.Info("audit checkpoint key created", "file", cfg.AuditKeyFile, "public_key", cfg.AuditKeyFile+".pub")
+	}
+	if s.store.KeyCreated() {
+		s.recordSystem(ctx, audit.Event{Action: audit.KeyCreated, Detail: map[string]string{"key": "data"}})
+		log.Warn("data key created: back it up apart from the database; without it patient names cannot be read", "file", cfg.DataKeyFile)
 	}
 	s.cps = audit.NewCheckpointer(s.store, signer, cfg.AuditCheckpointFile, opt.Now)
 	s.recordSystem(ctx, audit.Event{Action: audit.ConfigStart, Detail: map[string]string{
@@ -89,7 +93,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 		"allowed_origins":  strconv.Itoa(len(cfg.Origins())),
 		"public_url":       cfg.PublicURL,
 	}})
-	sessions, err := auth.NewSessions(s.store, cfg.SessionIdle, cfg.SessionLifetime, opt.Now)
+	sessions, err := auth.NewSessions(s.store, cfg.SessionIdle, cfg.SessionLifetime, opt.Now, auth.SessionOptions{RequireMFA: cfg.RequireMFA, Audit: s.audit})
 	if err != nil {
 		return nil, err
 	}
@@ -98,11 +102,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 		return nil, err
 	}
 	s.signal = signal.NewServer(signal.Config{
-		Visits:    s.visits,
-		ICE:       s.iceConfig,
-		Log:       log.With("part", "signal"),
-		PingEvery: opt.PingEvery,
-		PongWait:  opt.PongWait,
+		Visits:         s.visits,
+		ICE:            s.iceConfig,
+		OriginPatterns: append([]string{publicOrigin(cfg.PublicURL)}, cfg.Origins()...),
+		Audit:          s.audit,
+		Log:            log.With("part", "signal"),
+		PingEvery:      opt.PingEvery,
+		PongWait:       opt.PongWait,
 	})
 	if s.ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("http-addr: %w", err)
@@ -122,6 +128,8 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 		Log:       log.With("part", "web"),
 		Now:       opt.Now,
 		Audit:     s.audit,
+
+		AllowedOrigins: cfg.Origins(),
 	}); err != nil {
 		return nil, err
 	}
@@ -179,6 +187,16 @@ func (s *Service) sweepSessions(ctx context.Context, now func() time.Time) {
 	}
 }
 
+// publicOrigin is the scheme://host[:port] of a URL.
+func publicOrigin(u string) string {
+	if i := strings.Index(u, "://"); i >= 0 {
+		if j := strings.IndexByte(u[i+3:], '/'); j >= 0 {
+			return u[:i+3+j]
+		}
+	}
+	return u
+}
+
 // recordSystem records an event of the server itself.
 func (s *Service) recordSystem(ctx context.Context, e audit.Event) {
 	e.ActorID, e.ActorRole = "server", "system"
@@ -212,7 +230,7 @@ func (s *Service) writeCheckpoint(ctx context.Context) {
 	}
 	if written {
 		// Logged too, so that a log shipper carries it off the machine.
-		s.log.Info("audit checkpoint", "size", cp.Size, "hash", base64.StdEncoding.EncodeToString(cp.Hash), "file", s.cps.Path())
+		s.log.Info("audit checkpoint", "size", cp.Size, "hash", hex.EncodeToString(cp.Hash), "file", s.cps.Path())
 	}
 }
 

@@ -307,11 +307,20 @@ func (c *client) hello(ctx context.Context, msg Incoming) {
 			refuse(err)
 			return
 		}
-		if !auth.CanOnVisit(*u, auth.ActVisitJoin, v.ClinicianID) {
+		emergency := c.id.Emergency && !auth.CanOnVisit(*u, auth.ActVisitJoin, v.ClinicianID)
+		if !auth.CanOnVisit(*u, auth.ActVisitJoin, v.ClinicianID) && !(emergency && auth.CanOnVisitEmergency(*u, auth.ActVisitJoin)) {
 			refuse(visit.ErrForbidden)
 			return
 		}
-		canAdmit = auth.CanOnVisit(*u, auth.ActVisitAdmit, v.ClinicianID)
+		canAdmit = auth.CanOnVisit(*u, auth.ActVisitAdmit, v.ClinicianID) || (emergency && auth.CanOnVisitEmergency(*u, auth.ActVisitAdmit))
+		if emergency {
+			c.log.Warn("break-glass access used", "user", u.ID, "visit", v.ID, "action", string(auth.ActVisitJoin))
+			e := audit.EventFrom(ctx, audit.BreakGlassUse)
+			e.VisitID, e.SubjectID, e.Detail = v.ID, v.ClinicianID, map[string]string{"action": string(auth.ActVisitJoin)}
+			if err := c.s.cfg.Audit.Record(ctx, e); err != nil {
+				c.log.Error("audit trail: cannot record", "action", string(e.Action), "err", err)
+			}
+		}
 	}
 	p, w, err := c.s.cfg.Visits.Connect(ctx, c.id, msg.Visit, msg.Session, canAdmit, c)
 	if errors.Is(err, visit.ErrNotFound) && c.id.User == nil {

@@ -56,6 +56,8 @@ type Waiting struct {
 type Identity struct {
 	User        *store.User
 	Participant *store.Participant
+	// Emergency: the account holds an active break-glass grant (see auth.CanOnVisitEmergency).
+	Emergency bool
 }
 
 // Welcome is what a member learns when it connects.

@@ -34,6 +34,13 @@ var (
 	ErrRemoved     = errors.New("removed from the visit")
 )
 
+// BadCookieError is a participant cookie that names a real participant but holds the wrong
+// secret: someone guessing at that visit. It is a not-found error (errors.Is ErrNotFound).
+type BadCookieError struct{ VisitID string }
+
+func (e *BadCookieError) Error() string        { return "participant cookie with a wrong secret" }
+func (e *BadCookieError) Is(target error) bool { return target == ErrNotFound }
+
 // InvalidError says which input was wrong and why; its text is safe to show the user.
 type InvalidError struct{ Field, Reason string }
 
@@ -349,7 +356,7 @@ func (m *Manager) ParticipantFromCookie(ctx context.Context, cookie string) (sto
 		return store.Participant{}, fmt.Errorf("participant cookie: %w", err)
 	}
 	if p.CredentialHash == nil || subtle.ConstantTimeCompare(p.CredentialHash, auth.HashToken(secret)) != 1 {
-		return store.Participant{}, ErrNotFound
+		return store.Participant{}, &BadCookieError{VisitID: p.VisitID}
 	}
 	if p.RemovedAt != nil {
 		return p, ErrRemoved // the participant, so the signalling can say why it may not come in

@@ -171,6 +171,18 @@ func (h *harness) session(t testing.TB, u store.User) *http.Cookie {
 	return &http.Cookie{Name: h.srv.cookieName(SessionCookie), Value: tok}
 }
 
+// sessionAt opens a session for u at a stage of signing in ("mfa", "enroll", "full").
+func (h *harness) sessionAt(t testing.TB, u store.User, stage string) *http.Cookie {
+	t.Helper()
+	tok := auth.NewToken()
+	now := h.clk.Now()
+	err := h.st.CreateSession(context.Background(), store.Session{IDHash: auth.HashToken(tok), UserID: u.ID, CreatedAt: now, LastSeenAt: now, ExpiresAt: now.Add(10 * time.Minute), Stage: stage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Cookie{Name: h.srv.cookieName(SessionCookie), Value: tok}
+}
+
 // newVisit creates a visit of the owner, scheduled now, and returns it with its link token.
 func (h *harness) newVisit(t testing.TB) (store.Visit, string) {
 	t.Helper()
