@@ -47,7 +47,9 @@ func TestRoleRouteMatrix(t *testing.T) {
 		}
 	}
 	onUser := func(method, id, suffix, body string) request {
-		return func(store.Visit, string) req { return req{method: method, path: "/api/v1/users/" + id + suffix, body: body} }
+		return func(store.Visit, string) req {
+			return req{method: method, path: "/api/v1/users/" + id + suffix, body: body}
+		}
 	}
 	cases := []struct {
 		name    string

@@ -99,10 +99,10 @@ type Users interface {
 
 // Config configures the web server.
 type Config struct {
-	Sessions  Sessions
-	Visits    Visits
-	Users     Users
-	Signal    Signal // GET /api/v1/ws
+	Sessions Sessions
+	Visits   Visits
+	Users    Users
+	Signal   Signal // GET /api/v1/ws
 	// MFA and Limiter default to auth.NewMFA and auth.NewLimiter on Users (which must then
 	// be a store that implements their interfaces).
 	MFA     MFA
@@ -112,8 +112,8 @@ type Config struct {
 	AllowedOrigins []string
 	PublicURL      string // scheme://host[:port], for links
 	TLS            bool   // cookies get Secure and the __Host- prefix; HSTS is sent
-	Log       *slog.Logger
-	Now       func() time.Time
+	Log            *slog.Logger
+	Now            func() time.Time
 	// Audit receives the security events of the HTTP surface (sign-in, sign-out, refused
 	// links, admin actions). nil = audit.Discard.
 	Audit audit.Recorder
