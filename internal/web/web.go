@@ -369,7 +369,7 @@ type apiError struct {
 	status     int
 	code       string
 	message    string
-	retryAfter time.Duration // sent as Retry-After with 429
+	until      time.Time // with 429: sent as Retry-After (seconds from now)
 }
 
 func (e *apiError) Error() string { return e.code + ": " + e.message }
@@ -392,8 +392,7 @@ func httpError(err error) *apiError {
 	case errors.As(err, &ae):
 		return ae
 	case errors.As(err, &locked):
-		wait := time.Until(locked.Until).Round(time.Second)
-		return &apiError{status: http.StatusTooManyRequests, code: "rate_limited", message: "Too many attempts. Wait a while before trying again.", retryAfter: max(wait, time.Second)}
+		return &apiError{status: http.StatusTooManyRequests, code: "rate_limited", message: "Too many attempts. Wait a while before trying again.", until: locked.Until}
 	case errors.Is(err, auth.ErrBadCode):
 		return &apiError{status: http.StatusUnauthorized, code: "bad_code", message: "That code is wrong, expired or already used."}
 	case errors.Is(err, auth.ErrEnrolled):
@@ -441,8 +440,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if ae.status >= 500 {
 		s.log.Error("request failed", "route", r.Pattern, "err", err)
 	}
-	if ae.retryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int(ae.retryAfter/time.Second)))
+	if !ae.until.IsZero() {
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(ae.until.Sub(s.cfg.Now()).Round(time.Second), time.Second)/time.Second)))
 	}
 	writeJSON(w, ae.status, map[string]any{"error": map[string]string{"code": ae.code, "message": ae.message}})
 }
