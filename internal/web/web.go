@@ -366,10 +366,10 @@ func (s *Server) record(r *http.Request, e audit.Event) {
 
 // apiError is an error the client sees: status, stable code, human message.
 type apiError struct {
-	status     int
-	code       string
-	message    string
-	until      time.Time // with 429: sent as Retry-After (seconds from now)
+	status  int
+	code    string
+	message string
+	until   time.Time // with 429: sent as Retry-After (seconds from now)
 }
 
 func (e *apiError) Error() string { return e.code + ": " + e.message }
