@@ -16,6 +16,9 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/crypto/acme"
+	"golang.org/x/crypto/acme/autocert"
+
 	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/auth"
 	"github.com/bedside/bedside/internal/config"
@@ -40,6 +43,10 @@ type Service struct {
 	web    *web.Server
 	http   *http.Server
 	ln     net.Listener
+	now    func() time.Time
+
+	acmeHTTP *http.Server // HTTP-01 challenges and the redirect to https (ACME only)
+	acmeLn   net.Listener
 
 	cancel   context.CancelFunc // stops the background loops
 	wg       sync.WaitGroup     // the background loops and the HTTP server
@@ -60,7 +67,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	s := &Service{cfg: cfg, log: log, served: make(chan struct{})}
+	s := &Service{cfg: cfg, log: log, served: make(chan struct{}), now: opt.Now}
 	defer func() {
 		if err != nil {
 			s.closeParts()
@@ -139,7 +146,12 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	if cfg.TLS() {
+	switch {
+	case cfg.ACMEDomains != "":
+		if err := s.startACME(); err != nil {
+			return nil, err
+		}
+	case cfg.TLS():
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
 			return nil, fmt.Errorf("tls-cert/tls-key: %w", err)
@@ -150,11 +162,16 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
-	s.wg.Add(4)
+	s.wg.Add(5)
 	go func() { defer s.wg.Done(); s.serveErr = s.http.Serve(s.ln); close(s.served) }()
 	go func() { defer s.wg.Done(); s.visits.Run(bg) }()
 	go func() { defer s.wg.Done(); s.sweepSessions(bg, opt.Now) }()
 	go func() { defer s.wg.Done(); s.checkpoints(bg) }()
+	go func() { defer s.wg.Done(); s.retention(bg) }()
+	if s.acmeHTTP != nil {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.acmeHTTP.Serve(s.acmeLn) }()
+	}
 	log.Info("bedside serving", "http", s.ln.Addr().String(), "public_url", cfg.PublicURL, "stun_port", s.turn.Port(), "tls", cfg.TLS())
 	return s, nil
 }
@@ -184,6 +201,86 @@ func (s *Service) sweepSessions(ctx context.Context, now func() time.Time) {
 				s.log.Warn("cannot delete expired sessions", "err", err)
 			}
 		}
+	}
+}
+
+// startACME serves TLS with certificates from an ACME CA (Let's Encrypt by default), got
+// and renewed by golang.org/x/crypto/acme/autocert for the acme-domains only, cached in
+// acme-cache-dir (mode 0700). TLS-ALPN-01 challenges are answered on the web port itself;
+// HTTP-01 challenges (and a redirect of everything else to https) on acme-http-addr.
+func (s *Service) startACME() error {
+	cfg := s.cfg
+	m := &autocert.Manager{
+		Prompt:     autocert.AcceptTOS,
+		HostPolicy: autocert.HostWhitelist(cfg.ACMEList()...),
+		Cache:      autocert.DirCache(cfg.ACMECacheDir),
+		Email:      cfg.ACMEEmail,
+	}
+	if cfg.ACMEDir != "" {
+		m.Client = &acme.Client{DirectoryURL: cfg.ACMEDir}
+	}
+	tc := m.TLSConfig()
+	tc.MinVersion = tls.VersionTLS12
+	s.http.TLSConfig = tc
+	s.ln = tls.NewListener(s.ln, tc)
+	if cfg.ACMEHTTPAddr == "off" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", cfg.ACMEHTTPAddr)
+	if err != nil {
+		return fmt.Errorf("acme-http-addr: %w", err)
+	}
+	s.acmeLn = ln
+	s.acmeHTTP = &http.Server{Handler: m.HTTPHandler(nil), ReadHeaderTimeout: 10 * time.Second, ErrorLog: s.http.ErrorLog}
+	return nil
+}
+
+// TLSConfig is the web server's TLS configuration (nil without TLS), for tests.
+func (s *Service) TLSConfig() *tls.Config { return s.http.TLSConfig }
+
+// ACMEHTTPAddr is where ACME HTTP-01 challenges are answered ("" when not).
+func (s *Service) ACMEHTTPAddr() string {
+	if s.acmeLn == nil {
+		return ""
+	}
+	return s.acmeLn.Addr().String()
+}
+
+// retention deletes visit data older than --retention, hourly (and once at start). The
+// audit trail is kept.
+func (s *Service) retention(ctx context.Context) {
+	if s.cfg.Retention <= 0 {
+		return
+	}
+	s.PurgeOld(ctx)
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.PurgeOld(ctx)
+		}
+	}
+}
+
+// PurgeOld deletes the visits (and their participants) scheduled more than --retention
+// ago that are over, and records how many in the audit trail.
+func (s *Service) PurgeOld(ctx context.Context) {
+	if s.cfg.Retention <= 0 {
+		return
+	}
+	n, err := s.store.DeleteVisitsBefore(ctx, s.now().Add(-s.cfg.Retention))
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("retention: cannot delete old visits", "err", err)
+		}
+		return
+	}
+	if n > 0 {
+		s.log.Info("retention: old visits deleted", "visits", n, "older_than", s.cfg.Retention.String())
+		s.recordSystem(ctx, audit.Event{Action: audit.RetentionPurge, Detail: map[string]string{"visits": strconv.Itoa(n), "older_than": s.cfg.Retention.String()}})
 	}
 }
 
@@ -292,6 +389,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	if err := s.http.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http: %w", err))
 		s.http.Close()
+	}
+	if s.acmeHTTP != nil {
+		s.acmeHTTP.Close()
 	}
 	s.cancel()
 	s.wg.Wait()
