@@ -173,7 +173,7 @@ func TestServeSIGTERMAndLogHygiene(t *testing.T) {
 	select {
 	case <-peer.FirstPacket():
 	case <-ctx.Done():
-		t.Fatal("no media through the real process")
+		t.Fatalf("no media through the real process; server log:\n%s", logs.String())
 	}
 
 	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {

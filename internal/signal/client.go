@@ -41,6 +41,8 @@ type client struct {
 	// actor is who acts on this connection, for the audit trail: the web layer's actor (the
 	// address, the user agent, the account), then the participant once hello succeeds.
 	actor audit.Actor
+	// pairs is the last candidate pair reported per peer: only a change is recorded.
+	pairs map[string]CandidatePair
 }
 
 type final struct {
@@ -272,6 +274,12 @@ func (c *client) handle(ctx context.Context, in readResult) {
 		err = c.presence.End(ctx)
 	case "leave":
 		c.presence.Leave(ctx)
+	case "candidate_pair":
+		if !c.presence.Admitted() {
+			err = visit.ErrNotAdmitted
+			break
+		}
+		c.candidatePair(ctx, *msg.Pair)
 	}
 	if err != nil {
 		code, text := errorCode(err)
@@ -279,6 +287,31 @@ func (c *client) handle(ctx context.Context, in readResult) {
 			c.log.Warn("signalling message failed", "type", msg.Type, "err", err)
 		}
 		c.replyError(code, text, msg.Type)
+	}
+}
+
+// candidatePair records the candidate pair a peer connection uses (direct or relayed), once
+// per change. Only admitted participants have peer connections to report.
+func (c *client) candidatePair(ctx context.Context, cp CandidatePair) {
+	if c.pairs == nil {
+		c.pairs = map[string]CandidatePair{}
+	}
+	if c.pairs[cp.Peer] == cp || len(c.pairs) > 64 {
+		return
+	}
+	c.pairs[cp.Peer] = cp
+	path := "direct"
+	if cp.Local == "relay" || cp.Remote == "relay" {
+		path = "relay"
+	}
+	e := audit.EventFrom(ctx, audit.CandidatePair)
+	e.VisitID, e.SubjectID = c.presence.Participant().VisitID, cp.Peer
+	e.Detail = map[string]string{"local": cp.Local, "remote": cp.Remote, "protocol": cp.Protocol, "path": path}
+	if cp.RelayProtocol != "" {
+		e.Detail["relay_protocol"] = cp.RelayProtocol
+	}
+	if err := c.s.cfg.Audit.Record(ctx, e); err != nil {
+		c.log.Error("audit trail: cannot record", "action", string(e.Action), "err", err)
 	}
 }
 

@@ -47,6 +47,8 @@ var messagePolicy = map[string]auth.Action{
 	"remove": auth.ActVisitRemove,
 	"end":    auth.ActVisitEnd,
 	"leave":  auth.ActNone,
+	// The selected candidate pair, for the audit trail: whoever takes part in the call.
+	"candidate_pair": auth.ActVisitSignal,
 }
 
 // Visits is what the signalling server needs of the visit service.
@@ -70,7 +72,8 @@ type Config struct {
 	// always allowed.
 	OriginPatterns []string
 	Log            *slog.Logger
-	// Audit records what only the signalling sees (break-glass joins). nil = audit.Discard.
+	// Audit records what only the signalling sees (break-glass joins, the candidate pair
+	// each peer connection uses). nil = audit.Discard.
 	Audit audit.Recorder
 	// PingEvery, PongWait and WriteWait override the timing (tests); zero = the defaults.
 	PingEvery, PongWait, WriteWait time.Duration

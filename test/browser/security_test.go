@@ -16,6 +16,7 @@ import (
 
 	"github.com/bedside/bedside/internal/app"
 	"github.com/bedside/bedside/internal/app/apptest"
+	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/config"
 	"github.com/bedside/bedside/internal/store"
 )
@@ -138,6 +139,26 @@ func TestIdleLogoff(t *testing.T) {
 	r.admit("Ada")
 	waitInCall(r.clinician)
 	waitInCall(r.patient)
+	// Both pages told the server which candidate pair they use: it is in the audit trail.
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		got, err := r.srv.Store().SearchAudit(context.Background(), audit.Query{VisitID: r.visitID, Action: audit.CandidatePair})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) >= 2 {
+			for _, e := range got {
+				if e.Detail["path"] != "direct" || e.Detail["local"] == "" {
+					t.Errorf("candidate pair recorded as %+v", e.Detail)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d candidate pairs in the trail, want one from each page", len(got))
+		}
+		time.Sleep(pollEvery)
+	}
 	clk.Advance(16 * time.Minute)
 	if s := mustEval[int](r.clinician, `fetch('/api/v1/visits', {credentials: 'same-origin'}).then((res) => res.status)`); s != 401 {
 		t.Fatalf("an API request after the idle time: %d, want 401", s)
