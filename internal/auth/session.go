@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bedside/bedside/internal/audit"
@@ -49,8 +50,8 @@ type Sessions struct {
 	now      func() time.Time
 	opt      SessionOptions
 	// dummyHash is verified against when the email is unknown, so that a sign-in takes as
-	// long for an unknown account as for a wrong password.
-	dummyHash string
+	// long for an unknown account as for a wrong password. Made at the first need.
+	dummyHash func() (string, error)
 }
 
 // partialLifetime bounds a session that has passed the password but not the second factor
@@ -62,11 +63,8 @@ func NewSessions(st SessionStore, idle, lifetime time.Duration, now func() time.
 	if now == nil {
 		now = time.Now
 	}
-	h, err := HashPassword(NewToken())
-	if err != nil {
-		return nil, err
-	}
-	s := &Sessions{st: st, idle: idle, lifetime: lifetime, now: now, dummyHash: h}
+	s := &Sessions{st: st, idle: idle, lifetime: lifetime, now: now,
+		dummyHash: sync.OnceValues(func() (string, error) { return HashPassword(NewToken()) })}
 	for _, o := range opts {
 		s.opt = o
 	}
@@ -114,7 +112,9 @@ func (s *Sessions) SignIn(ctx context.Context, email, password string) (Grant, e
 	u, err := s.st.UserByEmail(ctx, NormalizeEmail(email))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		VerifyPassword(s.dummyHash, password)
+		if h, err := s.dummyHash(); err == nil {
+			VerifyPassword(h, password)
+		}
 		return Grant{}, ErrBadCredentials
 	case err != nil:
 		return Grant{}, fmt.Errorf("sign in: %w", err)
