@@ -224,3 +224,36 @@ func TestPasskeyEnrollmentAndSignIn(t *testing.T) {
 	c.waitFor("the console after the passkey", `location.pathname === '/console' && document.getElementById('user-name').textContent === 'Dr Rivera'`)
 	c.assertNoExceptions()
 }
+
+// TestAdminPages: an admin grants a clinician emergency access on the Accounts page, sees
+// the alert on the console, and finds the grant in the audit trail by the clinician's email.
+func TestAdminPages(t *testing.T) {
+	srv := apptest.Start(t, apptest.Options{})
+	srv.AddUser(t, clinicianEmail, "Dr Rivera", store.RoleClinician, clinicianPassword)
+	srv.AddUser(t, "admin@clinic.example", "Ada Admin", store.RoleAdmin, clinicianPassword)
+	a := newPage(t, "admin")
+	a.navigate(srv.URL() + "/signin")
+	a.typeInto("#email", "admin@clinic.example")
+	a.typeInto("#password", clinicianPassword)
+	a.click("#signin-submit")
+	a.waitFor("the console with the admin links", `location.pathname === '/console' && `+visible("admin-link")+` && `+visible("audit-link"))
+
+	a.click("#admin-link")
+	a.waitFor("the accounts", `location.pathname === '/console/admin' && document.querySelectorAll('#users tr[data-user-id]').length === 2`)
+	a.waitFor("the clinician offered for emergency access", `[...document.getElementById('grant-user').options].some((o) => o.textContent.includes('Dr Rivera'))`)
+	a.typeInto("#grant-reason", "Dr Okafor is off sick; covering her list")
+	a.click("#grant-submit")
+	a.waitFor("the break-glass alert", visible("break-glass-alert")+` && document.querySelector('#break-glass-list li.active').textContent.includes('Dr Rivera')`)
+	a.navigate(srv.URL() + "/console")
+	a.waitFor("the alert on the console", visible("break-glass-banner")+` && document.getElementById('break-glass-banner').textContent.includes('Dr Rivera')`)
+
+	a.click("#audit-link")
+	a.waitFor("the audit page", `location.pathname === '/console/audit'`)
+	a.typeInto("#audit-user", clinicianEmail)
+	a.click("#audit-submit")
+	a.waitFor("the grant found by the clinician's email", `!!document.querySelector('#audit-results tr[data-action="breakglass.grant"]')`)
+	if mustEval[bool](a, `document.body.textContent.includes('off sick')`) {
+		t.Error("the break-glass reason is shown in the audit trail")
+	}
+	a.assertNoExceptions()
+}
