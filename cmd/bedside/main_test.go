@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/url"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/pquerna/otp/totp"
 
 	"github.com/bedside/bedside/internal/client"
 )
@@ -111,9 +113,27 @@ func TestServeSIGTERMAndLogHygiene(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
+	// The default configuration requires a second factor of clinicians: the password alone
+	// opens nothing but the enrollment of one.
 	doc := client.New(base)
-	if err := doc.SignIn(ctx, "rivera@clinic.example", password); err != nil {
+	var step *client.SecondStepError
+	if err := doc.SignIn(ctx, "rivera@clinic.example", password); !errors.As(err, &step) || step.Stage != "enroll" {
+		t.Fatalf("sign-in with the default configuration: %v, want the enrollment step", err)
+	}
+	if _, err := doc.CreateVisit(ctx, patientName); err == nil {
+		t.Fatal("a clinician without a second factor created a visit")
+	}
+	setup, err := doc.BeginTOTP(ctx)
+	if err != nil {
 		t.Fatal(err)
+	}
+	code, err := totp.GenerateCode(setup.Secret, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	recovery, err := doc.ConfirmTOTP(ctx, code)
+	if err != nil || len(recovery) != 10 {
+		t.Fatalf("confirm TOTP: %v, %d recovery codes", err, len(recovery))
 	}
 	v, err := doc.CreateVisit(ctx, patientName)
 	if err != nil {
@@ -153,7 +173,7 @@ func TestServeSIGTERMAndLogHygiene(t *testing.T) {
 	select {
 	case <-peer.FirstPacket():
 	case <-ctx.Done():
-		t.Fatal("no media through the real process")
+		t.Fatalf("no media through the real process; server log:\n%s", logs.String())
 	}
 
 	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
@@ -193,7 +213,8 @@ func TestServeSIGTERMAndLogHygiene(t *testing.T) {
 	if !strings.Contains(out, "shutting down") || !strings.Contains(out, "bedside stopped") {
 		t.Errorf("logs lack the shutdown: %s", out)
 	}
-	secrets := map[string]string{"link token": token, "password": password, "patient name": patientName, "patient first name": "Zelda"}
+	secrets := map[string]string{"link token": token, "password": password, "patient name": patientName, "patient first name": "Zelda",
+		"TOTP secret": setup.Secret, "recovery code": recovery[0]}
 	for _, c := range doc.HTTP.Jar.Cookies(mustParse(base)) {
 		secrets["cookie "+c.Name] = c.Value
 	}

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/auth"
 	"github.com/bedside/bedside/internal/config"
 	"github.com/bedside/bedside/internal/store"
@@ -48,11 +49,19 @@ Usage:
   bedside user list [--json]              list accounts
   bedside user disable --email E          disable an account and end its sessions
   bedside user enable --email E           enable an account again
+  bedside user signout --email E          end every session of an account now
+  bedside user reset-mfa --email E        remove an account's second factors (a lost phone)
+  bedside user break-glass --email E --for 1h --reason "..." [--revoke]
+                                          give a clinician emergency access to every visit
   bedside visit create --clinician EMAIL [--patient-name N] [--at RFC3339] [--json]
                                           create a visit and print its links
   bedside visit list [--date YYYY-MM-DD] [--json]
                                           list a day's visits (UTC)
   bedside visit revoke VISIT_ID           make a visit's patient link stop working
+  bedside audit verify                    check the audit trail's hash chain and signed checkpoints
+  bedside audit export --since TIME [--until TIME]
+                                          the audit trail as JSON lines
+  bedside audit checkpoint                sign and append a checkpoint of the audit trail now
   bedside help [command]                  this text, or a command's options
 
 Every command takes the config options of "bedside serve --help" (at least --data-dir), also
@@ -80,6 +89,8 @@ func Main(ctx context.Context, args []string, sio IO) int {
 		return runUser(ctx, rest, sio)
 	case "visit":
 		return runVisit(ctx, rest, sio)
+	case "audit":
+		return runAudit(ctx, rest, sio)
 	}
 	fmt.Fprintf(sio.Stderr, "bedside: unknown command %q\n\n%s", cmd, usage)
 	return exitUsage
@@ -162,18 +173,19 @@ func runServe(ctx context.Context, args []string, sio IO) int {
 
 // openStore opens the database for a CLI command.
 func openStore(ctx context.Context, cfg config.Config) (*sqlite.Store, error) {
-	return sqlite.Open(ctx, cfg.DataDir)
+	return sqlite.OpenWith(ctx, cfg.DataDir, sqlite.Options{DataKeyFile: cfg.DataKeyFile})
 }
 
 func runUser(ctx context.Context, args []string, sio IO) int {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprint(sio.Stderr, "Usage: bedside user add|list|disable|enable [options]\n")
+		fmt.Fprint(sio.Stderr, "Usage: bedside user add|list|disable|enable|signout|reset-mfa|break-glass [options]\n")
 		return exitUsage
 	}
 	sub, args := args[0], args[1:]
 	fs := config.NewFlagSet("user "+sub, sio.Stderr)
-	var email, name, role string
-	var asJSON bool
+	var email, name, role, reason string
+	var asJSON, revoke bool
+	var dur time.Duration
 	var synopsis string
 	switch sub {
 	case "add":
@@ -184,11 +196,17 @@ func runUser(ctx context.Context, args []string, sio IO) int {
 	case "list":
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
 		synopsis = "[--json] [options]"
-	case "disable", "enable":
+	case "disable", "enable", "signout", "reset-mfa":
 		fs.StringVar(&email, "email", "", "the account's email")
 		synopsis = "--email E [options]"
+	case "break-glass":
+		fs.StringVar(&email, "email", "", "the clinician's email")
+		fs.DurationVar(&dur, "for", time.Hour, "how long the emergency access lasts (at most 12h)")
+		fs.StringVar(&reason, "reason", "", "why (10 to 500 characters; shown to admins, kept out of the audit trail)")
+		fs.BoolVar(&revoke, "revoke", false, "withdraw the clinician's emergency access now instead")
+		synopsis = `--email E --for 1h --reason "..." | --email E --revoke [options]`
 	default:
-		fmt.Fprintf(sio.Stderr, "bedside user: unknown subcommand %q (add, list, disable, enable)\n", sub)
+		fmt.Fprintf(sio.Stderr, "bedside user: unknown subcommand %q (add, list, disable, enable, signout, reset-mfa, break-glass)\n", sub)
 		return exitUsage
 	}
 	cfg, _, code, done := parse(fs, "user "+sub, synopsis, args, sio)
@@ -203,15 +221,96 @@ func runUser(ctx context.Context, args []string, sio IO) int {
 	defer st.Close()
 	switch sub {
 	case "add":
-		return userAdd(ctx, st, email, name, role, sio)
+		return userAdd(ctx, st, cfg, email, name, role, sio)
 	case "list":
 		return userList(ctx, st, asJSON, sio)
+	case "signout", "reset-mfa":
+		return userSecurity(ctx, st, sub, email, sio)
+	case "break-glass":
+		return userBreakGlass(ctx, st, email, dur, reason, revoke, sio)
 	default:
 		return userSetDisabled(ctx, st, email, sub == "disable", sio)
 	}
 }
 
-func userAdd(ctx context.Context, st store.Store, email, name, role string, sio IO) int {
+// userSecurity ends an account's sessions, or resets its second factors (which ends them
+// too).
+func userSecurity(ctx context.Context, st store.Store, sub, email string, sio IO) int {
+	u, err := st.UserByEmail(ctx, auth.NormalizeEmail(email))
+	if errors.Is(err, store.ErrNotFound) {
+		fmt.Fprintf(sio.Stderr, "bedside user %s: no account with email %q\n", sub, email)
+		return exitFail
+	}
+	if err == nil && sub == "reset-mfa" {
+		err = st.DeleteSecondFactors(ctx, u.ID)
+	}
+	if err == nil {
+		err = st.DeleteUserSessions(ctx, u.ID)
+	}
+	if err != nil {
+		fmt.Fprintf(sio.Stderr, "bedside user %s: %v\n", sub, err)
+		return exitFail
+	}
+	if sub == "reset-mfa" {
+		recordCLI(ctx, st, audit.Event{Action: audit.MFAReset, SubjectID: u.ID}, sio)
+		fmt.Fprintf(sio.Stdout, "Removed every second factor of %s and ended their sessions. At their next sign-in they set up a new one.\n", u.Email)
+		return exitOK
+	}
+	recordCLI(ctx, st, audit.Event{Action: audit.SessionsEnded, SubjectID: u.ID}, sio)
+	fmt.Fprintf(sio.Stdout, "Ended every session of %s. Calls in progress go on; anything new needs a fresh sign-in.\n", u.Email)
+	return exitOK
+}
+
+// userBreakGlass grants (or withdraws) a clinician's emergency access to every visit.
+func userBreakGlass(ctx context.Context, st store.Store, email string, d time.Duration, reason string, revoke bool, sio IO) int {
+	u, err := st.UserByEmail(ctx, auth.NormalizeEmail(email))
+	if errors.Is(err, store.ErrNotFound) {
+		fmt.Fprintf(sio.Stderr, "bedside user break-glass: no account with email %q\n", email)
+		return exitFail
+	}
+	if err != nil {
+		fmt.Fprintf(sio.Stderr, "bedside user break-glass: %v\n", err)
+		return exitFail
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	if revoke {
+		n, err := st.RevokeBreakGlass(ctx, u.ID, now)
+		if err != nil {
+			fmt.Fprintf(sio.Stderr, "bedside user break-glass: %v\n", err)
+			return exitFail
+		}
+		if n == 0 {
+			fmt.Fprintf(sio.Stderr, "bedside user break-glass: %s has no emergency access to withdraw\n", u.Email)
+			return exitFail
+		}
+		recordCLI(ctx, st, audit.Event{Action: audit.BreakGlassEnd, SubjectID: u.ID}, sio)
+		fmt.Fprintf(sio.Stdout, "Withdrew the emergency access of %s.\n", u.Email)
+		return exitOK
+	}
+	reason = strings.TrimSpace(reason)
+	if n := len([]rune(reason)); n < 10 || n > 500 {
+		fmt.Fprintln(sio.Stderr, "bedside user break-glass: --reason: say why, in 10 to 500 characters")
+		return exitUsage
+	}
+	if d < time.Minute || d > 12*time.Hour {
+		fmt.Fprintln(sio.Stderr, "bedside user break-glass: --for: from 1m to 12h")
+		return exitUsage
+	}
+	if u.Role != store.RoleClinician || u.Disabled {
+		fmt.Fprintln(sio.Stderr, "bedside user break-glass: emergency access is for active clinician accounts")
+		return exitFail
+	}
+	g := store.BreakGlass{ID: store.NewID("brk"), UserID: u.ID, GrantedBy: audit.ActorFrom(cliContext(ctx)).ID, Reason: reason, CreatedAt: now, ExpiresAt: now.Add(d)}
+	if err := st.CreateBreakGlass(ctx, g); err != nil {
+		fmt.Fprintf(sio.Stderr, "bedside user break-glass: %v\n", err)
+		return exitFail
+	}
+	recordCLI(ctx, st, audit.Event{Action: audit.BreakGlassGrant, SubjectID: u.ID, Detail: map[string]string{"grant": g.ID, "minutes": fmt.Sprint(int(d.Minutes()))}}, sio)
+	fmt.Fprintf(sio.Stdout, "BREAK-GLASS: %s may open every visit until %s. Every use is recorded; admins see the grant in the console.\n", u.Email, g.ExpiresAt.Format(time.RFC3339))
+	return exitOK
+}
+
+func userAdd(ctx context.Context, st store.Store, cfg config.Config, email, name, role string, sio IO) int {
 	email = auth.NormalizeEmail(email)
 	if email == "" || !strings.Contains(email, "@") || len(email) > 254 {
 		fmt.Fprintln(sio.Stderr, "bedside user add: --email: a valid email address is required")
@@ -250,7 +349,14 @@ func userAdd(ctx context.Context, st store.Store, email, name, role string, sio 
 		fmt.Fprintf(sio.Stderr, "bedside user add: %v\n", err)
 		return exitFail
 	}
-	fmt.Fprintf(sio.Stdout, "Created %s %s <%s> (%s). They sign in at /signin.\n", u.Role, u.Name, u.Email, u.ID)
+	recordCLI(ctx, st, audit.Event{Action: audit.UserCreate, SubjectID: u.ID, Detail: map[string]string{"role": string(u.Role)}}, sio)
+	fmt.Fprintf(sio.Stdout, "Created %s %s <%s> (%s). They sign in at %s/signin.\n", u.Role, u.Name, u.Email, u.ID, cfg.PublicURL)
+	if cfg.RequireMFA && (u.Role == store.RoleClinician || u.Role == store.RoleAdmin) {
+		fmt.Fprintf(sio.Stdout, "A second factor is required (require-mfa). At the first sign-in, after the password, they are\n"+
+			"asked to set one up before anything else: an authenticator app on their phone (they scan a QR code\n"+
+			"and type the 6-digit code it shows) or a passkey. They then get 10 single-use recovery codes to\n"+
+			"keep somewhere safe. Lost phone and codes: bedside user reset-mfa --email %s\n", u.Email)
+	}
 	return exitOK
 }
 
@@ -335,12 +441,15 @@ func userSetDisabled(ctx context.Context, st store.Store, email string, disabled
 		fmt.Fprintf(sio.Stderr, "bedside user %s: %v\n", verb, err)
 		return exitFail
 	}
+	action := audit.UserEnable
 	if disabled {
+		action = audit.UserDisable
 		if err := st.DeleteUserSessions(ctx, u.ID); err != nil {
 			fmt.Fprintf(sio.Stderr, "bedside user disable: %v\n", err)
 			return exitFail
 		}
 	}
+	recordCLI(ctx, st, audit.Event{Action: action, SubjectID: u.ID}, sio)
 	fmt.Fprintf(sio.Stdout, "%sd %s\n", strings.ToUpper(verb[:1])+verb[1:], u.Email)
 	return exitOK
 }
@@ -413,7 +522,8 @@ func runVisit(ctx context.Context, args []string, sio IO) int {
 		return exitFail
 	}
 	defer st.Close()
-	m := visit.NewManager(st, visit.Config{LinkTTL: cfg.LinkTTL})
+	m := visit.NewManager(st, visit.Config{LinkTTL: cfg.LinkTTL, Audit: audit.NewLog(st, nil)})
+	ctx = cliContext(ctx)
 	switch sub {
 	case "create":
 		return visitCreate(ctx, st, m, cfg, clinician, patient, scheduled, asJSON, sio)

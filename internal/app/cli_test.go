@@ -171,3 +171,53 @@ func TestCLIHelpAndConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestCLISecurityCommands(t *testing.T) {
+	dir := t.TempDir()
+	d := "--data-dir=" + dir
+	r := bedside(t, "a-long-password\n", nil, "user", "add", d, "--email", "rivera@clinic.example", "--name", "Dr Rivera", "--role", "clinician")
+	if r.code != 0 || !strings.Contains(r.stdout, "second factor is required") || !strings.Contains(r.stdout, "recovery codes") {
+		t.Fatalf("user add does not say what enrollment needs: %+v", r)
+	}
+	r = bedside(t, "a-long-password\n", nil, "user", "add", d, "--require-mfa=false", "--email", "b@clinic.example", "--name", "B", "--role", "clinician")
+	if r.code != 0 || strings.Contains(r.stdout, "second factor") {
+		t.Fatalf("user add without require-mfa: %+v", r)
+	}
+	r = bedside(t, "a-long-password\n", nil, "user", "add", d, "--email", "desk@clinic.example", "--name", "Desk", "--role", "staff")
+	if r.code != 0 || strings.Contains(r.stdout, "second factor is required") {
+		t.Fatalf("user add of staff: %+v", r)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"signout", []string{"user", "signout", d, "--email", "rivera@clinic.example"}, 0, "Ended every session"},
+		{"signout unknown", []string{"user", "signout", d, "--email", "nobody@clinic.example"}, 1, "no account"},
+		{"reset-mfa", []string{"user", "reset-mfa", d, "--email", "rivera@clinic.example"}, 0, "Removed every second factor"},
+		{"break-glass without reason", []string{"user", "break-glass", d, "--email", "rivera@clinic.example", "--for", "1h"}, 2, "--reason"},
+		{"break-glass too long", []string{"user", "break-glass", d, "--email", "rivera@clinic.example", "--for", "24h", "--reason", "covering the ward tonight"}, 2, "--for"},
+		{"break-glass for staff", []string{"user", "break-glass", d, "--email", "desk@clinic.example", "--reason", "covering the ward tonight"}, 1, "clinician"},
+		{"break-glass", []string{"user", "break-glass", d, "--email", "rivera@clinic.example", "--for", "2h", "--reason", "covering the ward tonight"}, 0, "BREAK-GLASS"},
+		{"break-glass revoke", []string{"user", "break-glass", d, "--email", "rivera@clinic.example", "--revoke"}, 0, "Withdrew"},
+		{"break-glass revoke again", []string{"user", "break-glass", d, "--email", "rivera@clinic.example", "--revoke"}, 1, "no emergency access"},
+	} {
+		r := bedside(t, "", nil, tc.args...)
+		if r.code != tc.code || !strings.Contains(r.stdout+r.stderr, tc.want) {
+			t.Errorf("%s: %+v, want code %d and %q", tc.name, r, tc.code, tc.want)
+		}
+	}
+	r = bedside(t, "", nil, "audit", "export", d, "--since", "2000-01-01")
+	for _, action := range []string{"admin.user_create", "auth.sessions_ended", "admin.mfa_reset", "breakglass.grant", "breakglass.revoke"} {
+		if !strings.Contains(r.stdout, `"action":"`+action+`"`) {
+			t.Errorf("the trail lacks %s", action)
+		}
+	}
+	if strings.Contains(r.stdout, "covering the ward") {
+		t.Error("the break-glass reason is in the trail")
+	}
+	if r := bedside(t, "", nil, "audit", "verify", d); r.code != 0 {
+		t.Errorf("verify: %+v", r)
+	}
+}

@@ -5,6 +5,7 @@ package app
 import (
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,10 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/crypto/acme"
+	"golang.org/x/crypto/acme/autocert"
+
+	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/auth"
 	"github.com/bedside/bedside/internal/config"
 	"github.com/bedside/bedside/internal/signal"
@@ -30,12 +35,18 @@ type Service struct {
 	cfg    config.Config
 	log    *slog.Logger
 	store  *sqlite.Store
+	audit  *audit.Log
+	cps    *audit.Checkpointer
 	visits *visit.Manager
 	turn   *turn.Server
 	signal *signal.Server
 	web    *web.Server
 	http   *http.Server
 	ln     net.Listener
+	now    func() time.Time
+
+	acmeHTTP *http.Server // HTTP-01 challenges and the redirect to https (ACME only)
+	acmeLn   net.Listener
 
 	cancel   context.CancelFunc // stops the background loops
 	wg       sync.WaitGroup     // the background loops and the HTTP server
@@ -56,29 +67,55 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	s := &Service{cfg: cfg, log: log, served: make(chan struct{})}
+	s := &Service{cfg: cfg, log: log, served: make(chan struct{}), now: opt.Now}
 	defer func() {
 		if err != nil {
 			s.closeParts()
 		}
 	}()
-	if s.store, err = sqlite.Open(ctx, cfg.DataDir); err != nil {
+	if s.store, err = sqlite.OpenWith(ctx, cfg.DataDir, sqlite.Options{DataKeyFile: cfg.DataKeyFile}); err != nil {
 		return nil, err
 	}
-	sessions, err := auth.NewSessions(s.store, cfg.SessionIdle, cfg.SessionLifetime, opt.Now)
+	s.audit = audit.NewLog(s.store, opt.Now)
+	signer, _, created, err := audit.LoadSigner(cfg.AuditKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("audit-key-file: %w", err)
+	}
+	if created {
+		s.recordSystem(ctx, audit.Event{Action: audit.KeyCreated, Detail: map[string]string{"key": "audit"}})
+		log.Info("audit checkpoint key created", "file", cfg.AuditKeyFile, "public_key", cfg.AuditKeyFile+".pub")
+	}
+	if s.store.KeyCreated() {
+		s.recordSystem(ctx, audit.Event{Action: audit.KeyCreated, Detail: map[string]string{"key": "data"}})
+		log.Warn("data key created: back it up apart from the database; without it patient names cannot be read", "file", cfg.DataKeyFile)
+	}
+	s.cps = audit.NewCheckpointer(s.store, signer, cfg.AuditCheckpointFile, opt.Now)
+	s.recordSystem(ctx, audit.Event{Action: audit.ConfigStart, Detail: map[string]string{
+		"require_mfa":      strconv.FormatBool(cfg.RequireMFA),
+		"session_idle":     cfg.SessionIdle.String(),
+		"session_lifetime": cfg.SessionLifetime.String(),
+		"retention":        cfg.Retention.String(),
+		"tls":              strconv.FormatBool(cfg.TLS()),
+		"acme":             strconv.FormatBool(cfg.ACMEDomains != ""),
+		"allowed_origins":  strconv.Itoa(len(cfg.Origins())),
+		"public_url":       cfg.PublicURL,
+	}})
+	sessions, err := auth.NewSessions(s.store, cfg.SessionIdle, cfg.SessionLifetime, opt.Now, auth.SessionOptions{RequireMFA: cfg.RequireMFA, Audit: s.audit})
 	if err != nil {
 		return nil, err
 	}
-	s.visits = visit.NewManager(s.store, visit.Config{LinkTTL: cfg.LinkTTL, Now: opt.Now, Log: log.With("part", "visit")})
+	s.visits = visit.NewManager(s.store, visit.Config{LinkTTL: cfg.LinkTTL, Now: opt.Now, Log: log.With("part", "visit"), Audit: s.audit})
 	if s.turn, err = turn.Start(turn.Config{STUNAddr: cfg.STUNAddr, ICEHost: cfg.ICEHost, Log: log.With("part", "turn")}); err != nil {
 		return nil, err
 	}
 	s.signal = signal.NewServer(signal.Config{
-		Visits:    s.visits,
-		ICE:       s.iceConfig,
-		Log:       log.With("part", "signal"),
-		PingEvery: opt.PingEvery,
-		PongWait:  opt.PongWait,
+		Visits:         s.visits,
+		ICE:            s.iceConfig,
+		OriginPatterns: append([]string{publicOrigin(cfg.PublicURL)}, cfg.Origins()...),
+		Audit:          s.audit,
+		Log:            log.With("part", "signal"),
+		PingEvery:      opt.PingEvery,
+		PongWait:       opt.PongWait,
 	})
 	if s.ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("http-addr: %w", err)
@@ -97,6 +134,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 		TLS:       cfg.TLS(),
 		Log:       log.With("part", "web"),
 		Now:       opt.Now,
+		Audit:     s.audit,
+
+		AllowedOrigins: cfg.Origins(),
 	}); err != nil {
 		return nil, err
 	}
@@ -106,7 +146,12 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	if cfg.TLS() {
+	switch {
+	case cfg.ACMEDomains != "":
+		if err := s.startACME(); err != nil {
+			return nil, err
+		}
+	case cfg.TLS():
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
 			return nil, fmt.Errorf("tls-cert/tls-key: %w", err)
@@ -117,10 +162,16 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
-	s.wg.Add(3)
+	s.wg.Add(5)
 	go func() { defer s.wg.Done(); s.serveErr = s.http.Serve(s.ln); close(s.served) }()
 	go func() { defer s.wg.Done(); s.visits.Run(bg) }()
 	go func() { defer s.wg.Done(); s.sweepSessions(bg, opt.Now) }()
+	go func() { defer s.wg.Done(); s.checkpoints(bg) }()
+	go func() { defer s.wg.Done(); s.retention(bg) }()
+	if s.acmeHTTP != nil {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.acmeHTTP.Serve(s.acmeLn) }()
+	}
 	log.Info("bedside serving", "http", s.ln.Addr().String(), "public_url", cfg.PublicURL, "stun_port", s.turn.Port(), "tls", cfg.TLS())
 	return s, nil
 }
@@ -152,6 +203,139 @@ func (s *Service) sweepSessions(ctx context.Context, now func() time.Time) {
 		}
 	}
 }
+
+// startACME serves TLS with certificates from an ACME CA (Let's Encrypt by default), got
+// and renewed by golang.org/x/crypto/acme/autocert for the acme-domains only, cached in
+// acme-cache-dir (mode 0700). TLS-ALPN-01 challenges are answered on the web port itself;
+// HTTP-01 challenges (and a redirect of everything else to https) on acme-http-addr.
+func (s *Service) startACME() error {
+	cfg := s.cfg
+	m := &autocert.Manager{
+		Prompt:     autocert.AcceptTOS,
+		HostPolicy: autocert.HostWhitelist(cfg.ACMEList()...),
+		Cache:      autocert.DirCache(cfg.ACMECacheDir),
+		Email:      cfg.ACMEEmail,
+	}
+	if cfg.ACMEDir != "" {
+		m.Client = &acme.Client{DirectoryURL: cfg.ACMEDir}
+	}
+	tc := m.TLSConfig()
+	tc.MinVersion = tls.VersionTLS12
+	s.http.TLSConfig = tc
+	s.ln = tls.NewListener(s.ln, tc)
+	if cfg.ACMEHTTPAddr == "off" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", cfg.ACMEHTTPAddr)
+	if err != nil {
+		return fmt.Errorf("acme-http-addr: %w", err)
+	}
+	s.acmeLn = ln
+	s.acmeHTTP = &http.Server{Handler: m.HTTPHandler(nil), ReadHeaderTimeout: 10 * time.Second, ErrorLog: s.http.ErrorLog}
+	return nil
+}
+
+// TLSConfig is the web server's TLS configuration (nil without TLS), for tests.
+func (s *Service) TLSConfig() *tls.Config { return s.http.TLSConfig }
+
+// ACMEHTTPAddr is where ACME HTTP-01 challenges are answered ("" when not).
+func (s *Service) ACMEHTTPAddr() string {
+	if s.acmeLn == nil {
+		return ""
+	}
+	return s.acmeLn.Addr().String()
+}
+
+// retention deletes visit data older than --retention, hourly (and once at start). The
+// audit trail is kept.
+func (s *Service) retention(ctx context.Context) {
+	if s.cfg.Retention <= 0 {
+		return
+	}
+	s.PurgeOld(ctx)
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.PurgeOld(ctx)
+		}
+	}
+}
+
+// PurgeOld deletes the visits (and their participants) scheduled more than --retention
+// ago that are over, and records how many in the audit trail.
+func (s *Service) PurgeOld(ctx context.Context) {
+	if s.cfg.Retention <= 0 {
+		return
+	}
+	n, err := s.store.DeleteVisitsBefore(ctx, s.now().Add(-s.cfg.Retention))
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("retention: cannot delete old visits", "err", err)
+		}
+		return
+	}
+	if n > 0 {
+		s.log.Info("retention: old visits deleted", "visits", n, "older_than", s.cfg.Retention.String())
+		s.recordSystem(ctx, audit.Event{Action: audit.RetentionPurge, Detail: map[string]string{"visits": strconv.Itoa(n), "older_than": s.cfg.Retention.String()}})
+	}
+}
+
+// publicOrigin is the scheme://host[:port] of a URL.
+func publicOrigin(u string) string {
+	if i := strings.Index(u, "://"); i >= 0 {
+		if j := strings.IndexByte(u[i+3:], '/'); j >= 0 {
+			return u[:i+3+j]
+		}
+	}
+	return u
+}
+
+// recordSystem records an event of the server itself.
+func (s *Service) recordSystem(ctx context.Context, e audit.Event) {
+	e.ActorID, e.ActorRole = "server", "system"
+	if err := s.audit.Record(ctx, e); err != nil {
+		s.log.Error("audit trail: cannot record", "action", string(e.Action), "err", err)
+	}
+}
+
+// checkpoints writes a signed audit checkpoint every AuditCheckpointEvery while the trail
+// grows. The last one is written by Shutdown.
+func (s *Service) checkpoints(ctx context.Context) {
+	t := time.NewTicker(s.cfg.AuditCheckpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.writeCheckpoint(ctx)
+		}
+	}
+}
+
+func (s *Service) writeCheckpoint(ctx context.Context) {
+	cp, written, err := s.cps.Write(ctx, false)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("audit checkpoint failed", "err", err)
+		}
+		return
+	}
+	if written {
+		// Logged too, so that a log shipper carries it off the machine.
+		s.log.Info("audit checkpoint", "size", cp.Size, "hash", hex.EncodeToString(cp.Hash), "file", s.cps.Path())
+	}
+}
+
+// Checkpoint writes an audit checkpoint now, if the trail grew since the last one (tests).
+func (s *Service) Checkpoint(ctx context.Context) { s.writeCheckpoint(ctx) }
+
+// Audit is the audit trail (tests).
+func (s *Service) Audit() *audit.Log { return s.audit }
 
 // Addr is the address the web server listens on.
 func (s *Service) Addr() net.Addr { return s.ln.Addr() }
@@ -206,11 +390,15 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("http: %w", err))
 		s.http.Close()
 	}
+	if s.acmeHTTP != nil {
+		s.acmeHTTP.Close()
+	}
 	s.cancel()
 	s.wg.Wait()
 	if err := s.Err(); err != nil {
 		errs = append(errs, fmt.Errorf("http: %w", err))
 	}
+	s.writeCheckpoint(context.WithoutCancel(ctx)) // the trail's tail, signed before the store closes
 	s.closeParts()
 	s.log.Info("bedside stopped")
 	return errors.Join(errs...)

@@ -1,8 +1,8 @@
 // Package audit is Bedside's security audit trail: who did what, when, from where. Events
 // are recorded through the Recorder interface, which every part that has something to say
 // (web, signal, visit, turn) receives at construction. The tamper-evident log (hash chain,
-// signed checkpoints, verify and export) implements Recorder; until it is wired, Discard
-// stands in.
+// signed checkpoints, verify and export) is Log in this package, over a store that appends
+// rows; Discard stands in where nothing is kept (unit tests).
 //
 // An event never carries tokens, passwords, SDP, candidates or clinical content, and no
 // patient name: participants are named by id.
@@ -35,6 +35,29 @@ const (
 	TURNAllocate  Action = "turn.allocate"
 	TURNDelete    Action = "turn.delete"
 	TURNRefused   Action = "turn.refused" // a refused allocation, permission or credential
+
+	LinkFailed      Action = "visit.link_failed"   // a link that opens nothing (unknown, expired, revoked)
+	BreakGlassGrant Action = "breakglass.grant"    // an admin gave a clinician emergency access
+	BreakGlassUse   Action = "breakglass.use"      // emergency access opened a visit not the user's own
+	BreakGlassEnd   Action = "breakglass.revoke"   // emergency access withdrawn before its end
+	SessionExpired  Action = "auth.session_ended"  // idle or absolute expiry (Outcome idle, lifetime)
+	SessionsEnded   Action = "auth.sessions_ended" // an admin (or disabling) ended all of a user's sessions
+	Lockout         Action = "auth.lockout"        // too many failures: Detail scope account, address, visit
+	RateLimited     Action = "auth.rate_limited"   // a request refused while locked out
+	MFAPassed       Action = "auth.mfa"            // second factor accepted (Detail method)
+	MFAFailed       Action = "auth.mfa_failed"     // wrong or replayed code, failed passkey
+	MFAEnroll       Action = "auth.mfa_enroll"     // a TOTP or passkey added (Detail method)
+	MFARemove       Action = "auth.mfa_remove"     // a TOTP or passkey removed (Detail method)
+	MFAReset        Action = "admin.mfa_reset"     // an admin removed every second factor of a user
+	RecoveryCodes   Action = "auth.recovery_codes" // new recovery codes issued
+	UserCreate      Action = "admin.user_create"
+	UserDisable     Action = "admin.user_disable"
+	UserEnable      Action = "admin.user_enable"
+	ConfigStart     Action = "config.start"    // the server started with these security settings
+	RetentionPurge  Action = "data.retention"  // visit data older than the retention period deleted
+	AuditSearch     Action = "audit.search"    // an admin searched the trail
+	AuditExport     Action = "audit.export"    // the trail was exported
+	KeyCreated      Action = "config.key_made" // a key file was generated (Detail key: data, audit)
 )
 
 // Event is one entry of the trail.

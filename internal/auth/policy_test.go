@@ -21,6 +21,10 @@ var matrix = []struct {
 }{
 	{auth.ActNone, true, true, true, true, true},
 	{auth.ActSignedIn, true, true, true, false, false},
+	{auth.ActSignOut, true, true, true, false, false},
+	{auth.ActSecondFactor, true, true, true, false, false},
+	{auth.ActEnrollMFA, true, true, true, false, false},
+	{auth.ActManageMFA, true, true, true, false, false},
 	{auth.ActVisitList, true, true, true, false, false},
 	{auth.ActVisitCreate, true, true, true, false, false},
 	{auth.ActVisitRead, true, true, true, false, false},
@@ -33,6 +37,51 @@ var matrix = []struct {
 	{auth.ActVisitSignal, true, true, false, true, true},
 	{auth.ActCreateForOthers, true, false, true, false, false},
 	{auth.ActAllVisits, true, false, true, false, false},
+	{auth.ActUserAdmin, true, false, false, false, false},
+	{auth.ActBreakGlass, true, false, false, false, false},
+	{auth.ActAuditRead, true, false, false, false, false},
+}
+
+// emergency is what break-glass access allows: every visit action, no administration.
+var emergency = map[auth.Action]bool{
+	auth.ActNone:      true,
+	auth.ActVisitRead: true, auth.ActVisitLink: true, auth.ActVisitRevoke: true, auth.ActVisitAdmit: true,
+	auth.ActVisitEnd: true, auth.ActVisitRemove: true, auth.ActVisitJoin: true, auth.ActVisitSignal: true,
+}
+
+func TestEmergencyPolicy(t *testing.T) {
+	clin := store.User{ID: "usr_c", Role: store.RoleClinician}
+	for _, row := range matrix {
+		if got := auth.CanOnVisitEmergency(clin, row.act); got != emergency[row.act] {
+			t.Errorf("break-glass %s: %v, want %v", row.act, got, emergency[row.act])
+		}
+		// Only clinicians get break-glass; staff never get media through it.
+		for _, r := range []store.Role{store.RoleStaff, store.RoleAdmin, store.RolePatient, store.RoleGuest} {
+			if auth.CanOnVisitEmergency(store.User{Role: r}, row.act) {
+				t.Errorf("break-glass for a %s allows %s", r, row.act)
+			}
+		}
+	}
+}
+
+// TestStageAllows: a session half-way through signing in may only finish it or sign out.
+func TestStageAllows(t *testing.T) {
+	for _, row := range matrix {
+		for _, tc := range []struct {
+			stage auth.Stage
+			want  bool
+		}{
+			{auth.StageFull, row.act != auth.ActSecondFactor},
+			{auth.StageMFA, row.act == auth.ActSecondFactor || row.act == auth.ActSignOut},
+			{auth.StageEnroll, row.act == auth.ActEnrollMFA || row.act == auth.ActSignOut},
+			{"", false},
+			{"bogus", false},
+		} {
+			if got := auth.StageAllows(tc.stage, row.act); got != tc.want {
+				t.Errorf("StageAllows(%q, %s) = %v, want %v", tc.stage, row.act, got, tc.want)
+			}
+		}
+	}
 }
 
 func TestPolicyMatrix(t *testing.T) {

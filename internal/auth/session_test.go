@@ -94,11 +94,11 @@ var hashCache = struct {
 
 func (f *sessionsFixture) signIn(t *testing.T) string {
 	t.Helper()
-	tok, _, err := f.sessions.SignIn(context.Background(), "rivera@clinic.example", "rivera's password")
+	g, err := f.sessions.SignIn(context.Background(), "rivera@clinic.example", "rivera's password")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tok
+	return g.Token
 }
 
 // stored reports whether the database still holds the session of token.
@@ -129,7 +129,8 @@ func TestSignIn(t *testing.T) {
 		{"disabled account, wrong password", "off@clinic.example", "nope nope nope", auth.ErrBadCredentials},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tok, u, err := f.sessions.SignIn(ctx, tc.email, tc.pw)
+			g, err := f.sessions.SignIn(ctx, tc.email, tc.pw)
+			tok, u := g.Token, g.User
 			if tc.wantErr != nil {
 				if !errors.Is(err, tc.wantErr) {
 					t.Fatalf("err = %v, want %v", err, tc.wantErr)

@@ -80,9 +80,65 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 	return nil
 }
 
-// SignIn signs in a staff, clinician or admin account.
+// SignIn signs in a staff, clinician or admin account with its password. When the account
+// needs a second factor (or must set one up first) the error is a *SecondStepError and the
+// client holds the half signed-in session: go on with SignInTOTP, SignInRecovery or
+// EnrollTOTP.
 func (c *Client) SignIn(ctx context.Context, email, password string) error {
-	return c.Do(ctx, "POST", "/api/v1/session", map[string]string{"email": email, "password": password}, nil)
+	var out struct {
+		Stage   string   `json:"stage"`
+		Methods []string `json:"methods"`
+	}
+	if err := c.Do(ctx, "POST", "/api/v1/session", map[string]string{"email": email, "password": password}, &out); err != nil {
+		return err
+	}
+	if out.Stage != "signed_in" {
+		return &SecondStepError{Stage: out.Stage, Methods: out.Methods}
+	}
+	return nil
+}
+
+// SecondStepError says a sign-in needs a second step: "second_factor" (Methods say which)
+// or "enroll" (set up a second factor first).
+type SecondStepError struct {
+	Stage   string
+	Methods []string
+}
+
+func (e *SecondStepError) Error() string { return "sign-in needs a second step: " + e.Stage }
+
+// SignInTOTP gives the code of an authenticator app after SignIn.
+func (c *Client) SignInTOTP(ctx context.Context, code string) error {
+	return c.Do(ctx, "POST", "/api/v1/session/totp", map[string]string{"code": code}, nil)
+}
+
+// SignInRecovery gives a recovery code after SignIn.
+func (c *Client) SignInRecovery(ctx context.Context, code string) error {
+	return c.Do(ctx, "POST", "/api/v1/session/recovery", map[string]string{"code": code}, nil)
+}
+
+// TOTPSetup is an authenticator-app enrollment in progress.
+type TOTPSetup struct {
+	Secret     string `json:"secret"`
+	OTPAuthURL string `json:"otpauth_url"`
+	QR         string `json:"qr"`
+}
+
+// BeginTOTP starts setting up an authenticator app.
+func (c *Client) BeginTOTP(ctx context.Context) (TOTPSetup, error) {
+	var s TOTPSetup
+	err := c.Do(ctx, "POST", "/api/v1/mfa/totp", nil, &s)
+	return s, err
+}
+
+// ConfirmTOTP finishes setting up an authenticator app with its first code and returns the
+// recovery codes (shown once; nil when the account had some left).
+func (c *Client) ConfirmTOTP(ctx context.Context, code string) ([]string, error) {
+	var out struct {
+		RecoveryCodes []string `json:"recovery_codes"`
+	}
+	err := c.Do(ctx, "POST", "/api/v1/mfa/totp/confirm", map[string]string{"code": code}, &out)
+	return out.RecoveryCodes, err
 }
 
 // Visit is the API's Visit object (the fields clients use).

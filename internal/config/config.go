@@ -15,6 +15,8 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,6 +47,21 @@ type Config struct {
 
 	LogLevel  string // debug, info, warn, error
 	LogFormat string // json or text
+
+	// Security (docs/security.md).
+	RequireMFA           bool          // clinicians and admins must use a second factor
+	AllowedOrigins       string        // comma-separated extra origins (scheme://host[:port]) trusted for state changes and WebSockets
+	DataKeyFile          string        // AES-256 key encrypting patient fields; default <data-dir>/data.key
+	Retention            time.Duration // visit data older than this is deleted (0: kept)
+	AuditKeyFile         string        // Ed25519 checkpoint signing key; default <data-dir>/audit-signing.key
+	AuditCheckpointFile  string        // signed checkpoints are appended here; default <data-dir>/audit-checkpoints.txt
+	AuditCheckpointEvery time.Duration // how often a checkpoint is written while the trail grows
+
+	ACMEDomains  string // comma-separated host names to get certificates for from an ACME CA (TLS without files)
+	ACMEEmail    string // contact address given to the CA
+	ACMEDir      string // the CA's directory URL (default Let's Encrypt)
+	ACMECacheDir string // where certificates and the account key are kept; default <data-dir>/acme
+	ACMEHTTPAddr string // listen address answering HTTP-01 challenges and redirecting to https ("off": none)
 }
 
 // option is one setting: its name (the flag, the file key, and after upper-casing the
@@ -71,6 +88,18 @@ func (c *Config) options() []option {
 		{"shutdown-timeout", "on SIGTERM, how long to wait for calls and requests to close", (*durationValue)(&c.ShutdownTimeout)},
 		{"log-level", "debug, info, warn or error", (*stringValue)(&c.LogLevel)},
 		{"log-format", "json or text", (*stringValue)(&c.LogFormat)},
+		{"require-mfa", "clinicians and admins must sign in with a second factor (TOTP or passkey)", (*boolValue)(&c.RequireMFA)},
+		{"allowed-origins", "comma-separated extra origins (https://host[:port]) allowed to make state changes and open WebSockets, beside public-url's own", (*stringValue)(&c.AllowedOrigins)},
+		{"data-key-file", "file holding the key that encrypts patient names at rest (made on first start, mode 0600; default <data-dir>/data.key)", (*stringValue)(&c.DataKeyFile)},
+		{"retention", "delete visits and their participants this long after the visit (e.g. 720h); 0 keeps them. The audit trail is kept", (*durationValue)(&c.Retention)},
+		{"audit-key-file", "Ed25519 key signing audit checkpoints (made on first start, mode 0600; default <data-dir>/audit-signing.key)", (*stringValue)(&c.AuditKeyFile)},
+		{"audit-checkpoint-file", "file signed audit checkpoints are appended to; ship it elsewhere (default <data-dir>/audit-checkpoints.txt)", (*stringValue)(&c.AuditCheckpointFile)},
+		{"audit-checkpoint-every", "how often to write an audit checkpoint while the trail grows (and always at shutdown)", (*durationValue)(&c.AuditCheckpointEvery)},
+		{"acme-domains", "comma-separated host names to get TLS certificates for from an ACME CA (instead of tls-cert and tls-key)", (*stringValue)(&c.ACMEDomains)},
+		{"acme-email", "contact email given to the ACME CA", (*stringValue)(&c.ACMEEmail)},
+		{"acme-directory", "ACME directory URL (default: Let's Encrypt)", (*stringValue)(&c.ACMEDir)},
+		{"acme-cache-dir", "where ACME certificates and the account key are kept (default <data-dir>/acme)", (*stringValue)(&c.ACMECacheDir)},
+		{"acme-http-addr", `listen address for ACME HTTP-01 challenges and the redirect to https, or "off"`, (*stringValue)(&c.ACMEHTTPAddr)},
 	}
 }
 
@@ -86,6 +115,10 @@ func Default() Config {
 		ShutdownTimeout: 10 * time.Second,
 		LogLevel:        "info",
 		LogFormat:       "json",
+
+		RequireMFA:           true,
+		AuditCheckpointEvery: time.Minute,
+		ACMEHTTPAddr:         ":80",
 	}
 }
 
@@ -267,6 +300,34 @@ func (c *Config) Validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("tls-cert and tls-key: set both or neither")
 	}
+	if c.ACMEDomains != "" {
+		if c.TLSCert != "" {
+			return errors.New("acme-domains: set either acme-domains or tls-cert and tls-key, not both")
+		}
+		for _, d := range c.ACMEList() {
+			if d == "" || strings.ContainsAny(d, "/:* ") || !strings.Contains(d, ".") {
+				return fmt.Errorf("acme-domains: invalid value %q: want host names such as visits.clinic.example", c.ACMEDomains)
+			}
+		}
+		if c.ACMEHTTPAddr != "off" {
+			if _, _, err := net.SplitHostPort(c.ACMEHTTPAddr); err != nil {
+				return fmt.Errorf("acme-http-addr: invalid value %q: %w", c.ACMEHTTPAddr, err)
+			}
+		}
+		if c.ACMEDir != "" {
+			if u, err := url.Parse(c.ACMEDir); err != nil || u.Scheme != "https" || u.Host == "" {
+				return fmt.Errorf("acme-directory: invalid value %q: want an https URL", c.ACMEDir)
+			}
+		}
+		if c.ACMEEmail != "" && !strings.Contains(c.ACMEEmail, "@") {
+			return fmt.Errorf("acme-email: invalid value %q", c.ACMEEmail)
+		}
+		if c.ACMECacheDir == "" {
+			c.ACMECacheDir = filepath.Join(c.DataDir, "acme")
+		}
+	} else if c.ACMEEmail != "" || c.ACMEDir != "" || c.ACMECacheDir != "" {
+		return errors.New("acme-email, acme-directory and acme-cache-dir need acme-domains")
+	}
 	if c.PublicURL == "" {
 		scheme := "http"
 		if c.TLS() {
@@ -291,6 +352,29 @@ func (c *Config) Validate() error {
 	if c.ICEHost == "" {
 		c.ICEHost = u.Hostname()
 	}
+	if c.ACMEDomains != "" {
+		if u.Scheme != "https" {
+			return fmt.Errorf("public-url: invalid value %q: with acme-domains it must be https://<one of the domains>", c.PublicURL)
+		}
+		if !slices.Contains(c.ACMEList(), u.Hostname()) {
+			return fmt.Errorf("public-url: invalid value %q: its host is not in acme-domains %q", c.PublicURL, c.ACMEDomains)
+		}
+	}
+	for _, o := range c.Origins() {
+		ou, err := url.Parse(o)
+		if err != nil || (ou.Scheme != "http" && ou.Scheme != "https") || ou.Host == "" || ou.Path != "" || o != ou.Scheme+"://"+ou.Host {
+			return fmt.Errorf("allowed-origins: invalid value %q: want comma-separated origins such as https://portal.clinic.example", o)
+		}
+	}
+	if c.DataKeyFile == "" {
+		c.DataKeyFile = filepath.Join(c.DataDir, "data.key")
+	}
+	if c.AuditKeyFile == "" {
+		c.AuditKeyFile = filepath.Join(c.DataDir, "audit-signing.key")
+	}
+	if c.AuditCheckpointFile == "" {
+		c.AuditCheckpointFile = filepath.Join(c.DataDir, "audit-checkpoints.txt")
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -300,10 +384,15 @@ func (c *Config) Validate() error {
 		{"session-idle", c.SessionIdle, time.Minute},
 		{"session-lifetime", c.SessionLifetime, time.Minute},
 		{"shutdown-timeout", c.ShutdownTimeout, 0},
+		{"retention", c.Retention, 0},
+		{"audit-checkpoint-every", c.AuditCheckpointEvery, time.Second},
 	} {
 		if d.v < d.min {
 			return fmt.Errorf("%s: invalid value %s: must be at least %s", d.name, d.v, d.min)
 		}
+	}
+	if c.Retention > 0 && c.Retention < 24*time.Hour {
+		return fmt.Errorf("retention: invalid value %s: at least 24h (or 0 to keep visits)", c.Retention)
 	}
 	if c.SessionIdle > c.SessionLifetime {
 		return fmt.Errorf("session-idle: invalid value %s: longer than session-lifetime %s", c.SessionIdle, c.SessionLifetime)
@@ -321,8 +410,45 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// TLS reports whether the web server serves HTTPS.
-func (c *Config) TLS() bool { return c.TLSCert != "" && c.TLSKey != "" }
+// TLS reports whether the web server serves HTTPS (from files or ACME).
+func (c *Config) TLS() bool { return c.TLSCert != "" && c.TLSKey != "" || c.ACMEDomains != "" }
+
+// ACMEList is acme-domains as a list.
+func (c *Config) ACMEList() []string { return splitList(c.ACMEDomains) }
+
+// Origins is allowed-origins as a list.
+func (c *Config) Origins() []string { return splitList(c.AllowedOrigins) }
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+type boolValue bool
+
+func (b *boolValue) Set(v string) error {
+	x, err := strconv.ParseBool(v)
+	if err != nil {
+		return errors.New("want true or false")
+	}
+	*b = boolValue(x)
+	return nil
+}
+
+func (b *boolValue) String() string {
+	if b == nil {
+		return "false"
+	}
+	return strconv.FormatBool(bool(*b))
+}
+
+// IsBoolFlag lets --require-mfa stand for --require-mfa=true.
+func (b *boolValue) IsBoolFlag() bool { return true }
 
 type stringValue string
 

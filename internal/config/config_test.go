@@ -180,6 +180,21 @@ func TestErrors(t *testing.T) {
 		{name: "link-ttl too short", args: []string{"--link-ttl=30s"}, want: []string{"link-ttl", "at least"}},
 		{name: "negative shutdown-timeout", args: []string{"--shutdown-timeout=-1s"}, want: []string{"shutdown-timeout"}},
 		{name: "idle longer than lifetime", args: []string{"--session-idle=2h", "--session-lifetime=1h"}, want: []string{"session-idle", "session-lifetime"}},
+		{name: "require-mfa not a bool", args: []string{"--require-mfa=sometimes"}, want: []string{"require-mfa", "sometimes"}},
+		{name: "require-mfa not a bool in env", env: []string{"BEDSIDE_REQUIRE_MFA=yes please"}, want: []string{"BEDSIDE_REQUIRE_MFA"}},
+		{name: "retention too short", args: []string{"--retention=1h"}, want: []string{"retention", "24h"}},
+		{name: "negative retention", args: []string{"--retention=-24h"}, want: []string{"retention"}},
+		{name: "checkpoint interval too short", args: []string{"--audit-checkpoint-every=10ms"}, want: []string{"audit-checkpoint-every"}},
+		{name: "allowed origin with path", args: []string{"--allowed-origins=https://portal.example/x"}, want: []string{"allowed-origins", "portal.example/x"}},
+		{name: "allowed origin without scheme", args: []string{"--allowed-origins=portal.example"}, want: []string{"allowed-origins"}},
+		{name: "acme and tls files", args: []string{"--acme-domains=visits.clinic.example", "--tls-cert=c.pem", "--tls-key=k.pem"}, want: []string{"acme-domains", "tls-cert"}},
+		{name: "acme with http public-url", args: []string{"--acme-domains=visits.clinic.example", "--public-url=http://visits.clinic.example"}, want: []string{"public-url", "https"}},
+		{name: "acme public-url host not a domain", args: []string{"--acme-domains=visits.clinic.example", "--public-url=https://other.example"}, want: []string{"public-url", "acme-domains"}},
+		{name: "acme domain with a port", args: []string{"--acme-domains=visits.clinic.example:443", "--public-url=https://visits.clinic.example"}, want: []string{"acme-domains"}},
+		{name: "acme wildcard", args: []string{"--acme-domains=*.clinic.example", "--public-url=https://visits.clinic.example"}, want: []string{"acme-domains"}},
+		{name: "acme directory not https", args: []string{"--acme-domains=visits.clinic.example", "--public-url=https://visits.clinic.example", "--acme-directory=http://ca.example/dir"}, want: []string{"acme-directory"}},
+		{name: "acme email without domains", args: []string{"--acme-email=ops@clinic.example"}, want: []string{"acme-domains"}},
+		{name: "acme bad http addr", args: []string{"--acme-domains=visits.clinic.example", "--public-url=https://visits.clinic.example", "--acme-http-addr=80"}, want: []string{"acme-http-addr"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := parse(t, tc.args, tc.env, tc.file)
@@ -237,6 +252,30 @@ func TestValidValues(t *testing.T) {
 			check: func(c config.Config) string { return want(c.STUNAddr == "off", "stun-addr %q", c.STUNAddr) },
 		},
 		{
+			name: "acme turns TLS on, cache under the data dir", args: []string{"--acme-domains=visits.clinic.example, portal.clinic.example", "--public-url=https://visits.clinic.example", "--data-dir=/srv/b"},
+			check: func(c config.Config) string {
+				return want(c.TLS() && c.ACMECacheDir == "/srv/b/acme" && len(c.ACMEList()) == 2 && c.ACMEList()[1] == "portal.clinic.example", "tls %v cache %q domains %q", c.TLS(), c.ACMECacheDir, c.ACMEList())
+			},
+		},
+		{
+			name: "key files derive from the data dir", args: []string{"--data-dir=/srv/b"},
+			check: func(c config.Config) string {
+				return want(c.DataKeyFile == "/srv/b/data.key" && c.AuditKeyFile == "/srv/b/audit-signing.key" && c.AuditCheckpointFile == "/srv/b/audit-checkpoints.txt",
+					"%q %q %q", c.DataKeyFile, c.AuditKeyFile, c.AuditCheckpointFile)
+			},
+		},
+		{
+			name: "require-mfa can be turned off", args: []string{"--require-mfa=false"},
+			check: func(c config.Config) string { return want(!c.RequireMFA, "require-mfa %v", c.RequireMFA) },
+		},
+		{
+			name: "allowed origins", file: `{"allowed-origins":"https://portal.clinic.example, http://127.0.0.1:9000"}`,
+			check: func(c config.Config) string {
+				o := c.Origins()
+				return want(len(o) == 2 && o[0] == "https://portal.clinic.example", "origins %q", o)
+			},
+		},
+		{
 			name: "number zero is a duration", file: `{"shutdown-timeout":0}`,
 			check: func(c config.Config) string {
 				return want(c.ShutdownTimeout == 0, "shutdown-timeout %v", c.ShutdownTimeout)
@@ -289,17 +328,54 @@ func TestEveryFieldHasAnOption(t *testing.T) {
 		"BEDSIDE_SHUTDOWN_TIMEOUT=30s",
 		"BEDSIDE_LOG_LEVEL=debug",
 		"BEDSIDE_LOG_FORMAT=text",
+		"BEDSIDE_REQUIRE_MFA=false",
+		"BEDSIDE_ALLOWED_ORIGINS=https://portal.clinic.example",
+		"BEDSIDE_DATA_KEY_FILE=/etc/bedside/data.key",
+		"BEDSIDE_RETENTION=720h",
+		"BEDSIDE_AUDIT_KEY_FILE=/etc/bedside/audit.key",
+		"BEDSIDE_AUDIT_CHECKPOINT_FILE=/var/log/bedside/checkpoints",
+		"BEDSIDE_AUDIT_CHECKPOINT_EVERY=5m",
+		"BEDSIDE_ACME_HTTP_ADDR=:8081",
+	}
+	// ACME and certificate files exclude each other: the ACME options are set in a second
+	// round, without the files.
+	acme := []string{
+		"BEDSIDE_CONFIG=" + file,
+		"BEDSIDE_PUBLIC_URL=https://clinic.example",
+		"BEDSIDE_ACME_DOMAINS=clinic.example",
+		"BEDSIDE_ACME_EMAIL=ops@clinic.example",
+		"BEDSIDE_ACME_DIRECTORY=https://ca.example/directory",
+		"BEDSIDE_ACME_CACHE_DIR=/srv/acme",
 	}
 	cfg, err := config.NewFlagSet("serve", io.Discard).Parse(nil, env)
 	if err != nil {
 		t.Fatal(err)
 	}
+	acfg, err := config.NewFlagSet("serve", io.Discard).Parse(nil, acme)
+	if err != nil {
+		t.Fatal(err)
+	}
 	def := config.Default()
-	got, orig := reflect.ValueOf(cfg), reflect.ValueOf(def)
+	got, orig, agot := reflect.ValueOf(cfg), reflect.ValueOf(def), reflect.ValueOf(acfg)
 	for i := range got.NumField() {
-		if got.Field(i).Interface() == orig.Field(i).Interface() {
+		if got.Field(i).Interface() == orig.Field(i).Interface() && agot.Field(i).Interface() == orig.Field(i).Interface() {
 			t.Errorf("Config.%s was not set by any BEDSIDE_ variable", got.Type().Field(i).Name)
 		}
+	}
+}
+
+// TestSecureDefaults: with no options at all, clinicians and admins need a second factor,
+// and the trail is checkpointed every minute.
+func TestSecureDefaults(t *testing.T) {
+	cfg, err := parse(t, nil, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.RequireMFA {
+		t.Error("require-mfa is off by default")
+	}
+	if cfg.AuditCheckpointEvery != time.Minute || cfg.Retention != 0 || cfg.AllowedOrigins != "" {
+		t.Errorf("checkpoint every %v, retention %v, origins %q", cfg.AuditCheckpointEvery, cfg.Retention, cfg.AllowedOrigins)
 	}
 }
 
@@ -319,6 +395,18 @@ var options = []struct{ flag, env string }{
 	{"shutdown-timeout", "BEDSIDE_SHUTDOWN_TIMEOUT"},
 	{"log-level", "BEDSIDE_LOG_LEVEL"},
 	{"log-format", "BEDSIDE_LOG_FORMAT"},
+	{"require-mfa", "BEDSIDE_REQUIRE_MFA"},
+	{"allowed-origins", "BEDSIDE_ALLOWED_ORIGINS"},
+	{"data-key-file", "BEDSIDE_DATA_KEY_FILE"},
+	{"retention", "BEDSIDE_RETENTION"},
+	{"audit-key-file", "BEDSIDE_AUDIT_KEY_FILE"},
+	{"audit-checkpoint-file", "BEDSIDE_AUDIT_CHECKPOINT_FILE"},
+	{"audit-checkpoint-every", "BEDSIDE_AUDIT_CHECKPOINT_EVERY"},
+	{"acme-domains", "BEDSIDE_ACME_DOMAINS"},
+	{"acme-email", "BEDSIDE_ACME_EMAIL"},
+	{"acme-directory", "BEDSIDE_ACME_DIRECTORY"},
+	{"acme-cache-dir", "BEDSIDE_ACME_CACHE_DIR"},
+	{"acme-http-addr", "BEDSIDE_ACME_HTTP_ADDR"},
 }
 
 func TestHelpListsEveryOption(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 	"golang.org/x/time/rate"
 
+	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/auth"
 	"github.com/bedside/bedside/internal/store"
 	"github.com/bedside/bedside/internal/visit"
@@ -37,6 +38,11 @@ type client struct {
 	presence *visit.Presence
 	role     store.Role
 	limiter  *rate.Limiter
+	// actor is who acts on this connection, for the audit trail: the web layer's actor (the
+	// address, the user agent, the account), then the participant once hello succeeds.
+	actor audit.Actor
+	// pairs is the last candidate pair reported per peer: only a change is recorded.
+	pairs map[string]CandidatePair
 }
 
 type final struct {
@@ -107,12 +113,13 @@ type readResult struct {
 func (c *client) run(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	c.actor = audit.ActorFrom(ctx)
 	defer func() {
 		cancel()
 		c.conn.CloseNow()
 		wg.Wait()
 		if c.presence != nil {
-			c.presence.Disconnect(context.WithoutCancel(ctx))
+			c.presence.Disconnect(audit.WithActor(context.WithoutCancel(ctx), c.actor))
 		}
 	}()
 	c.limiter = rate.NewLimiter(ratePerSecS, rateBurst)
@@ -141,7 +148,7 @@ func (c *client) run(ctx context.Context) {
 			if in.err != nil {
 				return
 			}
-			c.handle(ctx, in)
+			c.handle(audit.WithActor(ctx, c.actor), in)
 		}
 	}
 }
@@ -267,6 +274,12 @@ func (c *client) handle(ctx context.Context, in readResult) {
 		err = c.presence.End(ctx)
 	case "leave":
 		c.presence.Leave(ctx)
+	case "candidate_pair":
+		if !c.presence.Admitted() {
+			err = visit.ErrNotAdmitted
+			break
+		}
+		c.candidatePair(ctx, *msg.Pair)
 	}
 	if err != nil {
 		code, text := errorCode(err)
@@ -274,6 +287,31 @@ func (c *client) handle(ctx context.Context, in readResult) {
 			c.log.Warn("signalling message failed", "type", msg.Type, "err", err)
 		}
 		c.replyError(code, text, msg.Type)
+	}
+}
+
+// candidatePair records the candidate pair a peer connection uses (direct or relayed), once
+// per change. Only admitted participants have peer connections to report.
+func (c *client) candidatePair(ctx context.Context, cp CandidatePair) {
+	if c.pairs == nil {
+		c.pairs = map[string]CandidatePair{}
+	}
+	if c.pairs[cp.Peer] == cp || len(c.pairs) > 64 {
+		return
+	}
+	c.pairs[cp.Peer] = cp
+	path := "direct"
+	if cp.Local == "relay" || cp.Remote == "relay" {
+		path = "relay"
+	}
+	e := audit.EventFrom(ctx, audit.CandidatePair)
+	e.VisitID, e.SubjectID = c.presence.Participant().VisitID, cp.Peer
+	e.Detail = map[string]string{"local": cp.Local, "remote": cp.Remote, "protocol": cp.Protocol, "path": path}
+	if cp.RelayProtocol != "" {
+		e.Detail["relay_protocol"] = cp.RelayProtocol
+	}
+	if err := c.s.cfg.Audit.Record(ctx, e); err != nil {
+		c.log.Error("audit trail: cannot record", "action", string(e.Action), "err", err)
 	}
 }
 
@@ -302,11 +340,20 @@ func (c *client) hello(ctx context.Context, msg Incoming) {
 			refuse(err)
 			return
 		}
-		if !auth.CanOnVisit(*u, auth.ActVisitJoin, v.ClinicianID) {
+		emergency := c.id.Emergency && !auth.CanOnVisit(*u, auth.ActVisitJoin, v.ClinicianID)
+		if !auth.CanOnVisit(*u, auth.ActVisitJoin, v.ClinicianID) && !(emergency && auth.CanOnVisitEmergency(*u, auth.ActVisitJoin)) {
 			refuse(visit.ErrForbidden)
 			return
 		}
-		canAdmit = auth.CanOnVisit(*u, auth.ActVisitAdmit, v.ClinicianID)
+		canAdmit = auth.CanOnVisit(*u, auth.ActVisitAdmit, v.ClinicianID) || (emergency && auth.CanOnVisitEmergency(*u, auth.ActVisitAdmit))
+		if emergency {
+			c.log.Warn("break-glass access used", "user", u.ID, "visit", v.ID, "action", string(auth.ActVisitJoin))
+			e := audit.EventFrom(ctx, audit.BreakGlassUse)
+			e.VisitID, e.SubjectID, e.Detail = v.ID, v.ClinicianID, map[string]string{"action": string(auth.ActVisitJoin)}
+			if err := c.s.cfg.Audit.Record(ctx, e); err != nil {
+				c.log.Error("audit trail: cannot record", "action", string(e.Action), "err", err)
+			}
+		}
 	}
 	p, w, err := c.s.cfg.Visits.Connect(ctx, c.id, msg.Visit, msg.Session, canAdmit, c)
 	if errors.Is(err, visit.ErrNotFound) && c.id.User == nil {
@@ -318,6 +365,9 @@ func (c *client) hello(ctx context.Context, msg Incoming) {
 	}
 	c.presence = p
 	c.role = w.Participant.Role
+	if c.id.User == nil { // a link holder acts as its participant
+		c.actor.ID, c.actor.Role = w.Participant.ID, string(w.Participant.Role)
+	}
 	ice := c.s.cfg.ICE(w.Participant)
 	welcome := WelcomeMsg{
 		Type:               "welcome",

@@ -50,6 +50,18 @@ type Incoming struct {
 	Description *Description    // signal
 	Candidate   json.RawMessage // signal: an RTCIceCandidateInit object, or null
 	Participant string          // admit, remove
+	Pair        *CandidatePair  // candidate_pair
+}
+
+// CandidatePair is what a client reports of a peer connection's selected ICE candidate pair
+// once it connects: the candidate types and transport, never addresses. It goes into the
+// audit trail (direct or relayed).
+type CandidatePair struct {
+	Peer          string `json:"peer"`
+	Local         string `json:"local"`  // host, srflx, prflx, relay
+	Remote        string `json:"remote"` // same
+	Protocol      string `json:"protocol"`
+	RelayProtocol string `json:"relay_protocol,omitempty"` // udp, tcp, tls: how the local relay candidate reaches TURN
 }
 
 // Description is an RTCSessionDescriptionInit.
@@ -80,7 +92,10 @@ func invalid(format string, args ...any) *ProtocolError {
 
 // clientTypes are the message types a client may send (docs/protocol.md). Decode accepts
 // these and no others, and each has an entry in messagePolicy (TestEveryMessageHasPolicy).
-var clientTypes = []string{"hello", "signal", "admit", "remove", "end", "leave"}
+var clientTypes = []string{"hello", "signal", "admit", "remove", "end", "leave", "candidate_pair"}
+
+// candidateTypes are the ICE candidate types (RTCIceCandidateType).
+var candidateTypes = []string{"host", "srflx", "prflx", "relay"}
 
 var (
 	sessionRE = regexp.MustCompile(`^[A-Za-z0-9_-]{8,64}$`)
@@ -180,6 +195,31 @@ func Decode(data []byte) (Incoming, error) {
 		if in.Participant, err = str("participant", true, idRE); err != nil {
 			return in, err
 		}
+	case "candidate_pair":
+		allowed["peer"], allowed["local"], allowed["remote"], allowed["protocol"], allowed["relay_protocol"] = true, true, true, true, true
+		var cp CandidatePair
+		if cp.Peer, err = str("peer", true, idRE); err != nil {
+			return in, err
+		}
+		for _, f := range []struct {
+			key      string
+			dst      *string
+			required bool
+			values   []string
+		}{
+			{"local", &cp.Local, true, candidateTypes},
+			{"remote", &cp.Remote, true, candidateTypes},
+			{"protocol", &cp.Protocol, true, []string{"udp", "tcp"}},
+			{"relay_protocol", &cp.RelayProtocol, false, []string{"udp", "tcp", "tls"}},
+		} {
+			if *f.dst, err = str(f.key, f.required, nil); err != nil {
+				return in, err
+			}
+			if *f.dst != "" && !slices.Contains(f.values, *f.dst) {
+				return in, invalid("%s must be one of %v.", f.key, f.values)
+			}
+		}
+		in.Pair = &cp
 	case "end", "leave":
 	default:
 		return in, &ProtocolError{CodeUnknownType, fmt.Sprintf("Unknown message type %q.", truncate(typ, 32))}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/auth"
 	"github.com/bedside/bedside/internal/store"
 	"github.com/bedside/bedside/internal/visit"
@@ -46,6 +47,8 @@ var messagePolicy = map[string]auth.Action{
 	"remove": auth.ActVisitRemove,
 	"end":    auth.ActVisitEnd,
 	"leave":  auth.ActNone,
+	// The selected candidate pair, for the audit trail: whoever takes part in the call.
+	"candidate_pair": auth.ActVisitSignal,
 }
 
 // Visits is what the signalling server needs of the visit service.
@@ -69,6 +72,9 @@ type Config struct {
 	// always allowed.
 	OriginPatterns []string
 	Log            *slog.Logger
+	// Audit records what only the signalling sees (break-glass joins, the candidate pair
+	// each peer connection uses). nil = audit.Discard.
+	Audit audit.Recorder
 	// PingEvery, PongWait and WriteWait override the timing (tests); zero = the defaults.
 	PingEvery, PongWait, WriteWait time.Duration
 }
@@ -89,6 +95,9 @@ type Server struct {
 func NewServer(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Audit == nil {
+		cfg.Audit = audit.Discard
 	}
 	if cfg.PingEvery == 0 {
 		cfg.PingEvery = PingEvery

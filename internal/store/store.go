@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/bedside/bedside/internal/audit"
 )
 
 // Errors every backend returns, so callers can tell them apart with errors.Is.
@@ -50,6 +52,44 @@ type Session struct {
 	CreatedAt  time.Time
 	LastSeenAt time.Time
 	ExpiresAt  time.Time // absolute end
+	Stage      string    // "full" (or ""), "mfa", "enroll": see auth.Stage
+	Challenge  []byte    // a WebAuthn ceremony in progress, JSON
+}
+
+// TOTP is a user's authenticator-app secret.
+type TOTP struct {
+	UserID      string
+	Secret      string     // base32, as the app was given it
+	ConfirmedAt *time.Time // nil until the first code was entered
+	LastStep    int64      // the last time step accepted: a code is good once
+	CreatedAt   time.Time
+}
+
+// Passkey is a WebAuthn credential of a user.
+type Passkey struct {
+	ID           string
+	UserID       string
+	CredentialID []byte
+	Credential   []byte // the library's credential record, JSON
+	Name         string
+	CreatedAt    time.Time
+	LastUsedAt   *time.Time
+}
+
+// BreakGlass is an emergency access grant.
+type BreakGlass struct {
+	ID        string
+	UserID    string
+	GrantedBy string
+	Reason    string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	RevokedAt *time.Time
+}
+
+// Active reports whether the grant is in force at t.
+func (b BreakGlass) Active(t time.Time) bool {
+	return b.RevokedAt == nil && t.Before(b.ExpiresAt) && !t.Before(b.CreatedAt)
 }
 
 // VisitState is where a visit stands, as the console shows it.
@@ -106,6 +146,43 @@ type Store interface {
 	DeleteSession(ctx context.Context, idHash []byte) error
 	DeleteUserSessions(ctx context.Context, userID string) error
 	DeleteExpiredSessions(ctx context.Context, now time.Time, idle time.Duration) (int, error)
+	SetSessionChallenge(ctx context.Context, idHash []byte, challenge []byte) error
+	CountUserSessions(ctx context.Context, userID string) (int, error)
+
+	// Second factors.
+	PutTOTP(ctx context.Context, t TOTP) error // replaces the user's secret (unconfirmed)
+	TOTPByUser(ctx context.Context, userID string) (TOTP, error)
+	ConfirmTOTP(ctx context.Context, userID string, at time.Time, step int64) error
+	// UseTOTPStep records step as used; ErrConflict when it is not after the last one used.
+	UseTOTPStep(ctx context.Context, userID string, step int64) error
+	DeleteTOTP(ctx context.Context, userID string) error
+	SetRecoveryCodes(ctx context.Context, userID string, hashes [][]byte) error
+	// UseRecoveryCode marks an unused code used; ErrNotFound when there is none such.
+	UseRecoveryCode(ctx context.Context, userID string, hash []byte, at time.Time) error
+	RecoveryCodesLeft(ctx context.Context, userID string) (int, error)
+	CreatePasskey(ctx context.Context, p Passkey) error
+	UserPasskeys(ctx context.Context, userID string) ([]Passkey, error)
+	UpdatePasskey(ctx context.Context, id string, credential []byte, usedAt time.Time) error
+	DeletePasskey(ctx context.Context, userID, id string) error
+	// DeleteSecondFactors removes a user's TOTP, recovery codes and passkeys.
+	DeleteSecondFactors(ctx context.Context, userID string) error
+
+	// Lockouts. RecordFailure counts a failure of key within window (a failure after the
+	// window starts a new one) and, at max failures, locks the key until now+lockFor. It
+	// returns the lock's end (zero when not locked).
+	RecordFailure(ctx context.Context, key string, now time.Time, window time.Duration, max int, lockFor time.Duration) (time.Time, error)
+	LockedUntil(ctx context.Context, key string) (time.Time, error)
+	ClearFailures(ctx context.Context, key string) error
+
+	// Break-glass.
+	CreateBreakGlass(ctx context.Context, b BreakGlass) error
+	// BreakGlassGrants returns grants ending after since, newest first (userID "" = all).
+	BreakGlassGrants(ctx context.Context, userID string, since time.Time) ([]BreakGlass, error)
+	RevokeBreakGlass(ctx context.Context, userID string, at time.Time) (int, error)
+
+	// DeleteVisitsBefore deletes visits (and their participants) scheduled before t and not
+	// live (ended, or whose link expired before t). It returns how many.
+	DeleteVisitsBefore(ctx context.Context, t time.Time) (int, error)
 
 	CreateVisit(ctx context.Context, v Visit) error
 	VisitByID(ctx context.Context, id string) (Visit, error)
@@ -125,6 +202,12 @@ type Store interface {
 	SetParticipantLeft(ctx context.Context, id string, at time.Time) error
 	RemoveParticipant(ctx context.Context, id string, at time.Time) error
 	SetParticipantName(ctx context.Context, id, name string) error
+
+	// The audit trail (internal/audit): append-only, hash-chained rows.
+	AppendAudit(ctx context.Context, e audit.Event, link func(prev []byte, seq int64) []byte) (audit.Entry, error)
+	AuditEntries(ctx context.Context, afterSeq int64, limit int) ([]audit.Entry, error)
+	AuditHead(ctx context.Context) (size int64, hash []byte, err error)
+	SearchAudit(ctx context.Context, q audit.Query) ([]audit.Entry, error)
 
 	Ping(ctx context.Context) error
 	Close() error

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/store"
 )
 
@@ -55,6 +56,8 @@ type Waiting struct {
 type Identity struct {
 	User        *store.User
 	Participant *store.Participant
+	// Emergency: the account holds an active break-glass grant (see auth.CanOnVisitEmergency).
+	Emergency bool
 }
 
 // Welcome is what a member learns when it connects.
@@ -162,6 +165,7 @@ func (m *Manager) Connect(ctx context.Context, id Identity, visitID, session str
 		w := r.join(ctx, m, v, mem)
 		r.mu.Unlock()
 		m.log.Info("participant connected", "visit", v.ID, "participant", p.ID, "role", string(p.Role), "admitted", w.Admitted)
+		m.record(ctx, audit.VisitConnect, v.ID, p.ID, map[string]string{"admitted": fmt.Sprint(w.Admitted), "role": string(p.Role)})
 		return &Presence{m: m, r: r, mem: mem}, w, nil
 	}
 }
@@ -313,6 +317,7 @@ func (r *room) admit(ctx context.Context, m *Manager, participantID string) erro
 	r.waitingChanged()
 	r.updateState(ctx, m)
 	m.log.Info("participant admitted", "visit", r.id, "participant", participantID)
+	m.record(ctx, audit.VisitAdmit, r.id, participantID, nil)
 	return nil
 }
 
@@ -365,6 +370,13 @@ type Presence struct {
 
 // Participant returns the connection's participant.
 func (p *Presence) Participant() store.Participant { return p.mem.p }
+
+// Admitted reports whether the connection's participant is in the call.
+func (p *Presence) Admitted() bool {
+	p.r.mu.Lock()
+	defer p.r.mu.Unlock()
+	return p.mem.admitted
+}
 
 // current reports whether this presence is still the room's member for its participant
 // (not replaced by a newer connection, not ended). r.mu is held.
@@ -432,6 +444,7 @@ func (p *Presence) Leave(ctx context.Context) {
 		p.m.log.Warn("cannot store leave", "visit", p.r.id, "err", err)
 	}
 	p.m.log.Info("participant left", "visit", p.r.id, "participant", p.mem.p.ID)
+	p.m.record(ctx, audit.VisitLeave, p.r.id, p.mem.p.ID, nil)
 	p.m.departed(p.r.id, p.mem.p.ID, "left")
 	p.m.dropRoomIfEmpty(p.r)
 }
@@ -454,5 +467,6 @@ func (p *Presence) Disconnect(ctx context.Context) {
 	p.r.updateState(ctx, p.m)
 	p.r.mu.Unlock()
 	p.m.log.Info("participant disconnected", "visit", p.r.id, "participant", p.mem.p.ID)
+	p.m.record(ctx, audit.VisitGone, p.r.id, p.mem.p.ID, nil)
 	p.m.dropRoomIfEmpty(p.r)
 }

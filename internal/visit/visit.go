@@ -16,6 +16,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/auth"
 	"github.com/bedside/bedside/internal/store"
 )
@@ -32,6 +33,13 @@ var (
 	ErrWrongState  = errors.New("wrong state")
 	ErrRemoved     = errors.New("removed from the visit")
 )
+
+// BadCookieError is a participant cookie that names a real participant but holds the wrong
+// secret: someone guessing at that visit. It is a not-found error (errors.Is ErrNotFound).
+type BadCookieError struct{ VisitID string }
+
+func (e *BadCookieError) Error() string        { return "participant cookie with a wrong secret" }
+func (e *BadCookieError) Is(target error) bool { return target == ErrNotFound }
 
 // InvalidError says which input was wrong and why; its text is safe to show the user.
 type InvalidError struct{ Field, Reason string }
@@ -72,6 +80,9 @@ type Config struct {
 	// be back in a moment. It is called without locks held and must not block for long
 	// (the TURN server closes the participant's relays here).
 	Departed func(visitID, participantID, reason string)
+	// Audit records who created, revoked, joined, admitted, left, removed and ended, with the
+	// actor the caller put into the context (audit.WithActor). nil = audit.Discard.
+	Audit audit.Recorder
 }
 
 // Manager is the visit service. Its live rooms exist only while someone is connected;
@@ -83,6 +94,7 @@ type Manager struct {
 	log        *slog.Logger
 	sweepEvery time.Duration
 	departed   func(visitID, participantID, reason string)
+	audit      audit.Recorder
 
 	mu    sync.Mutex
 	rooms map[string]*room
@@ -102,7 +114,19 @@ func NewManager(st Store, cfg Config) *Manager {
 	if cfg.Departed == nil {
 		cfg.Departed = func(string, string, string) {}
 	}
-	return &Manager{st: st, linkTTL: cfg.LinkTTL, now: cfg.Now, log: cfg.Log, sweepEvery: cfg.SweepEvery, departed: cfg.Departed, rooms: map[string]*room{}}
+	if cfg.Audit == nil {
+		cfg.Audit = audit.Discard
+	}
+	return &Manager{st: st, linkTTL: cfg.LinkTTL, now: cfg.Now, log: cfg.Log, sweepEvery: cfg.SweepEvery, departed: cfg.Departed, audit: cfg.Audit, rooms: map[string]*room{}}
+}
+
+// record writes an audit event of the context's actor about a visit (and a subject).
+func (m *Manager) record(ctx context.Context, action audit.Action, visitID, subjectID string, detail map[string]string) {
+	e := audit.EventFrom(ctx, action)
+	e.Time, e.VisitID, e.SubjectID, e.Detail = m.now(), visitID, subjectID, detail
+	if err := m.audit.Record(ctx, e); err != nil {
+		m.log.Error("audit trail: cannot record", "action", string(action), "visit", visitID, "err", err)
+	}
 }
 
 // MaxNameLength bounds patient and participant names.
@@ -171,6 +195,7 @@ func (m *Manager) Create(ctx context.Context, nv NewVisit) (store.Visit, string,
 		return store.Visit{}, "", fmt.Errorf("create visit: %w", err)
 	}
 	m.log.Info("visit created", "visit", v.ID, "clinician", c.ID)
+	m.record(ctx, audit.VisitCreate, v.ID, c.ID, nil)
 	return v, token, nil
 }
 
@@ -208,6 +233,7 @@ func (m *Manager) NewLink(ctx context.Context, id string) (store.Visit, string, 
 	}
 	v.LinkHash, v.LinkExpiresAt, v.RevokedAt = auth.HashToken(token), exp, nil
 	m.log.Info("visit link reissued", "visit", id)
+	m.record(ctx, audit.VisitLink, id, "", nil)
 	return v, token, nil
 }
 
@@ -221,6 +247,7 @@ func (m *Manager) Revoke(ctx context.Context, id string) (store.Visit, error) {
 		return store.Visit{}, fmt.Errorf("revoke %s: %w", id, err)
 	}
 	m.log.Info("visit link revoked", "visit", id)
+	m.record(ctx, audit.VisitRevoke, id, "", nil)
 	if r := m.liveRoom(id); r != nil {
 		r.kickLinkHolders(ctx, m, "revoked")
 	}
@@ -264,6 +291,7 @@ func (m *Manager) Remove(ctx context.Context, visitID, participantID string) err
 		r.remove(ctx, m, participantID)
 	}
 	m.log.Info("participant removed", "visit", visitID, "participant", participantID)
+	m.record(ctx, audit.VisitRemove, visitID, participantID, nil)
 	m.departed(visitID, participantID, "removed")
 	return nil
 }
@@ -277,6 +305,7 @@ func (m *Manager) End(ctx context.Context, id string) (store.Visit, error) {
 		return store.Visit{}, fmt.Errorf("end %s: %w", id, err)
 	}
 	m.log.Info("visit ended", "visit", id)
+	m.record(ctx, audit.VisitEnd, id, "", nil)
 	if r := m.liveRoom(id); r != nil {
 		m.closeRoom(r, "ended")
 	}
@@ -327,7 +356,7 @@ func (m *Manager) ParticipantFromCookie(ctx context.Context, cookie string) (sto
 		return store.Participant{}, fmt.Errorf("participant cookie: %w", err)
 	}
 	if p.CredentialHash == nil || subtle.ConstantTimeCompare(p.CredentialHash, auth.HashToken(secret)) != 1 {
-		return store.Participant{}, ErrNotFound
+		return store.Participant{}, &BadCookieError{VisitID: p.VisitID}
 	}
 	if p.RemovedAt != nil {
 		return p, ErrRemoved // the participant, so the signalling can say why it may not come in
@@ -385,7 +414,16 @@ func (m *Manager) JoinLink(ctx context.Context, token, name, cookie string) (p s
 		return store.Participant{}, store.Visit{}, "", fmt.Errorf("join: %w", err)
 	}
 	m.log.Info("participant joined through link", "visit", v.ID, "participant", p.ID)
+	jctx := audit.WithActor(ctx, joined(ctx, p))
+	m.record(jctx, audit.VisitJoin, v.ID, p.ID, nil)
 	return p, v, p.ID + "." + secret, nil
+}
+
+// joined is the actor of ctx as the participant p it has just become.
+func joined(ctx context.Context, p store.Participant) audit.Actor {
+	a := audit.ActorFrom(ctx)
+	a.ID, a.Role = p.ID, string(p.Role)
+	return a
 }
 
 // accountParticipant returns the participant record of a signed-in user in a visit,

@@ -3,8 +3,10 @@ package web
 import (
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
+	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/auth"
 	"github.com/bedside/bedside/internal/store"
 	"github.com/bedside/bedside/internal/visit"
@@ -52,21 +54,85 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request, _ *caller) {
 		s.fail(w, r, &visit.InvalidError{Field: "email and password", Reason: "are required"})
 		return
 	}
-	token, u, err := s.cfg.Sessions.SignIn(r.Context(), body.Email, body.Password)
+	ctx := r.Context()
+	addrKey, acctKey := auth.Key{Rule: auth.RuleSignInAddress, ID: clientAddr(r)}, auth.AccountKey(body.Email)
+	if err := s.cfg.Limiter.Check(ctx, addrKey, acctKey); err != nil {
+		s.refused(r, err, "sign_in", "")
+		s.fail(w, r, err)
+		return
+	}
+	g, err := s.cfg.Sessions.SignIn(ctx, body.Email, body.Password)
 	if err != nil {
 		if errors.Is(err, auth.ErrBadCredentials) {
 			s.log.Info("sign-in failed")
+			// The account, when it exists, is the subject; the email typed is not recorded.
+			s.record(r, audit.Event{Action: audit.SignInFailed, SubjectID: g.Subject, Outcome: "bad_credentials"})
+			s.failed(r, g.Subject, "sign_in", acctKey, addrKey)
 		}
 		s.fail(w, r, err)
 		return
 	}
-	s.log.Info("signed in", "user", u.ID)
-	s.setCookie(w, SessionCookie, token, 0)
-	writeJSON(w, http.StatusOK, map[string]any{"user": toUserJSON(u)})
+	s.cfg.Limiter.Clear(ctx, acctKey)
+	u := g.User
+	s.log.Info("signed in", "user", u.ID, "stage", string(g.Stage))
+	s.setCookie(w, SessionCookie, g.Token, 0)
+	switch g.Stage {
+	case auth.StageMFA:
+		s.record(r, audit.Event{Action: audit.SignIn, ActorID: u.ID, ActorRole: string(u.Role), Outcome: "second_factor_due"})
+		st, err := s.cfg.MFA.StatusOf(ctx, u)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		methods := []string{}
+		if st.TOTP {
+			methods = append(methods, "totp")
+		}
+		if len(st.Passkeys) > 0 {
+			methods = append(methods, "passkey")
+		}
+		if st.RecoveryCodes > 0 {
+			methods = append(methods, "recovery")
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"stage": "second_factor", "methods": methods})
+	case auth.StageEnroll:
+		s.record(r, audit.Event{Action: audit.SignIn, ActorID: u.ID, ActorRole: string(u.Role), Outcome: "enrollment_due"})
+		writeJSON(w, http.StatusOK, map[string]any{"stage": "enroll", "user": toUserJSON(u)})
+	default:
+		s.record(r, audit.Event{Action: audit.SignIn, ActorID: u.ID, ActorRole: string(u.Role)})
+		writeJSON(w, http.StatusOK, map[string]any{"stage": "signed_in", "user": toUserJSON(u)})
+	}
+}
+
+// failed counts a failed attempt against each key, and records the lockouts it causes.
+func (s *Server) failed(r *http.Request, subject, what string, keys ...auth.Key) {
+	for _, k := range keys {
+		locked, err := s.cfg.Limiter.Fail(r.Context(), k)
+		if err != nil {
+			s.log.Error("cannot count a failed attempt", "err", err)
+			continue
+		}
+		if locked {
+			s.log.Warn("locked out after repeated failures", "attempt", what, "scope", k.Rule.Scope, "minutes", int(k.Rule.LockFor.Minutes()))
+			e := audit.Event{Action: audit.Lockout, SubjectID: subject, Outcome: what, Detail: map[string]string{"scope": k.Rule.Scope, "minutes": strconv.Itoa(int(k.Rule.LockFor.Minutes()))}}
+			if k.Rule.Scope == "visit" {
+				e.VisitID = k.ID
+			}
+			s.record(r, e)
+		}
+	}
+}
+
+// refused records an attempt refused because of a lockout.
+func (s *Server) refused(r *http.Request, err error, what, visitID string) {
+	var le *auth.LockedError
+	if errors.As(err, &le) {
+		s.record(r, audit.Event{Action: audit.RateLimited, VisitID: visitID, Outcome: what, Detail: map[string]string{"scope": le.Scope}})
+	}
 }
 
 func (s *Server) getSession(w http.ResponseWriter, r *http.Request, c *caller) {
-	writeJSON(w, http.StatusOK, map[string]any{"user": toUserJSON(*c.user)})
+	writeJSON(w, http.StatusOK, map[string]any{"user": toUserJSON(*c.user), "emergency": c.emergency})
 }
 
 func (s *Server) signOut(w http.ResponseWriter, r *http.Request, c *caller) {
@@ -74,6 +140,7 @@ func (s *Server) signOut(w http.ResponseWriter, r *http.Request, c *caller) {
 		s.fail(w, r, err)
 		return
 	}
+	s.record(r, audit.Event{Action: audit.SignOut})
 	s.setCookie(w, SessionCookie, "", 0)
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -164,7 +231,7 @@ func (s *Server) listVisits(w http.ResponseWriter, r *http.Request, c *caller) {
 		return
 	}
 	clinician := c.user.ID
-	if auth.Can(c.user.Role, auth.ActAllVisits) {
+	if auth.Can(c.user.Role, auth.ActAllVisits) || c.emergency {
 		clinician = ""
 	}
 	vs, err := s.cfg.Visits.List(r.Context(), clinician, from, to)
@@ -239,15 +306,26 @@ func (s *Server) visitFor(w http.ResponseWriter, r *http.Request, c *caller, act
 		s.fail(w, r, err)
 		return store.Visit{}, false
 	}
-	if !auth.CanOnVisit(*c.user, auth.ActVisitRead, v.ClinicianID) {
+	if !auth.CanOnVisit(*c.user, auth.ActVisitRead, v.ClinicianID) && !s.breakGlass(r, c, act, v) {
 		s.fail(w, r, errNotFound)
 		return store.Visit{}, false
 	}
-	if !auth.CanOnVisit(*c.user, act, v.ClinicianID) {
+	if !auth.CanOnVisit(*c.user, act, v.ClinicianID) && !s.breakGlass(r, c, act, v) {
 		s.fail(w, r, errForbidden)
 		return store.Visit{}, false
 	}
 	return v, true
+}
+
+// breakGlass reports whether the caller's emergency access lets them do act on v, which is
+// not theirs; every such use is recorded and logged at WARN for the admins.
+func (s *Server) breakGlass(r *http.Request, c *caller, act auth.Action, v store.Visit) bool {
+	if !c.emergency || !auth.CanOnVisitEmergency(*c.user, act) {
+		return false
+	}
+	s.log.Warn("break-glass access used", "user", c.user.ID, "visit", v.ID, "action", string(act))
+	s.record(r, audit.Event{Action: audit.BreakGlassUse, VisitID: v.ID, SubjectID: v.ClinicianID, Detail: map[string]string{"action": string(act)}})
+	return true
 }
 
 func (s *Server) getVisit(w http.ResponseWriter, r *http.Request, c *caller) {
@@ -396,8 +474,13 @@ func (s *Server) resolveLink(w http.ResponseWriter, r *http.Request, _ *caller) 
 		s.fail(w, r, err)
 		return
 	}
+	if err := s.linkGuard(r, body.Token); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	v, p, err := s.cfg.Visits.LinkParticipant(r.Context(), body.Token, s.cookie(r, ParticipantCookie))
 	if err != nil {
+		s.linkFailed(r, err)
 		s.fail(w, r, err)
 		return
 	}
@@ -418,8 +501,13 @@ func (s *Server) joinLink(w http.ResponseWriter, r *http.Request, _ *caller) {
 		s.fail(w, r, err)
 		return
 	}
+	if err := s.linkGuard(r, body.Token); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	p, v, cookie, err := s.cfg.Visits.JoinLink(r.Context(), body.Token, body.Name, s.cookie(r, ParticipantCookie))
 	if err != nil {
+		s.linkFailed(r, err)
 		s.fail(w, r, err)
 		return
 	}
@@ -433,6 +521,53 @@ func (s *Server) joinLink(w http.ResponseWriter, r *http.Request, _ *caller) {
 		s.setCookie(w, ParticipantCookie, cookie, v.LinkExpiresAt.Sub(s.cfg.Now())+time.Hour)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"participant": toLinkParticipant(&p), "visit": lv})
+}
+
+// linkGuard refuses link attempts from an address that guessed too many links, and for a
+// visit whose participant cookies were guessed at; it counts a participant cookie with a
+// wrong secret against its visit.
+func (s *Server) linkGuard(r *http.Request, token string) error {
+	ctx := r.Context()
+	keys := []auth.Key{{Rule: auth.RuleLinkAddress, ID: clientAddr(r)}}
+	visitID := ""
+	if v, err := s.cfg.Visits.ResolveLink(ctx, token); err == nil || !errors.Is(err, visit.ErrLinkUnknown) {
+		visitID = v.ID
+		if visitID != "" {
+			keys = append(keys, auth.Key{Rule: auth.RuleLinkVisit, ID: visitID})
+		}
+	}
+	if err := s.cfg.Limiter.Check(ctx, keys...); err != nil {
+		s.refused(r, err, "link", visitID)
+		return err
+	}
+	if c := s.cookie(r, ParticipantCookie); c != "" {
+		s.checkCookie(r, c)
+	}
+	return nil
+}
+
+// checkCookie counts a participant cookie that names a participant but holds the wrong
+// secret against that participant's visit.
+func (s *Server) checkCookie(r *http.Request, cookie string) {
+	_, err := s.cfg.Visits.ParticipantFromCookie(r.Context(), cookie)
+	var bad *visit.BadCookieError
+	if errors.As(err, &bad) {
+		s.record(r, audit.Event{Action: audit.LinkFailed, VisitID: bad.VisitID, Outcome: "bad_participant_cookie"})
+		s.failed(r, "", "participant_cookie", auth.Key{Rule: auth.RuleLinkVisit, ID: bad.VisitID})
+	}
+}
+
+// linkFailed records a link that opened nothing (the token itself is never recorded) and
+// counts an unknown one against the address.
+func (s *Server) linkFailed(r *http.Request, err error) {
+	code := httpError(err).code
+	switch code {
+	case "link_unknown", "link_expired", "link_revoked", "visit_ended":
+		s.record(r, audit.Event{Action: audit.LinkFailed, Outcome: code})
+	}
+	if code == "link_unknown" {
+		s.failed(r, "", "link", auth.Key{Rule: auth.RuleLinkAddress, ID: clientAddr(r)})
+	}
 }
 
 // identify returns who a WebSocket request's cookies name. Patients' pages connect with
@@ -449,6 +584,10 @@ func (s *Server) identify(r *http.Request) (visit.Identity, error) {
 	}
 	if c := s.cookie(r, ParticipantCookie); c != "" {
 		p, err := s.cfg.Visits.ParticipantFromCookie(r.Context(), c)
+		var bad *visit.BadCookieError
+		if errors.As(err, &bad) {
+			s.checkCookie(r, c)
+		}
 		if err == nil || errors.Is(err, visit.ErrRemoved) {
 			// A removed participant is let through to hear "removed" from the signalling.
 			return visit.Identity{Participant: &p}, nil
@@ -462,12 +601,24 @@ func (s *Server) identify(r *http.Request) (visit.Identity, error) {
 
 func (s *Server) websocket(w http.ResponseWriter, r *http.Request, _ *caller) {
 	id, err := s.identify(r)
+	if id.User != nil {
+		if id.Emergency, err = s.emergency(r.Context(), *id.User); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
 	if err != nil {
 		if errors.Is(err, errUnauthenticated) {
-			err = &apiError{http.StatusUnauthorized, "unauthenticated", "Sign in, or open your visit link again."}
+			err = &apiError{status: http.StatusUnauthorized, code: "unauthenticated", message: "Sign in, or open your visit link again."}
 		}
 		s.fail(w, r, err)
 		return
 	}
-	s.cfg.Signal.Serve(w, r, id)
+	a := audit.ActorFrom(r.Context())
+	if id.User != nil {
+		a.ID, a.Role = id.User.ID, string(id.User.Role)
+	} else if id.Participant != nil {
+		a.ID, a.Role = id.Participant.ID, string(id.Participant.Role)
+	}
+	s.cfg.Signal.Serve(w, r.WithContext(audit.WithActor(r.Context(), a)), id)
 }

@@ -19,6 +19,11 @@ var fuzzRoutes = []struct {
 	{"/api/v1/visits", "staff"},
 	{"/api/v1/link", ""},
 	{"/api/v1/link/join", ""},
+	{"/api/v1/session/totp", "halfway"},
+	{"/api/v1/session/recovery", "halfway"},
+	{"/api/v1/session/passkey/finish", "halfway"},
+	{"/api/v1/mfa/totp/confirm", "clinician"},
+	{"/api/v1/users/@OWNER@/break-glass", "admin"},
 }
 
 // statusOfCode is the errors table of docs/api.md.
@@ -26,6 +31,7 @@ var statusOfCode = map[string]int{
 	"bad_json": 400, "invalid": 400, "too_large": 413, "unauthenticated": 401, "bad_credentials": 401,
 	"forbidden": 403, "bad_origin": 403, "not_found": 404, "link_unknown": 404, "wrong_state": 409,
 	"link_expired": 410, "link_revoked": 410, "visit_ended": 410, "rate_limited": 429, "internal": 500,
+	"bad_code": 401, "mfa_required": 403,
 }
 
 // FuzzAPIBodies posts arbitrary bytes as the JSON body of the routes that parse one. Whatever
@@ -36,7 +42,7 @@ var statusOfCode = map[string]int{
 func FuzzAPIBodies(f *testing.F) {
 	h := newHarness(f, options{inProcess: true})
 	_, tok := h.newVisit(f)
-	as := map[string]*http.Cookie{"clinician": h.session(f, h.owner), "staff": h.session(f, h.staff)}
+	as := map[string]*http.Cookie{"clinician": h.session(f, h.owner), "staff": h.session(f, h.staff), "admin": h.session(f, h.admin), "halfway": h.sessionAt(f, h.other, "mfa")}
 	j := h.do(f, req{method: "POST", path: "/api/v1/link/join", body: `{"token":"` + tok + `","name":"Seed"}`})
 	participant := j.cookie(ParticipantCookie)
 	if participant == nil {
@@ -46,7 +52,7 @@ func FuzzAPIBodies(f *testing.F) {
 	f.Fuzz(func(t *testing.T, route uint8, body []byte, cookie string) {
 		rt := fuzzRoutes[int(route)%len(fuzzRoutes)]
 		body = bytes.ReplaceAll(body, []byte("@TOKEN@"), []byte(tok))
-		r := httptest.NewRequest("POST", h.publicURL+rt.path, bytes.NewReader(body))
+		r := httptest.NewRequest("POST", h.publicURL+strings.Replace(rt.path, "@OWNER@", h.owner.ID, 1), bytes.NewReader(body))
 		r.Header.Set("Content-Type", "application/json")
 		if c := as[rt.as]; c != nil {
 			r.AddCookie(c)
@@ -65,6 +71,9 @@ func FuzzAPIBodies(f *testing.F) {
 		}
 		if ct := w.Header().Get("Content-Type"); ct != "application/json" {
 			t.Fatalf("POST %s %q: %d with Content-Type %q", rt.path, body, w.Code, ct)
+		}
+		if w.Code == http.StatusCreated && strings.HasSuffix(rt.path, "/break-glass") {
+			h.st.RevokeBreakGlass(t.Context(), h.owner.ID, h.clk.Now()) // keep the owner an ordinary clinician
 		}
 		if w.Code < 400 {
 			// A success may echo what was sent (a patient name), so only its form is checked.

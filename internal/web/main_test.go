@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/auth"
 	"github.com/bedside/bedside/internal/store"
 	"github.com/bedside/bedside/internal/store/sqlite"
@@ -94,13 +96,17 @@ type harness struct {
 	sessions  *auth.Sessions
 	clk       *clock
 	sig       *fakeSignal
+	audit     *audit.Log
+	opt       options
 
 	owner, other, staff, admin store.User
 }
 
 type options struct {
-	inProcess bool // no listener: ServeHTTP with a recorder (fuzzing, TLS cookies)
-	tls       bool // Config.TLS
+	inProcess  bool // no listener: ServeHTTP with a recorder (fuzzing, TLS cookies)
+	tls        bool // Config.TLS
+	requireMFA bool // clinicians and admins must have a second factor
+	origins    []string
 }
 
 func newHarness(t testing.TB, opt options) *harness {
@@ -111,39 +117,8 @@ func newHarness(t testing.TB, opt options) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	h := &harness{st: st, clk: &clock{t: time.Date(2030, 3, 2, 10, 0, 0, 0, time.UTC)}, sig: &fakeSignal{}}
-	h.sessions, err = auth.NewSessions(st, sessionIdle, sessionLifetime, h.clk.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.visits = visit.NewManager(st, visit.Config{LinkTTL: linkTTL, Now: h.clk.Now})
-	t.Cleanup(h.visits.Shutdown)
-
-	switch {
-	case opt.inProcess && opt.tls:
-		h.publicURL = "https://bedside.test"
-	case opt.inProcess:
-		h.publicURL = "http://bedside.test"
-	default:
-		h.ts = httptest.NewUnstartedServer(nil)
-		h.publicURL = "http://" + h.ts.Listener.Addr().String()
-	}
-	h.srv, err = New(Config{
-		Sessions: h.sessions, Visits: h.visits, Users: st, Signal: h.sig,
-		PublicURL: h.publicURL, TLS: opt.tls, Now: h.clk.Now,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if h.ts != nil {
-		h.ts.Config.Handler = h.srv
-		h.ts.Start()
-		t.Cleanup(h.ts.Close)
-		c := *h.ts.Client()
-		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-		h.client = &c
-	}
-
+	h := &harness{st: st, clk: &clock{t: time.Date(2030, 3, 2, 10, 0, 0, 0, time.UTC)}, sig: &fakeSignal{}, opt: opt}
+	h.start(t)
 	add := func(email, name string, role store.Role) store.User {
 		u := store.User{ID: store.NewID("usr"), Email: email, Name: name, Role: role, PasswordHash: passwordHash(), CreatedAt: h.clk.Now()}
 		if err := st.CreateUser(ctx, u); err != nil {
@@ -158,6 +133,53 @@ func newHarness(t testing.TB, opt options) *harness {
 	return h
 }
 
+// restart is a new server (sessions, visits, web) on the same database and clock: what a
+// restarted process would see.
+func (h *harness) restart(t testing.TB) *harness {
+	t.Helper()
+	h2 := &harness{st: h.st, clk: h.clk, sig: &fakeSignal{}, opt: h.opt, owner: h.owner, other: h.other, staff: h.staff, admin: h.admin}
+	h2.start(t)
+	return h2
+}
+
+func (h *harness) start(t testing.TB) {
+	t.Helper()
+	st, opt := h.st, h.opt
+	var err error
+	h.audit = audit.NewLog(st, h.clk.Now)
+	h.sessions, err = auth.NewSessions(st, sessionIdle, sessionLifetime, h.clk.Now, auth.SessionOptions{RequireMFA: opt.requireMFA, Audit: h.audit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.visits = visit.NewManager(st, visit.Config{LinkTTL: linkTTL, Now: h.clk.Now, Audit: h.audit})
+	t.Cleanup(h.visits.Shutdown)
+
+	switch {
+	case opt.inProcess && opt.tls:
+		h.publicURL = "https://bedside.test"
+	case opt.inProcess:
+		h.publicURL = "http://bedside.test"
+	default:
+		h.ts = httptest.NewUnstartedServer(nil)
+		h.publicURL = "http://" + h.ts.Listener.Addr().String()
+	}
+	h.srv, err = New(Config{
+		Sessions: h.sessions, Visits: h.visits, Users: st, Signal: h.sig,
+		PublicURL: h.publicURL, TLS: opt.tls, Now: h.clk.Now, Audit: h.audit, AllowedOrigins: opt.origins,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.ts != nil {
+		h.ts.Config.Handler = h.srv
+		h.ts.Start()
+		t.Cleanup(h.ts.Close)
+		c := *h.ts.Client()
+		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		h.client = &c
+	}
+}
+
 // session opens a session for u straight in the store (the password check is tested on its
 // own, and argon2 under -race is slow) and returns its cookie.
 func (h *harness) session(t testing.TB, u store.User) *http.Cookie {
@@ -165,6 +187,18 @@ func (h *harness) session(t testing.TB, u store.User) *http.Cookie {
 	tok := auth.NewToken()
 	now := h.clk.Now()
 	err := h.st.CreateSession(context.Background(), store.Session{IDHash: auth.HashToken(tok), UserID: u.ID, CreatedAt: now, LastSeenAt: now, ExpiresAt: now.Add(sessionLifetime)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Cookie{Name: h.srv.cookieName(SessionCookie), Value: tok}
+}
+
+// sessionAt opens a session for u at a stage of signing in ("mfa", "enroll", "full").
+func (h *harness) sessionAt(t testing.TB, u store.User, stage string) *http.Cookie {
+	t.Helper()
+	tok := auth.NewToken()
+	now := h.clk.Now()
+	err := h.st.CreateSession(context.Background(), store.Session{IDHash: auth.HashToken(tok), UserID: u.ID, CreatedAt: now, LastSeenAt: now, ExpiresAt: now.Add(10 * time.Minute), Stage: stage})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,4 +382,15 @@ func checkError(t testing.TB, r response, status int, code string) string {
 	}
 	checkNoGoText(t, r.body)
 	return e["message"]
+}
+
+// trail returns the audit rows of action, oldest first.
+func (h *harness) trail(t testing.TB, action audit.Action) []audit.Entry {
+	t.Helper()
+	got, err := h.st.SearchAudit(context.Background(), audit.Query{Action: action, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Reverse(got)
+	return got
 }

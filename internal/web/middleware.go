@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 )
 
@@ -42,7 +43,7 @@ func (s *Server) checkOrigin(next http.Handler) http.Handler {
 				s.fail(w, r, errBadOrigin)
 				return
 			}
-			if o := r.Header.Get("Origin"); o != "" && o != s.origin && !s.sameHost(r, o) {
+			if o := r.Header.Get("Origin"); o != "" && o != s.origin && !s.sameHost(r, o) && !slices.Contains(s.cfg.AllowedOrigins, o) {
 				s.fail(w, r, errBadOrigin)
 				return
 			}

@@ -32,8 +32,18 @@ func (s *Server) servePage(w http.ResponseWriter, r *http.Request, name string) 
 // patientPage serves the patient page for a working link, and a clear page saying what to
 // do for one that does not work.
 func (s *Server) patientPage(w http.ResponseWriter, r *http.Request, _ *caller) {
-	if _, err := s.cfg.Visits.ResolveLink(r.Context(), r.PathValue("token")); err != nil {
+	err := s.linkGuard(r, r.PathValue("token"))
+	if err == nil {
+		if _, err = s.cfg.Visits.ResolveLink(r.Context(), r.PathValue("token")); err != nil {
+			s.linkFailed(r, err)
+		}
+	}
+	if err != nil {
 		ae := httpError(err)
+		if ae.status == http.StatusTooManyRequests {
+			s.errorPage(w, ae.status, "Too many attempts", "Too many visit links that do not work were tried from here. Wait a quarter of an hour, then open your link again.")
+			return
+		}
 		if ae.status >= 500 {
 			s.log.Error("patient page", "err", err)
 		}

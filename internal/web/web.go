@@ -10,12 +10,17 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/go-webauthn/webauthn/protocol"
+
+	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/auth"
 	"github.com/bedside/bedside/internal/store"
 	"github.com/bedside/bedside/internal/visit"
@@ -24,9 +29,35 @@ import (
 
 // Sessions is what the web layer needs of sign-in sessions.
 type Sessions interface {
-	SignIn(ctx context.Context, email, password string) (string, store.User, error)
-	Lookup(ctx context.Context, token string) (store.User, error)
+	SignIn(ctx context.Context, email, password string) (auth.Grant, error)
+	LookupAny(ctx context.Context, token string) (auth.Principal, error)
+	Complete(ctx context.Context, token string) (auth.Grant, error)
 	SignOut(ctx context.Context, token string) error
+	MFARequired(role store.Role) bool
+}
+
+// MFA is what the web layer needs of second factors.
+type MFA interface {
+	BeginTOTP(ctx context.Context, u store.User) (auth.TOTPSetup, error)
+	TOTPQR(ctx context.Context, u store.User) ([]byte, error)
+	ConfirmTOTP(ctx context.Context, u store.User, code string) ([]string, error)
+	VerifyTOTP(ctx context.Context, u store.User, code string) error
+	RemoveTOTP(ctx context.Context, u store.User) error
+	NewRecoveryCodes(ctx context.Context, u store.User) ([]string, error)
+	UseRecoveryCode(ctx context.Context, u store.User, code string) error
+	StatusOf(ctx context.Context, u store.User) (auth.Status, error)
+	BeginPasskeyRegistration(ctx context.Context, u store.User, sessionHash []byte) (*protocol.CredentialCreation, error)
+	FinishPasskeyRegistration(ctx context.Context, u store.User, sessionHash, challenge, body []byte, name string) (store.Passkey, error)
+	BeginPasskeyLogin(ctx context.Context, u store.User, sessionHash []byte) (*protocol.CredentialAssertion, error)
+	FinishPasskeyLogin(ctx context.Context, u store.User, sessionHash, challenge, body []byte) error
+	RemovePasskey(ctx context.Context, u store.User, id string) error
+}
+
+// Limiter counts failed attempts and locks out (auth.Limiter).
+type Limiter interface {
+	Check(ctx context.Context, keys ...auth.Key) error
+	Fail(ctx context.Context, k auth.Key) (bool, error)
+	Clear(ctx context.Context, k auth.Key) error
 }
 
 // Visits is what the web layer needs of the visit service.
@@ -51,23 +82,41 @@ type Signal interface {
 	Serve(w http.ResponseWriter, r *http.Request, id visit.Identity)
 }
 
-// Users is what the web layer reads of accounts.
+// Users is what the web layer reads and administers of accounts, and the audit search.
 type Users interface {
 	UserByID(ctx context.Context, id string) (store.User, error)
 	UserByEmail(ctx context.Context, email string) (store.User, error)
+	ListUsers(ctx context.Context) ([]store.User, error)
+	DeleteUserSessions(ctx context.Context, userID string) error
+	CountUserSessions(ctx context.Context, userID string) (int, error)
+	DeleteSecondFactors(ctx context.Context, userID string) error
+	CreateBreakGlass(ctx context.Context, b store.BreakGlass) error
+	BreakGlassGrants(ctx context.Context, userID string, since time.Time) ([]store.BreakGlass, error)
+	RevokeBreakGlass(ctx context.Context, userID string, at time.Time) (int, error)
+	SearchAudit(ctx context.Context, q audit.Query) ([]audit.Entry, error)
 	Ping(ctx context.Context) error
 }
 
 // Config configures the web server.
 type Config struct {
-	Sessions  Sessions
-	Visits    Visits
-	Users     Users
-	Signal    Signal // GET /api/v1/ws
-	PublicURL string // scheme://host[:port], for links
-	TLS       bool   // cookies get Secure and the __Host- prefix; HSTS is sent
-	Log       *slog.Logger
-	Now       func() time.Time
+	Sessions Sessions
+	Visits   Visits
+	Users    Users
+	Signal   Signal // GET /api/v1/ws
+	// MFA and Limiter default to auth.NewMFA and auth.NewLimiter on Users (which must then
+	// be a store that implements their interfaces).
+	MFA     MFA
+	Limiter Limiter
+	// AllowedOrigins are origins other than PublicURL's trusted for state changes (the
+	// WebSocket gets the same list).
+	AllowedOrigins []string
+	PublicURL      string // scheme://host[:port], for links
+	TLS            bool   // cookies get Secure and the __Host- prefix; HSTS is sent
+	Log            *slog.Logger
+	Now            func() time.Time
+	// Audit receives the security events of the HTTP surface (sign-in, sign-out, refused
+	// links, admin actions). nil = audit.Discard.
+	Audit audit.Recorder
 }
 
 // Server is the HTTP handler of Bedside.
@@ -88,6 +137,32 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Audit == nil {
+		cfg.Audit = audit.Discard
+	}
+	if cfg.Limiter == nil {
+		ls, ok := cfg.Users.(auth.LockoutStore)
+		if !ok {
+			return nil, errors.New("web: no Limiter, and Users keeps no lockouts")
+		}
+		cfg.Limiter = auth.NewLimiter(ls, cfg.Now)
+	}
+	if cfg.MFA == nil {
+		ms, ok := cfg.Users.(auth.MFAStore)
+		if !ok {
+			return nil, errors.New("web: no MFA, and Users keeps no second factors")
+		}
+		pu, err := url.Parse(cfg.PublicURL)
+		if err != nil {
+			return nil, fmt.Errorf("public url: %w", err)
+		}
+		origins := append([]string{pu.Scheme + "://" + pu.Host}, cfg.AllowedOrigins...)
+		m, err := auth.NewMFA(ms, auth.MFAConfig{Issuer: "Bedside (" + pu.Hostname() + ")", RPID: pu.Hostname(), RPOrigins: origins, Now: cfg.Now})
+		if err != nil {
+			return nil, err
+		}
+		cfg.MFA = m
 	}
 	files, err := fs.Sub(webui.Static, "static")
 	if err != nil {
@@ -115,9 +190,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // the server shuts down.
 func (s *Server) Drain() { s.draining.Store(true) }
 
-// caller is who made a request: a signed-in user, or nobody.
+// caller is who made a request: a signed-in user (perhaps half-way: see stage), or nobody.
 type caller struct {
-	user *store.User
+	user      *store.User
+	principal auth.Principal
+	// emergency: a clinician with an active break-glass grant.
+	emergency bool
 }
 
 func (s *Server) cookieName(base string) string {
@@ -154,34 +232,78 @@ func (s *Server) setCookie(w http.ResponseWriter, base, value string, maxAge tim
 	http.SetCookie(w, c)
 }
 
-// user returns the signed-in user of a request, or nil.
-func (s *Server) user(r *http.Request) (*store.User, error) {
+// principal returns the session of a request at any stage of signing in, or nil.
+func (s *Server) principal(r *http.Request) (*auth.Principal, error) {
 	tok := s.cookie(r, SessionCookie)
 	if tok == "" {
 		return nil, nil
 	}
-	u, err := s.cfg.Sessions.Lookup(r.Context(), tok)
+	p, err := s.cfg.Sessions.LookupAny(r.Context(), tok)
 	if errors.Is(err, auth.ErrNoSession) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	return &u, nil
+	return &p, nil
+}
+
+// user returns the fully signed-in user of a request, or nil.
+func (s *Server) user(r *http.Request) (*store.User, error) {
+	p, err := s.principal(r)
+	if err != nil || p == nil || p.Stage != auth.StageFull {
+		return nil, err
+	}
+	return &p.User, nil
+}
+
+// emergency reports whether u holds an active break-glass grant. The admins' console and
+// the trail show every use.
+func (s *Server) emergency(ctx context.Context, u store.User) (bool, error) {
+	if u.Role != store.RoleClinician {
+		return false, nil
+	}
+	now := s.cfg.Now()
+	grants, err := s.cfg.Users.BreakGlassGrants(ctx, u.ID, now)
+	if err != nil {
+		return false, err
+	}
+	for _, g := range grants {
+		if g.Active(now) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // authorize runs the route's policy before its handler: ActNone routes are open; others
-// need a signed-in user whose role may do the action.
+// need a session at a stage that allows the action, of a role that may do it.
 func (s *Server) authorize(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := &caller{}
+		r = r.WithContext(audit.WithActor(r.Context(), audit.Actor{Addr: clientAddr(r), UserAgent: r.UserAgent()}))
 		if rt.action != auth.ActNone {
-			u, err := s.user(r)
+			p, err := s.principal(r)
 			if err != nil {
 				s.fail(w, r, err)
 				return
 			}
-			if u == nil {
+			if p != nil && !auth.StageAllows(p.Stage, rt.action) {
+				if p.Stage == auth.StageEnroll {
+					if rt.kind == page {
+						http.Redirect(w, r, "/console/security", http.StatusSeeOther)
+						return
+					}
+					s.fail(w, r, errMFARequired)
+					return
+				}
+				if p.Stage == auth.StageFull { // a second factor for a session that has one
+					s.fail(w, r, &apiError{status: http.StatusConflict, code: "wrong_state", message: "You are signed in already."})
+					return
+				}
+				p = nil // half signed in: as good as not signed in, for this
+			}
+			if p == nil {
 				if rt.kind == page {
 					http.Redirect(w, r, "/signin?next="+url.QueryEscape(r.URL.Path), http.StatusSeeOther)
 					return
@@ -189,7 +311,7 @@ func (s *Server) authorize(rt route) http.Handler {
 				s.fail(w, r, errUnauthenticated)
 				return
 			}
-			if !auth.Can(u.Role, rt.action) {
+			if !auth.Can(p.User.Role, rt.action) {
 				if rt.kind == page {
 					s.errorPage(w, http.StatusForbidden, "Not for your role", "Your account may not open this page.")
 					return
@@ -197,10 +319,49 @@ func (s *Server) authorize(rt route) http.Handler {
 				s.fail(w, r, errForbidden)
 				return
 			}
-			c.user = u
+			c.user, c.principal = &p.User, *p
+			if p.Stage == auth.StageFull {
+				if c.emergency, err = s.emergency(r.Context(), p.User); err != nil {
+					s.fail(w, r, err)
+					return
+				}
+			}
+			r = r.WithContext(audit.WithActor(r.Context(), actorOf(r, &p.User)))
 		}
 		rt.handle(w, r, c)
 	})
+}
+
+// clientAddr is the request's client IP address, without the port.
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// actorOf is the audit actor of a signed-in user's request.
+func actorOf(r *http.Request, u *store.User) audit.Actor {
+	a := audit.ActorFrom(r.Context())
+	a.ID, a.Role = u.ID, string(u.Role)
+	return a
+}
+
+// record writes an audit event of the request's actor. An event that cannot be recorded is
+// logged; the request goes on.
+func (s *Server) record(r *http.Request, e audit.Event) {
+	a := audit.ActorFrom(r.Context())
+	if e.ActorID == "" && e.ActorRole == "" {
+		e.ActorID, e.ActorRole = a.ID, a.Role
+	}
+	e.Addr, e.UserAgent = a.Addr, a.UserAgent
+	if e.Time.IsZero() {
+		e.Time = s.cfg.Now()
+	}
+	if err := s.cfg.Audit.Record(r.Context(), e); err != nil {
+		s.log.Error("audit trail: cannot record", "action", string(e.Action), "err", err)
+	}
 }
 
 // apiError is an error the client sees: status, stable code, human message.
@@ -208,15 +369,17 @@ type apiError struct {
 	status  int
 	code    string
 	message string
+	until   time.Time // with 429: sent as Retry-After (seconds from now)
 }
 
 func (e *apiError) Error() string { return e.code + ": " + e.message }
 
 var (
-	errUnauthenticated = &apiError{http.StatusUnauthorized, "unauthenticated", "Please sign in."}
-	errForbidden       = &apiError{http.StatusForbidden, "forbidden", "Your role may not do this."}
-	errNotFound        = &apiError{http.StatusNotFound, "not_found", "Not found."}
-	errBadOrigin       = &apiError{http.StatusForbidden, "bad_origin", "This request came from another site and was refused."}
+	errUnauthenticated = &apiError{status: http.StatusUnauthorized, code: "unauthenticated", message: "Please sign in."}
+	errForbidden       = &apiError{status: http.StatusForbidden, code: "forbidden", message: "Your role may not do this."}
+	errNotFound        = &apiError{status: http.StatusNotFound, code: "not_found", message: "Not found."}
+	errBadOrigin       = &apiError{status: http.StatusForbidden, code: "bad_origin", message: "This request came from another site and was refused."}
+	errMFARequired     = &apiError{status: http.StatusForbidden, code: "mfa_required", message: "Set up a second factor (an authenticator app or a passkey) before going on."}
 )
 
 // httpError maps any error to what the client sees. It is the one place that does: errors
@@ -224,33 +387,46 @@ var (
 func httpError(err error) *apiError {
 	var ae *apiError
 	var inv *visit.InvalidError
+	var locked *auth.LockedError
 	switch {
 	case errors.As(err, &ae):
 		return ae
+	case errors.As(err, &locked):
+		return &apiError{status: http.StatusTooManyRequests, code: "rate_limited", message: "Too many attempts. Wait a while before trying again.", until: locked.Until}
+	case errors.Is(err, auth.ErrBadCode):
+		return &apiError{status: http.StatusUnauthorized, code: "bad_code", message: "That code is wrong, expired or already used."}
+	case errors.Is(err, auth.ErrEnrolled):
+		return &apiError{status: http.StatusConflict, code: "wrong_state", message: "This is set up already. Remove it first to set it up again."}
+	case errors.Is(err, auth.ErrNoFactor):
+		return &apiError{status: http.StatusConflict, code: "wrong_state", message: "There is no such second factor to use."}
+	case errors.Is(err, auth.ErrNoPasskeys):
+		return &apiError{status: http.StatusConflict, code: "wrong_state", message: "Passkeys work only when this server is reached by a name (such as localhost or visits.clinic.example), not by an IP address."}
+	case errors.Is(err, auth.ErrLastFactor):
+		return &apiError{status: http.StatusConflict, code: "wrong_state", message: "This is your last second factor, and your account must have one. Add another first."}
 	case errors.As(err, &inv):
-		return &apiError{http.StatusBadRequest, "invalid", inv.Error()}
+		return &apiError{status: http.StatusBadRequest, code: "invalid", message: inv.Error()}
 	case errors.Is(err, auth.ErrBadCredentials):
-		return &apiError{http.StatusUnauthorized, "bad_credentials", "Wrong email or password."}
+		return &apiError{status: http.StatusUnauthorized, code: "bad_credentials", message: "Wrong email or password."}
 	case errors.Is(err, visit.ErrNotFound):
 		return errNotFound
 	case errors.Is(err, visit.ErrForbidden):
 		return errForbidden
 	case errors.Is(err, visit.ErrWrongState):
-		return &apiError{http.StatusConflict, "wrong_state", "That cannot be done now."}
+		return &apiError{status: http.StatusConflict, code: "wrong_state", message: "That cannot be done now."}
 	case errors.Is(err, visit.ErrRemoved):
-		return &apiError{http.StatusForbidden, "removed", "The clinician has removed you from this visit."}
+		return &apiError{status: http.StatusForbidden, code: "removed", message: "The clinician has removed you from this visit."}
 	case errors.Is(err, visit.ErrNotAdmitted):
-		return &apiError{http.StatusConflict, "wrong_state", "Not admitted yet."}
+		return &apiError{status: http.StatusConflict, code: "wrong_state", message: "Not admitted yet."}
 	case errors.Is(err, visit.ErrLinkUnknown):
-		return &apiError{http.StatusNotFound, "link_unknown", "This visit link is not valid. Check that you copied all of it, or ask your clinic for a new one."}
+		return &apiError{status: http.StatusNotFound, code: "link_unknown", message: "This visit link is not valid. Check that you copied all of it, or ask your clinic for a new one."}
 	case errors.Is(err, visit.ErrLinkExpired):
-		return &apiError{http.StatusGone, "link_expired", "This visit link has expired. Ask your clinic for a new one."}
+		return &apiError{status: http.StatusGone, code: "link_expired", message: "This visit link has expired. Ask your clinic for a new one."}
 	case errors.Is(err, visit.ErrLinkRevoked):
-		return &apiError{http.StatusGone, "link_revoked", "This visit link has been withdrawn by your clinic. Ask them for a new one."}
+		return &apiError{status: http.StatusGone, code: "link_revoked", message: "This visit link has been withdrawn by your clinic. Ask them for a new one."}
 	case errors.Is(err, visit.ErrVisitEnded):
-		return &apiError{http.StatusGone, "visit_ended", "This visit has ended."}
+		return &apiError{status: http.StatusGone, code: "visit_ended", message: "This visit has ended."}
 	}
-	return &apiError{http.StatusInternalServerError, "internal", "Something went wrong on the server. Please try again."}
+	return &apiError{status: http.StatusInternalServerError, code: "internal", message: "Something went wrong on the server. Please try again."}
 }
 
 // fail writes err as a JSON error response.
@@ -263,6 +439,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	ae := httpError(err)
 	if ae.status >= 500 {
 		s.log.Error("request failed", "route", r.Pattern, "err", err)
+	}
+	if !ae.until.IsZero() {
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(ae.until.Sub(s.cfg.Now()).Round(time.Second), time.Second)/time.Second)))
 	}
 	writeJSON(w, ae.status, map[string]any{"error": map[string]string{"code": ae.code, "message": ae.message}})
 }
@@ -288,16 +467,16 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		var ute *json.UnmarshalTypeError
 		switch {
 		case errors.As(err, &mbe):
-			return &apiError{http.StatusRequestEntityTooLarge, "too_large", "The request body is too large."}
+			return &apiError{status: http.StatusRequestEntityTooLarge, code: "too_large", message: "The request body is too large."}
 		case errors.As(err, &ute) && ute.Field != "": // Field "": the body is not an object
-			return &apiError{http.StatusBadRequest, "invalid", fmt.Sprintf("%s: wrong type", ute.Field)}
+			return &apiError{status: http.StatusBadRequest, code: "invalid", message: fmt.Sprintf("%s: wrong type", ute.Field)}
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			return &apiError{http.StatusBadRequest, "invalid", "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")}
+			return &apiError{status: http.StatusBadRequest, code: "invalid", message: "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")}
 		}
-		return &apiError{http.StatusBadRequest, "bad_json", "The request body is not a JSON object."}
+		return &apiError{status: http.StatusBadRequest, code: "bad_json", message: "The request body is not a JSON object."}
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return &apiError{http.StatusBadRequest, "bad_json", "The request body must hold one JSON object."}
+		return &apiError{status: http.StatusBadRequest, code: "bad_json", message: "The request body must hold one JSON object."}
 	}
 	return nil
 }

@@ -1,6 +1,10 @@
 // Package sqlite is the embedded, default Store: one SQLite file under the data directory,
 // through modernc.org/sqlite (pure Go, so the binary needs no cgo). Migrations are numbered
 // SQL files embedded in the binary and applied in order at Open.
+//
+// Patient fields (visits.patient_name, participants.name) and TOTP secrets are encrypted
+// with AES-256-GCM under the application key (the data key file), bound to their row, so a
+// copy of the database alone reveals no patient name.
 package sqlite
 
 import (
@@ -26,28 +30,45 @@ var migrations embed.FS
 
 // Store is a store.Store on an SQLite database.
 type Store struct {
-	db *sql.DB
+	db         *sql.DB
+	seal       *sealer
+	keyCreated bool
 }
 
 var _ store.Store = (*Store)(nil)
 
+// Options adjust Open.
+type Options struct {
+	// DataKeyFile holds the application key (default <dir>/data.key). It is made on first
+	// open with mode 0600; a file others can read is refused.
+	DataKeyFile string
+}
+
 // Open opens (creating if needed) the database bedside.db in dir and brings its schema up to
 // date. The directory is created with mode 0700: it holds patient data.
 func Open(ctx context.Context, dir string) (*Store, error) {
+	return OpenWith(ctx, dir, Options{})
+}
+
+// OpenWith is Open with options.
+func OpenWith(ctx context.Context, dir string, opt Options) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	return OpenFile(ctx, filepath.Join(dir, "bedside.db"))
-}
-
-// OpenFile opens the database at path (":memory:" is not supported: use a temp dir).
-func OpenFile(ctx context.Context, path string) (*Store, error) {
+	if opt.DataKeyFile == "" {
+		opt.DataKeyFile = filepath.Join(dir, "data.key")
+	}
+	seal, created, err := loadSealer(opt.DataKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("data-key-file: %w", err)
+	}
+	path := filepath.Join(dir, "bedside.db")
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	s := &Store{db: db}
+	s := &Store{db: db, seal: seal, keyCreated: created}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -56,8 +77,15 @@ func OpenFile(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("database file mode: %w", err)
 	}
+	if err := s.encryptLegacy(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return s, nil
 }
+
+// KeyCreated reports whether Open made a new data key (the first start).
+func (s *Store) KeyCreated() bool { return s.keyCreated }
 
 func (s *Store) migrate(ctx context.Context) error {
 	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
@@ -210,8 +238,12 @@ func (s *Store) SetUserDisabled(ctx context.Context, id string, disabled bool) e
 // Sessions
 
 func (s *Store) CreateSession(ctx context.Context, x store.Session) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions (id_hash, user_id, created_at, last_seen_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
-		x.IDHash, x.UserID, ms(x.CreatedAt), ms(x.LastSeenAt), ms(x.ExpiresAt))
+	stage := x.Stage
+	if stage == "" {
+		stage = "full"
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions (id_hash, user_id, created_at, last_seen_at, expires_at, stage, challenge) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		x.IDHash, x.UserID, ms(x.CreatedAt), ms(x.LastSeenAt), ms(x.ExpiresAt), stage, x.Challenge)
 	if isUnique(err) {
 		return store.ErrConflict
 	}
@@ -221,8 +253,8 @@ func (s *Store) CreateSession(ctx context.Context, x store.Session) error {
 func (s *Store) SessionByHash(ctx context.Context, idHash []byte) (store.Session, error) {
 	var x store.Session
 	var created, seen, expires int64
-	err := s.db.QueryRowContext(ctx, `SELECT id_hash, user_id, created_at, last_seen_at, expires_at FROM sessions WHERE id_hash = ?`, idHash).
-		Scan(&x.IDHash, &x.UserID, &created, &seen, &expires)
+	err := s.db.QueryRowContext(ctx, `SELECT id_hash, user_id, created_at, last_seen_at, expires_at, stage, challenge FROM sessions WHERE id_hash = ?`, idHash).
+		Scan(&x.IDHash, &x.UserID, &created, &seen, &expires, &x.Stage, &x.Challenge)
 	x.CreatedAt, x.LastSeenAt, x.ExpiresAt = fromMS(created), fromMS(seen), fromMS(expires)
 	return x, notFound(err)
 }
@@ -233,6 +265,16 @@ func (s *Store) TouchSession(ctx context.Context, idHash []byte, at time.Time) e
 
 func (s *Store) DeleteSession(ctx context.Context, idHash []byte) error {
 	return one(s.db.ExecContext(ctx, `DELETE FROM sessions WHERE id_hash = ?`, idHash))
+}
+
+func (s *Store) SetSessionChallenge(ctx context.Context, idHash []byte, challenge []byte) error {
+	return one(s.db.ExecContext(ctx, `UPDATE sessions SET challenge = ? WHERE id_hash = ?`, challenge, idHash))
+}
+
+func (s *Store) CountUserSessions(ctx context.Context, userID string) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sessions WHERE user_id = ?`, userID).Scan(&n)
+	return n, err
 }
 
 func (s *Store) DeleteUserSessions(ctx context.Context, userID string) error {
@@ -253,7 +295,7 @@ func (s *Store) DeleteExpiredSessions(ctx context.Context, now time.Time, idle t
 
 func (s *Store) CreateVisit(ctx context.Context, v store.Visit) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO visits (id, clinician_id, patient_name, scheduled_at, created_at, link_hash, link_expires_at, revoked_at, state, ended_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		v.ID, v.ClinicianID, v.PatientName, ms(v.ScheduledAt), ms(v.CreatedAt), v.LinkHash, ms(v.LinkExpiresAt), nullMS(v.RevokedAt), string(v.State), nullMS(v.EndedAt))
+		v.ID, v.ClinicianID, s.seal.seal(v.PatientName, "visits.patient_name", v.ID), ms(v.ScheduledAt), ms(v.CreatedAt), v.LinkHash, ms(v.LinkExpiresAt), nullMS(v.RevokedAt), string(v.State), nullMS(v.EndedAt))
 	if isUnique(err) {
 		return store.ErrConflict
 	}
@@ -262,7 +304,7 @@ func (s *Store) CreateVisit(ctx context.Context, v store.Visit) error {
 
 const visitCols = `id, clinician_id, patient_name, scheduled_at, created_at, link_hash, link_expires_at, revoked_at, state, ended_at`
 
-func scanVisit(row interface{ Scan(...any) error }) (store.Visit, error) {
+func (s *Store) scanVisit(row interface{ Scan(...any) error }) (store.Visit, error) {
 	var v store.Visit
 	var scheduled, created, expires int64
 	var revoked, ended sql.NullInt64
@@ -271,15 +313,20 @@ func scanVisit(row interface{ Scan(...any) error }) (store.Visit, error) {
 	v.ScheduledAt, v.CreatedAt, v.LinkExpiresAt = fromMS(scheduled), fromMS(created), fromMS(expires)
 	v.RevokedAt, v.EndedAt = fromNullMS(revoked), fromNullMS(ended)
 	v.State = store.VisitState(state)
+	if err == nil {
+		if v.PatientName, err = s.seal.open(v.PatientName, "visits.patient_name", v.ID); err != nil {
+			return v, err
+		}
+	}
 	return v, notFound(err)
 }
 
 func (s *Store) VisitByID(ctx context.Context, id string) (store.Visit, error) {
-	return scanVisit(s.db.QueryRowContext(ctx, `SELECT `+visitCols+` FROM visits WHERE id = ?`, id))
+	return s.scanVisit(s.db.QueryRowContext(ctx, `SELECT `+visitCols+` FROM visits WHERE id = ?`, id))
 }
 
 func (s *Store) VisitByLinkHash(ctx context.Context, linkHash []byte) (store.Visit, error) {
-	return scanVisit(s.db.QueryRowContext(ctx, `SELECT `+visitCols+` FROM visits WHERE link_hash = ?`, linkHash))
+	return s.scanVisit(s.db.QueryRowContext(ctx, `SELECT `+visitCols+` FROM visits WHERE link_hash = ?`, linkHash))
 }
 
 func (s *Store) ListVisits(ctx context.Context, clinicianID string, from, to time.Time) ([]store.Visit, error) {
@@ -296,7 +343,7 @@ func (s *Store) ListVisits(ctx context.Context, clinicianID string, from, to tim
 	defer rows.Close()
 	var out []store.Visit
 	for rows.Next() {
-		v, err := scanVisit(rows)
+		v, err := s.scanVisit(rows)
 		if err != nil {
 			return nil, err
 		}
@@ -326,7 +373,7 @@ func (s *Store) EndVisit(ctx context.Context, id string, at time.Time) error {
 
 func (s *Store) CreateParticipant(ctx context.Context, p store.Participant) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO participants (id, visit_id, role, user_id, name, credential_hash, created_at, admitted_at, left_at, removed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		p.ID, p.VisitID, string(p.Role), p.UserID, p.Name, p.CredentialHash, ms(p.CreatedAt), nullMS(p.AdmittedAt), nullMS(p.LeftAt), nullMS(p.RemovedAt))
+		p.ID, p.VisitID, string(p.Role), p.UserID, s.seal.seal(p.Name, "participants.name", p.ID), p.CredentialHash, ms(p.CreatedAt), nullMS(p.AdmittedAt), nullMS(p.LeftAt), nullMS(p.RemovedAt))
 	if isUnique(err) {
 		return store.ErrConflict
 	}
@@ -335,7 +382,7 @@ func (s *Store) CreateParticipant(ctx context.Context, p store.Participant) erro
 
 const participantCols = `id, visit_id, role, user_id, name, credential_hash, created_at, admitted_at, left_at, removed_at`
 
-func scanParticipant(row interface{ Scan(...any) error }) (store.Participant, error) {
+func (s *Store) scanParticipant(row interface{ Scan(...any) error }) (store.Participant, error) {
 	var p store.Participant
 	var role string
 	var created int64
@@ -344,11 +391,16 @@ func scanParticipant(row interface{ Scan(...any) error }) (store.Participant, er
 	p.Role = store.Role(role)
 	p.CreatedAt = fromMS(created)
 	p.AdmittedAt, p.LeftAt, p.RemovedAt = fromNullMS(admitted), fromNullMS(left), fromNullMS(removed)
+	if err == nil {
+		if p.Name, err = s.seal.open(p.Name, "participants.name", p.ID); err != nil {
+			return p, err
+		}
+	}
 	return p, notFound(err)
 }
 
 func (s *Store) ParticipantByID(ctx context.Context, id string) (store.Participant, error) {
-	return scanParticipant(s.db.QueryRowContext(ctx, `SELECT `+participantCols+` FROM participants WHERE id = ?`, id))
+	return s.scanParticipant(s.db.QueryRowContext(ctx, `SELECT `+participantCols+` FROM participants WHERE id = ?`, id))
 }
 
 func (s *Store) VisitParticipants(ctx context.Context, visitID string) ([]store.Participant, error) {
@@ -359,7 +411,7 @@ func (s *Store) VisitParticipants(ctx context.Context, visitID string) ([]store.
 	defer rows.Close()
 	var out []store.Participant
 	for rows.Next() {
-		p, err := scanParticipant(rows)
+		p, err := s.scanParticipant(rows)
 		if err != nil {
 			return nil, err
 		}
@@ -381,5 +433,5 @@ func (s *Store) RemoveParticipant(ctx context.Context, id string, at time.Time) 
 }
 
 func (s *Store) SetParticipantName(ctx context.Context, id, name string) error {
-	return one(s.db.ExecContext(ctx, `UPDATE participants SET name = ? WHERE id = ?`, name, id))
+	return one(s.db.ExecContext(ctx, `UPDATE participants SET name = ? WHERE id = ?`, s.seal.seal(name, "participants.name", id), id))
 }

@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/store"
 )
 
@@ -17,6 +19,11 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("Sessions", func(t *testing.T) { testSessions(t, newStore(t)) })
 	t.Run("Visits", func(t *testing.T) { testVisits(t, newStore(t)) })
 	t.Run("Participants", func(t *testing.T) { testParticipants(t, newStore(t)) })
+	t.Run("Audit", func(t *testing.T) { testAudit(t, newStore(t)) })
+	t.Run("SecondFactors", func(t *testing.T) { testSecondFactors(t, newStore(t)) })
+	t.Run("Lockouts", func(t *testing.T) { testLockouts(t, newStore(t)) })
+	t.Run("BreakGlass", func(t *testing.T) { testBreakGlass(t, newStore(t)) })
+	t.Run("Retention", func(t *testing.T) { testRetention(t, newStore(t)) })
 }
 
 var t0 = time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
@@ -197,4 +204,224 @@ func ids(vs []store.Visit) []string {
 		out = append(out, v.ID)
 	}
 	return out
+}
+
+func testAudit(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n, h, err := s.AuditHead(ctx)
+	must(t, err)
+	if n != 0 || !bytes.Equal(h, audit.Genesis) {
+		t.Fatalf("empty trail head = %d %x", n, h)
+	}
+	log := audit.NewLog(s, func() time.Time { return t0 })
+	events := []audit.Event{
+		{Action: audit.SignIn, ActorID: "usr_a", ActorRole: "clinician", Addr: "192.0.2.1", UserAgent: "UA/1"},
+		{Action: audit.VisitCreate, ActorID: "usr_a", VisitID: "vst_1", SubjectID: "usr_b", Detail: map[string]string{"k": "v", "a": "b"}},
+		{Action: audit.VisitAdmit, ActorID: "usr_b", VisitID: "vst_1", SubjectID: "prt_1", Time: t0.Add(time.Hour)},
+		{Action: audit.VisitEnd, ActorID: "usr_a", VisitID: "vst_2", Time: t0.Add(2 * time.Hour)},
+	}
+	for _, e := range events {
+		must(t, log.Record(ctx, e))
+	}
+	all, err := s.AuditEntries(ctx, 0, 100)
+	must(t, err)
+	if len(all) != len(events) {
+		t.Fatalf("AuditEntries = %d rows, want %d", len(all), len(events))
+	}
+	prev := audit.Genesis
+	for i, en := range all {
+		if en.Seq != int64(i+1) || !bytes.Equal(en.PrevHash, prev) || !en.Check() {
+			t.Fatalf("row %d: seq %d, links %v, hash ok %v", i, en.Seq, bytes.Equal(en.PrevHash, prev), en.Check())
+		}
+		prev = en.Hash
+	}
+	if all[1].Detail["a"] != "b" || all[0].Addr != "192.0.2.1" || all[0].Outcome != "ok" || !all[2].Time.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("rows read back differ: %+v", all)
+	}
+	n, h, err = s.AuditHead(ctx)
+	must(t, err)
+	if n != 4 || !bytes.Equal(h, all[3].Hash) {
+		t.Fatalf("head = %d %x", n, h)
+	}
+	page, err := s.AuditEntries(ctx, 2, 1)
+	must(t, err)
+	if len(page) != 1 || page[0].Seq != 3 {
+		t.Fatalf("AuditEntries(after 2, limit 1) = %+v", page)
+	}
+	for _, tc := range []struct {
+		name string
+		q    audit.Query
+		want []int64
+	}{
+		{"all, newest first", audit.Query{}, []int64{4, 3, 2, 1}},
+		{"by visit", audit.Query{VisitID: "vst_1"}, []int64{3, 2}},
+		{"by user as actor or subject", audit.Query{UserID: "usr_b"}, []int64{3, 2}},
+		{"by action", audit.Query{Action: audit.SignIn}, []int64{1}},
+		{"by time", audit.Query{From: t0.Add(time.Minute), To: t0.Add(2 * time.Hour)}, []int64{3}},
+		{"paging", audit.Query{BeforeSeq: 3, Limit: 1}, []int64{2}},
+	} {
+		got, err := s.SearchAudit(ctx, tc.q)
+		must(t, err)
+		var seqs []int64
+		for _, en := range got {
+			seqs = append(seqs, en.Seq)
+		}
+		if fmt.Sprint(seqs) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: SearchAudit = %v, want %v", tc.name, seqs, tc.want)
+		}
+	}
+}
+
+func testSecondFactors(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	u := clinician(t, s, "usr_1", "a@example.org")
+	if _, err := s.TOTPByUser(ctx, u.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("no TOTP yet: %v", err)
+	}
+	must(t, s.PutTOTP(ctx, store.TOTP{UserID: u.ID, Secret: "JBSWY3DPEHPK3PXP", CreatedAt: t0}))
+	got, err := s.TOTPByUser(ctx, u.ID)
+	must(t, err)
+	if got.Secret != "JBSWY3DPEHPK3PXP" || got.ConfirmedAt != nil || got.LastStep != 0 {
+		t.Fatalf("TOTPByUser = %+v", got)
+	}
+	if err := s.UseTOTPStep(ctx, u.ID, 100); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("a code of an unconfirmed secret was accepted: %v", err)
+	}
+	must(t, s.ConfirmTOTP(ctx, u.ID, t0, 100))
+	if err := s.UseTOTPStep(ctx, u.ID, 100); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("the step used to confirm was accepted again: %v", err)
+	}
+	must(t, s.UseTOTPStep(ctx, u.ID, 101))
+	for _, step := range []int64{101, 99} {
+		if err := s.UseTOTPStep(ctx, u.ID, step); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("step %d after 101: %v, want ErrConflict", step, err)
+		}
+	}
+	must(t, s.SetRecoveryCodes(ctx, u.ID, [][]byte{[]byte("h1"), []byte("h2")}))
+	must(t, s.UseRecoveryCode(ctx, u.ID, []byte("h1"), t0))
+	if err := s.UseRecoveryCode(ctx, u.ID, []byte("h1"), t0); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a recovery code worked twice: %v", err)
+	}
+	if n, err := s.RecoveryCodesLeft(ctx, u.ID); err != nil || n != 1 {
+		t.Fatalf("RecoveryCodesLeft = %d %v", n, err)
+	}
+	must(t, s.CreatePasskey(ctx, store.Passkey{ID: "pky_1", UserID: u.ID, CredentialID: []byte("cred"), Credential: []byte(`{"a":1}`), Name: "Laptop", CreatedAt: t0}))
+	if err := s.CreatePasskey(ctx, store.Passkey{ID: "pky_2", UserID: u.ID, CredentialID: []byte("cred"), Credential: []byte(`{}`), Name: "x", CreatedAt: t0}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("duplicate credential id: %v", err)
+	}
+	must(t, s.UpdatePasskey(ctx, "pky_1", []byte(`{"a":2}`), t0.Add(time.Hour)))
+	pks, err := s.UserPasskeys(ctx, u.ID)
+	must(t, err)
+	if len(pks) != 1 || string(pks[0].Credential) != `{"a":2}` || pks[0].LastUsedAt == nil || pks[0].Name != "Laptop" {
+		t.Fatalf("UserPasskeys = %+v", pks)
+	}
+	if err := s.DeletePasskey(ctx, "usr_other", "pky_1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("another user deleted the passkey: %v", err)
+	}
+	must(t, s.DeleteSecondFactors(ctx, u.ID))
+	if _, err := s.TOTPByUser(ctx, u.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("TOTP after reset: %v", err)
+	}
+	if pks, _ := s.UserPasskeys(ctx, u.ID); len(pks) != 0 {
+		t.Fatal("passkeys after reset")
+	}
+	if n, _ := s.RecoveryCodesLeft(ctx, u.ID); n != 0 {
+		t.Fatal("recovery codes after reset")
+	}
+	// Sessions carry their stage and a WebAuthn challenge.
+	must(t, s.CreateSession(ctx, store.Session{IDHash: []byte("p"), UserID: u.ID, CreatedAt: t0, LastSeenAt: t0, ExpiresAt: t0.Add(time.Hour), Stage: "mfa"}))
+	must(t, s.SetSessionChallenge(ctx, []byte("p"), []byte(`{"c":1}`)))
+	sess, err := s.SessionByHash(ctx, []byte("p"))
+	must(t, err)
+	if sess.Stage != "mfa" || string(sess.Challenge) != `{"c":1}` {
+		t.Fatalf("session = %+v", sess)
+	}
+	if n, err := s.CountUserSessions(ctx, u.ID); err != nil || n != 1 {
+		t.Fatalf("CountUserSessions = %d %v", n, err)
+	}
+}
+
+func testLockouts(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	const max = 3
+	window, lock := 10*time.Minute, 15*time.Minute
+	for i := 1; i < max; i++ {
+		until, err := s.RecordFailure(ctx, "k", t0.Add(time.Duration(i)*time.Second), window, max, lock)
+		must(t, err)
+		if !until.IsZero() {
+			t.Fatalf("locked after %d failures", i)
+		}
+	}
+	until, err := s.RecordFailure(ctx, "k", t0.Add(time.Minute), window, max, lock)
+	must(t, err)
+	if !until.Equal(t0.Add(time.Minute + lock)) {
+		t.Fatalf("after %d failures locked until %v", max, until)
+	}
+	if got, _ := s.LockedUntil(ctx, "k"); !got.Equal(until) {
+		t.Fatalf("LockedUntil = %v", got)
+	}
+	if got, _ := s.LockedUntil(ctx, "other"); !got.IsZero() {
+		t.Fatalf("another key locked: %v", got)
+	}
+	// Failures spread wider than the window never lock.
+	for i := range 5 {
+		until, err := s.RecordFailure(ctx, "slow", t0.Add(time.Duration(i)*window), window, 2, lock)
+		must(t, err)
+		if !until.IsZero() {
+			t.Fatalf("slow failures locked at %d", i)
+		}
+	}
+	must(t, s.ClearFailures(ctx, "slow"))
+	if got, _ := s.LockedUntil(ctx, "slow"); !got.IsZero() {
+		t.Fatalf("cleared key locked: %v", got)
+	}
+}
+
+func testBreakGlass(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	u := clinician(t, s, "usr_1", "a@example.org")
+	b := store.BreakGlass{ID: "brk_1", UserID: u.ID, GrantedBy: "usr_admin", Reason: "cardiac arrest, covering", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
+	must(t, s.CreateBreakGlass(ctx, b))
+	got, err := s.BreakGlassGrants(ctx, u.ID, t0.Add(time.Minute))
+	must(t, err)
+	if len(got) != 1 || got[0].Reason != b.Reason || !got[0].Active(t0.Add(time.Minute)) || got[0].Active(t0.Add(time.Hour)) {
+		t.Fatalf("BreakGlassGrants = %+v", got)
+	}
+	if got, _ := s.BreakGlassGrants(ctx, "", t0.Add(2*time.Hour)); len(got) != 0 {
+		t.Fatalf("an expired grant is listed: %+v", got)
+	}
+	n, err := s.RevokeBreakGlass(ctx, u.ID, t0.Add(10*time.Minute))
+	must(t, err)
+	got, _ = s.BreakGlassGrants(ctx, u.ID, t0)
+	if n != 1 || len(got) != 1 || got[0].Active(t0.Add(11*time.Minute)) {
+		t.Fatalf("after revoke (%d): %+v", n, got)
+	}
+}
+
+func testRetention(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	a := clinician(t, s, "usr_a", "a@example.org")
+	old := store.Visit{ID: "vst_old", ClinicianID: a.ID, PatientName: "Old", ScheduledAt: t0, CreatedAt: t0, LinkHash: []byte("l1"), LinkExpiresAt: t0.Add(24 * time.Hour), State: store.VisitEnded}
+	live := store.Visit{ID: "vst_live", ClinicianID: a.ID, ScheduledAt: t0, CreatedAt: t0, LinkHash: []byte("l2"), LinkExpiresAt: t0.Add(90 * 24 * time.Hour), State: store.VisitScheduled}
+	recent := store.Visit{ID: "vst_new", ClinicianID: a.ID, ScheduledAt: t0.Add(40 * 24 * time.Hour), CreatedAt: t0, LinkHash: []byte("l3"), LinkExpiresAt: t0.Add(41 * 24 * time.Hour), State: store.VisitEnded}
+	for _, v := range []store.Visit{old, live, recent} {
+		must(t, s.CreateVisit(ctx, v))
+	}
+	must(t, s.CreateParticipant(ctx, store.Participant{ID: "prt_1", VisitID: old.ID, Role: store.RolePatient, Name: "Old", CreatedAt: t0}))
+	n, err := s.DeleteVisitsBefore(ctx, t0.Add(30*24*time.Hour))
+	must(t, err)
+	if n != 1 {
+		t.Fatalf("DeleteVisitsBefore = %d, want 1 (the ended old visit)", n)
+	}
+	if _, err := s.VisitByID(ctx, old.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("old visit still there: %v", err)
+	}
+	if _, err := s.ParticipantByID(ctx, "prt_1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("its participant is still there: %v", err)
+	}
+	for _, id := range []string{live.ID, recent.ID} {
+		if _, err := s.VisitByID(ctx, id); err != nil {
+			t.Fatalf("%s deleted: %v", id, err)
+		}
+	}
 }

@@ -224,6 +224,7 @@ export class Call extends Emitter {
     };
     pc.onconnectionstatechange = () => {
       this.emit('connection-state', {peerId: id, state: pc.connectionState});
+      if (pc.connectionState === 'connected') this._reportPair(id, pc);
     };
     pc.ontrack = (ev) => {
       const track = ev.track;
@@ -273,6 +274,37 @@ export class Call extends Emitter {
     conn.pc.ontrack = null;
     conn.chat.onmessage = null;
     conn.pc.close();
+  }
+
+  /**
+   * Tells the server which kind of candidate pair the connection to a peer uses (direct or
+   * through the relay), for the audit trail: candidate types and transport only, no address.
+   * @param {string} peer
+   * @param {RTCPeerConnection} pc
+   */
+  async _reportPair(peer, pc) {
+    try {
+      const report = await pc.getStats();
+      /** @type {Map<string, any>} */
+      const byId = new Map();
+      report.forEach((v) => byId.set(v.id, v));
+      for (const t of byId.values()) {
+        if (t.type !== 'transport' || !t.selectedCandidatePairId) continue;
+        const pair = byId.get(t.selectedCandidatePairId);
+        const local = pair && byId.get(pair.localCandidateId);
+        const remote = pair && byId.get(pair.remoteCandidateId);
+        if (!local || !remote || !local.candidateType || !remote.candidateType) return;
+        /** @type {{type: 'candidate_pair', peer: string, local: string, remote: string, protocol: string, relay_protocol?: string}} */
+        const msg = {type: 'candidate_pair', peer, local: local.candidateType, remote: remote.candidateType,
+          protocol: local.protocol === 'tcp' ? 'tcp' : 'udp'};
+        if (local.candidateType === 'relay' && ['udp', 'tcp', 'tls'].includes(local.relayProtocol)) msg.relay_protocol = local.relayProtocol;
+        if (this.closed) return;
+        this.signalling.send(msg);
+        return;
+      }
+    } catch (err) {
+      console.warn('bedside: no candidate pair to report', err);
+    }
   }
 
   /**

@@ -22,6 +22,9 @@ const STATE_TEXT = /** @type {Record<string, string>} */ ({
 const userName = byId('user-name', HTMLElement);
 const signout = byId('signout', HTMLButtonElement);
 const consoleError = byId('console-error', HTMLElement);
+const breakGlassBanner = byId('break-glass-banner', HTMLElement);
+const adminLink = byId('admin-link', HTMLAnchorElement);
+const auditLink = byId('audit-link', HTMLAnchorElement);
 const form = byId('create-visit', HTMLFormElement);
 const patientName = byId('patient-name', HTMLInputElement);
 const scheduledAt = byId('scheduled-at', HTMLInputElement);
@@ -296,12 +299,37 @@ signout.addEventListener('click', async () => {
   location.assign('/signin');
 });
 
+/** Admins see every active emergency grant at the top of the console. */
+async function alertAdmins() {
+  try {
+    const data = await api('GET', '/api/v1/break-glass');
+    /** @type {{active: boolean, user: {name: string}, expires_at: string}[]} */
+    const active = (Array.isArray(data?.grants) ? data.grants : []).filter((/** @type {any} */ g) => g.active);
+    if (active.length > 0) {
+      breakGlassBanner.textContent = 'Emergency access (break-glass) is active: ' +
+        active.map((g) => `${g.user.name} until ${formatTime(g.expires_at)}`).join('; ') + '. See Accounts.';
+      breakGlassBanner.hidden = false;
+    }
+  } catch {
+    // The banner is a convenience; the accounts page shows the same.
+  }
+}
+
 async function start() {
   try {
     const data = await api('GET', '/api/v1/session');
     const user = data?.user;
     userName.textContent = user?.name || user?.email || '';
     if (user && (user.role === 'staff' || user.role === 'admin')) clinicianField.hidden = false;
+    if (data?.emergency) {
+      breakGlassBanner.textContent = 'Emergency access is on: you can open every visit. Every use is recorded and the admins are told.';
+      breakGlassBanner.hidden = false;
+    }
+    if (user && user.role === 'admin') {
+      adminLink.hidden = false;
+      auditLink.hidden = false;
+      alertAdmins();
+    }
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) {
       toSignIn();

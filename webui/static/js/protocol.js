@@ -52,7 +52,9 @@ const MAX_QUEUED = 500;
  *   | {type: 'admit', participant: string}
  *   | {type: 'remove', participant: string}
  *   | {type: 'end'}
- *   | {type: 'leave'}} ClientMsg
+ *   | {type: 'leave'}
+ *   | {type: 'candidate_pair', peer: string, local: string, remote: string, protocol: string,
+ *       relay_protocol?: string}} ClientMsg
  */
 
 /**
