@@ -207,9 +207,11 @@ func (p *Peer) offer(restart bool) {
 	if p.pc.SignalingState() != webrtc.SignalingStateStable {
 		return // an offer is already on its way
 	}
-	if p.polite && p.pc.RemoteDescription() == nil {
-		// The polite side answers the first offer and offers nothing before it: pion
-		// cannot roll a local offer back, so a collision here could not be resolved.
+	if p.polite {
+		// The polite side of this client never offers: its tracks ride on the transceivers
+		// the other side offered, and renegotiations (ICE restarts too) are the impolite
+		// side's. Pion cannot roll a local offer back, so a collision (for instance with a
+		// late negotiationneeded of the other side) could not be resolved here.
 		return
 	}
 	p.makingOffer = true

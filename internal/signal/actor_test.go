@@ -340,16 +340,23 @@ func TestSlowClient(t *testing.T) {
 	for range rateBurst - 10 {
 		clin.send(fmt.Sprintf(`{"type":"signal","to":%q,"description":{"type":"offer","sdp":%q}}`, patID, sdp))
 	}
-	// The sender is not held up: every relay went through without error, and its answer
-	// comes before the slow patient is dropped (were the clinician's actor stuck behind the
-	// patient's socket, peer gone would come first).
+	// The sender is not held up: every relay went through without error and its next
+	// request is answered, while the slow patient is dropped after writeWait (peer gone).
+	// The two can come in either order: on a loaded machine sending the offers may take
+	// longer than writeWait.
 	clin.send(`{"type":"signal","to":"prt_nobody","candidate":null}`)
-	clin.expectError(CodeNotFound, "signal")
-	t.Logf("sender answered after %v", time.Since(start))
-	// The patient's actor gives up on its blocked socket after writeWait.
-	m := clin.nextWithin(3 * writeWait)
-	if m.typ() != "peer" || m.str("event") != "gone" || !strings.Contains(m.String(), patID) {
-		t.Fatalf("clinician got %s, want peer gone for the slow patient", m)
+	var answered, dropped bool
+	for !answered || !dropped {
+		m := clin.nextWithin(3 * writeWait)
+		switch {
+		case m.typ() == "error" && m.str("code") == CodeNotFound:
+			answered = true
+			t.Logf("sender answered after %v", time.Since(start))
+		case m.typ() == "peer" && m.str("event") == "gone" && strings.Contains(m.String(), patID):
+			dropped = true
+		default:
+			t.Fatalf("clinician got %s, want its not_found answer and peer gone for the slow patient", m)
+		}
 	}
 	t.Logf("slow client dropped after %v", time.Since(start))
 	eventually(t, "the clinician is the only client", func() bool { return h.srv.Clients() == 1 })
@@ -376,12 +383,13 @@ func TestShutdown(t *testing.T) {
 	if rooms, members := h.vm.LiveCounts(); rooms != 0 || members != 0 {
 		t.Errorf("%d rooms, %d members after Shutdown", rooms, members)
 	}
+	// The actors have ended; Serve itself signals the wait group in its last deferred
+	// call, so its frame may be seen for a moment while it returns.
 	buf := make([]byte, 1<<20)
-	stacks := string(buf[:runtime.Stack(buf, true)])
 	for _, fn := range []string{"signal.(*client).run", "signal.(*client).readLoop", "signal.(*client).pingLoop", "signal.(*Server).Serve"} {
-		if strings.Contains(stacks, fn) {
-			t.Errorf("%s still running after Shutdown", fn)
-		}
+		eventually(t, fn+" gone after Shutdown", func() bool {
+			return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), fn)
+		})
 	}
 
 	for _, c := range []*conn{clin, pat, waiting, silent} {
