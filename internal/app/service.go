@@ -15,6 +15,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/auth"
 	"github.com/bedside/bedside/internal/config"
 	"github.com/bedside/bedside/internal/signal"
@@ -37,6 +42,12 @@ type Service struct {
 	http   *http.Server
 	ln     net.Listener
 
+	rec        audit.Recorder
+	registry   *prometheus.Registry // every metric; served on --metrics-addr
+	metrics    *appMetrics
+	metricsSrv *http.Server // nil when --metrics-addr is off
+	metricsLn  net.Listener
+
 	cancel   context.CancelFunc // stops the background loops
 	wg       sync.WaitGroup     // the background loops and the HTTP server
 	served   chan struct{}      // closed when http.Server.Serve has returned
@@ -48,6 +59,8 @@ type Options struct {
 	Now func() time.Time
 	// PingEvery and PongWait override the signalling liveness timing.
 	PingEvery, PongWait time.Duration
+	// Recorder receives the audit events (nil: audit.Discard).
+	Recorder audit.Recorder
 }
 
 // Start opens the database, starts STUN and the web server, and returns once they listen.
@@ -56,7 +69,12 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	s := &Service{cfg: cfg, log: log, served: make(chan struct{})}
+	if opt.Recorder == nil {
+		opt.Recorder = audit.Discard
+	}
+	s := &Service{cfg: cfg, log: log, served: make(chan struct{}), rec: opt.Recorder, registry: prometheus.NewRegistry()}
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.metrics = newAppMetrics(s.registry)
 	defer func() {
 		if err != nil {
 			s.closeParts()
@@ -69,16 +87,17 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 	if err != nil {
 		return nil, err
 	}
-	s.visits = visit.NewManager(s.store, visit.Config{LinkTTL: cfg.LinkTTL, Now: opt.Now, Log: log.With("part", "visit")})
-	if s.turn, err = turn.Start(turn.Config{STUNAddr: cfg.STUNAddr, ICEHost: cfg.ICEHost, Log: log.With("part", "turn")}); err != nil {
+	s.visits = visit.NewManager(s.store, visit.Config{LinkTTL: cfg.LinkTTL, Now: opt.Now, Log: log.With("part", "visit"), Departed: s.departed})
+	if s.turn, err = startTURN(cfg, log.With("part", "turn"), s.registry, s.rec); err != nil {
 		return nil, err
 	}
 	s.signal = signal.NewServer(signal.Config{
-		Visits:    s.visits,
-		ICE:       s.iceConfig,
-		Log:       log.With("part", "signal"),
-		PingEvery: opt.PingEvery,
-		PongWait:  opt.PongWait,
+		Visits:     s.visits,
+		ICE:        s.iceConfig,
+		Connection: s.connection,
+		Log:        log.With("part", "signal"),
+		PingEvery:  opt.PingEvery,
+		PongWait:   opt.PongWait,
 	})
 	if s.ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("http-addr: %w", err)
@@ -93,6 +112,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 		Visits:    s.visits,
 		Users:     s.store,
 		Signal:    s.signal,
+		CheckICE:  s.checkICE,
 		PublicURL: cfg.PublicURL,
 		TLS:       cfg.TLS(),
 		Log:       log.With("part", "web"),
@@ -115,26 +135,26 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 		s.ln = tls.NewListener(s.ln, s.http.TLSConfig)
 	}
 
+	if cfg.MetricsAddr != "" {
+		if s.metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			return nil, fmt.Errorf("metrics-addr: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+		s.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.metricsSrv.Serve(s.metricsLn) }()
+	}
+
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	s.wg.Add(3)
 	go func() { defer s.wg.Done(); s.serveErr = s.http.Serve(s.ln); close(s.served) }()
 	go func() { defer s.wg.Done(); s.visits.Run(bg) }()
 	go func() { defer s.wg.Done(); s.sweepSessions(bg, opt.Now) }()
-	log.Info("bedside serving", "http", s.ln.Addr().String(), "public_url", cfg.PublicURL, "stun_port", s.turn.Port(), "tls", cfg.TLS())
+	log.Info("bedside serving", "http", s.ln.Addr().String(), "public_url", cfg.PublicURL, "stun_port", s.turn.Port(),
+		"turn", cfg.TURN, "relay", s.turn.Enabled(), "tls", cfg.TLS(), "metrics", cfg.MetricsAddr)
 	return s, nil
-}
-
-// iceConfig is the ICE configuration each participant gets (see docs/protocol.md).
-func (s *Service) iceConfig(store.Participant) signal.ICEConfig {
-	var out []signal.ICEServer
-	for _, is := range s.turn.ICEServers() {
-		out = append(out, signal.ICEServer{URLs: is.URLs, Username: is.Username, Credential: is.Credential})
-	}
-	if out == nil {
-		out = []signal.ICEServer{}
-	}
-	return signal.ICEConfig{Servers: out, Policy: "all"}
 }
 
 // sweepSessions deletes expired sign-in sessions every 10 minutes.
@@ -167,6 +187,20 @@ func (s *Service) URL() string {
 
 // STUNPort is the UDP port of the embedded STUN server.
 func (s *Service) STUNPort() int { return s.turn.Port() }
+
+// TURN is the relay (for tests).
+func (s *Service) TURN() *turn.Server { return s.turn }
+
+// MetricsAddr is the address of the metrics listener (nil when off).
+func (s *Service) MetricsAddr() net.Addr {
+	if s.metricsLn == nil {
+		return nil
+	}
+	return s.metricsLn.Addr()
+}
+
+// Registry is the Prometheus registry of every metric (for tests).
+func (s *Service) Registry() *prometheus.Registry { return s.registry }
 
 // Visits is the visit manager (for tests).
 func (s *Service) Visits() *visit.Manager { return s.visits }
@@ -206,6 +240,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("http: %w", err))
 		s.http.Close()
 	}
+	if s.metricsSrv != nil {
+		s.metricsSrv.Close()
+	}
 	s.cancel()
 	s.wg.Wait()
 	if err := s.Err(); err != nil {
@@ -218,6 +255,11 @@ func (s *Service) Shutdown(ctx context.Context) error {
 
 // closeParts closes what Start opened, in reverse order. Safe on a partly started service.
 func (s *Service) closeParts() {
+	if s.metricsSrv != nil {
+		s.metricsSrv.Close()
+	} else if s.metricsLn != nil {
+		s.metricsLn.Close()
+	}
 	if s.turn != nil {
 		s.turn.Close()
 	}

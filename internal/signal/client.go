@@ -37,7 +37,15 @@ type client struct {
 	presence *visit.Presence
 	role     store.Role
 	limiter  *rate.Limiter
+	visit    store.Visit // as at welcome
+	admitted bool
+	refresh  *time.Timer // fires when the ICE credentials need renewing; nil = none
 }
+
+// admittedNote is queued by the room on admission; the actor turns it into a fresh
+// ice_servers message (relay credentials are for admitted participants) and the admitted
+// message, in that order.
+type admittedNote struct{ msg AdmittedMsg }
 
 type final struct {
 	msg    any
@@ -69,7 +77,7 @@ func (c *client) finish(v any, status websocket.StatusCode, reason string) {
 // visit.Member, called by the room with its lock held: queue and return.
 
 func (c *client) Admitted(peers []visit.Peer) {
-	c.queue(AdmittedMsg{Type: "admitted", Peers: peerInfos(peers)})
+	c.queue(admittedNote{AdmittedMsg{Type: "admitted", Peers: peerInfos(peers)}})
 }
 
 func (c *client) WaitingChanged(list []visit.Waiting) {
@@ -121,8 +129,17 @@ func (c *client) run(ctx context.Context) {
 	wg.Add(2)
 	go func() { defer wg.Done(); c.readLoop(ctx, inbox) }()
 	go func() { defer wg.Done(); c.pingLoop(ctx, cancel) }()
+	defer func() {
+		if c.refresh != nil {
+			c.refresh.Stop()
+		}
+	}()
 
 	for {
+		var refresh <-chan time.Time
+		if c.refresh != nil {
+			refresh = c.refresh.C
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -134,7 +151,12 @@ func (c *client) run(ctx context.Context) {
 			c.conn.Close(f.status, f.reason)
 			return
 		case v := <-c.out:
-			if !c.write(ctx, v) {
+			if !c.writeOut(ctx, v) {
+				return
+			}
+		case <-refresh:
+			c.refresh = nil
+			if !c.sendICE(ctx, false) {
 				return
 			}
 		case in := <-inbox:
@@ -151,13 +173,46 @@ func (c *client) flush(ctx context.Context) {
 	for {
 		select {
 		case v := <-c.out:
-			if !c.write(ctx, v) {
+			if !c.writeOut(ctx, v) {
 				return
 			}
 		default:
 			return
 		}
 	}
+}
+
+// writeOut writes a queued message; an admission becomes ice_servers and admitted.
+func (c *client) writeOut(ctx context.Context, v any) bool {
+	if n, ok := v.(admittedNote); ok {
+		c.admitted = true
+		if !c.sendICE(ctx, false) {
+			return false
+		}
+		v = n.msg
+	}
+	return c.write(ctx, v)
+}
+
+// iceConfig asks for this participant's ICE configuration and schedules its renewal.
+func (c *client) iceConfig(welcome bool) ICEConfig {
+	ice := c.s.cfg.ICE(ICERequest{Participant: c.presence.Participant(), Visit: c.visit, Admitted: c.admitted, Welcome: welcome})
+	if c.refresh != nil {
+		c.refresh.Stop()
+		c.refresh = nil
+	}
+	if !ice.Expires.IsZero() {
+		// At four fifths of the credential's life: time to use it in ICE restarts.
+		left := time.Until(ice.Expires)
+		c.refresh = time.NewTimer(max(left-left/5, time.Second))
+	}
+	return ice
+}
+
+// sendICE sends fresh ICE servers (ice_servers message).
+func (c *client) sendICE(ctx context.Context, welcome bool) bool {
+	ice := c.iceConfig(welcome)
+	return c.write(ctx, ICEServersMsg{Type: "ice_servers", ICEServers: ice.Servers, ICETransportPolicy: ice.Policy})
 }
 
 func (c *client) write(ctx context.Context, v any) bool {
@@ -267,6 +322,8 @@ func (c *client) handle(ctx context.Context, in readResult) {
 		err = c.presence.End(ctx)
 	case "leave":
 		c.presence.Leave(ctx)
+	case "connection":
+		err = c.connection(ctx, msg)
 	}
 	if err != nil {
 		code, text := errorCode(err)
@@ -318,7 +375,9 @@ func (c *client) hello(ctx context.Context, msg Incoming) {
 	}
 	c.presence = p
 	c.role = w.Participant.Role
-	ice := c.s.cfg.ICE(w.Participant)
+	c.visit = w.Visit
+	c.admitted = w.Admitted
+	ice := c.iceConfig(true)
 	welcome := WelcomeMsg{
 		Type:               "welcome",
 		Participant:        ParticipantInfo{ID: w.Participant.ID, Role: string(w.Participant.Role), Name: w.Participant.Name},
@@ -336,4 +395,21 @@ func (c *client) hello(ctx context.Context, msg Incoming) {
 	if !c.write(ctx, welcome) {
 		c.finish(nil, websocket.StatusInternalError, "write failed")
 	}
+}
+
+// connection takes a participant's report of its selected candidate pair.
+func (c *client) connection(ctx context.Context, msg Incoming) error {
+	if !c.presence.Admitted() {
+		return visit.ErrNotAdmitted
+	}
+	if msg.Peer == c.presence.Participant().ID {
+		return invalid("peer is yourself.")
+	}
+	if c.s.cfg.Connection != nil {
+		c.s.cfg.Connection(ctx, ConnectionReport{
+			VisitID: c.visit.ID, ParticipantID: c.presence.Participant().ID, Role: c.role,
+			PeerID: msg.Peer, Local: *msg.Local, Remote: *msg.Remote,
+		})
+	}
+	return nil
 }

@@ -74,6 +74,9 @@ type Visit struct {
 	RevokedAt     *time.Time
 	State         VisitState
 	EndedAt       *time.Time
+	// Privacy: everyone in the visit uses relay-only ICE, so nobody's home address is shown
+	// to the other party.
+	Privacy bool
 }
 
 // Participant is one person in one visit: the clinician, the patient, later guests. A
@@ -91,6 +94,32 @@ type Participant struct {
 	LeftAt         *time.Time
 	RemovedAt      *time.Time // removed by the clinician: its cookie no longer works
 }
+
+// Candidate is one side of a selected ICE candidate pair: what kind of path, never an
+// address.
+type Candidate struct {
+	Type          string // host, srflx, prflx, relay
+	Protocol      string // udp, tcp
+	RelayProtocol string // udp, tcp, tls: how the browser reached the TURN server ("" unless relay)
+}
+
+// Relayed reports whether media on this side goes through a TURN relay.
+func (c Candidate) Relayed() bool { return c.Type == "relay" }
+
+// Connection is the selected candidate pair a participant's browser reported towards one
+// peer: the latest, and when it was first and last reported.
+type Connection struct {
+	VisitID       string
+	ParticipantID string
+	PeerID        string
+	Local, Remote Candidate
+	FirstAt       time.Time
+	UpdatedAt     time.Time
+	Changes       int // how often the pair changed after the first report
+}
+
+// Relayed reports whether the pair goes through a relay on either side.
+func (c Connection) Relayed() bool { return c.Local.Relayed() || c.Remote.Relayed() }
 
 // Store is everything Bedside keeps. Consumers declare the smaller interfaces they use.
 type Store interface {
@@ -125,6 +154,12 @@ type Store interface {
 	SetParticipantLeft(ctx context.Context, id string, at time.Time) error
 	RemoveParticipant(ctx context.Context, id string, at time.Time) error
 	SetParticipantName(ctx context.Context, id, name string) error
+
+	// SetConnection records a participant's selected candidate pair towards a peer,
+	// replacing the earlier one (counting the change when it differs).
+	SetConnection(ctx context.Context, c Connection) error
+	// VisitConnections returns every pair reported in a visit.
+	VisitConnections(ctx context.Context, visitID string) ([]Connection, error)
 
 	Ping(ctx context.Context) error
 	Close() error

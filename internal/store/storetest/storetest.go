@@ -17,6 +17,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("Sessions", func(t *testing.T) { testSessions(t, newStore(t)) })
 	t.Run("Visits", func(t *testing.T) { testVisits(t, newStore(t)) })
 	t.Run("Participants", func(t *testing.T) { testParticipants(t, newStore(t)) })
+	t.Run("Connections", func(t *testing.T) { testConnections(t, newStore(t)) })
 }
 
 var t0 = time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
