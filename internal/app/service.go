@@ -61,6 +61,9 @@ type Options struct {
 	PingEvery, PongWait time.Duration
 	// Recorder receives the audit events (nil: audit.Discard).
 	Recorder audit.Recorder
+	// TURNSockets, if set, runs the creation of each relay socket (network-namespace tests
+	// make them inside the server's namespace).
+	TURNSockets func(create func())
 }
 
 // Start opens the database, starts STUN and the web server, and returns once they listen.
@@ -88,7 +91,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 		return nil, err
 	}
 	s.visits = visit.NewManager(s.store, visit.Config{LinkTTL: cfg.LinkTTL, Now: opt.Now, Log: log.With("part", "visit"), Departed: s.departed})
-	if s.turn, err = startTURN(cfg, log.With("part", "turn"), s.registry, s.rec); err != nil {
+	if s.turn, err = startTURN(cfg, log.With("part", "turn"), s.registry, s.rec, opt.TURNSockets); err != nil {
 		return nil, err
 	}
 	s.signal = signal.NewServer(signal.Config{

@@ -23,7 +23,7 @@ import (
 // startTURN starts the relay the configuration asks for: embedded (STUN and TURN here),
 // external (credentials for a coturn with use-auth-secret), or off (STUN only, or nothing
 // when stun-addr is off).
-func startTURN(cfg config.Config, log *slog.Logger, reg prometheus.Registerer, rec audit.Recorder) (*turn.Server, error) {
+func startTURN(cfg config.Config, log *slog.Logger, reg prometheus.Registerer, rec audit.Recorder, sockets func(func())) (*turn.Server, error) {
 	if cfg.STUNAddr == "off" && cfg.TURN != "external" {
 		return turn.Off(), nil
 	}
@@ -43,7 +43,7 @@ func startTURN(cfg config.Config, log *slog.Logger, reg prometheus.Registerer, r
 	tc := turn.Config{
 		ICEHost: cfg.ICEHost, Secrets: secrets,
 		TTL: cfg.TURNTTL, CheckTTL: cfg.TURNCheckTTL, TTLMax: cfg.TURNTTLMax,
-		Recorder: rec, Metrics: turn.NewMetrics(reg), Log: log,
+		Recorder: rec, Metrics: turn.NewMetrics(reg), Log: log, Sockets: sockets,
 	}
 	switch cfg.TURN {
 	case "external":

@@ -32,7 +32,9 @@ func (g *relayGen) AllocatePacketConn(conf pionturn.AllocateListenerConfig) (net
 	if err != nil {
 		return nil, nil, err
 	}
-	pc, addr, err := g.inner.AllocatePacketConn(conf)
+	var pc net.PacketConn
+	var addr net.Addr
+	g.s.cfg.Sockets(func() { pc, addr, err = g.inner.AllocatePacketConn(conf) })
 	if err != nil {
 		g.s.release(rc)
 		return nil, nil, err
@@ -53,7 +55,9 @@ func (g *relayGen) AllocateListener(conf pionturn.AllocateListenerConfig) (net.L
 	if err != nil {
 		return nil, nil, err
 	}
-	ln, addr, err := g.inner.AllocateListener(conf)
+	var ln net.Listener
+	var addr net.Addr
+	g.s.cfg.Sockets(func() { ln, addr, err = g.inner.AllocateListener(conf) })
 	if err != nil {
 		g.s.release(rc)
 		return nil, nil, err
@@ -70,7 +74,9 @@ func (g *relayGen) AllocateConn(conf pionturn.AllocateConnConfig) (net.Conn, err
 	if ta, ok := conf.RemoteAddr.(*net.TCPAddr); !ok || !g.s.policy.Allowed(nil, ta.IP) {
 		return nil, errPeerDenied
 	}
-	c, err := g.inner.AllocateConn(conf)
+	var c net.Conn
+	var err error
+	g.s.cfg.Sockets(func() { c, err = g.inner.AllocateConn(conf) })
 	if err != nil {
 		return nil, err
 	}

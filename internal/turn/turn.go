@@ -96,6 +96,10 @@ type Config struct {
 	// BandwidthKbps limits each allocation, in each direction (0: unlimited).
 	BandwidthKbps int
 
+	// Sockets, if set, runs the creation of each relay socket (tests use it to make them in
+	// a network namespace, on a thread that stays there). nil: in place.
+	Sockets func(create func())
+
 	Recorder audit.Recorder // nil: audit.Discard
 	Metrics  *Metrics       // nil: none
 	Log      *slog.Logger
@@ -147,6 +151,9 @@ func Start(cfg Config) (*Server, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Sockets == nil {
+		cfg.Sockets = func(create func()) { create() }
 	}
 	if cfg.TTL == 0 {
 		cfg.TTL = DefaultTTL

@@ -52,7 +52,9 @@ const MAX_QUEUED = 500;
  *   | {type: 'admit', participant: string}
  *   | {type: 'remove', participant: string}
  *   | {type: 'end'}
- *   | {type: 'leave'}} ClientMsg
+ *   | {type: 'leave'}
+ *   | {type: 'connection', peer: string, local: {candidate_type: string, protocol: string, relay_protocol?: string},
+ *       remote: {candidate_type: string, protocol: string}}} ClientMsg
  */
 
 /**
