@@ -44,8 +44,8 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 start_bedside() { # $1: UDP sockets, $2: port
   taskset -c "$SERVER_CPU" "$work/bedside" serve --data-dir "$work/data-$1" --http-addr 127.0.0.1:0 \
     --stun-addr "127.0.0.1:$2" --turn-udp-sockets "$1" --turn-secret "$SECRET" \
-    --turn-allow-peers 127.0.0.1 --turn-ttl-max 25h --turn-bandwidth 0 --turn-quota 100 \
-    --turn-quota-total 10000 --turn-tcp=false --turn-ports "$3" --log-level error \
+    --turn-allow-peers 127.0.0.1 --turn-ttl-max 25h --turn-bandwidth 0 --turn-quota 1000 \
+    --turn-quota-total 100000 --turn-tcp=false --turn-ports "$3" --log-level error \
     >"$work/bedside-$1.log" 2>&1 &
   bedside_pid[$1]=$!
   bedside_port[$1]=$2
@@ -55,7 +55,7 @@ start_bedside() { # $1: UDP sockets, $2: port
 
 start_coturn() {
   taskset -c "$SERVER_CPU" turnserver -n --listening-ip=127.0.0.1 --listening-port="$COTURN_PORT" \
-    --relay-ip=127.0.0.1 --min-port=45000 --max-port=49999 --use-auth-secret \
+    --relay-ip=127.0.0.1 --min-port=50000 --max-port=65000 --use-auth-secret \
     --static-auth-secret="$SECRET" --realm=bedside --allow-loopback-peers --no-cli --no-tls --no-dtls \
     --no-tcp --no-tcp-relay --no-rfc5780 --no-software-attribute --log-file="$work/coturn.log" \
     --no-stdout-log --simple-log --pidfile="$work/coturn.pid" >/dev/null 2>&1 &
@@ -70,6 +70,7 @@ start_coturn() {
 # crosses two allocations) sending 1 message per ms at most.
 CLIENTS=${BENCH_CLIENTS:-50}
 PER_PROCESS=6250
+run=0
 
 # load NAME PID PORT RATE: one bounded run; prints a result row.
 load() {
@@ -79,10 +80,11 @@ load() {
   local z=1
   if [ "$rate" -lt "$PER_PROCESS" ]; then z=$(( PER_PROCESS / rate )); n=$(( n / z )); fi
   local c0 c1 i
+  run=$((run + 1))
   c0=$(cpu_ticks "$pid")
   for i in $(seq "$procs"); do
     taskset -c "$LOAD_CPU" timeout 120 turnutils_uclient -y -c -m "$CLIENTS" -n "$n" -l "$SIZE" -z "$z" \
-      -W "$SECRET" -u "bench$i" -p "$port" 127.0.0.1 >"$work/out.$i" 2>&1 &
+      -W "$SECRET" -u "bench-$run-$i" -p "$port" 127.0.0.1 >"$work/out.$i" 2>&1 &
   done
   wait $(jobs -p | grep -v -x -F "$(printf '%s\n' "${pids[@]}")" || true) 2>/dev/null || true
   c1=$(cpu_ticks "$pid")
@@ -123,7 +125,8 @@ declare -A bedside_pid bedside_port
 start_coturn
 port=$BEDSIDE_PORT
 for s in $SOCKETS; do
-  start_bedside "$s" "$port" "$((40000 + (port - BEDSIDE_PORT) * 2000))-$((41999 + (port - BEDSIDE_PORT) * 2000))"
+  # uclient leaves its allocations to expire (10 min): each server gets 15000 relay ports.
+  start_bedside "$s" "$port" "$((20000 + (port - BEDSIDE_PORT) * 15000))-$((34999 + (port - BEDSIDE_PORT) * 15000))"
   port=$((port + 1))
 done
 for rate in $RATES; do
