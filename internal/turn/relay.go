@@ -43,7 +43,10 @@ func (g *relayGen) AllocatePacketConn(conf pionturn.AllocateListenerConfig) (net
 		udp.SetReadBuffer(1 << 20)
 		udp.SetWriteBuffer(1 << 20)
 	}
-	rc.pc = pc
+	if !rc.attach(pc, nil) { // revoked meanwhile
+		pc.Close()
+		return nil, nil, ErrRevoked
+	}
 	return rc, addr, nil
 }
 
@@ -62,7 +65,10 @@ func (g *relayGen) AllocateListener(conf pionturn.AllocateListenerConfig) (net.L
 		g.s.release(rc)
 		return nil, nil, err
 	}
-	rc.ln = ln
+	if !rc.attach(nil, ln) {
+		ln.Close()
+		return nil, nil, ErrRevoked
+	}
 	return &relayListener{Listener: ln, rc: rc}, addr, nil
 }
 
@@ -144,9 +150,22 @@ type relayConn struct {
 	in, out *rate.Limiter  // peer -> client, client -> peer; nil = unlimited
 	packets *atomic.Uint64 // shared by the user's allocations
 	once    sync.Once
-	// conns are the TCP data connections of a TCP allocation.
-	mu    sync.Mutex
-	conns []net.Conn
+	// mu guards pc and ln until they are attached (Revoke may run meanwhile), closed, and
+	// conns: the TCP data connections of a TCP allocation.
+	mu     sync.Mutex
+	closed bool
+	conns  []net.Conn
+}
+
+// attach gives the relay its socket, unless it was closed (revoked) meanwhile.
+func (c *relayConn) attach(pc net.PacketConn, ln net.Listener) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.pc, c.ln = pc, ln
+	return true
 }
 
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
@@ -180,17 +199,19 @@ func (c *relayConn) SetWriteDeadline(t time.Time) error { return c.pc.SetWriteDe
 func (c *relayConn) Close() error {
 	var err error
 	c.once.Do(func() {
-		if c.pc != nil {
-			err = c.pc.Close()
-		}
-		if c.ln != nil {
-			err = c.ln.Close()
-		}
 		c.mu.Lock()
-		for _, tc := range c.conns {
+		c.closed = true
+		pc, ln, conns := c.pc, c.ln, c.conns
+		c.mu.Unlock()
+		if pc != nil {
+			err = pc.Close()
+		}
+		if ln != nil {
+			err = ln.Close()
+		}
+		for _, tc := range conns {
 			tc.Close()
 		}
-		c.mu.Unlock()
 		c.s.release(c)
 	})
 	return err

@@ -223,11 +223,12 @@ func Start(cfg Config) (*Server, error) {
 
 // listenSTUN answers STUN binding requests on Addr and refuses every allocation (400).
 func (s *Server) listenSTUN() error {
-	pc, err := listenUDP(s.cfg.Addr)
+	conns, err := listenUDPGroup(s.cfg.Addr, 1)
 	if err != nil {
 		return fmt.Errorf("stun listen %s: %w", s.cfg.Addr, err)
 	}
-	s.udp = append(s.udp, pc)
+	pc := conns[0]
+	s.udp = conns
 	s.udpPort = pc.LocalAddr().(*net.UDPAddr).Port
 	lf := logging.NewDefaultLoggerFactory()
 	lf.DefaultLogLevel = logging.LogLevelDisabled
@@ -243,21 +244,13 @@ func (s *Server) listenSTUN() error {
 // listen opens the sockets and starts pion on them.
 func (s *Server) listen() error {
 	cfg := s.cfg
-	first, err := listenUDP(cfg.Addr)
+	conns, err := listenUDPGroup(cfg.Addr, cfg.UDPListeners)
 	if err != nil {
 		return fmt.Errorf("turn listen udp %s: %w", cfg.Addr, err)
 	}
-	s.udp = append(s.udp, first)
-	laddr := first.LocalAddr().(*net.UDPAddr)
+	s.udp = conns
+	laddr := conns[0].LocalAddr().(*net.UDPAddr)
 	s.udpPort = laddr.Port
-	bound := net.JoinHostPort(hostOf(cfg.Addr), strconv.Itoa(s.udpPort))
-	for i := 1; i < cfg.UDPListeners; i++ {
-		c, err := listenUDP(bound)
-		if err != nil {
-			return fmt.Errorf("turn listen udp %s (socket %d): %w", bound, i+1, err)
-		}
-		s.udp = append(s.udp, c)
-	}
 
 	publicIP := cfg.PublicIP
 	if publicIP == nil {
