@@ -2,7 +2,7 @@
 GO ?= go
 export CGO_ENABLED ?= 0
 
-.PHONY: all build serve test deps check-js vet unit browser bench fuzz clean
+.PHONY: all build serve test deps check-js vet unit browser netns bench bench-turn fuzz clean
 
 all: build
 
@@ -13,8 +13,9 @@ serve:
 	$(GO) run ./cmd/bedside serve
 
 # Everything: static checks, unit and in-process end-to-end tests with the race detector,
-# then the real-browser tests. Installs Chromium and TypeScript first when missing.
-test: deps vet check-js unit browser
+# then the real-browser tests, then the network-namespace tests (root). Installs Chromium,
+# coturn's client tools, iproute2, nftables and TypeScript first when missing.
+test: deps vet check-js unit browser netns
 
 deps:
 	./scripts/test-deps.sh
@@ -24,6 +25,7 @@ vet:
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags browser ./test/browser/...
+	$(GO) vet -tags browser,netns ./test/browser/...
 
 check-js:
 	./node_modules/.bin/tsc -p tsconfig.json
@@ -35,8 +37,17 @@ unit:
 browser:
 	$(GO) test -tags browser -count=1 -timeout 10m ./test/browser/...
 
+# Two real browsers on hosts that cannot reach each other (network namespaces; needs root):
+# the relay, TURN off, UDP blocked, revocation. They make and remove their own namespaces.
+netns:
+	$(GO) test -tags browser,netns -count=1 -timeout 10m -run Netns ./test/browser/...
+
 bench:
 	$(GO) test -tags browser -run '^$$' -bench AdmitToFirstFrame -benchtime 20x ./test/browser
+
+# Bedside's TURN relay against coturn, side by side (docs/benchmarks.md).
+bench-turn:
+	./scripts/bench-turn.sh
 
 clean:
 	rm -rf bedside test/browser/artifacts

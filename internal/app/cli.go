@@ -472,15 +472,16 @@ func runVisit(ctx context.Context, args []string, sio IO) int {
 	sub, args := args[0], args[1:]
 	fs := config.NewFlagSet("visit "+sub, sio.Stderr)
 	var clinician, patient, at, date string
-	var asJSON bool
+	var asJSON, privacy bool
 	var synopsis string
 	switch sub {
 	case "create":
 		fs.StringVar(&clinician, "clinician", "", "email of the clinician who holds the visit")
 		fs.StringVar(&patient, "patient-name", "", "the patient's name, as the clinician will see it (optional)")
 		fs.StringVar(&at, "at", "", "scheduled time, RFC 3339 (default: now)")
+		fs.BoolVar(&privacy, "privacy", false, "privacy mode: relay-only ICE for everyone, so nobody's home IP address reaches the other party")
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
-		synopsis = "--clinician EMAIL [--patient-name N] [--at RFC3339] [--json] [options]"
+		synopsis = "--clinician EMAIL [--patient-name N] [--at RFC3339] [--privacy] [--json] [options]"
 	case "list":
 		fs.StringVar(&date, "date", "", "the day, YYYY-MM-DD in UTC (default: today)")
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
@@ -526,7 +527,7 @@ func runVisit(ctx context.Context, args []string, sio IO) int {
 	ctx = cliContext(ctx)
 	switch sub {
 	case "create":
-		return visitCreate(ctx, st, m, cfg, clinician, patient, scheduled, asJSON, sio)
+		return visitCreate(ctx, st, m, cfg, visit.NewVisit{PatientName: patient, ScheduledAt: scheduled, Privacy: privacy}, clinician, asJSON, sio)
 	case "list":
 		return visitList(ctx, m, date, asJSON, sio)
 	default:
@@ -534,7 +535,7 @@ func runVisit(ctx context.Context, args []string, sio IO) int {
 	}
 }
 
-func visitCreate(ctx context.Context, st store.Store, m *visit.Manager, cfg config.Config, clinician, patient string, at time.Time, asJSON bool, sio IO) int {
+func visitCreate(ctx context.Context, st store.Store, m *visit.Manager, cfg config.Config, nv visit.NewVisit, clinician string, asJSON bool, sio IO) int {
 	u, err := st.UserByEmail(ctx, auth.NormalizeEmail(clinician))
 	if errors.Is(err, store.ErrNotFound) {
 		fmt.Fprintf(sio.Stderr, "bedside visit create: --clinician: no account with email %q\n", clinician)
@@ -544,7 +545,8 @@ func visitCreate(ctx context.Context, st store.Store, m *visit.Manager, cfg conf
 		fmt.Fprintf(sio.Stderr, "bedside visit create: %v\n", err)
 		return exitFail
 	}
-	v, token, err := m.Create(ctx, visit.NewVisit{ClinicianID: u.ID, PatientName: patient, ScheduledAt: at})
+	nv.ClinicianID = u.ID
+	v, token, err := m.Create(ctx, nv)
 	if err != nil {
 		fmt.Fprintf(sio.Stderr, "bedside visit create: %v\n", err)
 		return exitFail
@@ -555,9 +557,13 @@ func visitCreate(ctx context.Context, st store.Store, m *visit.Manager, cfg conf
 		ClinicianURL  string    `json:"clinician_url"`
 		ScheduledAt   time.Time `json:"scheduled_at"`
 		LinkExpiresAt time.Time `json:"link_expires_at"`
-	}{v.ID, cfg.PublicURL + "/v/" + token, cfg.PublicURL + "/console/visits/" + v.ID, v.ScheduledAt, v.LinkExpiresAt}
+		Privacy       bool      `json:"privacy"`
+	}{v.ID, cfg.PublicURL + "/v/" + token, cfg.PublicURL + "/console/visits/" + v.ID, v.ScheduledAt, v.LinkExpiresAt, v.Privacy}
 	if asJSON {
 		return printJSON(sio, out)
+	}
+	if v.Privacy {
+		fmt.Fprintln(sio.Stdout, "Privacy mode: media goes only through the relay; nobody sees another's IP address.")
 	}
 	fmt.Fprintf(sio.Stdout, "Visit %s with %s at %s\nPatient link (send it to the patient; it is shown only now): %s\nClinician link: %s\nThe patient link expires at %s.\n",
 		v.ID, u.Name, v.ScheduledAt.Format(time.RFC3339), out.PatientURL, out.ClinicianURL, v.LinkExpiresAt.Format(time.RFC3339))

@@ -84,6 +84,24 @@ func TestCLIUsersAndVisits(t *testing.T) {
 	if !auth.WellFormedToken(tok) || v.ClinicianURL != "https://visits.clinic.example/console/visits/"+v.VisitID {
 		t.Fatalf("visit create printed %+v", v)
 	}
+	// Privacy mode from the command line: kept with the visit.
+	r = bedside(t, "", nil, "visit", "create", d, "--clinician", "rivera@clinic.example", "--privacy", "--json")
+	var pv struct {
+		VisitID string `json:"visit_id"`
+		Privacy bool   `json:"privacy"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &pv) != nil || !pv.Privacy {
+		t.Fatalf("visit create --privacy: %+v", r)
+	}
+	st, err = sqlite.Open(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pvisit, err := st.VisitByID(context.Background(), pv.VisitID)
+	st.Close()
+	if err != nil || !pvisit.Privacy {
+		t.Fatalf("stored privacy visit: %+v, %v", pvisit, err)
+	}
 	r = bedside(t, "", nil, "visit", "list", d, "--date", "2030-01-02", "--json")
 	if r.code != 0 || !strings.Contains(r.stdout, v.VisitID) {
 		t.Fatalf("visit list: %+v", r)

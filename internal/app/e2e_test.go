@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,12 +119,18 @@ func TestVisitEndToEnd(t *testing.T) {
 	if !doc.Welcome.Admitted || doc.Welcome.Participant.Role != "clinician" {
 		t.Fatalf("clinician welcome: %+v", doc.Welcome)
 	}
-	if len(doc.Welcome.ICEServers) != 1 || len(doc.Welcome.ICEServers[0].URLs) != 1 {
+	// The clinician (admitted at once) gets STUN and the relay with its credential.
+	if ice := doc.Welcome.ICEServers; len(ice) != 2 || len(ice[0].URLs) != 1 || ice[1].Username == "" ||
+		!strings.HasSuffix(ice[1].Username, ":"+doc.Welcome.Participant.ID) || doc.Welcome.ICETransportPolicy != "all" {
 		t.Fatalf("ICE servers: %+v", doc.Welcome.ICEServers)
 	}
 	_, pat := joinPatient(t, ctx, srv.URL(), vs.token, "Ada", true)
 	if pat.Welcome.Admitted || pat.Welcome.Visit.State != "waiting" || pat.Welcome.Waiting != nil {
 		t.Fatalf("patient welcome: %+v", pat.Welcome)
+	}
+	// A waiting patient gets no relay credential.
+	if ice := pat.Welcome.ICEServers; len(ice) != 1 || ice[0].Username != "" {
+		t.Fatalf("waiting patient's ICE servers: %+v", ice)
 	}
 
 	runCtx, stopCalls := context.WithCancel(ctx)

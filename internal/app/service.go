@@ -16,6 +16,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
 
@@ -48,6 +51,11 @@ type Service struct {
 	acmeHTTP *http.Server // HTTP-01 challenges and the redirect to https (ACME only)
 	acmeLn   net.Listener
 
+	registry   *prometheus.Registry // every metric; served on --metrics-addr
+	metrics    *appMetrics
+	metricsSrv *http.Server // nil when --metrics-addr is off
+	metricsLn  net.Listener
+
 	cancel   context.CancelFunc // stops the background loops
 	wg       sync.WaitGroup     // the background loops and the HTTP server
 	served   chan struct{}      // closed when http.Server.Serve has returned
@@ -59,6 +67,9 @@ type Options struct {
 	Now func() time.Time
 	// PingEvery and PongWait override the signalling liveness timing.
 	PingEvery, PongWait time.Duration
+	// TURNSockets, if set, runs the creation of each relay socket (network-namespace tests
+	// make them inside the server's namespace).
+	TURNSockets func(create func())
 }
 
 // Start opens the database, starts STUN and the web server, and returns once they listen.
@@ -67,7 +78,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	s := &Service{cfg: cfg, log: log, served: make(chan struct{}), now: opt.Now}
+	s := &Service{cfg: cfg, log: log, served: make(chan struct{}), now: opt.Now, registry: prometheus.NewRegistry()}
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.metrics = newAppMetrics(s.registry)
 	defer func() {
 		if err != nil {
 			s.closeParts()
@@ -104,13 +117,14 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 	if err != nil {
 		return nil, err
 	}
-	s.visits = visit.NewManager(s.store, visit.Config{LinkTTL: cfg.LinkTTL, Now: opt.Now, Log: log.With("part", "visit"), Audit: s.audit})
-	if s.turn, err = turn.Start(turn.Config{STUNAddr: cfg.STUNAddr, ICEHost: cfg.ICEHost, Log: log.With("part", "turn")}); err != nil {
+	s.visits = visit.NewManager(s.store, visit.Config{LinkTTL: cfg.LinkTTL, Now: opt.Now, Log: log.With("part", "visit"), Audit: s.audit, Departed: s.departed})
+	if s.turn, err = startTURN(cfg, log.With("part", "turn"), s.registry, s.audit, opt.TURNSockets); err != nil {
 		return nil, err
 	}
 	s.signal = signal.NewServer(signal.Config{
 		Visits:         s.visits,
 		ICE:            s.iceConfig,
+		Connection:     s.connection,
 		OriginPatterns: append([]string{publicOrigin(cfg.PublicURL)}, cfg.Origins()...),
 		Audit:          s.audit,
 		Log:            log.With("part", "signal"),
@@ -130,6 +144,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 		Visits:    s.visits,
 		Users:     s.store,
 		Signal:    s.signal,
+		CheckICE:  s.checkICE,
 		PublicURL: cfg.PublicURL,
 		TLS:       cfg.TLS(),
 		Log:       log.With("part", "web"),
@@ -160,6 +175,17 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 		s.ln = tls.NewListener(s.ln, s.http.TLSConfig)
 	}
 
+	if cfg.MetricsAddr != "" {
+		if s.metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			return nil, fmt.Errorf("metrics-addr: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+		s.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.metricsSrv.Serve(s.metricsLn) }()
+	}
+
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	s.wg.Add(5)
@@ -172,20 +198,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.acmeHTTP.Serve(s.acmeLn) }()
 	}
-	log.Info("bedside serving", "http", s.ln.Addr().String(), "public_url", cfg.PublicURL, "stun_port", s.turn.Port(), "tls", cfg.TLS())
+	log.Info("bedside serving", "http", s.ln.Addr().String(), "public_url", cfg.PublicURL, "stun_port", s.turn.Port(),
+		"turn", cfg.TURN, "relay", s.turn.Enabled(), "tls", cfg.TLS(), "metrics", cfg.MetricsAddr)
 	return s, nil
-}
-
-// iceConfig is the ICE configuration each participant gets (see docs/protocol.md).
-func (s *Service) iceConfig(store.Participant) signal.ICEConfig {
-	var out []signal.ICEServer
-	for _, is := range s.turn.ICEServers() {
-		out = append(out, signal.ICEServer{URLs: is.URLs, Username: is.Username, Credential: is.Credential})
-	}
-	if out == nil {
-		out = []signal.ICEServer{}
-	}
-	return signal.ICEConfig{Servers: out, Policy: "all"}
 }
 
 // sweepSessions deletes expired sign-in sessions every 10 minutes.
@@ -352,6 +367,20 @@ func (s *Service) URL() string {
 // STUNPort is the UDP port of the embedded STUN server.
 func (s *Service) STUNPort() int { return s.turn.Port() }
 
+// TURN is the relay (for tests).
+func (s *Service) TURN() *turn.Server { return s.turn }
+
+// MetricsAddr is the address of the metrics listener (nil when off).
+func (s *Service) MetricsAddr() net.Addr {
+	if s.metricsLn == nil {
+		return nil
+	}
+	return s.metricsLn.Addr()
+}
+
+// Registry is the Prometheus registry of every metric (for tests).
+func (s *Service) Registry() *prometheus.Registry { return s.registry }
+
 // Visits is the visit manager (for tests).
 func (s *Service) Visits() *visit.Manager { return s.visits }
 
@@ -393,6 +422,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	if s.acmeHTTP != nil {
 		s.acmeHTTP.Close()
 	}
+	if s.metricsSrv != nil {
+		s.metricsSrv.Close()
+	}
 	s.cancel()
 	s.wg.Wait()
 	if err := s.Err(); err != nil {
@@ -406,6 +438,11 @@ func (s *Service) Shutdown(ctx context.Context) error {
 
 // closeParts closes what Start opened, in reverse order. Safe on a partly started service.
 func (s *Service) closeParts() {
+	if s.metricsSrv != nil {
+		s.metricsSrv.Close()
+	} else if s.metricsLn != nil {
+		s.metricsLn.Close()
+	}
 	if s.turn != nil {
 		s.turn.Close()
 	}

@@ -37,8 +37,32 @@ type Config struct {
 	TLSCert   string // certificate file (PEM); TLS is on when both TLSCert and TLSKey are set
 	TLSKey    string // private key file (PEM)
 
-	STUNAddr string // UDP listen address of the embedded STUN server; "off" disables it
+	STUNAddr string // UDP (and TCP) listen address of the embedded STUN/TURN server; "off" disables it
 	ICEHost  string // host name or address put into ICE server URLs; derived from PublicURL when empty
+
+	// The TURN relay (docs/operations.md, "TURN relay").
+	TURN              string        // embedded, external or off
+	TURNTCP           bool          // TURN over TCP on stun-addr's port
+	TURNTLSAddr       string        // TURNS listen address ("" = none)
+	TURNTLSCert       string        // TURNS certificate (default: tls-cert)
+	TURNTLSKey        string        // TURNS key (default: tls-key)
+	TURNUDPSockets    int           // UDP sockets sharing stun-addr (SO_REUSEPORT); 0 = one per core
+	TURNRelayIP       string        // address relay sockets bind to ("" = the stun-addr host, or all)
+	TURNPublicIP      string        // relay address told to clients (1:1 NAT)
+	TURNPorts         string        // relay port range "min-max"
+	TURNSecret        string        // shared secret (current[,previous]); or
+	TURNSecretFile    string        // a file of one or two lines: current, previous
+	TURNTTL           time.Duration // lifetime of a participant's credential
+	TURNCheckTTL      time.Duration // lifetime of the device check's credential
+	TURNTTLMax        time.Duration // the longest credential the relay accepts
+	TURNAllowPeers    string        // CIDR list relayed to despite the denied ranges
+	TURNTCPRelay      bool          // RFC 6062 TCP allocations
+	TURNQuota         int           // allocations per participant
+	TURNQuotaTotal    int           // allocations in all
+	TURNBandwidthKbps int           // per allocation and direction; 0 = unlimited
+	TURNURLs          string        // external mode: the service's URLs, comma-separated
+
+	MetricsAddr string // Prometheus /metrics listen address ("" = off)
 
 	LinkTTL         time.Duration // patient links expire this long after the scheduled time
 	SessionIdle     time.Duration // a sign-in session ends after this long without a request
@@ -80,8 +104,29 @@ func (c *Config) options() []option {
 		{"data-dir", "directory for the SQLite database", (*stringValue)(&c.DataDir)},
 		{"tls-cert", "TLS certificate file (PEM); TLS is on when tls-cert and tls-key are set", (*stringValue)(&c.TLSCert)},
 		{"tls-key", "TLS private key file (PEM)", (*stringValue)(&c.TLSKey)},
-		{"stun-addr", `UDP listen address of the embedded STUN server, or "off"`, (*stringValue)(&c.STUNAddr)},
+		{"stun-addr", `UDP and TCP listen address of the embedded STUN/TURN server, or "off"`, (*stringValue)(&c.STUNAddr)},
 		{"ice-host", "host put into ICE server URLs given to browsers (default: the host of public-url)", (*stringValue)(&c.ICEHost)},
+		{"turn", "TURN relay: embedded (in this process, on stun-addr), external (a coturn with use-auth-secret, at turn-urls) or off", (*stringValue)(&c.TURN)},
+		{"turn-tcp", "accept TURN over TCP on stun-addr's port (for networks that block UDP)", (*boolValue)(&c.TURNTCP)},
+		{"turn-tls-addr", `TURN over TLS (TURNS) listen address, e.g. ":5349" or ":443" (default: none)`, (*stringValue)(&c.TURNTLSAddr)},
+		{"turn-tls-cert", "TURNS certificate file (PEM) (default: tls-cert)", (*stringValue)(&c.TURNTLSCert)},
+		{"turn-tls-key", "TURNS private key file (PEM) (default: tls-key)", (*stringValue)(&c.TURNTLSKey)},
+		{"turn-udp-sockets", "UDP sockets sharing stun-addr with SO_REUSEPORT, each with its own read loop (0: one per core)", (*intValue)(&c.TURNUDPSockets)},
+		{"turn-relay-ip", "address the relay sockets bind to (default: stun-addr's host, or all addresses)", (*stringValue)(&c.TURNRelayIP)},
+		{"turn-public-ip", "relay address told to clients: the public address of a server behind 1:1 NAT (default: turn-relay-ip, or ice-host when it is an address)", (*stringValue)(&c.TURNPublicIP)},
+		{"turn-ports", "relay port range", (*stringValue)(&c.TURNPorts)},
+		{"turn-secret", "TURN REST shared secret, \"current[,previous]\" (default: random per process; prefer turn-secret-file)", (*stringValue)(&c.TURNSecret)},
+		{"turn-secret-file", "file holding the TURN secret: the current one on the first line, optionally the previous one on the second; must not be readable by group or others", (*stringValue)(&c.TURNSecretFile)},
+		{"turn-ttl", "lifetime of an admitted participant's TURN credential (refreshed over signalling before it expires)", (*durationValue)(&c.TURNTTL)},
+		{"turn-check-ttl", "lifetime of the TURN credential of the patient's device check", (*durationValue)(&c.TURNCheckTTL)},
+		{"turn-ttl-max", "the longest credential lifetime the relay accepts, whoever signed it", (*durationValue)(&c.TURNTTLMax)},
+		{"turn-allow-peers", "comma-separated CIDR prefixes the relay may send to although they are reserved or internal (your own SFU)", (*stringValue)(&c.TURNAllowPeers)},
+		{"turn-tcp-relay", "allow TCP allocations (RFC 6062), i.e. relaying to peers over TCP", (*boolValue)(&c.TURNTCPRelay)},
+		{"turn-quota", "concurrent relay allocations per participant (486 past it)", (*intValue)(&c.TURNQuota)},
+		{"turn-quota-total", "concurrent relay allocations in all (486 past it)", (*intValue)(&c.TURNQuotaTotal)},
+		{"turn-bandwidth", "bandwidth limit per allocation and direction, in kbit/s (0: none)", (*intValue)(&c.TURNBandwidthKbps)},
+		{"turn-urls", "external mode: the TURN service's URLs, comma-separated (turn:host:3478?transport=udp,turns:host:443?transport=tcp)", (*stringValue)(&c.TURNURLs)},
+		{"metrics-addr", "Prometheus metrics listen address, e.g. 127.0.0.1:9090 (default: off); never the public web port", (*stringValue)(&c.MetricsAddr)},
 		{"link-ttl", "patient links expire this long after the visit's scheduled time", (*durationValue)(&c.LinkTTL)},
 		{"session-idle", "sign-in sessions end after this long without activity", (*durationValue)(&c.SessionIdle)},
 		{"session-lifetime", "sign-in sessions end this long after sign-in", (*durationValue)(&c.SessionLifetime)},
@@ -106,15 +151,24 @@ func (c *Config) options() []option {
 // Default returns the embedded defaults: everything on one machine, nothing else needed.
 func Default() Config {
 	return Config{
-		HTTPAddr:        "127.0.0.1:8080",
-		DataDir:         "./bedside-data",
-		STUNAddr:        ":3478",
-		LinkTTL:         24 * time.Hour,
-		SessionIdle:     15 * time.Minute,
-		SessionLifetime: 12 * time.Hour,
-		ShutdownTimeout: 10 * time.Second,
-		LogLevel:        "info",
-		LogFormat:       "json",
+		HTTPAddr:          "127.0.0.1:8080",
+		DataDir:           "./bedside-data",
+		STUNAddr:          ":3478",
+		TURN:              "embedded",
+		TURNTCP:           true,
+		TURNPorts:         "49152-65535",
+		TURNTTL:           10 * time.Minute,
+		TURNCheckTTL:      2 * time.Minute,
+		TURNTTLMax:        time.Hour,
+		TURNQuota:         12,
+		TURNQuotaTotal:    1000,
+		TURNBandwidthKbps: 10000,
+		LinkTTL:           24 * time.Hour,
+		SessionIdle:       15 * time.Minute,
+		SessionLifetime:   12 * time.Hour,
+		ShutdownTimeout:   10 * time.Second,
+		LogLevel:          "info",
+		LogFormat:         "json",
 
 		RequireMFA:           true,
 		AuditCheckpointEvery: time.Minute,
@@ -375,6 +429,14 @@ func (c *Config) Validate() error {
 	if c.AuditCheckpointFile == "" {
 		c.AuditCheckpointFile = filepath.Join(c.DataDir, "audit-checkpoints.txt")
 	}
+	if err := c.validateTURN(); err != nil {
+		return err
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return fmt.Errorf("metrics-addr: invalid value %q: %w", c.MetricsAddr, err)
+		}
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -447,10 +509,27 @@ func (b *boolValue) String() string {
 	return strconv.FormatBool(bool(*b))
 }
 
-// IsBoolFlag lets --require-mfa stand for --require-mfa=true.
+// IsBoolFlag lets --require-mfa stand for --require-mfa=true (and --turn-tcp for true).
 func (b *boolValue) IsBoolFlag() bool { return true }
 
 type stringValue string
+
+type intValue int
+
+func (i *intValue) Set(v string) error {
+	x, err := strconv.Atoi(v)
+	if err != nil || x < 0 {
+		return errors.New("want a whole number, 0 or more")
+	}
+	*i = intValue(x)
+	return nil
+}
+func (i *intValue) String() string {
+	if i == nil {
+		return "0"
+	}
+	return strconv.Itoa(int(*i))
+}
 
 func (s *stringValue) Set(v string) error { *s = stringValue(v); return nil }
 func (s *stringValue) String() string {

@@ -313,6 +313,8 @@ func want(ok bool, format string, args ...any) string {
 func TestEveryFieldHasAnOption(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "empty.json")
 	os.WriteFile(file, []byte(`{}`), 0o600)
+	secretFile := filepath.Join(t.TempDir(), "turn-secret")
+	os.WriteFile(secretFile, []byte("0123456789abcdef0123\n"), 0o600)
 	env := []string{
 		"BEDSIDE_CONFIG=" + file,
 		"BEDSIDE_HTTP_ADDR=127.0.0.1:9000",
@@ -322,6 +324,26 @@ func TestEveryFieldHasAnOption(t *testing.T) {
 		"BEDSIDE_TLS_KEY=k.pem",
 		"BEDSIDE_STUN_ADDR=:3479",
 		"BEDSIDE_ICE_HOST=203.0.113.7",
+		"BEDSIDE_TURN=external",
+		"BEDSIDE_TURN_TCP=false",
+		"BEDSIDE_TURN_TLS_ADDR=:5349",
+		"BEDSIDE_TURN_TLS_CERT=turn-c.pem",
+		"BEDSIDE_TURN_TLS_KEY=turn-k.pem",
+		"BEDSIDE_TURN_UDP_SOCKETS=4",
+		"BEDSIDE_TURN_RELAY_IP=10.0.0.5",
+		"BEDSIDE_TURN_PUBLIC_IP=203.0.113.9",
+		"BEDSIDE_TURN_PORTS=40000-40100",
+		"BEDSIDE_TURN_SECRET_FILE=" + secretFile,
+		"BEDSIDE_TURN_TTL=5m",
+		"BEDSIDE_TURN_CHECK_TTL=1m",
+		"BEDSIDE_TURN_TTL_MAX=30m",
+		"BEDSIDE_TURN_ALLOW_PEERS=10.1.0.0/16",
+		"BEDSIDE_TURN_TCP_RELAY=true",
+		"BEDSIDE_TURN_QUOTA=3",
+		"BEDSIDE_TURN_QUOTA_TOTAL=50",
+		"BEDSIDE_TURN_BANDWIDTH=2000",
+		"BEDSIDE_TURN_URLS=turn:turn.clinic.example:3478",
+		"BEDSIDE_METRICS_ADDR=127.0.0.1:9090",
 		"BEDSIDE_LINK_TTL=48h",
 		"BEDSIDE_SESSION_IDLE=10m",
 		"BEDSIDE_SESSION_LIFETIME=8h",
@@ -356,6 +378,12 @@ func TestEveryFieldHasAnOption(t *testing.T) {
 		t.Fatal(err)
 	}
 	def := config.Default()
+	// turn-secret and turn-secret-file exclude each other: the secret is set on its own.
+	one, err := config.NewFlagSet("serve", io.Discard).Parse(nil, []string{"BEDSIDE_TURN_SECRET=0123456789abcdef0123"})
+	if err != nil || one.TURNSecret == "" {
+		t.Errorf("BEDSIDE_TURN_SECRET: %q, %v", one.TURNSecret, err)
+	}
+	cfg.TURNSecret = one.TURNSecret
 	got, orig, agot := reflect.ValueOf(cfg), reflect.ValueOf(def), reflect.ValueOf(acfg)
 	for i := range got.NumField() {
 		if got.Field(i).Interface() == orig.Field(i).Interface() && agot.Field(i).Interface() == orig.Field(i).Interface() {
@@ -389,6 +417,27 @@ var options = []struct{ flag, env string }{
 	{"tls-key", "BEDSIDE_TLS_KEY"},
 	{"stun-addr", "BEDSIDE_STUN_ADDR"},
 	{"ice-host", "BEDSIDE_ICE_HOST"},
+	{"turn", "BEDSIDE_TURN"},
+	{"turn-tcp", "BEDSIDE_TURN_TCP"},
+	{"turn-tls-addr", "BEDSIDE_TURN_TLS_ADDR"},
+	{"turn-tls-cert", "BEDSIDE_TURN_TLS_CERT"},
+	{"turn-tls-key", "BEDSIDE_TURN_TLS_KEY"},
+	{"turn-udp-sockets", "BEDSIDE_TURN_UDP_SOCKETS"},
+	{"turn-relay-ip", "BEDSIDE_TURN_RELAY_IP"},
+	{"turn-public-ip", "BEDSIDE_TURN_PUBLIC_IP"},
+	{"turn-ports", "BEDSIDE_TURN_PORTS"},
+	{"turn-secret", "BEDSIDE_TURN_SECRET"},
+	{"turn-secret-file", "BEDSIDE_TURN_SECRET_FILE"},
+	{"turn-ttl", "BEDSIDE_TURN_TTL"},
+	{"turn-check-ttl", "BEDSIDE_TURN_CHECK_TTL"},
+	{"turn-ttl-max", "BEDSIDE_TURN_TTL_MAX"},
+	{"turn-allow-peers", "BEDSIDE_TURN_ALLOW_PEERS"},
+	{"turn-tcp-relay", "BEDSIDE_TURN_TCP_RELAY"},
+	{"turn-quota", "BEDSIDE_TURN_QUOTA"},
+	{"turn-quota-total", "BEDSIDE_TURN_QUOTA_TOTAL"},
+	{"turn-bandwidth", "BEDSIDE_TURN_BANDWIDTH"},
+	{"turn-urls", "BEDSIDE_TURN_URLS"},
+	{"metrics-addr", "BEDSIDE_METRICS_ADDR"},
 	{"link-ttl", "BEDSIDE_LINK_TTL"},
 	{"session-idle", "BEDSIDE_SESSION_IDLE"},
 	{"session-lifetime", "BEDSIDE_SESSION_LIFETIME"},

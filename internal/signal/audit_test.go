@@ -42,7 +42,7 @@ func TestCandidatePairRecorded(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.Audit = rec })
 	clin, pat, clinID, patID := h.call()
 	report := func(c *conn, peer, local, remote string) {
-		c.send(fmt.Sprintf(`{"type":"candidate_pair","peer":%q,"local":%q,"remote":%q,"protocol":"udp"}`, peer, local, remote))
+		c.send(fmt.Sprintf(`{"type":"connection","peer":%q,"local":{"candidate_type":%q,"protocol":"udp"},"remote":{"candidate_type":%q,"protocol":"udp"}}`, peer, local, remote))
 	}
 	report(clin, patID, "host", "host")
 	report(clin, patID, "host", "host") // the same again: recorded once
@@ -71,5 +71,5 @@ func TestCandidatePairRecorded(t *testing.T) {
 	waiting := h.dial(waitingID)
 	waiting.hello("")
 	report(waiting, clinID, "host", "host")
-	waiting.expectError(CodeNotAdmitted, "candidate_pair")
+	waiting.expectError(CodeNotAdmitted, "connection")
 }

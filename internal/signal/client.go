@@ -42,8 +42,16 @@ type client struct {
 	// address, the user agent, the account), then the participant once hello succeeds.
 	actor audit.Actor
 	// pairs is the last candidate pair reported per peer: only a change is recorded.
-	pairs map[string]CandidatePair
+	pairs    map[string][2]Candidate
+	visit    store.Visit // as at welcome
+	admitted bool
+	refresh  *time.Timer // fires when the ICE credentials need renewing; nil = none
 }
+
+// admittedNote is queued by the room on admission; the actor turns it into a fresh
+// ice_servers message (relay credentials are for admitted participants) and the admitted
+// message, in that order.
+type admittedNote struct{ msg AdmittedMsg }
 
 type final struct {
 	msg    any
@@ -75,7 +83,7 @@ func (c *client) finish(v any, status websocket.StatusCode, reason string) {
 // visit.Member, called by the room with its lock held: queue and return.
 
 func (c *client) Admitted(peers []visit.Peer) {
-	c.queue(AdmittedMsg{Type: "admitted", Peers: peerInfos(peers)})
+	c.queue(admittedNote{AdmittedMsg{Type: "admitted", Peers: peerInfos(peers)}})
 }
 
 func (c *client) WaitingChanged(list []visit.Waiting) {
@@ -128,8 +136,17 @@ func (c *client) run(ctx context.Context) {
 	wg.Add(2)
 	go func() { defer wg.Done(); c.readLoop(ctx, inbox) }()
 	go func() { defer wg.Done(); c.pingLoop(ctx, cancel) }()
+	defer func() {
+		if c.refresh != nil {
+			c.refresh.Stop()
+		}
+	}()
 
 	for {
+		var refresh <-chan time.Time
+		if c.refresh != nil {
+			refresh = c.refresh.C
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -141,7 +158,12 @@ func (c *client) run(ctx context.Context) {
 			c.conn.Close(f.status, f.reason)
 			return
 		case v := <-c.out:
-			if !c.write(ctx, v) {
+			if !c.writeOut(ctx, v) {
+				return
+			}
+		case <-refresh:
+			c.refresh = nil
+			if !c.sendICE(ctx, false) {
 				return
 			}
 		case in := <-inbox:
@@ -158,13 +180,46 @@ func (c *client) flush(ctx context.Context) {
 	for {
 		select {
 		case v := <-c.out:
-			if !c.write(ctx, v) {
+			if !c.writeOut(ctx, v) {
 				return
 			}
 		default:
 			return
 		}
 	}
+}
+
+// writeOut writes a queued message; an admission becomes ice_servers and admitted.
+func (c *client) writeOut(ctx context.Context, v any) bool {
+	if n, ok := v.(admittedNote); ok {
+		c.admitted = true
+		if !c.sendICE(ctx, false) {
+			return false
+		}
+		v = n.msg
+	}
+	return c.write(ctx, v)
+}
+
+// iceConfig asks for this participant's ICE configuration and schedules its renewal.
+func (c *client) iceConfig(welcome bool) ICEConfig {
+	ice := c.s.cfg.ICE(ICERequest{Participant: c.presence.Participant(), Visit: c.visit, Admitted: c.admitted, Welcome: welcome})
+	if c.refresh != nil {
+		c.refresh.Stop()
+		c.refresh = nil
+	}
+	if !ice.Expires.IsZero() {
+		// At four fifths of the credential's life: time to use it in ICE restarts.
+		left := time.Until(ice.Expires)
+		c.refresh = time.NewTimer(max(left-left/5, time.Second))
+	}
+	return ice
+}
+
+// sendICE sends fresh ICE servers (ice_servers message).
+func (c *client) sendICE(ctx context.Context, welcome bool) bool {
+	ice := c.iceConfig(welcome)
+	return c.write(ctx, ICEServersMsg{Type: "ice_servers", ICEServers: ice.Servers, ICETransportPolicy: ice.Policy})
 }
 
 func (c *client) write(ctx context.Context, v any) bool {
@@ -274,12 +329,8 @@ func (c *client) handle(ctx context.Context, in readResult) {
 		err = c.presence.End(ctx)
 	case "leave":
 		c.presence.Leave(ctx)
-	case "candidate_pair":
-		if !c.presence.Admitted() {
-			err = visit.ErrNotAdmitted
-			break
-		}
-		c.candidatePair(ctx, *msg.Pair)
+	case "connection":
+		err = c.connection(ctx, msg)
 	}
 	if err != nil {
 		code, text := errorCode(err)
@@ -290,25 +341,26 @@ func (c *client) handle(ctx context.Context, in readResult) {
 	}
 }
 
-// candidatePair records the candidate pair a peer connection uses (direct or relayed), once
-// per change. Only admitted participants have peer connections to report.
-func (c *client) candidatePair(ctx context.Context, cp CandidatePair) {
+// recordPath records a peer connection's selected candidate pair in the audit trail
+// (direct or relayed), once per change per peer.
+func (c *client) recordPath(ctx context.Context, peer string, local, remote Candidate) {
 	if c.pairs == nil {
-		c.pairs = map[string]CandidatePair{}
+		c.pairs = map[string][2]Candidate{}
 	}
-	if c.pairs[cp.Peer] == cp || len(c.pairs) > 64 {
+	key := [2]Candidate{local, remote}
+	if c.pairs[peer] == key || len(c.pairs) > 64 {
 		return
 	}
-	c.pairs[cp.Peer] = cp
+	c.pairs[peer] = key
 	path := "direct"
-	if cp.Local == "relay" || cp.Remote == "relay" {
+	if local.Type == "relay" || remote.Type == "relay" {
 		path = "relay"
 	}
 	e := audit.EventFrom(ctx, audit.CandidatePair)
-	e.VisitID, e.SubjectID = c.presence.Participant().VisitID, cp.Peer
-	e.Detail = map[string]string{"local": cp.Local, "remote": cp.Remote, "protocol": cp.Protocol, "path": path}
-	if cp.RelayProtocol != "" {
-		e.Detail["relay_protocol"] = cp.RelayProtocol
+	e.VisitID, e.SubjectID = c.presence.Participant().VisitID, peer
+	e.Detail = map[string]string{"local": local.Type, "remote": remote.Type, "protocol": local.Protocol, "path": path}
+	if local.RelayProtocol != "" {
+		e.Detail["relay_protocol"] = local.RelayProtocol
 	}
 	if err := c.s.cfg.Audit.Record(ctx, e); err != nil {
 		c.log.Error("audit trail: cannot record", "action", string(e.Action), "err", err)
@@ -368,7 +420,9 @@ func (c *client) hello(ctx context.Context, msg Incoming) {
 	if c.id.User == nil { // a link holder acts as its participant
 		c.actor.ID, c.actor.Role = w.Participant.ID, string(w.Participant.Role)
 	}
-	ice := c.s.cfg.ICE(w.Participant)
+	c.visit = w.Visit
+	c.admitted = w.Admitted
+	ice := c.iceConfig(true)
 	welcome := WelcomeMsg{
 		Type:               "welcome",
 		Participant:        ParticipantInfo{ID: w.Participant.ID, Role: string(w.Participant.Role), Name: w.Participant.Name},
@@ -386,4 +440,22 @@ func (c *client) hello(ctx context.Context, msg Incoming) {
 	if !c.write(ctx, welcome) {
 		c.finish(nil, websocket.StatusInternalError, "write failed")
 	}
+}
+
+// connection takes a participant's report of its selected candidate pair.
+func (c *client) connection(ctx context.Context, msg Incoming) error {
+	if !c.presence.Admitted() {
+		return visit.ErrNotAdmitted
+	}
+	if msg.Peer == c.presence.Participant().ID {
+		return invalid("peer is yourself.")
+	}
+	if c.s.cfg.Connection != nil {
+		c.s.cfg.Connection(ctx, ConnectionReport{
+			VisitID: c.visit.ID, ParticipantID: c.presence.Participant().ID, Role: c.role,
+			PeerID: msg.Peer, Local: *msg.Local, Remote: *msg.Remote,
+		})
+	}
+	c.recordPath(ctx, msg.Peer, *msg.Local, *msg.Remote)
+	return nil
 }

@@ -72,7 +72,7 @@ func newHarness(t *testing.T, tweak func(*Config)) *harness {
 	}
 	cfg := Config{
 		Visits: h.vm,
-		ICE: func(store.Participant) ICEConfig {
+		ICE: func(ICERequest) ICEConfig {
 			return ICEConfig{Servers: []ICEServer{{URLs: []string{"stun:127.0.0.1:3478"}}}, Policy: "all"}
 		},
 	}
@@ -236,10 +236,17 @@ func (c *conn) nextWithin(d time.Duration) msg {
 	panic("unreachable")
 }
 
-// expect returns the next message, which must be of type typ.
+// expect returns the next message, which must be of type typ. An admission comes with the
+// participant's fresh ICE servers just before it (docs/protocol.md), which expect checks.
 func (c *conn) expect(typ string) msg {
 	c.t.Helper()
 	m := c.next()
+	if typ == "admitted" {
+		if m.typ() != "ice_servers" {
+			c.t.Fatalf("%s: got %s, want the ice_servers that precede admitted", c.name, m)
+		}
+		m = c.next()
+	}
 	if m.typ() != typ {
 		c.t.Fatalf("%s: got %s, want a %q message", c.name, m, typ)
 	}

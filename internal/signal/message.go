@@ -50,18 +50,17 @@ type Incoming struct {
 	Description *Description    // signal
 	Candidate   json.RawMessage // signal: an RTCIceCandidateInit object, or null
 	Participant string          // admit, remove
-	Pair        *CandidatePair  // candidate_pair
+	Peer        string          // connection
+	Local       *Candidate      // connection
+	Remote      *Candidate      // connection
 }
 
-// CandidatePair is what a client reports of a peer connection's selected ICE candidate pair
-// once it connects: the candidate types and transport, never addresses. It goes into the
-// audit trail (direct or relayed).
-type CandidatePair struct {
-	Peer          string `json:"peer"`
-	Local         string `json:"local"`  // host, srflx, prflx, relay
-	Remote        string `json:"remote"` // same
-	Protocol      string `json:"protocol"`
-	RelayProtocol string `json:"relay_protocol,omitempty"` // udp, tcp, tls: how the local relay candidate reaches TURN
+// Candidate is one side of a selected ICE candidate pair, as a connection message reports
+// it: no address, only what kind of path it is.
+type Candidate struct {
+	Type          string `json:"candidate_type"`           // host, srflx, prflx, relay
+	Protocol      string `json:"protocol"`                 // udp, tcp: the candidate's transport
+	RelayProtocol string `json:"relay_protocol,omitempty"` // udp, tcp, tls: client to TURN server (relay only)
 }
 
 // Description is an RTCSessionDescriptionInit.
@@ -70,8 +69,8 @@ type Description struct {
 	SDP  string `json:"sdp,omitempty"`
 }
 
-// Candidate is an RTCIceCandidateInit, checked field by field.
-type Candidate struct {
+// ICECandidate is an RTCIceCandidateInit, checked field by field.
+type ICECandidate struct {
 	Candidate        string  `json:"candidate"`
 	SDPMid           *string `json:"sdpMid,omitempty"`
 	SDPMLineIndex    *uint16 `json:"sdpMLineIndex,omitempty"`
@@ -92,10 +91,7 @@ func invalid(format string, args ...any) *ProtocolError {
 
 // clientTypes are the message types a client may send (docs/protocol.md). Decode accepts
 // these and no others, and each has an entry in messagePolicy (TestEveryMessageHasPolicy).
-var clientTypes = []string{"hello", "signal", "admit", "remove", "end", "leave", "candidate_pair"}
-
-// candidateTypes are the ICE candidate types (RTCIceCandidateType).
-var candidateTypes = []string{"host", "srflx", "prflx", "relay"}
+var clientTypes = []string{"hello", "signal", "admit", "remove", "end", "leave", "connection"}
 
 var (
 	sessionRE = regexp.MustCompile(`^[A-Za-z0-9_-]{8,64}$`)
@@ -176,7 +172,7 @@ func Decode(data []byte) (Incoming, error) {
 			in.Description = &desc
 		} else {
 			if string(c) != "null" {
-				var cand Candidate
+				var cand ICECandidate
 				if err := strictUnmarshal(c, &cand); err != nil {
 					return in, invalid("candidate must be an RTCIceCandidateInit object or null.")
 				}
@@ -195,31 +191,28 @@ func Decode(data []byte) (Incoming, error) {
 		if in.Participant, err = str("participant", true, idRE); err != nil {
 			return in, err
 		}
-	case "candidate_pair":
-		allowed["peer"], allowed["local"], allowed["remote"], allowed["protocol"], allowed["relay_protocol"] = true, true, true, true, true
-		var cp CandidatePair
-		if cp.Peer, err = str("peer", true, idRE); err != nil {
+	case "connection":
+		allowed["peer"], allowed["local"], allowed["remote"] = true, true, true
+		if in.Peer, err = str("peer", true, idRE); err != nil {
 			return in, err
 		}
-		for _, f := range []struct {
-			key      string
-			dst      *string
-			required bool
-			values   []string
-		}{
-			{"local", &cp.Local, true, candidateTypes},
-			{"remote", &cp.Remote, true, candidateTypes},
-			{"protocol", &cp.Protocol, true, []string{"udp", "tcp"}},
-			{"relay_protocol", &cp.RelayProtocol, false, []string{"udp", "tcp", "tls"}},
-		} {
-			if *f.dst, err = str(f.key, f.required, nil); err != nil {
+		for _, side := range []struct {
+			key string
+			dst **Candidate
+		}{{"local", &in.Local}, {"remote", &in.Remote}} {
+			v, ok := raw[side.key]
+			if !ok || string(v) == "null" {
+				return in, invalid("%s is required.", side.key)
+			}
+			var cand Candidate
+			if err := strictUnmarshal(v, &cand); err != nil {
+				return in, invalid("%s must be {candidate_type, protocol, relay_protocol}.", side.key)
+			}
+			if err := cand.validate(side.key); err != nil {
 				return in, err
 			}
-			if *f.dst != "" && !slices.Contains(f.values, *f.dst) {
-				return in, invalid("%s must be one of %v.", f.key, f.values)
-			}
+			*side.dst = &cand
 		}
-		in.Pair = &cp
 	case "end", "leave":
 	default:
 		return in, &ProtocolError{CodeUnknownType, fmt.Sprintf("Unknown message type %q.", truncate(typ, 32))}
@@ -230,6 +223,29 @@ func Decode(data []byte) (Incoming, error) {
 		}
 	}
 	return in, nil
+}
+
+// validate checks a reported candidate: known values only, and relay_protocol (how the
+// browser reaches its TURN server) only on relay candidates.
+func (c Candidate) validate(side string) error {
+	switch c.Type {
+	case "host", "srflx", "prflx", "relay":
+	default:
+		return invalid("%s.candidate_type must be host, srflx, prflx or relay.", side)
+	}
+	switch c.Protocol {
+	case "udp", "tcp":
+	default:
+		return invalid("%s.protocol must be udp or tcp.", side)
+	}
+	switch {
+	case c.RelayProtocol == "":
+	case c.Type != "relay":
+		return invalid("%s.relay_protocol is only for relay candidates.", side)
+	case c.RelayProtocol != "udp" && c.RelayProtocol != "tcp" && c.RelayProtocol != "tls":
+		return invalid("%s.relay_protocol must be udp, tcp or tls.", side)
+	}
+	return nil
 }
 
 func strictUnmarshal(data []byte, v any) error {

@@ -53,6 +53,9 @@ func goldenMessages(t *testing.T) map[string]any {
 		f(c)
 		select {
 		case v := <-c.out:
+			if n, ok := v.(admittedNote); ok { // ice_servers goes before it; see ice_servers
+				return n.msg
+			}
 			return v
 		case f := <-c.final:
 			return f.msg
@@ -169,11 +172,15 @@ var goldenInputs = map[string]Incoming{
 		`{"candidate":"candidate:1 1 udp 2122260223 192.0.2.10 54321 typ host generation 0","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"abcd"}`)},
 	"signal_candidate_null": {Type: "signal", To: "prt_7hm2zq8rnc4bxd6e", Candidate: json.RawMessage(`null`)},
 	"admit":                 {Type: "admit", Participant: "prt_7hm2zq8rnc4bxd6e"},
-	"candidate_pair":        {Type: "candidate_pair", Pair: &CandidatePair{Peer: "prt_7hm2zq8rnc4bxd6e", Local: "relay", Remote: "srflx", Protocol: "udp", RelayProtocol: "tls"}},
-	"candidate_pair_direct": {Type: "candidate_pair", Pair: &CandidatePair{Peer: "prt_7hm2zq8rnc4bxd6e", Local: "host", Remote: "host", Protocol: "udp"}},
 	"remove":                {Type: "remove", Participant: "prt_7hm2zq8rnc4bxd6e"},
 	"end":                   {Type: "end"},
 	"leave":                 {Type: "leave"},
+	"connection_relay": {Type: "connection", Peer: "prt_7hm2zq8rnc4bxd6e",
+		Local:  &Candidate{Type: "relay", Protocol: "udp", RelayProtocol: "tls"},
+		Remote: &Candidate{Type: "host", Protocol: "udp"}},
+	"connection_direct": {Type: "connection", Peer: "prt_7hm2zq8rnc4bxd6e",
+		Local:  &Candidate{Type: "srflx", Protocol: "udp"},
+		Remote: &Candidate{Type: "prflx", Protocol: "udp"}},
 }
 
 func readInputs(t testing.TB) map[string][]byte {
@@ -324,14 +331,17 @@ func TestDecodeErrors(t *testing.T) {
 		{name: "admit malformed participant", in: `{"type":"admit","participant":"prt_"}`, code: CodeInvalid, inReplyTo: "admit", mentions: "participant"},
 		{name: "end with a field", in: `{"type":"end","reason":"done"}`, code: CodeInvalid, inReplyTo: "end", mentions: "reason"},
 		{name: "leave with a field", in: `{"type":"leave","visit":"vst_1"}`, code: CodeInvalid, inReplyTo: "leave", mentions: "visit"},
-		{name: "pair without peer", in: `{"type":"candidate_pair","local":"host","remote":"host","protocol":"udp"}`, code: CodeInvalid, inReplyTo: "candidate_pair", mentions: "peer"},
-		{name: "pair unknown candidate type", in: `{"type":"candidate_pair","peer":"prt_1","local":"mdns","remote":"host","protocol":"udp"}`, code: CodeInvalid, inReplyTo: "candidate_pair", mentions: "local"},
-		{name: "pair without remote", in: `{"type":"candidate_pair","peer":"prt_1","local":"host","protocol":"udp"}`, code: CodeInvalid, inReplyTo: "candidate_pair", mentions: "remote"},
-		{name: "pair bad protocol", in: `{"type":"candidate_pair","peer":"prt_1","local":"host","remote":"host","protocol":"sctp"}`, code: CodeInvalid, inReplyTo: "candidate_pair", mentions: "protocol"},
-		{name: "pair bad relay protocol", in: `{"type":"candidate_pair","peer":"prt_1","local":"relay","remote":"host","protocol":"udp","relay_protocol":"quic"}`, code: CodeInvalid, inReplyTo: "candidate_pair", mentions: "relay_protocol"},
-		{name: "pair with an address", in: `{"type":"candidate_pair","peer":"prt_1","local":"host","remote":"host","protocol":"udp","address":"192.0.2.1"}`, code: CodeInvalid, inReplyTo: "candidate_pair", mentions: "address"},
 		{name: "unknown field named long", in: `{"type":"end","` + long(100) + `":1}`, code: CodeInvalid, inReplyTo: "end", mentions: long(32) + "..."},
 
+		{name: "connection without peer", in: `{"type":"connection","local":{"candidate_type":"host","protocol":"udp"},"remote":{"candidate_type":"host","protocol":"udp"}}`, code: CodeInvalid, inReplyTo: "connection", mentions: "peer"},
+		{name: "connection without remote", in: `{"type":"connection","peer":"prt_abc","local":{"candidate_type":"host","protocol":"udp"}}`, code: CodeInvalid, inReplyTo: "connection", mentions: "remote"},
+		{name: "connection local null", in: `{"type":"connection","peer":"prt_abc","local":null,"remote":{"candidate_type":"host","protocol":"udp"}}`, code: CodeInvalid, inReplyTo: "connection", mentions: "local"},
+		{name: "connection unknown candidate type", in: `{"type":"connection","peer":"prt_abc","local":{"candidate_type":"turn","protocol":"udp"},"remote":{"candidate_type":"host","protocol":"udp"}}`, code: CodeInvalid, inReplyTo: "connection", mentions: "local.candidate_type"},
+		{name: "connection unknown protocol", in: `{"type":"connection","peer":"prt_abc","local":{"candidate_type":"host","protocol":"sctp"},"remote":{"candidate_type":"host","protocol":"udp"}}`, code: CodeInvalid, inReplyTo: "connection", mentions: "local.protocol"},
+		{name: "connection relay_protocol on host", in: `{"type":"connection","peer":"prt_abc","local":{"candidate_type":"host","protocol":"udp","relay_protocol":"tls"},"remote":{"candidate_type":"host","protocol":"udp"}}`, code: CodeInvalid, inReplyTo: "connection", mentions: "relay_protocol"},
+		{name: "connection unknown relay_protocol", in: `{"type":"connection","peer":"prt_abc","local":{"candidate_type":"relay","protocol":"udp","relay_protocol":"dtls"},"remote":{"candidate_type":"host","protocol":"udp"}}`, code: CodeInvalid, inReplyTo: "connection", mentions: "relay_protocol"},
+		{name: "connection with an address", in: `{"type":"connection","peer":"prt_abc","local":{"candidate_type":"host","protocol":"udp","address":"192.0.2.1"},"remote":{"candidate_type":"host","protocol":"udp"}}`, code: CodeInvalid, inReplyTo: "connection", mentions: "local"},
+		{name: "connection unknown field", in: `{"type":"connection","peer":"prt_abc","local":{"candidate_type":"host","protocol":"udp"},"remote":{"candidate_type":"host","protocol":"udp"},"rtt":5}`, code: CodeInvalid, inReplyTo: "connection", mentions: "rtt"},
 		{name: "over 64 KiB", in: `{"type":"signal",` + to + `,"description":{"type":"offer","sdp":"` + long(MaxMessage) + `"}}`, code: CodeTooLarge},
 		{name: "64 KiB + 1 of spaces", in: `{"type":"end"}` + strings.Repeat(" ", MaxMessage+1-14), code: CodeTooLarge},
 	} {
@@ -445,6 +455,11 @@ func FuzzDecode(f *testing.F) {
 		case "admit", "remove":
 			if !idRE.MatchString(in.Participant) {
 				t.Fatalf("%s %q", in.Type, in.Participant)
+			}
+		case "connection":
+			if !idRE.MatchString(in.Peer) || in.Local == nil || in.Remote == nil ||
+				in.Local.validate("local") != nil || in.Remote.validate("remote") != nil {
+				t.Fatalf("connection %+v", in)
 			}
 		}
 	})

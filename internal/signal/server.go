@@ -47,8 +47,8 @@ var messagePolicy = map[string]auth.Action{
 	"remove": auth.ActVisitRemove,
 	"end":    auth.ActVisitEnd,
 	"leave":  auth.ActNone,
-	// The selected candidate pair, for the audit trail: whoever takes part in the call.
-	"candidate_pair": auth.ActVisitSignal,
+	// The selected candidate pair: the same action as signal (admitted participants).
+	"connection": auth.ActVisitSignal,
 }
 
 // Visits is what the signalling server needs of the visit service.
@@ -61,13 +61,37 @@ type Visits interface {
 type ICEConfig struct {
 	Servers []ICEServer
 	Policy  string // "all" or "relay"
+	// Expires is when the credentials in Servers expire (zero: none). The client is sent
+	// fresh ones (an ice_servers message) when four fifths of their life has passed.
+	Expires time.Time
+}
+
+// ICERequest says whom the ICE configuration is for.
+type ICERequest struct {
+	Participant store.Participant
+	Visit       store.Visit
+	Admitted    bool // relay credentials are for admitted participants only
+	Welcome     bool // the first configuration of a new connection (not a refresh)
+}
+
+// ConnectionReport is a participant's selected ICE candidate pair towards a peer, as its
+// browser reported it (the connection message).
+type ConnectionReport struct {
+	VisitID       string
+	ParticipantID string
+	Role          store.Role
+	PeerID        string
+	Local, Remote Candidate
 }
 
 // Config configures a Server.
 type Config struct {
 	Visits Visits
-	// ICE returns the ICE servers for a participant (STUN now; TURN credentials later).
-	ICE func(p store.Participant) ICEConfig
+	// ICE returns the ICE configuration of a participant: at welcome, on admission, and
+	// before its credentials expire.
+	ICE func(r ICERequest) ICEConfig
+	// Connection, if set, is told each selected candidate pair a participant reports.
+	Connection func(ctx context.Context, r ConnectionReport)
 	// OriginPatterns are extra allowed Origin hosts for the upgrade; the page's own host is
 	// always allowed.
 	OriginPatterns []string

@@ -114,6 +114,9 @@ type Visit struct {
 	RevokedAt     *time.Time
 	State         VisitState
 	EndedAt       *time.Time
+	// Privacy: everyone in the visit uses relay-only ICE, so nobody's home address is shown
+	// to the other party.
+	Privacy bool
 }
 
 // Participant is one person in one visit: the clinician, the patient, later guests. A
@@ -131,6 +134,32 @@ type Participant struct {
 	LeftAt         *time.Time
 	RemovedAt      *time.Time // removed by the clinician: its cookie no longer works
 }
+
+// Candidate is one side of a selected ICE candidate pair: what kind of path, never an
+// address.
+type Candidate struct {
+	Type          string // host, srflx, prflx, relay
+	Protocol      string // udp, tcp
+	RelayProtocol string // udp, tcp, tls: how the browser reached the TURN server ("" unless relay)
+}
+
+// Relayed reports whether media on this side goes through a TURN relay.
+func (c Candidate) Relayed() bool { return c.Type == "relay" }
+
+// Connection is the selected candidate pair a participant's browser reported towards one
+// peer: the latest, and when it was first and last reported.
+type Connection struct {
+	VisitID       string
+	ParticipantID string
+	PeerID        string
+	Local, Remote Candidate
+	FirstAt       time.Time
+	UpdatedAt     time.Time
+	Changes       int // how often the pair changed after the first report
+}
+
+// Relayed reports whether the pair goes through a relay on either side.
+func (c Connection) Relayed() bool { return c.Local.Relayed() || c.Remote.Relayed() }
 
 // Store is everything Bedside keeps. Consumers declare the smaller interfaces they use.
 type Store interface {
@@ -208,6 +237,11 @@ type Store interface {
 	AuditEntries(ctx context.Context, afterSeq int64, limit int) ([]audit.Entry, error)
 	AuditHead(ctx context.Context) (size int64, hash []byte, err error)
 	SearchAudit(ctx context.Context, q audit.Query) ([]audit.Entry, error)
+	// SetConnection records a participant's selected candidate pair towards a peer,
+	// replacing the earlier one (counting the change when it differs).
+	SetConnection(ctx context.Context, c Connection) error
+	// VisitConnections returns every pair reported in a visit.
+	VisitConnections(ctx context.Context, visitID string) ([]Connection, error)
 
 	Ping(ctx context.Context) error
 	Close() error

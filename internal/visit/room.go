@@ -371,11 +371,11 @@ type Presence struct {
 // Participant returns the connection's participant.
 func (p *Presence) Participant() store.Participant { return p.mem.p }
 
-// Admitted reports whether the connection's participant is in the call.
+// Admitted reports whether the connection's participant is admitted and still current.
 func (p *Presence) Admitted() bool {
 	p.r.mu.Lock()
 	defer p.r.mu.Unlock()
-	return p.mem.admitted
+	return p.current() && p.mem.admitted
 }
 
 // current reports whether this presence is still the room's member for its participant

@@ -64,6 +64,8 @@ type Store interface {
 	SetParticipantLeft(ctx context.Context, id string, at time.Time) error
 	RemoveParticipant(ctx context.Context, id string, at time.Time) error
 	SetParticipantName(ctx context.Context, id, name string) error
+	SetConnection(ctx context.Context, c store.Connection) error
+	VisitConnections(ctx context.Context, visitID string) ([]store.Connection, error)
 }
 
 // Config configures a Manager.
@@ -157,6 +159,7 @@ type NewVisit struct {
 	ClinicianID string
 	PatientName string
 	ScheduledAt time.Time // zero = now
+	Privacy     bool      // relay-only ICE for everyone in the visit
 }
 
 // Create creates a visit and its patient link. The token is returned once and never stored.
@@ -184,6 +187,7 @@ func (m *Manager) Create(ctx context.Context, nv NewVisit) (store.Visit, string,
 	v := store.Visit{
 		ID: store.NewID("vst"), ClinicianID: c.ID, PatientName: name, ScheduledAt: at, CreatedAt: now,
 		LinkHash: auth.HashToken(token), LinkExpiresAt: at.Add(m.linkTTL), State: store.VisitScheduled,
+		Privacy: nv.Privacy,
 	}
 	if !v.LinkExpiresAt.After(now) {
 		return store.Visit{}, "", &InvalidError{"scheduled_at", "is so far in the past that the link would already have expired"}
@@ -194,7 +198,7 @@ func (m *Manager) Create(ctx context.Context, nv NewVisit) (store.Visit, string,
 	if err := m.st.CreateVisit(ctx, v); err != nil {
 		return store.Visit{}, "", fmt.Errorf("create visit: %w", err)
 	}
-	m.log.Info("visit created", "visit", v.ID, "clinician", c.ID)
+	m.log.Info("visit created", "visit", v.ID, "clinician", c.ID, "privacy", v.Privacy)
 	m.record(ctx, audit.VisitCreate, v.ID, c.ID, nil)
 	return v, token, nil
 }
@@ -444,6 +448,24 @@ func (m *Manager) accountParticipant(ctx context.Context, u store.User, visitID 
 		return store.Participant{}, err
 	}
 	return p, nil
+}
+
+// Participants returns everyone who has taken part in a visit (or joined its waiting room).
+func (m *Manager) Participants(ctx context.Context, visitID string) ([]store.Participant, error) {
+	return m.st.VisitParticipants(ctx, visitID)
+}
+
+// Connections returns the selected candidate pairs reported in a visit.
+func (m *Manager) Connections(ctx context.Context, visitID string) ([]store.Connection, error) {
+	return m.st.VisitConnections(ctx, visitID)
+}
+
+// RecordConnection keeps a participant's selected candidate pair with the visit.
+func (m *Manager) RecordConnection(ctx context.Context, c store.Connection) error {
+	if err := m.st.SetConnection(ctx, c); err != nil {
+		return fmt.Errorf("record connection %s: %w", c.ParticipantID, err)
+	}
+	return nil
 }
 
 // Waiting returns who is in the visit's waiting room now.

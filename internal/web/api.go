@@ -159,6 +159,37 @@ type visitJSON struct {
 	ClinicianURL  string        `json:"clinician_url"`
 	PatientURL    string        `json:"patient_url,omitempty"`
 	Waiting       []waitingJSON `json:"waiting"`
+	Privacy       bool          `json:"privacy"`
+	// Participants, with the connection each reported: only in the answers about one visit.
+	Participants []participantJSON `json:"participants,omitzero"`
+}
+
+// participantJSON is a participant in the visit summary, with how its media travelled.
+type participantJSON struct {
+	ID          string           `json:"id"`
+	Role        string           `json:"role"`
+	Name        string           `json:"name"`
+	Admitted    bool             `json:"admitted"`
+	Left        bool             `json:"left"`
+	Removed     bool             `json:"removed"`
+	Connections []connectionJSON `json:"connections"`
+}
+
+// connectionJSON is one selected candidate pair (docs/api.md).
+type connectionJSON struct {
+	Peer      string        `json:"peer"`
+	Path      string        `json:"path"` // direct or relayed
+	Local     candidateJSON `json:"local"`
+	Remote    candidateJSON `json:"remote"`
+	Since     time.Time     `json:"since"`
+	UpdatedAt time.Time     `json:"updated_at"`
+	Changes   int           `json:"changes"`
+}
+
+type candidateJSON struct {
+	Type          string `json:"candidate_type"`
+	Protocol      string `json:"protocol"`
+	RelayProtocol string `json:"relay_protocol,omitempty"`
 }
 
 type clinicianJSON struct {
@@ -190,6 +221,7 @@ func (s *Server) visitView(r *http.Request, v store.Visit, names map[string]stri
 		Revoked: v.RevokedAt != nil, EndedAt: v.EndedAt,
 		ClinicianURL: s.cfg.PublicURL + "/console/visits/" + v.ID,
 		Waiting:      []waitingJSON{},
+		Privacy:      v.Privacy,
 	}
 	if token != "" {
 		out.PatientURL = s.cfg.PublicURL + "/v/" + token
@@ -206,7 +238,45 @@ func (s *Server) writeVisit(w http.ResponseWriter, r *http.Request, status int, 
 		s.fail(w, r, err)
 		return
 	}
+	if out.Participants, err = s.participantsView(r, v.ID); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	writeJSON(w, status, out)
+}
+
+// participantsView lists a visit's participants with the connections they reported.
+func (s *Server) participantsView(r *http.Request, visitID string) ([]participantJSON, error) {
+	ps, err := s.cfg.Visits.Participants(r.Context(), visitID)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := s.cfg.Visits.Connections(r.Context(), visitID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]participantJSON, 0, len(ps))
+	for _, p := range ps {
+		pj := participantJSON{ID: p.ID, Role: string(p.Role), Name: p.Name, Admitted: p.AdmittedAt != nil,
+			Left: p.LeftAt != nil, Removed: p.RemovedAt != nil, Connections: []connectionJSON{}}
+		for _, c := range cs {
+			if c.ParticipantID != p.ID {
+				continue
+			}
+			path := "direct"
+			if c.Relayed() {
+				path = "relayed"
+			}
+			pj.Connections = append(pj.Connections, connectionJSON{
+				Peer: c.PeerID, Path: path,
+				Local:  candidateJSON{Type: c.Local.Type, Protocol: c.Local.Protocol, RelayProtocol: c.Local.RelayProtocol},
+				Remote: candidateJSON{Type: c.Remote.Type, Protocol: c.Remote.Protocol, RelayProtocol: c.Remote.RelayProtocol},
+				Since:  c.FirstAt, UpdatedAt: c.UpdatedAt, Changes: c.Changes,
+			})
+		}
+		out = append(out, pj)
+	}
+	return out, nil
 }
 
 func (s *Server) listVisits(w http.ResponseWriter, r *http.Request, c *caller) {
@@ -257,12 +327,13 @@ func (s *Server) createVisit(w http.ResponseWriter, r *http.Request, c *caller) 
 		PatientName    string `json:"patient_name"`
 		ScheduledAt    string `json:"scheduled_at"` // parsed here, so that an error names the field
 		ClinicianEmail string `json:"clinician_email"`
+		Privacy        bool   `json:"privacy"`
 	}
 	if err := decode(w, r, &body); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	nv := visit.NewVisit{ClinicianID: c.user.ID, PatientName: body.PatientName}
+	nv := visit.NewVisit{ClinicianID: c.user.ID, PatientName: body.PatientName, Privacy: body.Privacy}
 	if body.ScheduledAt != "" {
 		at, err := time.Parse(time.RFC3339, body.ScheduledAt)
 		if err != nil {
@@ -568,6 +639,39 @@ func (s *Server) linkFailed(r *http.Request, err error) {
 	if code == "link_unknown" {
 		s.failed(r, "", "link", auth.Key{Rule: auth.RuleLinkAddress, ID: clientAddr(r)})
 	}
+}
+
+// linkICE hands the patient's device check a short-lived relay credential for the visit,
+// so the page can test that the call will connect before the patient joins. The link's
+// token (in the body, never the URL) is the authorisation.
+func (s *Server) linkICE(w http.ResponseWriter, r *http.Request, _ *caller) {
+	var body struct {
+		Token string `json:"token"`
+	}
+	if err := decode(w, r, &body); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.linkGuard(r, body.Token); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	v, err := s.cfg.Visits.ResolveLink(r.Context(), body.Token)
+	if err != nil {
+		s.linkFailed(r, err)
+		s.fail(w, r, err)
+		return
+	}
+	ice := ICEConfig{Servers: []ICEServer{}, Policy: "all"}
+	if s.cfg.CheckICE != nil {
+		ice = s.cfg.CheckICE(v)
+	}
+	var expires *time.Time
+	if !ice.Expires.IsZero() {
+		e := ice.Expires.UTC()
+		expires = &e
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ice_servers": ice.Servers, "ice_transport_policy": ice.Policy, "expires_at": expires})
 }
 
 // identify returns who a WebSocket request's cookies name. Patients' pages connect with

@@ -79,6 +79,7 @@ func TestRoleRouteMatrix(t *testing.T) {
 		{"end", "POST /api/v1/visits/{id}/end", onVisit("POST", "/end", ""), expect{unauth, forbidden, ok, notFound, ok}},
 		{"resolve a link", "POST /api/v1/link", withToken("/api/v1/link", `{"token":%q}`), expect{ok, ok, ok, ok, ok}},
 		{"join through a link", "POST /api/v1/link/join", withToken("/api/v1/link/join", `{"token":%q,"name":"Ada"}`), expect{ok, ok, ok, ok, ok}},
+		{"device check ICE servers", "POST /api/v1/link/ice", withToken("/api/v1/link/ice", `{"token":%q}`), expect{ok, ok, ok, ok, ok}},
 		{"WebSocket", "GET /api/v1/ws", fixed("GET", "/api/v1/ws", ""), expect{unauth, noContent, noContent, noContent, noContent}},
 
 		// A second factor is for a session waiting for one; these sessions are full.

@@ -69,9 +69,10 @@ func (s *Server) routes() []route {
 		{"POST /api/v1/visits/{id}/remove", auth.ActVisitRemove, api, s.removeParticipant},
 		{"POST /api/v1/visits/{id}/end", auth.ActVisitEnd, api, s.endVisit},
 
-		// The link's token is the authorisation of these two.
+		// The link's token is the authorisation of these three.
 		{"POST /api/v1/link", auth.ActNone, api, s.resolveLink},
 		{"POST /api/v1/link/join", auth.ActNone, api, s.joinLink},
+		{"POST /api/v1/link/ice", auth.ActNone, api, s.linkICE},
 		// Cookies identify the caller; every message is checked by the signalling policy.
 		{"GET /api/v1/ws", auth.ActNone, api, s.websocket},
 

@@ -20,6 +20,7 @@ var openRoutes = []string{
 	"POST /api/v1/session",   // signing in
 	"POST /api/v1/link",      // the link's token is the authorisation
 	"POST /api/v1/link/join", // the link's token is the authorisation
+	"POST /api/v1/link/ice",  // the link's token is the authorisation (device check's short TURN credential)
 	"GET /api/v1/ws",         // cookies identify the caller; the signalling policy checks each message
 	"GET /{$}",               // redirects to the console
 	"GET /signin",            // the sign-in page

@@ -75,6 +75,22 @@ type Visits interface {
 	LinkParticipant(ctx context.Context, token, cookie string) (store.Visit, *store.Participant, error)
 	JoinLink(ctx context.Context, token, name, cookie string) (store.Participant, store.Visit, string, error)
 	ParticipantFromCookie(ctx context.Context, cookie string) (store.Participant, error)
+	Participants(ctx context.Context, visitID string) ([]store.Participant, error)
+	Connections(ctx context.Context, visitID string) ([]store.Connection, error)
+}
+
+// ICEServer is an RTCIceServer, as the device check gets it.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
+
+// ICEConfig is the device check's ICE configuration.
+type ICEConfig struct {
+	Servers []ICEServer
+	Policy  string
+	Expires time.Time
 }
 
 // Signal is the WebSocket signalling endpoint.
@@ -110,10 +126,13 @@ type Config struct {
 	// AllowedOrigins are origins other than PublicURL's trusted for state changes (the
 	// WebSocket gets the same list).
 	AllowedOrigins []string
-	PublicURL      string // scheme://host[:port], for links
-	TLS            bool   // cookies get Secure and the __Host- prefix; HSTS is sent
-	Log            *slog.Logger
-	Now            func() time.Time
+	// CheckICE is the ICE configuration of a patient's device check (short-lived relay
+	// credentials for the visit); nil = STUN and TURN are not offered.
+	CheckICE  func(v store.Visit) ICEConfig
+	PublicURL string // scheme://host[:port], for links
+	TLS       bool   // cookies get Secure and the __Host- prefix; HSTS is sent
+	Log       *slog.Logger
+	Now       func() time.Time
 	// Audit receives the security events of the HTTP surface (sign-in, sign-out, refused
 	// links, admin actions). nil = audit.Discard.
 	Audit audit.Recorder

@@ -33,11 +33,26 @@ type rig struct {
 	patientID  string // the patient's participant id, once they wait
 }
 
-func newRig(t testing.TB) *rig {
+func newRig(t testing.TB) *rig { return newRigWith(t, rigOptions{}) }
+
+// rigOptions change how newRigWith starts the server and the two browsers (the network
+// tests put each in a network namespace of its own).
+type rigOptions struct {
+	start     func(t testing.TB) *apptest.Server // nil: apptest.Start with the defaults
+	clinician []chromedp.ExecAllocatorOption     // extra options of the clinician's browser
+	patient   []chromedp.ExecAllocatorOption     // and of the patient's
+}
+
+func newRigWith(t testing.TB, o rigOptions) *rig {
 	t.Helper()
-	srv := apptest.Start(t, apptest.Options{})
+	var srv *apptest.Server
+	if o.start != nil {
+		srv = o.start(t)
+	} else {
+		srv = apptest.Start(t, apptest.Options{})
+	}
 	srv.AddUser(t, clinicianEmail, "Dr Rivera", store.RoleClinician, clinicianPassword)
-	return &rig{t: t, srv: srv, clinician: newPage(t, "clinician"), patient: newPage(t, "patient")}
+	return &rig{t: t, srv: srv, clinician: newPage(t, "clinician", o.clinician...), patient: newPage(t, "patient", o.patient...)}
 }
 
 // signIn signs the clinician in through /signin and lands on /console.

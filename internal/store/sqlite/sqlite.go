@@ -161,6 +161,11 @@ func isUnique(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
 }
 
+// isForeignKey reports whether err is a FOREIGN KEY constraint violation.
+func isForeignKey(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "FOREIGN KEY constraint failed")
+}
+
 // one checks that an UPDATE or DELETE touched a row.
 func one(res sql.Result, err error) error {
 	if err != nil {
@@ -294,22 +299,22 @@ func (s *Store) DeleteExpiredSessions(ctx context.Context, now time.Time, idle t
 // Visits
 
 func (s *Store) CreateVisit(ctx context.Context, v store.Visit) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO visits (id, clinician_id, patient_name, scheduled_at, created_at, link_hash, link_expires_at, revoked_at, state, ended_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		v.ID, v.ClinicianID, s.seal.seal(v.PatientName, "visits.patient_name", v.ID), ms(v.ScheduledAt), ms(v.CreatedAt), v.LinkHash, ms(v.LinkExpiresAt), nullMS(v.RevokedAt), string(v.State), nullMS(v.EndedAt))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO visits (id, clinician_id, patient_name, scheduled_at, created_at, link_hash, link_expires_at, revoked_at, state, ended_at, privacy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		v.ID, v.ClinicianID, s.seal.seal(v.PatientName, "visits.patient_name", v.ID), ms(v.ScheduledAt), ms(v.CreatedAt), v.LinkHash, ms(v.LinkExpiresAt), nullMS(v.RevokedAt), string(v.State), nullMS(v.EndedAt), v.Privacy)
 	if isUnique(err) {
 		return store.ErrConflict
 	}
 	return err
 }
 
-const visitCols = `id, clinician_id, patient_name, scheduled_at, created_at, link_hash, link_expires_at, revoked_at, state, ended_at`
+const visitCols = `id, clinician_id, patient_name, scheduled_at, created_at, link_hash, link_expires_at, revoked_at, state, ended_at, privacy`
 
 func (s *Store) scanVisit(row interface{ Scan(...any) error }) (store.Visit, error) {
 	var v store.Visit
 	var scheduled, created, expires int64
 	var revoked, ended sql.NullInt64
 	var state string
-	err := row.Scan(&v.ID, &v.ClinicianID, &v.PatientName, &scheduled, &created, &v.LinkHash, &expires, &revoked, &state, &ended)
+	err := row.Scan(&v.ID, &v.ClinicianID, &v.PatientName, &scheduled, &created, &v.LinkHash, &expires, &revoked, &state, &ended, &v.Privacy)
 	v.ScheduledAt, v.CreatedAt, v.LinkExpiresAt = fromMS(scheduled), fromMS(created), fromMS(expires)
 	v.RevokedAt, v.EndedAt = fromNullMS(revoked), fromNullMS(ended)
 	v.State = store.VisitState(state)

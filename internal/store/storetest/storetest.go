@@ -24,6 +24,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("Lockouts", func(t *testing.T) { testLockouts(t, newStore(t)) })
 	t.Run("BreakGlass", func(t *testing.T) { testBreakGlass(t, newStore(t)) })
 	t.Run("Retention", func(t *testing.T) { testRetention(t, newStore(t)) })
+	t.Run("Connections", func(t *testing.T) { testConnections(t, newStore(t)) })
 }
 
 var t0 = time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)

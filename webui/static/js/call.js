@@ -12,6 +12,20 @@ import {Emitter} from './protocol.js';
 export const MAX_CHAT = 2000;
 
 /**
+ * How long a peer connection may take to connect, or to come back after it failed, before
+ * both people are told that the call cannot connect (ICE restarts go on meanwhile).
+ */
+export const CONNECT_TIMEOUT_MS = 20000;
+
+/** How often the selected candidate pair is checked, to report a change (docs/protocol.md). */
+const PAIR_CHECK_MS = 3000;
+
+/**
+ * @typedef {{candidate_type: string, protocol: string, relay_protocol?: string}} PairSide
+ * @typedef {{local: PairSide, remote: PairSide}} SelectedPair
+ */
+
+/**
  * @typedef {{
  *   id: string,
  *   info: Peer | null,
@@ -24,6 +38,9 @@ export const MAX_CHAT = 2000;
  *   isSettingRemoteAnswerPending: boolean,
  *   needsTracks: boolean,
  *   queue: Promise<void>,
+ *   watchdog: ReturnType<typeof setTimeout> | undefined,
+ *   failed: boolean,
+ *   reportedPair: string,
  * }} PeerConn
  *
  * needsTracks: the connection was made by an incoming offer; local tracks are attached to the
@@ -38,6 +55,9 @@ export const MAX_CHAT = 2000;
  *   'peer-removed': {peerId: string},
  *   'remote-stream': {peerId: string, stream: MediaStream},
  *   'connection-state': {peerId: string, state: RTCPeerConnectionState},
+ *   'connect-failed': {peerId: string},
+ *   'connect-ok': {peerId: string},
+ *   'pair': {peerId: string, pair: SelectedPair},
  *   chat: ChatEvent,
  *   closed: {},
  * }} CallEvents
@@ -88,6 +108,14 @@ export class Call extends Emitter {
     this.closed = false;
     /** @type {Array<() => void>} */
     this._unsubscribe = [];
+    /** Peers whose connection did not connect within CONNECT_TIMEOUT_MS. */
+    /** @type {Set<string>} */
+    this.failedPeers = new Set();
+    this._pairTimer = setInterval(() => {
+      for (const c of this.conns.values()) {
+        if (c.pc.connectionState === 'connected') this._reportPair(c);
+      }
+    }, PAIR_CHECK_MS);
     this._listen();
   }
 
@@ -199,8 +227,9 @@ export class Call extends Emitter {
     const conn = {
       id, info, polite: info ? info.polite : true, pc, chat, stream: new MediaStream(),
       makingOffer: false, ignoreOffer: false, isSettingRemoteAnswerPending: false,
-      needsTracks: byOffer, queue: Promise.resolve(),
+      needsTracks: byOffer, queue: Promise.resolve(), watchdog: undefined, failed: false, reportedPair: '',
     };
+    this._watch(conn);
     this.conns.set(id, conn);
     this.pcs.set(id, pc);
 
@@ -223,8 +252,19 @@ export class Call extends Emitter {
       if (pc.iceConnectionState === 'failed') pc.restartIce();
     };
     pc.onconnectionstatechange = () => {
-      this.emit('connection-state', {peerId: id, state: pc.connectionState});
-      if (pc.connectionState === 'connected') this._reportPair(id, pc);
+      const state = pc.connectionState;
+      if (state === 'connected') {
+        this._unwatch(conn);
+        if (conn.failed) {
+          conn.failed = false;
+          this.failedPeers.delete(id);
+          this.emit('connect-ok', {peerId: id});
+        }
+        this._reportPair(conn);
+      } else if (state === 'failed' || state === 'disconnected') {
+        this._watch(conn);
+      }
+      this.emit('connection-state', {peerId: id, state});
     };
     pc.ontrack = (ev) => {
       const track = ev.track;
@@ -261,12 +301,58 @@ export class Call extends Emitter {
     }
   }
 
+  /**
+   * Starts the connect watchdog of a connection, unless it runs already: if the connection
+   * is not connected when it fires, the call cannot connect (a network that blocks it) and
+   * both pages say so instead of waiting for ever.
+   * @param {PeerConn} conn
+   */
+  _watch(conn) {
+    if (conn.watchdog !== undefined || conn.failed) return;
+    conn.watchdog = setTimeout(() => {
+      conn.watchdog = undefined;
+      if (this.closed || this.conns.get(conn.id) !== conn || conn.pc.connectionState === 'connected') return;
+      conn.failed = true;
+      this.failedPeers.add(conn.id);
+      console.warn(`bedside: no connection to ${conn.id} after ${CONNECT_TIMEOUT_MS / 1000} s (${conn.pc.iceConnectionState})`);
+      this.emit('connect-failed', {peerId: conn.id});
+    }, CONNECT_TIMEOUT_MS);
+  }
+
+  /** @param {PeerConn} conn */
+  _unwatch(conn) {
+    if (conn.watchdog !== undefined) clearTimeout(conn.watchdog);
+    conn.watchdog = undefined;
+  }
+
+  /**
+   * Reads the selected candidate pair of a connection and, when it is new or changed, tells
+   * the server (a connection message: candidate types and protocols, never addresses).
+   * @param {PeerConn} conn
+   */
+  async _reportPair(conn) {
+    let pair;
+    try {
+      pair = await selectedPair(conn.pc);
+    } catch {
+      return;
+    }
+    if (!pair || this.closed || this.conns.get(conn.id) !== conn) return;
+    const key = JSON.stringify(pair);
+    if (key === conn.reportedPair) return;
+    conn.reportedPair = key;
+    this.emit('pair', {peerId: conn.id, pair});
+    if (this.admitted) this.signalling.send({type: 'connection', peer: conn.id, local: pair.local, remote: pair.remote});
+  }
+
   /** @param {string} id */
   _drop(id) {
     const conn = this.conns.get(id);
     if (!conn) return;
     this.conns.delete(id);
     this.pcs.delete(id);
+    this._unwatch(conn);
+    if (this.failedPeers.delete(id)) this.emit('connect-ok', {peerId: id});
     conn.pc.onnegotiationneeded = null;
     conn.pc.onicecandidate = null;
     conn.pc.oniceconnectionstatechange = null;
@@ -274,37 +360,6 @@ export class Call extends Emitter {
     conn.pc.ontrack = null;
     conn.chat.onmessage = null;
     conn.pc.close();
-  }
-
-  /**
-   * Tells the server which kind of candidate pair the connection to a peer uses (direct or
-   * through the relay), for the audit trail: candidate types and transport only, no address.
-   * @param {string} peer
-   * @param {RTCPeerConnection} pc
-   */
-  async _reportPair(peer, pc) {
-    try {
-      const report = await pc.getStats();
-      /** @type {Map<string, any>} */
-      const byId = new Map();
-      report.forEach((v) => byId.set(v.id, v));
-      for (const t of byId.values()) {
-        if (t.type !== 'transport' || !t.selectedCandidatePairId) continue;
-        const pair = byId.get(t.selectedCandidatePairId);
-        const local = pair && byId.get(pair.localCandidateId);
-        const remote = pair && byId.get(pair.remoteCandidateId);
-        if (!local || !remote || !local.candidateType || !remote.candidateType) return;
-        /** @type {{type: 'candidate_pair', peer: string, local: string, remote: string, protocol: string, relay_protocol?: string}} */
-        const msg = {type: 'candidate_pair', peer, local: local.candidateType, remote: remote.candidateType,
-          protocol: local.protocol === 'tcp' ? 'tcp' : 'udp'};
-        if (local.candidateType === 'relay' && ['udp', 'tcp', 'tls'].includes(local.relayProtocol)) msg.relay_protocol = local.relayProtocol;
-        if (this.closed) return;
-        this.signalling.send(msg);
-        return;
-      }
-    } catch (err) {
-      console.warn('bedside: no candidate pair to report', err);
-    }
   }
 
   /**
@@ -527,9 +582,47 @@ export class Call extends Emitter {
   close() {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this._pairTimer);
     for (const id of [...this.conns.keys()]) this._drop(id);
     for (const off of this._unsubscribe) off();
     this._unsubscribe = [];
     this.emit('closed', {});
   }
+}
+
+const CANDIDATE_TYPES = ['host', 'srflx', 'prflx', 'relay'];
+const PROTOCOLS = ['udp', 'tcp'];
+const RELAY_PROTOCOLS = ['udp', 'tcp', 'tls'];
+
+/**
+ * The selected candidate pair of a connection, in the form of the connection message, or null
+ * while there is none.
+ * @param {RTCPeerConnection} pc
+ * @returns {Promise<SelectedPair | null>}
+ */
+export async function selectedPair(pc) {
+  const report = await pc.getStats();
+  /** @type {Map<string, any>} */
+  const byId = new Map();
+  report.forEach((v) => byId.set(v.id, v));
+  let pair = null;
+  for (const v of byId.values()) {
+    if (v.type === 'transport' && v.selectedCandidatePairId) pair = byId.get(v.selectedCandidatePairId);
+  }
+  if (!pair) {
+    for (const v of byId.values()) {
+      if (v.type === 'candidate-pair' && v.nominated && v.state === 'succeeded') pair = v;
+    }
+  }
+  if (!pair) return null;
+  const side = (/** @type {any} */ c, /** @type {boolean} */ local) => {
+    if (!c || !CANDIDATE_TYPES.includes(c.candidateType) || !PROTOCOLS.includes(c.protocol)) return null;
+    /** @type {PairSide} */
+    const out = {candidate_type: c.candidateType, protocol: c.protocol};
+    if (local && c.candidateType === 'relay' && RELAY_PROTOCOLS.includes(c.relayProtocol)) out.relay_protocol = c.relayProtocol;
+    return out;
+  };
+  const local = side(byId.get(pair.localCandidateId), true);
+  const remote = side(byId.get(pair.remoteCandidateId), false);
+  return local && remote ? {local, remote} : null;
 }

@@ -28,6 +28,7 @@ const auditLink = byId('audit-link', HTMLAnchorElement);
 const form = byId('create-visit', HTMLFormElement);
 const patientName = byId('patient-name', HTMLInputElement);
 const scheduledAt = byId('scheduled-at', HTMLInputElement);
+const privacy = byId('privacy', HTMLInputElement);
 const clinicianField = byId('clinician-field', HTMLElement);
 const clinicianEmail = byId('clinician-email', HTMLInputElement);
 const submit = byId('create-visit-submit', HTMLButtonElement);
@@ -228,7 +229,7 @@ async function onRevoke(tr) {
 form.addEventListener('submit', async (ev) => {
   ev.preventDefault();
   setError(createError, '');
-  /** @type {Record<string, string>} */
+  /** @type {Record<string, string | boolean>} */
   const body = {};
   const name = patientName.value.trim();
   if (name) body.patient_name = name;
@@ -242,6 +243,7 @@ form.addEventListener('submit', async (ev) => {
     body.scheduled_at = rfc3339(d);
   }
   if (!clinicianField.hidden && clinicianEmail.value.trim()) body.clinician_email = clinicianEmail.value.trim();
+  if (privacy.checked) body.privacy = true;
   submit.disabled = true;
   try {
     /** @type {Visit} */

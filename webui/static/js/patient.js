@@ -43,6 +43,8 @@ const leave = byId('leave', HTMLButtonElement);
 const endedTitle = byId('ended', HTMLElement);
 const endedDetail = byId('ended-detail', HTMLElement);
 const rejoin = byId('rejoin', HTMLButtonElement);
+const connectError = byId('connect-error', HTMLElement);
+const networkCheck = byId('network-check', HTMLElement);
 
 /** @type {LinkVisit | null} */
 let visit = null;
@@ -95,6 +97,7 @@ function finish(headline, detail, opts = {}) {
   view?.stop();
   call?.close();
   signalling?.close();
+  connectError.hidden = true;
   meter?.stop();
   stopStream(stream);
   stream = null;
@@ -141,6 +144,14 @@ function updateStatus() {
     return;
   }
   const present = [...call.peers.values()].filter((p) => !call?.absent.has(p.id));
+  const failed = present.some((p) => call?.failedPeers.has(p.id));
+  connectError.hidden = !failed;
+  if (failed) {
+    connectError.textContent = 'We could not connect your call. Your network may be blocking video calls. ' +
+      'Try another network (for example your phone\'s mobile data instead of Wi-Fi), or call your clinic.';
+    setCallStatus('error', 'We could not connect your call.');
+    return;
+  }
   if (present.length > 0) {
     setCallStatus('in_call', `In call with ${present.map((p) => p.name || 'your clinician').join(', ')}.`);
   } else if (call.peers.size > 0) {
@@ -295,6 +306,45 @@ joinForm.addEventListener('submit', async (ev) => {
   }
 });
 
+/**
+ * The connectivity test of the device check: with the short-lived relay credential the server
+ * gives for this link, can this network reach the video service? The result is advice only;
+ * joining is never blocked by it.
+ */
+async function checkNetwork() {
+  setText(networkCheck, 'Checking your connection…');
+  networkCheck.dataset.state = 'checking';
+  /** @type {RTCPeerConnection | null} */
+  let pc = null;
+  let ok = false;
+  try {
+    const ice = await api('POST', '/api/v1/link/ice', {token});
+    const servers = Array.isArray(ice?.ice_servers) ? ice.ice_servers : [];
+    const relay = servers.some((/** @type {any} */ s) => typeof s.username === 'string' && s.username !== '');
+    pc = new RTCPeerConnection({iceServers: servers, iceTransportPolicy: relay ? 'relay' : 'all'});
+    const p = pc;
+    ok = await new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), 8000);
+      p.onicecandidate = (ev) => {
+        if (ev.candidate && (!relay || ev.candidate.type === 'relay')) {
+          clearTimeout(timer);
+          resolve(true);
+        }
+      };
+      p.createDataChannel('check');
+      p.createOffer().then((o) => p.setLocalDescription(o)).catch(() => resolve(false));
+    });
+  } catch {
+    ok = false;
+  } finally {
+    pc?.close();
+  }
+  networkCheck.dataset.state = ok ? 'ok' : 'blocked';
+  setText(networkCheck, ok ? 'Your connection is ready for the video call.' :
+    'Your network may block video calls. You can still join; if the call does not connect, try another network ' +
+    '(for example mobile data instead of Wi-Fi).');
+}
+
 // --- waiting room and call -------------------------------------------------------------
 
 /**
@@ -356,7 +406,7 @@ function startCall(local, admitted = false) {
       }
     }
   });
-  for (const ev of /** @type {const} */ (['peer-added', 'peer-updated', 'peer-removed', 'connection-state'])) {
+  for (const ev of /** @type {const} */ (['peer-added', 'peer-updated', 'peer-removed', 'connection-state', 'connect-failed', 'connect-ok'])) {
     call.on(ev, updateStatus);
   }
   signalling.connect();
@@ -421,6 +471,7 @@ async function start() {
     }
   }
   show(stageCheck);
+  checkNetwork();
   await startPreview(loadDeviceChoice());
   if (!nameInput.value) nameInput.focus();
 }

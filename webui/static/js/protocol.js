@@ -53,8 +53,8 @@ const MAX_QUEUED = 500;
  *   | {type: 'remove', participant: string}
  *   | {type: 'end'}
  *   | {type: 'leave'}
- *   | {type: 'candidate_pair', peer: string, local: string, remote: string, protocol: string,
- *       relay_protocol?: string}} ClientMsg
+ *   | {type: 'connection', peer: string, local: {candidate_type: string, protocol: string, relay_protocol?: string},
+ *       remote: {candidate_type: string, protocol: string}}} ClientMsg
  */
 
 /**

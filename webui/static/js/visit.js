@@ -27,6 +27,12 @@ const cameraSelect = byId('camera-select', HTMLSelectElement);
 const micSelect = byId('mic-select', HTMLSelectElement);
 const deviceError = byId('device-error', HTMLElement);
 const retryDevices = byId('retry-devices', HTMLButtonElement);
+const connectError = byId('connect-error', HTMLElement);
+const summaryList = byId('visit-summary', HTMLElement);
+const summaryEmpty = byId('visit-summary-empty', HTMLElement);
+
+/** How often the visit summary (who connected how) is refreshed during the call. */
+const SUMMARY_EVERY_MS = 5000;
 
 /** @type {Signalling | null} */
 let signalling = null;
@@ -59,6 +65,15 @@ function updateStatus() {
     return;
   }
   const present = [...call.peers.values()].filter((p) => !call?.absent.has(p.id));
+  const failed = present.filter((p) => call?.failedPeers.has(p.id));
+  connectError.hidden = failed.length === 0;
+  if (failed.length > 0) {
+    const names = failed.map((p) => p.name || 'the patient').join(', ');
+    connectError.textContent = `We could not connect your call with ${names}. Your network or theirs may be blocking ` +
+      'video calls. Ask them to try another network (for example mobile data instead of Wi-Fi), or phone them.';
+    setCallStatus('error', 'We could not connect your call.');
+    return;
+  }
   if (present.length > 0) {
     setCallStatus('in_call', `In call with ${present.map((p) => p.name || 'the patient').join(', ')}.`);
   } else if (call.peers.size > 0) {
@@ -114,6 +129,57 @@ function renderWaiting() {
   updateStatus();
 }
 
+/**
+ * @typedef {{candidate_type: string, protocol: string, relay_protocol?: string}} CandidateJSON
+ * @typedef {{peer: string, path: string, local: CandidateJSON, remote: CandidateJSON}} ConnectionJSON
+ * @typedef {{id: string, role: string, name: string, connections: ConnectionJSON[]}} ParticipantJSON
+ */
+
+/**
+ * How one participant's media travelled, in words.
+ * @param {ConnectionJSON} c
+ * @returns {string}
+ */
+export function describePath(c) {
+  if (c.path !== 'relayed') return `direct (${c.local.protocol.toUpperCase()})`;
+  if (c.local.candidate_type === 'relay') {
+    const rp = (c.local.relay_protocol || 'udp').toUpperCase();
+    return `through the relay (TURN over ${rp})`;
+  }
+  return 'through the relay (on the other side)';
+}
+
+/** Refreshes the visit summary: each participant's connection, direct or relayed. */
+async function refreshSummary() {
+  let v;
+  try {
+    v = await api('GET', `/api/v1/visits/${encodeURIComponent(visitId)}`);
+  } catch {
+    return;
+  }
+  /** @type {ParticipantJSON[]} */
+  const ps = Array.isArray(v?.participants) ? v.participants : [];
+  const items = [];
+  for (const p of ps) {
+    for (const c of p.connections ?? []) {
+      const li = document.createElement('li');
+      li.dataset.participantId = p.id;
+      li.dataset.path = c.path;
+      li.dataset.localType = c.local.candidate_type;
+      li.dataset.relayProtocol = c.local.relay_protocol ?? '';
+      const who = document.createElement('span');
+      who.textContent = `${p.name || p.role}: `;
+      const path = document.createElement('span');
+      path.className = 'path';
+      path.textContent = describePath(c);
+      li.append(who, path);
+      items.push(li);
+    }
+  }
+  summaryList.replaceChildren(...items);
+  summaryEmpty.hidden = items.length > 0;
+}
+
 /** The visit is over: say so and let go of camera and microphone. */
 function showEnded() {
   if (ended) return;
@@ -125,6 +191,8 @@ function showEnded() {
   waiting = [];
   waitingList.replaceChildren();
   waitingEmpty.hidden = false;
+  connectError.hidden = true;
+  refreshSummary();
   view?.stop();
   call?.close();
   signalling?.close();
@@ -320,9 +388,14 @@ async function start() {
       stopStream(localStream);
     }
   });
-  for (const ev of /** @type {const} */ (['peer-added', 'peer-updated', 'peer-removed', 'connection-state'])) {
+  for (const ev of /** @type {const} */ (['peer-added', 'peer-updated', 'peer-removed', 'connection-state', 'connect-failed', 'connect-ok'])) {
     call.on(ev, updateStatus);
   }
+  call.on('pair', () => setTimeout(refreshSummary, 500));
+  setInterval(() => {
+    if (!ended && call && call.conns.size > 0) refreshSummary();
+  }, SUMMARY_EVERY_MS);
+  refreshSummary();
   signalling.connect();
   // Keep "waiting since" fresh.
   setInterval(() => {

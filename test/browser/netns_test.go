@@ -1,0 +1,378 @@
+//go:build browser && netns
+
+// Network tests: real browsers on hosts that cannot reach each other, as
+// shared/NETWORK-TESTING.md describes. Three network namespaces per test: the server's (R),
+// the patient's (A) and the clinician's (B), A and B each joined to R by a veth pair and R not
+// forwarding, so A and B have no route to each other and both reach the server. Addresses
+// are from the benchmarking range 198.18.0.0/15, which the relay's peer policy denies unless
+// allow-listed (these tests allow it). Traffic goes only to these namespaces.
+//
+//	make netns   (as root: go test -tags browser,netns -run Netns ./test/browser)
+package browser
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"golang.org/x/sys/unix"
+
+	"github.com/bedside/bedside/internal/app"
+	"github.com/bedside/bedside/internal/app/apptest"
+	"github.com/bedside/bedside/internal/config"
+)
+
+const (
+	serverIP  = "198.18.1.1" // R, on A's side (B reaches it through R too)
+	patientIP = "198.18.1.2" // A
+	clinIP    = "198.18.2.2" // B
+)
+
+var netSeq atomic.Int32
+
+// network is the three namespaces of one test.
+type network struct {
+	t             testing.TB
+	r, a, b       string // namespace names, unique to this process and test
+	serverThread  *nsThread
+	patientExec   string // wrappers that start Chromium inside A and B
+	clinicianExec string
+}
+
+// newNetwork makes the namespaces and removes them in t.Cleanup, whatever happens.
+func newNetwork(t testing.TB) *network {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("network-namespace tests need root (ip netns); run them with make netns as root")
+	}
+	for _, tool := range []string{"ip", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is not installed (make deps installs iproute2 and nftables): %v", tool, err)
+		}
+	}
+	id := fmt.Sprintf("%d-%d", os.Getpid(), netSeq.Add(1))
+	n := &network{t: t, r: "bsd-r-" + id, a: "bsd-a-" + id, b: "bsd-b-" + id}
+	t.Cleanup(func() {
+		for _, ns := range []string{n.a, n.b, n.r} {
+			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such file") {
+				t.Errorf("ip netns del %s: %v: %s", ns, err, out)
+			}
+		}
+	})
+	for _, ns := range []string{n.r, n.a, n.b} {
+		n.ip("netns", "add", ns)
+		n.ip("-n", ns, "link", "set", "lo", "up")
+		// IPv4 only, so ICE stays on the paths under test.
+		n.in(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+	}
+	n.in(n.r, "sysctl", "-qw", "net.ipv4.ip_forward=0") // no route between A and B
+	for _, side := range []struct{ ns, peer, hostIP, routerIP string }{
+		{n.a, "toa", patientIP, serverIP},
+		{n.b, "tob", clinIP, "198.18.2.1"},
+	} {
+		n.ip("-n", side.ns, "link", "add", "eth0", "type", "veth", "peer", "name", side.peer, "netns", n.r)
+		n.ip("-n", side.ns, "addr", "add", side.hostIP+"/24", "dev", "eth0")
+		n.ip("-n", side.ns, "link", "set", "eth0", "up")
+		n.ip("-n", n.r, "addr", "add", side.routerIP+"/24", "dev", side.peer)
+		n.ip("-n", n.r, "link", "set", side.peer, "up")
+		n.ip("-n", side.ns, "route", "add", "default", "via", side.routerIP)
+	}
+	n.serverThread = enterNetns(t, n.r)
+	dir := t.TempDir()
+	n.patientExec = chromiumIn(t, dir, n.a)
+	n.clinicianExec = chromiumIn(t, dir, n.b)
+	return n
+}
+
+func (n *network) ip(args ...string) {
+	n.t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		n.t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+// in runs a command inside a namespace.
+func (n *network) in(ns string, args ...string) {
+	n.t.Helper()
+	if out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput(); err != nil {
+		n.t.Fatalf("in %s: %s: %v: %s", ns, strings.Join(args, " "), err, out)
+	}
+}
+
+// blockUDP drops every UDP datagram into or out of the patient's host (a network that
+// allows only TCP, like a hospital guest network).
+func (n *network) blockUDP() {
+	n.t.Helper()
+	n.in(n.a, "nft", "add table inet bsdblock; "+
+		"add chain inet bsdblock out { type filter hook output priority 0; policy accept; }; "+
+		"add chain inet bsdblock in { type filter hook input priority 0; policy accept; }; "+
+		"add rule inet bsdblock out meta l4proto udp drop; "+
+		"add rule inet bsdblock in meta l4proto udp drop")
+}
+
+// chromiumIn writes a wrapper that starts Chromium inside ns, for chromedp's ExecPath
+// (chromedp talks to it over a pipe, which crosses namespaces).
+func chromiumIn(t testing.TB, dir, ns string) string {
+	p := filepath.Join(dir, "chromium-"+ns)
+	script := fmt.Sprintf("#!/bin/sh\nexec ip netns exec %s %s \"$@\"\n", ns, chromiumPath)
+	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// nsThread is a goroutine locked to an OS thread inside a namespace: sockets it makes live
+// there. It is never unlocked, so the thread ends with it and never runs other goroutines.
+type nsThread struct {
+	jobs chan func()
+	done chan struct{}
+}
+
+func enterNetns(t testing.TB, ns string) *nsThread {
+	t.Helper()
+	th := &nsThread{jobs: make(chan func()), done: make(chan struct{})}
+	ready := make(chan error, 1)
+	go func() {
+		defer close(th.done)
+		runtime.LockOSThread()
+		fd, err := unix.Open("/var/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err == nil {
+			err = unix.Setns(fd, unix.CLONE_NEWNET)
+			unix.Close(fd)
+		}
+		ready <- err
+		if err != nil {
+			return
+		}
+		for f := range th.jobs {
+			f()
+		}
+	}()
+	if err := <-ready; err != nil {
+		t.Fatalf("enter namespace %s: %v", ns, err)
+	}
+	t.Cleanup(func() { close(th.jobs); <-th.done })
+	return th
+}
+
+// Do runs f on the namespace's thread and waits for it.
+func (th *nsThread) Do(f func()) {
+	done := make(chan struct{})
+	th.jobs <- func() { defer close(done); f() }
+	<-done
+}
+
+// netRig starts the server inside R (its listeners and every relay socket are made there)
+// and the two browsers in A and B, and returns the usual rig.
+func netRig(t *testing.T, n *network, turnMode string) *rig {
+	t.Helper()
+	origin := "http://" + serverIP
+	start := func(t testing.TB) *apptest.Server {
+		var srv *apptest.Server
+		n.serverThread.Do(func() {
+			srv = apptest.Start(t, apptest.Options{
+				HTTPAddr: serverIP + ":0",
+				App:      app.Options{TURNSockets: n.serverThread.Do},
+				Config: func(c *config.Config) {
+					c.PublicURL = origin + ":0" // the port bound
+					c.STUNAddr = serverIP + ":0"
+					c.ICEHost = serverIP
+					c.TURN = turnMode
+					c.TURNAllowPeers = "198.18.0.0/15"
+				},
+			})
+		})
+		if srv == nil {
+			t.FailNow()
+		}
+		return srv
+	}
+	// The pages come from a plain-http address that is not localhost: tell Chromium to treat
+	// it as secure (camera access). The port is known only once the server runs, so the
+	// browsers start after it.
+	srv := start(t)
+	secure := chromedp.Flag("unsafely-treat-insecure-origin-as-secure", srv.URL())
+	return newRigWith(t, rigOptions{
+		start:     func(testing.TB) *apptest.Server { return srv },
+		clinician: []chromedp.ExecAllocatorOption{chromedp.ExecPath(n.clinicianExec), secure},
+		patient:   []chromedp.ExecAllocatorOption{chromedp.ExecPath(n.patientExec), secure},
+	})
+}
+
+// selectedPairJS is the page's selected candidate pair, as the connection message reports it.
+const selectedPairJS = `(async () => {
+	const pc = [...window.bedside.call.pcs.values()][0];
+	if (!pc || pc.connectionState !== 'connected') return null;
+	const report = await pc.getStats();
+	const byId = new Map();
+	report.forEach((v) => byId.set(v.id, v));
+	for (const v of byId.values()) {
+		if (v.type === 'transport' && v.selectedCandidatePairId) {
+			const p = byId.get(v.selectedCandidatePairId);
+			const l = byId.get(p.localCandidateId), r = byId.get(p.remoteCandidateId);
+			return {local: l.candidateType, localProtocol: l.protocol, relayProtocol: l.relayProtocol || '',
+				remote: r.candidateType};
+		}
+	}
+	return null;
+})()`
+
+type netPair struct {
+	Local         string `json:"local"`
+	LocalProtocol string `json:"localProtocol"`
+	RelayProtocol string `json:"relayProtocol"`
+	Remote        string `json:"remote"`
+}
+
+func pairOf(p *page) netPair {
+	p.tb.Helper()
+	p.waitFor("a selected candidate pair", selectedPairJS+`.then((x) => x !== null)`)
+	return mustEval[netPair](p, selectedPairJS)
+}
+
+// startCall runs the visit up to media flowing both ways.
+func startCall(r *rig) {
+	r.t.Helper()
+	r.signIn()
+	r.createVisit("Ada Lovelace")
+	r.patientJoins("Ada")
+	r.admit("Ada")
+	waitInCall(r.patient)
+	waitInCall(r.clinician)
+}
+
+// TestNetnsCallNeedsRelay: the patient and the clinician cannot reach each other; the call
+// connects through the embedded relay, both pages' selected pair is relayed, and the
+// clinician's visit summary (and the API behind it) says so.
+func TestNetnsCallNeedsRelay(t *testing.T) {
+	n := newNetwork(t)
+	r := netRig(t, n, "embedded")
+	startCall(r)
+	for _, p := range []*page{r.patient, r.clinician} {
+		pair := pairOf(p)
+		p.logf("selected pair: %+v", pair)
+		if pair.Local != "relay" && pair.Remote != "relay" {
+			t.Errorf("%s: selected pair %+v is not relayed, on hosts with no route to each other", p.person, pair)
+		}
+	}
+	r.clinician.waitFor("the visit summary saying the patient was relayed", fmt.Sprintf(
+		`!!document.querySelector('#visit-summary li[data-participant-id=%q][data-path="relayed"]')`, r.patientID))
+	text := mustEval[string](r.clinician, `document.getElementById('visit-summary').textContent`)
+	if !strings.Contains(text, "through the relay") {
+		t.Errorf("visit summary: %q", text)
+	}
+	r.patient.assertNoExceptions()
+	r.clinician.assertNoExceptions()
+}
+
+// TestNetnsTURNOffFails: with the relay switched off the same visit cannot connect, and both
+// people are told so instead of waiting for ever.
+func TestNetnsTURNOffFails(t *testing.T) {
+	n := newNetwork(t)
+	r := netRig(t, n, "off")
+	r.signIn()
+	r.createVisit("Ada Lovelace")
+	r.patientJoins("Ada")
+	r.admit("Ada")
+	r.patient.waitFor("the call stage", visible("stage-call"))
+	start := time.Now()
+	for _, p := range []*page{r.patient, r.clinician} {
+		p.waitForWithin("#connect-error shown", visible("connect-error")+
+			` && document.getElementById('call-status').dataset.state === 'error'`, 45*time.Second)
+		msg := mustEval[string](p, `document.getElementById('connect-error').textContent`)
+		if !strings.Contains(msg, "We could not connect your call") || !strings.Contains(msg, "network") {
+			t.Errorf("%s: message %q", p.person, msg)
+		}
+		p.logf("told the call cannot connect %v after admission: %q", time.Since(start).Round(time.Second), msg)
+	}
+	if fp := mustEval[bool](r.patient, `window.bedside.call.failedPeers.size > 0`); !fp {
+		t.Error("the patient's call has no failed peer")
+	}
+}
+
+// TestNetnsUDPBlocked: the patient's network drops all UDP; the call connects over TURN/TCP.
+// Then the clinician removes the patient mid-call: the relay closes the patient's allocation
+// and the packets it relayed stop within 2 s, although the clinician's browser (made to
+// ignore the removal here) keeps sending to it.
+func TestNetnsUDPBlocked(t *testing.T) {
+	n := newNetwork(t)
+	n.blockUDP()
+	r := netRig(t, n, "embedded")
+	startCall(r)
+	pair := pairOf(r.patient)
+	r.patient.logf("selected pair: %+v", pair)
+	if pair.Local != "relay" || (pair.RelayProtocol != "tcp" && pair.RelayProtocol != "tls") {
+		t.Fatalf("patient's pair %+v: want a local relay candidate reached over TCP or TLS", pair)
+	}
+	r.clinician.waitFor("the visit summary saying TURN over TCP", fmt.Sprintf(
+		`!!document.querySelector('#visit-summary li[data-participant-id=%q][data-path="relayed"][data-relay-protocol=%q]')`, r.patientID, pair.RelayProtocol))
+
+	// Revocation. The clinician's page keeps its connection (and so keeps sending to the
+	// patient's relay address) after the patient is gone.
+	relay := r.srv.TURN()
+	mustEval[chromedp.Void](r.clinician, `(() => { window.bedside.call._drop = () => {}; })()`)
+	// Watch the relay's count of the patient's packets every 10 ms, from a second before the
+	// removal: when did it last move?
+	type sample struct {
+		at time.Time
+		n  uint64
+	}
+	samples := make(chan []sample, 1)
+	stopWatch := make(chan struct{})
+	go func() {
+		var s []sample
+		for {
+			s = append(s, sample{time.Now(), relay.RelayedPackets(r.patientID)})
+			select {
+			case <-stopWatch:
+				samples <- s
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	time.Sleep(time.Second)
+	removeAt := time.Now() // the click (and the confirmation) take some of what follows
+	r.clinician.click(fmt.Sprintf(`button.remove-participant[data-peer-id=%q]`, r.patientID))
+	time.Sleep(5 * time.Second)
+	sentBefore := clinicianPacketsSent(r.clinician)
+	time.Sleep(time.Second)
+	sentAfter := clinicianPacketsSent(r.clinician)
+	close(stopWatch)
+	s := <-samples
+	var lastMove time.Time
+	moves := 0
+	for i := 1; i < len(s); i++ {
+		if s[i].n != s[i-1].n {
+			lastMove = s[i].at
+			if s[i].at.Before(removeAt) {
+				moves++
+			}
+		}
+	}
+	if moves == 0 {
+		t.Fatalf("the patient's relay carried nothing in the second before the removal")
+	}
+	stopped := lastMove.Sub(removeAt)
+	t.Logf("the removed patient's relayed packets stopped %v after the click on Remove (%d packets in all)", stopped.Round(time.Millisecond), s[len(s)-1].n)
+	if stopped > 2*time.Second {
+		t.Errorf("relayed packets went on for %v after the removal, want at most 2 s", stopped)
+	}
+	if sentAfter <= sentBefore {
+		t.Errorf("the clinician's connection stopped sending (%d -> %d): the test shows nothing about the relay", sentBefore, sentAfter)
+	}
+	r.patient.waitFor("the patient told they were removed", visible("stage-ended"))
+}
+
+// clinicianPacketsSent is the RTP packets the page's (first) connection has sent.
+func clinicianPacketsSent(p *page) int {
+	return mustEval[int](p, `(async () => { const pc = [...window.bedside.call.pcs.values()][0]; if (!pc) return 0;
+		const s = await pc.getStats(); let n = 0; s.forEach((v) => { if (v.type === 'outbound-rtp') n += v.packetsSent || 0; }); return n; })()`)
+}
