@@ -73,7 +73,7 @@ function updateStatus() {
     return;
   }
   const present = [...call.peers.values()].filter((p) => !call?.absent.has(p.id));
-  const failed = present.filter((p) => call?.failedPeers.has(p.id));
+  const failed = present.filter((p) => call?.failedPeers.has(p.id) || call?.failedPeers.has('sfu'));
   connectError.hidden = failed.length === 0;
   if (failed.length > 0) {
     const names = failed.map((p) => p.name || 'the patient').join(', ');
