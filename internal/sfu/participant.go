@@ -737,12 +737,13 @@ func (s *SFU) api(sub bool, onBWE func(cc.BandwidthEstimator)) (*webrtc.API, err
 	ir := &interceptor.Registry{}
 	lf := pionLogger(s.log)
 	if sub {
+		pc := newPacer() // this connection's (the registry is built once, for one connection)
 		bwe, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
 			return gcc.NewSendSideBWE(
 				gcc.SendSideBWEInitialBitrate(s.cfg.InitialBitrate),
 				gcc.SendSideBWEMinBitrate(30_000),
 				gcc.SendSideBWEMaxBitrate(20_000_000),
-				gcc.SendSideBWEPacer(gcc.NewNoOpPacer()), // send at once: layers keep us under the estimate
+				gcc.SendSideBWEPacer(pc), // send at once: layers keep us under the estimate
 				gcc.WithLoggerFactory(lf),
 			)
 		})
@@ -751,6 +752,7 @@ func (s *SFU) api(sub bool, onBWE func(cc.BandwidthEstimator)) (*webrtc.API, err
 		}
 		bwe.OnNewPeerConnection(func(_ string, e cc.BandwidthEstimator) { onBWE(e) })
 		ir.Add(bwe) // innermost: its send times are as close to the wire as can be
+		ir.Add(&pacerUnbinder{p: pc})
 		if err := webrtc.ConfigureNackWithOptions(m, ir, nil, nack.ResponderSize(nackBuffer), nack.WithResponderLoggerFactory(lf)); err != nil {
 			return nil, err
 		}
