@@ -15,7 +15,7 @@ import (
 type nullWriter struct{}
 
 func (nullWriter) WriteRTP(*rtp.Header, []byte) (int, error) { return 0, nil }
-func (nullWriter) Write(b []byte) (int, error)                { return len(b), nil }
+func (nullWriter) Write(b []byte) (int, error)               { return len(b), nil }
 
 // BenchmarkWriteVideo: one down track's writer rewriting and writing VP8 packets of the
 // layer it forwards. It must not allocate.
