@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pion/logging"
@@ -245,14 +246,48 @@ func (s *Server) listenSTUN() error {
 	return nil
 }
 
+// listenUDPAndTCP opens the UDP listener group on addr and, with tcp, the TCP listener on
+// the same port. With port 0 the kernel chooses the UDP port, and that port may already be
+// taken for TCP: then it closes the UDP sockets and tries another, a few times.
+func listenUDPAndTCP(addr string, n int, tcp bool) ([]net.PacketConn, net.Listener, error) {
+	_, port, _ := net.SplitHostPort(addr)
+	tries := 1
+	if tcp && port == "0" {
+		tries = 20
+	}
+	for i := 0; ; i++ {
+		conns, err := listenUDPGroup(addr, n)
+		if err != nil {
+			return nil, nil, fmt.Errorf("turn listen udp %s: %w", addr, err)
+		}
+		if !tcp {
+			return conns, nil, nil
+		}
+		p := conns[0].LocalAddr().(*net.UDPAddr).Port
+		ln, err := net.Listen("tcp", net.JoinHostPort(hostOf(addr), strconv.Itoa(p)))
+		if err == nil {
+			return conns, ln, nil
+		}
+		for _, c := range conns {
+			c.Close()
+		}
+		if i+1 >= tries || !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, nil, fmt.Errorf("turn listen tcp %s: %w", addr, err)
+		}
+	}
+}
+
 // listen opens the sockets and starts pion on them.
 func (s *Server) listen() error {
 	cfg := s.cfg
-	conns, err := listenUDPGroup(cfg.Addr, cfg.UDPListeners)
+	conns, tcpLn, err := listenUDPAndTCP(cfg.Addr, cfg.UDPListeners, cfg.TCP)
 	if err != nil {
-		return fmt.Errorf("turn listen udp %s: %w", cfg.Addr, err)
+		return err
 	}
 	s.udp = conns
+	if tcpLn != nil {
+		s.listeners = append(s.listeners, tcpLn)
+	}
 	laddr := conns[0].LocalAddr().(*net.UDPAddr)
 	s.udpPort = laddr.Port
 
@@ -288,11 +323,7 @@ func (s *Server) listen() error {
 	}
 	var lns []pionturn.ListenerConfig
 	if cfg.TCP {
-		ln, err := net.Listen("tcp", net.JoinHostPort(hostOf(cfg.Addr), strconv.Itoa(s.udpPort)))
-		if err != nil {
-			return fmt.Errorf("turn listen tcp %s: %w", cfg.Addr, err)
-		}
-		s.listeners = append(s.listeners, ln)
+		ln := tcpLn
 		s.tcpPort = ln.Addr().(*net.TCPAddr).Port
 		lns = append(lns, pionturn.ListenerConfig{Listener: &guardedListener{Listener: ln, s: s}, RelayAddressGenerator: gen, PermissionHandler: s.policy.Allowed})
 	}
