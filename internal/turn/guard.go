@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 
 	"github.com/pion/stun/v4"
@@ -22,7 +23,8 @@ import (
 //   - it refuses TCP allocations with 442 while TCP relaying is off.
 //
 // Only requests signed by a valid secret get such an answer; others go on to pion, which
-// answers 401. ChannelData and Send indications pass without a look (the fast path).
+// answers 401. ChannelData and Send indications pass without a look; ChannelData on a
+// channel pion bound does not even reach pion (the fast path, channels.go).
 // pion's PermissionHandler enforces the same policy behind it.
 
 const (
@@ -143,23 +145,45 @@ func errorReply(m *stun.Message, code stun.ErrorCode, key []byte) []byte {
 	return r.Raw
 }
 
-// guardedPacketConn is a UDP listener socket with the guard in front of pion's read loop.
+// The listener sockets are read in batches of up to listenerBatch datagrams (recvmmsg),
+// into buffers of listenerMTU bytes: pion's inbound MTU (it drops datagrams that fill it).
+// A batch is what queued up while the loop was busy (a read returns as soon as one
+// datagram is there); a larger batch only costs memory, listenerBatch * listenerMTU bytes
+// per socket.
+const (
+	listenerBatch = 32
+	listenerMTU   = 1600
+)
+
+// guardedPacketConn is a UDP listener socket with the guard in front of pion's read loop,
+// and the ChannelData fast path (channels.go) in front of the guard.
 type guardedPacketConn struct {
-	net.PacketConn
-	s *Server
+	*net.UDPConn
+	rd  *batchReader // used only by pion's read loop, through ReadFrom
+	snd *sender      // the same loop's, for the fast path
+	s   *Server
+}
+
+// take is the reader's fast path: ChannelData on a channel the fast path knows is relayed
+// here.
+func (c *guardedPacketConn) take(b []byte, _ int, from netip.AddrPort) bool {
+	return len(b) >= 4 && len(b) < listenerMTU && b[0]&0xc0 == 0x40 && c.s.forward(b, from, c.snd)
 }
 
 func (c *guardedPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
-		n, addr, err := c.PacketConn.ReadFrom(p)
-		if err != nil || !isControlRequest(p[:n]) {
-			return n, addr, err
+		b, _, from, err := c.rd.read()
+		if err != nil {
+			return 0, nil, err
 		}
-		if reply := c.s.inspect(p[:n], addr); reply != nil {
-			c.PacketConn.WriteTo(reply, addr)
-			continue
+		addr := net.UDPAddrFromAddrPort(from)
+		if isControlRequest(b) {
+			if reply := c.s.inspect(b, addr); reply != nil {
+				c.UDPConn.WriteTo(reply, addr)
+				continue
+			}
 		}
-		return n, addr, nil
+		return copy(p, b), addr, nil
 	}
 }
 

@@ -3,6 +3,7 @@ package turn
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,13 +40,22 @@ func (g *relayGen) AllocatePacketConn(conf pionturn.AllocateListenerConfig) (net
 		g.s.release(rc)
 		return nil, nil, err
 	}
+	var fast *udpRelay
 	if udp, ok := pc.(*net.UDPConn); ok {
 		udp.SetReadBuffer(1 << 20)
 		udp.SetWriteBuffer(1 << 20)
+		if fast, err = newUDPRelay(udp); err != nil {
+			pc.Close()
+			g.s.release(rc)
+			return nil, nil, err
+		}
 	}
-	if !rc.attach(pc, nil) { // revoked meanwhile
+	if !rc.attach(pc, nil, fast) { // revoked meanwhile
 		pc.Close()
 		return nil, nil, ErrRevoked
+	}
+	if fast != nil {
+		fast.rd.take = rc.take
 	}
 	return rc, addr, nil
 }
@@ -65,7 +75,7 @@ func (g *relayGen) AllocateListener(conf pionturn.AllocateListenerConfig) (net.L
 		g.s.release(rc)
 		return nil, nil, err
 	}
-	if !rc.attach(nil, ln) {
+	if !rc.attach(nil, ln, nil) {
 		ln.Close()
 		return nil, nil, ErrRevoked
 	}
@@ -131,6 +141,7 @@ func (s *Server) reserve(user string) (*relayConn, error) {
 func (s *Server) release(rc *relayConn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.forgetRelay(rc)
 	if set := s.relays[rc.user]; set[rc] {
 		delete(set, rc)
 		if len(set) == 0 {
@@ -138,6 +149,37 @@ func (s *Server) release(rc *relayConn) {
 		}
 		s.total--
 	}
+}
+
+// Relay sockets are read in batches of up to relayBatch datagrams (a video frame arrives
+// as a burst), into buffers of relayMTU bytes as pion's are. There is one relay socket per
+// allocation, so the batch is kept smaller than the listeners'.
+const (
+	relayBatch = 8
+	relayMTU   = 1600
+)
+
+// udpRelay is what the fast path needs of a UDP relay socket: the socket itself, its port,
+// the batched reader that pion's read loop uses (through relayConn.ReadFrom), and that
+// loop's sender, to send to the client.
+type udpRelay struct {
+	udp  *net.UDPConn
+	sock *udpSocket
+	port int
+	rd   *batchReader
+	snd  *sender
+}
+
+func newUDPRelay(udp *net.UDPConn) (*udpRelay, error) {
+	rd, err := newBatchReader(udp, relayBatch, relayMTU, 4) // 4: room for the ChannelData header
+	if err != nil {
+		return nil, err
+	}
+	sock, err := newUDPSocket(udp)
+	if err != nil {
+		return nil, err
+	}
+	return &udpRelay{udp: udp, sock: sock, port: udp.LocalAddr().(*net.UDPAddr).Port, rd: rd, snd: newSender()}, nil
 }
 
 // relayConn is one allocation's relay socket (UDP), or the listener of a TCP allocation.
@@ -150,6 +192,18 @@ type relayConn struct {
 	in, out *rate.Limiter  // peer -> client, client -> peer; nil = unlimited
 	packets *atomic.Uint64 // shared by the user's allocations
 	once    sync.Once
+
+	// The fast path's state (channels.go). fast is set by attach and never changes; client,
+	// clientConn and chans are set under s.mu, client and clientConn (by allocationCreated)
+	// before the first channel list is stored (channelCreated), and read by the fast path
+	// only after loading a non-nil channel list. dead is set first thing in Close: the fast
+	// path stops relaying for this allocation at once, before the socket is even closed.
+	fast       *udpRelay // nil: a TCP allocation
+	chans      atomic.Pointer[[]boundChannel]
+	client     netip.AddrPort
+	clientConn *udpSocket
+	dead       atomic.Bool
+
 	// mu guards pc and ln until they are attached (Revoke may run meanwhile), closed, and
 	// conns: the TCP data connections of a TCP allocation.
 	mu     sync.Mutex
@@ -157,18 +211,52 @@ type relayConn struct {
 	conns  []net.Conn
 }
 
-// attach gives the relay its socket, unless it was closed (revoked) meanwhile.
-func (c *relayConn) attach(pc net.PacketConn, ln net.Listener) bool {
+// attach gives the relay its socket, unless it was closed (revoked) meanwhile. A UDP relay
+// socket is registered by port for the fast path's events (s.mu, then c.mu: Close takes
+// them one after the other, so either attach fails or release sees the entry).
+func (c *relayConn) attach(pc net.PacketConn, ln net.Listener, fast *udpRelay) bool {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return false
 	}
-	c.pc, c.ln = pc, ln
+	c.pc, c.ln, c.fast = pc, ln, fast
+	if fast != nil {
+		c.s.byPort[fast.port] = c
+	}
 	return true
 }
 
+// ReadFrom is pion's read loop on the relay socket. Datagrams from the peer of a bound
+// channel go to the client here (the fast path) and the loop reads on; the others (Data
+// indications, or no permission) are handed to pion.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if c.fast == nil {
+		return c.readSlow(p)
+	}
+	b, _, from, err := c.fast.rd.read()
+	if err != nil {
+		return 0, nil, err
+	}
+	return copy(p, b), net.UDPAddrFromAddrPort(from), nil
+}
+
+// take is the reader's fast path: it drops datagrams over the bandwidth limit, counts the
+// others, and relays those from a channel's peer to the client.
+func (c *relayConn) take(b []byte, i int, from netip.AddrPort) bool {
+	if c.dead.Load() {
+		return true // closing: the rest of the batch is dropped
+	}
+	if c.in != nil && !c.in.AllowN(time.Now(), len(b)) {
+		return true // over the limit: dropped
+	}
+	c.packets.Add(1)
+	return c.toClient(b, i, from)
+}
+
+func (c *relayConn) readSlow(p []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := c.pc.ReadFrom(p)
 		if err != nil {
@@ -193,6 +281,19 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return c.pc.WriteTo(p, addr)
 }
 
+// toPeer is the fast path's WriteTo: the data of a client's ChannelData to the channel's
+// peer.
+func (c *relayConn) toPeer(p []byte, peer netip.AddrPort, snd *sender) {
+	if c.dead.Load() {
+		return // closing (revoked): dropped
+	}
+	if c.out != nil && !c.out.AllowN(time.Now(), len(p)) {
+		return // over the limit: dropped
+	}
+	c.packets.Add(1)
+	snd.send(c.fast.sock, p, peer)
+}
+
 func (c *relayConn) LocalAddr() net.Addr                { return c.pc.LocalAddr() }
 func (c *relayConn) SetDeadline(t time.Time) error      { return c.pc.SetDeadline(t) }
 func (c *relayConn) SetReadDeadline(t time.Time) error  { return c.pc.SetReadDeadline(t) }
@@ -202,6 +303,7 @@ func (c *relayConn) SetWriteDeadline(t time.Time) error { return c.pc.SetWriteDe
 func (c *relayConn) Close() error {
 	var err error
 	c.once.Do(func() {
+		c.dead.Store(true)
 		c.mu.Lock()
 		c.closed = true
 		pc, ln, conns := c.pc, c.ln, c.conns

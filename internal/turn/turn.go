@@ -109,6 +109,10 @@ type Config struct {
 	Metrics  *Metrics       // nil: none
 	Log      *slog.Logger
 	Now      func() time.Time
+
+	// channelLifetime is pion's channel binding lifetime (0: its 10 minutes); tests shorten
+	// it to watch a channel expire.
+	channelLifetime time.Duration
 }
 
 // Server is the embedded STUN/TURN server (or, in external mode, the credential issuer for
@@ -140,6 +144,13 @@ type Server struct {
 	counts  map[string]*atomic.Uint64      // user -> packets relayed, over all its allocations
 	total   int                            // open allocations
 	closed  bool
+
+	// The ChannelData fast path (channels.go): UDP relay sockets by port (under mu), and
+	// the UDP clients that have channels, by address (copied on write under mu, read
+	// without a lock by the listeners' read loops).
+	byPort   map[int]*relayConn
+	clients  atomic.Pointer[map[netip.AddrPort]*relayConn]
+	udpConns []*udpSocket // the listener sockets, to send to clients
 }
 
 // Off is a Server that serves nothing.
@@ -191,6 +202,7 @@ func Start(cfg Config) (*Server, error) {
 		cfg: cfg, log: cfg.Log, rec: cfg.Recorder, metrics: cfg.Metrics, now: cfg.Now,
 		policy:  NewPeerPolicy(cfg.AllowPeers).WithExact(cfg.AllowPeerAddrs),
 		revoked: map[string]time.Time{}, relays: map[string]map[*relayConn]bool{}, counts: map[string]*atomic.Uint64{},
+		byPort: map[int]*relayConn{},
 	}
 	for _, sec := range cfg.Secrets {
 		if len(sec) > 0 {
@@ -319,7 +331,19 @@ func (s *Server) listen() error {
 
 	var pcs []pionturn.PacketConnConfig
 	for _, c := range s.udp {
-		pcs = append(pcs, pionturn.PacketConnConfig{PacketConn: &guardedPacketConn{PacketConn: c, s: s}, RelayAddressGenerator: gen, PermissionHandler: s.policy.Allowed})
+		u := c.(*net.UDPConn)
+		rd, err := newBatchReader(u, listenerBatch, listenerMTU, 0)
+		if err != nil {
+			return fmt.Errorf("turn listen udp %s: %w", cfg.Addr, err)
+		}
+		sock, err := newUDPSocket(u)
+		if err != nil {
+			return fmt.Errorf("turn listen udp %s: %w", cfg.Addr, err)
+		}
+		s.udpConns = append(s.udpConns, sock)
+		gc := &guardedPacketConn{UDPConn: u, rd: rd, snd: newSender(), s: s}
+		rd.take = gc.take
+		pcs = append(pcs, pionturn.PacketConnConfig{PacketConn: gc, RelayAddressGenerator: gen, PermissionHandler: s.policy.Allowed})
 	}
 	var lns []pionturn.ListenerConfig
 	if cfg.TCP {
@@ -343,13 +367,14 @@ func (s *Server) listen() error {
 	lf := logging.NewDefaultLoggerFactory()
 	lf.DefaultLogLevel = logging.LogLevelDisabled
 	srv, err := pionturn.NewServer(pionturn.ServerConfig{
-		Realm:             Realm,
-		AuthHandler:       s.authenticate,
-		QuotaHandler:      s.quota,
-		EventHandler:      s.events(),
-		PacketConnConfigs: pcs,
-		ListenerConfigs:   lns,
-		LoggerFactory:     lf,
+		Realm:              Realm,
+		AuthHandler:        s.authenticate,
+		QuotaHandler:       s.quota,
+		EventHandler:       s.events(),
+		PacketConnConfigs:  pcs,
+		ListenerConfigs:    lns,
+		LoggerFactory:      lf,
+		ChannelBindTimeout: cfg.channelLifetime,
 	})
 	if err != nil {
 		return fmt.Errorf("turn server: %w", err)
@@ -624,7 +649,8 @@ func ipOf(a net.Addr) string {
 	return h
 }
 
-// events are pion's allocation callbacks: audit and metrics.
+// events are pion's allocation callbacks: audit, metrics, and the fast path's table of
+// channels (channels.go).
 func (s *Server) events() pionturn.EventHandler {
 	return pionturn.EventHandler{
 		OnAuth: func(src, _ net.Addr, _, username, _, _ string, verdict bool) {
@@ -633,7 +659,8 @@ func (s *Server) events() pionturn.EventHandler {
 				s.refused(src, user, "bad_credentials", nil)
 			}
 		},
-		OnAllocationCreated: func(src, _ net.Addr, protocol, user, _ string, _ net.Addr, _ int) {
+		OnAllocationCreated: func(src, _ net.Addr, protocol, user, _ string, relay net.Addr, _ int) {
+			s.allocationCreated(src, relay, user)
 			if s.metrics != nil {
 				s.metrics.allocations.Inc()
 				s.metrics.allocationsTotal.WithLabelValues(protocol).Inc()
@@ -642,6 +669,12 @@ func (s *Server) events() pionturn.EventHandler {
 				Addr: ipOf(src), Outcome: "ok", Detail: map[string]string{"transport": transportOf(src)}}); err != nil {
 				s.log.Warn("audit: cannot record", "action", audit.TURNAllocate, "err", err)
 			}
+		},
+		OnChannelCreated: func(src, _ net.Addr, _, user, _ string, relay, peer net.Addr, number uint16) {
+			s.channelCreated(src, relay, peer, user, number)
+		},
+		OnChannelDeleted: func(src, _ net.Addr, _, user, _ string, relay, _ net.Addr, number uint16) {
+			s.channelDeleted(src, relay, user, number)
 		},
 		OnAllocationDeleted: func(src, _ net.Addr, _, user, _ string) {
 			if s.metrics != nil {

@@ -1,0 +1,262 @@
+package turn
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"strconv"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// sys6 makes a system call without telling the scheduler (RawSyscall6): it is only used
+// for calls that cannot block (recvmmsg with MSG_DONTWAIT, sendto on a non-blocking
+// socket), where entering and leaving the scheduler's syscall state costs more than the
+// call itself at tens of thousands of packets a second.
+func sys6(trap, a1, a2, a3, a4, a5, a6 uintptr) (uintptr, uintptr, syscall.Errno) {
+	return unix.RawSyscall6(trap, a1, a2, a3, a4, a5, a6)
+}
+
+// batchReader reads a UDP socket's datagrams several at a time: one recvmmsg(2) returns
+// every datagram queued on the socket, up to len(bufs), where one recvfrom(2) per datagram
+// would be needed otherwise. It waits in Go's network poller like any socket read, so
+// deadlines and Close work as usual.
+//
+// take, if set, is offered each datagram first, inside the poller's read call (the fast
+// path); what it does not take, read returns. Staying inside that call saves a system call
+// per wake-up: after a short batch (fewer datagrams than buffers: the socket's queue was
+// empty) the reader waits for the poller's next readiness event instead of reading until
+// EAGAIN. That is safe only within one RawConn.Read call (a new one clears a pending
+// event), and only after a short batch: a datagram queued later raises a new event (the
+// poller is edge-triggered), and no event is pending for data already queued.
+//
+// One goroutine reads; it is not safe for concurrent use.
+type batchReader struct {
+	raw   syscall.RawConn
+	hdrs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet6
+	bufs  [][]byte
+	off   int // where a datagram starts in its buffer (room for a header written later)
+	mtu   int
+	n     int // datagrams in the batch
+	next  int // the next one to look at
+	err   error
+	take  func(b []byte, i int, from netip.AddrPort) bool
+	fill  func(fd uintptr) bool // r.recv, made once (a method value allocates)
+}
+
+// newBatchReader reads c in batches of up to size datagrams of up to mtu bytes each, placed
+// at offset off of buffers that have 3 bytes to spare after mtu (ChannelData padding).
+func newBatchReader(c *net.UDPConn, size, mtu, off int) (*batchReader, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	r := &batchReader{
+		raw: raw, off: off, mtu: mtu,
+		hdrs:  make([]unix.Mmsghdr, size),
+		iovs:  make([]unix.Iovec, size),
+		names: make([]unix.RawSockaddrInet6, size),
+		bufs:  make([][]byte, size),
+	}
+	stride := off + mtu + 4
+	mem := make([]byte, size*stride)
+	for i := range size {
+		r.bufs[i] = mem[i*stride : (i+1)*stride : (i+1)*stride]
+		r.iovs[i].Base = &r.bufs[i][off]
+		r.iovs[i].SetLen(mtu)
+		r.hdrs[i].Hdr.Iov = &r.iovs[i]
+		r.hdrs[i].Hdr.SetIovlen(1)
+		r.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+	}
+	r.fill = r.recv
+	return r, nil
+}
+
+// read returns the next datagram that take did not take (a slice of buf(i) from offset off,
+// valid until the next call) with its index and sender, waiting for one.
+func (r *batchReader) read() (b []byte, i int, from netip.AddrPort, err error) {
+	for {
+		for r.next < r.n {
+			i := r.next
+			r.next++
+			b, from := r.datagram(i)
+			if r.take == nil || !r.take(b, i, from) {
+				return b, i, from, nil
+			}
+		}
+		r.n, r.next, r.err = 0, 0, nil
+		if err := r.raw.Read(r.fill); err != nil {
+			return nil, 0, netip.AddrPort{}, err
+		}
+		if r.err != nil {
+			return nil, 0, netip.AddrPort{}, r.err
+		}
+	}
+}
+
+func (r *batchReader) datagram(i int) ([]byte, netip.AddrPort) {
+	h := &r.hdrs[i]
+	return r.bufs[i][r.off : r.off+int(h.Len)], sockaddrAddrPort(&r.names[i], h.Hdr.Namelen)
+}
+
+// buf is the whole buffer of datagram i, header room included.
+func (r *batchReader) buf(i int) []byte { return r.bufs[i] }
+
+// recv is the RawConn read function: false asks the poller to wait for the socket to be
+// readable, true returns from the read with r.next < r.n (a datagram for read to return)
+// or r.err.
+func (r *batchReader) recv(fd uintptr) bool {
+	for {
+		for i := range r.hdrs {
+			r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+			r.hdrs[i].Hdr.Flags = 0
+		}
+		n, _, errno := sys6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)),
+			unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case 0:
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			r.err = &net.OpError{Op: "read", Net: "udp", Err: errno}
+			return true
+		}
+		r.n, r.next = int(n), 0
+		for r.next < r.n {
+			i := r.next
+			b, from := r.datagram(i)
+			if r.take == nil || !r.take(b, i, from) {
+				return true // for read to return
+			}
+			r.next++
+		}
+		r.n, r.next = 0, 0
+		if int(n) < len(r.hdrs) {
+			return false // the queue was empty: wait for the next readiness event
+		}
+	}
+}
+
+// sockaddrAddrPort decodes a sockaddr_in or sockaddr_in6 (an IPv4-mapped address stays
+// mapped, as net.UDPConn.ReadFrom returns it).
+func sockaddrAddrPort(sa *unix.RawSockaddrInet6, n uint32) netip.AddrPort {
+	switch sa.Family {
+	case unix.AF_INET:
+		if n < unix.SizeofSockaddrInet4 {
+			return netip.AddrPort{}
+		}
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), ntohs(sa4.Port))
+	case unix.AF_INET6:
+		if n < unix.SizeofSockaddrInet6 {
+			return netip.AddrPort{}
+		}
+		ip := netip.AddrFrom16(sa.Addr)
+		if sa.Scope_id != 0 { // link-local
+			ip = ip.WithZone(strconv.FormatUint(uint64(sa.Scope_id), 10))
+		}
+		return netip.AddrPortFrom(ip, ntohs(sa.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// ntohs reads a port as the kernel stores it (network byte order) in a uint16 field.
+func ntohs(p uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(&p))
+	return binary.BigEndian.Uint16(b[:])
+}
+
+func htons(p uint16) uint16 {
+	var v uint16
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&v))[:], p)
+	return v
+}
+
+// udpSocket is a UDP socket the fast path sends on.
+type udpSocket struct {
+	conn *net.UDPConn
+	raw  syscall.RawConn
+	six  bool // AF_INET6 (maybe dual-stack)
+}
+
+func newUDPSocket(c *net.UDPConn) (*udpSocket, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	u := &udpSocket{conn: c, raw: raw}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		var d int
+		d, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
+		u.six = d == unix.AF_INET6
+	}); err != nil {
+		return nil, err
+	}
+	return u, serr
+}
+
+// sender sends datagrams with sendto(2) through RawConn.Write (which holds the socket open
+// meanwhile), without allocating. One goroutine owns a sender.
+type sender struct {
+	b     []byte
+	sa    unix.RawSockaddrInet6 // or a RawSockaddrInet4 in its first bytes
+	salen uintptr
+	err   error
+	fn    func(fd uintptr) bool
+}
+
+func newSender() *sender {
+	s := &sender{}
+	s.fn = s.sendto
+	return s
+}
+
+// send sends b to to on u. A full socket buffer drops the datagram (as a congested link
+// would) rather than stalling the read loop that sends.
+func (s *sender) send(u *udpSocket, b []byte, to netip.AddrPort) error {
+	ip := to.Addr()
+	if u.six {
+		if ip.Zone() != "" {
+			_, err := u.conn.WriteToUDPAddrPort(b, to)
+			return err
+		}
+		sa := &s.sa
+		*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: htons(to.Port()), Addr: ip.As16()}
+		s.salen = unix.SizeofSockaddrInet6
+	} else {
+		if !ip.Is4() && !ip.Is4In6() {
+			return &net.AddrError{Err: "non-IPv4 address", Addr: ip.String()}
+		}
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&s.sa))
+		*sa = unix.RawSockaddrInet4{Family: unix.AF_INET, Port: htons(to.Port()), Addr: ip.As4()}
+		s.salen = unix.SizeofSockaddrInet4
+	}
+	s.b, s.err = b, nil
+	if err := u.raw.Write(s.fn); err != nil {
+		return err
+	}
+	s.b = nil
+	return s.err
+}
+
+func (s *sender) sendto(fd uintptr) bool {
+	for {
+		_, _, errno := sys6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(s.b))), uintptr(len(s.b)), 0,
+			uintptr(unsafe.Pointer(&s.sa)), s.salen)
+		switch errno {
+		case 0:
+			return true
+		case unix.EINTR:
+			continue
+		}
+		s.err = &net.OpError{Op: "write", Net: "udp", Err: errno}
+		return true
+	}
+}
