@@ -1,0 +1,170 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/bedside/bedside/internal/client"
+)
+
+// member is one load client: a person in a visit, over the real HTTP API and signalling
+// protocol, with pion peer connections for media.
+type member struct {
+	idx       int
+	room      int
+	clinician bool
+	pub       *publisher // nil: does not publish
+	subscribe bool
+	w         *window
+	api       *webrtc.API
+
+	http    *client.Client
+	conn    *client.Conn
+	self    string // participant id
+	welcome client.Welcome
+
+	wsOpen   int64 // when the WebSocket was open (bench clock)
+	firstRTP *firstTime
+
+	audio, video *webrtc.TrackLocalStaticRTP
+
+	mu     sync.Mutex
+	rx     []*trackRx
+	p2p    map[string]*webrtc.PeerConnection // peer id -> connection (p2p mode)
+	admit  map[string]bool                   // waiting participants already admitted (clinician)
+	failed error                             // first media error
+}
+
+func (m *member) newRx() *trackRx {
+	rx := newTrackRx(m.w)
+	m.mu.Lock()
+	m.rx = append(m.rx, rx)
+	m.mu.Unlock()
+	return rx
+}
+
+func (m *member) fail(err error) {
+	m.mu.Lock()
+	if m.failed == nil {
+		m.failed = err
+	}
+	m.mu.Unlock()
+}
+
+// dial opens the WebSocket and says hello. visitID is "" for link holders.
+func (m *member) dial(ctx context.Context, visitID string) error {
+	conn, err := m.http.Dial(ctx, !m.clinician)
+	if err != nil {
+		return fmt.Errorf("websocket: %w", err)
+	}
+	m.wsOpen = now()
+	call, err := client.Join(ctx, conn, visitID, false)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	m.mu.Lock()
+	m.conn = conn
+	m.mu.Unlock()
+	m.self, m.welcome = call.Welcome.Participant.ID, call.Welcome
+	return nil
+}
+
+// run handles signalling messages until ctx ends or the connection closes.
+func (m *member) run(ctx context.Context, welcome client.Welcome) {
+	for _, p := range welcome.Peers {
+		m.learn(ctx, p)
+	}
+	if m.clinician {
+		m.admitWaiting(ctx, welcome.Waiting)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case msg, ok := <-m.conn.In:
+			if !ok {
+				return
+			}
+			m.handle(ctx, msg)
+		}
+	}
+}
+
+func (m *member) handle(ctx context.Context, msg client.Message) {
+	switch msg.Type {
+	case "waiting":
+		var w struct{ Waiting []client.Waiting }
+		if msg.Decode(&w) == nil && m.clinician {
+			m.admitWaiting(ctx, w.Waiting)
+		}
+	case "admitted":
+		var a struct{ Peers []client.PeerInfo }
+		msg.Decode(&a)
+		for _, p := range a.Peers {
+			m.learn(ctx, p)
+		}
+	case "peer":
+		var e struct {
+			Event string
+			Peer  client.PeerInfo
+		}
+		msg.Decode(&e)
+		switch e.Event {
+		case "joined":
+			m.learn(ctx, e.Peer)
+		case "left", "gone":
+			m.drop(e.Peer.ID)
+		}
+	case "signal":
+		var s client.SignalIn
+		if err := msg.Decode(&s); err != nil {
+			return
+		}
+		if err := m.signal(ctx, s); err != nil {
+			m.fail(fmt.Errorf("signal from %s: %w", s.From, err))
+		}
+	case "error":
+		var e struct{ Code, Message string }
+		msg.Decode(&e)
+		m.fail(fmt.Errorf("server error %s: %s", e.Code, e.Message))
+	}
+}
+
+// admitWaiting admits everyone waiting (once each).
+func (m *member) admitWaiting(ctx context.Context, ws []client.Waiting) {
+	for _, w := range ws {
+		m.mu.Lock()
+		done := m.admit[w.ID]
+		if m.admit == nil {
+			m.admit = map[string]bool{}
+		}
+		m.admit[w.ID] = true
+		m.mu.Unlock()
+		if !done {
+			m.conn.Send(ctx, map[string]string{"type": "admit", "participant": w.ID})
+		}
+	}
+}
+
+func (m *member) send(v any) error { return m.conn.Send(context.Background(), v) }
+
+// close ends the member's connections.
+func (m *member) close() {
+	m.mu.Lock()
+	pcs := m.p2p
+	m.p2p = nil
+	m.mu.Unlock()
+	for _, pc := range pcs {
+		pc.Close()
+	}
+	m.mu.Lock()
+	conn := m.conn
+	m.mu.Unlock()
+	if conn != nil {
+		conn.Close()
+	}
+}

@@ -1,0 +1,302 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bedside/bedside/internal/client"
+)
+
+// server is the Bedside server being measured.
+type server struct {
+	url             string
+	pid             int
+	email, password string
+	child           *child
+	dir             string
+}
+
+// startServer starts `bedside serve` in a child process on loopback, with a temporary data
+// directory and a clinician account made with `bedside user add` (or uses cfg.Server).
+func startServer(ctx context.Context, cfg Config) (*server, error) {
+	if cfg.Server != "" {
+		return &server{url: strings.TrimRight(cfg.Server, "/"), pid: cfg.ServerPID, email: cfg.Email, password: cfg.Password}, nil
+	}
+	dir, err := os.MkdirTemp("", "bedside-bench-")
+	if err != nil {
+		return nil, err
+	}
+	s := &server{dir: dir, email: "bench-clinician@example.com", password: randomPassword()}
+	ok := false
+	defer func() {
+		if !ok {
+			s.stop()
+		}
+	}()
+	add := exec.CommandContext(ctx, cfg.Exe, "user", "add", "--data-dir", dir, "--email", s.email, "--name", "Bench Clinician", "--role", "clinician", "--require-mfa=false")
+	add.Stdin = strings.NewReader(s.password + "\n")
+	add.Env = environ()
+	if out, err := add.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("bedside user add: %w: %s", err, out)
+	}
+	args := append([]string{"serve", "--data-dir", dir, "--http-addr", "127.0.0.1:0", "--stun-addr", "127.0.0.1:0",
+		"--turn", "off", "--require-mfa=false", "--log-format", "json", "--log-level", "info"}, cfg.ServerArgs...)
+	urls := make(chan string, 1)
+	s.child, err = startChild("server", cfg.Exe, args, cfg.ServerCPUs, environ(), func(line []byte) {
+		if u, ok := servingURL(line); ok {
+			select {
+			case urls <- u:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case s.url = <-urls:
+	case <-s.child.done:
+		return nil, fmt.Errorf("bedside serve exited: %v: %s", s.child.err, s.child.log.String())
+	case <-time.After(30 * time.Second):
+		return nil, fmt.Errorf("bedside serve did not start in 30 s: %s", s.child.log.String())
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	s.pid = s.child.pid()
+	ok = true
+	return s, nil
+}
+
+func (s *server) stop() {
+	if s.child != nil {
+		s.child.stop(10 * time.Second)
+	}
+	if s.dir != "" {
+		os.RemoveAll(s.dir)
+	}
+}
+
+func randomPassword() string {
+	b := make([]byte, 18)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// createVisit creates a visit with the given media policy ("" for the server's default).
+func createVisit(ctx context.Context, c *client.Client, name, policy string) (client.Visit, error) {
+	body := map[string]any{"patient_name": name}
+	if policy == "sfu" {
+		body["policy"] = policy
+	}
+	var v client.Visit
+	err := c.Do(ctx, "POST", "/api/v1/visits", body, &v)
+	return v, err
+}
+
+// runServer measures the server with the scenario: it creates the visits, joins every
+// member over the real protocol, waits for media everywhere, warms up and measures.
+func runServer(ctx context.Context, cfg Config) (PhaseResult, error) {
+	topo := cfg.topology()
+	srv, err := startServer(ctx, cfg)
+	if err != nil {
+		return PhaseResult{}, err
+	}
+	defer srv.stop()
+	admin := client.New(srv.url)
+	if err := admin.SignIn(ctx, srv.email, srv.password); err != nil {
+		return PhaseResult{}, fmt.Errorf("sign in as %s: %w", srv.email, err)
+	}
+	l := &load{w: &window{}, members: topo.members(), pid: srv.pid}
+	if srv.pid != 0 {
+		if l.rss0, err = procRSS(srv.pid); err != nil {
+			return PhaseResult{}, err
+		}
+	}
+	api := newAPI()
+	lctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var all []*member
+	defer func() {
+		cancel()
+		for _, m := range all {
+			m.close()
+		}
+		wg.Wait()
+	}()
+
+	type plan struct {
+		visit   client.Visit
+		token   string
+		members []*member
+	}
+	var plans []plan
+	pubIdx := 0
+	for ri, room := range topo.rooms {
+		v, err := createVisit(ctx, admin, fmt.Sprintf("Bench room %d", ri+1), cfg.Policy)
+		if err != nil {
+			return PhaseResult{}, fmt.Errorf("create visit: %w", err)
+		}
+		tok, err := client.LinkToken(v.PatientURL)
+		if err != nil {
+			return PhaseResult{}, err
+		}
+		p := plan{visit: v, token: tok}
+		var pubs []*publisher
+		for mi, ro := range room {
+			m := &member{idx: len(all), room: ri, clinician: mi == 0, subscribe: ro.subscribe, w: l.w, api: api, firstRTP: newFirstTime()}
+			if ro.publish {
+				m.pub = newPublisher(pubIdx, cfg.Profile, l.w)
+				pubIdx++
+				if m.audio, m.video, err = localTracks(m.pub, fmt.Sprintf("bench-%d", m.idx)); err != nil {
+					return PhaseResult{}, err
+				}
+				pubs = append(pubs, m.pub)
+			}
+			if m.clinician {
+				m.http = admin
+			} else {
+				m.http = client.New(srv.url)
+			}
+			p.members = append(p.members, m)
+			all = append(all, m)
+		}
+		want := roomStreams(room, pubs)
+		for mi, m := range p.members {
+			if m.subscribe {
+				l.subs = append(l.subs, &subscriber{streams: want[mi], tracks: m.tracks})
+			}
+		}
+		l.pubs = append(l.pubs, pubs...)
+		plans = append(plans, p)
+	}
+
+	// Join: in each room the clinician first, then the others one after the other; at
+	// most JoinConcurrency members between WebSocket open and first media at a time.
+	sem := make(chan struct{}, cfg.JoinConcurrency)
+	joinErr := make(chan error, len(plans))
+	for _, p := range plans {
+		wg.Add(1)
+		go func() { // ends when its room has joined (or failed) or lctx ends
+			defer wg.Done()
+			for i, m := range p.members {
+				select {
+				case sem <- struct{}{}:
+				case <-lctx.Done():
+					return
+				}
+				var err error
+				if m.clinician {
+					err = m.joinAsClinician(lctx, p.visit.ID)
+				} else {
+					err = m.joinByLink(lctx, p.token, fmt.Sprintf("Bench %d", m.idx))
+				}
+				if err != nil {
+					<-sem
+					joinErr <- fmt.Errorf("member %d joining: %w", m.idx, err)
+					return
+				}
+				wg.Add(1)
+				go func() { defer wg.Done(); m.run(lctx, m.welcome) }() // ends with lctx or the connection
+				if m.pub != nil {
+					wg.Add(1)
+					go func() { defer wg.Done(); m.pub.run(lctx) }() // ends with lctx
+				}
+				if i == 0 {
+					<-sem // the first in gets media only when others come
+					continue
+				}
+				wg.Add(1)
+				go func() { // ends at first media, after 10 s or with lctx
+					defer wg.Done()
+					defer func() { <-sem }()
+					select {
+					case <-m.firstRTP.done:
+					case <-time.After(10 * time.Second):
+					case <-lctx.Done():
+					}
+				}()
+			}
+		}()
+	}
+	readyErr := make(chan error, 1)
+	go func() { readyErr <- l.ready(lctx, cfg.JoinTimeout) }() // ends by timeout or lctx
+	select {
+	case err := <-joinErr:
+		return PhaseResult{}, err
+	case err := <-readyErr:
+		if err != nil {
+			return PhaseResult{}, fmt.Errorf("%w%s", err, memberErrors(all))
+		}
+	}
+	// Join times: WebSocket open to first RTP, for everyone who joined a room already
+	// holding a publisher (not the first in each room).
+	for _, p := range plans {
+		for _, m := range p.members[1:] {
+			if !m.subscribe {
+				continue
+			}
+			select {
+			case <-m.firstRTP.done:
+				l.joinTimes = append(l.joinTimes, time.Duration(m.firstRTP.at-m.wsOpen))
+			default:
+			}
+		}
+	}
+	res, err := l.measure(ctx, cfg, "server")
+	if err != nil {
+		return res, err
+	}
+	if ok, err := srv.exited(); ok {
+		return res, fmt.Errorf("the server exited during the run: %v", err)
+	}
+	return res, nil
+}
+
+func (s *server) exited() (bool, error) {
+	if s.child == nil {
+		return false, nil
+	}
+	return s.child.exited()
+}
+
+func memberErrors(ms []*member) string {
+	var errs []error
+	for _, m := range ms {
+		m.mu.Lock()
+		if m.failed != nil && len(errs) < 5 {
+			errs = append(errs, fmt.Errorf("member %d: %w", m.idx, m.failed))
+		}
+		m.mu.Unlock()
+	}
+	if len(errs) == 0 {
+		return ""
+	}
+	return "; " + errors.Join(errs...).Error()
+}
+
+// joinAsClinician opens the signed-in clinician's WebSocket to the visit.
+func (m *member) joinAsClinician(ctx context.Context, visitID string) error {
+	return m.dial(ctx, visitID)
+}
+
+// joinByLink opens the patient link as a new participant and its WebSocket.
+func (m *member) joinByLink(ctx context.Context, token, name string) error {
+	if _, err := m.http.JoinLink(ctx, token, name); err != nil {
+		return fmt.Errorf("link join: %w", err)
+	}
+	return m.dial(ctx, "")
+}
+
+func (m *member) tracks() []*trackRx {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]*trackRx(nil), m.rx...)
+}

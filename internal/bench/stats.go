@@ -1,0 +1,174 @@
+package bench
+
+import (
+	"math"
+	"math/bits"
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// window is the measured interval on the bench clock. A packet belongs to it when its send
+// time does; warm-up packets and packets sent after it are not counted anywhere.
+type window struct {
+	start, end atomic.Int64 // 0: not yet set
+}
+
+func (w *window) contains(sent int64) bool {
+	s := w.start.Load()
+	if s == 0 || sent < s {
+		return false
+	}
+	e := w.end.Load()
+	return e == 0 || sent <= e
+}
+
+// maxSamples bounds the latency samples one received track keeps (about 4 hours of a
+// 60-packet/s stream); later packets are still counted.
+const maxSamples = 1 << 20
+
+// trackRx is what one subscriber saw of one incoming RTP stream (one pion TrackRemote, or
+// one floor-relay socket). Its reader goroutine updates it; the collector reads it under mu.
+type trackRx struct {
+	w *window
+
+	mu      sync.Mutex
+	first   int64 // receive time of the first bench packet (0: none yet)
+	lat     []int64
+	packets int64 // in the window (duplicates not counted)
+	dups    int64
+	bytes   int64            // RTP bytes in the window
+	byStr   map[uint32]*seen // in the window
+	any     map[uint32]bool  // every stream seen, in the window or not
+	// RTP sequence numbers of the packets in the window: extended, lowest and highest.
+	seqInit        bool
+	maxExt         int64 // highest extended sequence number seen
+	seqMin, seqMax int64 // lowest and highest in the window
+}
+
+// seen is the set of a publisher stream's counters one track received in the window.
+type seen struct {
+	base uint32
+	bits []uint64
+}
+
+// add records counter c and says whether it is new.
+func (s *seen) add(c uint32) bool {
+	if s.bits == nil {
+		s.base = c &^ 63
+	}
+	if c < s.base { // before the first one seen (reordered across the window start)
+		shift := int((s.base - (c &^ 63)) / 64)
+		s.bits = append(make([]uint64, shift), s.bits...)
+		s.base = c &^ 63
+	}
+	i := int(c - s.base)
+	for i/64 >= len(s.bits) {
+		s.bits = append(s.bits, 0)
+	}
+	m := uint64(1) << (i % 64)
+	if s.bits[i/64]&m != 0 {
+		return false
+	}
+	s.bits[i/64] |= m
+	return true
+}
+
+func newTrackRx(w *window) *trackRx {
+	return &trackRx{w: w, byStr: map[uint32]*seen{}, any: map[uint32]bool{}}
+}
+
+// count is the number of counters seen.
+func (s *seen) count() int64 {
+	n := 0
+	for _, b := range s.bits {
+		n += bits.OnesCount64(b)
+	}
+	return int64(n)
+}
+
+// packet records one raw RTP packet received at time at (bench clock).
+func (t *trackRx) packet(b []byte, at int64) {
+	payload, seq, ok := rtpPayload(b)
+	if !ok {
+		return
+	}
+	stream, counter, sent, ok := readTrailer(payload)
+	if !ok {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.first == 0 {
+		t.first = at
+	}
+	if !t.any[stream] {
+		t.any[stream] = true
+	}
+	// Extend the sequence number over wrap-arounds: a packet is taken to be within half
+	// the sequence space of the highest one seen so far (RFC 3550 A.1, simplified).
+	var ext int64
+	if !t.seqInit {
+		t.seqInit, t.maxExt = true, int64(seq)
+		ext = t.maxExt
+	} else {
+		d := int64(int16(seq - uint16(t.maxExt)))
+		ext = t.maxExt + d
+		if d > 0 {
+			t.maxExt = ext
+		}
+	}
+	if !t.w.contains(sent) {
+		return
+	}
+	s := t.byStr[stream]
+	if s == nil {
+		s = &seen{}
+		t.byStr[stream] = s
+	}
+	if !s.add(counter) {
+		t.dups++
+		return
+	}
+	t.packets++
+	t.bytes += int64(len(b))
+	if len(t.lat) < maxSamples {
+		t.lat = append(t.lat, at-sent)
+	}
+	if t.packets == 1 || ext < t.seqMin {
+		t.seqMin = ext
+	}
+	if t.packets == 1 || ext > t.seqMax {
+		t.seqMax = ext
+	}
+}
+
+// txStream is what a publisher sent on one stream: the counter of its next packet, and how
+// many of its packets were sent in the window.
+type txStream struct {
+	id       uint32
+	counter  uint32
+	inWindow atomic.Int64
+}
+
+// Quantiles of a sorted sample, nearest rank.
+func quantile(sorted []int64, q float64) int64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+// median of float values (the mean of the middle two for an even count); NaN for none.
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
