@@ -312,7 +312,7 @@ func (r *PhaseResult) collect(l *load) {
 		}
 		r.WriteErrors += p.errs.Load()
 	}
-	var lat []int64
+	var lat, latSock []int64
 	var seqExpected, seqReceived int64
 	for _, s := range l.subs {
 		got := map[uint32]int64{}
@@ -322,6 +322,8 @@ func (r *PhaseResult) collect(l *load) {
 			r.Duplicates += t.dups
 			r.Bytes += t.bytes
 			lat = append(lat, t.lat...)
+			latSock = append(latSock, t.latSock...)
+			r.NoSocketTime += t.noSock
 			if t.packets > 0 {
 				seqExpected += t.seqMax - t.seqMin + 1
 				seqReceived += t.packets
@@ -350,10 +352,15 @@ func (r *PhaseResult) collect(l *load) {
 		r.SeqLoss = 1 - float64(min(seqReceived, seqExpected))/float64(seqExpected)
 	}
 	slices.Sort(lat)
+	slices.Sort(latSock)
 	us := func(ns int64) float64 { return float64(ns) / 1e3 }
-	r.LatencyP50, r.LatencyP90, r.LatencyP99, r.LatencyP999 = us(quantile(lat, .5)), us(quantile(lat, .9)), us(quantile(lat, .99)), us(quantile(lat, .999))
+	r.LatencyP50, r.LatencyP90, r.LatencyP99, r.LatencyP999 = us(quantile(latSock, .5)), us(quantile(latSock, .9)), us(quantile(latSock, .99)), us(quantile(latSock, .999))
+	if len(latSock) > 0 {
+		r.LatencyMax = us(latSock[len(latSock)-1])
+	}
+	r.AppLatencyP50, r.AppLatencyP99 = us(quantile(lat, .5)), us(quantile(lat, .99))
 	if len(lat) > 0 {
-		r.LatencyMax = us(lat[len(lat)-1])
+		r.AppLatencyMax = us(lat[len(lat)-1])
 	}
 	r.finish()
 }

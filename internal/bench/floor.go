@@ -55,6 +55,9 @@ func runFloor(ctx context.Context, cfg Config) (PhaseResult, error) {
 			}
 			conns = append(conns, c)
 			c.SetReadBuffer(1 << 20)
+			if err := enableTimestamps(c); err != nil {
+				return PhaseResult{}, err
+			}
 			if _, err := c.Write([]byte{0}); err != nil { // hello: the relay learns our address
 				return PhaseResult{}, err
 			}
@@ -131,15 +134,14 @@ type floorRx struct {
 
 func (f *floorRx) read(c *net.UDPConn) {
 	buf := make([]byte, 1500)
+	var oob [128]byte
 	for {
-		n, err := c.Read(buf)
+		n, oobn, _, _, err := c.ReadMsgUDP(buf, oob[:])
 		at := now()
 		if err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				continue
-			}
-			return
+			return // closed
 		}
+		sock, _ := kernelTime(oob[:oobn])
 		if n < 12 {
 			continue
 		}
@@ -151,7 +153,7 @@ func (f *floorRx) read(c *net.UDPConn) {
 			f.bySSRC[ssrc] = t
 		}
 		f.mu.Unlock()
-		t.packet(buf[:n], at)
+		t.packet(buf[:n], at, sock)
 	}
 }
 

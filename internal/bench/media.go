@@ -11,9 +11,11 @@ import (
 //
 //	magic "BSB1" (4) | stream id (4) | packet counter (4) | send time (8)
 //
-// The send time is nanoseconds on the bench's monotonic clock (since the process's epoch),
-// taken just before the packet is handed to the socket or to pion; senders and receivers
-// are in the same process, so receive time minus send time is the one-way latency. The
+// The send time is Unix nanoseconds, taken just before the packet is handed to the socket
+// or to pion; senders and receivers are in the same process, so receive time minus send
+// time is the one-way latency. It is the wall clock (CLOCK_REALTIME) because the kernel's
+// socket receive timestamps are on it too (tsconn.go); a clock step during a run would
+// show as one outlier. The
 // trailer sits at the end so that an SFU rewriting the VP8 payload descriptor (picture ids)
 // does not move it. The counter is the publisher's own, which an SFU does not rewrite: loss
 // is counted from it (packets sent in the measured window that a subscriber never got), as
@@ -23,11 +25,8 @@ const (
 	trailerMag = "BSB1"
 )
 
-// epoch is the origin of send and receive times.
-var epoch = time.Now() // set once at start-up, never changed
-
-// now is the time on the bench's clock, in nanoseconds.
-func now() int64 { return int64(time.Since(epoch)) }
+// now is the time on the bench's clock: Unix nanoseconds.
+func now() int64 { return time.Now().UnixNano() }
 
 // Kind of a stream.
 const (

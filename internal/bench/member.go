@@ -20,6 +20,7 @@ type member struct {
 	subscribe bool
 	w         *window
 	api       *webrtc.API
+	stamps    *rxStamps // socket receive times of the member's RTP packets
 
 	http    *client.Client
 	conn    *client.Conn

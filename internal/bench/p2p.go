@@ -57,7 +57,7 @@ func (m *member) newP2P(peer string) (*webrtc.PeerConnection, error) {
 			return
 		}
 		rx := m.newRx()
-		go readTrack(t, rx, m.firstRTP.set) // ends when the connection closes
+		go readTrack(t, rx, m.stamps, m.firstRTP.set) // ends when the connection closes
 	})
 	m.mu.Lock()
 	if m.p2p == nil {

@@ -1,8 +1,7 @@
 package bench
 
 import (
-	"errors"
-	"io"
+	"encoding/binary"
 	"net"
 	"sync"
 	"time"
@@ -12,11 +11,17 @@ import (
 	"github.com/pion/webrtc/v4"
 )
 
-// newAPI returns the pion API every load client's peer connections are made with: the
-// default codecs and interceptors (NACK, RTCP reports, TWCC: what a browser does), and
-// host candidates on the loopback interface only.
-func newAPI() *webrtc.API {
+// newAPI returns the pion API one load client's peer connections are made with: the
+// default codecs and interceptors (NACK, RTCP reports, TWCC: what a browser does), host
+// candidates on the loopback interface only, and sockets that keep the kernel's receive
+// time of every RTP packet in stamps.
+func newAPI(stamps *rxStamps) (*webrtc.API, error) {
+	n, err := newStampNet(stamps)
+	if err != nil {
+		return nil, err
+	}
 	se := webrtc.SettingEngine{}
+	se.SetNet(n)
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
@@ -24,7 +29,7 @@ func newAPI() *webrtc.API {
 	// Loopback answers within microseconds; the default waits are for real networks.
 	se.SetHostAcceptanceMinWait(0)
 	se.SetSTUNGatherTimeout(time.Second)
-	return webrtc.NewAPI(webrtc.WithSettingEngine(se))
+	return webrtc.NewAPI(webrtc.WithSettingEngine(se)), nil
 }
 
 // peerConnection makes a peer connection with the server's ICE servers (from welcome).
@@ -74,19 +79,21 @@ func readRTCP(s *webrtc.RTPSender, p *publisher) {
 	}
 }
 
-// readTrack reads a remote track until it ends, recording every packet.
-func readTrack(t *webrtc.TrackRemote, rx *trackRx, first func(int64)) {
+// readTrack reads a remote track until it ends, recording every packet with its read time
+// and its socket receive time.
+func readTrack(t *webrtc.TrackRemote, rx *trackRx, stamps *rxStamps, first func(int64)) {
 	buf := make([]byte, 1500)
 	for {
 		n, _, err := t.Read(buf)
 		at := now()
 		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) {
-				return
-			}
-			return
+			return // the connection closed
 		}
-		rx.packet(buf[:n], at)
+		var sock int64
+		if n >= 12 {
+			sock, _ = stamps.take(binary.BigEndian.Uint32(buf[8:]), binary.BigEndian.Uint16(buf[2:]))
+		}
+		rx.packet(buf[:n], at, sock)
 		first(at)
 	}
 }

@@ -37,12 +37,20 @@ type PhaseResult struct {
 	ForwardedPPS  float64 `json:"forwarded_pps"`
 	ForwardedMbps float64 `json:"forwarded_mbps"`
 
-	// One-way latency from the publisher's write to the subscriber's read, microseconds.
-	LatencyP50  float64 `json:"latency_p50_us"`
-	LatencyP90  float64 `json:"latency_p90_us"`
-	LatencyP99  float64 `json:"latency_p99_us"`
-	LatencyP999 float64 `json:"latency_p999_us"`
-	LatencyMax  float64 `json:"latency_max_us"`
+	// One-way latency, microseconds: from the publisher's send time (taken just before
+	// its write) to the kernel's receive time on the subscriber's socket. NoSocketTime:
+	// packets without a socket receive time (left out of these).
+	LatencyP50   float64 `json:"latency_p50_us"`
+	LatencyP90   float64 `json:"latency_p90_us"`
+	LatencyP99   float64 `json:"latency_p99_us"`
+	LatencyP999  float64 `json:"latency_p999_us"`
+	LatencyMax   float64 `json:"latency_max_us"`
+	NoSocketTime int64   `json:"no_socket_time"`
+	// The same to the subscriber's read (pion's track reader, after SRTP decryption, or the
+	// floor's socket read): the load clients' own work and queueing included.
+	AppLatencyP50 float64 `json:"app_latency_p50_us"`
+	AppLatencyP99 float64 `json:"app_latency_p99_us"`
+	AppLatencyMax float64 `json:"app_latency_max_us"`
 
 	// The forwarding process: CPU seconds (user + system) in the window, its share of
 	// one core, per forwarded packet (microseconds) and per forwarded Mbit/s (percent of
@@ -252,6 +260,10 @@ func medianPhase(ps []*PhaseResult) *PhaseResult {
 	m.LatencyP99 = f(func(p *PhaseResult) float64 { return p.LatencyP99 })
 	m.LatencyP999 = f(func(p *PhaseResult) float64 { return p.LatencyP999 })
 	m.LatencyMax = f(func(p *PhaseResult) float64 { return p.LatencyMax })
+	m.NoSocketTime = i(func(p *PhaseResult) int64 { return p.NoSocketTime })
+	m.AppLatencyP50 = f(func(p *PhaseResult) float64 { return p.AppLatencyP50 })
+	m.AppLatencyP99 = f(func(p *PhaseResult) float64 { return p.AppLatencyP99 })
+	m.AppLatencyMax = f(func(p *PhaseResult) float64 { return p.AppLatencyMax })
 	m.ServerCPU = f(func(p *PhaseResult) float64 { return p.ServerCPU })
 	m.ServerUtil = f(func(p *PhaseResult) float64 { return p.ServerUtil })
 	m.CPUPerPacket = f(func(p *PhaseResult) float64 { return p.CPUPerPacket })
@@ -291,7 +303,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		r.Machine.CPUs, r.Machine.Model, r.Machine.Kernel, r.Machine.Go, cpuList(r.Machine.ServerCPUs), cpuList(r.Machine.LoadCPUs))
 	fmt.Fprintf(w, "# window %gs after %gs warm-up, %d repeat(s)\n\n", s.Duration, s.Warmup, s.Repeat)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "run\tpath\tfwd pkt/s\tfwd Mbit/s\tloss\tworst\tp50 us\tp99 us\tmax us\tsrv CPU\tus/pkt\tcore%/Mbit/s\tKiB/member\tjoin p50 ms\tjoin p99 ms\tload CPU\t")
+	fmt.Fprintln(tw, "run\tpath\tfwd pkt/s\tfwd Mbit/s\tloss\tworst\tp50 us\tp99 us\tmax us\tread p99 us\tsrv CPU\tus/pkt\tcore%/Mbit/s\tKiB/member\tjoin p50 ms\tjoin p99 ms\tload CPU\t")
 	row := func(run string, p *PhaseResult) {
 		if p == nil {
 			return
@@ -300,9 +312,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		if p.JoinsMeasured > 0 {
 			join50, join99 = fmt.Sprintf("%.0f", p.JoinP50), fmt.Sprintf("%.0f", p.JoinP99)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f%%\t%.2f\t%.2f\t%.0f\t%s\t%s\t%.0f%%\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f%%\t%.2f\t%.2f\t%.0f\t%s\t%s\t%.0f%%\t\n",
 			run, strings.TrimSuffix(p.Name, " (median)"), p.ForwardedPPS, p.ForwardedMbps, pct(p.Loss), pct(p.WorstLoss),
-			p.LatencyP50, p.LatencyP99, p.LatencyMax, 100*p.ServerUtil, p.CPUPerPacket, p.CPUPerMbps, p.MemPerMember/1024,
+			p.LatencyP50, p.LatencyP99, p.LatencyMax, p.AppLatencyP99, 100*p.ServerUtil, p.CPUPerPacket, p.CPUPerMbps, p.MemPerMember/1024,
 			join50, join99, 100*p.LoadUtil)
 	}
 	for i, run := range r.Runs {

@@ -120,7 +120,6 @@ func runServer(ctx context.Context, cfg Config) (PhaseResult, error) {
 			return PhaseResult{}, err
 		}
 	}
-	api := newAPI()
 	lctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var all []*member
@@ -151,7 +150,10 @@ func runServer(ctx context.Context, cfg Config) (PhaseResult, error) {
 		p := plan{visit: v, token: tok}
 		var pubs []*publisher
 		for mi, ro := range room {
-			m := &member{idx: len(all), room: ri, clinician: mi == 0, subscribe: ro.subscribe, w: l.w, api: api, firstRTP: newFirstTime()}
+			m := &member{idx: len(all), room: ri, clinician: mi == 0, subscribe: ro.subscribe, w: l.w, stamps: newRxStamps(), firstRTP: newFirstTime()}
+			if m.api, err = newAPI(m.stamps); err != nil {
+				return PhaseResult{}, err
+			}
 			if ro.publish {
 				m.pub = newPublisher(pubIdx, cfg.Profile, l.w)
 				pubIdx++

@@ -33,9 +33,11 @@ type trackRx struct {
 	w *window
 
 	mu      sync.Mutex
-	first   int64 // receive time of the first bench packet (0: none yet)
-	lat     []int64
-	packets int64 // in the window (duplicates not counted)
+	first   int64   // receive time of the first bench packet (0: none yet)
+	lat     []int64 // send to the reader's read, ns
+	latSock []int64 // send to the kernel's receive on the client's socket, ns
+	noSock  int64   // packets in the window without a socket receive time
+	packets int64   // in the window (duplicates not counted)
 	dups    int64
 	bytes   int64            // RTP bytes in the window
 	byStr   map[uint32]*seen // in the window
@@ -87,8 +89,9 @@ func (s *seen) count() int64 {
 	return int64(n)
 }
 
-// packet records one raw RTP packet received at time at (bench clock).
-func (t *trackRx) packet(b []byte, at int64) {
+// packet records one raw RTP packet read at time at, received by the socket at sock (0:
+// unknown), on the bench clock.
+func (t *trackRx) packet(b []byte, at, sock int64) {
 	payload, seq, ok := rtpPayload(b)
 	if !ok {
 		return
@@ -134,6 +137,12 @@ func (t *trackRx) packet(b []byte, at int64) {
 	t.bytes += int64(len(b))
 	if len(t.lat) < maxSamples {
 		t.lat = append(t.lat, at-sent)
+		if sock != 0 {
+			t.latSock = append(t.latSock, sock-sent)
+		}
+	}
+	if sock == 0 {
+		t.noSock++
 	}
 	if t.packets == 1 || ext < t.seqMin {
 		t.seqMin = ext
