@@ -266,14 +266,17 @@ func (l *load) measure(ctx context.Context, cfg Config, name string) (PhaseResul
 		return PhaseResult{}, err
 	}
 	self := os.Getpid()
-	var cpu0, self0 time.Duration
+	var cpu0, run0, wait0, self0 time.Duration
 	var err error
 	if l.pid != 0 {
 		if cpu0, err = procCPU(l.pid); err != nil {
 			return PhaseResult{}, err
 		}
+		if run0, wait0, err = procSched(l.pid); err != nil {
+			return PhaseResult{}, err
+		}
 	}
-	self0, _ = procCPU(self)
+	self0, _, _ = procSched(self)
 	t0 := time.Now()
 	l.w.start.Store(now())
 	if err := sleep(ctx, cfg.Duration); err != nil {
@@ -287,12 +290,18 @@ func (l *load) measure(ctx context.Context, cfg Config, name string) (PhaseResul
 		if err != nil {
 			return PhaseResult{}, err
 		}
-		res.ServerCPU = (cpu1 - cpu0).Seconds()
+		run1, wait1, err := procSched(l.pid)
+		if err != nil {
+			return PhaseResult{}, err
+		}
+		res.ServerCPU = (run1 - run0).Seconds()
+		res.ServerCPUTicks = (cpu1 - cpu0).Seconds()
+		res.ServerWait = (wait1 - wait0).Seconds()
 		if rss, err := procRSS(l.pid); err == nil {
 			res.RSSBefore, res.RSSAfter = l.rss0, rss
 		}
 	}
-	self1, _ := procCPU(self)
+	self1, _, _ := procSched(self)
 	res.LoadCPU = (self1 - self0).Seconds()
 	// Packets sent at the end of the window may still be on their way.
 	if err := sleep(ctx, 500*time.Millisecond); err != nil {

@@ -52,24 +52,29 @@ type PhaseResult struct {
 	AppLatencyP99 float64 `json:"app_latency_p99_us"`
 	AppLatencyMax float64 `json:"app_latency_max_us"`
 
-	// The forwarding process: CPU seconds (user + system) in the window, its share of
-	// one core, per forwarded packet (microseconds) and per forwarded Mbit/s (percent of
-	// a core); RSS before anyone joined and at the end of the window.
-	ServerCPU     float64 `json:"server_cpu_s"`
-	ServerUtil    float64 `json:"server_cpu_util"`
-	CPUPerPacket  float64 `json:"cpu_per_packet_us"`
-	CPUPerMbps    float64 `json:"cpu_pct_per_mbps"`
-	RSSBefore     int64   `json:"rss_before"`
-	RSSAfter      int64   `json:"rss_after"`
-	MemPerMember  float64 `json:"mem_per_participant"`
-	LoadCPU       float64 `json:"load_cpu_s"`
-	LoadUtil      float64 `json:"load_cpu_util"`
-	WriteErrors   int64   `json:"write_errors"`
-	JoinP50       float64 `json:"join_p50_ms"`
-	JoinP99       float64 `json:"join_p99_ms"`
-	JoinMax       float64 `json:"join_max_ms"`
-	JoinsMeasured int     `json:"joins_measured"`
-	joins         []time.Duration
+	// The forwarding process: CPU seconds in the window (its threads' run time from
+	// schedstat; ServerCPUTicks is utime + stime from /proc/<pid>/stat, 10 ms steps), its
+	// share of one core, per forwarded packet (microseconds) and per forwarded Mbit/s
+	// (percent of a core); ServerWait: seconds its threads waited for a CPU while
+	// runnable (other processes on its CPU); RSS before anyone joined and at the end of
+	// the window.
+	ServerCPU      float64 `json:"server_cpu_s"`
+	ServerCPUTicks float64 `json:"server_cpu_ticks_s"`
+	ServerWait     float64 `json:"server_runqueue_wait_s"`
+	ServerUtil     float64 `json:"server_cpu_util"`
+	CPUPerPacket   float64 `json:"cpu_per_packet_us"`
+	CPUPerMbps     float64 `json:"cpu_pct_per_mbps"`
+	RSSBefore      int64   `json:"rss_before"`
+	RSSAfter       int64   `json:"rss_after"`
+	MemPerMember   float64 `json:"mem_per_participant"`
+	LoadCPU        float64 `json:"load_cpu_s"`
+	LoadUtil       float64 `json:"load_cpu_util"`
+	WriteErrors    int64   `json:"write_errors"`
+	JoinP50        float64 `json:"join_p50_ms"`
+	JoinP99        float64 `json:"join_p99_ms"`
+	JoinMax        float64 `json:"join_max_ms"`
+	JoinsMeasured  int     `json:"joins_measured"`
+	joins          []time.Duration
 }
 
 func (r *PhaseResult) finish() {
@@ -266,6 +271,8 @@ func medianPhase(ps []*PhaseResult) *PhaseResult {
 	m.AppLatencyMax = f(func(p *PhaseResult) float64 { return p.AppLatencyMax })
 	m.ServerCPU = f(func(p *PhaseResult) float64 { return p.ServerCPU })
 	m.ServerUtil = f(func(p *PhaseResult) float64 { return p.ServerUtil })
+	m.ServerCPUTicks = f(func(p *PhaseResult) float64 { return p.ServerCPUTicks })
+	m.ServerWait = f(func(p *PhaseResult) float64 { return p.ServerWait })
 	m.CPUPerPacket = f(func(p *PhaseResult) float64 { return p.CPUPerPacket })
 	m.CPUPerMbps = f(func(p *PhaseResult) float64 { return p.CPUPerMbps })
 	m.RSSBefore = i(func(p *PhaseResult) int64 { return p.RSSBefore })
@@ -303,7 +310,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		r.Machine.CPUs, r.Machine.Model, r.Machine.Kernel, r.Machine.Go, cpuList(r.Machine.ServerCPUs), cpuList(r.Machine.LoadCPUs))
 	fmt.Fprintf(w, "# window %gs after %gs warm-up, %d repeat(s)\n\n", s.Duration, s.Warmup, s.Repeat)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "run\tpath\tfwd pkt/s\tfwd Mbit/s\tloss\tworst\tp50 us\tp99 us\tmax us\tread p99 us\tsrv CPU\tus/pkt\tcore%/Mbit/s\tKiB/member\tjoin p50 ms\tjoin p99 ms\tload CPU\t")
+	fmt.Fprintln(tw, "run\tpath\tfwd pkt/s\tfwd Mbit/s\tloss\tworst\tp50 us\tp99 us\tmax us\tread p99 us\tsrv CPU\twait\tus/pkt\tcore%/Mbit/s\tKiB/member\tjoin p50 ms\tjoin p99 ms\tload CPU\t")
 	row := func(run string, p *PhaseResult) {
 		if p == nil {
 			return
@@ -312,9 +319,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		if p.JoinsMeasured > 0 {
 			join50, join99 = fmt.Sprintf("%.0f", p.JoinP50), fmt.Sprintf("%.0f", p.JoinP99)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f%%\t%.2f\t%.2f\t%.0f\t%s\t%s\t%.0f%%\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f%%\t%.1f%%\t%.2f\t%.2f\t%.0f\t%s\t%s\t%.0f%%\t\n",
 			run, strings.TrimSuffix(p.Name, " (median)"), p.ForwardedPPS, p.ForwardedMbps, pct(p.Loss), pct(p.WorstLoss),
-			p.LatencyP50, p.LatencyP99, p.LatencyMax, p.AppLatencyP99, 100*p.ServerUtil, p.CPUPerPacket, p.CPUPerMbps, p.MemPerMember/1024,
+			p.LatencyP50, p.LatencyP99, p.LatencyMax, p.AppLatencyP99, 100*p.ServerUtil, 100*p.ServerWait/max(p.Window, 1e-9), p.CPUPerPacket, p.CPUPerMbps, p.MemPerMember/1024,
 			join50, join99, 100*p.LoadUtil)
 	}
 	for i, run := range r.Runs {
