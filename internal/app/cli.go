@@ -58,7 +58,9 @@ Usage:
                                           create a visit and print its links
   bedside visit list [--date YYYY-MM-DD] [--json]
                                           list a day's visits (UTC)
-  bedside visit revoke VISIT_ID           make a visit's patient link stop working
+  bedside visit revoke VISIT_ID           make a visit's patient link (and guest links) stop working
+  bedside visit invite VISIT_ID --role participant|observer [--json]
+                                          make a guest link (caregiver, interpreter, specialist)
   bedside audit verify                    check the audit trail's hash chain and signed checkpoints
   bedside audit export --since TIME [--until TIME]
                                           the audit trail as JSON lines
@@ -475,12 +477,12 @@ func printJSON(sio IO, v any) int {
 
 func runVisit(ctx context.Context, args []string, sio IO) int {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprint(sio.Stderr, "Usage: bedside visit create|list|revoke [options]\n")
+		fmt.Fprint(sio.Stderr, "Usage: bedside visit create|list|revoke|invite [options]\n")
 		return exitUsage
 	}
 	sub, args := args[0], args[1:]
 	fs := config.NewFlagSet("visit "+sub, sio.Stderr)
-	var clinician, patient, at, date string
+	var clinician, patient, at, date, role string
 	var asJSON, privacy bool
 	var synopsis string
 	switch sub {
@@ -497,8 +499,12 @@ func runVisit(ctx context.Context, args []string, sio IO) int {
 		synopsis = "[--date YYYY-MM-DD] [--json] [options]"
 	case "revoke":
 		synopsis = "VISIT_ID [options]"
+	case "invite":
+		fs.StringVar(&role, "role", "", "participant (camera and microphone, like the patient) or observer (sees and hears, publishes nothing)")
+		fs.BoolVar(&asJSON, "json", false, "print JSON")
+		synopsis = "VISIT_ID --role participant|observer [--json] [options]"
 	default:
-		fmt.Fprintf(sio.Stderr, "bedside visit: unknown subcommand %q (create, list, revoke)\n", sub)
+		fmt.Fprintf(sio.Stderr, "bedside visit: unknown subcommand %q (create, list, revoke, invite)\n", sub)
 		return exitUsage
 	}
 	cfg, pos, code, done := parse(fs, "visit "+sub, synopsis, args, sio)
@@ -520,9 +526,13 @@ func runVisit(ctx context.Context, args []string, sio IO) int {
 			}
 			scheduled = t
 		}
-	case "revoke":
+	case "revoke", "invite":
 		if len(pos) != 1 {
-			fmt.Fprintln(sio.Stderr, "bedside visit revoke: give exactly one VISIT_ID")
+			fmt.Fprintf(sio.Stderr, "bedside visit %s: give exactly one VISIT_ID\n", sub)
+			return exitUsage
+		}
+		if sub == "invite" && role != string(store.GuestParticipant) && role != string(store.GuestObserver) {
+			fmt.Fprintln(sio.Stderr, "bedside visit invite: --role: must be participant or observer")
 			return exitUsage
 		}
 	}
@@ -539,9 +549,46 @@ func runVisit(ctx context.Context, args []string, sio IO) int {
 		return visitCreate(ctx, st, m, cfg, visit.NewVisit{PatientName: patient, ScheduledAt: scheduled, Privacy: privacy}, clinician, asJSON, sio)
 	case "list":
 		return visitList(ctx, m, date, asJSON, sio)
+	case "invite":
+		return visitInvite(ctx, m, cfg, pos[0], store.GuestRole(role), asJSON, sio)
 	default:
 		return visitRevoke(ctx, m, pos[0], sio)
 	}
+}
+
+// visitInvite makes a guest link and prints it (the token is shown only now).
+func visitInvite(ctx context.Context, m *visit.Manager, cfg config.Config, id string, role store.GuestRole, asJSON bool, sio IO) int {
+	g, token, err := m.Invite(ctx, id, role)
+	if err != nil {
+		switch {
+		case errors.Is(err, visit.ErrNotFound):
+			fmt.Fprintf(sio.Stderr, "bedside visit invite: no visit %q\n", id)
+		case errors.Is(err, visit.ErrVisitEnded):
+			fmt.Fprintf(sio.Stderr, "bedside visit invite: visit %s has ended\n", id)
+		case errors.Is(err, visit.ErrLinkRevoked):
+			fmt.Fprintf(sio.Stderr, "bedside visit invite: the links of visit %s are revoked; make a new patient link first\n", id)
+		default:
+			fmt.Fprintf(sio.Stderr, "bedside visit invite: %v\n", err)
+		}
+		return exitFail
+	}
+	out := struct {
+		VisitID   string    `json:"visit_id"`
+		GuestID   string    `json:"guest_id"`
+		Role      string    `json:"role"`
+		GuestURL  string    `json:"guest_url"`
+		ExpiresAt time.Time `json:"expires_at"`
+	}{g.VisitID, g.ID, string(g.Role), cfg.PublicURL + "/v/" + token, g.ExpiresAt}
+	if asJSON {
+		return printJSON(sio, out)
+	}
+	what := "takes part with camera and microphone"
+	if role == store.GuestObserver {
+		what = "sees and hears the visit; camera and microphone stay off"
+	}
+	fmt.Fprintf(sio.Stdout, "Guest link (%s: %s; send it to the guest, it is shown only now): %s\nThe guest goes through the device check and waits to be admitted. The link expires at %s and is revoked with the visit.\n",
+		role, what, out.GuestURL, g.ExpiresAt.Format(time.RFC3339))
+	return exitOK
 }
 
 func visitCreate(ctx context.Context, st store.Store, m *visit.Manager, cfg config.Config, nv visit.NewVisit, clinician string, asJSON bool, sio IO) int {
@@ -632,6 +679,6 @@ func visitRevoke(ctx context.Context, m *visit.Manager, id string, sio IO) int {
 		fmt.Fprintf(sio.Stderr, "bedside visit revoke: %v\n", err)
 		return exitFail
 	}
-	fmt.Fprintf(sio.Stdout, "Revoked the patient link of visit %s. A running server disconnects the patient within a few seconds.\n", id)
+	fmt.Fprintf(sio.Stdout, "Revoked the patient link and the guest links of visit %s. A running server disconnects the patient and guests within a few seconds.\n", id)
 	return exitOK
 }

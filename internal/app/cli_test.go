@@ -106,9 +106,32 @@ func TestCLIUsersAndVisits(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, v.VisitID) {
 		t.Fatalf("visit list: %+v", r)
 	}
+	// A guest link from the command line.
+	r = bedside(t, "", nil, "visit", "invite", v.VisitID, d, "--public-url", "https://visits.clinic.example", "--role", "observer", "--json")
+	var g struct {
+		GuestURL string `json:"guest_url"`
+		Role     string `json:"role"`
+		GuestID  string `json:"guest_id"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &g) != nil || g.Role != "observer" ||
+		!auth.WellFormedToken(strings.TrimPrefix(g.GuestURL, "https://visits.clinic.example/v/")) || !strings.HasPrefix(g.GuestID, "gst_") {
+		t.Fatalf("visit invite: %+v", r)
+	}
+	if r := bedside(t, "", nil, "visit", "invite", v.VisitID, d, "--role", "participant"); r.code != 0 || !strings.Contains(r.stdout, "/v/") {
+		t.Fatalf("visit invite (text): %+v", r)
+	}
 	r = bedside(t, "", nil, "visit", "revoke", v.VisitID, d)
 	if r.code != 0 {
 		t.Fatalf("visit revoke: %+v", r)
+	}
+	st, err = sqlite.Open(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	guests, err := st.VisitGuestLinks(context.Background(), v.VisitID)
+	st.Close()
+	if err != nil || len(guests) != 2 || guests[0].RevokedAt == nil || guests[1].RevokedAt == nil {
+		t.Fatalf("guest links after revoke: %+v, %v", guests, err)
 	}
 	r = bedside(t, "", nil, "visit", "list", d, "--date", "2030-01-02")
 	if !strings.Contains(r.stdout, "revoked") {
@@ -124,6 +147,10 @@ func TestCLIUsersAndVisits(t *testing.T) {
 		{"no clinician", []string{"visit", "create", d}, "--clinician is required"},
 		{"revoke unknown", []string{"visit", "revoke", "vst_nope", d}, "no visit"},
 		{"revoke no id", []string{"visit", "revoke", d}, "VISIT_ID"},
+		{"invite without role", []string{"visit", "invite", v.VisitID, d}, "--role"},
+		{"invite bad role", []string{"visit", "invite", v.VisitID, d, "--role", "patient"}, "--role"},
+		{"invite unknown visit", []string{"visit", "invite", "vst_nope", d, "--role", "observer"}, "no visit"},
+		{"invite revoked visit", []string{"visit", "invite", v.VisitID, d, "--role", "observer"}, "revoked"},
 	} {
 		r := bedside(t, "", nil, tc.args...)
 		if r.code == 0 || !strings.Contains(r.stderr, tc.want) {

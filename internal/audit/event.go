@@ -31,6 +31,8 @@ const (
 	VisitGone     Action = "visit.gone"     // connection lost
 	VisitRemove   Action = "visit.remove"   // removed by the clinician
 	VisitEnd      Action = "visit.end"      //
+	VisitInvite   Action = "visit.invite"   // a guest link made (Detail role: participant, observer)
+	VisitMode     Action = "visit.mode"     // the call moved to the SFU (Detail mode, reason)
 	CandidatePair Action = "call.candidate" // the selected ICE candidate pair (direct or relayed)
 	TURNAllocate  Action = "turn.allocate"
 	TURNDelete    Action = "turn.delete"

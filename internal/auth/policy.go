@@ -38,6 +38,7 @@ const (
 	ActVisitEnd    Action = "visit.end"
 	ActVisitRemove Action = "visit.remove" // take a patient or guest out of the visit
 	ActVisitJoin   Action = "visit.join"   // take part in the call with camera and microphone
+	ActVisitInvite Action = "visit.invite" // make a guest link (caregiver, interpreter, specialist)
 	// ActVisitSignal: exchange SDP and candidates with the other admitted participants.
 	ActVisitSignal Action = "visit.signal"
 
@@ -51,20 +52,20 @@ const (
 // extends an action to every visit.
 var policy = map[store.Role]map[Action]bool{
 	store.RoleAdmin: set(ActSignedIn, ActSignOut, ActSecondFactor, ActEnrollMFA, ActManageMFA,
-		ActVisitList, ActVisitCreate, ActVisitRead, ActVisitLink, ActVisitRevoke,
+		ActVisitList, ActVisitCreate, ActVisitRead, ActVisitLink, ActVisitRevoke, ActVisitInvite,
 		ActVisitAdmit, ActVisitEnd, ActVisitRemove, ActVisitJoin, ActVisitSignal, ActCreateForOthers, ActAllVisits,
 		ActUserAdmin, ActBreakGlass, ActAuditRead),
 	store.RoleClinician: set(ActSignedIn, ActSignOut, ActSecondFactor, ActEnrollMFA, ActManageMFA,
-		ActVisitList, ActVisitCreate, ActVisitRead, ActVisitLink, ActVisitRevoke,
+		ActVisitList, ActVisitCreate, ActVisitRead, ActVisitLink, ActVisitRevoke, ActVisitInvite,
 		ActVisitAdmit, ActVisitEnd, ActVisitRemove, ActVisitJoin, ActVisitSignal),
 	// Front desk: books visits and sees who is waiting; no media, no admitting.
 	store.RoleStaff: set(ActSignedIn, ActSignOut, ActSecondFactor, ActEnrollMFA, ActManageMFA,
-		ActVisitList, ActVisitCreate, ActVisitRead, ActVisitLink, ActVisitRevoke,
+		ActVisitList, ActVisitCreate, ActVisitRead, ActVisitLink, ActVisitRevoke, ActVisitInvite,
 		ActCreateForOthers, ActAllVisits),
 	// Break-glass: a clinician with an admin's time-limited emergency grant acts on every
 	// visit as on their own (never administration). Not a role an account holds: see
 	// CanOnVisitEmergency.
-	RoleEmergency: set(ActVisitRead, ActVisitLink, ActVisitRevoke, ActVisitAdmit, ActVisitEnd, ActVisitRemove,
+	RoleEmergency: set(ActVisitRead, ActVisitLink, ActVisitRevoke, ActVisitInvite, ActVisitAdmit, ActVisitEnd, ActVisitRemove,
 		ActVisitJoin, ActVisitSignal),
 	// People who came through a link: once admitted, they take part in the call.
 	store.RolePatient: set(ActVisitSignal),

@@ -30,6 +30,7 @@ var matrix = []struct {
 	{auth.ActVisitRead, true, true, true, false, false},
 	{auth.ActVisitLink, true, true, true, false, false},
 	{auth.ActVisitRevoke, true, true, true, false, false},
+	{auth.ActVisitInvite, true, true, true, false, false},
 	{auth.ActVisitAdmit, true, true, false, false, false},
 	{auth.ActVisitEnd, true, true, false, false, false},
 	{auth.ActVisitRemove, true, true, false, false, false},
@@ -45,7 +46,7 @@ var matrix = []struct {
 // emergency is what break-glass access allows: every visit action, no administration.
 var emergency = map[auth.Action]bool{
 	auth.ActNone:      true,
-	auth.ActVisitRead: true, auth.ActVisitLink: true, auth.ActVisitRevoke: true, auth.ActVisitAdmit: true,
+	auth.ActVisitRead: true, auth.ActVisitLink: true, auth.ActVisitRevoke: true, auth.ActVisitInvite: true, auth.ActVisitAdmit: true,
 	auth.ActVisitEnd: true, auth.ActVisitRemove: true, auth.ActVisitJoin: true, auth.ActVisitSignal: true,
 }
 

@@ -10,19 +10,21 @@ import (
 
 // PeerInfo is a peer entry of the protocol.
 type PeerInfo struct {
-	ID      string `json:"id"`
-	Role    string `json:"role"`
-	Name    string `json:"name"`
-	Session string `json:"session"`
-	Polite  bool   `json:"polite"`
+	ID       string `json:"id"`
+	Role     string `json:"role"`
+	Name     string `json:"name"`
+	Session  string `json:"session"`
+	Polite   bool   `json:"polite"`
+	Observer bool   `json:"observer"`
 }
 
 // Welcome is the server's welcome message.
 type Welcome struct {
 	Participant struct {
-		ID   string `json:"id"`
-		Role string `json:"role"`
-		Name string `json:"name"`
+		ID       string `json:"id"`
+		Role     string `json:"role"`
+		Name     string `json:"name"`
+		Observer bool   `json:"observer"`
 	} `json:"participant"`
 	Visit struct {
 		ID    string `json:"id"`

@@ -165,7 +165,22 @@ func (c *Client) CreateVisit(ctx context.Context, patientName string) (Visit, er
 	return v, err
 }
 
-// LinkToken returns the token of a patient URL.
+// Guest is a guest link as the API returns it.
+type Guest struct {
+	ID        string    `json:"id"`
+	Role      string    `json:"role"`
+	GuestURL  string    `json:"guest_url"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// Invite makes a guest link for a visit: role "participant" or "observer".
+func (c *Client) Invite(ctx context.Context, visitID, role string) (Guest, error) {
+	var g Guest
+	err := c.Do(ctx, "POST", "/api/v1/visits/"+url.PathEscape(visitID)+"/guests", map[string]string{"role": role}, &g)
+	return g, err
+}
+
+// LinkToken returns the token of a patient or guest URL.
 func LinkToken(patientURL string) (string, error) {
 	u, err := url.Parse(patientURL)
 	if err != nil {
@@ -178,8 +193,8 @@ func LinkToken(patientURL string) (string, error) {
 	return u.Path[len(prefix):], nil
 }
 
-// JoinLink becomes a participant through a patient link (the participant cookie lands in the
-// jar) and returns the participant id.
+// JoinLink becomes a participant through a patient or guest link (the participant cookie
+// lands in the jar) and returns the participant id.
 func (c *Client) JoinLink(ctx context.Context, token, name string) (string, error) {
 	var out struct {
 		Participant struct {

@@ -320,6 +320,12 @@ func (c *client) handle(ctx context.Context, in readResult) {
 		c.hello(ctx, msg)
 		return
 	case "signal":
+		if c.presence.Participant().Observer && msg.Description != nil && sdpSendsMedia(msg.Description.SDP) {
+			// An observer publishes nothing: a description that would send audio or video
+			// is refused before it reaches anyone.
+			err = visit.ErrForbidden
+			break
+		}
 		err = c.presence.Relay(msg.To, msg)
 	case "admit":
 		err = c.presence.Admit(ctx, msg.Participant)
@@ -425,7 +431,7 @@ func (c *client) hello(ctx context.Context, msg Incoming) {
 	ice := c.iceConfig(true)
 	welcome := WelcomeMsg{
 		Type:               "welcome",
-		Participant:        ParticipantInfo{ID: w.Participant.ID, Role: string(w.Participant.Role), Name: w.Participant.Name},
+		Participant:        ParticipantInfo{ID: w.Participant.ID, Role: string(w.Participant.Role), Name: w.Participant.Name, Observer: w.Participant.Observer},
 		Visit:              VisitInfo{ID: w.Visit.ID, State: string(w.Visit.State)},
 		Admitted:           w.Admitted,
 		ICEServers:         ice.Servers,

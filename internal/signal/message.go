@@ -270,9 +270,10 @@ func truncate(s string, n int) string {
 // Messages from the server. Field order is the wire order (golden files pin it).
 
 type ParticipantInfo struct {
-	ID   string `json:"id"`
-	Role string `json:"role"`
-	Name string `json:"name"`
+	ID       string `json:"id"`
+	Role     string `json:"role"`
+	Name     string `json:"name"`
+	Observer bool   `json:"observer,omitempty"` // publishes nothing (a guest link of role observer)
 }
 
 type VisitInfo struct {
@@ -281,17 +282,20 @@ type VisitInfo struct {
 }
 
 type PeerInfo struct {
-	ID      string `json:"id"`
-	Role    string `json:"role"`
-	Name    string `json:"name"`
-	Session string `json:"session"`
-	Polite  bool   `json:"polite"`
+	ID       string `json:"id"`
+	Role     string `json:"role"`
+	Name     string `json:"name"`
+	Session  string `json:"session"`
+	Polite   bool   `json:"polite"`
+	Observer bool   `json:"observer,omitempty"` // publishes nothing
 }
 
 type WaitingInfo struct {
-	ID    string    `json:"id"`
-	Name  string    `json:"name"`
-	Since time.Time `json:"since"`
+	ID       string    `json:"id"`
+	Name     string    `json:"name"`
+	Since    time.Time `json:"since"`
+	Role     string    `json:"role"` // patient or guest
+	Observer bool      `json:"observer,omitempty"`
 }
 
 // ICEServer is an RTCIceServer.

@@ -75,7 +75,7 @@ func goldenMessages(t *testing.T) map[string]any {
 			Visit:       VisitInfo{ID: "vst_3kq9xw2mfa7cbn5d", State: "in_call"},
 			Admitted:    true, ICEServers: gTURN, ICETransportPolicy: "relay",
 			Peers:   peerInfos([]visit.Peer{gPatient}),
-			Waiting: waitingInfos([]visit.Waiting{{ID: "prt_guest4waiting", Name: "Grace", Since: gSince}}),
+			Waiting: waitingInfos([]visit.Waiting{{ID: "prt_guest4waiting", Name: "Grace", Since: gSince, Role: store.RoleGuest, Observer: true}}),
 		},
 		"welcome_clinician_nobody_waiting": WelcomeMsg{
 			Type:        "welcome",
@@ -85,8 +85,13 @@ func goldenMessages(t *testing.T) map[string]any {
 			Peers:   peerInfos(nil),
 			Waiting: waitingInfos(nil),
 		},
-		"admitted":        member(func(c *client) { c.Admitted([]visit.Peer{gClinician}) }),
-		"waiting":         member(func(c *client) { c.WaitingChanged([]visit.Waiting{{ID: gPatient.ID, Name: "Ada", Since: gSince}}) }),
+		"admitted": member(func(c *client) { c.Admitted([]visit.Peer{gClinician}) }),
+		"waiting": member(func(c *client) {
+			c.WaitingChanged([]visit.Waiting{{ID: gPatient.ID, Name: "Ada", Since: gSince, Role: store.RolePatient}})
+		}),
+		"peer_joined_observer": member(func(c *client) {
+			c.PeerEvent(visit.PeerJoined, visit.Peer{ID: "prt_guest4waiting", Role: store.RoleGuest, Name: "Grace", Session: "s_guest-page-1", Observer: true})
+		}),
 		"waiting_empty":   member(func(c *client) { c.WaitingChanged(nil) }),
 		"peer_joined":     member(func(c *client) { c.PeerEvent(visit.PeerJoined, gPatient) }),
 		"peer_gone":       member(func(c *client) { c.PeerEvent(visit.PeerGone, gPatient) }),

@@ -245,7 +245,7 @@ func errorMsg(code, message, inReplyTo string) ErrorMsg {
 }
 
 func peerInfo(p visit.Peer) PeerInfo {
-	return PeerInfo{ID: p.ID, Role: string(p.Role), Name: p.Name, Session: p.Session, Polite: p.Polite}
+	return PeerInfo{ID: p.ID, Role: string(p.Role), Name: p.Name, Session: p.Session, Polite: p.Polite, Observer: p.Observer}
 }
 
 func peerInfos(ps []visit.Peer) []PeerInfo {
@@ -259,7 +259,7 @@ func peerInfos(ps []visit.Peer) []PeerInfo {
 func waitingInfos(ws []visit.Waiting) []WaitingInfo {
 	out := make([]WaitingInfo, 0, len(ws))
 	for _, w := range ws {
-		out = append(out, WaitingInfo{ID: w.ID, Name: w.Name, Since: w.Since.UTC()})
+		out = append(out, WaitingInfo{ID: w.ID, Name: w.Name, Since: w.Since.UTC(), Role: string(w.Role), Observer: w.Observer})
 	}
 	return out
 }

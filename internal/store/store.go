@@ -133,6 +133,32 @@ type Participant struct {
 	AdmittedAt     *time.Time
 	LeftAt         *time.Time
 	RemovedAt      *time.Time // removed by the clinician: its cookie no longer works
+	// GuestLinkID is the guest link the participant came through ("" for the patient link
+	// and for account holders).
+	GuestLinkID string
+	// Observer: the participant watches and listens and publishes nothing (a guest link of
+	// role observer).
+	Observer bool
+}
+
+// GuestRole is what a guest link lets its holder do in the call.
+type GuestRole string
+
+const (
+	GuestParticipant GuestRole = "participant" // camera and microphone, like the patient
+	GuestObserver    GuestRole = "observer"    // sees and hears the others; publishes nothing
+)
+
+// GuestLink is a link for a caregiver, interpreter or specialist to join a visit. Only the
+// SHA-256 of its token is stored.
+type GuestLink struct {
+	ID        string
+	VisitID   string
+	Role      GuestRole
+	LinkHash  []byte
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	RevokedAt *time.Time // set when the visit is revoked
 }
 
 // Candidate is one side of a selected ICE candidate pair: what kind of path, never an
@@ -221,8 +247,14 @@ type Store interface {
 	ListVisits(ctx context.Context, clinicianID string, from, to time.Time) ([]Visit, error)
 	SetVisitLink(ctx context.Context, id string, linkHash []byte, expiresAt time.Time) error
 	SetVisitState(ctx context.Context, id string, state VisitState) error
+	// RevokeVisit stamps the visit and its guest links revoked (the first time is kept).
+	// A new patient link (SetVisitLink) clears the visit's mark, not its guest links'.
 	RevokeVisit(ctx context.Context, id string, at time.Time) error
 	EndVisit(ctx context.Context, id string, at time.Time) error
+
+	CreateGuestLink(ctx context.Context, g GuestLink) error
+	GuestLinkByHash(ctx context.Context, linkHash []byte) (GuestLink, error)
+	VisitGuestLinks(ctx context.Context, visitID string) ([]GuestLink, error)
 
 	CreateParticipant(ctx context.Context, p Participant) error
 	ParticipantByID(ctx context.Context, id string) (Participant, error)

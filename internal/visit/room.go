@@ -43,13 +43,17 @@ type Peer struct {
 	Session string
 	// Polite is the receiving member's role in perfect negotiation towards this peer.
 	Polite bool
+	// Observer: the peer publishes nothing.
+	Observer bool
 }
 
 // Waiting is someone in the waiting room.
 type Waiting struct {
-	ID    string
-	Name  string
-	Since time.Time
+	ID       string
+	Name     string
+	Since    time.Time
+	Role     store.Role // patient or guest
+	Observer bool
 }
 
 // Identity is who is connecting: a signed-in account or a link holder.
@@ -143,7 +147,7 @@ func (m *Manager) Connect(ctx context.Context, id Identity, visitID, session str
 		if v, err = m.Get(ctx, p.VisitID); err != nil {
 			return nil, Welcome{}, err
 		}
-		if err := m.linkError(v); err != nil {
+		if err := m.participantLinkError(ctx, v, p); err != nil {
 			return nil, Welcome{}, err
 		}
 	default:
@@ -171,6 +175,24 @@ func (m *Manager) Connect(ctx context.Context, id Identity, visitID, session str
 }
 
 func (id Identity) isAccount() bool { return id.User != nil }
+
+// participantLinkError says why the link a participant came through no longer lets it in,
+// or nil.
+func (m *Manager) participantLinkError(ctx context.Context, v store.Visit, p store.Participant) error {
+	if p.GuestLinkID == "" {
+		return m.linkError(v)
+	}
+	gs, err := m.st.VisitGuestLinks(ctx, v.ID)
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", p.ID, err)
+	}
+	for _, g := range gs {
+		if g.ID == p.GuestLinkID {
+			return m.guestLinkError(v, g)
+		}
+	}
+	return ErrLinkRevoked // the guest link is gone
+}
 
 // join adds mem to the room, replacing an earlier connection of the same participant.
 // r.mu is held.
@@ -216,7 +238,7 @@ func peerView(viewer, o *member) Peer {
 	if viewer.account && o.account {
 		polite = viewer.p.ID > o.p.ID
 	}
-	return Peer{ID: o.p.ID, Role: o.p.Role, Name: o.p.Name, Session: o.session, Polite: polite}
+	return Peer{ID: o.p.ID, Role: o.p.Role, Name: o.p.Name, Session: o.session, Polite: polite, Observer: o.p.Observer}
 }
 
 // broadcastPeer tells every other admitted member about subject.
@@ -251,7 +273,7 @@ func (r *room) waitingList() []Waiting {
 	list := []Waiting{}
 	for _, mem := range r.sorted() {
 		if !mem.admitted {
-			list = append(list, Waiting{ID: mem.p.ID, Name: mem.p.Name, Since: mem.p.CreatedAt})
+			list = append(list, Waiting{ID: mem.p.ID, Name: mem.p.Name, Since: mem.p.CreatedAt, Role: mem.p.Role, Observer: mem.p.Observer})
 		}
 	}
 	slices.SortStableFunc(list, func(a, b Waiting) int { return a.Since.Compare(b.Since) })

@@ -66,6 +66,9 @@ type Store interface {
 	SetParticipantName(ctx context.Context, id, name string) error
 	SetConnection(ctx context.Context, c store.Connection) error
 	VisitConnections(ctx context.Context, visitID string) ([]store.Connection, error)
+	CreateGuestLink(ctx context.Context, g store.GuestLink) error
+	GuestLinkByHash(ctx context.Context, linkHash []byte) (store.GuestLink, error)
+	VisitGuestLinks(ctx context.Context, visitID string) ([]store.GuestLink, error)
 }
 
 // Config configures a Manager.
@@ -330,19 +333,101 @@ func (m *Manager) linkError(v store.Visit) error {
 	return nil
 }
 
-// ResolveLink returns the visit a patient link opens, or why it opens nothing.
-func (m *Manager) ResolveLink(ctx context.Context, token string) (store.Visit, error) {
-	if !auth.WellFormedToken(token) {
-		return store.Visit{}, ErrLinkUnknown
+// Link is what a visit link opens: the visit, and for a guest link the guest link.
+type Link struct {
+	Visit store.Visit
+	Guest *store.GuestLink // nil for the patient link
+}
+
+// GuestLinkID is the guest link's id, or "" for the patient link.
+func (l Link) GuestLinkID() string {
+	if l.Guest == nil {
+		return ""
 	}
-	v, err := m.st.VisitByLinkHash(ctx, auth.HashToken(token))
+	return l.Guest.ID
+}
+
+// Observer reports whether the link makes observers (who publish nothing).
+func (l Link) Observer() bool { return l.Guest != nil && l.Guest.Role == store.GuestObserver }
+
+// guestLinkError says why a guest link no longer opens its visit, or nil: the visit ended
+// or was revoked, or the guest link was revoked or has expired.
+func (m *Manager) guestLinkError(v store.Visit, g store.GuestLink) error {
+	switch {
+	case v.State == store.VisitEnded:
+		return ErrVisitEnded
+	case v.RevokedAt != nil || g.RevokedAt != nil:
+		return ErrLinkRevoked
+	case !m.now().Before(g.ExpiresAt):
+		return ErrLinkExpired
+	}
+	return nil
+}
+
+// ResolveLink returns what a visit link (the patient's or a guest's) opens, or why it opens
+// nothing.
+func (m *Manager) ResolveLink(ctx context.Context, token string) (Link, error) {
+	if !auth.WellFormedToken(token) {
+		return Link{}, ErrLinkUnknown
+	}
+	hash := auth.HashToken(token)
+	v, err := m.st.VisitByLinkHash(ctx, hash)
+	if err == nil {
+		return Link{Visit: v}, m.linkError(v)
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return Link{}, fmt.Errorf("resolve link: %w", err)
+	}
+	g, err := m.st.GuestLinkByHash(ctx, hash)
 	if errors.Is(err, store.ErrNotFound) {
-		return store.Visit{}, ErrLinkUnknown
+		return Link{}, ErrLinkUnknown
 	}
 	if err != nil {
-		return store.Visit{}, fmt.Errorf("resolve link: %w", err)
+		return Link{}, fmt.Errorf("resolve link: %w", err)
 	}
-	return v, m.linkError(v)
+	if v, err = m.st.VisitByID(ctx, g.VisitID); err != nil {
+		return Link{}, fmt.Errorf("resolve guest link: %w", err)
+	}
+	return Link{Visit: v, Guest: &g}, m.guestLinkError(v, g)
+}
+
+// Invite makes a guest link for a caregiver, interpreter or specialist: role participant
+// (camera and microphone, like the patient) or observer (sees and hears, publishes
+// nothing). Guests open the same patient page, go through the same device check and wait
+// to be admitted. The link lives as long as a new patient link would and is revoked with
+// the visit. The token is returned once and never stored.
+func (m *Manager) Invite(ctx context.Context, visitID string, role store.GuestRole) (store.GuestLink, string, error) {
+	if role != store.GuestParticipant && role != store.GuestObserver {
+		return store.GuestLink{}, "", &InvalidError{"role", "must be participant or observer"}
+	}
+	v, err := m.Get(ctx, visitID)
+	if err != nil {
+		return store.GuestLink{}, "", err
+	}
+	switch {
+	case v.State == store.VisitEnded:
+		return store.GuestLink{}, "", ErrVisitEnded
+	case v.RevokedAt != nil:
+		return store.GuestLink{}, "", ErrLinkRevoked
+	}
+	now := m.now().UTC().Truncate(time.Millisecond)
+	exp := v.LinkExpiresAt
+	if exp.Before(now.Add(m.linkTTL)) {
+		exp = now.Add(m.linkTTL) // like a reissued patient link: a full lifetime from now
+	}
+	token := auth.NewToken()
+	g := store.GuestLink{ID: store.NewID("gst"), VisitID: v.ID, Role: role, LinkHash: auth.HashToken(token), CreatedAt: now, ExpiresAt: exp}
+	if err := m.st.CreateGuestLink(ctx, g); err != nil {
+		return store.GuestLink{}, "", fmt.Errorf("invite to %s: %w", visitID, err)
+	}
+	m.log.Info("guest invited", "visit", v.ID, "guest_link", g.ID, "role", string(role))
+	m.record(ctx, audit.VisitInvite, v.ID, g.ID, map[string]string{"role": string(role)})
+	return g, token, nil
+}
+
+// GuestLinks returns the guest links made for a visit.
+func (m *Manager) GuestLinks(ctx context.Context, visitID string) ([]store.GuestLink, error) {
+	return m.st.VisitGuestLinks(ctx, visitID)
 }
 
 // ParticipantFromCookie returns the participant a participant cookie names, or ErrNotFound.
@@ -368,59 +453,64 @@ func (m *Manager) ParticipantFromCookie(ctx context.Context, cookie string) (sto
 	return p, nil
 }
 
-// LinkParticipant returns the visit of a link and, when cookie names a participant of that
-// visit, that participant (a reload); otherwise a nil participant.
-func (m *Manager) LinkParticipant(ctx context.Context, token, cookie string) (store.Visit, *store.Participant, error) {
-	v, err := m.ResolveLink(ctx, token)
+// LinkParticipant returns what a link opens and, when cookie names a participant who came
+// in through that same link, that participant (a reload); otherwise a nil participant.
+func (m *Manager) LinkParticipant(ctx context.Context, token, cookie string) (Link, *store.Participant, error) {
+	l, err := m.ResolveLink(ctx, token)
 	if err != nil {
-		return store.Visit{}, nil, err
+		return Link{}, nil, err
 	}
 	if cookie == "" {
-		return v, nil, nil
+		return l, nil, nil
 	}
 	p, err := m.ParticipantFromCookie(ctx, cookie)
-	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrRemoved) || (err == nil && p.VisitID != v.ID) {
-		return v, nil, nil
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrRemoved) || (err == nil && (p.VisitID != l.Visit.ID || p.GuestLinkID != l.GuestLinkID() || p.UserID != "")) {
+		return l, nil, nil
 	}
 	if err != nil {
-		return store.Visit{}, nil, err
+		return Link{}, nil, err
 	}
-	return v, &p, nil
+	return l, &p, nil
 }
 
-// JoinLink turns a link into a participant: the one cookie names when it belongs to this
-// visit (keeping its admission; the name is updated), else a new patient. newCookie is ""
-// when the existing cookie stays valid.
-func (m *Manager) JoinLink(ctx context.Context, token, name, cookie string) (p store.Participant, v store.Visit, newCookie string, err error) {
+// JoinLink turns a link into a participant: the one cookie names when it came through this
+// link (keeping its admission; the name is updated), else a new patient (the patient link)
+// or guest (a guest link). newCookie is "" when the existing cookie stays valid.
+func (m *Manager) JoinLink(ctx context.Context, token, name, cookie string) (p store.Participant, l Link, newCookie string, err error) {
 	name, err = CleanName("name", name, MaxNameLength, true)
 	if err != nil {
-		return store.Participant{}, store.Visit{}, "", err
+		return store.Participant{}, Link{}, "", err
 	}
-	v, existing, err := m.LinkParticipant(ctx, token, cookie)
+	l, existing, err := m.LinkParticipant(ctx, token, cookie)
 	if err != nil {
-		return store.Participant{}, store.Visit{}, "", err
+		return store.Participant{}, Link{}, "", err
 	}
 	if existing != nil {
 		if existing.Name != name {
 			if err := m.st.SetParticipantName(ctx, existing.ID, name); err != nil {
-				return store.Participant{}, store.Visit{}, "", fmt.Errorf("join: %w", err)
+				return store.Participant{}, Link{}, "", fmt.Errorf("join: %w", err)
 			}
 			existing.Name = name
 		}
-		return *existing, v, "", nil
+		return *existing, l, "", nil
 	}
 	secret := auth.NewToken()
 	p = store.Participant{
-		ID: store.NewID("prt"), VisitID: v.ID, Role: store.RolePatient, Name: name,
+		ID: store.NewID("prt"), VisitID: l.Visit.ID, Role: store.RolePatient, Name: name,
 		CredentialHash: auth.HashToken(secret), CreatedAt: m.now().UTC(),
 	}
-	if err := m.st.CreateParticipant(ctx, p); err != nil {
-		return store.Participant{}, store.Visit{}, "", fmt.Errorf("join: %w", err)
+	var detail map[string]string
+	if l.Guest != nil {
+		p.Role, p.GuestLinkID, p.Observer = store.RoleGuest, l.Guest.ID, l.Observer()
+		detail = map[string]string{"guest_link": l.Guest.ID, "guest_role": string(l.Guest.Role)}
 	}
-	m.log.Info("participant joined through link", "visit", v.ID, "participant", p.ID)
+	if err := m.st.CreateParticipant(ctx, p); err != nil {
+		return store.Participant{}, Link{}, "", fmt.Errorf("join: %w", err)
+	}
+	m.log.Info("participant joined through link", "visit", l.Visit.ID, "participant", p.ID, "role", string(p.Role), "observer", p.Observer)
 	jctx := audit.WithActor(ctx, joined(ctx, p))
-	m.record(jctx, audit.VisitJoin, v.ID, p.ID, nil)
-	return p, v, p.ID + "." + secret, nil
+	m.record(jctx, audit.VisitJoin, l.Visit.ID, p.ID, detail)
+	return p, l, p.ID + "." + secret, nil
 }
 
 // joined is the actor of ctx as the participant p it has just become.

@@ -115,8 +115,8 @@ func TestCreate(t *testing.T) {
 			if stored.PatientName != v.PatientName || !stored.ScheduledAt.Equal(v.ScheduledAt) || !stored.LinkExpiresAt.Equal(v.LinkExpiresAt) || stored.ClinicianID != e.clinician.ID {
 				t.Errorf("stored %+v, returned %+v", stored, v)
 			}
-			if got, err := e.m.ResolveLink(ctx, tok); err != nil || got.ID != v.ID {
-				t.Errorf("the new link resolves to %q, %v", got.ID, err)
+			if got, err := e.m.ResolveLink(ctx, tok); err != nil || got.Visit.ID != v.ID {
+				t.Errorf("the new link resolves to %q, %v", got.Visit.ID, err)
 			}
 		})
 	}
@@ -215,7 +215,7 @@ func TestResolveLink(t *testing.T) {
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("ResolveLink = %v, want %v", err, tc.want)
 			}
-			if tc.want == nil && v.ID == "" {
+			if tc.want == nil && v.Visit.ID == "" {
 				t.Error("no visit for a good link")
 			}
 			// Joining through the link fails the same way.

@@ -160,8 +160,24 @@ type visitJSON struct {
 	PatientURL    string        `json:"patient_url,omitempty"`
 	Waiting       []waitingJSON `json:"waiting"`
 	Privacy       bool          `json:"privacy"`
-	// Participants, with the connection each reported: only in the answers about one visit.
+	// Participants, with the connection each reported, and the guest links: only in the
+	// answers about one visit.
 	Participants []participantJSON `json:"participants,omitzero"`
+	Guests       []guestJSON       `json:"guests,omitzero"`
+}
+
+// guestJSON is a guest link (never its token, which is shown once, when it is made).
+type guestJSON struct {
+	ID        string    `json:"id"`
+	Role      string    `json:"role"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Revoked   bool      `json:"revoked"`
+	GuestURL  string    `json:"guest_url,omitempty"`
+}
+
+func toGuestJSON(g store.GuestLink) guestJSON {
+	return guestJSON{ID: g.ID, Role: string(g.Role), CreatedAt: g.CreatedAt, ExpiresAt: g.ExpiresAt, Revoked: g.RevokedAt != nil}
 }
 
 // participantJSON is a participant in the visit summary, with how its media travelled.
@@ -169,6 +185,7 @@ type participantJSON struct {
 	ID          string           `json:"id"`
 	Role        string           `json:"role"`
 	Name        string           `json:"name"`
+	Observer    bool             `json:"observer"`
 	Admitted    bool             `json:"admitted"`
 	Left        bool             `json:"left"`
 	Removed     bool             `json:"removed"`
@@ -198,9 +215,11 @@ type clinicianJSON struct {
 }
 
 type waitingJSON struct {
-	ID    string    `json:"id"`
-	Name  string    `json:"name"`
-	Since time.Time `json:"since"`
+	ID       string    `json:"id"`
+	Name     string    `json:"name"`
+	Since    time.Time `json:"since"`
+	Role     string    `json:"role"`
+	Observer bool      `json:"observer"`
 }
 
 // visitView builds the Visit object. names caches clinician names within one request.
@@ -227,7 +246,7 @@ func (s *Server) visitView(r *http.Request, v store.Visit, names map[string]stri
 		out.PatientURL = s.cfg.PublicURL + "/v/" + token
 	}
 	for _, w := range s.cfg.Visits.Waiting(v.ID) {
-		out.Waiting = append(out.Waiting, waitingJSON{ID: w.ID, Name: w.Name, Since: w.Since})
+		out.Waiting = append(out.Waiting, waitingJSON{ID: w.ID, Name: w.Name, Since: w.Since, Role: string(w.Role), Observer: w.Observer})
 	}
 	return out, nil
 }
@@ -241,6 +260,15 @@ func (s *Server) writeVisit(w http.ResponseWriter, r *http.Request, status int, 
 	if out.Participants, err = s.participantsView(r, v.ID); err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	gs, err := s.cfg.Visits.GuestLinks(r.Context(), v.ID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out.Guests = []guestJSON{}
+	for _, g := range gs {
+		out.Guests = append(out.Guests, toGuestJSON(g))
 	}
 	writeJSON(w, status, out)
 }
@@ -257,7 +285,7 @@ func (s *Server) participantsView(r *http.Request, visitID string) ([]participan
 	}
 	out := make([]participantJSON, 0, len(ps))
 	for _, p := range ps {
-		pj := participantJSON{ID: p.ID, Role: string(p.Role), Name: p.Name, Admitted: p.AdmittedAt != nil,
+		pj := participantJSON{ID: p.ID, Role: string(p.Role), Name: p.Name, Observer: p.Observer, Admitted: p.AdmittedAt != nil,
 			Left: p.LeftAt != nil, Removed: p.RemovedAt != nil, Connections: []connectionJSON{}}
 		for _, c := range cs {
 			if c.ParticipantID != p.ID {
@@ -507,6 +535,29 @@ func (s *Server) endVisit(w http.ResponseWriter, r *http.Request, c *caller) {
 	s.writeVisit(w, r, http.StatusOK, v, "")
 }
 
+// invite makes a guest link (participant or observer) for the visit.
+func (s *Server) invite(w http.ResponseWriter, r *http.Request, c *caller) {
+	v, ok := s.visitFor(w, r, c, auth.ActVisitInvite)
+	if !ok {
+		return
+	}
+	var body struct {
+		Role string `json:"role"`
+	}
+	if err := decode(w, r, &body); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	g, token, err := s.cfg.Visits.Invite(r.Context(), v.ID, store.GuestRole(body.Role))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := toGuestJSON(g)
+	out.GuestURL = s.cfg.PublicURL + "/v/" + token
+	writeJSON(w, http.StatusCreated, out)
+}
+
 // linkVisitJSON is what a link holder learns of the visit: no patient name, no ids of
 // anyone else.
 type linkVisitJSON struct {
@@ -520,6 +571,19 @@ type linkParticipantJSON struct {
 	ID       string `json:"id"`
 	Name     string `json:"name"`
 	Admitted bool   `json:"admitted"`
+}
+
+// linkInviteJSON says what a guest link makes its holder: a participant (camera and
+// microphone) or an observer. It is null for the patient link.
+type linkInviteJSON struct {
+	Role string `json:"role"`
+}
+
+func toLinkInvite(l visit.Link) *linkInviteJSON {
+	if l.Guest == nil {
+		return nil
+	}
+	return &linkInviteJSON{Role: string(l.Guest.Role)}
 }
 
 func (s *Server) linkVisit(r *http.Request, v store.Visit) (linkVisitJSON, error) {
@@ -549,18 +613,18 @@ func (s *Server) resolveLink(w http.ResponseWriter, r *http.Request, _ *caller) 
 		s.fail(w, r, err)
 		return
 	}
-	v, p, err := s.cfg.Visits.LinkParticipant(r.Context(), body.Token, s.cookie(r, ParticipantCookie))
+	l, p, err := s.cfg.Visits.LinkParticipant(r.Context(), body.Token, s.cookie(r, ParticipantCookie))
 	if err != nil {
 		s.linkFailed(r, err)
 		s.fail(w, r, err)
 		return
 	}
-	lv, err := s.linkVisit(r, v)
+	lv, err := s.linkVisit(r, l.Visit)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"visit": lv, "participant": toLinkParticipant(p)})
+	writeJSON(w, http.StatusOK, map[string]any{"visit": lv, "participant": toLinkParticipant(p), "invite": toLinkInvite(l)})
 }
 
 func (s *Server) joinLink(w http.ResponseWriter, r *http.Request, _ *caller) {
@@ -576,12 +640,13 @@ func (s *Server) joinLink(w http.ResponseWriter, r *http.Request, _ *caller) {
 		s.fail(w, r, err)
 		return
 	}
-	p, v, cookie, err := s.cfg.Visits.JoinLink(r.Context(), body.Token, body.Name, s.cookie(r, ParticipantCookie))
+	p, l, cookie, err := s.cfg.Visits.JoinLink(r.Context(), body.Token, body.Name, s.cookie(r, ParticipantCookie))
 	if err != nil {
 		s.linkFailed(r, err)
 		s.fail(w, r, err)
 		return
 	}
+	v := l.Visit
 	lv, err := s.linkVisit(r, v)
 	if err != nil {
 		s.fail(w, r, err)
@@ -591,7 +656,7 @@ func (s *Server) joinLink(w http.ResponseWriter, r *http.Request, _ *caller) {
 		// Lives as long as the link could: the browser forgets it after that.
 		s.setCookie(w, ParticipantCookie, cookie, v.LinkExpiresAt.Sub(s.cfg.Now())+time.Hour)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"participant": toLinkParticipant(&p), "visit": lv})
+	writeJSON(w, http.StatusOK, map[string]any{"participant": toLinkParticipant(&p), "visit": lv, "invite": toLinkInvite(l)})
 }
 
 // linkGuard refuses link attempts from an address that guessed too many links, and for a
@@ -601,8 +666,8 @@ func (s *Server) linkGuard(r *http.Request, token string) error {
 	ctx := r.Context()
 	keys := []auth.Key{{Rule: auth.RuleLinkAddress, ID: clientAddr(r)}}
 	visitID := ""
-	if v, err := s.cfg.Visits.ResolveLink(ctx, token); err == nil || !errors.Is(err, visit.ErrLinkUnknown) {
-		visitID = v.ID
+	if l, err := s.cfg.Visits.ResolveLink(ctx, token); err == nil || !errors.Is(err, visit.ErrLinkUnknown) {
+		visitID = l.Visit.ID
 		if visitID != "" {
 			keys = append(keys, auth.Key{Rule: auth.RuleLinkVisit, ID: visitID})
 		}
@@ -656,12 +721,13 @@ func (s *Server) linkICE(w http.ResponseWriter, r *http.Request, _ *caller) {
 		s.fail(w, r, err)
 		return
 	}
-	v, err := s.cfg.Visits.ResolveLink(r.Context(), body.Token)
+	l, err := s.cfg.Visits.ResolveLink(r.Context(), body.Token)
 	if err != nil {
 		s.linkFailed(r, err)
 		s.fail(w, r, err)
 		return
 	}
+	v := l.Visit
 	ice := ICEConfig{Servers: []ICEServer{}, Policy: "all"}
 	if s.cfg.CheckICE != nil {
 		ice = s.cfg.CheckICE(v)

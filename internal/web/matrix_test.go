@@ -77,6 +77,8 @@ func TestRoleRouteMatrix(t *testing.T) {
 		{"remove an unknown participant", "POST /api/v1/visits/{id}/remove", onVisit("POST", "/remove", `{"participant":"prt_nobody"}`),
 			expect{unauth, forbidden, notFound, notFound, notFound}},
 		{"end", "POST /api/v1/visits/{id}/end", onVisit("POST", "/end", ""), expect{unauth, forbidden, ok, notFound, ok}},
+		{"invite an observer", "POST /api/v1/visits/{id}/guests", onVisit("POST", "/guests", `{"role":"observer"}`), expect{unauth, created, created, notFound, created}},
+		{"invite with no role", "POST /api/v1/visits/{id}/guests", onVisit("POST", "/guests", `{}`), expect{unauth, bad, bad, notFound, bad}},
 		{"resolve a link", "POST /api/v1/link", withToken("/api/v1/link", `{"token":%q}`), expect{ok, ok, ok, ok, ok}},
 		{"join through a link", "POST /api/v1/link/join", withToken("/api/v1/link/join", `{"token":%q,"name":"Ada"}`), expect{ok, ok, ok, ok, ok}},
 		{"device check ICE servers", "POST /api/v1/link/ice", withToken("/api/v1/link/ice", `{"token":%q}`), expect{ok, ok, ok, ok, ok}},
@@ -145,13 +147,16 @@ func TestRoleRouteMatrix(t *testing.T) {
 					t.Fatalf("%s %s as %s: status %d, want %d; body %s", rq.method, rq.path, role, r.status, want, r.body)
 				}
 				// A new link's random token may spell "sql" by chance: it is not error text.
-				checkNoGoText(t, patientURL.ReplaceAll(r.body, []byte(`"patient_url":""`)))
+				checkNoGoText(t, guestURL.ReplaceAll(patientURL.ReplaceAll(r.body, []byte(`"patient_url":""`)), []byte(`"guest_url":""`)))
 			})
 		}
 	}
 }
 
-var patientURL = regexp.MustCompile(`"patient_url":"[^"]*"`)
+var (
+	patientURL = regexp.MustCompile(`"patient_url":"[^"]*"`)
+	guestURL   = regexp.MustCompile(`"guest_url":"[^"]*"`)
+)
 
 // TestOtherCliniciansVisitLooksUnknown: a clinician cannot tell another clinician's visit
 // from one that does not exist.
@@ -159,7 +164,7 @@ func TestOtherCliniciansVisitLooksUnknown(t *testing.T) {
 	h := newHarness(t, options{})
 	v, _ := h.newVisit(t)
 	other := h.session(t, h.other)
-	for _, suffix := range []string{"", "/link", "/revoke", "/admit", "/remove", "/end"} {
+	for _, suffix := range []string{"", "/link", "/revoke", "/admit", "/remove", "/end", "/guests"} {
 		method := "POST"
 		if suffix == "" {
 			method = "GET"

@@ -68,6 +68,7 @@ func (s *Server) routes() []route {
 		{"POST /api/v1/visits/{id}/admit", auth.ActVisitAdmit, api, s.admit},
 		{"POST /api/v1/visits/{id}/remove", auth.ActVisitRemove, api, s.removeParticipant},
 		{"POST /api/v1/visits/{id}/end", auth.ActVisitEnd, api, s.endVisit},
+		{"POST /api/v1/visits/{id}/guests", auth.ActVisitInvite, api, s.invite},
 
 		// The link's token is the authorisation of these three.
 		{"POST /api/v1/link", auth.ActNone, api, s.resolveLink},

@@ -71,9 +71,11 @@ type Visits interface {
 	Admit(ctx context.Context, visitID, participantID string) error
 	Remove(ctx context.Context, visitID, participantID string) error
 	Waiting(visitID string) []visit.Waiting
-	ResolveLink(ctx context.Context, token string) (store.Visit, error)
-	LinkParticipant(ctx context.Context, token, cookie string) (store.Visit, *store.Participant, error)
-	JoinLink(ctx context.Context, token, name, cookie string) (store.Participant, store.Visit, string, error)
+	ResolveLink(ctx context.Context, token string) (visit.Link, error)
+	LinkParticipant(ctx context.Context, token, cookie string) (visit.Link, *store.Participant, error)
+	JoinLink(ctx context.Context, token, name, cookie string) (store.Participant, visit.Link, string, error)
+	Invite(ctx context.Context, visitID string, role store.GuestRole) (store.GuestLink, string, error)
+	GuestLinks(ctx context.Context, visitID string) ([]store.GuestLink, error)
 	ParticipantFromCookie(ctx context.Context, cookie string) (store.Participant, error)
 	Participants(ctx context.Context, visitID string) ([]store.Participant, error)
 	Connections(ctx context.Context, visitID string) ([]store.Connection, error)

@@ -367,7 +367,65 @@ func (s *Store) SetVisitState(ctx context.Context, id string, state store.VisitS
 }
 
 func (s *Store) RevokeVisit(ctx context.Context, id string, at time.Time) error {
-	return one(s.db.ExecContext(ctx, `UPDATE visits SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?`, ms(at), id))
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := one(tx.ExecContext(ctx, `UPDATE visits SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?`, ms(at), id)); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE guest_links SET revoked_at = COALESCE(revoked_at, ?) WHERE visit_id = ?`, ms(at), id); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Guest links
+
+func (s *Store) CreateGuestLink(ctx context.Context, g store.GuestLink) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO guest_links (id, visit_id, role, link_hash, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		g.ID, g.VisitID, string(g.Role), g.LinkHash, ms(g.CreatedAt), ms(g.ExpiresAt), nullMS(g.RevokedAt))
+	if isUnique(err) {
+		return store.ErrConflict
+	}
+	if isForeignKey(err) {
+		return store.ErrNotFound
+	}
+	return err
+}
+
+const guestCols = `id, visit_id, role, link_hash, created_at, expires_at, revoked_at`
+
+func scanGuestLink(row interface{ Scan(...any) error }) (store.GuestLink, error) {
+	var g store.GuestLink
+	var role string
+	var created, expires int64
+	var revoked sql.NullInt64
+	err := row.Scan(&g.ID, &g.VisitID, &role, &g.LinkHash, &created, &expires, &revoked)
+	g.Role, g.CreatedAt, g.ExpiresAt, g.RevokedAt = store.GuestRole(role), fromMS(created), fromMS(expires), fromNullMS(revoked)
+	return g, notFound(err)
+}
+
+func (s *Store) GuestLinkByHash(ctx context.Context, linkHash []byte) (store.GuestLink, error) {
+	return scanGuestLink(s.db.QueryRowContext(ctx, `SELECT `+guestCols+` FROM guest_links WHERE link_hash = ?`, linkHash))
+}
+
+func (s *Store) VisitGuestLinks(ctx context.Context, visitID string) ([]store.GuestLink, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+guestCols+` FROM guest_links WHERE visit_id = ? ORDER BY created_at, id`, visitID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.GuestLink
+	for rows.Next() {
+		g, err := scanGuestLink(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	return out, rows.Err()
 }
 
 func (s *Store) EndVisit(ctx context.Context, id string, at time.Time) error {
@@ -377,22 +435,22 @@ func (s *Store) EndVisit(ctx context.Context, id string, at time.Time) error {
 // Participants
 
 func (s *Store) CreateParticipant(ctx context.Context, p store.Participant) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO participants (id, visit_id, role, user_id, name, credential_hash, created_at, admitted_at, left_at, removed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		p.ID, p.VisitID, string(p.Role), p.UserID, s.seal.seal(p.Name, "participants.name", p.ID), p.CredentialHash, ms(p.CreatedAt), nullMS(p.AdmittedAt), nullMS(p.LeftAt), nullMS(p.RemovedAt))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO participants (id, visit_id, role, user_id, name, credential_hash, created_at, admitted_at, left_at, removed_at, guest_link_id, observer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		p.ID, p.VisitID, string(p.Role), p.UserID, s.seal.seal(p.Name, "participants.name", p.ID), p.CredentialHash, ms(p.CreatedAt), nullMS(p.AdmittedAt), nullMS(p.LeftAt), nullMS(p.RemovedAt), p.GuestLinkID, p.Observer)
 	if isUnique(err) {
 		return store.ErrConflict
 	}
 	return err
 }
 
-const participantCols = `id, visit_id, role, user_id, name, credential_hash, created_at, admitted_at, left_at, removed_at`
+const participantCols = `id, visit_id, role, user_id, name, credential_hash, created_at, admitted_at, left_at, removed_at, guest_link_id, observer`
 
 func (s *Store) scanParticipant(row interface{ Scan(...any) error }) (store.Participant, error) {
 	var p store.Participant
 	var role string
 	var created int64
 	var admitted, left, removed sql.NullInt64
-	err := row.Scan(&p.ID, &p.VisitID, &role, &p.UserID, &p.Name, &p.CredentialHash, &created, &admitted, &left, &removed)
+	err := row.Scan(&p.ID, &p.VisitID, &role, &p.UserID, &p.Name, &p.CredentialHash, &created, &admitted, &left, &removed, &p.GuestLinkID, &p.Observer)
 	p.Role = store.Role(role)
 	p.CreatedAt = fromMS(created)
 	p.AdmittedAt, p.LeftAt, p.RemovedAt = fromNullMS(admitted), fromNullMS(left), fromNullMS(removed)

@@ -25,6 +25,61 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("BreakGlass", func(t *testing.T) { testBreakGlass(t, newStore(t)) })
 	t.Run("Retention", func(t *testing.T) { testRetention(t, newStore(t)) })
 	t.Run("Connections", func(t *testing.T) { testConnections(t, newStore(t)) })
+	t.Run("GuestLinks", func(t *testing.T) { testGuestLinks(t, newStore(t)) })
+}
+
+func testGuestLinks(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	a := clinician(t, s, "usr_a", "a@example.org")
+	v := store.Visit{ID: "vst_1", ClinicianID: a.ID, ScheduledAt: t0, CreatedAt: t0, LinkHash: []byte("patient"), LinkExpiresAt: t0.Add(24 * time.Hour), State: store.VisitScheduled}
+	must(t, s.CreateVisit(ctx, v))
+	g1 := store.GuestLink{ID: "gst_1", VisitID: v.ID, Role: store.GuestParticipant, LinkHash: []byte("g1"), CreatedAt: t0, ExpiresAt: t0.Add(24 * time.Hour)}
+	g2 := store.GuestLink{ID: "gst_2", VisitID: v.ID, Role: store.GuestObserver, LinkHash: []byte("g2"), CreatedAt: t0.Add(time.Second), ExpiresAt: t0.Add(24 * time.Hour)}
+	must(t, s.CreateGuestLink(ctx, g1))
+	must(t, s.CreateGuestLink(ctx, g2))
+	if err := s.CreateGuestLink(ctx, store.GuestLink{ID: "gst_3", VisitID: v.ID, Role: store.GuestObserver, LinkHash: []byte("g1"), CreatedAt: t0, ExpiresAt: t0}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("duplicate link hash: %v", err)
+	}
+	if err := s.CreateGuestLink(ctx, store.GuestLink{ID: "gst_4", VisitID: "vst_nope", Role: store.GuestObserver, LinkHash: []byte("g4"), CreatedAt: t0, ExpiresAt: t0}); err == nil {
+		t.Fatal("a guest link of an unknown visit was created")
+	}
+	got, err := s.GuestLinkByHash(ctx, []byte("g2"))
+	must(t, err)
+	if got.ID != "gst_2" || got.VisitID != v.ID || got.Role != store.GuestObserver || !got.ExpiresAt.Equal(g2.ExpiresAt) || got.RevokedAt != nil {
+		t.Fatalf("GuestLinkByHash = %+v", got)
+	}
+	if _, err := s.GuestLinkByHash(ctx, []byte("patient")); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the patient link found as a guest link: %v", err)
+	}
+	// A participant remembers its guest link and whether it only observes.
+	p := store.Participant{ID: "prt_g", VisitID: v.ID, Role: store.RoleGuest, Name: "Grace", CredentialHash: []byte("c"), CreatedAt: t0, GuestLinkID: g2.ID, Observer: true}
+	must(t, s.CreateParticipant(ctx, p))
+	gp, err := s.ParticipantByID(ctx, p.ID)
+	must(t, err)
+	if gp.GuestLinkID != g2.ID || !gp.Observer || gp.Role != store.RoleGuest {
+		t.Fatalf("guest participant = %+v", gp)
+	}
+	// Revoking the visit revokes its guest links; a new patient link does not bring them back.
+	must(t, s.RevokeVisit(ctx, v.ID, t0.Add(time.Minute)))
+	must(t, s.SetVisitLink(ctx, v.ID, []byte("patient2"), t0.Add(48*time.Hour)))
+	all, err := s.VisitGuestLinks(ctx, v.ID)
+	must(t, err)
+	if len(all) != 2 || all[0].ID != "gst_1" || all[1].ID != "gst_2" {
+		t.Fatalf("VisitGuestLinks = %+v", all)
+	}
+	for _, g := range all {
+		if g.RevokedAt == nil || !g.RevokedAt.Equal(t0.Add(time.Minute)) {
+			t.Errorf("%s after the visit was revoked: %+v", g.ID, g)
+		}
+	}
+	// Retention takes them with the visit.
+	must(t, s.EndVisit(ctx, v.ID, t0.Add(time.Hour)))
+	if _, err := s.DeleteVisitsBefore(ctx, t0.Add(24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GuestLinkByHash(ctx, []byte("g1")); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("guest link kept after its visit was deleted: %v", err)
+	}
 }
 
 var t0 = time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)

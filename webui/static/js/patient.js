@@ -63,6 +63,8 @@ let call = null;
 let view = null;
 let finished = false;
 let leaving = false;
+/** True for a guest link of role observer: sees and hears the visit, publishes nothing. */
+let observer = false;
 
 /** @param {HTMLElement} el @param {string} text */
 function setText(el, text) {
@@ -278,7 +280,7 @@ joinForm.addEventListener('submit', async (ev) => {
     nameInput.focus();
     return;
   }
-  if (!mediaReady || !stream) return;
+  if (!observer && (!mediaReady || !stream)) return;
   join.disabled = true;
   const label = join.textContent;
   join.textContent = 'Joining…';
@@ -289,7 +291,7 @@ joinForm.addEventListener('submit', async (ev) => {
     meter = null;
     previewGeneration++;
     preview.srcObject = null;
-    startCall(stream);
+    startCall(observer ? null : stream);
   } catch (err) {
     join.disabled = false;
     join.textContent = label;
@@ -348,7 +350,7 @@ async function checkNetwork() {
 // --- waiting room and call -------------------------------------------------------------
 
 /**
- * @param {MediaStream} local
+ * @param {MediaStream | null} local null for an observer
  * @param {boolean} [admitted] the participant was admitted before (a reload): show the call
  *   at once instead of the waiting room.
  */
@@ -359,8 +361,8 @@ function startCall(local, admitted = false) {
   /** @type {any} */ (window).bedside = {call};
   view = new CallView(call);
   waitingPreview.srcObject = local;
-  waitingPreview.play().catch(() => {});
-  waitingPreview.closest('figure')?.classList.toggle('no-video', local.getVideoTracks().length === 0);
+  if (local) waitingPreview.play().catch(() => {});
+  waitingPreview.closest('figure')?.classList.toggle('no-video', !local || local.getVideoTracks().length === 0);
   setCallStatus('connecting', admitted ? 'Reconnecting…' : 'Connecting…');
   show(admitted ? stageCall : stageWaiting);
 
@@ -455,8 +457,28 @@ async function start() {
   if (visit?.clinician_name) checkIntro.textContent =
     `Before you join ${visit.clinician_name}: you should see yourself below. Say something: the green bar should move.`;
 
+  observer = link.invite?.role === 'observer';
   /** @type {LinkParticipant | null} */
   const participant = link.participant ?? null;
+  if (observer) {
+    // An observer sees and hears the visit; camera and microphone stay off, so the device
+    // check is only the connection test and the name.
+    if (participant) {
+      nameInput.value = participant.name;
+      startCall(null, participant.admitted);
+      return;
+    }
+    checkIntro.textContent = `You are invited to watch and listen${visit?.clinician_name ? ` to your visit with ${visit.clinician_name}` : ''}. ` +
+      'Your camera and microphone stay off.';
+    preview.closest('figure')?.setAttribute('hidden', '');
+    for (const el of [micLevel, cameraSelect, micSelect]) el.closest('.field')?.setAttribute('hidden', '');
+    show(stageCheck);
+    checkNetwork();
+    mediaReady = true;
+    updateJoin();
+    if (!nameInput.value) nameInput.focus();
+    return;
+  }
   if (participant) {
     // A reload: skip the device check and go back in with the saved devices.
     nameInput.value = participant.name;

@@ -20,10 +20,10 @@ const MAX_QUEUED = 500;
 
 /**
  * @typedef {'clinician' | 'admin' | 'staff' | 'patient' | 'guest'} Role
- * @typedef {{id: string, role: string, name: string, session: string, polite: boolean}} Peer
- * @typedef {{id: string, name: string, since: string}} WaitingEntry
+ * @typedef {{id: string, role: string, name: string, session: string, polite: boolean, observer?: boolean}} Peer
+ * @typedef {{id: string, name: string, since: string, role?: string, observer?: boolean}} WaitingEntry
  * @typedef {{urls: string | string[], username?: string, credential?: string}} IceServer
- * @typedef {{type: 'welcome', participant: {id: string, role: string, name: string},
+ * @typedef {{type: 'welcome', participant: {id: string, role: string, name: string, observer?: boolean},
  *   visit: {id: string, state: string}, admitted: boolean, ice_servers: IceServer[],
  *   ice_transport_policy: RTCIceTransportPolicy, peers: Peer[], waiting: WaitingEntry[]}} WelcomeMsg
  * @typedef {{type: 'admitted', peers: Peer[]}} AdmittedMsg

@@ -30,6 +30,14 @@ const retryDevices = byId('retry-devices', HTMLButtonElement);
 const connectError = byId('connect-error', HTMLElement);
 const summaryList = byId('visit-summary', HTMLElement);
 const summaryEmpty = byId('visit-summary-empty', HTMLElement);
+const inviteForm = byId('invite-form', HTMLFormElement);
+const inviteRole = byId('invite-role', HTMLSelectElement);
+const inviteSubmit = byId('invite-submit', HTMLButtonElement);
+const inviteError = byId('invite-error', HTMLElement);
+const inviteResult = byId('invite-result', HTMLElement);
+const inviteLink = byId('invite-link', HTMLInputElement);
+const inviteCopy = byId('invite-copy', HTMLButtonElement);
+const inviteStatus = byId('invite-status', HTMLElement);
 
 /** How often the visit summary (who connected how) is refreshed during the call. */
 const SUMMARY_EVERY_MS = 5000;
@@ -119,7 +127,17 @@ function renderWaiting() {
       waitingList.append(li);
     }
     const name = w.name || 'Patient';
+    li.dataset.role = w.role ?? 'patient';
+    li.dataset.observer = String(Boolean(w.observer));
     /** @type {HTMLElement} */ (li.querySelector('.waiting-name')).textContent = name;
+    const kind = w.observer ? 'guest, watching and listening only' : w.role === 'guest' ? 'guest' : '';
+    let tag = li.querySelector('.waiting-kind');
+    if (kind && !tag) {
+      tag = document.createElement('span');
+      tag.className = 'waiting-kind hint';
+      li.querySelector('.waiting-name')?.after(tag);
+    }
+    if (tag) tag.textContent = kind ? ` (${kind})` : '';
     /** @type {HTMLElement} */ (li.querySelector('.waiting-since')).textContent =
       `waiting since ${formatTime(w.since)} (${formatSince(w.since)})`;
     li.querySelector('button.admit')?.setAttribute('aria-label', `Admit ${name}`);
@@ -188,6 +206,7 @@ function showEnded() {
   endedEl.hidden = false;
   callEl.classList.add('is-ended');
   endVisit.disabled = true;
+  inviteSubmit.disabled = true;
   waiting = [];
   waitingList.replaceChildren();
   waitingEmpty.hidden = false;
@@ -274,6 +293,39 @@ retryDevices.addEventListener('click', async () => {
   view?.showLocal();
   saveChoice();
   await refreshDeviceLists();
+});
+
+inviteForm.addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  setError(inviteError, '');
+  inviteSubmit.disabled = true;
+  try {
+    const g = await api('POST', `/api/v1/visits/${encodeURIComponent(visitId)}/guests`, {role: inviteRole.value});
+    inviteLink.value = typeof g?.guest_url === 'string' ? g.guest_url : '';
+    inviteStatus.textContent = g?.role === 'observer'
+      ? 'Send this link to the guest. They will see and hear the visit; their camera and microphone stay off.'
+      : 'Send this link to the guest. They will take part with camera and microphone.';
+    inviteResult.hidden = false;
+    inviteLink.focus();
+    inviteLink.select();
+  } catch (err) {
+    setError(inviteError, err instanceof ApiError ? err.message : 'The invitation could not be made.');
+  } finally {
+    inviteSubmit.disabled = ended;
+  }
+});
+
+inviteCopy.addEventListener('click', async () => {
+  if (!inviteLink.value) return;
+  try {
+    if (!navigator.clipboard) throw new Error('no clipboard');
+    await navigator.clipboard.writeText(inviteLink.value);
+    inviteStatus.textContent = 'Link copied.';
+  } catch {
+    inviteLink.focus();
+    inviteLink.select();
+    inviteStatus.textContent = 'The link is selected: press Ctrl+C (or ⌘+C) to copy it.';
+  }
 });
 
 endVisit.addEventListener('click', async () => {
