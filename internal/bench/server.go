@@ -133,7 +133,7 @@ func runServer(ctx context.Context, cfg Config) (PhaseResult, error) {
 
 	type plan struct {
 		visit   client.Visit
-		token   string
+		tokens  []string // each member's link (the clinician's is "")
 		members []*member
 	}
 	var plans []plan
@@ -143,11 +143,34 @@ func runServer(ctx context.Context, cfg Config) (PhaseResult, error) {
 		if err != nil {
 			return PhaseResult{}, fmt.Errorf("create visit: %w", err)
 		}
-		tok, err := client.LinkToken(v.PatientURL)
-		if err != nil {
-			return PhaseResult{}, err
+		p := plan{visit: v}
+		// The patient link for the second member, guest links for the others:
+		// participants if they publish, observers if they only watch.
+		for mi, ro := range room {
+			var u string
+			switch {
+			case mi == 0:
+			case mi == 1 && ro.publish:
+				u = v.PatientURL
+			default:
+				gr := "observer"
+				if ro.publish {
+					gr = "participant"
+				}
+				g, err := admin.Invite(ctx, v.ID, gr)
+				if err != nil {
+					return PhaseResult{}, fmt.Errorf("invite a guest: %w", err)
+				}
+				u = g.GuestURL
+			}
+			tok := ""
+			if u != "" {
+				if tok, err = client.LinkToken(u); err != nil {
+					return PhaseResult{}, err
+				}
+			}
+			p.tokens = append(p.tokens, tok)
 		}
-		p := plan{visit: v, token: tok}
 		var pubs []*publisher
 		for mi, ro := range room {
 			m := &member{idx: len(all), room: ri, clinician: mi == 0, subscribe: ro.subscribe, w: l.w, stamps: newRxStamps(), firstRTP: newFirstTime()}
@@ -198,7 +221,7 @@ func runServer(ctx context.Context, cfg Config) (PhaseResult, error) {
 				if m.clinician {
 					err = m.joinAsClinician(lctx, p.visit.ID)
 				} else {
-					err = m.joinByLink(lctx, p.token, fmt.Sprintf("Bench %d", m.idx))
+					err = m.joinByLink(lctx, p.tokens[i], fmt.Sprintf("Bench %d", m.idx))
 				}
 				if err != nil {
 					<-sem
