@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"strings"
 )
@@ -71,6 +72,7 @@ func Command(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.IntVar(&cfg.JoinConcurrency, "join-concurrency", cfg.JoinConcurrency, "members between WebSocket open and first media at once")
 	fs.DurationVar(&cfg.JoinTimeout, "join-timeout", cfg.JoinTimeout, "how long everyone may take to receive media")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	jsonOut := fs.String("json-out", "", "also write the report as JSON to this file")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -114,6 +116,9 @@ func Command(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	} else {
 		err = rep.WriteText(stdout)
 	}
+	if err == nil && *jsonOut != "" {
+		err = writeJSONFile(*jsonOut, rep)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "bedside bench: %v\n", err)
 		return 1
@@ -142,6 +147,18 @@ func loopbackURL(u string) bool {
 		}
 	}
 	return false
+}
+
+func writeJSONFile(name string, rep *Report) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if err := rep.WriteJSON(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 type multiFlag []string
