@@ -54,7 +54,7 @@ Usage:
   bedside user reset-mfa --email E        remove an account's second factors (a lost phone)
   bedside user break-glass --email E --for 1h --reason "..." [--revoke]
                                           give a clinician emergency access to every visit
-  bedside visit create --clinician EMAIL [--patient-name N] [--at RFC3339] [--json]
+  bedside visit create --clinician EMAIL [--patient-name N] [--at RFC3339] [--policy P] [--json]
                                           create a visit and print its links
   bedside visit list [--date YYYY-MM-DD] [--json]
                                           list a day's visits (UTC)
@@ -482,7 +482,7 @@ func runVisit(ctx context.Context, args []string, sio IO) int {
 	}
 	sub, args := args[0], args[1:]
 	fs := config.NewFlagSet("visit "+sub, sio.Stderr)
-	var clinician, patient, at, date, role string
+	var clinician, patient, at, date, role, policy string
 	var asJSON, privacy bool
 	var synopsis string
 	switch sub {
@@ -491,8 +491,9 @@ func runVisit(ctx context.Context, args []string, sio IO) int {
 		fs.StringVar(&patient, "patient-name", "", "the patient's name, as the clinician will see it (optional)")
 		fs.StringVar(&at, "at", "", "scheduled time, RFC 3339 (default: now)")
 		fs.BoolVar(&privacy, "privacy", false, "privacy mode: relay-only ICE for everyone, so nobody's home IP address reaches the other party")
+		fs.StringVar(&policy, "policy", "auto", "when the call goes through the SFU: auto (from the third person on), p2p (never) or sfu (always)")
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
-		synopsis = "--clinician EMAIL [--patient-name N] [--at RFC3339] [--privacy] [--json] [options]"
+		synopsis = "--clinician EMAIL [--patient-name N] [--at RFC3339] [--privacy] [--policy auto|p2p|sfu] [--json] [options]"
 	case "list":
 		fs.StringVar(&date, "date", "", "the day, YYYY-MM-DD in UTC (default: today)")
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
@@ -546,7 +547,7 @@ func runVisit(ctx context.Context, args []string, sio IO) int {
 	ctx = cliContext(ctx)
 	switch sub {
 	case "create":
-		return visitCreate(ctx, st, m, cfg, visit.NewVisit{PatientName: patient, ScheduledAt: scheduled, Privacy: privacy}, clinician, asJSON, sio)
+		return visitCreate(ctx, st, m, cfg, visit.NewVisit{PatientName: patient, ScheduledAt: scheduled, Privacy: privacy, Policy: store.MediaPolicy(policy)}, clinician, asJSON, sio)
 	case "list":
 		return visitList(ctx, m, date, asJSON, sio)
 	case "invite":
@@ -614,7 +615,8 @@ func visitCreate(ctx context.Context, st store.Store, m *visit.Manager, cfg conf
 		ScheduledAt   time.Time `json:"scheduled_at"`
 		LinkExpiresAt time.Time `json:"link_expires_at"`
 		Privacy       bool      `json:"privacy"`
-	}{v.ID, cfg.PublicURL + "/v/" + token, cfg.PublicURL + "/console/visits/" + v.ID, v.ScheduledAt, v.LinkExpiresAt, v.Privacy}
+		Policy        string    `json:"policy"`
+	}{v.ID, cfg.PublicURL + "/v/" + token, cfg.PublicURL + "/console/visits/" + v.ID, v.ScheduledAt, v.LinkExpiresAt, v.Privacy, string(v.Policy)}
 	if asJSON {
 		return printJSON(sio, out)
 	}

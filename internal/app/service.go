@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ import (
 	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/auth"
 	"github.com/bedside/bedside/internal/config"
+	"github.com/bedside/bedside/internal/sfu"
 	"github.com/bedside/bedside/internal/signal"
 	"github.com/bedside/bedside/internal/store"
 	"github.com/bedside/bedside/internal/store/sqlite"
@@ -41,6 +43,7 @@ type Service struct {
 	audit  *audit.Log
 	cps    *audit.Checkpointer
 	visits *visit.Manager
+	sfu    *sfu.SFU // nil when sfu-udp-addr is off
 	turn   *turn.Server
 	signal *signal.Server
 	web    *web.Server
@@ -117,8 +120,19 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 	if err != nil {
 		return nil, err
 	}
-	s.visits = visit.NewManager(s.store, visit.Config{LinkTTL: cfg.LinkTTL, Now: opt.Now, Log: log.With("part", "visit"), Audit: s.audit, Departed: s.departed})
-	if s.turn, err = startTURN(cfg, log.With("part", "turn"), s.registry, s.audit, opt.TURNSockets); err != nil {
+	if s.sfu, err = startSFU(cfg, log.With("part", "sfu"), s.registry); err != nil {
+		return nil, err
+	}
+	vcfg := visit.Config{LinkTTL: cfg.LinkTTL, Now: opt.Now, Log: log.With("part", "visit"), Audit: s.audit, Departed: s.departed}
+	if s.sfu != nil {
+		vcfg.Media = sfuMedia{s.sfu}
+	}
+	s.visits = visit.NewManager(s.store, vcfg)
+	var sfuAddrs []netip.AddrPort
+	if s.sfu != nil {
+		sfuAddrs = s.sfu.Addresses()
+	}
+	if s.turn, err = startTURN(cfg, log.With("part", "turn"), s.registry, s.audit, opt.TURNSockets, sfuAddrs); err != nil {
 		return nil, err
 	}
 	s.signal = signal.NewServer(signal.Config{
@@ -198,8 +212,12 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.acmeHTTP.Serve(s.acmeLn) }()
 	}
+	sfuPort := 0
+	if s.sfu != nil {
+		sfuPort = s.sfu.Port()
+	}
 	log.Info("bedside serving", "http", s.ln.Addr().String(), "public_url", cfg.PublicURL, "stun_port", s.turn.Port(),
-		"turn", cfg.TURN, "relay", s.turn.Enabled(), "tls", cfg.TLS(), "metrics", cfg.MetricsAddr)
+		"turn", cfg.TURN, "relay", s.turn.Enabled(), "sfu_port", sfuPort, "tls", cfg.TLS(), "metrics", cfg.MetricsAddr)
 	return s, nil
 }
 
@@ -381,6 +399,9 @@ func (s *Service) MetricsAddr() net.Addr {
 // Registry is the Prometheus registry of every metric (for tests).
 func (s *Service) Registry() *prometheus.Registry { return s.registry }
 
+// SFU is the selective forwarding unit (tests); nil when it is off.
+func (s *Service) SFU() *sfu.SFU { return s.sfu }
+
 // Visits is the visit manager (for tests).
 func (s *Service) Visits() *visit.Manager { return s.visits }
 
@@ -442,6 +463,9 @@ func (s *Service) closeParts() {
 		s.metricsSrv.Close()
 	} else if s.metricsLn != nil {
 		s.metricsLn.Close()
+	}
+	if s.sfu != nil {
+		s.sfu.Close()
 	}
 	if s.turn != nil {
 		s.turn.Close()

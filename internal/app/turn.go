@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,7 +24,8 @@ import (
 // startTURN starts the relay the configuration asks for: embedded (STUN and TURN here),
 // external (credentials for a coturn with use-auth-secret), or off (STUN only, or nothing
 // when stun-addr is off).
-func startTURN(cfg config.Config, log *slog.Logger, reg prometheus.Registerer, rec audit.Recorder, sockets func(func())) (*turn.Server, error) {
+// sfuAddrs are the embedded SFU's addresses: the relay lets clients reach exactly them.
+func startTURN(cfg config.Config, log *slog.Logger, reg prometheus.Registerer, rec audit.Recorder, sockets func(func()), sfuAddrs []netip.AddrPort) (*turn.Server, error) {
 	if cfg.STUNAddr == "off" && cfg.TURN != "external" {
 		return turn.Off(), nil
 	}
@@ -56,6 +58,7 @@ func startTURN(cfg config.Config, log *slog.Logger, reg prometheus.Registerer, r
 	tc.Addr, tc.TCP, tc.UDPListeners = cfg.STUNAddr, cfg.TURNTCP, cfg.TURNUDPSockets
 	tc.MinPort, tc.MaxPort = lo, hi
 	tc.AllowPeers, tc.TCPRelay = allow, cfg.TURNTCPRelay
+	tc.AllowPeerAddrs = sfuAddrs
 	tc.QuotaPerUser, tc.QuotaTotal, tc.BandwidthKbps = cfg.TURNQuota, cfg.TURNQuotaTotal, cfg.TURNBandwidthKbps
 	tc.RelayIP, tc.PublicIP = net.ParseIP(cfg.TURNRelayIP), net.ParseIP(cfg.TURNPublicIP)
 	if cfg.TURNTLSAddr != "" {

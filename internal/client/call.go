@@ -35,6 +35,8 @@ type Welcome struct {
 	ICETransportPolicy string      `json:"ice_transport_policy"`
 	Peers              []PeerInfo  `json:"peers"`
 	Waiting            []Waiting   `json:"waiting"`
+	Mode               string      `json:"mode"`
+	SFUSession         string      `json:"sfu_session"`
 }
 
 // NewSession returns a random page-load session id.
@@ -45,8 +47,10 @@ func NewSession() string {
 }
 
 // Call is a participant in a visit, doing what the browser's call.js does: it joins with
-// hello, follows the peer events, runs one Peer per other participant and forwards every
-// message that is not a signal to Events.
+// hello, follows the peer events, runs one Peer per other participant (peer to peer) or its
+// two connections with the SFU (SFU mode, make before break: a peer connection closes once
+// that peer arrives through the SFU), and forwards every message that is not a signal to
+// Events.
 type Call struct {
 	Conn    *Conn
 	Welcome Welcome
@@ -56,6 +60,12 @@ type Call struct {
 	Events chan Message
 	// Err is the last error making a peer connection (read after Run returns).
 	Err error
+	// Layers are the camera's simulcast layers in SFU mode (set before Run; default
+	// DefaultLayers; one layer without a rid sends no simulcast).
+	Layers []LayerSpec
+	// OnPacket, if set before Run, is called for every RTP packet received through the SFU
+	// (from its reader goroutines: keep it quick).
+	OnPacket func(Packet)
 
 	media bool
 	ice   []ICEServer
@@ -66,12 +76,16 @@ type Call struct {
 	sessions map[string]string // peer id -> the session its Peer was made for
 	sendCtx  context.Context
 	wg       sync.WaitGroup // media senders
+	mode     string
+	sfu      *SFUConn
+	arrived  chan string // publishers whose media arrived through the SFU
 }
 
 // Join sends hello on conn (visit may be "" for link holders) and waits for the welcome.
 // media: send synthetic audio and video to every peer.
 func Join(ctx context.Context, conn *Conn, visit string, media bool) (*Call, error) {
-	c := &Call{Conn: conn, Session: NewSession(), Events: make(chan Message, 256), media: media, peers: map[string]*Peer{}, sessions: map[string]string{}}
+	c := &Call{Conn: conn, Session: NewSession(), Events: make(chan Message, 256), media: media, peers: map[string]*Peer{}, sessions: map[string]string{},
+		mode: "p2p", arrived: make(chan string, 64)}
 	hello := map[string]string{"type": "hello", "session": c.Session}
 	if visit != "" {
 		hello["visit"] = visit
@@ -101,6 +115,9 @@ func (c *Call) Run(ctx context.Context) error {
 	c.sendCtx = ctx
 	c.mu.Unlock()
 	defer c.closePeers()
+	if c.Welcome.Admitted && c.Welcome.Mode == "sfu" {
+		c.enterSFU(ctx, c.Welcome.SFUSession)
+	}
 	for _, p := range c.Welcome.Peers {
 		c.learn(p)
 	}
@@ -108,6 +125,9 @@ func (c *Call) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case id := <-c.arrived:
+			// Make before break: this peer's media comes through the SFU now.
+			c.dropPeer(id)
 		case m, ok := <-c.Conn.In:
 			if !ok {
 				return nil
@@ -119,12 +139,77 @@ func (c *Call) Run(ctx context.Context) error {
 	}
 }
 
+// enterSFU opens the connections with the SFU for an SFU session (again when the server
+// announces a new one: the old connections are gone with the old session).
+func (c *Call) enterSFU(ctx context.Context, session string) {
+	c.mu.Lock()
+	old := c.sfu
+	if old != nil && old.Session == session {
+		c.mu.Unlock()
+		return
+	}
+	c.mode = "sfu"
+	ice, pol := c.ice, c.pol
+	layers := c.Layers
+	if len(layers) == 0 {
+		layers = DefaultLayers()
+	}
+	s := newSFUConn(session, func(v any) error { return c.Conn.Send(context.Background(), v) }, ice, pol,
+		func(id string) {
+			select {
+			case c.arrived <- id:
+			default:
+			}
+		}, c.OnPacket)
+	c.sfu = s
+	c.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	if c.media && !c.Welcome.Participant.Observer {
+		if err := s.publish(layers); err != nil {
+			c.Err = fmt.Errorf("publish to the SFU: %w", err)
+			return
+		}
+		c.wg.Add(1)
+		go func() { defer c.wg.Done(); s.sendMedia(ctx) }() // ends with ctx or the connection
+	}
+}
+
+// SFU returns the connections with the SFU, or nil (peer to peer).
+func (c *Call) SFU() *SFUConn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sfu
+}
+
+// Mode is how the call carries media now: p2p or sfu.
+func (c *Call) Mode() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mode
+}
+
+// SetVideoSize tells the server at what size this participant shows a publisher's video
+// (0x0: hidden), as the browser does for each remote video.
+func (c *Call) SetVideoSize(ctx context.Context, participant, source string, width, height int) error {
+	return c.Conn.Send(ctx, map[string]any{"type": "video_size", "participant": participant, "source": source, "width": width, "height": height})
+}
+
 func (c *Call) handle(ctx context.Context, m Message) error {
 	switch m.Type {
 	case "signal":
 		var s SignalIn
 		if err := m.Decode(&s); err != nil {
 			return err
+		}
+		if s.From == "sfu" {
+			if sfu := c.SFU(); sfu != nil {
+				if err := sfu.handle(s); err != nil {
+					c.Err = err
+				}
+			}
+			return nil
 		}
 		c.mu.Lock()
 		p := c.peers[s.From]
@@ -141,10 +226,41 @@ func (c *Call) handle(ctx context.Context, m Message) error {
 		}
 		return nil
 	case "admitted":
-		var a struct{ Peers []PeerInfo }
+		var a struct {
+			Peers      []PeerInfo
+			Mode       string
+			SFUSession string `json:"sfu_session"`
+		}
 		m.Decode(&a)
+		if a.Mode == "sfu" {
+			c.enterSFU(ctx, a.SFUSession)
+		}
 		for _, p := range a.Peers {
 			c.learn(p)
+		}
+	case "mode":
+		var md struct {
+			Mode       string
+			SFUSession string `json:"sfu_session"`
+		}
+		m.Decode(&md)
+		if md.Mode == "sfu" {
+			c.enterSFU(ctx, md.SFUSession)
+		}
+	case "tracks":
+		var t struct{ Tracks []TrackInfo }
+		m.Decode(&t)
+		if sfu := c.SFU(); sfu != nil {
+			sfu.setTracks(t.Tracks)
+		}
+	case "layers":
+		var l struct {
+			Source string
+			Active []string
+		}
+		m.Decode(&l)
+		if sfu := c.SFU(); sfu != nil {
+			sfu.setLayers(l.Source, l.Active)
 		}
 	case "peer":
 		var e struct {
@@ -188,8 +304,8 @@ func (c *Call) learn(info PeerInfo) {
 	if had {
 		c.dropPeer(old.ID)
 	}
-	if info.Polite {
-		return // we are the polite side: the peer's offer makes our connection
+	if info.Polite || c.Mode() == "sfu" {
+		return // the polite side waits for the peer's offer; in SFU mode nobody connects directly
 	}
 	if _, err := c.newPeer(info); err != nil {
 		c.Err = fmt.Errorf("peer connection to %s: %w", info.ID, err)
@@ -234,11 +350,26 @@ func (c *Call) closePeers() {
 	c.mu.Lock()
 	ps := c.peers
 	c.peers = map[string]*Peer{}
+	s := c.sfu
 	c.mu.Unlock()
 	for _, p := range ps {
 		p.Close()
 	}
+	if s != nil {
+		s.Close()
+	}
 	c.wg.Wait()
+}
+
+// Peers returns the ids of the participants this call has a peer connection with.
+func (c *Call) Peers() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.peers))
+	for id := range c.peers {
+		out = append(out, id)
+	}
+	return out
 }
 
 // Peer returns the connection to a participant, or nil.

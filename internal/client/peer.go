@@ -28,9 +28,11 @@ type Description struct {
 
 // SignalIn is a signal message from the server.
 type SignalIn struct {
-	From        string          `json:"from"`
-	Description *Description    `json:"description"`
-	Candidate   json.RawMessage `json:"candidate"`
+	From        string            `json:"from"`
+	PC          string            `json:"pc"` // from the SFU: pub or sub
+	Description *Description      `json:"description"`
+	Candidate   json.RawMessage   `json:"candidate"`
+	Sources     map[string]string `json:"sources"`
 }
 
 // signalOut is a signal message to the server.
@@ -92,6 +94,7 @@ func NewPeer(cfg PeerConfig) (*Peer, error) {
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.LoggerFactory = quietPion
 	api := webrtc.NewAPI(webrtc.WithSettingEngine(se))
 	conf := webrtc.Configuration{}
 	for _, s := range cfg.ICEServers {
@@ -288,8 +291,8 @@ func (p *Peer) HandleSignal(s SignalIn) error {
 	return nil
 }
 
-// SendMedia writes synthetic RTP (Opus every 20 ms, VP8 every 33 ms) until ctx ends. The
-// first 8 bytes of each payload are the send time in Unix nanoseconds.
+// SendMedia writes synthetic RTP (Opus every 20 ms, a one-packet VP8 frame every 33 ms, a
+// key frame every 3 s) until ctx ends. Payloads end with their send time (see SentAt).
 func (p *Peer) SendMedia(ctx context.Context) {
 	p.mu.Lock()
 	tracks := append([]*webrtc.TrackLocalStaticRTP(nil), p.localTracks...)
@@ -300,9 +303,10 @@ func (p *Peer) SendMedia(ctx context.Context) {
 	audio, video := time.NewTicker(20*time.Millisecond), time.NewTicker(33*time.Millisecond)
 	defer audio.Stop()
 	defer video.Stop()
-	var aseq, vseq uint16
+	var aseq, vseq, pic uint16
 	var ats, vts uint32
-	payload := make([]byte, 160)
+	abuf := make([]byte, 80)
+	frames := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -312,23 +316,17 @@ func (p *Peer) SendMedia(ctx context.Context) {
 		case <-audio.C:
 			aseq++
 			ats += 960
-			stamp(payload)
-			tracks[0].WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: aseq, Timestamp: ats, Marker: true}, Payload: payload[:80]})
+			tracks[0].WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: aseq, Timestamp: ats, Marker: true}, Payload: audioPayload(abuf, time.Now())})
 		case <-video.C:
-			vseq++
 			vts += 3000
-			stamp(payload)
-			// A VP8 payload descriptor (S bit, partition 0) then the synthetic frame.
-			vp8 := append([]byte{0x10}, payload...)
-			tracks[1].WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: vseq, Timestamp: vts, Marker: true}, Payload: vp8})
+			pic++
+			payloads := vp8Frame(frames%90 == 0, pic&0x7fff, 320, 180, 160, time.Now())
+			frames++
+			for i, pl := range payloads {
+				vseq++
+				tracks[1].WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: vseq, Timestamp: vts, Marker: i == len(payloads)-1}, Payload: pl})
+			}
 		}
-	}
-}
-
-func stamp(b []byte) {
-	ns := time.Now().UnixNano()
-	for i := 0; i < 8; i++ {
-		b[i] = byte(ns >> (8 * i))
 	}
 }
 

@@ -62,6 +62,10 @@ type Config struct {
 	TURNBandwidthKbps int           // per allocation and direction; 0 = unlimited
 	TURNURLs          string        // external mode: the service's URLs, comma-separated
 
+	// The SFU (docs/operations.md, "SFU").
+	SFUUDPAddr  string // UDP listen address of every SFU peer connection; "off" keeps all calls peer to peer
+	SFUPublicIP string // address announced instead of the host's (1:1 NAT)
+
 	MetricsAddr string // Prometheus /metrics listen address ("" = off)
 
 	LinkTTL         time.Duration // patient links expire this long after the scheduled time
@@ -126,6 +130,8 @@ func (c *Config) options() []option {
 		{"turn-quota-total", "concurrent relay allocations in all (486 past it)", (*intValue)(&c.TURNQuotaTotal)},
 		{"turn-bandwidth", "bandwidth limit per allocation and direction, in kbit/s (0: none)", (*intValue)(&c.TURNBandwidthKbps)},
 		{"turn-urls", "external mode: the TURN service's URLs, comma-separated (turn:host:3478?transport=udp,turns:host:443?transport=tcp)", (*stringValue)(&c.TURNURLs)},
+		{"sfu-udp-addr", `UDP listen address of the SFU (one port for every participant's connections to it), or "off" to keep every call peer to peer`, (*stringValue)(&c.SFUUDPAddr)},
+		{"sfu-public-ip", "address the SFU announces to clients instead of the host's: the public address of a server behind 1:1 NAT", (*stringValue)(&c.SFUPublicIP)},
 		{"metrics-addr", "Prometheus metrics listen address, e.g. 127.0.0.1:9090 (default: off); never the public web port", (*stringValue)(&c.MetricsAddr)},
 		{"link-ttl", "patient links expire this long after the visit's scheduled time", (*durationValue)(&c.LinkTTL)},
 		{"session-idle", "sign-in sessions end after this long without activity", (*durationValue)(&c.SessionIdle)},
@@ -163,6 +169,7 @@ func Default() Config {
 		TURNQuota:         12,
 		TURNQuotaTotal:    1000,
 		TURNBandwidthKbps: 10000,
+		SFUUDPAddr:        ":3479",
 		LinkTTL:           24 * time.Hour,
 		SessionIdle:       15 * time.Minute,
 		SessionLifetime:   12 * time.Hour,
@@ -431,6 +438,14 @@ func (c *Config) Validate() error {
 	}
 	if err := c.validateTURN(); err != nil {
 		return err
+	}
+	if c.SFUUDPAddr != "off" {
+		if _, _, err := net.SplitHostPort(c.SFUUDPAddr); err != nil {
+			return fmt.Errorf("sfu-udp-addr: invalid value %q: %w", c.SFUUDPAddr, err)
+		}
+	}
+	if c.SFUPublicIP != "" && net.ParseIP(c.SFUPublicIP) == nil {
+		return fmt.Errorf("sfu-public-ip: invalid value %q: not an IP address", c.SFUPublicIP)
 	}
 	if c.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {

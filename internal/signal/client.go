@@ -82,8 +82,51 @@ func (c *client) finish(v any, status websocket.StatusCode, reason string) {
 
 // visit.Member, called by the room with its lock held: queue and return.
 
-func (c *client) Admitted(peers []visit.Peer) {
-	c.queue(admittedNote{AdmittedMsg{Type: "admitted", Peers: peerInfos(peers)}})
+func (c *client) Admitted(peers []visit.Peer, ms visit.MediaState) {
+	c.queue(admittedNote{AdmittedMsg{Type: "admitted", Peers: peerInfos(peers), Mode: ms.Mode, SFUSession: ms.SFUSession}})
+}
+
+func (c *client) Mode(ms visit.MediaState) {
+	c.queue(ModeMsg{Type: "mode", Mode: ms.Mode, SFUSession: ms.SFUSession})
+}
+
+func (c *client) Chat(from, text string, at time.Time) {
+	c.queue(ChatMsg{Type: "chat", From: from, Text: text, At: at.UTC()})
+}
+
+// visit.MediaSink, called by the SFU's goroutines: queue and return.
+
+func (c *client) MediaDescription(pc, typ, sdp string) {
+	c.queue(SignalMsg{Type: "signal", From: SFU, PC: pc, Description: &Description{Type: typ, SDP: sdp}})
+}
+
+func (c *client) MediaCandidate(pc string, candidate []byte) {
+	if candidate == nil {
+		candidate = []byte("null")
+	}
+	c.queue(SignalMsg{Type: "signal", From: SFU, PC: pc, Candidate: candidate})
+}
+
+func (c *client) Tracks(tracks []visit.Track) {
+	out := make([]TrackInfo, 0, len(tracks))
+	for _, t := range tracks {
+		out = append(out, TrackInfo{Mid: t.Mid, Participant: t.Participant, Source: t.Source, Kind: t.Kind})
+	}
+	c.queue(TracksMsg{Type: "tracks", Tracks: out})
+}
+
+func (c *client) Layers(source string, active []string) {
+	if active == nil {
+		active = []string{}
+	}
+	c.queue(LayersMsg{Type: "layers", Source: source, Active: active})
+}
+
+func (c *client) Speakers(active string, speaking []string) {
+	if speaking == nil {
+		speaking = []string{}
+	}
+	c.queue(SpeakersMsg{Type: "speakers", Active: active, Speaking: speaking})
 }
 
 func (c *client) WaitingChanged(list []visit.Waiting) {
@@ -96,7 +139,7 @@ func (c *client) PeerEvent(ev visit.PeerEvent, p visit.Peer) {
 
 func (c *client) Signal(from string, payload any) {
 	in := payload.(Incoming)
-	c.queue(SignalMsg{Type: "signal", From: from, Description: in.Description, Candidate: in.Candidate})
+	c.queue(SignalMsg{Type: "signal", From: from, Description: in.Description, Candidate: in.Candidate, Sources: in.Sources})
 }
 
 func (c *client) Ended(reason string) {
@@ -322,11 +365,19 @@ func (c *client) handle(ctx context.Context, in readResult) {
 	case "signal":
 		if c.presence.Participant().Observer && msg.Description != nil && sdpSendsMedia(msg.Description.SDP) {
 			// An observer publishes nothing: a description that would send audio or video
-			// is refused before it reaches anyone.
+			// is refused before it reaches anyone (the SFU refuses its pub offers too).
 			err = visit.ErrForbidden
 			break
 		}
+		if msg.To == SFU {
+			err = c.presence.MediaSignal(mediaSignal(msg))
+			break
+		}
 		err = c.presence.Relay(msg.To, msg)
+	case "video_size":
+		err = c.presence.VideoSize(msg.Participant, msg.Source, msg.Width, msg.Height)
+	case "chat":
+		err = c.presence.Chat(msg.Text, time.Now())
 	case "admit":
 		err = c.presence.Admit(ctx, msg.Participant)
 	case "remove":
@@ -345,6 +396,15 @@ func (c *client) handle(ctx context.Context, in readResult) {
 		}
 		c.replyError(code, text, msg.Type)
 	}
+}
+
+// mediaSignal is a signal to the SFU as the visit service takes it.
+func mediaSignal(msg Incoming) visit.MediaSignal {
+	s := visit.MediaSignal{PC: msg.PC, Candidate: msg.Candidate, Sources: msg.Sources}
+	if d := msg.Description; d != nil {
+		s.Type, s.SDP = d.Type, d.SDP
+	}
+	return s
 }
 
 // recordPath records a peer connection's selected candidate pair in the audit trail
@@ -429,6 +489,10 @@ func (c *client) hello(ctx context.Context, msg Incoming) {
 	c.visit = w.Visit
 	c.admitted = w.Admitted
 	ice := c.iceConfig(true)
+	mode := w.Media.Mode
+	if mode == "" {
+		mode = visit.ModeP2P
+	}
 	welcome := WelcomeMsg{
 		Type:               "welcome",
 		Participant:        ParticipantInfo{ID: w.Participant.ID, Role: string(w.Participant.Role), Name: w.Participant.Name, Observer: w.Participant.Observer},
@@ -437,6 +501,8 @@ func (c *client) hello(ctx context.Context, msg Incoming) {
 		ICEServers:         ice.Servers,
 		ICETransportPolicy: ice.Policy,
 		Peers:              peerInfos(w.Peers),
+		Mode:               mode,
+		SFUSession:         w.Media.SFUSession,
 	}
 	if w.CanAdmit {
 		welcome.Waiting = waitingInfos(w.Waiting)
@@ -456,12 +522,16 @@ func (c *client) connection(ctx context.Context, msg Incoming) error {
 	if msg.Peer == c.presence.Participant().ID {
 		return invalid("peer is yourself.")
 	}
+	peer := msg.Peer
+	if peer == SFU {
+		peer = SFU + ":" + msg.PC // one pair per connection with the SFU
+	}
 	if c.s.cfg.Connection != nil {
 		c.s.cfg.Connection(ctx, ConnectionReport{
 			VisitID: c.visit.ID, ParticipantID: c.presence.Participant().ID, Role: c.role,
-			PeerID: msg.Peer, Local: *msg.Local, Remote: *msg.Remote,
+			PeerID: peer, Local: *msg.Local, Remote: *msg.Remote,
 		})
 	}
-	c.recordPath(ctx, msg.Peer, *msg.Local, *msg.Remote)
+	c.recordPath(ctx, peer, *msg.Local, *msg.Remote)
 	return nil
 }

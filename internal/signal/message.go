@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Subprotocol is the WebSocket subprotocol, and so the protocol version, this server speaks.
@@ -44,16 +46,32 @@ const (
 // Type are set.
 type Incoming struct {
 	Type        string
-	Visit       string          // hello
-	Session     string          // hello
-	To          string          // signal
-	Description *Description    // signal
-	Candidate   json.RawMessage // signal: an RTCIceCandidateInit object, or null
-	Participant string          // admit, remove
-	Peer        string          // connection
-	Local       *Candidate      // connection
-	Remote      *Candidate      // connection
+	Visit       string            // hello
+	Session     string            // hello
+	To          string            // signal: a participant id, or "sfu"
+	PC          string            // signal to the SFU, connection about it: "pub" or "sub"
+	Description *Description      // signal
+	Candidate   json.RawMessage   // signal: an RTCIceCandidateInit object, or null
+	Sources     map[string]string // signal with a description: the source of each sending mid
+	Participant string            // admit, remove, video_size
+	Peer        string            // connection: a participant id, or "sfu"
+	Local       *Candidate        // connection
+	Remote      *Candidate        // connection
+	Source      string            // video_size
+	Width       int               // video_size
+	Height      int               // video_size
+	Text        string            // chat
 }
+
+// SFU is the reserved peer id of the server's SFU in signal and connection messages.
+const SFU = "sfu"
+
+// Limits of the SFU-era messages.
+const (
+	MaxChat       = 2000 // characters of a chat message
+	maxSources    = 8    // entries of a sources map
+	maxVideoPixel = 8192 // width or height of a video_size
+)
 
 // Candidate is one side of a selected ICE candidate pair, as a connection message reports
 // it: no address, only what kind of path it is.
@@ -91,12 +109,18 @@ func invalid(format string, args ...any) *ProtocolError {
 
 // clientTypes are the message types a client may send (docs/protocol.md). Decode accepts
 // these and no others, and each has an entry in messagePolicy (TestEveryMessageHasPolicy).
-var clientTypes = []string{"hello", "signal", "admit", "remove", "end", "leave", "connection"}
+var clientTypes = []string{"hello", "signal", "admit", "remove", "end", "leave", "connection", "video_size", "chat"}
 
 var (
 	sessionRE = regexp.MustCompile(`^[A-Za-z0-9_-]{8,64}$`)
 	idRE      = regexp.MustCompile(`^[a-z]{3}_[a-z0-9]{1,40}$`)
+	// peerRE is a participant id or the SFU.
+	peerRE = regexp.MustCompile(`^([a-z]{3}_[a-z0-9]{1,40}|sfu)$`)
+	midRE  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
 )
+
+// sources are the track sources a client may name.
+var sources = []string{"audio", "camera", "screen"}
 
 // Decode parses and validates one client message. Errors are *ProtocolError.
 func Decode(data []byte) (Incoming, error) {
@@ -146,9 +170,31 @@ func Decode(data []byte) (Incoming, error) {
 			return in, err
 		}
 	case "signal":
-		allowed["to"], allowed["description"], allowed["candidate"] = true, true, true
-		if in.To, err = str("to", true, idRE); err != nil {
+		allowed["to"], allowed["description"], allowed["candidate"], allowed["pc"], allowed["sources"] = true, true, true, true, true
+		if in.To, err = str("to", true, peerRE); err != nil {
 			return in, err
+		}
+		if in.PC, err = str("pc", in.To == SFU, nil); err != nil {
+			return in, err
+		}
+		switch {
+		case in.To == SFU && in.PC != "pub" && in.PC != "sub":
+			return in, invalid("pc must be pub or sub.")
+		case in.To != SFU && in.PC != "":
+			return in, invalid("pc is only for signals to the SFU.")
+		}
+		if v, ok := raw["sources"]; ok && string(v) != "null" {
+			if err := strictUnmarshal(v, &in.Sources); err != nil || len(in.Sources) > maxSources {
+				return in, invalid("sources must be an object of at most %d mids to audio, camera or screen.", maxSources)
+			}
+			for mid, src := range in.Sources {
+				if !midRE.MatchString(mid) || !slices.Contains(sources, src) {
+					return in, invalid("sources must map mids to audio, camera or screen.")
+				}
+			}
+			if _, hasD := raw["description"]; !hasD {
+				return in, invalid("sources go with a description.")
+			}
 		}
 		d, hasD := raw["description"]
 		c, hasC := raw["candidate"]
@@ -192,9 +238,18 @@ func Decode(data []byte) (Incoming, error) {
 			return in, err
 		}
 	case "connection":
-		allowed["peer"], allowed["local"], allowed["remote"] = true, true, true
-		if in.Peer, err = str("peer", true, idRE); err != nil {
+		allowed["peer"], allowed["local"], allowed["remote"], allowed["pc"] = true, true, true, true
+		if in.Peer, err = str("peer", true, peerRE); err != nil {
 			return in, err
+		}
+		if in.PC, err = str("pc", in.Peer == SFU, nil); err != nil {
+			return in, err
+		}
+		switch {
+		case in.Peer == SFU && in.PC != "pub" && in.PC != "sub":
+			return in, invalid("pc must be pub or sub.")
+		case in.Peer != SFU && in.PC != "":
+			return in, invalid("pc is only for the SFU's connections.")
 		}
 		for _, side := range []struct {
 			key string
@@ -212,6 +267,36 @@ func Decode(data []byte) (Incoming, error) {
 				return in, err
 			}
 			*side.dst = &cand
+		}
+	case "video_size":
+		allowed["participant"], allowed["source"], allowed["width"], allowed["height"] = true, true, true, true
+		if in.Participant, err = str("participant", true, idRE); err != nil {
+			return in, err
+		}
+		if in.Source, err = str("source", true, nil); err != nil {
+			return in, err
+		}
+		if in.Source != "camera" && in.Source != "screen" {
+			return in, invalid("source must be camera or screen.")
+		}
+		for _, f := range []struct {
+			key string
+			dst *int
+		}{{"width", &in.Width}, {"height", &in.Height}} {
+			if err := json.Unmarshal(raw[f.key], f.dst); err != nil || *f.dst < 0 || *f.dst > maxVideoPixel {
+				return in, invalid("%s must be a whole number from 0 to %d.", f.key, maxVideoPixel)
+			}
+		}
+		if (in.Width == 0) != (in.Height == 0) {
+			return in, invalid("width and height are both 0 (hidden) or neither.")
+		}
+	case "chat":
+		allowed["text"] = true
+		if in.Text, err = str("text", true, nil); err != nil {
+			return in, err
+		}
+		if strings.TrimSpace(in.Text) == "" || utf8.RuneCountInString(in.Text) > MaxChat || !utf8.ValidString(in.Text) {
+			return in, invalid("text must be 1 to %d characters.", MaxChat)
 		}
 	case "end", "leave":
 	default:
@@ -313,12 +398,55 @@ type WelcomeMsg struct {
 	ICEServers         []ICEServer     `json:"ice_servers"`
 	ICETransportPolicy string          `json:"ice_transport_policy"`
 	Peers              []PeerInfo      `json:"peers"`
-	Waiting            []WaitingInfo   `json:"waiting,omitzero"` // only for those who may admit
+	Waiting            []WaitingInfo   `json:"waiting,omitzero"`      // only for those who may admit
+	Mode               string          `json:"mode"`                  // p2p or sfu
+	SFUSession         string          `json:"sfu_session,omitempty"` // sfu mode only
 }
 
 type AdmittedMsg struct {
-	Type  string     `json:"type"`
-	Peers []PeerInfo `json:"peers"`
+	Type       string     `json:"type"`
+	Peers      []PeerInfo `json:"peers"`
+	Mode       string     `json:"mode"`
+	SFUSession string     `json:"sfu_session,omitempty"`
+}
+
+// ModeMsg: the call moved to the SFU.
+type ModeMsg struct {
+	Type       string `json:"type"`
+	Mode       string `json:"mode"`
+	SFUSession string `json:"sfu_session,omitempty"`
+}
+
+// TrackInfo is one track of a participant's sub connection.
+type TrackInfo struct {
+	Mid         string `json:"mid"`
+	Participant string `json:"participant"`
+	Source      string `json:"source"`
+	Kind        string `json:"kind"`
+}
+
+type TracksMsg struct {
+	Type   string      `json:"type"`
+	Tracks []TrackInfo `json:"tracks"`
+}
+
+type LayersMsg struct {
+	Type   string   `json:"type"`
+	Source string   `json:"source"`
+	Active []string `json:"active"`
+}
+
+type SpeakersMsg struct {
+	Type     string   `json:"type"`
+	Active   string   `json:"active"`
+	Speaking []string `json:"speaking"`
+}
+
+type ChatMsg struct {
+	Type string    `json:"type"`
+	From string    `json:"from"`
+	Text string    `json:"text"`
+	At   time.Time `json:"at"`
 }
 
 type WaitingMsg struct {
@@ -333,10 +461,12 @@ type PeerMsg struct {
 }
 
 type SignalMsg struct {
-	Type        string          `json:"type"`
-	From        string          `json:"from"`
-	Description *Description    `json:"description,omitempty"`
-	Candidate   json.RawMessage `json:"candidate,omitempty"`
+	Type        string            `json:"type"`
+	From        string            `json:"from"`
+	PC          string            `json:"pc,omitempty"` // from the SFU: pub or sub
+	Description *Description      `json:"description,omitempty"`
+	Candidate   json.RawMessage   `json:"candidate,omitempty"`
+	Sources     map[string]string `json:"sources,omitempty"`
 }
 
 type ICEServersMsg struct {

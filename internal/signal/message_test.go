@@ -25,6 +25,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/go
 var (
 	gPatient   = visit.Peer{ID: "prt_ada2patient9x", Role: store.RolePatient, Name: "Ada", Session: "s_patient-page-1", Polite: true}
 	gClinician = visit.Peer{ID: "prt_rivera3clin7k", Role: store.RoleClinician, Name: "Dr Rivera", Session: "s_clinician-page-1", Polite: true}
+	gGuest     = visit.Peer{ID: "prt_grace5guest2q", Role: store.RoleGuest, Name: "Grace", Session: "s_guest-page-1", Polite: true}
 	// Not UTC on purpose: waiting times go out in UTC.
 	gSince = time.Date(2026, 11, 25, 10, 0, 0, 0, time.FixedZone("CET", 3600))
 	gSTUN  = []ICEServer{{URLs: []string{"stun:127.0.0.1:3478"}}}
@@ -67,7 +68,7 @@ func goldenMessages(t *testing.T) map[string]any {
 			Participant: ParticipantInfo{ID: gPatient.ID, Role: "patient", Name: "Ada"},
 			Visit:       VisitInfo{ID: "vst_3kq9xw2mfa7cbn5d", State: "waiting"},
 			Admitted:    false, ICEServers: gSTUN, ICETransportPolicy: "all",
-			Peers: peerInfos(nil),
+			Peers: peerInfos(nil), Mode: "p2p",
 		},
 		"welcome_clinician": WelcomeMsg{
 			Type:        "welcome",
@@ -76,6 +77,15 @@ func goldenMessages(t *testing.T) map[string]any {
 			Admitted:    true, ICEServers: gTURN, ICETransportPolicy: "relay",
 			Peers:   peerInfos([]visit.Peer{gPatient}),
 			Waiting: waitingInfos([]visit.Waiting{{ID: "prt_guest4waiting", Name: "Grace", Since: gSince, Role: store.RoleGuest, Observer: true}}),
+			Mode:    "p2p",
+		},
+		"welcome_sfu": WelcomeMsg{
+			Type:        "welcome",
+			Participant: ParticipantInfo{ID: gGuest.ID, Role: "guest", Name: "Grace", Observer: true},
+			Visit:       VisitInfo{ID: "vst_3kq9xw2mfa7cbn5d", State: "in_call"},
+			Admitted:    true, ICEServers: gTURN, ICETransportPolicy: "all",
+			Peers: peerInfos([]visit.Peer{gClinician, gPatient}),
+			Mode:  "sfu", SFUSession: "f_3kq9xw2mfa7cbn5d8x1y",
 		},
 		"welcome_clinician_nobody_waiting": WelcomeMsg{
 			Type:        "welcome",
@@ -84,20 +94,41 @@ func goldenMessages(t *testing.T) map[string]any {
 			Admitted:    true, ICEServers: []ICEServer{}, ICETransportPolicy: "all",
 			Peers:   peerInfos(nil),
 			Waiting: waitingInfos(nil),
+			Mode:    "p2p",
 		},
-		"admitted": member(func(c *client) { c.Admitted([]visit.Peer{gClinician}) }),
+		"admitted": member(func(c *client) { c.Admitted([]visit.Peer{gClinician}, visit.MediaState{Mode: visit.ModeP2P}) }),
+		"admitted_sfu": member(func(c *client) {
+			c.Admitted([]visit.Peer{gClinician, gGuest}, visit.MediaState{Mode: visit.ModeSFU, SFUSession: "f_3kq9xw2mfa7cbn5d8x1y"})
+		}),
+		"mode_sfu":          member(func(c *client) { c.Mode(visit.MediaState{Mode: visit.ModeSFU, SFUSession: "f_3kq9xw2mfa7cbn5d8x1y"}) }),
+		"signal_sfu_answer": member(func(c *client) { c.MediaDescription("pub", "answer", "v=0\r\n") }),
+		"signal_sfu_offer":  member(func(c *client) { c.MediaDescription("sub", "offer", "v=0\r\n") }),
+		"signal_sfu_candidate": member(func(c *client) {
+			c.MediaCandidate("sub", []byte(`{"candidate":"candidate:1 1 udp 2130706431 192.0.2.1 3479 typ host","sdpMid":"0","sdpMLineIndex":0}`))
+		}),
+		"signal_sfu_candidate_null": member(func(c *client) { c.MediaCandidate("pub", nil) }),
+		"tracks": member(func(c *client) {
+			c.Tracks([]visit.Track{{Mid: "0", Participant: gClinician.ID, Source: "audio", Kind: "audio"}, {Mid: "1", Participant: gClinician.ID, Source: "camera", Kind: "video"}, {Mid: "2", Participant: gPatient.ID, Source: "screen", Kind: "video"}})
+		}),
+		"tracks_empty":    member(func(c *client) { c.Tracks(nil) }),
+		"layers":          member(func(c *client) { c.Layers("camera", []string{"q", "h"}) }),
+		"layers_none":     member(func(c *client) { c.Layers("camera", nil) }),
+		"speakers":        member(func(c *client) { c.Speakers(gPatient.ID, []string{gPatient.ID, gClinician.ID}) }),
+		"speakers_nobody": member(func(c *client) { c.Speakers("", nil) }),
+		"chat":            member(func(c *client) { c.Chat(gPatient.ID, "Hello, can you see my screen?", gSince) }),
 		"waiting": member(func(c *client) {
 			c.WaitingChanged([]visit.Waiting{{ID: gPatient.ID, Name: "Ada", Since: gSince, Role: store.RolePatient}})
 		}),
 		"peer_joined_observer": member(func(c *client) {
 			c.PeerEvent(visit.PeerJoined, visit.Peer{ID: "prt_guest4waiting", Role: store.RoleGuest, Name: "Grace", Session: "s_guest-page-1", Observer: true})
 		}),
-		"waiting_empty":   member(func(c *client) { c.WaitingChanged(nil) }),
-		"peer_joined":     member(func(c *client) { c.PeerEvent(visit.PeerJoined, gPatient) }),
-		"peer_gone":       member(func(c *client) { c.PeerEvent(visit.PeerGone, gPatient) }),
-		"peer_left":       member(func(c *client) { c.PeerEvent(visit.PeerLeft, gPatient) }),
-		"signal_offer":    relayed(t, `{"type":"signal","to":"prt_rivera3clin7k","description":{"type":"offer","sdp":"v=0\r\n"}}`),
-		"signal_rollback": relayed(t, `{"type":"signal","to":"prt_rivera3clin7k","description":{"type":"rollback"}}`),
+		"waiting_empty":        member(func(c *client) { c.WaitingChanged(nil) }),
+		"peer_joined":          member(func(c *client) { c.PeerEvent(visit.PeerJoined, gPatient) }),
+		"peer_gone":            member(func(c *client) { c.PeerEvent(visit.PeerGone, gPatient) }),
+		"peer_left":            member(func(c *client) { c.PeerEvent(visit.PeerLeft, gPatient) }),
+		"signal_offer":         relayed(t, `{"type":"signal","to":"prt_rivera3clin7k","description":{"type":"offer","sdp":"v=0\r\n"}}`),
+		"signal_offer_sources": relayed(t, `{"type":"signal","to":"prt_rivera3clin7k","description":{"type":"offer","sdp":"v=0\r\n"},"sources":{"0":"audio","1":"camera","2":"screen"}}`),
+		"signal_rollback":      relayed(t, `{"type":"signal","to":"prt_rivera3clin7k","description":{"type":"rollback"}}`),
 		// Unknown to the server, usernameFragment and the rest are passed on in a fixed order.
 		"signal_candidate":         relayed(t, `{"type":"signal","to":"prt_rivera3clin7k","candidate":{"usernameFragment":"abcd","sdpMLineIndex":0,"sdpMid":"0","candidate":"candidate:1 1 udp 2122260223 192.0.2.10 54321 typ host"}}`),
 		"signal_candidate_minimal": relayed(t, `{"type":"signal","to":"prt_rivera3clin7k","candidate":{"candidate":""}}`),
@@ -150,7 +181,7 @@ func TestGoldenServerMessages(t *testing.T) {
 		json.Unmarshal(encode(v), &m)
 		types[m.Type] = true
 	}
-	for _, typ := range []string{"welcome", "admitted", "waiting", "peer", "signal", "ice_servers", "ended", "bye", "error"} {
+	for _, typ := range []string{"welcome", "admitted", "waiting", "peer", "signal", "ice_servers", "ended", "bye", "error", "mode", "tracks", "layers", "speakers", "chat"} {
 		if !types[typ] {
 			t.Errorf("no golden file for %q", typ)
 		}
@@ -186,6 +217,20 @@ var goldenInputs = map[string]Incoming{
 	"connection_direct": {Type: "connection", Peer: "prt_7hm2zq8rnc4bxd6e",
 		Local:  &Candidate{Type: "srflx", Protocol: "udp"},
 		Remote: &Candidate{Type: "prflx", Protocol: "udp"}},
+	"connection_sfu": {Type: "connection", Peer: "sfu", PC: "sub",
+		Local:  &Candidate{Type: "host", Protocol: "udp"},
+		Remote: &Candidate{Type: "host", Protocol: "udp"}},
+	"signal_offer_sources": {Type: "signal", To: "prt_7hm2zq8rnc4bxd6e", Description: &Description{Type: "offer",
+		SDP: "v=0\r\n"}, Sources: map[string]string{"0": "audio", "1": "camera", "2": "screen"}},
+	"signal_sfu_pub_offer": {Type: "signal", To: "sfu", PC: "pub", Description: &Description{Type: "offer",
+		SDP: "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}, Sources: map[string]string{"0": "audio", "1": "camera"}},
+	"signal_sfu_sub_answer": {Type: "signal", To: "sfu", PC: "sub", Description: &Description{Type: "answer",
+		SDP: "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}},
+	"signal_sfu_candidate": {Type: "signal", To: "sfu", PC: "pub", Candidate: json.RawMessage(
+		`{"candidate":"candidate:1 1 udp 2122260223 192.0.2.10 54321 typ host","sdpMid":"0","sdpMLineIndex":0}`)},
+	"video_size":        {Type: "video_size", Participant: "prt_7hm2zq8rnc4bxd6e", Source: "camera", Width: 640, Height: 360},
+	"video_size_hidden": {Type: "video_size", Participant: "prt_7hm2zq8rnc4bxd6e", Source: "screen"},
+	"chat":              {Type: "chat", Text: "Hello, can you hear me?"},
 }
 
 func readInputs(t testing.TB) map[string][]byte {
@@ -293,6 +338,7 @@ func TestDecodeErrors(t *testing.T) {
 		{name: "null type", in: `{"type":null}`, code: CodeUnknownType},
 		{name: "type not a string", in: `{"type":1}`, code: CodeUnknownType},
 		{name: "unknown type", in: `{"type":"quality"}`, code: CodeUnknownType, inReplyTo: "quality", mentions: "quality"},
+		{name: "server-only type", in: `{"type":"tracks"}`, code: CodeUnknownType, inReplyTo: "tracks"},
 		{name: "type in other case", in: `{"type":"Hello","session":"s_12345678"}`, code: CodeUnknownType, inReplyTo: "Hello"},
 		{name: "server message type", in: `{"type":"welcome"}`, code: CodeUnknownType, inReplyTo: "welcome"},
 
@@ -347,6 +393,26 @@ func TestDecodeErrors(t *testing.T) {
 		{name: "connection unknown relay_protocol", in: `{"type":"connection","peer":"prt_abc","local":{"candidate_type":"relay","protocol":"udp","relay_protocol":"dtls"},"remote":{"candidate_type":"host","protocol":"udp"}}`, code: CodeInvalid, inReplyTo: "connection", mentions: "relay_protocol"},
 		{name: "connection with an address", in: `{"type":"connection","peer":"prt_abc","local":{"candidate_type":"host","protocol":"udp","address":"192.0.2.1"},"remote":{"candidate_type":"host","protocol":"udp"}}`, code: CodeInvalid, inReplyTo: "connection", mentions: "local"},
 		{name: "connection unknown field", in: `{"type":"connection","peer":"prt_abc","local":{"candidate_type":"host","protocol":"udp"},"remote":{"candidate_type":"host","protocol":"udp"},"rtt":5}`, code: CodeInvalid, inReplyTo: "connection", mentions: "rtt"},
+		{name: "signal to the SFU without pc", in: `{"type":"signal","to":"sfu","candidate":null}`, code: CodeInvalid, inReplyTo: "signal", mentions: "pc"},
+		{name: "signal to the SFU, bad pc", in: `{"type":"signal","to":"sfu","pc":"both","candidate":null}`, code: CodeInvalid, inReplyTo: "signal", mentions: "pc"},
+		{name: "pc to a peer", in: `{"type":"signal",` + to + `,"pc":"pub","candidate":null}`, code: CodeInvalid, inReplyTo: "signal", mentions: "pc"},
+		{name: "to SFU in capitals", in: `{"type":"signal","to":"SFU","pc":"pub","candidate":null}`, code: CodeInvalid, inReplyTo: "signal", mentions: "to"},
+		{name: "sources without a description", in: `{"type":"signal",` + to + `,"candidate":null,"sources":{"0":"camera"}}`, code: CodeInvalid, inReplyTo: "signal", mentions: "sources"},
+		{name: "unknown source", in: `{"type":"signal",` + to + `,"description":{"type":"offer","sdp":"v=0"},"sources":{"0":"window"}}`, code: CodeInvalid, inReplyTo: "signal", mentions: "sources"},
+		{name: "bad mid", in: `{"type":"signal",` + to + `,"description":{"type":"offer","sdp":"v=0"},"sources":{"a b":"camera"}}`, code: CodeInvalid, inReplyTo: "signal", mentions: "sources"},
+		{name: "sources not an object", in: `{"type":"signal",` + to + `,"description":{"type":"offer","sdp":"v=0"},"sources":["camera"]}`, code: CodeInvalid, inReplyTo: "signal", mentions: "sources"},
+		{name: "too many sources", in: `{"type":"signal",` + to + `,"description":{"type":"offer","sdp":"v=0"},"sources":{"0":"audio","1":"audio","2":"audio","3":"audio","4":"audio","5":"audio","6":"audio","7":"audio","8":"audio"}}`, code: CodeInvalid, inReplyTo: "signal", mentions: "sources"},
+		{name: "connection to the SFU without pc", in: `{"type":"connection","peer":"sfu","local":{"candidate_type":"host","protocol":"udp"},"remote":{"candidate_type":"host","protocol":"udp"}}`, code: CodeInvalid, inReplyTo: "connection", mentions: "pc"},
+		{name: "video_size without participant", in: `{"type":"video_size","source":"camera","width":1,"height":1}`, code: CodeInvalid, inReplyTo: "video_size", mentions: "participant"},
+		{name: "video_size of audio", in: `{"type":"video_size","participant":"prt_abc","source":"audio","width":1,"height":1}`, code: CodeInvalid, inReplyTo: "video_size", mentions: "source"},
+		{name: "video_size negative", in: `{"type":"video_size","participant":"prt_abc","source":"camera","width":-1,"height":1}`, code: CodeInvalid, inReplyTo: "video_size", mentions: "width"},
+		{name: "video_size huge", in: `{"type":"video_size","participant":"prt_abc","source":"camera","width":100000,"height":1}`, code: CodeInvalid, inReplyTo: "video_size", mentions: "width"},
+		{name: "video_size fraction", in: `{"type":"video_size","participant":"prt_abc","source":"camera","width":1.5,"height":1}`, code: CodeInvalid, inReplyTo: "video_size", mentions: "width"},
+		{name: "video_size without height", in: `{"type":"video_size","participant":"prt_abc","source":"camera","width":10}`, code: CodeInvalid, inReplyTo: "video_size", mentions: "height"},
+		{name: "video_size half hidden", in: `{"type":"video_size","participant":"prt_abc","source":"camera","width":10,"height":0}`, code: CodeInvalid, inReplyTo: "video_size", mentions: "hidden"},
+		{name: "chat empty", in: `{"type":"chat","text":"  "}`, code: CodeInvalid, inReplyTo: "chat", mentions: "text"},
+		{name: "chat too long", in: `{"type":"chat","text":"` + long(2001) + `"}`, code: CodeInvalid, inReplyTo: "chat", mentions: "text"},
+		{name: "chat with from", in: `{"type":"chat","text":"hi","from":"prt_x"}`, code: CodeInvalid, inReplyTo: "chat", mentions: "from"},
 		{name: "over 64 KiB", in: `{"type":"signal",` + to + `,"description":{"type":"offer","sdp":"` + long(MaxMessage) + `"}}`, code: CodeTooLarge},
 		{name: "64 KiB + 1 of spaces", in: `{"type":"end"}` + strings.Repeat(" ", MaxMessage+1-14), code: CodeTooLarge},
 	} {
@@ -433,8 +499,11 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("hello with session %q visit %q", in.Session, in.Visit)
 			}
 		case "signal":
-			if !idRE.MatchString(in.To) {
-				t.Fatalf("signal to %q", in.To)
+			if !peerRE.MatchString(in.To) || (in.To == SFU) != (in.PC == "pub" || in.PC == "sub") || (in.To != SFU && in.PC != "") {
+				t.Fatalf("signal to %q pc %q", in.To, in.PC)
+			}
+			if len(in.Sources) > maxSources || (in.Sources != nil && in.Description == nil) {
+				t.Fatalf("sources %v", in.Sources)
 			}
 			if (in.Description == nil) == (in.Candidate == nil) {
 				t.Fatalf("signal with description %v and candidate %s: want exactly one", in.Description, in.Candidate)
@@ -461,8 +530,16 @@ func FuzzDecode(f *testing.F) {
 			if !idRE.MatchString(in.Participant) {
 				t.Fatalf("%s %q", in.Type, in.Participant)
 			}
+		case "video_size":
+			if !idRE.MatchString(in.Participant) || in.Width < 0 || in.Height < 0 || in.Width > maxVideoPixel || in.Height > maxVideoPixel {
+				t.Fatalf("video_size %+v", in)
+			}
+		case "chat":
+			if in.Text == "" || len([]rune(in.Text)) > MaxChat {
+				t.Fatalf("chat of %d characters", len([]rune(in.Text)))
+			}
 		case "connection":
-			if !idRE.MatchString(in.Peer) || in.Local == nil || in.Remote == nil ||
+			if !peerRE.MatchString(in.Peer) || in.Local == nil || in.Remote == nil ||
 				in.Local.validate("local") != nil || in.Remote.validate("remote") != nil {
 				t.Fatalf("connection %+v", in)
 			}

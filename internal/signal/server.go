@@ -49,6 +49,10 @@ var messagePolicy = map[string]auth.Action{
 	"leave":  auth.ActNone,
 	// The selected candidate pair: the same action as signal (admitted participants).
 	"connection": auth.ActVisitSignal,
+	// The size at which a video is shown (SFU layer choice) and chat through the server:
+	// admitted participants, like signal.
+	"video_size": auth.ActVisitSignal,
+	"chat":       auth.ActVisitSignal,
 }
 
 // Visits is what the signalling server needs of the visit service.
@@ -226,6 +230,8 @@ func errorCode(err error) (code, message string) {
 		return CodeForbidden, "You may not do that in this visit."
 	case errors.Is(err, visit.ErrNotAdmitted):
 		return CodeNotAdmitted, "You have not been admitted yet."
+	case errors.Is(err, visit.ErrNotSFU):
+		return CodeWrongState, "The call does not go through the server now."
 	case errors.Is(err, visit.ErrWrongState):
 		return CodeWrongState, "That cannot be done now."
 	case errors.Is(err, visit.ErrVisitEnded):

@@ -117,7 +117,18 @@ type Visit struct {
 	// Privacy: everyone in the visit uses relay-only ICE, so nobody's home address is shown
 	// to the other party.
 	Privacy bool
+	// Policy says when the call goes through the SFU.
+	Policy MediaPolicy
 }
+
+// MediaPolicy says when a visit's call goes through the SFU instead of browser to browser.
+type MediaPolicy string
+
+const (
+	PolicyAuto MediaPolicy = "auto" // peer to peer for two; the SFU from the third person admitted on
+	PolicyP2P  MediaPolicy = "p2p"  // always browser to browser
+	PolicySFU  MediaPolicy = "sfu"  // always through the SFU
+)
 
 // Participant is one person in one visit: the clinician, the patient, later guests. A
 // patient's participant is made when they join through the link; its credential (in a

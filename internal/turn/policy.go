@@ -52,9 +52,15 @@ var deniedRanges = func() []deniedRange {
 }()
 
 // PeerPolicy decides which peer addresses the relay may send to: nothing in deniedRanges,
-// unless the operator's allow list names it (their own SFU, a test network).
+// unless the operator's allow list names it (a test network), or it is one of the exact
+// addresses allowed (the embedded SFU's own: its IP and port only).
 type PeerPolicy struct {
 	allow []netip.Prefix
+	// exact are addresses allowed with their port; ports maps each of their IPs to its
+	// allowed ports, for the check of every packet the relay sends (ChannelData and Send
+	// carry a port the permission did not).
+	exact []netip.AddrPort
+	ports map[netip.Addr][]uint16
 }
 
 // NewPeerPolicy returns the policy with an allow list (may be empty).
@@ -62,6 +68,19 @@ func NewPeerPolicy(allow []netip.Prefix) *PeerPolicy {
 	p := &PeerPolicy{}
 	for _, a := range allow {
 		p.allow = append(p.allow, netip.PrefixFrom(a.Addr().Unmap(), unmappedBits(a)).Masked())
+	}
+	return p
+}
+
+// WithExact allows exact addresses (IP and port) despite the denied ranges.
+func (p *PeerPolicy) WithExact(addrs []netip.AddrPort) *PeerPolicy {
+	for _, a := range addrs {
+		a = netip.AddrPortFrom(a.Addr().Unmap().WithZone(""), a.Port())
+		p.exact = append(p.exact, a)
+		if p.ports == nil {
+			p.ports = map[netip.Addr][]uint16{}
+		}
+		p.ports[a.Addr()] = append(p.ports[a.Addr()], a.Port())
 	}
 	return p
 }
@@ -111,12 +130,47 @@ func (p *PeerPolicy) Check(ip net.IP) (ok bool, deniedBy string) {
 			return true, ""
 		}
 	}
+	if _, ok := p.ports[a]; ok {
+		return true, "" // permissions are per IP; the port is checked per packet (PortAllowed)
+	}
 	for _, r := range deniedRanges {
 		if r.prefix.Contains(a) {
 			return false, r.name
 		}
 	}
 	return true, ""
+}
+
+// PortAllowed checks a packet's destination when its IP is allowed only as an exact
+// address: the port must be one allowed with it. Other destinations passed Check already.
+// It costs nothing when there are no exact addresses.
+func (p *PeerPolicy) PortAllowed(addr net.Addr) bool {
+	if len(p.ports) == 0 {
+		return true
+	}
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return true
+	}
+	a, ok := netip.AddrFromSlice(ua.IP)
+	if !ok {
+		return false
+	}
+	ports, exact := p.ports[a.Unmap()]
+	if !exact {
+		return true
+	}
+	for _, pre := range p.allow {
+		if pre.Contains(a.Unmap()) {
+			return true // allowed as a network: any port
+		}
+	}
+	for _, port := range ports {
+		if int(port) == ua.Port {
+			return true
+		}
+	}
+	return false
 }
 
 // Allowed is Check without the reason; it is pion's PermissionHandler.

@@ -183,6 +183,9 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 }
 
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if !c.s.policy.PortAllowed(addr) {
+		return len(p), nil // an allowed host's other port: dropped
+	}
 	if c.out != nil && !c.out.AllowN(time.Now(), len(p)) {
 		return len(p), nil // over the limit: dropped
 	}

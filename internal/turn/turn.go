@@ -89,6 +89,10 @@ type Config struct {
 
 	// AllowPeers are peer networks relayed to despite the denied ranges.
 	AllowPeers []netip.Prefix
+	// AllowPeerAddrs are exact peer addresses (IP and port) relayed to despite the denied
+	// ranges: the embedded SFU's, so that a client that must use the relay reaches it, and
+	// nothing else on that host.
+	AllowPeerAddrs []netip.AddrPort
 	// TCPRelay allows RFC 6062 TCP allocations (relaying to peers over TCP).
 	TCPRelay bool
 	// QuotaPerUser and QuotaTotal bound concurrent allocations (486 past them).
@@ -184,7 +188,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, log: cfg.Log, rec: cfg.Recorder, metrics: cfg.Metrics, now: cfg.Now,
-		policy:  NewPeerPolicy(cfg.AllowPeers),
+		policy:  NewPeerPolicy(cfg.AllowPeers).WithExact(cfg.AllowPeerAddrs),
 		revoked: map[string]time.Time{}, relays: map[string]map[*relayConn]bool{}, counts: map[string]*atomic.Uint64{},
 	}
 	for _, sec := range cfg.Secrets {

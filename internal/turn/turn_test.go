@@ -208,6 +208,35 @@ func TestPeerPolicyCheck(t *testing.T) {
 	}
 }
 
+// TestPeerPolicyExact: an exact allowed address (the SFU's) lets its IP be a peer, and only
+// its port receives packets; neighbours and other ports of that IP stay denied.
+func TestPeerPolicyExact(t *testing.T) {
+	p := NewPeerPolicy(nil).WithExact([]netip.AddrPort{netip.MustParseAddrPort("10.1.2.3:3479"), netip.MustParseAddrPort("[::ffff:127.0.0.1]:4000")})
+	for _, ip := range []string{"10.1.2.3", "::ffff:10.1.2.3", "127.0.0.1"} {
+		if ok, by := p.Check(net.ParseIP(ip)); !ok {
+			t.Errorf("%s denied by %s", ip, by)
+		}
+	}
+	if ok, _ := p.Check(net.ParseIP("10.1.2.4")); ok {
+		t.Error("a neighbour of the exact address is allowed")
+	}
+	for _, tc := range []struct {
+		addr string
+		want bool
+	}{
+		{"10.1.2.3:3479", true}, {"10.1.2.3:22", false}, {"[::ffff:10.1.2.3]:3479", true},
+		{"127.0.0.1:4000", true}, {"127.0.0.1:4001", false}, {"8.8.8.8:53", true},
+	} {
+		ua, _ := net.ResolveUDPAddr("udp", tc.addr)
+		if got := p.PortAllowed(ua); got != tc.want {
+			t.Errorf("PortAllowed(%s) = %v, want %v", tc.addr, got, tc.want)
+		}
+	}
+	if !NewPeerPolicy(nil).PortAllowed(&net.UDPAddr{IP: net.ParseIP("10.0.0.1"), Port: 1}) {
+		t.Error("without exact addresses every port passes (the denied ranges were checked at permission time)")
+	}
+}
+
 // TestPeerPolicyOnTheWire: a CreatePermission and a ChannelBind towards every denied range,
 // in every form, get 403 from the server; an allowed peer is relayed to.
 func TestPeerPolicyOnTheWire(t *testing.T) {

@@ -140,13 +140,27 @@ func (f *fakeMember) record(format string, args ...any) {
 	f.events = append(f.events, fmt.Sprintf(format, args...))
 }
 
-func (f *fakeMember) Admitted(peers []visit.Peer) {
+func (f *fakeMember) Admitted(peers []visit.Peer, ms visit.MediaState) {
 	ps := make([]string, len(peers))
 	for i, p := range peers {
 		ps[i] = peerString(p)
 	}
+	if ms.Mode == visit.ModeSFU {
+		f.record("admitted [%s] sfu", strings.Join(ps, ", "))
+		return
+	}
 	f.record("admitted [%s]", strings.Join(ps, ", "))
 }
+
+func (f *fakeMember) Mode(ms visit.MediaState) { f.record("mode %s", ms.Mode) }
+func (f *fakeMember) Chat(from, text string, _ time.Time) {
+	f.record("chat from %s: %s", from, text)
+}
+func (f *fakeMember) MediaDescription(pc, typ, _ string)        { f.record("media %s %s", pc, typ) }
+func (f *fakeMember) MediaCandidate(pc string, _ []byte)        { f.record("media %s candidate", pc) }
+func (f *fakeMember) Tracks(ts []visit.Track)                   { f.record("tracks %d", len(ts)) }
+func (f *fakeMember) Layers(source string, active []string)     { f.record("layers %s %v", source, active) }
+func (f *fakeMember) Speakers(active string, speaking []string) { f.record("speakers %s", active) }
 
 func (f *fakeMember) WaitingChanged(list []visit.Waiting) {
 	ids := make([]string, len(list))

@@ -16,10 +16,19 @@ import (
 // The room calls these with its lock held, so they must not block and must not call back
 // into the room: they queue a message for the connection and return.
 type Member interface {
-	Admitted(peers []Peer)
+	// Admitted: the member was admitted; peers are the others in the call, ms how the call
+	// carries media.
+	Admitted(peers []Peer, ms MediaState)
 	WaitingChanged(list []Waiting)
 	PeerEvent(event PeerEvent, p Peer)
 	Signal(from string, payload any)
+	// Mode: the call moved to the SFU (docs/protocol.md, mode).
+	Mode(ms MediaState)
+	// Chat: a chat message from another participant, through the server (SFU mode).
+	Chat(from, text string, at time.Time)
+	// MediaSink: what the SFU says to the member. The SFU calls these from its own
+	// goroutines, not with the room's lock held; they too queue and return.
+	MediaSink
 	// Ended: the visit is over; the connection is closed after the message.
 	Ended(reason string)
 	// Bye: the connection is closed for another reason (replaced, left, server_shutdown).
@@ -73,6 +82,8 @@ type Welcome struct {
 	// CanAdmit: this member sees the waiting room and may admit.
 	CanAdmit bool
 	Waiting  []Waiting
+	// Media: how the call carries media now.
+	Media MediaState
 }
 
 type room struct {
@@ -82,6 +93,8 @@ type room struct {
 	closed  bool               // ended or shut down; a new room is made for the next connection
 	members map[string]*member // connected participants, by participant id
 	state   store.VisitState   // as last written to the store
+	policy  store.MediaPolicy  // auto, p2p or sfu
+	mode    string             // ModeP2P or ModeSFU; once SFU, it stays
 }
 
 type member struct {
@@ -91,6 +104,8 @@ type member struct {
 	admitted bool
 	session  string
 	conn     Member
+	// sfuSession is the member's session in the SFU (SFU mode only).
+	sfuSession string
 }
 
 // getRoom returns the live room of a visit, making it when nobody is connected yet.
@@ -99,7 +114,10 @@ func (m *Manager) getRoom(v store.Visit) *room {
 	defer m.mu.Unlock()
 	r := m.rooms[v.ID]
 	if r == nil {
-		r = &room{id: v.ID, members: map[string]*member{}, state: v.State}
+		r = &room{id: v.ID, members: map[string]*member{}, state: v.State, policy: v.Policy, mode: ModeP2P}
+		if r.policy == "" {
+			r.policy = store.PolicyAuto
+		}
 		m.rooms[v.ID] = r
 	}
 	return r
@@ -114,6 +132,9 @@ func (m *Manager) dropRoomIfEmpty(r *room) {
 	if len(r.members) == 0 && m.rooms[r.id] == r {
 		r.closed = true
 		delete(m.rooms, r.id)
+		if r.mode == ModeSFU {
+			m.media.CloseRoom(r.id)
+		}
 	}
 }
 
@@ -208,6 +229,11 @@ func (r *room) join(ctx context.Context, m *Manager, v store.Visit, mem *member)
 	w := Welcome{Participant: mem.p, Visit: v, Admitted: mem.admitted, CanAdmit: mem.canAdmit}
 	if mem.admitted {
 		w.Peers = r.peersOf(mem)
+		r.updateMode(ctx, m, "a third participant connected", mem)
+		if r.mode == ModeSFU {
+			r.joinMedia(m, mem)
+		}
+		w.Media = r.mediaState(mem)
 		r.broadcastPeer(PeerJoined, mem)
 	} else {
 		r.waitingChanged()
@@ -334,7 +360,11 @@ func (r *room) admit(ctx context.Context, m *Manager, participantID string) erro
 	mem.admitted = true
 	now := m.now().UTC()
 	mem.p.AdmittedAt = &now
-	mem.conn.Admitted(r.peersOf(mem))
+	r.updateMode(ctx, m, "a third participant admitted", mem)
+	if r.mode == ModeSFU {
+		r.joinMedia(m, mem)
+	}
+	mem.conn.Admitted(r.peersOf(mem), r.mediaState(mem))
 	r.broadcastPeer(PeerJoined, mem)
 	r.waitingChanged()
 	r.updateState(ctx, m)
@@ -354,6 +384,7 @@ func (r *room) kickLinkHolders(ctx context.Context, m *Manager, reason string) {
 		}
 		kicked = true
 		delete(r.members, mem.p.ID)
+		r.leaveMedia(m, mem.p.ID)
 		mem.conn.Ended(reason)
 		if mem.admitted {
 			r.broadcastPeer(PeerLeft, mem)
@@ -374,6 +405,7 @@ func (r *room) remove(ctx context.Context, m *Manager, participantID string) {
 		return
 	}
 	delete(r.members, participantID)
+	r.leaveMedia(m, participantID)
 	mem.conn.Ended("removed")
 	if mem.admitted {
 		r.broadcastPeer(PeerLeft, mem)
@@ -454,6 +486,7 @@ func (p *Presence) Leave(ctx context.Context) {
 		return
 	}
 	delete(p.r.members, p.mem.p.ID)
+	p.r.leaveMedia(p.m, p.mem.p.ID)
 	p.mem.conn.Bye("left")
 	if p.mem.admitted {
 		p.r.broadcastPeer(PeerLeft, p.mem)
@@ -481,6 +514,9 @@ func (p *Presence) Disconnect(ctx context.Context) {
 		return
 	}
 	delete(p.r.members, p.mem.p.ID)
+	if p.mem.admitted && p.r.mode == ModeSFU {
+		p.m.media.Disconnected(p.r.id, p.mem.p.ID)
+	}
 	if p.mem.admitted {
 		p.r.broadcastPeer(PeerGone, p.mem)
 	} else {

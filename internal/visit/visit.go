@@ -88,6 +88,8 @@ type Config struct {
 	// Audit records who created, revoked, joined, admitted, left, removed and ended, with the
 	// actor the caller put into the context (audit.WithActor). nil = audit.Discard.
 	Audit audit.Recorder
+	// Media is the SFU. nil: every call stays peer to peer.
+	Media Media
 }
 
 // Manager is the visit service. Its live rooms exist only while someone is connected;
@@ -100,6 +102,7 @@ type Manager struct {
 	sweepEvery time.Duration
 	departed   func(visitID, participantID, reason string)
 	audit      audit.Recorder
+	media      Media
 
 	mu    sync.Mutex
 	rooms map[string]*room
@@ -122,7 +125,7 @@ func NewManager(st Store, cfg Config) *Manager {
 	if cfg.Audit == nil {
 		cfg.Audit = audit.Discard
 	}
-	return &Manager{st: st, linkTTL: cfg.LinkTTL, now: cfg.Now, log: cfg.Log, sweepEvery: cfg.SweepEvery, departed: cfg.Departed, audit: cfg.Audit, rooms: map[string]*room{}}
+	return &Manager{st: st, linkTTL: cfg.LinkTTL, now: cfg.Now, log: cfg.Log, sweepEvery: cfg.SweepEvery, departed: cfg.Departed, audit: cfg.Audit, media: cfg.Media, rooms: map[string]*room{}}
 }
 
 // record writes an audit event of the context's actor about a visit (and a subject).
@@ -163,6 +166,9 @@ type NewVisit struct {
 	PatientName string
 	ScheduledAt time.Time // zero = now
 	Privacy     bool      // relay-only ICE for everyone in the visit
+	// Policy says when the call goes through the SFU: auto (from the third person
+	// admitted; the default), p2p (never) or sfu (always).
+	Policy store.MediaPolicy
 }
 
 // Create creates a visit and its patient link. The token is returned once and never stored.
@@ -186,11 +192,19 @@ func (m *Manager) Create(ctx context.Context, nv NewVisit) (store.Visit, string,
 	if at.IsZero() {
 		at = now
 	}
+	policy := nv.Policy
+	switch policy {
+	case "":
+		policy = store.PolicyAuto
+	case store.PolicyAuto, store.PolicyP2P, store.PolicySFU:
+	default:
+		return store.Visit{}, "", &InvalidError{"policy", "must be auto, p2p or sfu"}
+	}
 	token := auth.NewToken()
 	v := store.Visit{
 		ID: store.NewID("vst"), ClinicianID: c.ID, PatientName: name, ScheduledAt: at, CreatedAt: now,
 		LinkHash: auth.HashToken(token), LinkExpiresAt: at.Add(m.linkTTL), State: store.VisitScheduled,
-		Privacy: nv.Privacy,
+		Privacy: nv.Privacy, Policy: policy,
 	}
 	if !v.LinkExpiresAt.After(now) {
 		return store.Visit{}, "", &InvalidError{"scheduled_at", "is so far in the past that the link would already have expired"}
@@ -201,7 +215,7 @@ func (m *Manager) Create(ctx context.Context, nv NewVisit) (store.Visit, string,
 	if err := m.st.CreateVisit(ctx, v); err != nil {
 		return store.Visit{}, "", fmt.Errorf("create visit: %w", err)
 	}
-	m.log.Info("visit created", "visit", v.ID, "clinician", c.ID, "privacy", v.Privacy)
+	m.log.Info("visit created", "visit", v.ID, "clinician", c.ID, "privacy", v.Privacy, "policy", string(v.Policy))
 	m.record(ctx, audit.VisitCreate, v.ID, c.ID, nil)
 	return v, token, nil
 }
@@ -655,6 +669,9 @@ func (m *Manager) closeRoom(r *room, reason string) {
 		mem.conn.Ended(reason)
 	}
 	r.members = nil
+	if r.mode == ModeSFU {
+		m.media.CloseRoom(r.id)
+	}
 }
 
 // LiveCounts reports how many rooms and connected participants there are, for metrics and

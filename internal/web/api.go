@@ -160,6 +160,8 @@ type visitJSON struct {
 	PatientURL    string        `json:"patient_url,omitempty"`
 	Waiting       []waitingJSON `json:"waiting"`
 	Privacy       bool          `json:"privacy"`
+	Policy        string        `json:"policy"` // auto, p2p or sfu: when the call goes through the SFU
+	Mode          string        `json:"mode"`   // p2p or sfu: how the live call goes now
 	// Participants, with the connection each reported, and the guest links: only in the
 	// answers about one visit.
 	Participants []participantJSON `json:"participants,omitzero"`
@@ -241,6 +243,11 @@ func (s *Server) visitView(r *http.Request, v store.Visit, names map[string]stri
 		ClinicianURL: s.cfg.PublicURL + "/console/visits/" + v.ID,
 		Waiting:      []waitingJSON{},
 		Privacy:      v.Privacy,
+		Policy:       string(v.Policy),
+		Mode:         s.cfg.Visits.Mode(v.ID),
+	}
+	if out.Mode == "" {
+		out.Mode = visit.ModeP2P
 	}
 	if token != "" {
 		out.PatientURL = s.cfg.PublicURL + "/v/" + token
@@ -356,12 +363,13 @@ func (s *Server) createVisit(w http.ResponseWriter, r *http.Request, c *caller) 
 		ScheduledAt    string `json:"scheduled_at"` // parsed here, so that an error names the field
 		ClinicianEmail string `json:"clinician_email"`
 		Privacy        bool   `json:"privacy"`
+		Policy         string `json:"policy"`
 	}
 	if err := decode(w, r, &body); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	nv := visit.NewVisit{ClinicianID: c.user.ID, PatientName: body.PatientName, Privacy: body.Privacy}
+	nv := visit.NewVisit{ClinicianID: c.user.ID, PatientName: body.PatientName, Privacy: body.Privacy, Policy: store.MediaPolicy(body.Policy)}
 	if body.ScheduledAt != "" {
 		at, err := time.Parse(time.RFC3339, body.ScheduledAt)
 		if err != nil {

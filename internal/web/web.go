@@ -75,6 +75,7 @@ type Visits interface {
 	LinkParticipant(ctx context.Context, token, cookie string) (visit.Link, *store.Participant, error)
 	JoinLink(ctx context.Context, token, name, cookie string) (store.Participant, visit.Link, string, error)
 	Invite(ctx context.Context, visitID string, role store.GuestRole) (store.GuestLink, string, error)
+	Mode(visitID string) string
 	GuestLinks(ctx context.Context, visitID string) ([]store.GuestLink, error)
 	ParticipantFromCookie(ctx context.Context, cookie string) (store.Participant, error)
 	Participants(ctx context.Context, visitID string) ([]store.Participant, error)

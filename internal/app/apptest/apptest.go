@@ -45,6 +45,7 @@ func Start(t testing.TB, opt Options) *Server {
 		cfg.HTTPAddr = opt.HTTPAddr
 	}
 	cfg.STUNAddr = "127.0.0.1:0"
+	cfg.SFUUDPAddr = "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
 	cfg.RequireMFA = opt.RequireMFA
 	if opt.Config != nil {

@@ -299,22 +299,27 @@ func (s *Store) DeleteExpiredSessions(ctx context.Context, now time.Time, idle t
 // Visits
 
 func (s *Store) CreateVisit(ctx context.Context, v store.Visit) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO visits (id, clinician_id, patient_name, scheduled_at, created_at, link_hash, link_expires_at, revoked_at, state, ended_at, privacy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		v.ID, v.ClinicianID, s.seal.seal(v.PatientName, "visits.patient_name", v.ID), ms(v.ScheduledAt), ms(v.CreatedAt), v.LinkHash, ms(v.LinkExpiresAt), nullMS(v.RevokedAt), string(v.State), nullMS(v.EndedAt), v.Privacy)
+	policy := v.Policy
+	if policy == "" {
+		policy = store.PolicyAuto
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO visits (id, clinician_id, patient_name, scheduled_at, created_at, link_hash, link_expires_at, revoked_at, state, ended_at, privacy, media_policy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		v.ID, v.ClinicianID, s.seal.seal(v.PatientName, "visits.patient_name", v.ID), ms(v.ScheduledAt), ms(v.CreatedAt), v.LinkHash, ms(v.LinkExpiresAt), nullMS(v.RevokedAt), string(v.State), nullMS(v.EndedAt), v.Privacy, string(policy))
 	if isUnique(err) {
 		return store.ErrConflict
 	}
 	return err
 }
 
-const visitCols = `id, clinician_id, patient_name, scheduled_at, created_at, link_hash, link_expires_at, revoked_at, state, ended_at, privacy`
+const visitCols = `id, clinician_id, patient_name, scheduled_at, created_at, link_hash, link_expires_at, revoked_at, state, ended_at, privacy, media_policy`
 
 func (s *Store) scanVisit(row interface{ Scan(...any) error }) (store.Visit, error) {
 	var v store.Visit
 	var scheduled, created, expires int64
 	var revoked, ended sql.NullInt64
-	var state string
-	err := row.Scan(&v.ID, &v.ClinicianID, &v.PatientName, &scheduled, &created, &v.LinkHash, &expires, &revoked, &state, &ended, &v.Privacy)
+	var state, policy string
+	err := row.Scan(&v.ID, &v.ClinicianID, &v.PatientName, &scheduled, &created, &v.LinkHash, &expires, &revoked, &state, &ended, &v.Privacy, &policy)
+	v.Policy = store.MediaPolicy(policy)
 	v.ScheduledAt, v.CreatedAt, v.LinkExpiresAt = fromMS(scheduled), fromMS(created), fromMS(expires)
 	v.RevokedAt, v.EndedAt = fromNullMS(revoked), fromNullMS(ended)
 	v.State = store.VisitState(state)

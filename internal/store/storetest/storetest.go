@@ -165,7 +165,7 @@ func testVisits(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	a := clinician(t, s, "usr_a", "a@example.org")
 	b := clinician(t, s, "usr_b", "b@example.org")
-	v1 := store.Visit{ID: "vst_1", ClinicianID: a.ID, PatientName: "Ada", ScheduledAt: t0, CreatedAt: t0, LinkHash: []byte("link1"), LinkExpiresAt: t0.Add(24 * time.Hour), State: store.VisitScheduled}
+	v1 := store.Visit{ID: "vst_1", ClinicianID: a.ID, PatientName: "Ada", ScheduledAt: t0, CreatedAt: t0, LinkHash: []byte("link1"), LinkExpiresAt: t0.Add(24 * time.Hour), State: store.VisitScheduled, Policy: store.PolicySFU}
 	v2 := store.Visit{ID: "vst_2", ClinicianID: b.ID, ScheduledAt: t0.Add(time.Hour), CreatedAt: t0, LinkHash: []byte("link2"), LinkExpiresAt: t0.Add(25 * time.Hour), State: store.VisitScheduled}
 	v3 := store.Visit{ID: "vst_3", ClinicianID: a.ID, ScheduledAt: t0.Add(48 * time.Hour), CreatedAt: t0, LinkHash: []byte("link3"), LinkExpiresAt: t0.Add(72 * time.Hour), State: store.VisitScheduled}
 	for _, v := range []store.Visit{v1, v2, v3} {
@@ -176,8 +176,11 @@ func testVisits(t *testing.T, s store.Store) {
 	}
 	got, err := s.VisitByLinkHash(ctx, []byte("link1"))
 	must(t, err)
-	if got.ID != "vst_1" || got.PatientName != "Ada" || !got.ScheduledAt.Equal(t0) || got.RevokedAt != nil || got.EndedAt != nil {
+	if got.ID != "vst_1" || got.PatientName != "Ada" || !got.ScheduledAt.Equal(t0) || got.RevokedAt != nil || got.EndedAt != nil || got.Policy != store.PolicySFU {
 		t.Fatalf("VisitByLinkHash = %+v", got)
+	}
+	if got, err := s.VisitByID(ctx, "vst_2"); err != nil || got.Policy != store.PolicyAuto {
+		t.Fatalf("a visit stored without a policy: %+v, %v (want auto)", got, err)
 	}
 	day, err := s.ListVisits(ctx, "", t0.Add(-time.Hour), t0.Add(23*time.Hour))
 	must(t, err)

@@ -1,0 +1,288 @@
+package app_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/bedside/bedside/internal/app/apptest"
+	"github.com/bedside/bedside/internal/client"
+)
+
+// party is a running visit: the clinician and the people admitted, each a Go participant.
+type party struct {
+	t     *testing.T
+	ctx   context.Context
+	srv   *apptest.Server
+	vs    visitSetup
+	calls map[string]*client.Call // by name
+	ids   map[string]string       // name -> participant id
+	done  chan error
+	stop  context.CancelFunc
+}
+
+func newParty(t *testing.T, ctx context.Context, srv *apptest.Server, policy string) *party {
+	t.Helper()
+	srv.AddUser(t, "rivera@clinic.example", "Dr Rivera", "clinician", pw)
+	c := client.New(srv.URL())
+	if err := c.SignIn(ctx, "rivera@clinic.example", pw); err != nil {
+		t.Fatal(err)
+	}
+	var v client.Visit
+	if err := c.Do(ctx, "POST", "/api/v1/visits", map[string]any{"patient_name": "Ada", "policy": policy}, &v); err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := client.LinkToken(v.PatientURL)
+	runCtx, stop := context.WithCancel(ctx)
+	p := &party{t: t, ctx: runCtx, srv: srv, vs: visitSetup{srv: srv, clinician: c, visit: v, token: tok},
+		calls: map[string]*client.Call{}, ids: map[string]string{}, done: make(chan error, 16), stop: stop}
+	doc := joinClinician(t, ctx, c, v.ID, true)
+	p.start("clinician", doc)
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *party) start(name string, call *client.Call) {
+	p.calls[name] = call
+	p.ids[name] = call.Welcome.Participant.ID
+	go func() { p.done <- call.Run(p.ctx) }()
+}
+
+// join brings a patient (token "") or a guest (a guest link's token) in: it waits, the
+// clinician admits it.
+func (p *party) join(name, token string, media bool) *client.Call {
+	p.t.Helper()
+	if token == "" {
+		token = p.vs.token
+	}
+	_, call := joinPatient(p.t, p.ctx, p.srv.URL(), token, name, media)
+	p.start(name, call)
+	if err := p.calls["clinician"].Conn.Send(p.ctx, map[string]string{"type": "admit", "participant": call.Welcome.Participant.ID}); err != nil {
+		p.t.Fatal(err)
+	}
+	nextEvent(p.t, p.ctx, call, "admitted")
+	return call
+}
+
+func (p *party) guest(name, role string) *client.Call {
+	p.t.Helper()
+	g, err := p.vs.clinician.Invite(p.ctx, p.vs.visit.ID, role)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	tok, _ := client.LinkToken(g.GuestURL)
+	return p.join(name, tok, role == "participant")
+}
+
+func (p *party) close() {
+	p.stop()
+	for range p.calls {
+		<-p.done
+	}
+	for _, c := range p.calls {
+		c.Conn.Close()
+	}
+	waitNoClients(p.t, p.srv)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, n := p.srv.SFU().Counts()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			p.t.Errorf("%d participants still in the SFU", n)
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitSFU waits until every call receives audio and video from each publisher through
+// the SFU.
+func (p *party) waitSFU(within time.Duration, publishers ...string) {
+	p.t.Helper()
+	deadline := time.Now().Add(within)
+	for name, c := range p.calls {
+		for _, pub := range publishers {
+			if pub == name {
+				continue
+			}
+			for {
+				s := c.SFU()
+				if s != nil {
+					if a, v := s.From(p.ids[pub]).Packets(); a > 10 && v > 10 {
+						break
+					}
+				}
+				if time.Now().After(deadline) {
+					var a, v int64
+					if s != nil {
+						a, v = s.From(p.ids[pub]).Packets()
+					}
+					p.t.Fatalf("%s receives from %s through the SFU: %d audio, %d video packets (mode %s)", name, pub, a, v, c.Mode())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}
+}
+
+// TestSFUSwitchGo: a visit of policy auto is peer to peer for two; when the third person
+// is admitted it moves to the SFU without anyone rejoining: everyone receives everyone
+// through the SFU, and the peer connections close once that happens.
+func TestSFUSwitchGo(t *testing.T) {
+	checkLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	srv := apptest.Start(t, apptest.Options{})
+	p := newParty(t, ctx, srv, "auto")
+	pat := p.join("patient", "", true)
+	if pat.Mode() != "p2p" {
+		t.Fatalf("two people: mode %s", pat.Mode())
+	}
+	// Two people: media browser to browser.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if pe := pat.Peer(p.ids["clinician"]); pe != nil {
+			if a, v := pe.Packets(); a > 5 && v > 5 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no peer-to-peer media between the first two")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, n := srv.SFU().Counts(); n != 0 {
+		t.Fatalf("%d in the SFU with two people", n)
+	}
+	switchAt := time.Now()
+	p.guest("caregiver", "participant")
+	p.waitSFU(20*time.Second, "clinician", "patient", "caregiver")
+	t.Logf("third admitted to everyone receiving everyone through the SFU: %v", time.Since(switchAt).Round(time.Millisecond))
+	for name, c := range p.calls {
+		if c.Mode() != "sfu" {
+			t.Errorf("%s: mode %s", name, c.Mode())
+		}
+	}
+	// Make before break: the peer connections close once the peer arrives through the SFU.
+	deadline = time.Now().Add(10 * time.Second)
+	for _, name := range []string{"clinician", "patient"} {
+		for len(p.calls[name].Peers()) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still has peer connections: %v", name, p.calls[name].Peers())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	var v client.Visit
+	if err := p.vs.clinician.Do(ctx, "GET", "/api/v1/visits/"+p.vs.visit.ID, nil, &v); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.srv.Visits().Mode(p.vs.visit.ID); got != "sfu" {
+		t.Errorf("visit mode %q", got)
+	}
+}
+
+// TestSFUFourParticipants: a visit of policy sfu with four people, one of them an
+// observer: the three who publish are received by all the others; the observer receives
+// everyone and publishes nothing; when one leaves, the others stop receiving it and go on
+// with each other.
+func TestSFUFourParticipants(t *testing.T) {
+	checkLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	srv := apptest.Start(t, apptest.Options{})
+	p := newParty(t, ctx, srv, "sfu")
+	if m := p.calls["clinician"].Welcome.Mode; m != "sfu" {
+		t.Fatalf("policy sfu: the clinician's welcome says %q", m)
+	}
+	p.join("patient", "", true)
+	p.guest("interpreter", "participant")
+	obs := p.guest("student", "observer")
+	p.waitSFU(20*time.Second, "clinician", "patient", "interpreter")
+	if a, v := p.calls["clinician"].SFU().From(p.ids["student"]).Packets(); a+v != 0 {
+		t.Errorf("the observer published %d audio and %d video packets", a, v)
+	}
+	// An observer's pub offer is refused.
+	obs.Conn.Send(ctx, map[string]any{"type": "signal", "to": "sfu", "pc": "pub", "description": map[string]string{"type": "offer", "sdp": "v=0\r\n"}})
+	m := nextEvent(t, ctx, obs, "error")
+	var e struct{ Code string }
+	m.Decode(&e)
+	if e.Code != "forbidden" {
+		t.Errorf("observer's publish: %s", m.Raw)
+	}
+	// The interpreter leaves: the others stop receiving it.
+	before := map[string]int64{}
+	for _, name := range []string{"clinician", "patient", "student"} {
+		a, _ := p.calls[name].SFU().From(p.ids["interpreter"]).Packets()
+		before[name] = a
+	}
+	if err := p.calls["interpreter"].Conn.Send(ctx, map[string]string{"type": "leave"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	for _, name := range []string{"clinician", "patient", "student"} {
+		a1, _ := p.calls[name].SFU().From(p.ids["interpreter"]).Packets()
+		time.Sleep(300 * time.Millisecond)
+		a2, _ := p.calls[name].SFU().From(p.ids["interpreter"]).Packets()
+		if a2 != a1 {
+			t.Errorf("%s still receives the interpreter after it left (%d -> %d)", name, a1, a2)
+		}
+	}
+	_, n := srv.SFU().Counts()
+	if n != 3 {
+		t.Errorf("%d participants in the SFU after one of four left", n)
+	}
+	// And the rest go on.
+	clin := p.calls["clinician"].SFU().From(p.ids["patient"])
+	a0, _ := clin.Packets()
+	time.Sleep(500 * time.Millisecond)
+	if a1, _ := clin.Packets(); a1 <= a0 {
+		t.Errorf("the clinician stopped receiving the patient: %d -> %d", a0, a1)
+	}
+	delete(p.calls, "interpreter") // its Run returned with the leave
+	<-p.done
+}
+
+// TestSFUSimulcastLayer: a subscriber that shows a video small gets the small layer; the
+// publisher is told to pause the layers nobody receives (dynacast), and sends them again
+// when someone shows it large.
+func TestSFUSimulcastLayer(t *testing.T) {
+	checkLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	srv := apptest.Start(t, apptest.Options{})
+	p := newParty(t, ctx, srv, "sfu")
+	pat := p.join("patient", "", false)
+	p.waitSFU(20*time.Second, "clinician")
+	width := func() int { return pat.SFU().From(p.ids["clinician"]).Width() }
+	waitWidth := func(want int, what string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for width() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: receiving width %d, want %d", what, width(), want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitWidth(640, "no size said: the top layer")
+	pat.SetVideoSize(ctx, p.ids["clinician"], "camera", 160, 90)
+	waitWidth(160, "shown at 160x90")
+	// Nobody shows more than the small layer: the clinician is told to pause the others.
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Equal(p.calls["clinician"].SFU().ActiveLayers(), []string{"q"}) {
+		if time.Now().After(deadline) {
+			t.Fatalf("dynacast: the clinician sends %v", p.calls["clinician"].SFU().ActiveLayers())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	pat.SetVideoSize(ctx, p.ids["clinician"], "camera", 1280, 720)
+	waitWidth(640, "shown large again")
+	if got := fmt.Sprint(p.calls["clinician"].SFU().ActiveLayers()); got != "[q h f]" {
+		t.Errorf("after showing it large the clinician sends %s", got)
+	}
+}

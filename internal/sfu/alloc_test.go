@@ -1,0 +1,93 @@
+package sfu
+
+import (
+	"slices"
+	"testing"
+)
+
+// three is a camera with three active layers (q 150k, h 450k, f 1.2M; 180/360/720 px).
+func three() []layerOption {
+	return []layerOption{{150_000, 180, true}, {450_000, 360, true}, {1_200_000, 720, true}}
+}
+
+func TestAllocate(t *testing.T) {
+	cam := func(prio, maxH, cur int) videoDemand {
+		return videoDemand{priority: prio, layers: three(), maxHeight: maxH, current: cur}
+	}
+	for _, tc := range []struct {
+		name   string
+		budget int
+		ds     []videoDemand
+		want   []int
+	}{
+		{"plenty: the top layer", 10_000_000, []videoDemand{cam(1, 0, 2)}, []int{2}},
+		{"shown small: a small layer whatever the budget", 10_000_000, []videoDemand{cam(1, 180, 2)}, []int{0}},
+		{"shown medium", 10_000_000, []videoDemand{cam(1, 300, 2)}, []int{1}},
+		{"a little smaller than its box counts", 10_000_000, []videoDemand{cam(1, 390, 2)}, []int{1}},
+		{"hidden: paused", 10_000_000, []videoDemand{cam(1, -1, 2)}, []int{-1}},
+		{"constrained: a lower layer", 700_000, []videoDemand{cam(1, 0, 0)}, []int{1}},
+		{"heavily constrained: paused", 100_000, []videoDemand{cam(1, 0, 0)}, []int{-1}},
+		{"nothing left after audio", -50_000, []videoDemand{cam(1, 0, 0)}, []int{-1}},
+		{"upgrade needs a margin", 1_300_000, []videoDemand{cam(1, 0, 1)}, []int{1}},
+		{"keeping a layer needs none", 1_250_000, []videoDemand{cam(1, 0, 2)}, []int{2}},
+		{"everyone gets the lowest layer first", 500_000, []videoDemand{cam(1, 0, 0), cam(1, 0, 0), cam(1, 0, 0)}, []int{0, 0, 0}},
+		{"then the higher priority is raised first", 1_000_000, []videoDemand{cam(1, 0, 1), cam(2, 0, 1), cam(1, 0, 1)}, []int{0, 1, 0}},
+		{"the lowest priority goes when not all fit", 350_000, []videoDemand{cam(1, 0, 0), cam(3, 0, 0), cam(2, 0, 0)}, []int{-1, 0, 0}},
+		{"an inactive layer is skipped", 10_000_000, []videoDemand{{priority: 1, layers: []layerOption{{150_000, 180, true}, {450_000, 360, true}, {1_200_000, 720, false}}, current: 1}}, []int{1}},
+		{"a paused lower layer: the next active one", 10_000_000, []videoDemand{{priority: 1, layers: []layerOption{{150_000, 180, false}, {450_000, 360, true}, {1_200_000, 720, false}}, maxHeight: 180, current: -1}}, []int{-1}},
+		{"one-layer screen share", 2_000_000, []videoDemand{{priority: 3, layers: []layerOption{{1_200_000, 1080, true}}, current: 0}, cam(1, 0, 0)}, []int{0, 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := allocate(tc.budget, tc.ds); !slices.Equal(got, tc.want) {
+				t.Errorf("allocate(%d) = %v, want %v", tc.budget, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestLayerHeights(t *testing.T) {
+	for _, tc := range []struct {
+		in   []layerOption
+		want []int
+	}{
+		{[]layerOption{{}, {}, {}}, []int{180, 360, 720}},
+		{[]layerOption{{}, {}, {height: 540}}, []int{135, 270, 540}},
+		{[]layerOption{{height: 90}, {}, {}}, []int{90, 180, 360}},
+		{[]layerOption{{height: 100}, {height: 250}, {}}, []int{100, 250, 500}},
+		{[]layerOption{{}}, []int{720}},
+	} {
+		if got := layerHeights(tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("layerHeights(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestSpeakers(t *testing.T) {
+	var s speakerState
+	quiet := (127 - 70) * 16
+	loud := (127 - 20) * 16
+	steps := []struct {
+		levels map[string]int
+		active string
+		n      int // how many are speaking
+	}{
+		{map[string]int{"a": quiet, "b": quiet}, "", 0},
+		{map[string]int{"a": loud, "b": quiet}, "a", 1},       // the first speaker at once
+		{map[string]int{"a": loud, "b": loud + 2*16}, "a", 2}, // barely louder: no switch
+		{map[string]int{"a": quiet, "b": loud}, "a", 1},       // a fell silent: b is candidate...
+		{map[string]int{"a": quiet, "b": loud}, "a", 1},       //
+		{map[string]int{"a": quiet, "b": loud}, "a", 1},       //
+		{map[string]int{"a": quiet, "b": loud}, "b", 1},       // ...for a second
+		{map[string]int{"a": quiet, "b": quiet}, "b", 0},      // silence keeps the last speaker
+		{map[string]int{"a": quiet}, "", 0},                   // b left
+	}
+	for i, st := range steps {
+		active, speaking := s.update(st.levels)
+		if active != st.active || len(speaking) != st.n {
+			t.Errorf("step %d: active %q speaking %v, want %q and %d", i, active, speaking, st.active, st.n)
+		}
+	}
+	if int(loudness(0x80|20)) != loud {
+		t.Errorf("loudness ignores the voice bit: %d", loudness(0x80|20))
+	}
+}

@@ -1,0 +1,366 @@
+package sfu
+
+import (
+	"errors"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// Queue sizes of a down track's writer. Video: a key frame of a large layer is tens of
+// packets and a burst may follow a layer switch; 256 is about a second of the top layer.
+// Audio: 50 packets a second; 64 is more than a second.
+const (
+	videoQueue = 256
+	audioQueue = 64
+	// audioRetry is how long a reader waits for room in a full audio queue before it drops
+	// the packet: audio is small and must not be lost to a momentary stall of the writer,
+	// but the reader serves every other subscriber too and may not wait longer.
+	audioRetry = 2 * time.Millisecond
+)
+
+var epoch = time.Now()
+
+// monotime is monotonic nanoseconds since the process started.
+func monotime() int64 { return int64(time.Since(epoch)) }
+
+// binding is what a down track writes with, once its sender has started (pion's Bind).
+type binding struct {
+	ssrc      uint32
+	pt        uint8
+	clockRate uint32
+	ws        webrtc.TrackLocalWriter
+}
+
+// downTrack is one publication as one subscriber receives it: a webrtc.TrackLocal on the
+// subscriber's sub connection, with its own writer goroutine and bounded queue. The
+// writer rewrites SSRC, payload type, sequence numbers, timestamps and VP8 picture ids,
+// so that layer switches, pauses and dropped frames look to the receiver like one steady
+// stream.
+type downTrack struct {
+	up      *upTrack
+	sub     *participant
+	kind    webrtc.RTPCodecType
+	stream  string // msid stream id: the publisher's id (its screen: id + ".screen")
+	trackID string // msid track id: the source
+	sender  *webrtc.RTPSender
+	m       *Metrics
+
+	bind  atomic.Pointer[binding]
+	queue chan *packet
+	done  chan struct{}
+	ended chan struct{} // closed when the writer has returned
+
+	// Set by the subscriber's allocator, read by the readers (wants) and the writer.
+	target  atomic.Int32 // the layer to forward (-1: paused)
+	desired atomic.Int32 // the layer wanted if the publisher sent every layer (dynacast)
+	current atomic.Int32 // the layer being forwarded (written by the writer)
+
+	overflow atomic.Bool // a packet was dropped for a full queue: wait for a key frame
+
+	// Owned by the subscriber's goroutine.
+	renderW, renderH int // as the subscriber shows it (video_size); -1 hidden, 0 unknown
+
+	// Owned by the writer.
+	w writerState
+}
+
+type writerState struct {
+	hdr      rtp.Header
+	scratch  [maxPacket]byte
+	cur      int32 // layer forwarded, -1 none
+	waitKey  bool  // dropping until a key frame of cur
+	started  bool
+	segStart uint16 // first upstream sequence number of the current segment
+	seqOff   uint16
+	tsOff    uint32
+	picOff   uint16
+	tl0Off   uint8
+	lastSeq  uint16
+	lastTS   uint32
+	lastPic  uint16
+	lastTL0  uint8
+	lastWall int64
+	// Counted here and added to the metrics in batches.
+	fwdPackets, fwdBytes int
+}
+
+func newDownTrack(up *upTrack, sub *participant) *downTrack {
+	d := &downTrack{
+		up: up, sub: sub, kind: up.kind, stream: up.publisher, trackID: string(up.source), m: up.m,
+		done: make(chan struct{}), ended: make(chan struct{}),
+	}
+	if up.source == SourceScreen {
+		d.stream = up.publisher + ".screen"
+	}
+	size := videoQueue
+	if up.kind == webrtc.RTPCodecTypeAudio {
+		size = audioQueue
+	}
+	d.queue = make(chan *packet, size)
+	d.w.cur = -1
+	d.current.Store(-1)
+	// Until the allocator runs: the lowest layer, the one that surely fits (audio and a
+	// track without simulcast have only that one).
+	d.target.Store(0)
+	d.desired.Store(0)
+	return d
+}
+
+// webrtc.TrackLocal
+
+func (d *downTrack) ID() string                            { return d.trackID }
+func (d *downTrack) RID() string                           { return "" }
+func (d *downTrack) StreamID() string                      { return d.stream }
+func (d *downTrack) Kind() webrtc.RTPCodecType             { return d.kind }
+func (d *downTrack) Unbind(webrtc.TrackLocalContext) error { d.bind.Store(nil); return nil }
+
+var errNoCodec = errors.New("sfu: the subscriber accepts no codec of this track")
+
+// Bind picks the subscriber's payload type for the publisher's codec.
+func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
+	for _, c := range ctx.CodecParameters() {
+		if strings.EqualFold(c.MimeType, d.up.codec.MimeType) {
+			d.bind.Store(&binding{ssrc: uint32(ctx.SSRC()), pt: uint8(c.PayloadType), clockRate: c.ClockRate, ws: ctx.WriteStream()})
+			return c, nil
+		}
+	}
+	return webrtc.RTPCodecParameters{}, errNoCodec
+}
+
+// wants reports whether the reader of layer l should queue its packets here: those of the
+// layer being forwarded and of the one being switched to.
+func (d *downTrack) wants(l int) bool {
+	return int32(l) == d.current.Load() || int32(l) == d.target.Load()
+}
+
+// enqueue gives the writer a packet (the caller took a reference for it). The drop policy
+// when the queue is full:
+//   - video: the packet is dropped and the writer, seeing overflow, drops to the end of the
+//     frame and then waits for the next key frame (a frame with a hole cannot be decoded,
+//     and neither can what follows it), asking the publisher for one;
+//   - audio: the reader retries for audioRetry, then drops the packet (the receiver's loss
+//     concealment covers a 20 ms gap; a late packet is no better than a lost one).
+func (d *downTrack) enqueue(p *packet, retry *time.Timer) {
+	select {
+	case d.queue <- p:
+		return
+	default:
+	}
+	if d.kind == webrtc.RTPCodecTypeAudio {
+		retry.Reset(audioRetry)
+		select {
+		case d.queue <- p:
+			if !retry.Stop() {
+				<-retry.C
+			}
+			return
+		case <-retry.C:
+		case <-d.done:
+			retry.Stop()
+		}
+	} else {
+		d.overflow.Store(true)
+	}
+	d.m.dropQueueFull.Inc()
+	p.release()
+}
+
+// close stops the writer and waits for it. The down track must already be out of its up
+// track's list.
+func (d *downTrack) close() {
+	select {
+	case <-d.done:
+	default:
+		close(d.done)
+	}
+	<-d.ended
+}
+
+// writeLoop is the down track's writer: it owns the rewriting state and writes to the
+// subscriber's connection. It ends when close is called.
+func (d *downTrack) writeLoop() {
+	defer close(d.ended)
+	defer d.flushCounts()
+	for {
+		select {
+		case p := <-d.queue:
+			d.write(p)
+			p.release()
+		case <-d.done:
+			for {
+				select {
+				case p := <-d.queue:
+					p.release()
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (d *downTrack) flushCounts() {
+	if d.w.fwdPackets == 0 {
+		return
+	}
+	c := d.m.forwarded(d.kind)
+	c.packets.Add(float64(d.w.fwdPackets))
+	c.bytes.Add(float64(d.w.fwdBytes))
+	d.w.fwdPackets, d.w.fwdBytes = 0, 0
+}
+
+// write forwards one packet, or drops it when it is not (or not yet) for this subscriber.
+func (d *downTrack) write(p *packet) {
+	b := d.bind.Load()
+	if b == nil {
+		d.m.dropNotBound.Inc()
+		return
+	}
+	w := &d.w
+	if d.kind == webrtc.RTPCodecTypeAudio {
+		if !w.started {
+			d.startSegment(p, b)
+		}
+		d.send(p, b, p.payload)
+		return
+	}
+	l := int32(p.layer)
+	tgt := d.target.Load()
+	if d.overflow.Swap(false) && w.cur >= 0 {
+		w.waitKey = true // a packet of this frame was lost: the frame and what follows is undecodable
+	}
+	switch {
+	case l != w.cur:
+		// Another layer's packet: it becomes the forwarded layer at its next key frame,
+		// if it is the target.
+		if l != tgt {
+			return
+		}
+		if !p.vp8.keyframe {
+			d.up.requestKeyframe(int(l))
+			return
+		}
+		if w.cur >= 0 {
+			d.m.layerSwitches.Inc()
+		}
+		d.startSegment(p, b)
+	case w.waitKey:
+		if !p.vp8.keyframe {
+			d.up.requestKeyframe(int(l))
+			return
+		}
+		d.startSegment(p, b)
+	}
+	if int16(p.hdr.SequenceNumber-w.segStart) < 0 {
+		return // from before this segment (a late retransmission of the old one)
+	}
+	payload := p.payload
+	if p.vp8.hasPicID || p.vp8.hasTL0 {
+		n := copy(w.scratch[:], payload)
+		pic := (p.vp8.picID + w.picOff) & p.vp8.picIDMask()
+		tl0 := p.vp8.tl0 + w.tl0Off
+		rewriteVP8(w.scratch[:n], &p.vp8, pic, tl0)
+		if d.newer(p) {
+			w.lastPic, w.lastTL0 = pic, tl0
+		}
+		payload = w.scratch[:n]
+	}
+	d.send(p, b, payload)
+	if tgt != w.cur && tgt < 0 && p.hdr.Marker {
+		// Paused: stop at the end of this frame.
+		w.cur = -1
+		d.current.Store(-1)
+	}
+}
+
+// newer reports whether p is after the last packet written (sequence numbers wrap).
+func (d *downTrack) newer(p *packet) bool {
+	return !d.w.started || int16(p.hdr.SequenceNumber+d.w.seqOff-d.w.lastSeq) > 0
+}
+
+// startSegment begins forwarding at p (a key frame of a video layer, or the first audio
+// packet): the offsets are chosen so that sequence numbers, timestamps and picture ids go
+// on from the last packet written, with the timestamp advanced by the wall-clock time
+// since then.
+func (d *downTrack) startSegment(p *packet, b *binding) {
+	w := &d.w
+	if w.started {
+		w.seqOff = w.lastSeq + 1 - p.hdr.SequenceNumber
+		step := uint32(float64(p.arrival-w.lastWall) * float64(b.clockRate) / 1e9)
+		w.tsOff = w.lastTS + max(step, 1) - p.hdr.Timestamp
+		if p.vp8.hasPicID {
+			w.picOff = (w.lastPic + 1 - p.vp8.picID) & p.vp8.picIDMask()
+		}
+		if p.vp8.hasTL0 {
+			w.tl0Off = w.lastTL0 + 1 - p.vp8.tl0
+		}
+	}
+	w.started = true
+	w.segStart = p.hdr.SequenceNumber
+	w.cur = int32(p.layer)
+	w.waitKey = false
+	d.current.Store(w.cur)
+}
+
+// send writes p with the rewritten header.
+func (d *downTrack) send(p *packet, b *binding, payload []byte) {
+	w := &d.w
+	seq := p.hdr.SequenceNumber + w.seqOff
+	ts := p.hdr.Timestamp + w.tsOff
+	if d.newer(p) {
+		w.lastSeq, w.lastTS, w.lastWall = seq, ts, p.arrival
+	}
+	h := &w.hdr
+	h.Version = 2
+	h.Padding = false
+	h.Marker = p.hdr.Marker
+	h.PayloadType = b.pt
+	h.SequenceNumber = seq
+	h.Timestamp = ts
+	h.SSRC = b.ssrc
+	h.CSRC = nil
+	h.Extension = false
+	h.ExtensionProfile = 0
+	h.Extensions = h.Extensions[:0]
+	h.PaddingSize = 0
+	if _, err := b.ws.WriteRTP(h, payload); err != nil {
+		d.m.dropWriteError.Inc()
+		return
+	}
+	w.fwdPackets++
+	w.fwdBytes += len(payload)
+	if w.fwdPackets >= 64 {
+		d.flushCounts()
+	}
+}
+
+// readRTCP reads what the subscriber says about this track: a picture loss or full intra
+// request asks the publisher for a key frame; REMB is the subscriber's estimate where it
+// offers no transport-wide feedback. NACKs are answered by pion's responder, which sees
+// them here too. It ends when the sender stops.
+func (d *downTrack) readRTCP() {
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := d.sender.Read(buf)
+		if err != nil {
+			return
+		}
+		pkts, err := rtcp.Unmarshal(buf[:n])
+		if err != nil {
+			continue
+		}
+		for _, pkt := range pkts {
+			switch x := pkt.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				d.up.requestKeyframe(int(d.current.Load()))
+			case *rtcp.ReceiverEstimatedMaximumBitrate:
+				d.sub.remb.Store(int64(x.Bitrate))
+			}
+		}
+	}
+}

@@ -1,0 +1,360 @@
+package sfu
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// fakeWriter records what a down track writes.
+type fakeWriter struct{ out []sent }
+
+type sent struct {
+	hdr     rtp.Header
+	payload []byte
+}
+
+func (f *fakeWriter) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
+	f.out = append(f.out, sent{hdr: *h, payload: append([]byte(nil), payload...)})
+	return len(payload), nil
+}
+
+func (f *fakeWriter) Write(b []byte) (int, error) { return len(b), nil }
+
+// testTrack is a video publication with three layers and one bound down track.
+func testTrack(t *testing.T, kind webrtc.RTPCodecType) (*upTrack, *downTrack, *fakeWriter) {
+	t.Helper()
+	m := NewMetrics(nil)
+	up := &upTrack{publisher: "prt_pub", source: SourceCamera, kind: kind, simulcast: kind == webrtc.RTPCodecTypeVideo, m: m}
+	up.downs.Store(&[]*downTrack{})
+	d := newDownTrack(up, &participant{})
+	fw := &fakeWriter{}
+	clock := uint32(90000)
+	if kind == webrtc.RTPCodecTypeAudio {
+		clock = 48000
+	}
+	d.bind.Store(&binding{ssrc: 0xdecaf, pt: 98, clockRate: clock, ws: fw})
+	return up, d, fw
+}
+
+// frames makes the RTP packets of a layer's frames: each frame is packets packets, the
+// first of a key frame every keyEvery frames (0: only the first). Sequence numbers,
+// timestamps and picture ids start at the given values (each layer has its own, as a
+// browser's simulcast encodings do). fill makes the opaque frame bytes.
+type frameGen struct {
+	layer    int8
+	seq      uint16
+	ts       uint32
+	pic      uint16
+	tl0      uint8
+	packets  int
+	keyEvery int
+	n        int
+	fill     func(b []byte)
+	wall     int64
+}
+
+func (g *frameGen) frame() []*packet {
+	key := g.n == 0 || (g.keyEvery > 0 && g.n%g.keyEvery == 0)
+	var out []*packet
+	for i := range g.packets {
+		body := make([]byte, 40)
+		g.fill(body)
+		payload := vp8Payload(i == 0, key, g.pic, g.tl0, 640>>(2-g.layer), 360>>(2-g.layer), body)
+		p := getPacket()
+		n := copy(p.buf[12:], payload)
+		p.hdr = rtp.Header{Version: 2, SequenceNumber: g.seq, Timestamp: g.ts, SSRC: 1000 + uint32(g.layer), Marker: i == g.packets-1, PayloadType: 96}
+		p.payload = p.buf[12 : 12+n]
+		p.vp8, _ = parseVP8(p.payload)
+		p.layer = g.layer
+		p.arrival = g.wall
+		out = append(out, p)
+		g.seq++
+	}
+	g.n++
+	g.ts += 3000
+	g.pic = (g.pic + 1) & 0x7fff
+	if key {
+		g.tl0++
+	}
+	g.wall += int64(33 * time.Millisecond)
+	return out
+}
+
+func zeros(b []byte) { clear(b) }
+
+func random(r *rand.Rand) func([]byte) {
+	return func(b []byte) {
+		for i := range b {
+			b[i] = byte(r.UintN(256))
+		}
+	}
+}
+
+// TestSeqTimestampContinuity: across a layer switch the subscriber sees one stream:
+// sequence numbers and picture ids go on by one, the timestamp moves forward, the switch
+// happens at a key frame of the new layer, and the key frame is asked for.
+func TestSeqTimestampContinuity(t *testing.T) {
+	up, d, fw := testTrack(t, webrtc.RTPCodecTypeVideo)
+	q := &frameGen{layer: 0, seq: 100, ts: 5000, pic: 7000, packets: 1, keyEvery: 10, fill: zeros}
+	f := &frameGen{layer: 2, seq: 40000, ts: 9_000_000, pic: 32760, packets: 3, keyEvery: 10, fill: zeros}
+	write := func(ps []*packet) {
+		for _, p := range ps {
+			d.write(p)
+		}
+	}
+	// Layer q from its key frame.
+	for range 3 {
+		write(q.frame())
+		f.frame()
+	}
+	if len(fw.out) != 3 || d.w.cur != 0 {
+		t.Fatalf("on q: %d packets, layer %d", len(fw.out), d.w.cur)
+	}
+	// Switch to f: its delta frames are not taken, a key frame is asked for; q goes on.
+	d.target.Store(2)
+	for range 7 { // f's frames 3 to 9
+		write(f.frame())
+		write(q.frame())
+	}
+	if d.w.cur != 0 || up.layers[2].lastKey.Load() == 0 {
+		t.Fatalf("switched before a key frame, or no key frame asked: layer %d", d.w.cur)
+	}
+	before := len(fw.out)
+	write(f.frame()) // frame 10 of f: a key frame
+	write(q.frame()) // q is no longer forwarded
+	for range 3 {
+		write(f.frame())
+	}
+	if d.w.cur != 2 || len(fw.out) != before+3+9 {
+		t.Fatalf("after f's key frame: layer %d, %d new packets", d.w.cur, len(fw.out)-before)
+	}
+	for i := 1; i < len(fw.out); i++ {
+		a, b := fw.out[i-1], fw.out[i]
+		if b.hdr.SequenceNumber != a.hdr.SequenceNumber+1 {
+			t.Errorf("packet %d: sequence %d after %d", i, b.hdr.SequenceNumber, a.hdr.SequenceNumber)
+		}
+		if int32(b.hdr.Timestamp-a.hdr.Timestamp) < 0 {
+			t.Errorf("packet %d: timestamp goes back (%d after %d)", i, b.hdr.Timestamp, a.hdr.Timestamp)
+		}
+		if b.hdr.SSRC != 0xdecaf || b.hdr.PayloadType != 98 {
+			t.Errorf("packet %d: ssrc %x pt %d", i, b.hdr.SSRC, b.hdr.PayloadType)
+		}
+		va, _ := parseVP8(a.payload)
+		vb, _ := parseVP8(b.payload)
+		if vb.frameStart && vb.picID != (va.picID+1)&0x7fff {
+			t.Errorf("packet %d: picture id %d after %d", i, vb.picID, va.picID)
+		}
+	}
+	// At the switch: a key frame, timestamp about one frame (33 ms) later.
+	sw := fw.out[before]
+	v, _ := parseVP8(sw.payload)
+	if !v.keyframe || v.width != 640 {
+		t.Errorf("the switch is not at f's key frame: %+v", v)
+	}
+	if gap := sw.hdr.Timestamp - fw.out[before-1].hdr.Timestamp; gap < 1000 || gap > 10000 {
+		t.Errorf("timestamp step at the switch: %d", gap)
+	}
+}
+
+// TestDropPolicyVideo: when a packet is lost for a full queue, the rest of the frame and
+// the frames after it are dropped until a key frame, which is asked for; then forwarding
+// goes on without a hole in the sequence numbers.
+func TestDropPolicyVideo(t *testing.T) {
+	up, d, fw := testTrack(t, webrtc.RTPCodecTypeVideo)
+	d.target.Store(0)
+	g := &frameGen{layer: 0, seq: 1, ts: 0, pic: 1, packets: 3, keyEvery: 5, fill: zeros}
+	for _, p := range g.frame() {
+		d.write(p)
+	}
+	if len(fw.out) != 3 {
+		t.Fatalf("first key frame: %d packets", len(fw.out))
+	}
+	fr := g.frame()
+	d.write(fr[0])
+	d.overflow.Store(true) // fr[1] was dropped for a full queue
+	d.write(fr[2])
+	for range 3 {
+		for _, p := range g.frame() {
+			d.write(p)
+		}
+	}
+	if len(fw.out) != 4 {
+		t.Fatalf("%d packets forwarded after the loss, want only the one before it", len(fw.out)-3)
+	}
+	if up.layers[0].lastKey.Load() == 0 {
+		t.Error("no key frame asked for after the loss")
+	}
+	for _, p := range g.frame() { // frame 5: a key frame
+		d.write(p)
+	}
+	if len(fw.out) != 7 || fw.out[4].hdr.SequenceNumber != fw.out[3].hdr.SequenceNumber+1 {
+		t.Fatalf("after the key frame: %d packets, sequence %d after %d", len(fw.out), fw.out[4].hdr.SequenceNumber, fw.out[3].hdr.SequenceNumber)
+	}
+}
+
+// TestQueueFull: a full video queue drops and marks the loss; a full audio queue waits
+// briefly, then drops; neither blocks the reader for long.
+func TestQueueFull(t *testing.T) {
+	_, d, _ := testTrack(t, webrtc.RTPCodecTypeVideo)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for range videoQueue {
+		p := getPacket()
+		d.enqueue(p, timer)
+	}
+	p := getPacket()
+	d.enqueue(p, timer)
+	if !d.overflow.Load() || len(d.queue) != videoQueue {
+		t.Fatalf("video: overflow %v, queue %d", d.overflow.Load(), len(d.queue))
+	}
+	_, a, _ := testTrack(t, webrtc.RTPCodecTypeAudio)
+	for range audioQueue {
+		a.enqueue(getPacket(), timer)
+	}
+	start := time.Now()
+	a.enqueue(getPacket(), timer)
+	if took := time.Since(start); took < audioRetry || took > 200*time.Millisecond {
+		t.Errorf("audio retry took %v", took)
+	}
+	// With room freed during the retry, the packet goes in.
+	go func() { time.Sleep(time.Millisecond / 2); (<-a.queue).release() }()
+	p = getPacket()
+	a.enqueue(p, timer)
+	if len(a.queue) != audioQueue {
+		t.Errorf("audio queue %d after a retry that found room", len(a.queue))
+	}
+	close(a.done)
+	close(d.done)
+}
+
+// TestPauseAndResume: a paused track stops at the end of a frame and resumes at a key
+// frame, the sequence numbers going on.
+func TestPauseAndResume(t *testing.T) {
+	_, d, fw := testTrack(t, webrtc.RTPCodecTypeVideo)
+	g := &frameGen{layer: 0, seq: 10, packets: 2, keyEvery: 4, fill: zeros}
+	ps := g.frame()
+	d.write(ps[0])
+	d.target.Store(-1)
+	d.write(ps[1]) // the end of the frame still goes
+	for range 2 {
+		for _, p := range g.frame() {
+			d.write(p)
+		}
+	}
+	if len(fw.out) != 2 || d.current.Load() != -1 {
+		t.Fatalf("paused: %d packets, current %d", len(fw.out), d.current.Load())
+	}
+	d.target.Store(0)
+	for range 3 {
+		for _, p := range g.frame() {
+			d.write(p)
+		}
+	}
+	// frame 3 is a delta (skipped), frame 4 a key frame.
+	if len(fw.out) != 6 || fw.out[2].hdr.SequenceNumber != fw.out[1].hdr.SequenceNumber+1 {
+		t.Fatalf("resumed: %d packets", len(fw.out))
+	}
+}
+
+// TestE2EESafe: the SFU's decisions never depend on VP8 frame bytes past the clear ones
+// (10 of a key frame, 3 of a delta frame): a run with zeros there and a run with random
+// bytes forward the same packets with the same headers and descriptors, ask for the same
+// key frames, and pass the opaque bytes through unchanged.
+func TestE2EESafe(t *testing.T) {
+	run := func(fill func([]byte)) (*fakeWriter, []int64) {
+		up, d, fw := testTrack(t, webrtc.RTPCodecTypeVideo)
+		gens := []*frameGen{
+			{layer: 0, seq: 1, ts: 1000, pic: 100, packets: 1, keyEvery: 7, fill: fill},
+			{layer: 1, seq: 20000, ts: 2000, pic: 200, packets: 2, keyEvery: 9, fill: fill},
+			{layer: 2, seq: 60000, ts: 3000, pic: 32000, packets: 4, keyEvery: 11, fill: fill},
+		}
+		var keys []int64
+		for i := range 60 {
+			switch i {
+			case 10:
+				d.target.Store(2)
+			case 30:
+				d.target.Store(1)
+			case 45:
+				d.target.Store(-1)
+			case 50:
+				d.target.Store(0)
+			}
+			if i == 20 {
+				d.overflow.Store(true)
+			}
+			for _, g := range gens {
+				for _, p := range g.frame() {
+					if d.wants(int(p.layer)) {
+						d.write(p)
+					}
+				}
+			}
+			var k int64
+			for l := range up.layers {
+				if up.layers[l].lastKey.Load() != 0 {
+					k |= 1 << l
+				}
+				up.layers[l].lastKey.Store(0)
+			}
+			keys = append(keys, k)
+		}
+		return fw, keys
+	}
+	a, ka := run(zeros)
+	b, kb := run(random(rand.New(rand.NewPCG(1, 2))))
+	if len(a.out) == 0 || len(a.out) != len(b.out) {
+		t.Fatalf("forwarded %d and %d packets", len(a.out), len(b.out))
+	}
+	if fmt.Sprint(ka) != fmt.Sprint(kb) {
+		t.Errorf("key frame requests differ:\n%v\n%v", ka, kb)
+	}
+	layers := map[string]bool{}
+	for i := range a.out {
+		x, y := a.out[i], b.out[i]
+		if x.hdr.SequenceNumber != y.hdr.SequenceNumber || x.hdr.Timestamp != y.hdr.Timestamp || x.hdr.Marker != y.hdr.Marker {
+			t.Fatalf("packet %d: headers differ: %+v / %+v", i, x.hdr, y.hdr)
+		}
+		vx, _ := parseVP8(x.payload)
+		clear := vx.descLen + 3
+		if vx.keyframe {
+			clear = vx.descLen + vp8ClearBytes
+		}
+		if !vx.frameStart {
+			clear = vx.descLen
+		}
+		if !bytes.Equal(x.payload[:clear], y.payload[:clear]) {
+			t.Fatalf("packet %d: descriptor or clear bytes differ", i)
+		}
+		if bytes.Equal(x.payload[clear:], y.payload[clear:]) {
+			t.Fatalf("packet %d: the opaque bytes did not pass through", i)
+		}
+		layers[fmt.Sprint(vx.width)] = true
+	}
+	if len(layers) < 3 { // widths of key frames seen: 0 (deltas) and at least two layers
+		t.Errorf("the run did not switch layers: %v", layers)
+	}
+	t.Logf("%d packets forwarded identically; key frame requests per step: %s", len(a.out), strings.Trim(fmt.Sprint(ka[:20]), "[]"))
+}
+
+// TestAudioForwarded: audio passes with its own sequence numbers and the subscriber's
+// SSRC and payload type.
+func TestAudioForwarded(t *testing.T) {
+	_, d, fw := testTrack(t, webrtc.RTPCodecTypeAudio)
+	for i := range 5 {
+		p := getPacket()
+		p.hdr = rtp.Header{Version: 2, SequenceNumber: uint16(65533 + i), Timestamp: uint32(960 * i), SSRC: 1, PayloadType: 111}
+		p.payload = p.buf[:20]
+		d.write(p)
+	}
+	if len(fw.out) != 5 || fw.out[4].hdr.SequenceNumber != 1 || fw.out[0].hdr.PayloadType != 98 {
+		t.Fatalf("audio: %+v", fw.out)
+	}
+}

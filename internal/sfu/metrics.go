@@ -1,0 +1,71 @@
+package sfu
+
+import (
+	"github.com/pion/webrtc/v4"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the SFU's Prometheus metrics (docs/operations.md, Metrics).
+type Metrics struct {
+	audio, video     kindCounters
+	dropQueueFull    prometheus.Counter
+	dropNotBound     prometheus.Counter
+	dropWriteError   prometheus.Counter
+	layerSwitches    prometheus.Counter
+	keyframeRequests prometheus.Counter
+	subscribers      *prometheus.GaugeVec
+}
+
+type kindCounters struct{ packets, bytes prometheus.Counter }
+
+// NewMetrics makes the metrics and registers them on reg (nil: unregistered, for tests).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	fwdPackets := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bedside_sfu_forwarded_packets_total",
+		Help: "RTP packets the SFU forwarded to subscribers, by kind (audio, video).",
+	}, []string{"kind"})
+	fwdBytes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bedside_sfu_forwarded_bytes_total",
+		Help: "RTP payload bytes the SFU forwarded to subscribers, by kind.",
+	}, []string{"kind"})
+	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bedside_sfu_dropped_packets_total",
+		Help: "RTP packets the SFU did not forward, by reason: queue_full (a subscriber's writer fell behind), not_bound (its connection not yet negotiated), write_error.",
+	}, []string{"reason"})
+	m := &Metrics{
+		audio:          kindCounters{fwdPackets.WithLabelValues("audio"), fwdBytes.WithLabelValues("audio")},
+		video:          kindCounters{fwdPackets.WithLabelValues("video"), fwdBytes.WithLabelValues("video")},
+		dropQueueFull:  dropped.WithLabelValues("queue_full"),
+		dropNotBound:   dropped.WithLabelValues("not_bound"),
+		dropWriteError: dropped.WithLabelValues("write_error"),
+		layerSwitches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bedside_sfu_layer_switches_total",
+			Help: "Simulcast layer switches made for subscribers (each at a key frame).",
+		}),
+		keyframeRequests: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bedside_sfu_keyframe_requests_total",
+			Help: "Key frame requests (PLI) the SFU sent to publishers: layer switches and subscribers' picture losses, at most one per layer per 500 ms.",
+		}),
+		subscribers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "bedside_sfu_visit_subscribers",
+			Help: "Participants receiving through the SFU, per visit in SFU mode.",
+		}, []string{"visit"}),
+	}
+	if reg != nil {
+		reg.MustRegister(fwdPackets, fwdBytes, dropped, m.layerSwitches, m.keyframeRequests, m.subscribers)
+	}
+	return m
+}
+
+func (m *Metrics) forwarded(kind webrtc.RTPCodecType) kindCounters {
+	if kind == webrtc.RTPCodecTypeAudio {
+		return m.audio
+	}
+	return m.video
+}
+
+func (m *Metrics) visitSubscribers(visit string, n int) {
+	m.subscribers.WithLabelValues(visit).Set(float64(n))
+}
+
+func (m *Metrics) forgetVisit(visit string) { m.subscribers.DeleteLabelValues(visit) }

@@ -1,0 +1,747 @@
+package sfu
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/cc"
+	"github.com/pion/interceptor/pkg/gcc"
+	"github.com/pion/interceptor/pkg/nack"
+	"github.com/pion/webrtc/v4"
+)
+
+const (
+	// allocateEvery is how often a subscriber's layers are chosen again from its bandwidth
+	// estimate (also at once when it reports a new video size).
+	allocateEvery = 300 * time.Millisecond
+	// goneAfter: a participant whose signalling is lost keeps its media this long.
+	goneAfter = time.Minute
+	// maxPublished is how many tracks a participant may publish (microphone, camera, screen
+	// and one spare for a transceiver being replaced).
+	maxPublished = 4
+	// nackBuffer is how many packets of each video down track pion's NACK responder keeps
+	// for retransmission (a power of two): about two seconds of the top layer.
+	nackBuffer = 256
+)
+
+// Events of a participant's goroutine.
+type (
+	evSignal struct {
+		pc        PC
+		desc      *Description
+		candidate []byte
+		sources   map[string]Source
+	}
+	evSubscribe   struct{ up *upTrack }
+	evUnsubscribe struct{ up *upTrack }
+	evVideoSize   struct {
+		publisher string
+		source    Source
+		w, h      int
+	}
+	evTrack struct {
+		track *webrtc.TrackRemote
+		recv  *webrtc.RTPReceiver
+	}
+	evLayerEnded struct{ up *upTrack }
+	evPCState    struct {
+		pc    PC
+		state webrtc.PeerConnectionState
+	}
+	evConnected    struct{ sink Sink }
+	evDisconnected struct{}
+	evSpeaker      struct{ id string }
+)
+
+// mailbox is a participant's unbounded event queue: the room and pion's callbacks put into
+// it without ever blocking (these are control events, a handful a second); the
+// participant's goroutine takes everything at once.
+type mailbox struct {
+	mu     sync.Mutex
+	items  []any
+	notify chan struct{}
+}
+
+func (m *mailbox) put(ev any) {
+	m.mu.Lock()
+	m.items = append(m.items, ev)
+	m.mu.Unlock()
+	select {
+	case m.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (m *mailbox) take() []any {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	items := m.items
+	m.items = nil
+	return items
+}
+
+type sinkBox struct{ Sink }
+
+type discardSink struct{}
+
+func (discardSink) Description(PC, string, string) {}
+func (discardSink) Candidate(PC, []byte)           {}
+func (discardSink) Tracks([]Track)                 {}
+func (discardSink) Layers(Source, []string)        {}
+func (discardSink) Speakers(string, []string)      {}
+
+// participant is one person in the SFU: its pub and sub connections, its publications and
+// its subscriptions. Its goroutine (run) owns all of that; the rest of the SFU talks to it
+// through its mailbox.
+type participant struct {
+	r          *room
+	s          *SFU
+	id         string
+	session    string
+	sfuSession string
+	observer   bool
+	log        *slog.Logger
+	mail       mailbox
+	sinkPtr    atomic.Pointer[sinkBox]
+	cancel     context.CancelFunc
+	ctx        context.Context
+	done       chan struct{}
+
+	remb        atomic.Int64 // the subscriber's REMB estimate (from its down tracks' RTCP)
+	subscribing atomic.Bool  // it has a sub connection (the subscribers metric)
+
+	// Owned by run.
+	pub, sub    *webrtc.PeerConnection
+	pubPending  []webrtc.ICECandidateInit
+	subPending  []webrtc.ICECandidateInit
+	sources     map[string]Source // the pub transceivers' sources, by mid
+	ups         map[Source]*upTrack
+	subs        map[*upTrack]*downTrack
+	subAwaiting bool // an offer is out, its answer not in
+	subDirty    bool // the sub connection's tracks changed since the last offer
+	subRestart  bool // the next offer restarts ICE
+	twcc        bool // the subscriber gives transport-wide feedback: use the estimator
+	bwe         cc.BandwidthEstimator
+	speaker     string
+	connected   bool
+	goneTimer   *time.Timer
+	readers     sync.WaitGroup // the readers of this participant's publications
+	rtcpReaders sync.WaitGroup // pub receivers' RTCP readers
+}
+
+func newParticipant(r *room, m Member) *participant {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &participant{
+		r: r, s: r.s, id: m.ID, session: m.Session, sfuSession: newSession(), observer: m.Observer,
+		log: r.log.With("participant", m.ID), ctx: ctx, cancel: cancel, done: make(chan struct{}),
+		sources: map[string]Source{}, ups: map[Source]*upTrack{}, subs: map[*upTrack]*downTrack{},
+		connected: true,
+	}
+	p.mail.notify = make(chan struct{}, 1)
+	p.sinkPtr.Store(&sinkBox{m.Sink})
+	return p
+}
+
+func (p *participant) start() {
+	p.s.wg.Add(1)
+	go func() { defer p.s.wg.Done(); p.run() }() // ends with stop, a lost signalling connection, or a closed room
+}
+
+// stop ends the participant's goroutine (asynchronously: pion's Close can take a while).
+func (p *participant) stop() { p.cancel() }
+
+func (p *participant) stopping() bool { return p.ctx.Err() != nil }
+
+func (p *participant) sink() Sink {
+	if b := p.sinkPtr.Load(); b != nil && b.Sink != nil {
+		return b.Sink
+	}
+	return discardSink{}
+}
+
+func (p *participant) run() {
+	defer close(p.done)
+	defer p.shutdown()
+	alloc := time.NewTicker(allocateEvery)
+	defer alloc.Stop()
+	for {
+		var gone <-chan time.Time
+		if p.goneTimer != nil {
+			gone = p.goneTimer.C
+		}
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-gone:
+			p.log.Info("sfu: signalling did not come back: closing the participant's connections")
+			return
+		case <-p.mail.notify:
+			for _, ev := range p.mail.take() {
+				if p.ctx.Err() != nil {
+					return
+				}
+				p.handle(ev)
+			}
+			if p.ctx.Err() != nil {
+				return
+			}
+			if p.subDirty || p.subRestart {
+				p.negotiateSub()
+			}
+		case <-alloc.C:
+			p.allocate()
+		}
+	}
+}
+
+func (p *participant) handle(ev any) {
+	switch e := ev.(type) {
+	case evSignal:
+		p.onSignal(e)
+	case evSubscribe:
+		p.subscribe(e.up)
+	case evUnsubscribe:
+		p.unsubscribe(e.up)
+	case evVideoSize:
+		for up, d := range p.subs {
+			if up.publisher == e.publisher && up.source == e.source && up.kind == webrtc.RTPCodecTypeVideo {
+				d.renderW, d.renderH = e.w, e.h
+				if e.w <= 0 || e.h <= 0 {
+					d.renderW, d.renderH = -1, -1
+				}
+			}
+		}
+		p.allocate()
+	case evTrack:
+		p.onTrack(e.track, e.recv)
+	case evLayerEnded:
+		if up := p.ups[e.up.source]; up == e.up && up.live.Load() == 0 {
+			delete(p.ups, e.up.source)
+			p.r.unpublish(up)
+		}
+	case evPCState:
+		p.onPCState(e.pc, e.state)
+	case evConnected:
+		p.sinkPtr.Store(&sinkBox{e.sink})
+		p.connected = true
+		if p.goneTimer != nil {
+			p.goneTimer.Stop()
+			p.goneTimer = nil
+		}
+		if p.subAwaiting && p.sub != nil && p.sub.LocalDescription() != nil {
+			// The offer may have been lost with the old connection: send it again.
+			p.sink().Tracks(p.trackList())
+			p.sink().Description(Sub, "offer", p.sub.LocalDescription().SDP)
+		}
+	case evDisconnected:
+		p.sinkPtr.Store(nil)
+		p.connected = false
+		if p.goneTimer == nil {
+			p.goneTimer = time.NewTimer(goneAfter)
+		}
+	case evSpeaker:
+		p.speaker = e.id
+	}
+}
+
+// --- pub: the client offers its tracks --------------------------------------------------
+
+func (p *participant) onSignal(e evSignal) {
+	pc := p.pub
+	if e.pc == Sub {
+		pc = p.sub
+	}
+	if e.desc != nil {
+		if e.pc == Pub {
+			p.onPubOffer(e.desc.SDP, e.sources)
+		} else {
+			p.onSubAnswer(e.desc.SDP)
+		}
+		return
+	}
+	c, ok := parseCandidate(e.candidate)
+	if !ok {
+		return
+	}
+	if pc == nil || pc.RemoteDescription() == nil {
+		if e.pc == Pub {
+			p.pubPending = append(p.pubPending, c)
+		} else {
+			p.subPending = append(p.subPending, c)
+		}
+		return
+	}
+	if err := pc.AddICECandidate(c); err != nil {
+		p.log.Debug("sfu: remote candidate refused", "pc", string(e.pc), "err", err)
+	}
+}
+
+// parseCandidate reads an RTCIceCandidateInit; an empty or null one (end of candidates)
+// is not applied.
+func parseCandidate(b []byte) (webrtc.ICECandidateInit, bool) {
+	var c webrtc.ICECandidateInit
+	if len(b) == 0 || string(b) == "null" || json.Unmarshal(b, &c) != nil || c.Candidate == "" {
+		return c, false
+	}
+	return c, true
+}
+
+func (p *participant) onPubOffer(sdp string, sources map[string]Source) {
+	if p.observer {
+		return
+	}
+	if p.pub == nil {
+		pc, err := p.newPub()
+		if err != nil {
+			p.log.Warn("sfu: cannot make the pub connection", "err", err)
+			return
+		}
+		p.pub = pc
+	}
+	for mid, src := range sources {
+		if src.Valid() && len(p.sources) < 16 {
+			p.sources[mid] = src
+		}
+	}
+	if err := p.pub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
+		p.log.Info("sfu: pub offer refused", "err", err)
+		return
+	}
+	receiving := 0
+	for _, t := range p.pub.GetTransceivers() {
+		if d := t.Direction(); d == webrtc.RTPTransceiverDirectionRecvonly || d == webrtc.RTPTransceiverDirectionSendrecv {
+			receiving++
+		}
+	}
+	if receiving > maxPublished {
+		p.log.Info("sfu: pub offer with too many tracks", "tracks", receiving)
+		p.stop()
+		return
+	}
+	answer, err := p.pub.CreateAnswer(nil)
+	if err == nil {
+		err = p.pub.SetLocalDescription(answer)
+	}
+	if err != nil {
+		p.log.Info("sfu: cannot answer the pub offer", "err", err)
+		return
+	}
+	p.sink().Description(Pub, "answer", p.pub.LocalDescription().SDP)
+	for _, c := range p.pubPending {
+		p.pub.AddICECandidate(c)
+	}
+	p.pubPending = nil
+	// A track the client stopped sending is unpublished.
+	for src, up := range p.ups {
+		if !p.stillReceiving(up) {
+			delete(p.ups, src)
+			p.r.unpublish(up)
+		}
+	}
+}
+
+func (p *participant) stillReceiving(up *upTrack) bool {
+	for _, t := range p.pub.GetTransceivers() {
+		if t.Receiver() == up.receiver {
+			d := t.Direction()
+			return d == webrtc.RTPTransceiverDirectionRecvonly || d == webrtc.RTPTransceiverDirectionSendrecv
+		}
+	}
+	return false
+}
+
+func (p *participant) newPub() (*webrtc.PeerConnection, error) {
+	api, err := p.s.api(false, nil)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, err
+	}
+	p.wirePC(pc, Pub)
+	pc.OnTrack(func(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) { p.mail.put(evTrack{t, r}) })
+	return pc, nil
+}
+
+// wirePC sends a connection's candidates to the client and its state to the goroutine.
+func (p *participant) wirePC(pc *webrtc.PeerConnection, which PC) {
+	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
+		if c == nil {
+			p.sink().Candidate(which, nil)
+			return
+		}
+		b, err := json.Marshal(c.ToJSON())
+		if err == nil {
+			p.sink().Candidate(which, b)
+		}
+	})
+	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) { p.mail.put(evPCState{which, s}) })
+}
+
+// onTrack takes a new incoming track (a simulcast layer has one each): the first makes
+// the publication, the others add its layers. Each gets its reader.
+func (p *participant) onTrack(t *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
+	l := layerIndex(t.RID())
+	if l < 0 {
+		p.log.Info("sfu: unknown simulcast layer", "rid", t.RID())
+		return
+	}
+	if !strings.EqualFold(t.Codec().MimeType, webrtc.MimeTypeVP8) && !strings.EqualFold(t.Codec().MimeType, webrtc.MimeTypeOpus) {
+		p.log.Info("sfu: unsupported codec", "codec", t.Codec().MimeType)
+		return
+	}
+	src := SourceAudio
+	if t.Kind() == webrtc.RTPCodecTypeVideo {
+		src = SourceCamera
+		mid := ""
+		for _, tr := range p.pub.GetTransceivers() {
+			if tr.Receiver() == recv {
+				mid = tr.Mid()
+			}
+		}
+		if s, ok := p.sources[mid]; ok && s != SourceAudio {
+			src = s
+		} else if up := p.ups[SourceCamera]; up != nil && up.receiver != recv {
+			src = SourceScreen // a second video without a declared source
+		}
+	}
+	up := p.ups[src]
+	fresh := up == nil || up.receiver != recv
+	if fresh {
+		if up != nil {
+			p.r.unpublish(up) // replaced by a new transceiver
+		}
+		up = newUpTrack(p, src, t, recv)
+		p.ups[src] = up
+	}
+	ly := &up.layers[l]
+	ly.track.Store(t)
+	ly.ssrc.Store(uint32(t.SSRC()))
+	up.live.Add(1)
+	p.readers.Add(1)
+	go func() { // ends when the pub connection closes or stops receiving this track
+		defer p.readers.Done()
+		up.read(l, t)
+		if up.live.Add(-1) == 0 {
+			p.mail.put(evLayerEnded{up})
+		}
+	}()
+	p.rtcpReaders.Add(1)
+	go func() { defer p.rtcpReaders.Done(); drainRTCP(recv, t.RID()) }() // ends with the receiver
+	if fresh {
+		p.log.Info("sfu: publishing", "source", string(src), "simulcast", up.simulcast)
+		p.r.publish(up)
+	}
+}
+
+// drainRTCP reads a layer's RTCP (the publisher's sender reports), which keeps pion's
+// interceptors informed.
+func drainRTCP(r *webrtc.RTPReceiver, rid string) {
+	buf := make([]byte, 1500)
+	for {
+		var err error
+		if rid == "" {
+			_, _, err = r.Read(buf)
+		} else {
+			_, _, err = r.ReadSimulcast(buf, rid)
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// --- sub: the SFU offers the others' tracks ----------------------------------------------
+
+func (p *participant) ensureSub() bool {
+	if p.sub != nil {
+		return true
+	}
+	api, err := p.s.api(true, func(e cc.BandwidthEstimator) { p.bwe = e })
+	if err == nil {
+		p.sub, err = api.NewPeerConnection(webrtc.Configuration{})
+	}
+	if err != nil {
+		p.log.Warn("sfu: cannot make the sub connection", "err", err)
+		return false
+	}
+	p.wirePC(p.sub, Sub)
+	p.subscribing.Store(true)
+	p.s.m.visitSubscribers(p.r.id, p.r.subscriberCount())
+	return true
+}
+
+func (p *participant) subscribe(up *upTrack) {
+	if p.subs[up] != nil || up.owner.stopping() || !p.ensureSub() {
+		return
+	}
+	d := newDownTrack(up, p)
+	sender, err := p.sub.AddTrack(d)
+	if err != nil {
+		p.log.Warn("sfu: cannot add a down track", "err", err)
+		return
+	}
+	d.sender = sender
+	p.subs[up] = d
+	p.s.wg.Add(2)
+	go func() { defer p.s.wg.Done(); d.writeLoop() }() // ends at d.close
+	go func() { defer p.s.wg.Done(); d.readRTCP() }()  // ends when the sender stops
+	up.addDown(d)
+	p.subDirty = true
+	p.allocate()
+}
+
+func (p *participant) unsubscribe(up *upTrack) {
+	d := p.subs[up]
+	if d == nil {
+		return
+	}
+	delete(p.subs, up)
+	up.removeDown(d)
+	if err := p.sub.RemoveTrack(d.sender); err != nil {
+		p.log.Debug("sfu: remove track", "err", err)
+	}
+	d.close()
+	p.subDirty = true
+}
+
+// negotiateSub sends a new offer on the sub connection when its tracks changed, unless an
+// offer is already out (the answer brings us back here) or the client is not connected.
+func (p *participant) negotiateSub() {
+	if p.sub == nil || p.subAwaiting || !p.connected || p.sub.SignalingState() == webrtc.SignalingStateClosed {
+		return
+	}
+	offer, err := p.sub.CreateOffer(&webrtc.OfferOptions{ICERestart: p.subRestart})
+	if err == nil {
+		err = p.sub.SetLocalDescription(offer)
+	}
+	if err != nil {
+		p.log.Warn("sfu: cannot offer on the sub connection", "err", err)
+		return
+	}
+	p.subDirty, p.subRestart, p.subAwaiting = false, false, true
+	p.sink().Tracks(p.trackList())
+	p.sink().Description(Sub, "offer", p.sub.LocalDescription().SDP)
+}
+
+// trackList is every track of the sub connection, by mid.
+func (p *participant) trackList() []Track {
+	out := []Track{}
+	for _, t := range p.sub.GetTransceivers() {
+		s := t.Sender()
+		if s == nil {
+			continue
+		}
+		d, ok := s.Track().(*downTrack)
+		if !ok || t.Mid() == "" {
+			continue
+		}
+		out = append(out, Track{Mid: t.Mid(), Participant: d.up.publisher, Source: d.up.source, Kind: d.kind.String()})
+	}
+	return out
+}
+
+func (p *participant) onSubAnswer(sdp string) {
+	if p.sub == nil || !p.subAwaiting {
+		return // stale
+	}
+	if err := p.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
+		p.log.Info("sfu: sub answer refused", "err", err)
+		return
+	}
+	p.subAwaiting = false
+	p.twcc = strings.Contains(sdp, "transport-cc")
+	for _, c := range p.subPending {
+		p.sub.AddICECandidate(c)
+	}
+	p.subPending = nil
+}
+
+func (p *participant) onPCState(which PC, s webrtc.PeerConnectionState) {
+	p.log.Debug("sfu: connection state", "pc", string(which), "state", s.String())
+	switch s {
+	case webrtc.PeerConnectionStateFailed:
+		if !p.connected {
+			p.stop()
+			return
+		}
+		if which == Sub {
+			p.subRestart = true // the SFU offers on sub, so it restarts ICE there
+		}
+	case webrtc.PeerConnectionStateClosed:
+		if !p.connected {
+			p.stop()
+		}
+	}
+}
+
+// --- layers ------------------------------------------------------------------------------
+
+// audioReserve is the bandwidth kept for each audio track before any video is given room:
+// Opus at its usual 32 kbit/s plus packet overhead at 50 packets a second.
+const audioReserve = 50_000
+
+// estimate is the subscriber's available bandwidth: pion's send-side estimator (GCC, from
+// transport-wide feedback), else the subscriber's REMB, else the starting guess.
+func (p *participant) estimate() int {
+	if p.bwe != nil && p.twcc {
+		return p.bwe.GetTargetBitrate()
+	}
+	if r := p.remb.Load(); r > 0 {
+		return int(r)
+	}
+	return p.s.cfg.InitialBitrate
+}
+
+// allocate chooses each video down track's layer: audio is reserved first, then video
+// by priority (screens, the active speaker, the others), each no larger than it is shown.
+func (p *participant) allocate() {
+	if len(p.subs) == 0 {
+		return
+	}
+	now := monotime()
+	budget := p.estimate() * 95 / 100
+	var downs []*downTrack
+	var ds, all []videoDemand
+	for up, d := range p.subs {
+		if up.kind == webrtc.RTPCodecTypeAudio {
+			budget -= audioReserve
+			continue
+		}
+		opts := up.options(now)
+		prio := 1
+		switch {
+		case up.source == SourceScreen:
+			prio = 3
+		case up.publisher == p.speaker:
+			prio = 2
+		}
+		maxH := 0
+		if d.renderH < 0 {
+			maxH = -1
+		} else if d.renderH > 0 {
+			maxH = d.renderH
+		}
+		vd := videoDemand{priority: prio, layers: opts, maxHeight: maxH, current: int(d.target.Load())}
+		downs = append(downs, d)
+		ds = append(ds, vd)
+		everything := vd
+		everything.layers = make([]layerOption, len(opts))
+		for i, o := range opts {
+			o.active = true
+			everything.layers[i] = o
+		}
+		everything.current = int(d.desired.Load())
+		all = append(all, everything)
+	}
+	targets := allocate(budget, ds)
+	desired := allocate(budget, all)
+	for i, d := range downs {
+		if old := d.target.Swap(int32(targets[i])); old != int32(targets[i]) && targets[i] >= 0 {
+			d.up.requestKeyframe(targets[i])
+		}
+		d.desired.Store(int32(desired[i]))
+	}
+}
+
+// --- the end -----------------------------------------------------------------------------
+
+// shutdown closes everything the participant owns and takes it out of the room.
+func (p *participant) shutdown() {
+	p.cancel()
+	if p.goneTimer != nil {
+		p.goneTimer.Stop()
+	}
+	p.r.forget(p)
+	for up, d := range p.subs {
+		up.removeDown(d)
+		d.close()
+	}
+	p.subs = nil
+	for _, pc := range []*webrtc.PeerConnection{p.pub, p.sub} {
+		if pc != nil {
+			if err := pc.Close(); err != nil {
+				p.log.Debug("sfu: close", "err", err)
+			}
+		}
+	}
+	p.readers.Wait()
+	p.rtcpReaders.Wait()
+	p.r.log.Info("sfu: participant left", "participant", p.id)
+}
+
+// api builds the pion API of one connection: its own media engine and interceptors (the
+// sub side's bandwidth estimator is per connection), the shared settings.
+func (s *SFU) api(sub bool, onBWE func(cc.BandwidthEstimator)) (*webrtc.API, error) {
+	m := &webrtc.MediaEngine{}
+	fb := []webrtc.RTCPFeedback{{Type: webrtc.TypeRTCPFBTransportCC}}
+	if err := m.RegisterCodec(webrtc.RTPCodecParameters{
+		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1", RTCPFeedback: fb},
+		PayloadType:        111,
+	}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, err
+	}
+	vfb := []webrtc.RTCPFeedback{{Type: webrtc.TypeRTCPFBTransportCC}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}
+	if sub {
+		vfb = append(vfb, webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBGoogREMB})
+	}
+	if err := m.RegisterCodec(webrtc.RTPCodecParameters{
+		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000, RTCPFeedback: vfb},
+		PayloadType:        96,
+	}, webrtc.RTPCodecTypeVideo); err != nil {
+		return nil, err
+	}
+	ir := &interceptor.Registry{}
+	lf := pionLogger(s.log)
+	if sub {
+		bwe, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
+			return gcc.NewSendSideBWE(
+				gcc.SendSideBWEInitialBitrate(s.cfg.InitialBitrate),
+				gcc.SendSideBWEMinBitrate(30_000),
+				gcc.SendSideBWEMaxBitrate(20_000_000),
+				gcc.SendSideBWEPacer(gcc.NewNoOpPacer()), // send at once: layers keep us under the estimate
+				gcc.WithLoggerFactory(lf),
+			)
+		})
+		if err != nil {
+			return nil, err
+		}
+		bwe.OnNewPeerConnection(func(_ string, e cc.BandwidthEstimator) { onBWE(e) })
+		ir.Add(bwe) // innermost: its send times are as close to the wire as can be
+		if err := webrtc.ConfigureNackWithOptions(m, ir, nil, nack.ResponderSize(nackBuffer), nack.WithResponderLoggerFactory(lf)); err != nil {
+			return nil, err
+		}
+		if err := webrtc.ConfigureRTCPReports(ir); err != nil {
+			return nil, err
+		}
+		// Outermost: the transport-wide sequence number is on a packet before the
+		// estimator records it.
+		if err := webrtc.ConfigureTWCCHeaderExtensionSender(m, ir); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := webrtc.ConfigureNackWithOptions(m, ir, []nack.GeneratorOption{nack.WithGeneratorLoggerFactory(lf)}); err != nil {
+			return nil, err
+		}
+		if err := webrtc.ConfigureRTCPReports(ir); err != nil {
+			return nil, err
+		}
+		if err := webrtc.ConfigureSimulcastExtensionHeaders(m); err != nil {
+			return nil, err
+		}
+		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: audioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
+			return nil, err
+		}
+		if err := webrtc.ConfigureTWCCSender(m, ir); err != nil {
+			return nil, err
+		}
+	}
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(s.settingEngine())), nil
+}

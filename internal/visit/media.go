@@ -1,0 +1,221 @@
+package visit
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/bedside/bedside/internal/audit"
+	"github.com/bedside/bedside/internal/store"
+)
+
+// Media modes of a live visit: P2P (browser to browser) or SFU (each participant to the
+// server, which forwards).
+const (
+	ModeP2P = "p2p"
+	ModeSFU = "sfu"
+)
+
+// sfuThreshold is how many admitted, connected people make a visit of policy auto move to
+// the SFU: two stay peer to peer.
+const sfuThreshold = 3
+
+// Media is the selective forwarding unit as the rooms use it: they tell it who takes part
+// and hand it the participants' signalling for it. Its methods must not block for long and
+// must not call back into the visit service; it talks to participants through their
+// MediaSink. app adapts package sfu to it.
+type Media interface {
+	// Join puts a participant into the SFU (or hands a reconnected one its new sink) and
+	// returns its SFU session, which changes whenever its SFU connections are new.
+	Join(visitID string, m MediaMember) (sfuSession string)
+	// Leave takes a participant out of the SFU for good.
+	Leave(visitID, participantID string)
+	// Disconnected: the participant's signalling was lost; it may come back.
+	Disconnected(visitID, participantID string)
+	// Signal hands the SFU a description or candidate of a participant's pub or sub
+	// connection.
+	Signal(visitID, participantID string, s MediaSignal) error
+	// VideoSize says at what size a subscriber shows a publisher's video (0x0 hidden).
+	VideoSize(visitID, subscriberID, publisherID, source string, width, height int)
+	// CloseRoom ends the visit's media.
+	CloseRoom(visitID string)
+}
+
+// MediaMember is a participant as the SFU gets it.
+type MediaMember struct {
+	ID       string
+	Session  string
+	Observer bool
+	Sink     MediaSink
+}
+
+// MediaSignal is a description or an ICE candidate for one of a participant's SFU
+// connections ("pub" or "sub").
+type MediaSignal struct {
+	PC        string
+	Type, SDP string // a description, or
+	Candidate []byte // an RTCIceCandidateInit (JSON), "null" at the end
+	Sources   map[string]string
+}
+
+// MediaSink is what the SFU says to one participant; the signalling client implements it
+// (as part of Member). Every method queues and returns.
+type MediaSink interface {
+	MediaDescription(pc, typ, sdp string)
+	MediaCandidate(pc string, candidate []byte)
+	Tracks(tracks []Track)
+	Layers(source string, active []string)
+	Speakers(active string, speaking []string)
+}
+
+// Track is one track a subscriber receives through the SFU.
+type Track struct {
+	Mid         string
+	Participant string
+	Source      string // audio, camera or screen
+	Kind        string // audio or video
+}
+
+// MediaState is a member's view of how the call carries media.
+type MediaState struct {
+	Mode       string // ModeP2P or ModeSFU
+	SFUSession string // in SFU mode: the member's SFU session
+}
+
+// Errors of the media path, mapped to protocol codes by the signalling.
+var (
+	// ErrNotSFU: an SFU message in a visit whose call is not (or not yet) in SFU mode.
+	ErrNotSFU = errors.New("the call is not through the SFU")
+)
+
+// useSFU reports whether the room's call should go through the SFU now. r.mu is held.
+func (r *room) useSFU(m *Manager) bool {
+	if m.media == nil {
+		return false
+	}
+	switch r.policy {
+	case store.PolicySFU:
+		return true
+	case store.PolicyP2P:
+		return false
+	}
+	n := 0
+	for _, mem := range r.members {
+		if mem.admitted {
+			n++
+		}
+	}
+	return n >= sfuThreshold
+}
+
+// updateMode moves the room's call to the SFU when its policy says so (make before break:
+// everyone opens connections to the SFU, and closes each peer connection once that peer
+// arrives through the SFU). Once in SFU mode a visit stays there. r.mu is held.
+// except (the member whose welcome or admission says so itself) is not sent a mode
+// message, nor put into the SFU: its caller does that.
+func (r *room) updateMode(ctx context.Context, m *Manager, reason string, except *member) {
+	if r.mode == ModeSFU || !r.useSFU(m) {
+		return
+	}
+	if r.policy == store.PolicySFU {
+		reason = "the visit's policy is sfu"
+	}
+	r.mode = ModeSFU
+	for _, mem := range r.sorted() {
+		if mem.admitted && mem != except {
+			r.joinMedia(m, mem)
+			mem.conn.Mode(r.mediaState(mem))
+		}
+	}
+	m.log.Info("call moved to the SFU", "visit", r.id, "reason", reason)
+	m.record(context.WithoutCancel(ctx), audit.VisitMode, r.id, "", map[string]string{"mode": ModeSFU, "reason": reason})
+}
+
+// joinMedia puts an admitted member into the SFU. r.mu is held.
+func (r *room) joinMedia(m *Manager, mem *member) {
+	mem.sfuSession = m.media.Join(r.id, MediaMember{ID: mem.p.ID, Session: mem.session, Observer: mem.p.Observer, Sink: mem.conn})
+}
+
+func (r *room) mediaState(mem *member) MediaState {
+	if r.mode == ModeSFU {
+		return MediaState{Mode: ModeSFU, SFUSession: mem.sfuSession}
+	}
+	return MediaState{Mode: ModeP2P}
+}
+
+// leaveMedia takes a participant out of the SFU (left, removed, revoked). r.mu is held.
+func (r *room) leaveMedia(m *Manager, id string) {
+	if r.mode == ModeSFU && m.media != nil {
+		m.media.Leave(r.id, id)
+	}
+}
+
+// MediaSignal hands the SFU a description or candidate of this member's pub or sub
+// connection. Observers may not publish.
+func (p *Presence) MediaSignal(s MediaSignal) error {
+	p.r.mu.Lock()
+	switch {
+	case !p.current():
+		p.r.mu.Unlock()
+		return ErrWrongState
+	case !p.mem.admitted:
+		p.r.mu.Unlock()
+		return ErrNotAdmitted
+	case p.r.mode != ModeSFU:
+		p.r.mu.Unlock()
+		return ErrNotSFU
+	case s.PC == "pub" && p.mem.p.Observer:
+		p.r.mu.Unlock()
+		return ErrForbidden
+	}
+	p.r.mu.Unlock()
+	return p.m.media.Signal(p.r.id, p.mem.p.ID, s)
+}
+
+// VideoSize tells the SFU at what size this member shows another's video.
+func (p *Presence) VideoSize(publisherID, source string, width, height int) error {
+	p.r.mu.Lock()
+	switch {
+	case !p.current():
+		p.r.mu.Unlock()
+		return ErrWrongState
+	case !p.mem.admitted:
+		p.r.mu.Unlock()
+		return ErrNotAdmitted
+	case p.r.mode != ModeSFU:
+		p.r.mu.Unlock()
+		return nil // nothing to adapt between browsers
+	}
+	p.r.mu.Unlock()
+	p.m.media.VideoSize(p.r.id, p.mem.p.ID, publisherID, source, width, height)
+	return nil
+}
+
+// Chat sends a chat message to every other admitted, connected participant (the call's
+// chat when it goes through the SFU; between browsers it uses their data channels).
+func (p *Presence) Chat(text string, at time.Time) error {
+	p.r.mu.Lock()
+	defer p.r.mu.Unlock()
+	if !p.current() {
+		return ErrWrongState
+	}
+	if !p.mem.admitted {
+		return ErrNotAdmitted
+	}
+	for _, o := range p.r.sorted() {
+		if o != p.mem && o.admitted {
+			o.conn.Chat(p.mem.p.ID, text, at)
+		}
+	}
+	return nil
+}
+
+// Mode is the live call's media mode ("" when nobody is connected).
+func (m *Manager) Mode(visitID string) string {
+	if r := m.liveRoom(visitID); r != nil {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.mode
+	}
+	return ""
+}
