@@ -29,7 +29,7 @@ type Config struct {
 	Rooms, Size int // rooms scenario
 	Subscribers int // fanout scenario
 	// Policy is the visits' media policy: "sfu" (media through the server) or "p2p"
-	// (browser to browser; the server only signals). "" leaves the server's default.
+	// (between the clients; the server only signals).
 	Policy string
 
 	Duration time.Duration // the measured window
@@ -81,8 +81,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("scenario %q: rooms or fanout", c.Scenario)
 	}
 	switch c.Policy {
-	case "", "sfu", "p2p":
+	case "sfu", "p2p":
 	default:
+		// Not auto: a call that moves to the SFU while it is measured measures the move.
 		return fmt.Errorf("policy %q: sfu or p2p", c.Policy)
 	}
 	if c.Duration < time.Second || c.Duration > 10*time.Minute {
@@ -211,9 +212,13 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 // subscriber is what one subscribing member should receive and did.
 type subscriber struct {
-	streams []uint32 // publisher streams it should get
-	tracks  func() []*trackRx
+	wants  []want
+	tracks func() []*trackRx
 }
+
+// want is one stream a subscriber should receive: a publisher's audio, or its camera in
+// one of the layers listed (the SFU chooses which, and may switch).
+type want []uint32
 
 // load is a running phase, ready to be measured.
 type load struct {
@@ -242,8 +247,8 @@ func (l *load) ready(ctx context.Context, timeout time.Duration) error {
 				}
 				t.mu.Unlock()
 			}
-			for _, id := range s.streams {
-				if !got[id] {
+			for _, w := range s.wants {
+				if !slices.ContainsFunc(w, func(id uint32) bool { return got[id] }) {
 					missing++
 				}
 			}
@@ -322,6 +327,7 @@ func (r *PhaseResult) collect(l *load) {
 		r.WriteErrors += p.errs.Load()
 	}
 	var lat, latSock []int64
+	var lost int64
 	var seqExpected, seqReceived int64
 	for _, s := range l.subs {
 		got := map[uint32]int64{}
@@ -342,11 +348,24 @@ func (r *PhaseResult) collect(l *load) {
 			}
 			t.mu.Unlock()
 		}
-		for _, id := range s.streams {
-			r.Expected += sent[id]
-			if sent[id] > 0 {
-				loss := 1 - float64(min(got[id], sent[id]))/float64(sent[id])
-				r.WorstLoss = max(r.WorstLoss, loss)
+		// Expected: what was sent in the window on the streams (layers) of a want that
+		// the subscriber received; if it received none, the most any layer sent.
+		for _, w := range s.wants {
+			var exp, most, rec int64
+			for _, id := range w {
+				if got[id] > 0 {
+					exp += sent[id]
+					rec += got[id]
+				}
+				most = max(most, sent[id])
+			}
+			if rec == 0 {
+				exp = most
+			}
+			r.Expected += exp
+			lost += max(0, exp-rec)
+			if exp > 0 {
+				r.WorstLoss = max(r.WorstLoss, float64(max(0, exp-rec))/float64(exp))
 			}
 		}
 	}
@@ -355,7 +374,7 @@ func (r *PhaseResult) collect(l *load) {
 		r.Sent += n
 	}
 	if r.Expected > 0 {
-		r.Loss = 1 - float64(min(r.Received, r.Expected))/float64(r.Expected)
+		r.Loss = float64(lost) / float64(r.Expected)
 	}
 	if seqExpected > 0 {
 		r.SeqLoss = 1 - float64(min(seqReceived, seqExpected))/float64(seqExpected)

@@ -49,7 +49,7 @@ func Command(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.IntVar(&cfg.Subscribers, "subscribers", cfg.Subscribers, "fanout: subscribers of the one publisher")
 	fs.IntVar(&cfg.Rooms, "rooms", cfg.Rooms, "rooms: number of visits")
 	fs.IntVar(&cfg.Size, "size", cfg.Size, "rooms: people per visit (the clinician, the patient, guests)")
-	fs.StringVar(&cfg.Policy, "policy", cfg.Policy, `the visits' media policy: sfu, or p2p (the server only signals; for comparison), or "" for the server's default`)
+	fs.StringVar(&cfg.Policy, "policy", cfg.Policy, "the visits' media policy: sfu, or p2p (the server only signals; for comparison)")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "the measured window of each run")
 	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "wait this long after everyone receives media, before measuring")
 	fs.IntVar(&cfg.Repeat, "repeat", cfg.Repeat, "runs of floor and server, alternating; medians are reported")

@@ -49,7 +49,7 @@ func runFloor(ctx context.Context, cfg Config) (PhaseResult, error) {
 		var pubs []*publisher
 		var subs []*subscriber
 		for mi, ro := range room {
-			c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: reply.Ports[ri][mi]})
+			c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: reply.Port})
 			if err != nil {
 				return PhaseResult{}, err
 			}
@@ -58,15 +58,20 @@ func runFloor(ctx context.Context, cfg Config) (PhaseResult, error) {
 			if err := enableTimestamps(c); err != nil {
 				return PhaseResult{}, err
 			}
-			if _, err := c.Write([]byte{0}); err != nil { // hello: the relay learns our address
+			if _, err := c.Write(relayHello(ri, mi)); err != nil { // the relay learns our address
 				return PhaseResult{}, err
 			}
 			var pub *publisher
 			if ro.publish {
-				pub = newPublisher(pubIdx, cfg.Profile, l.w)
+				// The top layer only: what the SFU forwards to a subscriber.
+				pub = newPublisher(pubIdx, cfg.Profile, l.w, false)
 				pubIdx++
 				write := func(b []byte) error { _, err := c.Write(b); return err }
-				pub.writeAudio, pub.writeVideo = write, write
+				pub.writeAudio = write
+				for i := range pub.writeVideo {
+					pub.writeVideo[i] = write
+				}
+				pub.start()
 				pubs = append(pubs, pub)
 			}
 			fr := &floorRx{w: l.w, bySSRC: map[uint32]*trackRx{}}
@@ -80,7 +85,7 @@ func runFloor(ctx context.Context, cfg Config) (PhaseResult, error) {
 		si := 0
 		for mi, ro := range room {
 			if ro.subscribe {
-				subs[si].streams = want[mi]
+				subs[si].wants = want[mi]
 				si++
 			}
 		}
@@ -97,9 +102,10 @@ func runFloor(ctx context.Context, cfg Config) (PhaseResult, error) {
 	return l.measure(ctx, cfg, "floor")
 }
 
-// roomStreams returns, for each member of a room, the streams it should receive: every
-// stream of every other member who publishes (pubs: the room's publishers in member order).
-func roomStreams(room []role, pubs []*publisher) [][]uint32 {
+// roomStreams returns, for each member of a room, what it should receive: from every other
+// member who publishes, the audio stream and one of the camera's layers (pubs: the room's
+// publishers in member order).
+func roomStreams(room []role, pubs []*publisher) [][]want {
 	byMember := make([]*publisher, len(room))
 	j := 0
 	for i, ro := range room {
@@ -108,7 +114,7 @@ func roomStreams(room []role, pubs []*publisher) [][]uint32 {
 			j++
 		}
 	}
-	out := make([][]uint32, len(room))
+	out := make([][]want, len(room))
 	for i, ro := range room {
 		if !ro.subscribe {
 			continue
@@ -117,8 +123,13 @@ func roomStreams(room []role, pubs []*publisher) [][]uint32 {
 			if k == i || p == nil {
 				continue
 			}
-			for _, st := range p.streams() {
-				out[i] = append(out[i], st.id)
+			out[i] = append(out[i], want{p.audio.id})
+			if len(p.video) > 0 {
+				var w want
+				for _, v := range p.video {
+					w = append(w, v.id)
+				}
+				out[i] = append(out[i], w)
 			}
 		}
 	}
@@ -214,8 +225,8 @@ func (r *relayProc) rooms(req relayRequest) (relayReply, error) {
 	if err := json.Unmarshal(line, &rep); err != nil {
 		return relayReply{}, fmt.Errorf("floor relay: %w", err)
 	}
-	if len(rep.Ports) != len(req.Rooms) {
-		return relayReply{}, fmt.Errorf("floor relay: %d rooms answered, %d asked", len(rep.Ports), len(req.Rooms))
+	if rep.Port == 0 {
+		return relayReply{}, fmt.Errorf("floor relay: no port")
 	}
 	return rep, nil
 }

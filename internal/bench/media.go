@@ -44,15 +44,44 @@ type Profile struct {
 	AudioInterval time.Duration // one Opus packet per interval
 	AudioSize     int           // RTP payload bytes of an audio packet
 	VideoFPS      int           // frames per second
-	VideoPackets  int           // RTP packets per frame
-	VideoSize     int           // RTP payload bytes of a video packet
+	VideoPackets  int           // RTP packets per frame of the top layer
+	VideoSize     int           // RTP payload bytes of a video packet of the top layer
+	// Simulcast: the camera as three layers q, h, f (docs/protocol.md) to the SFU; the top
+	// one (f) is VideoPackets x VideoSize per frame, h about a third of it and q a ninth.
+	// The floor relay and p2p get the top layer only.
+	Simulcast     bool
 	KeyframeEvery time.Duration // periodic key frames (0: only the first and on request)
 }
 
-// DefaultProfile is about what a browser sends in a 640x360 call: Opus at 32 kbit/s in
-// 20 ms packets, VP8 at about 500 kbit/s in 30 frames per second of two packets each.
+// layer is one encoding of the camera.
+type layer struct {
+	rid           string
+	width, height int
+	packets, size int // per frame
+}
+
+// DefaultProfile is about what a browser sends from a 640x360 camera: Opus at 32 kbit/s
+// in 20 ms packets, and VP8 at 30 frames per second in three simulcast layers of about
+// 100, 300 and 900 kbit/s (the Go client's layers), the top one in three packets a frame.
 func DefaultProfile() Profile {
-	return Profile{AudioInterval: 20 * time.Millisecond, AudioSize: 80, VideoFPS: 30, VideoPackets: 2, VideoSize: 1050, KeyframeEvery: 0}
+	return Profile{AudioInterval: 20 * time.Millisecond, AudioSize: 80, VideoFPS: 30, VideoPackets: 3, VideoSize: 1200, Simulcast: true}
+}
+
+// layers returns the camera's encodings, lowest first; all of them, or only the top one.
+func (p Profile) layers(all bool) []layer {
+	if p.VideoFPS == 0 {
+		return nil
+	}
+	top := layer{rid: "f", width: 640, height: 360, packets: p.VideoPackets, size: p.VideoSize}
+	if !p.Simulcast || !all {
+		return []layer{top}
+	}
+	frac := func(rid string, w, h, div int) layer {
+		bytes := max(p.VideoPackets*p.VideoSize/div, vp8KeyHeaderLen+trailerLen)
+		n := (bytes + 1199) / 1200
+		return layer{rid: rid, width: w, height: h, packets: n, size: max(bytes/n, vp8KeyHeaderLen+trailerLen)}
+	}
+	return []layer{frac("q", 160, 90, 9), frac("h", 320, 180, 3), top}
 }
 
 func (p Profile) validate() error {
@@ -71,12 +100,13 @@ func (p Profile) validate() error {
 	return nil
 }
 
-// PacketsPerSecond is the packets one publisher sends per second.
+// PacketsPerSecond is the packets one subscriber receives from one publisher per second:
+// audio and the top video layer.
 func (p Profile) PacketsPerSecond() float64 {
 	return float64(time.Second)/float64(p.AudioInterval) + float64(p.VideoFPS*p.VideoPackets)
 }
 
-// BitsPerSecond is one publisher's RTP bit rate (12-byte headers included).
+// BitsPerSecond is the RTP bit rate (12-byte headers included) of the same.
 func (p Profile) BitsPerSecond() float64 {
 	a := float64(time.Second) / float64(p.AudioInterval) * float64(12+p.AudioSize)
 	v := float64(p.VideoFPS*p.VideoPackets) * float64(12+p.VideoSize)
@@ -95,8 +125,9 @@ func fillAudio(b []byte) {
 	b[0] = 0x78 // TOC: SILK-only wideband 20 ms, one frame (the SFU does not decode it)
 }
 
-// fillVP8 writes the VP8 part of a video payload: packet i of a frame with picture id pid.
-func fillVP8(b []byte, pid uint16, first, key bool) {
+// fillVP8 writes the VP8 part of a video payload: a packet of a frame with picture id pid,
+// the first one of the frame or not, of a key frame of width x height or not.
+func fillVP8(b []byte, pid uint16, first, key bool, width, height int) {
 	b[0] = 0x80 // X
 	if first {
 		b[0] |= 0x10 // S: start of partition 0
@@ -117,8 +148,8 @@ func fillVP8(b []byte, pid uint16, first, key bool) {
 	b[4], b[5], b[6] = byte(tag), byte(tag>>8), byte(tag>>16)
 	if key {
 		b[7], b[8], b[9] = 0x9d, 0x01, 0x2a
-		binary.LittleEndian.PutUint16(b[10:], 640)
-		binary.LittleEndian.PutUint16(b[12:], 360)
+		binary.LittleEndian.PutUint16(b[10:], uint16(width))
+		binary.LittleEndian.PutUint16(b[12:], uint16(height))
 	}
 }
 

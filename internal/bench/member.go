@@ -30,7 +30,10 @@ type member struct {
 	wsOpen   int64 // when the WebSocket was open (bench clock)
 	firstRTP *firstTime
 
-	audio, video *webrtc.TrackLocalStaticRTP
+	audio, video *webrtc.TrackLocalStaticRTP // p2p mode
+
+	mode string   // p2p or sfu (under mu)
+	sfu  *sfuConn // SFU mode (under mu)
 
 	mu     sync.Mutex
 	rx     []*trackRx
@@ -76,8 +79,11 @@ func (m *member) dial(ctx context.Context, visitID string) error {
 
 // run handles signalling messages until ctx ends or the connection closes.
 func (m *member) run(ctx context.Context, welcome client.Welcome) {
-	for _, p := range welcome.Peers {
-		m.learn(ctx, p)
+	m.setMode(welcome.Mode, welcome.SFUSession)
+	if m.p2pMode() {
+		for _, p := range welcome.Peers {
+			m.learn(ctx, p)
+		}
 	}
 	if m.clinician {
 		m.admitWaiting(ctx, welcome.Waiting)
@@ -102,11 +108,26 @@ func (m *member) handle(ctx context.Context, msg client.Message) {
 		if msg.Decode(&w) == nil && m.clinician {
 			m.admitWaiting(ctx, w.Waiting)
 		}
-	case "admitted":
-		var a struct{ Peers []client.PeerInfo }
+	case "admitted", "mode":
+		var a struct {
+			Peers      []client.PeerInfo
+			Mode       string
+			SFUSession string `json:"sfu_session"`
+		}
 		msg.Decode(&a)
-		for _, p := range a.Peers {
-			m.learn(ctx, p)
+		m.setMode(a.Mode, a.SFUSession)
+		if m.p2pMode() {
+			for _, p := range a.Peers {
+				m.learn(ctx, p)
+			}
+		}
+	case "layers":
+		var l struct {
+			Source string
+			Active []string
+		}
+		if msg.Decode(&l) == nil && l.Source == "camera" && m.pub != nil {
+			m.pub.setActive(l.Active)
 		}
 	case "peer":
 		var e struct {
@@ -114,10 +135,11 @@ func (m *member) handle(ctx context.Context, msg client.Message) {
 			Peer  client.PeerInfo
 		}
 		msg.Decode(&e)
-		switch e.Event {
-		case "joined":
+		switch {
+		case !m.p2pMode(): // the SFU carries everyone
+		case e.Event == "joined":
 			m.learn(ctx, e.Peer)
-		case "left", "gone":
+		case e.Event == "left", e.Event == "gone":
 			m.drop(e.Peer.ID)
 		}
 	case "signal":
@@ -125,7 +147,13 @@ func (m *member) handle(ctx context.Context, msg client.Message) {
 		if err := msg.Decode(&s); err != nil {
 			return
 		}
-		if err := m.signal(ctx, s); err != nil {
+		var err error
+		if s.From == "sfu" {
+			err = m.sfuSignal(s)
+		} else {
+			err = m.signal(ctx, s)
+		}
+		if err != nil {
 			m.fail(fmt.Errorf("signal from %s: %w", s.From, err))
 		}
 	case "error":
@@ -151,16 +179,40 @@ func (m *member) admitWaiting(ctx context.Context, ws []client.Waiting) {
 	}
 }
 
+// setMode follows the call's mode: "sfu" opens the SFU connections (once per SFU session).
+// The bench runs visits whose policy is sfu or p2p, so a call never moves while measured.
+func (m *member) setMode(mode, session string) {
+	switch mode {
+	case "sfu":
+		m.enterSFU(session)
+	case "p2p", "":
+		m.mu.Lock()
+		if m.mode == "" {
+			m.mode = "p2p"
+		}
+		m.mu.Unlock()
+	}
+}
+
+func (m *member) p2pMode() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.mode != "sfu"
+}
+
 func (m *member) send(v any) error { return m.conn.Send(context.Background(), v) }
 
 // close ends the member's connections.
 func (m *member) close() {
 	m.mu.Lock()
-	pcs := m.p2p
+	pcs, s := m.p2p, m.sfu
 	m.p2p = nil
 	m.mu.Unlock()
 	for _, pc := range pcs {
 		pc.Close()
+	}
+	if s != nil {
+		s.close()
 	}
 	m.mu.Lock()
 	conn := m.conn

@@ -145,7 +145,8 @@ func (m *member) addMedia(pc *webrtc.PeerConnection, offerer bool) error {
 		if err != nil {
 			return err
 		}
-		go readRTCP(s, m.pub) // ends when the connection closes
+		pub := m.pub
+		go readRTCP(s, "", func() { pub.keyframe[len(pub.keyframe)-1].Store(true) }) // ends when the connection closes
 	}
 	if m.pub == nil && offerer {
 		for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {

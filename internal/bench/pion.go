@@ -2,22 +2,37 @@ package bench
 
 import (
 	"encoding/binary"
+	"io"
 	"net"
 	"sync"
-	"time"
 
 	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/logging"
 	"github.com/pion/rtcp"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
-// newAPI returns the pion API one load client's peer connections are made with: the
-// default codecs and interceptors (NACK, RTCP reports, TWCC: what a browser does), host
-// candidates on the loopback interface only, and sockets that keep the kernel's receive
+// newAPI returns the pion API one load client's peer connections are made with, as the Go
+// client's (internal/client, sfuAPI): the default codecs and interceptors (NACK, RTCP
+// reports, TWCC: what a browser does) and the audio level header extension; host
+// candidates on the loopback interface only; and sockets that keep the kernel's receive
 // time of every RTP packet in stamps.
 func newAPI(stamps *rxStamps) (*webrtc.API, error) {
 	n, err := newStampNet(stamps)
 	if err != nil {
+		return nil, err
+	}
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		return nil, err
+	}
+	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, err
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
 		return nil, err
 	}
 	se := webrtc.SettingEngine{}
@@ -28,52 +43,64 @@ func newAPI(stamps *rxStamps) (*webrtc.API, error) {
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 	// Loopback answers within microseconds; the default waits are for real networks.
 	se.SetHostAcceptanceMinWait(0)
-	se.SetSTUNGatherTimeout(time.Second)
-	return webrtc.NewAPI(webrtc.WithSettingEngine(se)), nil
+	se.LoggerFactory = quietPion{}
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
 
-// peerConnection makes a peer connection with the server's ICE servers (from welcome).
+// peerConnection makes a peer connection. It has no ICE servers: every path is on
+// loopback, and STUN or TURN would only add allocations and binding requests to the server
+// being measured.
 func peerConnection(api *webrtc.API) (*webrtc.PeerConnection, error) {
-	// No ICE servers: every path is on loopback, and STUN or TURN would only add
-	// allocations and binding requests to the server being measured.
 	return api.NewPeerConnection(webrtc.Configuration{})
 }
 
-// localTracks makes a publisher's Opus and VP8 tracks and points the publisher at them.
-func localTracks(p *publisher, label string) (audio, video *webrtc.TrackLocalStaticRTP, err error) {
-	audio, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", label)
-	if err != nil {
+var (
+	opus = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}
+	vp8  = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}
+)
+
+// p2pTracks makes a publisher's Opus track and one VP8 track (its single layer) and points
+// the publisher at them. In p2p mode every connection of a member shares them: one write
+// reaches every peer, as a browser's one camera track does.
+func p2pTracks(p *publisher, label string) (audio, video *webrtc.TrackLocalStaticRTP, err error) {
+	if audio, err = webrtc.NewTrackLocalStaticRTP(opus, "audio", label); err != nil {
 		return nil, nil, err
 	}
 	p.writeAudio = func(b []byte) error { _, err := audio.Write(b); return err }
-	if p.video == nil {
+	if len(p.layers) == 0 {
 		return audio, nil, nil
 	}
-	video, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", label)
-	if err != nil {
+	if video, err = webrtc.NewTrackLocalStaticRTP(vp8, "camera", label); err != nil {
 		return nil, nil, err
 	}
-	p.writeVideo = func(b []byte) error { _, err := video.Write(b); return err }
+	p.writeVideo[0] = func(b []byte) error { _, err := video.Write(b); return err }
 	return audio, video, nil
 }
 
-// readRTCP reads a sender's RTCP until the connection closes (which also keeps pion's
-// interceptors running) and asks the publisher for a key frame on PLI or FIR.
-func readRTCP(s *webrtc.RTPSender, p *publisher) {
+// readRTCP reads a sender's RTCP (of one simulcast rid, or all when rid is "") until the
+// connection closes, which also keeps pion's interceptors running, and calls onKey at a
+// picture loss indication or full intra request.
+func readRTCP(s *webrtc.RTPSender, rid string, onKey func()) {
 	buf := make([]byte, 1500)
 	for {
-		n, _, err := s.Read(buf)
+		var n int
+		var err error
+		if rid != "" {
+			n, _, err = s.ReadSimulcast(buf, rid)
+		} else {
+			n, _, err = s.Read(buf)
+		}
 		if err != nil {
 			return
 		}
 		pkts, err := rtcp.Unmarshal(buf[:n])
-		if err != nil {
+		if err != nil || onKey == nil {
 			continue
 		}
 		for _, pkt := range pkts {
 			switch pkt.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-				p.keyframe.Store(true)
+				onKey()
 			}
 		}
 	}
@@ -110,3 +137,9 @@ func newFirstTime() *firstTime { return &firstTime{done: make(chan struct{})} }
 func (f *firstTime) set(at int64) {
 	f.once.Do(func() { f.at = at; close(f.done) })
 }
+
+// quietPion keeps pion's logs out of the report (warnings about closed connections at the
+// end of every run).
+type quietPion struct{}
+
+func (quietPion) NewLogger(string) logging.LeveledLogger { return logging.NewDefaultLeveledLoggerForScope("", logging.LogLevelDisabled, io.Discard) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -13,37 +14,71 @@ type rtpWriter func(b []byte) error
 
 // publisher sends one participant's synthetic audio and video.
 type publisher struct {
-	idx   int
-	prof  Profile
-	w     *window
-	audio *txStream
-	video *txStream
-	// Where the packets go: pion tracks (SFU) or a UDP socket (floor).
-	writeAudio, writeVideo rtpWriter
-	// keyframe is set when a subscriber asked for a key frame (PLI or FIR from the SFU).
-	keyframe atomic.Bool
+	idx    int
+	prof   Profile
+	w      *window
+	layers []layer
+	audio  *txStream
+	video  []*txStream // one per layer, lowest first
+	// Where the packets go: pion tracks (SFU, p2p) or a UDP socket (floor). Set before run.
+	writeAudio rtpWriter
+	writeVideo []rtpWriter
+	// Per layer: sent at all (dynacast: the SFU says which layers anybody receives), and
+	// a key frame asked for (PLI or FIR).
+	active   []atomic.Bool
+	keyframe []atomic.Bool
 	errs     atomic.Int64 // writes that failed
+	// ready is closed when the writers are set: run sends nothing before.
+	ready     chan struct{}
+	readyOnce sync.Once
 }
 
-func newPublisher(idx int, prof Profile, w *window) *publisher {
-	p := &publisher{idx: idx, prof: prof, w: w, audio: &txStream{id: streamID(idx, kindAudio, 0)}}
-	if prof.VideoFPS > 0 {
-		p.video = &txStream{id: streamID(idx, kindVideo, 0)}
+// start lets run begin sending (the writers are set).
+func (p *publisher) start() { p.readyOnce.Do(func() { close(p.ready) }) }
+
+// newPublisher makes publisher idx's streams: audio and the camera in every layer of the
+// profile (simulcast) or only its top layer.
+func newPublisher(idx int, prof Profile, w *window, simulcast bool) *publisher {
+	p := &publisher{idx: idx, prof: prof, w: w, audio: &txStream{id: streamID(idx, kindAudio, 0)}, ready: make(chan struct{})}
+	p.layers = prof.layers(simulcast)
+	for i := range p.layers {
+		p.video = append(p.video, &txStream{id: streamID(idx, kindVideo, i)})
+	}
+	p.writeVideo = make([]rtpWriter, len(p.layers))
+	p.active = make([]atomic.Bool, len(p.layers))
+	p.keyframe = make([]atomic.Bool, len(p.layers))
+	for i := range p.active {
+		p.active[i].Store(true)
+		p.keyframe[i].Store(true) // the first frame is a key frame
 	}
 	return p
 }
 
 // streams returns the publisher's streams.
-func (p *publisher) streams() []*txStream {
-	if p.video == nil {
-		return []*txStream{p.audio}
+func (p *publisher) streams() []*txStream { return append([]*txStream{p.audio}, p.video...) }
+
+// setActive takes a layers message: only the named rids are sent.
+func (p *publisher) setActive(rids []string) {
+	for i, l := range p.layers {
+		on := len(p.layers) == 1
+		for _, r := range rids {
+			on = on || r == l.rid
+		}
+		if on && !p.active[i].Load() {
+			p.keyframe[i].Store(true) // a layer coming back starts with a key frame
+		}
+		p.active[i].Store(on)
 	}
-	return []*txStream{p.audio, p.video}
 }
 
-// run sends until ctx ends. It starts at a random offset within one packet interval, so
-// that many publishers do not send in lock step.
+// run sends until ctx ends, from when start is called. It begins at a random offset within
+// one packet interval, so that many publishers do not send in lock step.
 func (p *publisher) run(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-p.ready:
+	}
 	offset := time.Duration(rand.Int64N(int64(p.prof.AudioInterval)))
 	select {
 	case <-ctx.Done():
@@ -53,25 +88,30 @@ func (p *publisher) run(ctx context.Context) {
 	audio := time.NewTicker(p.prof.AudioInterval)
 	defer audio.Stop()
 	var videoC <-chan time.Time
-	if p.video != nil {
+	var videoTick uint32
+	if len(p.layers) > 0 {
 		video := time.NewTicker(time.Second / time.Duration(p.prof.VideoFPS))
 		defer video.Stop()
 		videoC = video.C
-	}
-	var (
-		buf          = make([]byte, 12+1200)
-		aseq, vseq   = uint16(rand.Uint32()), uint16(rand.Uint32())
-		ats, vts     = rand.Uint32(), rand.Uint32()
-		pid          = uint16(rand.Uint32() & 0x7fff)
-		lastKey      time.Time
-		aSSRC, vSSRC        = 0x42000000 | p.audio.id, 0x42000000 | streamID(p.idx, kindVideo, 0)
-		audioTick           = uint32(48000 * p.prof.AudioInterval / time.Second)
-		videoTick    uint32 = 0
-	)
-	if p.video != nil {
 		videoTick = uint32(90000 / p.prof.VideoFPS)
 	}
-	p.keyframe.Store(true) // the first frame is a key frame
+	type vstate struct {
+		seq     uint16
+		pid     uint16
+		ssrc    uint32
+		lastKey time.Time
+	}
+	var (
+		buf       = make([]byte, 12+1200)
+		aseq      = uint16(rand.Uint32())
+		ats, vts  = rand.Uint32(), rand.Uint32()
+		aSSRC     = 0x42000000 | p.audio.id
+		audioTick = uint32(48000 * p.prof.AudioInterval / time.Second)
+		vs        = make([]vstate, len(p.layers))
+	)
+	for i := range vs {
+		vs[i] = vstate{seq: uint16(rand.Uint32()), pid: uint16(rand.Uint32() & 0x7fff), ssrc: 0x42000000 | p.video[i].id}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -85,21 +125,27 @@ func (p *publisher) run(ctx context.Context) {
 			p.send(p.writeAudio, p.audio, b)
 		case <-videoC:
 			vts += videoTick
-			pid = (pid + 1) & 0x7fff
-			key := false
-			if p.keyframe.Load() || (p.prof.KeyframeEvery > 0 && time.Since(lastKey) >= p.prof.KeyframeEvery) {
-				// Key frames on request at most every 300 ms, like a browser's encoder.
-				if time.Since(lastKey) >= 300*time.Millisecond {
-					key, lastKey = true, time.Now()
-					p.keyframe.Store(false)
+			for li, l := range p.layers {
+				if !p.active[li].Load() {
+					continue
 				}
-			}
-			for i := 0; i < p.prof.VideoPackets; i++ {
-				vseq++
-				b := buf[:12+p.prof.VideoSize]
-				putHeader(b, 96, vseq, vts, vSSRC, i == p.prof.VideoPackets-1)
-				fillVP8(b[12:], pid, i == 0, key)
-				p.send(p.writeVideo, p.video, b)
+				v := &vs[li]
+				v.pid = (v.pid + 1) & 0x7fff
+				key := false
+				if p.keyframe[li].Load() || (p.prof.KeyframeEvery > 0 && time.Since(v.lastKey) >= p.prof.KeyframeEvery) {
+					// Key frames on request at most every 300 ms, like a browser's encoder.
+					if time.Since(v.lastKey) >= 300*time.Millisecond {
+						key, v.lastKey = true, time.Now()
+						p.keyframe[li].Store(false)
+					}
+				}
+				for i := 0; i < l.packets; i++ {
+					v.seq++
+					b := buf[:12+l.size]
+					putHeader(b, 96, v.seq, vts, v.ssrc, i == l.packets-1)
+					fillVP8(b[12:], v.pid, i == 0, key, l.width, l.height)
+					p.send(p.writeVideo[li], p.video[li], b)
+				}
 			}
 		}
 	}
@@ -111,6 +157,9 @@ func (p *publisher) send(w rtpWriter, s *txStream, b []byte) {
 	sent := putTrailer(b[12:], s.id, c)
 	if p.w.contains(sent) {
 		s.inWindow.Add(1)
+	}
+	if w == nil {
+		return
 	}
 	if err := w(b); err != nil {
 		p.errs.Add(1)

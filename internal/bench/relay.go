@@ -3,48 +3,43 @@ package bench
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"sync"
-	"sync/atomic"
 )
 
 // The floor: a bare UDP relay of the same packets, in its own process on the server's
-// CPUs (`bedside bench relay`, started by the bench). It has one UDP socket per member of
-// a room, like an SFU's one transport per participant, and one read loop per socket; each
-// packet read from a member is written, from that read loop, to every other member of its
-// room that has said hello. No SRTP, no RTCP, no per-subscriber state beyond an address:
-// the least work any forwarder does to move these packets.
+// CPUs (`bedside bench relay`, started by the bench). Like the SFU it serves everyone on
+// one UDP port (the SFU's ICE UDP mux, --sfu-udp-addr); unlike it, it has one read loop
+// and nothing else: each datagram read from a member is written, from that loop, to every
+// other member of its room. No ICE, DTLS, SRTP or RTCP, no queues, no per-subscriber state
+// beyond an address: the least work any forwarder does to move these packets.
 //
 // Control, on stdin and stdout, one JSON line each way:
 //
-//	-> {"rooms":[4,4,4]}                  members per room
-//	<- {"ports":[[p,p,p,p],[...],[...]]}  each member's relay port, on 127.0.0.1
+//	-> {"rooms":[4,4,4]}   members per room
+//	<- {"port":40123}      the relay's port on 127.0.0.1
 //
-// A member's address is the source of the first datagram its socket receives (a hello:
-// any datagram that is not RTP). The relay runs until stdin is closed.
+// A member says hello first: a datagram of 9 bytes, 0x00 then its room and member numbers
+// (big-endian uint32). Datagrams from an address that has not said hello are dropped. The
+// relay runs until stdin is closed.
 
 type relayRequest struct {
 	Rooms []int `json:"rooms"`
 }
 
 type relayReply struct {
-	Ports [][]int `json:"ports"`
+	Port int `json:"port"`
 }
 
-// maxRelayMembers bounds the sockets the relay opens.
-const maxRelayMembers = 4096
+// maxRelayMembers bounds the members the relay serves.
+const maxRelayMembers = 10000
 
-type relayMember struct {
-	conn *net.UDPConn
-	peer atomic.Pointer[netip.AddrPort]
-}
-
-// RunRelay is the floor relay's process: it reads the rooms from in, answers the ports on
+// RunRelay is the floor relay's process: it reads the rooms from in, answers the port on
 // out, and relays until in is closed or ctx ends.
 func RunRelay(ctx context.Context, in io.Reader, out io.Writer) error {
 	rd := bufio.NewReader(in)
@@ -66,38 +61,21 @@ func RunRelay(ctx context.Context, in io.Reader, out io.Writer) error {
 	if total > maxRelayMembers {
 		return fmt.Errorf("relay: %d members, at most %d", total, maxRelayMembers)
 	}
-	rooms := make([][]*relayMember, len(req.Rooms))
-	reply := relayReply{Ports: make([][]int, len(req.Rooms))}
-	defer func() {
-		for _, r := range rooms {
-			for _, m := range r {
-				m.conn.Close()
-			}
-		}
-	}()
-	for i, n := range req.Rooms {
-		for range n {
-			c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-			if err != nil {
-				return fmt.Errorf("relay: %w", err)
-			}
-			c.SetReadBuffer(1 << 20)
-			c.SetWriteBuffer(1 << 20)
-			rooms[i] = append(rooms[i], &relayMember{conn: c})
-			reply.Ports[i] = append(reply.Ports[i], c.LocalAddr().(*net.UDPAddr).Port)
-		}
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return fmt.Errorf("relay: %w", err)
 	}
-	b, _ := json.Marshal(reply)
+	defer c.Close()
+	// As much buffer as the kernel allows: the floor should not lose what an SFU's
+	// socket would not.
+	c.SetReadBuffer(4 << 20)
+	c.SetWriteBuffer(4 << 20)
+	b, _ := json.Marshal(relayReply{Port: c.LocalAddr().(*net.UDPAddr).Port})
 	if _, err := out.Write(append(b, '\n')); err != nil {
 		return err
 	}
-	var wg sync.WaitGroup
-	for _, r := range rooms {
-		for _, m := range r {
-			wg.Add(1)
-			go func() { defer wg.Done(); relayLoop(m, r) }() // ends when its socket is closed
-		}
-	}
+	done := make(chan struct{})
+	go func() { defer close(done); relayLoop(c, req.Rooms) }() // ends when c is closed
 	// Until stdin closes (the bench is done, or gone) or ctx ends.
 	eof := make(chan struct{})
 	go func() { io.Copy(io.Discard, rd); close(eof) }() // ends at EOF: the parent closes it or dies
@@ -105,38 +83,51 @@ func RunRelay(ctx context.Context, in io.Reader, out io.Writer) error {
 	case <-eof:
 	case <-ctx.Done():
 	}
-	for _, r := range rooms {
-		for _, m := range r {
-			m.conn.Close()
-		}
-	}
-	wg.Wait()
+	c.Close()
+	<-done
 	return nil
 }
 
-func relayLoop(m *relayMember, room []*relayMember) {
+func relayLoop(c *net.UDPConn, sizes []int) {
+	rooms := make([][]netip.AddrPort, len(sizes)) // member addresses (zero: no hello yet)
+	for i, n := range sizes {
+		rooms[i] = make([]netip.AddrPort, n)
+	}
+	type place struct{ room, member int }
+	where := map[netip.AddrPort]place{}
 	buf := make([]byte, 1500)
 	for {
-		n, from, err := m.conn.ReadFromUDPAddrPort(buf)
+		n, from, err := c.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue
 		}
-		if m.peer.Load() == nil {
-			m.peer.Store(&from)
-		}
-		if n < 12 || buf[0]>>6 != 2 {
-			continue // a hello
-		}
-		for _, o := range room {
-			if o == m {
-				continue
+		if n == 9 && buf[0] == 0 { // hello
+			r, m := int(binary.BigEndian.Uint32(buf[1:])), int(binary.BigEndian.Uint32(buf[5:]))
+			if r < len(rooms) && m < len(rooms[r]) {
+				rooms[r][m] = from
+				where[from] = place{r, m}
 			}
-			if to := o.peer.Load(); to != nil {
-				o.conn.WriteToUDPAddrPort(buf[:n], *to)
+			continue
+		}
+		p, ok := where[from]
+		if !ok {
+			continue
+		}
+		for i, to := range rooms[p.room] {
+			if i != p.member && to.IsValid() {
+				c.WriteToUDPAddrPort(buf[:n], to)
 			}
 		}
 	}
+}
+
+// relayHello is a member's hello.
+func relayHello(room, member int) []byte {
+	b := make([]byte, 9)
+	binary.BigEndian.PutUint32(b[1:], uint32(room))
+	binary.BigEndian.PutUint32(b[5:], uint32(member))
+	return b
 }

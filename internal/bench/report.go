@@ -171,7 +171,7 @@ func newReport(cfg Config) *Report {
 			Scenario: cfg.Scenario, Policy: cfg.policyName(), Participants: t.members(),
 			Duration: cfg.Duration.Seconds(), Warmup: cfg.Warmup.Seconds(), Repeat: cfg.Repeat,
 			AudioInterval: float64(cfg.Profile.AudioInterval) / 1e6, AudioSize: cfg.Profile.AudioSize,
-			VideoFPS: cfg.Profile.VideoFPS, VideoPackets: cfg.Profile.VideoPackets, VideoSize: cfg.Profile.VideoSize, VideoLayers: 1,
+			VideoFPS: cfg.Profile.VideoFPS, VideoPackets: cfg.Profile.VideoPackets, VideoSize: cfg.Profile.VideoSize, VideoLayers: len(cfg.Profile.layers(cfg.Policy == "sfu")),
 			PublisherPPS: cfg.Profile.PacketsPerSecond(), PublisherKbps: cfg.Profile.BitsPerSecond() / 1e3,
 		},
 	}
@@ -304,8 +304,8 @@ func (r *Report) WriteText(w io.Writer) error {
 		what = fmt.Sprintf("rooms: %d visits of %d, everyone publishing", s.Rooms, s.Size)
 	}
 	fmt.Fprintf(w, "# bedside bench %s: %s (%d participants), policy %s\n", r.Started.Format(time.RFC3339), what, s.Participants, s.Policy)
-	fmt.Fprintf(w, "# per publisher: Opus %d B every %g ms + VP8 %d fps x %d packets of %d B (%d layer) = %.0f packets/s, %.0f kbit/s\n",
-		s.AudioSize, s.AudioInterval, s.VideoFPS, s.VideoPackets, s.VideoSize, s.VideoLayers, s.PublisherPPS, s.PublisherKbps)
+	fmt.Fprintf(w, "# per publisher and subscriber: Opus %d B every %g ms + VP8 %d fps x %d packets of %d B = %.0f packets/s, %.0f kbit/s (the top of %d simulcast layers to the SFU; the floor relay gets the top layer only)\n",
+		s.AudioSize, s.AudioInterval, s.VideoFPS, s.VideoPackets, s.VideoSize, s.PublisherPPS, s.PublisherKbps, s.VideoLayers)
 	fmt.Fprintf(w, "# %d CPUs (%s), %s, %s; server and floor relay on CPUs %v, load clients on CPUs %v\n",
 		r.Machine.CPUs, r.Machine.Model, r.Machine.Kernel, r.Machine.Go, cpuList(r.Machine.ServerCPUs), cpuList(r.Machine.LoadCPUs))
 	fmt.Fprintf(w, "# window %gs after %gs warm-up, %d repeat(s)\n\n", s.Duration, s.Warmup, s.Repeat)

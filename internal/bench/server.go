@@ -48,7 +48,7 @@ func startServer(ctx context.Context, cfg Config) (*server, error) {
 		return nil, fmt.Errorf("bedside user add: %w: %s", err, out)
 	}
 	args := append([]string{"serve", "--data-dir", dir, "--http-addr", "127.0.0.1:0", "--stun-addr", "127.0.0.1:0",
-		"--turn", "off", "--require-mfa=false", "--log-format", "json", "--log-level", "info"}, cfg.ServerArgs...)
+		"--sfu-udp-addr", "127.0.0.1:0", "--turn", "off", "--require-mfa=false", "--log-format", "json", "--log-level", "info"}, cfg.ServerArgs...)
 	urls := make(chan string, 1)
 	s.child, err = startChild("server", cfg.Exe, args, cfg.ServerCPUs, environ(), func(line []byte) {
 		if u, ok := servingURL(line); ok {
@@ -93,7 +93,7 @@ func randomPassword() string {
 // createVisit creates a visit with the given media policy ("" for the server's default).
 func createVisit(ctx context.Context, c *client.Client, name, policy string) (client.Visit, error) {
 	body := map[string]any{"patient_name": name}
-	if policy == "sfu" {
+	if policy != "" {
 		body["policy"] = policy
 	}
 	var v client.Visit
@@ -178,10 +178,15 @@ func runServer(ctx context.Context, cfg Config) (PhaseResult, error) {
 				return PhaseResult{}, err
 			}
 			if ro.publish {
-				m.pub = newPublisher(pubIdx, cfg.Profile, l.w)
+				// Simulcast to the SFU (the pub connection sets the writers and starts
+				// it); the top layer only between peers.
+				m.pub = newPublisher(pubIdx, cfg.Profile, l.w, cfg.Policy == "sfu")
 				pubIdx++
-				if m.audio, m.video, err = localTracks(m.pub, fmt.Sprintf("bench-%d", m.idx)); err != nil {
-					return PhaseResult{}, err
+				if cfg.Policy == "p2p" {
+					if m.audio, m.video, err = p2pTracks(m.pub, fmt.Sprintf("bench-%d", m.idx)); err != nil {
+						return PhaseResult{}, err
+					}
+					m.pub.start()
 				}
 				pubs = append(pubs, m.pub)
 			}
@@ -196,7 +201,7 @@ func runServer(ctx context.Context, cfg Config) (PhaseResult, error) {
 		want := roomStreams(room, pubs)
 		for mi, m := range p.members {
 			if m.subscribe {
-				l.subs = append(l.subs, &subscriber{streams: want[mi], tracks: m.tracks})
+				l.subs = append(l.subs, &subscriber{wants: want[mi], tracks: m.tracks})
 			}
 		}
 		l.pubs = append(l.pubs, pubs...)
