@@ -14,6 +14,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -231,6 +232,31 @@ type load struct {
 	// joinTimes: WebSocket open to first RTP of the members who joined a room that
 	// already held a publisher.
 	joinTimes []time.Duration
+	// The forwarder's UDP ports and the load clients', for the kernel's drop counts; the
+	// server's metrics URL ("" for none).
+	serverPorts map[int]bool
+	clientPorts func() map[int]bool
+	metricsURL  string
+}
+
+// counters are what measure reads at both ends of the window.
+type counters struct {
+	serverDrops, clientDrops int64
+	metrics                  map[string]float64
+}
+
+func (l *load) counters(ctx context.Context) counters {
+	var c counters
+	if len(l.serverPorts) > 0 {
+		c.serverDrops, _ = udpDrops(l.serverPorts)
+	}
+	if l.clientPorts != nil {
+		c.clientDrops, _ = udpDrops(l.clientPorts())
+	}
+	if l.metricsURL != "" {
+		c.metrics, _ = scrapeMetrics(ctx, l.metricsURL, "bedside_sfu_")
+	}
+	return c
 }
 
 // ready waits until every subscriber receives every stream it should (or the timeout).
@@ -282,6 +308,7 @@ func (l *load) measure(ctx context.Context, cfg Config, name string) (PhaseResul
 		}
 	}
 	self0, _, _ = procSched(self)
+	c0 := l.counters(ctx)
 	t0 := time.Now()
 	l.w.start.Store(now())
 	if err := sleep(ctx, cfg.Duration); err != nil {
@@ -308,6 +335,19 @@ func (l *load) measure(ctx context.Context, cfg Config, name string) (PhaseResul
 	}
 	self1, _, _ := procSched(self)
 	res.LoadCPU = (self1 - self0).Seconds()
+	c1 := l.counters(ctx)
+	res.ServerSocketDrops = c1.serverDrops - c0.serverDrops
+	res.ClientSocketDrops = c1.clientDrops - c0.clientDrops
+	if c0.metrics != nil && c1.metrics != nil {
+		res.SFUForwarded = c1.metrics[`bedside_sfu_forwarded_packets_total{kind="audio"}`] + c1.metrics[`bedside_sfu_forwarded_packets_total{kind="video"}`] -
+			c0.metrics[`bedside_sfu_forwarded_packets_total{kind="audio"}`] - c0.metrics[`bedside_sfu_forwarded_packets_total{kind="video"}`]
+		res.SFUDropped = map[string]float64{}
+		for k, v := range c1.metrics {
+			if reason, ok := strings.CutPrefix(k, `bedside_sfu_dropped_packets_total{reason="`); ok {
+				res.SFUDropped[strings.TrimSuffix(reason, `"}`)] = v - c0.metrics[k]
+			}
+		}
+	}
 	// Packets sent at the end of the window may still be on their way.
 	if err := sleep(ctx, 500*time.Millisecond); err != nil {
 		return PhaseResult{}, err
@@ -329,8 +369,16 @@ func (r *PhaseResult) collect(l *load) {
 	var lat, latSock []int64
 	var lost int64
 	var seqExpected, seqReceived int64
+	top := map[uint32]bool{} // the top layers' stream ids
+	for _, p := range l.pubs {
+		if len(p.video) > 0 {
+			top[p.video[len(p.video)-1].id] = true
+		}
+	}
+	var videoPkts, topPkts int64
 	for _, s := range l.subs {
-		got := map[uint32]int64{}
+		got := map[uint32]int64{}  // packets per publisher stream
+		span := map[uint32]int64{} // first to last counter per publisher stream and track
 		for _, t := range s.tracks() {
 			t.mu.Lock()
 			r.Received += t.packets
@@ -344,23 +392,31 @@ func (r *PhaseResult) collect(l *load) {
 				seqReceived += t.packets
 			}
 			for id, sn := range t.byStr {
-				got[id] += sn.count()
+				n := sn.count()
+				got[id] += n
+				span[id] += sn.span()
+				if streamKind(id) == kindVideo {
+					videoPkts += n
+					if top[id] {
+						topPkts += n
+					}
+				}
 			}
 			t.mu.Unlock()
 		}
-		// Expected: what was sent in the window on the streams (layers) of a want that
-		// the subscriber received; if it received none, the most any layer sent.
+		// Each stream (each layer received of a camera) is expected from the first to
+		// the last packet of it that arrived in the window; a stream of which nothing
+		// arrived (a stall, a paused video) is expected whole: what the publisher sent.
 		for _, w := range s.wants {
-			var exp, most, rec int64
+			var exp, rec, most int64
 			for _, id := range w {
-				if got[id] > 0 {
-					exp += sent[id]
-					rec += got[id]
-				}
+				exp += span[id]
+				rec += got[id]
 				most = max(most, sent[id])
 			}
 			if rec == 0 {
 				exp = most
+				r.Stalled++
 			}
 			r.Expected += exp
 			lost += max(0, exp-rec)
@@ -368,6 +424,9 @@ func (r *PhaseResult) collect(l *load) {
 				r.WorstLoss = max(r.WorstLoss, float64(max(0, exp-rec))/float64(exp))
 			}
 		}
+	}
+	if videoPkts > 0 {
+		r.TopLayerShare = float64(topPkts) / float64(videoPkts)
 	}
 	r.Sent = 0
 	for _, n := range sent {

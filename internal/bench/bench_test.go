@@ -34,7 +34,7 @@ func TestBenchSmall(t *testing.T) {
 	defer cancel()
 	cfg := bench.DefaultConfig()
 	cfg.Scenario, cfg.Subscribers = bench.ScenarioFanout, 2
-	cfg.Policy = "p2p"
+	cfg.Policy = "sfu"
 	cfg.Duration, cfg.Warmup, cfg.Repeat = time.Second, 200*time.Millisecond, 1
 	cfg.Server, cfg.Email, cfg.Password, cfg.ServerPID = srv.URL(), email, pw, os.Getpid()
 	cfg.RelayInProcess = true

@@ -43,7 +43,9 @@ func runFloor(ctx context.Context, cfg Config) (PhaseResult, error) {
 		}
 		wg.Wait()
 	}()
-	l := &load{w: &window{}, members: topo.members(), pid: rl.pid, rss0: rss0}
+	l := &load{w: &window{}, members: topo.members(), pid: rl.pid, rss0: rss0, serverPorts: map[int]bool{reply.Port: true}}
+	clientPorts := map[int]bool{}
+	l.clientPorts = func() map[int]bool { return clientPorts }
 	pubIdx := 0
 	for ri, room := range topo.rooms {
 		var pubs []*publisher
@@ -54,6 +56,7 @@ func runFloor(ctx context.Context, cfg Config) (PhaseResult, error) {
 				return PhaseResult{}, err
 			}
 			conns = append(conns, c)
+			clientPorts[c.LocalAddr().(*net.UDPAddr).Port] = true
 			c.SetReadBuffer(1 << 20)
 			if err := enableTimestamps(c); err != nil {
 				return PhaseResult{}, err

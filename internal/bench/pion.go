@@ -142,4 +142,6 @@ func (f *firstTime) set(at int64) {
 // end of every run).
 type quietPion struct{}
 
-func (quietPion) NewLogger(string) logging.LeveledLogger { return logging.NewDefaultLeveledLoggerForScope("", logging.LogLevelDisabled, io.Discard) }
+func (quietPion) NewLogger(string) logging.LeveledLogger {
+	return logging.NewDefaultLeveledLoggerForScope("", logging.LogLevelDisabled, io.Discard)
+}

@@ -1,8 +1,13 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -148,4 +153,90 @@ func procSched(pid int) (run, wait time.Duration, err error) {
 		wait += time.Duration(w)
 	}
 	return run, wait, nil
+}
+
+// udpDrops returns the datagrams the kernel dropped at the receive buffers of the UDP
+// sockets bound to the given local ports (the "drops" column of /proc/net/udp): a reader
+// that fell behind.
+func udpDrops(ports map[int]bool) (int64, error) {
+	b, err := os.ReadFile("/proc/net/udp")
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for i, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if i == 0 || len(f) < 13 {
+			continue
+		}
+		_, port, ok := strings.Cut(f[1], ":")
+		if !ok {
+			continue
+		}
+		p, err := strconv.ParseInt(port, 16, 32)
+		if err != nil || !ports[int(p)] {
+			continue
+		}
+		d, err := strconv.ParseInt(f[len(f)-1], 10, 64)
+		if err == nil {
+			total += d
+		}
+	}
+	return total, nil
+}
+
+// freePort returns a loopback TCP or UDP port that was free a moment ago.
+func freePort(network string) (int, error) {
+	switch network {
+	case "udp":
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port, nil
+	default:
+		l, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		defer l.Close()
+		return l.Addr().(*net.TCPAddr).Port, nil
+	}
+}
+
+// scrapeMetrics reads a Prometheus text exposition and returns the samples whose names
+// start with prefix, by "name{labels}".
+func scrapeMetrics(ctx context.Context, url, prefix string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return nil, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 16<<20))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		out[line[:i]] = v
+	}
+	return out, sc.Err()
 }

@@ -20,19 +20,33 @@ type PhaseResult struct {
 	Participants int     `json:"participants"`
 	Window       float64 `json:"window_s"`
 
-	// Packets: sent by the publishers in the window; expected at the subscribers (sent x
-	// subscribers of each stream); received (each once); duplicates; RTP bytes received.
+	// Packets: sent by the publishers in the window (all layers); expected at the
+	// subscribers; received (each once); duplicates; RTP bytes received.
 	Sent       int64 `json:"sent"`
 	Expected   int64 `json:"expected"`
 	Received   int64 `json:"received"`
 	Duplicates int64 `json:"duplicates"`
 	Bytes      int64 `json:"bytes"`
-	// Loss: 1 - received/expected. SeqLoss: from the RTP sequence numbers each subscriber
-	// saw (gaps between the first and last packet of the window). WorstLoss: the worst
-	// of any one subscriber's streams.
-	Loss      float64 `json:"loss"`
-	SeqLoss   float64 `json:"seq_loss"`
-	WorstLoss float64 `json:"worst_loss"`
+	// Loss: per subscriber and publisher stream (each simulcast layer received), the gaps
+	// in the publisher's packet counters between the first and the last packet that
+	// arrived in the window; a stream of which nothing arrived (Stalled) counts whole.
+	// SeqLoss: the same from the RTP sequence numbers each subscriber saw (rewritten by the
+	// SFU). WorstLoss: the worst of any one subscriber's streams. TopLayerShare: of the
+	// video packets received, those of the top simulcast layer (below 1: the SFU sent
+	// lower layers, for its bandwidth estimate).
+	Loss          float64 `json:"loss"`
+	SeqLoss       float64 `json:"seq_loss"`
+	WorstLoss     float64 `json:"worst_loss"`
+	Stalled       int     `json:"stalled"`
+	TopLayerShare float64 `json:"top_layer_share"`
+
+	// Where packets were lost: datagrams the kernel dropped at the forwarder's socket and
+	// at the load clients' sockets (receive buffers full: a reader fell behind), and the
+	// SFU's own counts from its metrics (forwarded, and dropped by reason).
+	ServerSocketDrops int64              `json:"server_socket_drops"`
+	ClientSocketDrops int64              `json:"client_socket_drops"`
+	SFUForwarded      float64            `json:"sfu_forwarded,omitempty"`
+	SFUDropped        map[string]float64 `json:"sfu_dropped,omitempty"`
 
 	ForwardedPPS  float64 `json:"forwarded_pps"`
 	ForwardedMbps float64 `json:"forwarded_mbps"`
@@ -256,7 +270,12 @@ func medianPhase(ps []*PhaseResult) *PhaseResult {
 	m.Duplicates = i(func(p *PhaseResult) int64 { return p.Duplicates })
 	m.Bytes = i(func(p *PhaseResult) int64 { return p.Bytes })
 	m.Loss = f(func(p *PhaseResult) float64 { return p.Loss })
+	m.ServerSocketDrops = i(func(p *PhaseResult) int64 { return p.ServerSocketDrops })
+	m.ClientSocketDrops = i(func(p *PhaseResult) int64 { return p.ClientSocketDrops })
+	m.SFUForwarded = f(func(p *PhaseResult) float64 { return p.SFUForwarded })
 	m.SeqLoss = f(func(p *PhaseResult) float64 { return p.SeqLoss })
+	m.Stalled = int(f(func(p *PhaseResult) float64 { return float64(p.Stalled) }))
+	m.TopLayerShare = f(func(p *PhaseResult) float64 { return p.TopLayerShare })
 	m.WorstLoss = f(func(p *PhaseResult) float64 { return p.WorstLoss })
 	m.ForwardedPPS = f(func(p *PhaseResult) float64 { return p.ForwardedPPS })
 	m.ForwardedMbps = f(func(p *PhaseResult) float64 { return p.ForwardedMbps })
@@ -310,7 +329,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		r.Machine.CPUs, r.Machine.Model, r.Machine.Kernel, r.Machine.Go, cpuList(r.Machine.ServerCPUs), cpuList(r.Machine.LoadCPUs))
 	fmt.Fprintf(w, "# window %gs after %gs warm-up, %d repeat(s)\n\n", s.Duration, s.Warmup, s.Repeat)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "run\tpath\tfwd pkt/s\tfwd Mbit/s\tloss\tworst\tp50 us\tp99 us\tmax us\tread p99 us\tsrv CPU\twait\tus/pkt\tcore%/Mbit/s\tKiB/member\tjoin p50 ms\tjoin p99 ms\tload CPU\t")
+	fmt.Fprintln(tw, "run\tpath\tfwd pkt/s\tfwd Mbit/s\tloss\tworst\ttop layer\tp50 us\tp99 us\tmax us\tread p99 us\tsrv CPU\twait\tus/pkt\tcore%/Mbit/s\tKiB/member\tjoin p50 ms\tjoin p99 ms\tload CPU\t")
 	row := func(run string, p *PhaseResult) {
 		if p == nil {
 			return
@@ -319,8 +338,8 @@ func (r *Report) WriteText(w io.Writer) error {
 		if p.JoinsMeasured > 0 {
 			join50, join99 = fmt.Sprintf("%.0f", p.JoinP50), fmt.Sprintf("%.0f", p.JoinP99)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f%%\t%.1f%%\t%.2f\t%.2f\t%.0f\t%s\t%s\t%.0f%%\t\n",
-			run, strings.TrimSuffix(p.Name, " (median)"), p.ForwardedPPS, p.ForwardedMbps, pct(p.Loss), pct(p.WorstLoss),
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%s\t%s\t%.0f%%\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f%%\t%.1f%%\t%.2f\t%.2f\t%.0f\t%s\t%s\t%.0f%%\t\n",
+			run, strings.TrimSuffix(p.Name, " (median)"), p.ForwardedPPS, p.ForwardedMbps, pct(p.Loss), pct(p.WorstLoss), 100*p.TopLayerShare,
 			p.LatencyP50, p.LatencyP99, p.LatencyMax, p.AppLatencyP99, 100*p.ServerUtil, 100*p.ServerWait/max(p.Window, 1e-9), p.CPUPerPacket, p.CPUPerMbps, p.MemPerMember/1024,
 			join50, join99, 100*p.LoadUtil)
 	}
@@ -331,6 +350,19 @@ func (r *Report) WriteText(w io.Writer) error {
 	row("median", r.Median.Floor)
 	row("median", r.Median.Server)
 	tw.Flush()
+	for i, run := range r.Runs {
+		for _, p := range []*PhaseResult{run.Floor, run.Server} {
+			if p == nil || (p.Loss == 0 && p.ServerSocketDrops == 0 && p.ClientSocketDrops == 0) {
+				continue
+			}
+			fmt.Fprintf(w, "\nrun %d %s: loss %s (RTP sequence gaps %s, %d streams stalled); kernel drops at the forwarder's socket %d, at the clients' sockets %d",
+				i+1, p.Name, pct(p.Loss), pct(p.SeqLoss), p.Stalled, p.ServerSocketDrops, p.ClientSocketDrops)
+			if len(p.SFUDropped) > 0 {
+				fmt.Fprintf(w, "; SFU dropped %v", p.SFUDropped)
+			}
+		}
+	}
+	fmt.Fprintln(w)
 	if r.Median.CPUPerPacketRatio > 0 {
 		fmt.Fprintf(w, "\nserver / floor (median of per-run ratios): CPU per forwarded packet %.2fx, latency p50 %.2fx, p99 %.2fx\n",
 			r.Median.CPUPerPacketRatio, r.Median.LatencyP50Ratio, r.Median.LatencyP99Ratio)

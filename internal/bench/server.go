@@ -19,6 +19,8 @@ import (
 type server struct {
 	url             string
 	pid             int
+	sfuPort         int    // the SFU's UDP port (0: unknown)
+	metrics         string // its metrics URL ("": none)
 	email, password string
 	child           *child
 	dir             string
@@ -47,8 +49,16 @@ func startServer(ctx context.Context, cfg Config) (*server, error) {
 	if out, err := add.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("bedside user add: %w: %s", err, out)
 	}
+	if s.sfuPort, err = freePort("udp"); err != nil {
+		return nil, err
+	}
+	mport, err := freePort("tcp")
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", mport)
 	args := append([]string{"serve", "--data-dir", dir, "--http-addr", "127.0.0.1:0", "--stun-addr", "127.0.0.1:0",
-		"--sfu-udp-addr", "127.0.0.1:0", "--turn", "off", "--require-mfa=false", "--log-format", "json", "--log-level", "info"}, cfg.ServerArgs...)
+		"--sfu-udp-addr", fmt.Sprintf("127.0.0.1:%d", s.sfuPort), "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", mport), "--turn", "off", "--require-mfa=false", "--log-format", "json", "--log-level", "info"}, cfg.ServerArgs...)
 	urls := make(chan string, 1)
 	s.child, err = startChild("server", cfg.Exe, args, cfg.ServerCPUs, environ(), func(line []byte) {
 		if u, ok := servingURL(line); ok {
@@ -114,7 +124,20 @@ func runServer(ctx context.Context, cfg Config) (PhaseResult, error) {
 	if err := admin.SignIn(ctx, srv.email, srv.password); err != nil {
 		return PhaseResult{}, fmt.Errorf("sign in as %s: %w", srv.email, err)
 	}
-	l := &load{w: &window{}, members: topo.members(), pid: srv.pid}
+	var all []*member
+	l := &load{w: &window{}, members: topo.members(), pid: srv.pid, metricsURL: srv.metrics}
+	if srv.sfuPort != 0 {
+		l.serverPorts = map[int]bool{srv.sfuPort: true}
+	}
+	l.clientPorts = func() map[int]bool {
+		ports := map[int]bool{}
+		for _, m := range all {
+			for _, p := range m.stamps.localPorts() {
+				ports[p] = true
+			}
+		}
+		return ports
+	}
 	if srv.pid != 0 {
 		if l.rss0, err = procRSS(srv.pid); err != nil {
 			return PhaseResult{}, err
@@ -122,7 +145,6 @@ func runServer(ctx context.Context, cfg Config) (PhaseResult, error) {
 	}
 	lctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	var all []*member
 	defer func() {
 		cancel()
 		for _, m := range all {

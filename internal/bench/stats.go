@@ -80,6 +80,24 @@ func newTrackRx(w *window) *trackRx {
 	return &trackRx{w: w, byStr: map[uint32]*seen{}, any: map[uint32]bool{}}
 }
 
+// span is the number of counters from the first seen to the last seen.
+func (s *seen) span() int64 {
+	first, last := -1, -1
+	for i, b := range s.bits {
+		if b == 0 {
+			continue
+		}
+		if first < 0 {
+			first = i*64 + bits.TrailingZeros64(b)
+		}
+		last = i*64 + 63 - bits.LeadingZeros64(b)
+	}
+	if first < 0 {
+		return 0
+	}
+	return int64(last - first + 1)
+}
+
 // count is the number of counters seen.
 func (s *seen) count() int64 {
 	n := 0

@@ -22,6 +22,19 @@ import (
 type rxStamps struct {
 	mu    sync.Mutex
 	rings map[uint32]*stampRing
+	ports []int // the local ports of the client's sockets
+}
+
+func (r *rxStamps) addPort(p int) {
+	r.mu.Lock()
+	r.ports = append(r.ports, p)
+	r.mu.Unlock()
+}
+
+func (r *rxStamps) localPorts() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]int(nil), r.ports...)
 }
 
 // stampRing holds the receive times of the last 1024 sequence numbers of one SSRC.
@@ -83,6 +96,7 @@ func (n *stampNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPC
 		c.Close()
 		return nil, err
 	}
+	n.stamps.addPort(c.LocalAddr().(*net.UDPAddr).Port)
 	return &stampConn{UDPConn: c, stamps: n.stamps}, nil
 }
 
