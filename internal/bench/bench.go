@@ -378,7 +378,7 @@ func (r *PhaseResult) collect(l *load) {
 	var videoPkts, topPkts int64
 	for _, s := range l.subs {
 		got := map[uint32]int64{}  // packets per publisher stream
-		span := map[uint32]int64{} // first to last counter per publisher stream and track
+		span := map[uint32]int64{} // counters spanned by the runs of each publisher stream
 		for _, t := range s.tracks() {
 			t.mu.Lock()
 			r.Received += t.packets
@@ -390,11 +390,20 @@ func (r *PhaseResult) collect(l *load) {
 			if t.packets > 0 {
 				seqExpected += t.seqMax - t.seqMin + 1
 				seqReceived += t.packets
+				if os.Getenv("BENCH_DEBUG") != "" {
+					fmt.Fprintf(os.Stderr, "track: packets %d seq %d..%d dups %d streams:", t.packets, t.seqMin, t.seqMax, t.dups)
+					for id, rt := range t.runTotals() {
+						fmt.Fprintf(os.Stderr, " %x:%d/%d", id, rt.packets, rt.span)
+					}
+					fmt.Fprintln(os.Stderr)
+				}
+			}
+			for id, rt := range t.runTotals() {
+				span[id] += rt.span
 			}
 			for id, sn := range t.byStr {
 				n := sn.count()
 				got[id] += n
-				span[id] += sn.span()
 				if streamKind(id) == kindVideo {
 					videoPkts += n
 					if top[id] {
@@ -404,9 +413,10 @@ func (r *PhaseResult) collect(l *load) {
 			}
 			t.mu.Unlock()
 		}
-		// Each stream (each layer received of a camera) is expected from the first to
-		// the last packet of it that arrived in the window; a stream of which nothing
-		// arrived (a stall, a paused video) is expected whole: what the publisher sent.
+		// Each stream (each layer received of a camera) is expected over its runs: from
+		// the first to the last packet of each stretch of it that arrived in the window
+		// (between layer switches); a stream of which nothing arrived (a stall, a paused
+		// video) is expected whole: what the publisher sent.
 		for _, w := range s.wants {
 			var exp, rec, most int64
 			for _, id := range w {

@@ -350,19 +350,23 @@ func (r *Report) WriteText(w io.Writer) error {
 	row("median", r.Median.Floor)
 	row("median", r.Median.Server)
 	tw.Flush()
+	lossLines := 0
 	for i, run := range r.Runs {
 		for _, p := range []*PhaseResult{run.Floor, run.Server} {
 			if p == nil || (p.Loss == 0 && p.ServerSocketDrops == 0 && p.ClientSocketDrops == 0) {
 				continue
 			}
-			fmt.Fprintf(w, "\nrun %d %s: loss %s (RTP sequence gaps %s, %d streams stalled); kernel drops at the forwarder's socket %d, at the clients' sockets %d",
+			if lossLines++; lossLines == 1 {
+				fmt.Fprintln(w)
+			}
+			fmt.Fprintf(w, "run %d %s: loss %s (RTP sequence gaps %s, %d streams stalled); kernel drops at the forwarder's socket %d, at the clients' sockets %d",
 				i+1, p.Name, pct(p.Loss), pct(p.SeqLoss), p.Stalled, p.ServerSocketDrops, p.ClientSocketDrops)
 			if len(p.SFUDropped) > 0 {
 				fmt.Fprintf(w, "; SFU dropped %v", p.SFUDropped)
 			}
+			fmt.Fprintln(w)
 		}
 	}
-	fmt.Fprintln(w)
 	if r.Median.CPUPerPacketRatio > 0 {
 		fmt.Fprintf(w, "\nserver / floor (median of per-run ratios): CPU per forwarded packet %.2fx, latency p50 %.2fx, p99 %.2fx\n",
 			r.Median.CPUPerPacketRatio, r.Median.LatencyP50Ratio, r.Median.LatencyP99Ratio)

@@ -41,6 +41,16 @@ type trackRx struct {
 	dups    int64
 	bytes   int64            // RTP bytes in the window
 	byStr   map[uint32]*seen // in the window
+	// Runs of consecutive packets of one publisher stream (the SFU switches a subscriber
+	// between simulcast layers): each closed run's span of counters, first to last, and
+	// packets, per stream; then the open run.
+	runs map[uint32]*runTotal
+	run  struct {
+		stream      uint32
+		first, last uint32
+		packets     int64
+		open        bool
+	}
 	any     map[uint32]bool  // every stream seen, in the window or not
 	// RTP sequence numbers of the packets in the window: extended, lowest and highest.
 	seqInit        bool
@@ -77,25 +87,52 @@ func (s *seen) add(c uint32) bool {
 }
 
 func newTrackRx(w *window) *trackRx {
-	return &trackRx{w: w, byStr: map[uint32]*seen{}, any: map[uint32]bool{}}
+	return &trackRx{w: w, byStr: map[uint32]*seen{}, any: map[uint32]bool{}, runs: map[uint32]*runTotal{}}
 }
 
-// span is the number of counters from the first seen to the last seen.
-func (s *seen) span() int64 {
-	first, last := -1, -1
-	for i, b := range s.bits {
-		if b == 0 {
-			continue
-		}
-		if first < 0 {
-			first = i*64 + bits.TrailingZeros64(b)
-		}
-		last = i*64 + 63 - bits.LeadingZeros64(b)
+// runTotal adds up the runs of one stream: counters spanned, packets received.
+type runTotal struct{ span, packets int64 }
+
+// addRun records packet counter c of stream (new in the window) in the runs.
+func (t *trackRx) addRun(stream, c uint32) {
+	r := &t.run
+	if r.open && r.stream == stream {
+		r.first, r.last = min(r.first, c), max(r.last, c)
+		r.packets++
+		return
 	}
-	if first < 0 {
-		return 0
+	t.closeRun()
+	r.open, r.stream, r.first, r.last, r.packets = true, stream, c, c, 1
+}
+
+func (t *trackRx) closeRun() {
+	r := &t.run
+	if !r.open {
+		return
 	}
-	return int64(last - first + 1)
+	tot := t.runs[r.stream]
+	if tot == nil {
+		tot = &runTotal{}
+		t.runs[r.stream] = tot
+	}
+	tot.span += int64(r.last-r.first) + 1
+	tot.packets += r.packets
+	r.open = false
+}
+
+// runTotals returns the runs per stream, the open one included.
+func (t *trackRx) runTotals() map[uint32]runTotal {
+	out := map[uint32]runTotal{}
+	for id, tot := range t.runs {
+		out[id] = *tot
+	}
+	if r := t.run; r.open {
+		tot := out[r.stream]
+		tot.span += int64(r.last-r.first) + 1
+		tot.packets += r.packets
+		out[r.stream] = tot
+	}
+	return out
 }
 
 // count is the number of counters seen.
@@ -151,6 +188,7 @@ func (t *trackRx) packet(b []byte, at, sock int64) {
 		t.dups++
 		return
 	}
+	t.addRun(stream, counter)
 	t.packets++
 	t.bytes += int64(len(b))
 	if len(t.lat) < maxSamples {
