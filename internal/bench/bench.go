@@ -45,6 +45,7 @@ type Config struct {
 	Email, Password string
 	ServerPID       int
 	ServerArgs      []string // extra options for the child server
+	ServerLog       string   // append the child server's log to this file ("": keep only its tail)
 
 	Floor          bool // measure the bare UDP relay too
 	RelayInProcess bool // run the floor relay in this process (tests)
@@ -56,6 +57,10 @@ type Config struct {
 	JoinConcurrency int           // members joining at once
 	JoinTimeout     time.Duration // for everyone to receive media
 	Progress        io.Writer     // progress lines (nil: none)
+	Debug           io.Writer     // what the load clients see, per event and track (nil: nothing)
+	DebugSDP        bool          // with Debug: the sub connections' descriptions too
+
+	dbg *debugLog
 }
 
 // DefaultConfig finishes in about a minute (fanout of 10, 2 repeats of floor and server).
@@ -163,6 +168,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		prev := runtime.GOMAXPROCS(len(cfg.LoadCPUs))
 		defer runtime.GOMAXPROCS(prev)
 	}
+	if cfg.Debug != nil {
+		cfg.dbg = &debugLog{w: cfg.Debug, sdp: cfg.DebugSDP}
+	}
 	rep := newReport(cfg)
 	for i := range cfg.Repeat {
 		var r RunResult
@@ -215,6 +223,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 type subscriber struct {
 	wants  []want
 	tracks func() []*trackRx
+	state  func() string // for error messages: the member and its connections
 }
 
 // want is one stream a subscriber should receive: a publisher's audio, or its camera in
@@ -237,6 +246,7 @@ type load struct {
 	serverPorts map[int]bool
 	clientPorts func() map[int]bool
 	metricsURL  string
+	dbg         *debugLog
 }
 
 // counters are what measure reads at both ends of the window.
@@ -259,11 +269,24 @@ func (l *load) counters(ctx context.Context) counters {
 	return c
 }
 
-// ready waits until every subscriber receives every stream it should (or the timeout).
+// errNotReady is ready's error when some streams had no media by the timeout.
+type errNotReady struct {
+	missing int
+	which   string
+	timeout time.Duration
+}
+
+func (e *errNotReady) Error() string {
+	return fmt.Sprintf("after %v, %d subscriber streams still had no media (%s)", e.timeout, e.missing, e.which)
+}
+
+// ready waits until every subscriber receives every stream it should (or the timeout:
+// *errNotReady).
 func (l *load) ready(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		missing := 0
+		var which []string
 		for _, s := range l.subs {
 			got := map[uint32]bool{}
 			for _, t := range s.tracks() {
@@ -276,6 +299,9 @@ func (l *load) ready(ctx context.Context, timeout time.Duration) error {
 			for _, w := range s.wants {
 				if !slices.ContainsFunc(w, func(id uint32) bool { return got[id] }) {
 					missing++
+					if len(which) < 5 && s.state != nil {
+						which = append(which, fmt.Sprintf("stream %x at %s", w[0], s.state()))
+					}
 				}
 			}
 		}
@@ -283,7 +309,7 @@ func (l *load) ready(ctx context.Context, timeout time.Duration) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("after %v, %d subscriber streams still had no media", timeout, missing)
+			return &errNotReady{missing: missing, which: strings.Join(which, "; "), timeout: timeout}
 		}
 		if err := sleep(ctx, 50*time.Millisecond); err != nil {
 			return err
@@ -390,12 +416,12 @@ func (r *PhaseResult) collect(l *load) {
 			if t.packets > 0 {
 				seqExpected += t.seqMax - t.seqMin + 1
 				seqReceived += t.packets
-				if os.Getenv("BENCH_DEBUG") != "" {
-					fmt.Fprintf(os.Stderr, "track: packets %d seq %d..%d dups %d streams:", t.packets, t.seqMin, t.seqMax, t.dups)
+				if l.dbg != nil {
+					line := fmt.Sprintf("%s track: packets %d, RTP sequence numbers %d..%d, duplicates %d; stream:packets/counters spanned", r.Name, t.packets, t.seqMin, t.seqMax, t.dups)
 					for id, rt := range t.runTotals() {
-						fmt.Fprintf(os.Stderr, " %x:%d/%d", id, rt.packets, rt.span)
+						line += fmt.Sprintf(" %x:%d/%d", id, rt.packets, rt.span)
 					}
-					fmt.Fprintln(os.Stderr)
+					l.dbg.printf("%s", line)
 				}
 			}
 			for id, rt := range t.runTotals() {

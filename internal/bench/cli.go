@@ -66,11 +66,14 @@ func Command(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "--server: its process id, to read its CPU and memory")
 	var serverArgs multiFlag
 	fs.Var(&serverArgs, "server-arg", "an extra option for the child server (repeatable), e.g. --server-arg=--log-level=warn")
+	fs.StringVar(&cfg.ServerLog, "server-log", "", "append the child server's log to this file")
 	serverCPUs, loadCPUs := defaultCPUs()
 	fs.StringVar(&serverCPUs, "server-cpus", serverCPUs, `CPUs of the server and the floor relay, e.g. "0" ("": not pinned)`)
 	fs.StringVar(&loadCPUs, "load-cpus", loadCPUs, `CPUs of the load clients, e.g. "1" ("": not pinned)`)
 	fs.IntVar(&cfg.JoinConcurrency, "join-concurrency", cfg.JoinConcurrency, "members between WebSocket open and first media at once")
 	fs.DurationVar(&cfg.JoinTimeout, "join-timeout", cfg.JoinTimeout, "how long everyone may take to receive media")
+	debug := fs.Bool("debug", false, "print what the load clients see on stderr: signalling events, key frame requests, per track what arrived")
+	fs.BoolVar(&cfg.DebugSDP, "debug-sdp", false, "with --debug: the sub connections' offers and answers too")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	jsonOut := fs.String("json-out", "", "also write the report as JSON to this file")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
@@ -105,6 +108,9 @@ func Command(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	if !*quiet {
 		cfg.Progress = stderr
+	}
+	if *debug {
+		cfg.Debug = stderr
 	}
 	rep, err := Run(ctx, cfg)
 	if err != nil {

@@ -3,7 +3,9 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
 	"sync"
+	"time"
 
 	"github.com/pion/webrtc/v4"
 
@@ -21,6 +23,7 @@ type member struct {
 	w         *window
 	api       *webrtc.API
 	stamps    *rxStamps // socket receive times of the member's RTP packets
+	dbg       *debugLog
 
 	http    *client.Client
 	conn    *client.Conn
@@ -127,6 +130,7 @@ func (m *member) handle(ctx context.Context, msg client.Message) {
 			Active []string
 		}
 		if msg.Decode(&l) == nil && l.Source == "camera" && m.pub != nil {
+			m.dbg.printf("member %d: layers %v", m.idx, l.Active)
 			m.pub.setActive(l.Active)
 		}
 	case "peer":
@@ -220,4 +224,22 @@ func (m *member) close() {
 	if conn != nil {
 		conn.Close()
 	}
+}
+
+// debugLog prints what the load clients see, for diagnosing the bench or the server
+// (--debug): signalling events, key frame requests, and per track what arrived. nil prints
+// nothing.
+type debugLog struct {
+	mu  sync.Mutex
+	w   io.Writer
+	sdp bool // the sub connections' offers and answers too
+}
+
+func (d *debugLog) printf(format string, args ...any) {
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fmt.Fprintf(d.w, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)
 }

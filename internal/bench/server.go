@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pion/webrtc/v4"
+
 	"github.com/bedside/bedside/internal/client"
 )
 
@@ -24,6 +26,7 @@ type server struct {
 	email, password string
 	child           *child
 	dir             string
+	logFile         *os.File
 }
 
 // startServer starts `bedside serve` in a child process on loopback, with a temporary data
@@ -60,7 +63,17 @@ func startServer(ctx context.Context, cfg Config) (*server, error) {
 	args := append([]string{"serve", "--data-dir", dir, "--http-addr", "127.0.0.1:0", "--stun-addr", "127.0.0.1:0",
 		"--sfu-udp-addr", fmt.Sprintf("127.0.0.1:%d", s.sfuPort), "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", mport), "--turn", "off", "--require-mfa=false", "--log-format", "json", "--log-level", "info"}, cfg.ServerArgs...)
 	urls := make(chan string, 1)
+	var logf *os.File
+	if cfg.ServerLog != "" {
+		if logf, err = os.OpenFile(cfg.ServerLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+			return nil, err
+		}
+		s.logFile = logf
+	}
 	s.child, err = startChild("server", cfg.Exe, args, cfg.ServerCPUs, environ(), func(line []byte) {
+		if logf != nil {
+			logf.Write(append(line, '\n'))
+		}
 		if u, ok := servingURL(line); ok {
 			select {
 			case urls <- u:
@@ -88,6 +101,9 @@ func startServer(ctx context.Context, cfg Config) (*server, error) {
 func (s *server) stop() {
 	if s.child != nil {
 		s.child.stop(10 * time.Second)
+	}
+	if s.logFile != nil {
+		s.logFile.Close()
 	}
 	if s.dir != "" {
 		os.RemoveAll(s.dir)
@@ -125,7 +141,7 @@ func runServer(ctx context.Context, cfg Config) (PhaseResult, error) {
 		return PhaseResult{}, fmt.Errorf("sign in as %s: %w", srv.email, err)
 	}
 	var all []*member
-	l := &load{w: &window{}, members: topo.members(), pid: srv.pid, metricsURL: srv.metrics}
+	l := &load{w: &window{}, members: topo.members(), pid: srv.pid, metricsURL: srv.metrics, dbg: cfg.dbg}
 	if srv.sfuPort != 0 {
 		l.serverPorts = map[int]bool{srv.sfuPort: true}
 	}
@@ -195,7 +211,7 @@ func runServer(ctx context.Context, cfg Config) (PhaseResult, error) {
 		}
 		var pubs []*publisher
 		for mi, ro := range room {
-			m := &member{idx: len(all), room: ri, clinician: mi == 0, subscribe: ro.subscribe, w: l.w, stamps: newRxStamps(), firstRTP: newFirstTime()}
+			m := &member{idx: len(all), room: ri, clinician: mi == 0, subscribe: ro.subscribe, w: l.w, stamps: newRxStamps(), dbg: cfg.dbg, firstRTP: newFirstTime()}
 			if m.api, err = newAPI(m.stamps); err != nil {
 				return PhaseResult{}, err
 			}
@@ -223,7 +239,7 @@ func runServer(ctx context.Context, cfg Config) (PhaseResult, error) {
 		want := roomStreams(room, pubs)
 		for mi, m := range p.members {
 			if m.subscribe {
-				l.subs = append(l.subs, &subscriber{wants: want[mi], tracks: m.tracks})
+				l.subs = append(l.subs, &subscriber{wants: want[mi], tracks: m.tracks, state: m.state})
 			}
 		}
 		l.pubs = append(l.pubs, pubs...)
@@ -280,11 +296,16 @@ func runServer(ctx context.Context, cfg Config) (PhaseResult, error) {
 	}
 	readyErr := make(chan error, 1)
 	go func() { readyErr <- l.ready(lctx, cfg.JoinTimeout) }() // ends by timeout or lctx
+	var notReady *errNotReady
 	select {
 	case err := <-joinErr:
 		return PhaseResult{}, err
 	case err := <-readyErr:
-		if err != nil {
+		switch {
+		case errors.As(err, &notReady):
+			// Measure anyway: streams that never start count as stalled, whole.
+			cfg.progress("warning: %v%s; measuring anyway", err, memberErrors(all))
+		case err != nil:
 			return PhaseResult{}, fmt.Errorf("%w%s", err, memberErrors(all))
 		}
 	}
@@ -305,6 +326,9 @@ func runServer(ctx context.Context, cfg Config) (PhaseResult, error) {
 	res, err := l.measure(ctx, cfg, "server")
 	if err != nil {
 		return res, err
+	}
+	if notReady != nil {
+		res.NotStarted = notReady.missing
 	}
 	if ok, err := srv.exited(); ok {
 		return res, fmt.Errorf("the server exited during the run: %v", err)
@@ -351,4 +375,24 @@ func (m *member) tracks() []*trackRx {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return append([]*trackRx(nil), m.rx...)
+}
+
+// state describes the member for error messages.
+func (m *member) state() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := fmt.Sprintf("member %d (%s, mode %q, %d tracks", m.idx, m.self, m.mode, len(m.rx))
+	if s := m.sfu; s != nil {
+		s.mu.Lock()
+		for name, pc := range map[string]*webrtc.PeerConnection{"pub": s.pub, "sub": s.sub} {
+			if pc != nil {
+				st += fmt.Sprintf(", %s %s", name, pc.ConnectionState())
+			}
+		}
+		s.mu.Unlock()
+	}
+	if m.failed != nil {
+		st += ", " + m.failed.Error()
+	}
+	return st + ")"
 }

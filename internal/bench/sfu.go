@@ -98,7 +98,10 @@ func (m *member) publishSFU(s *sfuConn) error {
 			if len(p.layers) > 1 {
 				rid = l.rid
 			}
-			go readRTCP(vt.Sender(), rid, func() { p.keyframe[i].Store(true) }) // ends when the connection closes
+			go readRTCP(vt.Sender(), rid, func() { // ends when the connection closes
+				m.dbg.printf("member %d: key frame asked for on layer %s", m.idx, l.rid)
+				p.keyframe[i].Store(true)
+			})
 		}
 	}
 	offer, err := pc.CreateOffer(nil)
@@ -232,6 +235,7 @@ func (m *member) sfuSignal(in client.SignalIn) error {
 
 // subOffer answers the SFU's offer on sub, making the connection at the first one.
 func (m *member) subOffer(s *sfuConn, sdpText string) error {
+	m.dbg.printf("member %d: sub offer", m.idx)
 	s.mu.Lock()
 	pc := s.sub
 	s.mu.Unlock()
@@ -242,6 +246,7 @@ func (m *member) subOffer(s *sfuConn, sdpText string) error {
 		}
 		m.wireCandidates(pc, "sub")
 		pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+			m.dbg.printf("member %d: track %s %s", m.idx, t.Kind(), t.StreamID())
 			rx := m.newRx()
 			go readTrack(t, rx, m.stamps, m.firstRTP.set) // ends when the connection closes
 		})
@@ -267,6 +272,9 @@ func (m *member) subOffer(s *sfuConn, sdpText string) error {
 		return fmt.Errorf("sub answer: %w", err)
 	}
 	ld := pc.LocalDescription()
+	if m.dbg != nil && m.dbg.sdp {
+		m.dbg.printf("member %d: sub offer\n%s\nanswer\n%s", m.idx, sdpText, ld.SDP)
+	}
 	return m.send(map[string]any{"type": "signal", "to": "sfu", "pc": "sub",
 		"description": client.Description{Type: ld.Type.String(), SDP: ld.SDP}})
 }

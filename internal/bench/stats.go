@@ -51,7 +51,7 @@ type trackRx struct {
 		packets     int64
 		open        bool
 	}
-	any     map[uint32]bool  // every stream seen, in the window or not
+	any map[uint32]bool // every stream seen, in the window or not
 	// RTP sequence numbers of the packets in the window: extended, lowest and highest.
 	seqInit        bool
 	maxExt         int64 // highest extended sequence number seen
