@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/bedside/bedside/internal/app/apptest"
 	"github.com/bedside/bedside/internal/client"
+	"github.com/bedside/bedside/internal/config"
 )
 
 // party is a running visit: the clinician and the people admitted, each a Go participant.
@@ -194,7 +196,7 @@ func TestSFUFourParticipants(t *testing.T) {
 	checkLeaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
-	srv := apptest.Start(t, apptest.Options{})
+	srv := apptest.Start(t, apptest.Options{Config: func(c *config.Config) { c.MetricsAddr = "127.0.0.1:0" }})
 	p := newParty(t, ctx, srv, "sfu")
 	if m := p.calls["clinician"].Welcome.Mode; m != "sfu" {
 		t.Fatalf("policy sfu: the clinician's welcome says %q", m)
@@ -213,6 +215,18 @@ func TestSFUFourParticipants(t *testing.T) {
 	m.Decode(&e)
 	if e.Code != "forbidden" {
 		t.Errorf("observer's publish: %s", m.Raw)
+	}
+	// The metrics count what the SFU does.
+	metrics := get(t, "http://"+srv.MetricsAddr().String()+"/metrics")
+	for _, want := range []string{
+		`bedside_sfu_forwarded_packets_total{kind="audio"}`, `bedside_sfu_forwarded_packets_total{kind="video"}`,
+		`bedside_sfu_forwarded_bytes_total{kind="video"}`, `bedside_sfu_dropped_packets_total{reason="queue_full"}`,
+		`bedside_sfu_layer_switches_total`, `bedside_sfu_keyframe_requests_total`,
+		`bedside_sfu_visit_subscribers{visit="` + p.vs.visit.ID + `"} 4`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 	// The interpreter leaves: the others stop receiving it.
 	before := map[string]int64{}

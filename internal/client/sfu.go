@@ -10,6 +10,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/sdp/v3"
@@ -115,7 +116,10 @@ func sfuAPI() (*webrtc.API, error) {
 		return nil, err
 	}
 	ir := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
+	// A small retransmission buffer: the synthetic streams need no more, and a load client
+	// with many of them should not hold megabytes each.
+	if err := webrtc.RegisterDefaultInterceptorsWithOptions(m, ir, webrtc.WithInterceptorLoggerFactory(quietPion),
+		webrtc.WithNackResponderOptions(nack.ResponderSize(64))); err != nil {
 		return nil, err
 	}
 	se := webrtc.SettingEngine{}
@@ -569,4 +573,15 @@ func (s *SFUConn) Close() {
 		}
 	}
 	s.readers.Wait()
+}
+
+// Transceivers reports how many transceivers the sub connection has (tests: m-lines are
+// reused, not added for ever).
+func (s *SFUConn) Transceivers() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sub == nil {
+		return 0
+	}
+	return len(s.sub.GetTransceivers())
 }

@@ -24,11 +24,12 @@ const upgradeMargin = 20
 
 // allocate chooses a layer (or -1: paused) for each video down track of a subscriber
 // within budget (bit/s left for video once audio is reserved). Every shown track first
-// gets its lowest active layer, in priority order, as long as that fits; then the tracks
-// are raised one layer at a time, in priority order, each no higher than the smallest
-// layer at least as tall as it is shown, while that fits. A track that does not fit at
-// all is paused: audio is never given up for video.
-func allocate(budget int, ds []videoDemand) []int {
+// gets its lowest active layer, in priority order, as long as that fits (or in any case
+// when keepLowest: the link shows no loss); then the tracks are raised one layer at a time,
+// in priority order, each no higher than the smallest layer at least as tall as it is
+// shown, while that fits. A track that does not fit at all is paused: audio is never given
+// up for video.
+func allocate(budget int, ds []videoDemand, keepLowest bool) []int {
 	res := make([]int, len(ds))
 	want := make([]int, len(ds))
 	order := make([]int, len(ds))
@@ -53,7 +54,7 @@ func allocate(budget int, ds []videoDemand) []int {
 		if l < 0 {
 			continue
 		}
-		if c := ds[i].layers[l].bitrate; fits(i, l, c) {
+		if c := ds[i].layers[l].bitrate; keepLowest || fits(i, l, c) {
 			res[i] = l
 			spent += c
 		}

@@ -38,10 +38,25 @@ func TestAllocate(t *testing.T) {
 		{"one-layer screen share", 2_000_000, []videoDemand{{priority: 3, layers: []layerOption{{1_200_000, 1080, true}}, current: 0}, cam(1, 0, 0)}, []int{0, 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := allocate(tc.budget, tc.ds); !slices.Equal(got, tc.want) {
+			if got := allocate(tc.budget, tc.ds, false); !slices.Equal(got, tc.want) {
 				t.Errorf("allocate(%d) = %v, want %v", tc.budget, got, tc.want)
 			}
 		})
+	}
+}
+
+// TestAllocateKeepLowest: without loss, a shown video keeps its lowest layer even when the
+// estimate says it does not fit; a hidden one is still paused, and nothing is raised.
+func TestAllocateKeepLowest(t *testing.T) {
+	ds := []videoDemand{
+		{priority: 1, layers: three(), current: 0},
+		{priority: 1, layers: three(), maxHeight: -1, current: 0},
+	}
+	if got := allocate(50_000, ds, true); !slices.Equal(got, []int{0, -1}) {
+		t.Errorf("keepLowest: %v", got)
+	}
+	if got := allocate(50_000, ds, false); !slices.Equal(got, []int{-1, -1}) {
+		t.Errorf("with loss: %v", got)
 	}
 }
 

@@ -259,6 +259,12 @@ func (d *downTrack) write(p *packet) {
 	if int16(p.hdr.SequenceNumber-w.segStart) < 0 {
 		return // from before this segment (a late retransmission of the old one)
 	}
+	if d := p.hdr.SequenceNumber - w.segStart; d > 8192 && d < 32768 {
+		// Far into the segment: move its start up (to 4096 packets back, older than any
+		// useful retransmission), so that the comparison above stays within half the
+		// sequence number space.
+		w.segStart = p.hdr.SequenceNumber - 4096
+	}
 	payload := p.payload
 	if p.vp8.hasPicID || p.vp8.hasTL0 {
 		n := copy(w.scratch[:], payload)

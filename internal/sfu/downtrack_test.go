@@ -344,6 +344,22 @@ func TestE2EESafe(t *testing.T) {
 	t.Logf("%d packets forwarded identically; key frame requests per step: %s", len(a.out), strings.Trim(fmt.Sprint(ka[:20]), "[]"))
 }
 
+// TestLongSegment: a segment longer than half the sequence number space goes on being
+// forwarded (the check for packets from before the segment must not wrap).
+func TestLongSegment(t *testing.T) {
+	_, d, fw := testTrack(t, webrtc.RTPCodecTypeVideo)
+	g := &frameGen{layer: 0, seq: 100, packets: 1, keyEvery: 0, fill: zeros}
+	for range 70000 {
+		for _, p := range g.frame() {
+			d.write(p)
+			p.release()
+		}
+	}
+	if len(fw.out) != 70000 {
+		t.Fatalf("forwarded %d of 70000 packets", len(fw.out))
+	}
+}
+
 // TestAudioForwarded: audio passes with its own sequence numbers and the subscriber's
 // SSRC and payload type.
 func TestAudioForwarded(t *testing.T) {

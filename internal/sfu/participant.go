@@ -113,8 +113,10 @@ type participant struct {
 	ctx        context.Context
 	done       chan struct{}
 
-	remb        atomic.Int64 // the subscriber's REMB estimate (from its down tracks' RTCP)
-	subscribing atomic.Bool  // it has a sub connection (the subscribers metric)
+	remb         atomic.Int64 // the subscriber's REMB estimate (from its down tracks' RTCP)
+	lastEstimate atomic.Int64 // the estimate allocate last used (Stats)
+	bweStats     atomic.Pointer[map[string]any]
+	subscribing  atomic.Bool // it has a sub connection (the subscribers metric)
 
 	// Owned by run.
 	pub, sub    *webrtc.PeerConnection
@@ -130,9 +132,12 @@ type participant struct {
 	bwe         cc.BandwidthEstimator
 	speaker     string
 	connected   bool
-	goneTimer   *time.Timer
-	readers     sync.WaitGroup // the readers of this participant's publications
-	rtcpReaders sync.WaitGroup // pub receivers' RTCP readers
+	// congestedUntil (monotime) remembers loss; hold is the current memory.
+	congestedUntil int64
+	hold           time.Duration
+	goneTimer      *time.Timer
+	readers        sync.WaitGroup // the readers of this participant's publications
+	rtcpReaders    sync.WaitGroup // pub receivers' RTCP readers
 }
 
 func newParticipant(r *room, m Member) *participant {
@@ -588,16 +593,44 @@ func (p *participant) onPCState(which PC, s webrtc.PeerConnectionState) {
 // Opus at its usual 32 kbit/s plus packet overhead at 50 packets a second.
 const audioReserve = 50_000
 
+// Congestion. GCC's delay signal alone is not trusted below the starting estimate: on a
+// loaded host (or a busy browser) scheduling jitter looks like queueing delay, and pion's
+// GCC, which has no probing, then climbs back at 8% a second at best. Loss is trusted: when
+// the subscriber's transport-wide feedback shows lossThreshold of its packets lost, the
+// estimate is followed all the way down, and for congestionHold after (doubling, up to
+// maxCongestionHold, when congestion comes back soon).
+const (
+	lossThreshold     = 0.02
+	congestionHold    = 10 * time.Second
+	maxCongestionHold = 5 * time.Minute
+)
+
 // estimate is the subscriber's available bandwidth: pion's send-side estimator (GCC, from
-// transport-wide feedback), else the subscriber's REMB, else the starting guess.
-func (p *participant) estimate() int {
+// transport-wide feedback; at least the starting estimate while there is no loss), else
+// the subscriber's REMB, else the starting guess. congested reports recent loss.
+func (p *participant) estimate(now int64) (est int, congested bool) {
 	if p.bwe != nil && p.twcc {
-		return p.bwe.GetTargetBitrate()
+		est = p.bwe.GetTargetBitrate()
+		st := p.bwe.GetStats()
+		p.bweStats.Store(&st)
+		if loss, _ := st["averageLoss"].(float64); loss >= lossThreshold {
+			if now < p.congestedUntil+int64(2*p.hold) {
+				p.hold = min(p.hold*2, maxCongestionHold) // again soon after: hold longer
+			} else {
+				p.hold = congestionHold
+			}
+			p.congestedUntil = now + int64(p.hold)
+		}
+		congested = now < p.congestedUntil
+		if !congested {
+			est = max(est, p.s.cfg.InitialBitrate)
+		}
+		return est, congested
 	}
 	if r := p.remb.Load(); r > 0 {
-		return int(r)
+		return int(r), false
 	}
-	return p.s.cfg.InitialBitrate
+	return p.s.cfg.InitialBitrate, false
 }
 
 // allocate chooses each video down track's layer: audio is reserved first, then video
@@ -607,7 +640,9 @@ func (p *participant) allocate() {
 		return
 	}
 	now := monotime()
-	budget := p.estimate() * 95 / 100
+	est, congested := p.estimate(now)
+	p.lastEstimate.Store(int64(est))
+	budget := est * 95 / 100
 	var downs []*downTrack
 	var ds, all []videoDemand
 	for up, d := range p.subs {
@@ -641,8 +676,9 @@ func (p *participant) allocate() {
 		everything.current = int(d.desired.Load())
 		all = append(all, everything)
 	}
-	targets := allocate(budget, ds)
-	desired := allocate(budget, all)
+	// Without loss a shown video keeps at least its lowest layer, whatever the estimate.
+	targets := allocate(budget, ds, !congested)
+	desired := allocate(budget, all, !congested)
 	for i, d := range downs {
 		if old := d.target.Swap(int32(targets[i])); old != int32(targets[i]) && targets[i] >= 0 {
 			d.up.requestKeyframe(targets[i])
@@ -701,12 +737,13 @@ func (s *SFU) api(sub bool, onBWE func(cc.BandwidthEstimator)) (*webrtc.API, err
 	ir := &interceptor.Registry{}
 	lf := pionLogger(s.log)
 	if sub {
+		pc := newPacer() // this connection's (the registry is built once, for one connection)
 		bwe, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
 			return gcc.NewSendSideBWE(
 				gcc.SendSideBWEInitialBitrate(s.cfg.InitialBitrate),
 				gcc.SendSideBWEMinBitrate(30_000),
 				gcc.SendSideBWEMaxBitrate(20_000_000),
-				gcc.SendSideBWEPacer(gcc.NewNoOpPacer()), // send at once: layers keep us under the estimate
+				gcc.SendSideBWEPacer(pc), // send at once: layers keep us under the estimate
 				gcc.WithLoggerFactory(lf),
 			)
 		})
@@ -715,6 +752,7 @@ func (s *SFU) api(sub bool, onBWE func(cc.BandwidthEstimator)) (*webrtc.API, err
 		}
 		bwe.OnNewPeerConnection(func(_ string, e cc.BandwidthEstimator) { onBWE(e) })
 		ir.Add(bwe) // innermost: its send times are as close to the wire as can be
+		ir.Add(&pacerUnbinder{p: pc})
 		if err := webrtc.ConfigureNackWithOptions(m, ir, nil, nack.ResponderSize(nackBuffer), nack.WithResponderLoggerFactory(lf)); err != nil {
 			return nil, err
 		}

@@ -232,9 +232,14 @@ func (r *room) snapshot() ([]*upTrack, []*participant) {
 // detectSpeakers tells everyone when the active speaker, or who is speaking, changes.
 func (r *room) detectSpeakers(ups []*upTrack, ps []*participant) {
 	levels := map[string]int{}
+	now := monotime()
 	for _, up := range ups {
 		if up.source == SourceAudio {
-			levels[up.publisher] = int(up.loudness.Load())
+			l := int(up.loudness.Load())
+			if now-up.layers[0].last.Load() > int64(silentAfter) {
+				l = 0
+			}
+			levels[up.publisher] = l
 		}
 	}
 	active, speaking := r.speakers.update(levels)

@@ -3,6 +3,7 @@ package sfu
 import (
 	"slices"
 	"sort"
+	"time"
 )
 
 // Audio levels (RFC 6464): the header extension carries the level in -dBov, 0 (loudest) to
@@ -62,6 +63,13 @@ func (s *speakerState) update(levels map[string]int) (active string, speaking []
 	}
 	return s.active, speaking
 }
+
+// loudnessDecay is how much the held level falls per audio packet (0.4 dB per 20 ms).
+const loudnessDecay = 16 * 4 / 10
+
+// silentAfter: a microphone whose packets stopped this long ago (muted, discontinuous
+// transmission) is silent, whatever its last level.
+const silentAfter = 600 * time.Millisecond
 
 // loudness turns an RFC 6464 level byte into 16 x (127 - level).
 func loudness(b byte) int32 { return int32(127-b&0x7f) * 16 }

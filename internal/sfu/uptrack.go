@@ -54,6 +54,8 @@ type upTrack struct {
 	loudness     atomic.Int32 // smoothed 16 x (127 - level)
 	live         atomic.Int32 // layers whose reader runs
 
+	sent atomic.Pointer[[]string] // a copy of activeRIDs, for Stats
+
 	// Owned by the room's ticker.
 	activeRIDs   []string // what the publisher was last told to send (nil: everything)
 	lowerSince   time.Time
@@ -132,7 +134,7 @@ func (up *upTrack) read(l int, t *webrtc.TrackRemote) {
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	defer retry.Stop()
-	var level int32 = -1
+	var level int32
 	for {
 		p := getPacket()
 		n, _, err := t.Read(p.buf[:])
@@ -156,12 +158,10 @@ func (up *upTrack) read(l int, t *webrtc.TrackRemote) {
 			}
 		} else if up.audioLevelID != 0 {
 			if ext := p.hdr.GetExtension(up.audioLevelID); len(ext) == 1 {
-				x := loudness(ext[0])
-				if level < 0 {
-					level = x
-				}
-				// About a quarter second of packets (20 ms each): quick to rise, quick to fall.
-				level += (x - level) / 12
+				// Peak hold: a louder packet raises the level at once; it falls by
+				// loudnessDecay a packet (about 20 dB a second), so speech, which comes
+				// in syllables, reads as continuous.
+				level = max(loudness(ext[0]), level-loudnessDecay, 0)
 				up.loudness.Store(level)
 			}
 		}
@@ -284,5 +284,7 @@ func (up *upTrack) dynacast(now time.Time) {
 	}
 	up.lowerSince = time.Time{}
 	up.activeRIDs = want
+	sent := append([]string(nil), want...)
+	up.sent.Store(&sent)
 	up.owner.sink().Layers(up.source, want)
 }

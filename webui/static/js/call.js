@@ -1,5 +1,8 @@
-// The call: one RTCPeerConnection per remote peer, perfect negotiation (docs/protocol.md),
-// trickle ICE, ICE restart, the chat data channel, mute / camera off and stats.
+// The call (docs/protocol.md): peer to peer for two people, one RTCPeerConnection per remote
+// peer with perfect negotiation; through the server's SFU for more (a pub connection that
+// publishes our tracks, the camera in three simulcast layers, and a sub connection that
+// receives the others'), switching make-before-break. Trickle ICE, ICE restart, chat, mute /
+// camera off, screen share, the connect watchdog, connection reports and stats.
 
 import {Emitter} from './protocol.js';
 
@@ -7,6 +10,8 @@ import {Emitter} from './protocol.js';
 /** @typedef {import('./protocol.js').Peer} Peer */
 /** @typedef {import('./protocol.js').SignalMsg} SignalMsg */
 /** @typedef {import('./protocol.js').IceServer} IceServer */
+/** @typedef {import('./protocol.js').TrackInfo} TrackInfo */
+/** @typedef {import('./protocol.js').Source} Source */
 
 /** Longest chat message, in characters (docs/protocol.md). */
 export const MAX_CHAT = 2000;
@@ -21,43 +26,104 @@ export const CONNECT_TIMEOUT_MS = 20000;
 const PAIR_CHECK_MS = 3000;
 
 /**
+ * The camera's simulcast encodings in SFU mode, lowest first (docs/protocol.md): a quarter,
+ * a half and the whole of the camera's resolution.
+ */
+export const SIMULCAST = Object.freeze([
+  {rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000},
+  {rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000},
+  {rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000},
+]);
+
+/** How often, during the switch to the SFU, the SFU's media of each peer is looked at. */
+const SWITCH_CHECK_MS = 100;
+/**
+ * Once we receive a peer through the SFU, how long we keep our peer connection for it to say
+ * that it receives us through the SFU too (closing it ends it for both).
+ */
+const SWITCH_WAIT_MS = 3000;
+/** A peer whose audio arrives through the SFU and no camera after this long has none. */
+const AUDIO_ONLY_MS = 1500;
+
+/**
  * @typedef {{candidate_type: string, protocol: string, relay_protocol?: string}} PairSide
  * @typedef {{local: PairSide, remote: PairSide}} SelectedPair
  */
 
 /**
+ * A connection the watchdog and the connection reports follow: a peer connection to a peer,
+ * or one of our two connections with the SFU.
  * @typedef {{
  *   id: string,
+ *   pc: RTCPeerConnection,
+ *   watchdog: ReturnType<typeof setTimeout> | undefined,
+ *   failed: boolean,
+ *   reportedPair: string,
+ *   current: () => boolean,
+ *   report: {peer: string, pc?: 'pub' | 'sub'},
+ * }} Watched
+ */
+
+/**
+ * @typedef {Watched & {
  *   info: Peer | null,
  *   polite: boolean,
- *   pc: RTCPeerConnection,
  *   chat: RTCDataChannel,
  *   stream: MediaStream,
+ *   screen: MediaStream | null,
+ *   sources: Record<string, string>,
  *   makingOffer: boolean,
  *   ignoreOffer: boolean,
  *   isSettingRemoteAnswerPending: boolean,
  *   needsTracks: boolean,
  *   queue: Promise<void>,
- *   watchdog: ReturnType<typeof setTimeout> | undefined,
- *   failed: boolean,
- *   reportedPair: string,
  * }} PeerConn
  *
  * needsTracks: the connection was made by an incoming offer; local tracks are attached to the
- * offered transceivers right after that offer is applied.
+ * offered transceivers right after that offer is applied. sources: the remote side's sources
+ * by mid, from its last description.
+ */
+
+/**
+ * @typedef {Watched & {which: 'pub' | 'sub', queue: Promise<void>, pending: RTCIceCandidateInit[]}} SfuConn
+ *
+ * @typedef {{
+ *   session: string,
+ *   pub: SfuConn | null,
+ *   sub: SfuConn | null,
+ *   tracks: Map<string, TrackInfo>,
+ *   streams: Map<string, MediaStream>,
+ *   midTracks: Map<string, MediaStreamTrack>,
+ *   readyAt: Map<string, number>,
+ *   audioAt: Map<string, number>,
+ *   peerReady: Set<string>,
+ *   timer: ReturnType<typeof setInterval>,
+ *   checking: boolean,
+ *   sizes: Map<string, string>,
+ * }} SfuState
+ *
+ * streams: by participant id (camera and microphone) or "<id>.screen"; readyAt: when each
+ * peer's media first arrived through the SFU; peerReady: peers that said they receive us
+ * through the SFU; sizes: the last video_size sent, by "<id> <source>".
  */
 
 /**
  * @typedef {{peerId: string, name: string, text: string, at: string, self: boolean}} ChatEvent
+ * @typedef {'camera' | 'screen'} VideoSource
  * @typedef {{
  *   'peer-added': {peer: Peer},
  *   'peer-updated': {peer: Peer, present: boolean},
  *   'peer-removed': {peerId: string},
- *   'remote-stream': {peerId: string, stream: MediaStream},
+ *   'remote-stream': {peerId: string, stream: MediaStream, via: 'p2p' | 'sfu', source: VideoSource},
+ *   'remote-screen-ended': {peerId: string},
+ *   'sfu-switched': {peerId: string},
  *   'connection-state': {peerId: string, state: RTCPeerConnectionState},
  *   'connect-failed': {peerId: string},
  *   'connect-ok': {peerId: string},
  *   'pair': {peerId: string, pair: SelectedPair},
+ *   mode: {mode: 'p2p' | 'sfu'},
+ *   speakers: {active: string, speaking: string[]},
+ *   screen: {sharing: boolean},
  *   chat: ChatEvent,
  *   closed: {},
  * }} CallEvents
@@ -86,8 +152,11 @@ export class Call extends Emitter {
     this.signalling = opts.signalling;
     /** @type {MediaStream} */
     this.localStream = opts.localStream ?? new MediaStream();
-    /** Peer id -> RTCPeerConnection (for tests and debugging). */
-    /** @type {Map<string, RTCPeerConnection>} */
+    /**
+     * Every RTCPeerConnection of the call, for tests and debugging: by peer id, and
+     * "sfu:pub" / "sfu:sub" in SFU mode.
+     * @type {Map<string, RTCPeerConnection>}
+     */
     this.pcs = new Map();
     /** @type {Map<string, PeerConn>} */
     this.conns = new Map();
@@ -102,17 +171,28 @@ export class Call extends Emitter {
     /** @type {string | null} */
     this.selfId = null;
     this.selfName = '';
+    this.observer = false;
     this.admitted = false;
     this.muted = false;
     this.cameraOff = false;
     this.closed = false;
+    /** How the call carries media: 'p2p' or 'sfu'. */
+    /** @type {'p2p' | 'sfu'} */
+    this.mode = 'p2p';
+    /** @type {SfuState | null} */
+    this.sfu = null;
+    /** Our shared screen, while sharing. */
+    /** @type {MediaStream | null} */
+    this.screenStream = null;
+    /** The active speaker (SFU mode). */
+    this.activeSpeaker = '';
     /** @type {Array<() => void>} */
     this._unsubscribe = [];
-    /** Peers whose connection did not connect within CONNECT_TIMEOUT_MS. */
+    /** Peers (and "sfu") whose connection did not connect within CONNECT_TIMEOUT_MS. */
     /** @type {Set<string>} */
     this.failedPeers = new Set();
     this._pairTimer = setInterval(() => {
-      for (const c of this.conns.values()) {
+      for (const c of this._watched()) {
         if (c.pc.connectionState === 'connected') this._reportPair(c);
       }
     }, PAIR_CHECK_MS);
@@ -125,16 +205,33 @@ export class Call extends Emitter {
       s.on('welcome', (m) => {
         this.selfId = m.participant.id;
         this.selfName = m.participant.name;
+        this.observer = m.participant.observer === true;
         this._setIce(m.ice_servers, m.ice_transport_policy);
         this.admitted = m.admitted;
-        if (m.admitted) this._learnPeers(m.peers, true);
+        if (m.admitted) {
+          this._setMode(m.mode, m.sfu_session ?? '');
+          this._learnPeers(m.peers, true);
+        }
       }),
       s.on('admitted', (m) => {
         this.admitted = true;
+        this._setMode(m.mode, m.sfu_session ?? '');
         this._learnPeers(m.peers, false);
       }),
+      s.on('mode', (m) => this._setMode(m.mode, m.sfu_session ?? '')),
       s.on('peer', (m) => this._onPeer(m.event, m.peer)),
-      s.on('signal', (m) => this._onSignal(m)),
+      s.on('signal', (m) => (m.from === 'sfu' ? this._onSfuSignal(m) : this._onSignal(m))),
+      s.on('tracks', (m) => this._onTracks(m.tracks)),
+      s.on('layers', (m) => this._onLayers(m.source, m.active)),
+      s.on('speakers', (m) => {
+        this.activeSpeaker = m.active;
+        this.emit('speakers', {active: m.active, speaking: m.speaking});
+      }),
+      s.on('chat', (m) => {
+        const text = m.text.slice(0, MAX_CHAT);
+        if (!text.trim() || m.from === this.selfId) return;
+        this.emit('chat', {peerId: m.from, name: this.peers.get(m.from)?.name ?? 'Participant', text, at: m.at, self: false});
+      }),
       s.on('ice_servers', (m) => this._setIce(m.ice_servers, m.ice_transport_policy)),
       s.on('ended', () => this.close()),
     );
@@ -146,13 +243,22 @@ export class Call extends Emitter {
    */
   _setIce(servers, policy) {
     this.config = {iceServers: /** @type {RTCIceServer[]} */ (servers), iceTransportPolicy: policy};
-    for (const c of this.conns.values()) {
+    for (const c of this._watched()) {
       try {
         c.pc.setConfiguration({...c.pc.getConfiguration(), ...this.config});
       } catch (err) {
         console.warn('bedside: setConfiguration failed', err);
       }
     }
+  }
+
+  /** Every connection of the call: peer connections, and the SFU's. @returns {Watched[]} */
+  _watched() {
+    /** @type {Watched[]} */
+    const out = [...this.conns.values()];
+    if (this.sfu?.pub) out.push(this.sfu.pub);
+    if (this.sfu?.sub) out.push(this.sfu.sub);
+    return out;
   }
 
   /**
@@ -207,11 +313,13 @@ export class Call extends Emitter {
     }
     if (known) this.emit('peer-updated', {peer, present: true});
     else this.emit('peer-added', {peer});
-    if (!this.conns.has(peer.id) && !peer.polite) {
+    if (this.mode === 'p2p' && !this.conns.has(peer.id) && !peer.polite) {
       // We are impolite towards this peer: we make the connection and the first offer.
       this._create(peer.id, peer, false);
     }
   }
+
+  // --- peer to peer -------------------------------------------------------------------------
 
   /**
    * Makes the connection to a peer.
@@ -225,9 +333,10 @@ export class Call extends Emitter {
     const chat = pc.createDataChannel('chat', {negotiated: true, id: 0});
     /** @type {PeerConn} */
     const conn = {
-      id, info, polite: info ? info.polite : true, pc, chat, stream: new MediaStream(),
+      id, info, polite: info ? info.polite : true, pc, chat, stream: new MediaStream(), screen: null, sources: {},
       makingOffer: false, ignoreOffer: false, isSettingRemoteAnswerPending: false,
       needsTracks: byOffer, queue: Promise.resolve(), watchdog: undefined, failed: false, reportedPair: '',
+      current: () => this.conns.get(id) === conn, report: {peer: id},
     };
     this._watch(conn);
     this.conns.set(id, conn);
@@ -238,7 +347,7 @@ export class Call extends Emitter {
       try {
         conn.makingOffer = true;
         await pc.setLocalDescription();
-        if (pc.localDescription) this._send(id, {description: pc.localDescription.toJSON()});
+        if (pc.localDescription) this._sendDescription(conn);
       } catch (err) {
         if (!this.closed) console.warn('bedside: offer failed', err);
       } finally {
@@ -251,28 +360,21 @@ export class Call extends Emitter {
     pc.oniceconnectionstatechange = () => {
       if (pc.iceConnectionState === 'failed') pc.restartIce();
     };
-    pc.onconnectionstatechange = () => {
-      const state = pc.connectionState;
-      if (state === 'connected') {
-        this._unwatch(conn);
-        if (conn.failed) {
-          conn.failed = false;
-          this.failedPeers.delete(id);
-          this.emit('connect-ok', {peerId: id});
-        }
-        this._reportPair(conn);
-      } else if (state === 'failed' || state === 'disconnected') {
-        this._watch(conn);
-      }
-      this.emit('connection-state', {peerId: id, state});
-    };
+    pc.onconnectionstatechange = () => this._connectionState(conn);
     pc.ontrack = (ev) => {
       const track = ev.track;
+      if (track.kind === 'video' && conn.sources[ev.transceiver.mid ?? ''] === 'screen') {
+        if (!conn.screen) conn.screen = new MediaStream();
+        for (const t of conn.screen.getTracks()) if (t !== track) conn.screen.removeTrack(t);
+        if (!conn.screen.getTracks().includes(track)) conn.screen.addTrack(track);
+        this.emit('remote-stream', {peerId: id, stream: conn.screen, via: 'p2p', source: 'screen'});
+        return;
+      }
       for (const t of conn.stream.getTracks()) {
         if (t.kind === track.kind && t !== track) conn.stream.removeTrack(t);
       }
       if (!conn.stream.getTracks().includes(track)) conn.stream.addTrack(track);
-      this.emit('remote-stream', {peerId: id, stream: conn.stream});
+      this.emit('remote-stream', {peerId: id, stream: conn.stream, via: 'p2p', source: 'camera'});
     };
     chat.onmessage = (ev) => this._onChat(conn, ev.data);
 
@@ -281,10 +383,10 @@ export class Call extends Emitter {
   }
 
   /**
-   * Adds the local tracks to a connection. For a connection made by an incoming offer this runs
-   * after that offer was applied, so addTrack reuses the offered transceivers. The impolite side
-   * also asks to receive a kind it does not send, so the other side can send it without a new
-   * negotiation.
+   * Adds the local tracks (and a shared screen) to a connection. For a connection made by an
+   * incoming offer this runs after that offer was applied, so addTrack reuses the offered
+   * transceivers. The impolite side also asks to receive a kind it does not send, so the
+   * other side can send it without a new negotiation.
    * @param {PeerConn} conn
    */
   _attachTracks(conn) {
@@ -293,6 +395,8 @@ export class Call extends Emitter {
       if (pc.getSenders().some((s) => s.track === track)) continue;
       pc.addTrack(track, this.localStream);
     }
+    const screen = this.screenStream?.getVideoTracks()[0];
+    if (screen && this.screenStream && !pc.getSenders().some((s) => s.track === screen)) pc.addTrack(screen, this.screenStream);
     if (!conn.needsTracks) {
       for (const kind of ['audio', 'video']) {
         const has = pc.getTransceivers().some((t) => (t.receiver.track && t.receiver.track.kind === kind));
@@ -302,24 +406,69 @@ export class Call extends Emitter {
   }
 
   /**
+   * The source of each of our sending transceivers, by mid (sources in signal messages).
+   * @param {RTCPeerConnection} pc
+   * @returns {Record<string, Source>}
+   */
+  _sources(pc) {
+    /** @type {Record<string, Source>} */
+    const out = {};
+    const screen = this.screenStream?.getVideoTracks()[0];
+    for (const t of pc.getTransceivers()) {
+      const track = t.sender.track;
+      if (!track || !t.mid) continue;
+      out[t.mid] = track === screen ? 'screen' : track.kind === 'audio' ? 'audio' : 'camera';
+    }
+    return out;
+  }
+
+  /** @param {PeerConn} conn */
+  _sendDescription(conn) {
+    const d = conn.pc.localDescription;
+    if (!d || this.closed) return;
+    this.signalling.send({type: 'signal', to: conn.id, description: d.toJSON(), sources: this._sources(conn.pc)});
+  }
+
+  /**
+   * Follows a connection's state: the watchdog, the connection report, the tile's status.
+   * @param {Watched} conn
+   */
+  _connectionState(conn) {
+    const state = conn.pc.connectionState;
+    if (state === 'connected') {
+      this._unwatch(conn);
+      if (conn.failed) {
+        conn.failed = false;
+        this.failedPeers.delete(conn.report.pc ? 'sfu' : conn.id);
+        this.emit('connect-ok', {peerId: conn.report.pc ? 'sfu' : conn.id});
+      }
+      this._reportPair(conn);
+    } else if (state === 'failed' || state === 'disconnected') {
+      this._watch(conn);
+    }
+    this.emit('connection-state', {peerId: conn.id, state});
+  }
+
+  /**
    * Starts the connect watchdog of a connection, unless it runs already: if the connection
    * is not connected when it fires, the call cannot connect (a network that blocks it) and
    * both pages say so instead of waiting for ever.
-   * @param {PeerConn} conn
+   * @param {Watched} conn
    */
   _watch(conn) {
     if (conn.watchdog !== undefined || conn.failed) return;
     conn.watchdog = setTimeout(() => {
       conn.watchdog = undefined;
-      if (this.closed || this.conns.get(conn.id) !== conn || conn.pc.connectionState === 'connected') return;
+      if (this.closed || !conn.current() || conn.pc.connectionState === 'connected') return;
       conn.failed = true;
-      this.failedPeers.add(conn.id);
+      const id = conn.report.pc ? 'sfu' : conn.id;
+      this.failedPeers.add(id);
       console.warn(`bedside: no connection to ${conn.id} after ${CONNECT_TIMEOUT_MS / 1000} s (${conn.pc.iceConnectionState})`);
-      this.emit('connect-failed', {peerId: conn.id});
+      this.emit('connect-failed', {peerId: id});
     }, CONNECT_TIMEOUT_MS);
   }
 
-  /** @param {PeerConn} conn */
+  /** @param {Watched} conn */
   _unwatch(conn) {
     if (conn.watchdog !== undefined) clearTimeout(conn.watchdog);
     conn.watchdog = undefined;
@@ -328,7 +477,7 @@ export class Call extends Emitter {
   /**
    * Reads the selected candidate pair of a connection and, when it is new or changed, tells
    * the server (a connection message: candidate types and protocols, never addresses).
-   * @param {PeerConn} conn
+   * @param {Watched} conn
    */
   async _reportPair(conn) {
     let pair;
@@ -337,12 +486,12 @@ export class Call extends Emitter {
     } catch {
       return;
     }
-    if (!pair || this.closed || this.conns.get(conn.id) !== conn) return;
+    if (!pair || this.closed || !conn.current()) return;
     const key = JSON.stringify(pair);
     if (key === conn.reportedPair) return;
     conn.reportedPair = key;
     this.emit('pair', {peerId: conn.id, pair});
-    if (this.admitted) this.signalling.send({type: 'connection', peer: conn.id, local: pair.local, remote: pair.remote});
+    if (this.admitted) this.signalling.send({type: 'connection', ...conn.report, local: pair.local, remote: pair.remote});
   }
 
   /** @param {string} id */
@@ -364,7 +513,7 @@ export class Call extends Emitter {
 
   /**
    * @param {string} to
-   * @param {{description: RTCSessionDescriptionInit} | {candidate: RTCIceCandidateInit | null}} body
+   * @param {{candidate: RTCIceCandidateInit | null}} body
    */
   _send(to, body) {
     if (this.closed) return;
@@ -377,6 +526,7 @@ export class Call extends Emitter {
     let conn = this.conns.get(msg.from);
     if (!conn) {
       if (!msg.description || msg.description.type !== 'offer') return; // stale candidate or answer
+      if (this.mode === 'sfu') return; // nobody connects directly any more
       // The polite side (or a peer we have not heard of yet) makes its connection now.
       conn = this._create(msg.from, this.peers.get(msg.from) ?? null, true);
     }
@@ -403,6 +553,7 @@ export class Call extends Emitter {
       conn.ignoreOffer = !conn.polite && offerCollision;
       if (conn.ignoreOffer) return;
       conn.isSettingRemoteAnswerPending = description.type === 'answer';
+      if (msg.sources) conn.sources = msg.sources;
       try {
         if (offerCollision) {
           // Polite side: drop our own offer and take theirs.
@@ -416,13 +567,14 @@ export class Call extends Emitter {
       } finally {
         conn.isSettingRemoteAnswerPending = false;
       }
+      this._checkRemoteScreen(conn);
       if (description.type === 'offer') {
         if (conn.needsTracks) {
           this._attachTracks(conn);
           conn.needsTracks = false;
         }
         await pc.setLocalDescription();
-        if (pc.localDescription) this._send(conn.id, {description: pc.localDescription.toJSON()});
+        if (pc.localDescription) this._sendDescription(conn);
       }
       return;
     }
@@ -433,6 +585,17 @@ export class Call extends Emitter {
         if (!conn.ignoreOffer) throw err;
       }
     }
+  }
+
+  /**
+   * A peer that stopped sharing its screen: its description no longer names a screen.
+   * @param {PeerConn} conn
+   */
+  _checkRemoteScreen(conn) {
+    if (!conn.screen) return;
+    if (Object.values(conn.sources).includes('screen')) return;
+    conn.screen = null;
+    this.emit('remote-screen-ended', {peerId: conn.id});
   }
 
   /**
@@ -447,6 +610,11 @@ export class Call extends Emitter {
     } catch {
       return;
     }
+    if (msg && msg.sfu_ready === true && this.sfu) {
+      // The peer receives us through the SFU (the switch, below).
+      this.sfu.peerReady.add(conn.id);
+      return;
+    }
     if (!msg || typeof msg.text !== 'string') return;
     const text = msg.text.slice(0, MAX_CHAT);
     if (!text.trim()) return;
@@ -454,6 +622,337 @@ export class Call extends Emitter {
     const name = conn.info?.name ?? this.peers.get(conn.id)?.name ?? 'Participant';
     this.emit('chat', {peerId: conn.id, name, text, at, self: false});
   }
+
+  // --- through the SFU ----------------------------------------------------------------------
+
+  /**
+   * Follows the server's mode. Moving to the SFU opens our pub connection (the server offers
+   * sub) while the peer connections stay: each closes once its peer arrives through the SFU.
+   * A new SFU session means the server has none of our old SFU connections: they are made
+   * again. Back to p2p (the server forgot an empty room): the SFU connections close.
+   * @param {'p2p' | 'sfu'} mode
+   * @param {string} session
+   */
+  _setMode(mode, session) {
+    if (this.closed) return;
+    if (mode === 'p2p') {
+      if (this.mode === 'sfu') {
+        this._closeSfu();
+        this.mode = 'p2p';
+        this.emit('mode', {mode});
+        for (const p of this.peers.values()) {
+          if (!this.conns.has(p.id) && !p.polite) this._create(p.id, p, false);
+        }
+      }
+      return;
+    }
+    if (this.sfu && this.sfu.session === session) return;
+    this._closeSfu();
+    this.mode = 'sfu';
+    /** @type {SfuState} */
+    const sfu = {
+      session, pub: null, sub: null, tracks: new Map(), streams: new Map(), midTracks: new Map(),
+      readyAt: new Map(), audioAt: new Map(), peerReady: new Set(), checking: false, sizes: new Map(),
+      timer: setInterval(() => this._checkSwitch(), SWITCH_CHECK_MS),
+    };
+    this.sfu = sfu;
+    if (!this.observer) this._openPub();
+    this.emit('mode', {mode});
+  }
+
+  /**
+   * Makes one of our connections with the SFU.
+   * @param {'pub' | 'sub'} which
+   * @returns {SfuConn}
+   */
+  _sfuConn(which) {
+    const sfu = /** @type {SfuState} */ (this.sfu);
+    const pc = new RTCPeerConnection(this.config);
+    /** @type {SfuConn} */
+    const conn = {
+      id: 'sfu:' + which, which, pc, queue: Promise.resolve(), pending: [], watchdog: undefined, failed: false,
+      reportedPair: '', current: () => this.sfu === sfu && sfu[which] === conn, report: {peer: 'sfu', pc: which},
+    };
+    this.pcs.set(conn.id, pc);
+    this._watch(conn);
+    pc.onicecandidate = (ev) => {
+      if (!conn.current()) return;
+      this.signalling.send({type: 'signal', to: 'sfu', pc: which, candidate: ev.candidate ? ev.candidate.toJSON() : null});
+    };
+    pc.onconnectionstatechange = () => {
+      if (conn.current()) this._connectionState(conn);
+    };
+    return conn;
+  }
+
+  /** Opens the pub connection with our tracks: the camera in simulcast layers. */
+  _openPub() {
+    const sfu = /** @type {SfuState} */ (this.sfu);
+    const conn = this._sfuConn('pub');
+    sfu.pub = conn;
+    const pc = conn.pc;
+    for (const track of this.localStream.getTracks()) {
+      /** @type {RTCRtpTransceiverInit} */
+      const init = {direction: 'sendonly', streams: [this.localStream]};
+      if (track.kind === 'video') init.sendEncodings = SIMULCAST.map((e) => ({...e}));
+      pc.addTransceiver(track, init);
+    }
+    const screen = this.screenStream?.getVideoTracks()[0];
+    if (screen && this.screenStream) pc.addTransceiver(screen, {direction: 'sendonly', streams: [this.screenStream]});
+    // The client is pub's only offerer: every change (a screen share, an ICE restart) is a
+    // new offer, and there is never glare.
+    pc.onnegotiationneeded = () => {
+      conn.queue = conn.queue.then(() => this._offerPub(conn)).catch((err) => {
+        if (conn.current()) console.warn('bedside: pub offer failed', err);
+      });
+    };
+    pc.oniceconnectionstatechange = () => {
+      if (pc.iceConnectionState === 'failed' && conn.current()) pc.restartIce();
+    };
+  }
+
+  /** @param {SfuConn} conn */
+  async _offerPub(conn) {
+    const pc = conn.pc;
+    if (!conn.current() || pc.signalingState !== 'stable') return;
+    await pc.setLocalDescription();
+    if (!pc.localDescription || !conn.current()) return;
+    this.signalling.send({type: 'signal', to: 'sfu', pc: 'pub', description: pc.localDescription.toJSON(), sources: this._sources(pc)});
+  }
+
+  /** @param {SignalMsg} msg */
+  _onSfuSignal(msg) {
+    const sfu = this.sfu;
+    if (!sfu || this.closed || (msg.pc !== 'pub' && msg.pc !== 'sub')) return;
+    if (msg.pc === 'sub' && !sfu.sub) {
+      if (msg.description?.type !== 'offer') return;
+      sfu.sub = this._openSub();
+    }
+    const conn = msg.pc === 'pub' ? sfu.pub : sfu.sub;
+    if (!conn) return;
+    conn.queue = conn.queue.then(() => this._handleSfuSignal(conn, msg)).catch((err) => {
+      if (conn.current()) console.warn(`bedside: ${conn.id} signal failed`, err);
+    });
+  }
+
+  /**
+   * @param {SfuConn} conn
+   * @param {SignalMsg} msg
+   */
+  async _handleSfuSignal(conn, msg) {
+    const pc = conn.pc;
+    if (pc.signalingState === 'closed' || !conn.current()) return;
+    const d = msg.description;
+    if (d) {
+      if ((conn.which === 'pub' && d.type !== 'answer') || (conn.which === 'sub' && d.type !== 'offer')) return;
+      await pc.setRemoteDescription(d);
+      for (const c of conn.pending.splice(0)) await pc.addIceCandidate(c).catch(() => {});
+      if (d.type === 'offer') {
+        await pc.setLocalDescription();
+        if (pc.localDescription && conn.current()) {
+          this.signalling.send({type: 'signal', to: 'sfu', pc: 'sub', description: pc.localDescription.toJSON()});
+        }
+        this._pruneSfuTracks();
+      }
+      return;
+    }
+    if (msg.candidate === undefined) return;
+    if (!pc.remoteDescription) {
+      if (msg.candidate) conn.pending.push(msg.candidate);
+      return;
+    }
+    await pc.addIceCandidate(msg.candidate ?? undefined).catch(() => {});
+  }
+
+  /** @returns {SfuConn} */
+  _openSub() {
+    const conn = this._sfuConn('sub');
+    conn.pc.ontrack = (ev) => this._onSfuTrack(ev);
+    return conn;
+  }
+
+  /** @param {TrackInfo[]} tracks */
+  _onTracks(tracks) {
+    if (!this.sfu) return;
+    this.sfu.tracks = new Map(tracks.map((t) => [t.mid, t]));
+  }
+
+  /**
+   * A track of the sub connection: it goes into its publisher's stream (camera and
+   * microphone) or screen stream, by the tracks message.
+   * @param {RTCTrackEvent} ev
+   */
+  _onSfuTrack(ev) {
+    const sfu = this.sfu;
+    const mid = ev.transceiver.mid ?? '';
+    const info = sfu?.tracks.get(mid);
+    if (!sfu || !info) return;
+    sfu.midTracks.set(mid, ev.track);
+    const key = info.source === 'screen' ? `${info.participant}.screen` : info.participant;
+    let stream = sfu.streams.get(key);
+    if (!stream) {
+      stream = new MediaStream();
+      sfu.streams.set(key, stream);
+    }
+    for (const t of stream.getTracks()) if (t.kind === ev.track.kind && t !== ev.track) stream.removeTrack(t);
+    if (!stream.getTracks().includes(ev.track)) stream.addTrack(ev.track);
+    this.emit('remote-stream', {peerId: info.participant, stream, via: 'sfu', source: info.source === 'screen' ? 'screen' : 'camera'});
+  }
+
+  /** After a sub offer: tracks whose mid the tracks message no longer lists leave their streams. */
+  _pruneSfuTracks() {
+    const sfu = this.sfu;
+    if (!sfu) return;
+    for (const [mid, track] of sfu.midTracks) {
+      const info = sfu.tracks.get(mid);
+      for (const [key, stream] of sfu.streams) {
+        const belongs = info && key === (info.source === 'screen' ? `${info.participant}.screen` : info.participant);
+        if (!belongs && stream.getTracks().includes(track)) {
+          stream.removeTrack(track);
+          if (key.endsWith('.screen') && stream.getVideoTracks().length === 0) {
+            sfu.streams.delete(key);
+            this.emit('remote-screen-ended', {peerId: key.slice(0, -'.screen'.length)});
+          }
+        }
+      }
+      if (!info) sfu.midTracks.delete(mid);
+    }
+  }
+
+  /**
+   * Dynacast: sends only the camera layers somebody receives.
+   * @param {string} source
+   * @param {string[]} active
+   */
+  async _onLayers(source, active) {
+    const pub = this.sfu?.pub;
+    if (!pub || source !== 'camera') return;
+    const camera = this.localStream.getVideoTracks()[0];
+    const sender = pub.pc.getSenders().find((s) => s.track === camera);
+    if (!sender) return;
+    const params = sender.getParameters();
+    if (!params.encodings || params.encodings.length < 2) return;
+    let changed = false;
+    for (const e of params.encodings) {
+      const on = e.rid ? active.includes(e.rid) : true;
+      if (e.active !== on) {
+        e.active = on;
+        changed = true;
+      }
+    }
+    if (changed) await sender.setParameters(params).catch((err) => console.warn('bedside: layers', err));
+  }
+
+  /**
+   * Tells the server at what size a remote video is shown (0x0: not shown), so the SFU
+   * sends a layer no larger than needed. Only changes are sent.
+   * @param {string} peerId
+   * @param {VideoSource} source
+   * @param {number} width
+   * @param {number} height
+   */
+  reportVideoSize(peerId, source, width, height) {
+    const sfu = this.sfu;
+    if (!sfu || this.closed) return;
+    const w = Math.max(0, Math.min(8192, Math.round(width)));
+    const h = Math.max(0, Math.min(8192, Math.round(height)));
+    const size = w === 0 || h === 0 ? '0x0' : `${w}x${h}`;
+    const key = `${peerId} ${source}`;
+    if (sfu.sizes.get(key) === size) return;
+    sfu.sizes.set(key, size);
+    this.signalling.send({type: 'video_size', participant: peerId, source, width: size === '0x0' ? 0 : w, height: size === '0x0' ? 0 : h});
+  }
+
+  /**
+   * The switch, make before break: a peer connection closes once we receive that peer
+   * through the SFU (its camera's first frame decoded; its audio for a peer without camera;
+   * nothing to wait for from an observer) and the peer said it receives us so too, over the peer
+   * connection's data channel ({"sfu_ready": true}), or SWITCH_WAIT_MS after we were ready.
+   */
+  async _checkSwitch() {
+    const sfu = this.sfu;
+    if (!sfu || sfu.checking || this.conns.size === 0) return;
+    sfu.checking = true;
+    try {
+      const now = Date.now();
+      for (const [peerId, conn] of [...this.conns]) {
+        if (!sfu.readyAt.has(peerId) && await this._receivedViaSfu(peerId, now)) {
+          sfu.readyAt.set(peerId, now);
+          if (conn.chat.readyState === 'open') conn.chat.send(JSON.stringify({sfu_ready: true}));
+        }
+        const at = sfu.readyAt.get(peerId);
+        if (at === undefined || this.sfu !== sfu || this.conns.get(peerId) !== conn) continue;
+        if (sfu.peerReady.has(peerId) || now - at >= SWITCH_WAIT_MS) {
+          this.emit('sfu-switched', {peerId});
+          this._drop(peerId);
+        }
+      }
+    } finally {
+      sfu.checking = false;
+    }
+  }
+
+  /** @param {string} peerId */
+  _observes(peerId) {
+    return this.peers.get(peerId)?.observer === true;
+  }
+
+  /**
+   * @param {string} peerId
+   * @param {number} now
+   * @returns {Promise<boolean>}
+   */
+  async _receivedViaSfu(peerId, now) {
+    const sfu = this.sfu;
+    if (!sfu) return false;
+    if (this._observes(peerId)) return Boolean(sfu.sub || sfu.pub?.pc.connectionState === 'connected');
+    const sub = sfu.sub?.pc;
+    if (!sub) return false;
+    let camera = false;
+    for (const [mid, info] of sfu.tracks) {
+      if (info.participant !== peerId) continue;
+      const tr = sub.getTransceivers().find((t) => t.mid === mid);
+      if (!tr) continue;
+      const report = await tr.receiver.getStats();
+      let frames = 0;
+      let packets = 0;
+      report.forEach((v) => {
+        if (v.type === 'inbound-rtp') {
+          frames += v.framesDecoded ?? 0;
+          packets += v.packetsReceived ?? 0;
+        }
+      });
+      if (info.source === 'camera') {
+        camera = true;
+        if (frames > 0) return true;
+      } else if (info.source === 'audio' && packets > 0 && !sfu.audioAt.has(peerId)) {
+        sfu.audioAt.set(peerId, now);
+      }
+    }
+    const audioAt = sfu.audioAt.get(peerId);
+    return !camera && audioAt !== undefined && now - audioAt >= AUDIO_ONLY_MS;
+  }
+
+  _closeSfu() {
+    const sfu = this.sfu;
+    if (!sfu) return;
+    this.sfu = null;
+    clearInterval(sfu.timer);
+    for (const conn of [sfu.pub, sfu.sub]) {
+      if (!conn) continue;
+      this._unwatch(conn);
+      this.pcs.delete(conn.id);
+      conn.pc.onnegotiationneeded = null;
+      conn.pc.onicecandidate = null;
+      conn.pc.onconnectionstatechange = null;
+      conn.pc.oniceconnectionstatechange = null;
+      conn.pc.ontrack = null;
+      conn.pc.close();
+    }
+    if (this.failedPeers.delete('sfu')) this.emit('connect-ok', {peerId: 'sfu'});
+  }
+
+  // --- chat, devices, screen --------------------------------------------------------------
 
   /**
    * Sends a chat message to everybody in the call. Returns how many peers it reached.
@@ -464,12 +963,21 @@ export class Call extends Emitter {
     const clean = text.trim().slice(0, MAX_CHAT);
     if (!clean || this.closed) return 0;
     const at = new Date().toISOString();
-    const data = JSON.stringify({text: clean, at});
     let sent = 0;
-    for (const c of this.conns.values()) {
-      if (c.chat.readyState === 'open') {
-        c.chat.send(data);
-        sent++;
+    if (this.mode === 'sfu') {
+      // Through the server: there are no data channels with the SFU.
+      const present = [...this.peers.keys()].filter((id) => !this.absent.has(id)).length;
+      if (present > 0 && this.signalling.ready) {
+        this.signalling.send({type: 'chat', text: clean});
+        sent = present;
+      }
+    } else {
+      const data = JSON.stringify({text: clean, at});
+      for (const c of this.conns.values()) {
+        if (c.chat.readyState === 'open') {
+          c.chat.send(data);
+          sent++;
+        }
       }
     }
     if (sent > 0) this.emit('chat', {peerId: this.selfId ?? '', name: 'You', text: clean, at, self: true});
@@ -478,6 +986,7 @@ export class Call extends Emitter {
 
   /** True when a chat message would reach somebody. */
   chatOpen() {
+    if (this.mode === 'sfu') return this.signalling.ready && [...this.peers.keys()].some((id) => !this.absent.has(id));
     return [...this.conns.values()].some((c) => c.chat.readyState === 'open');
   }
 
@@ -505,7 +1014,7 @@ export class Call extends Emitter {
     this.localStream.addTrack(track);
     for (const c of this.conns.values()) {
       if (c.needsTracks) continue;
-      const sender = c.pc.getSenders().find((s) => (s.track && s.track.kind === track.kind) || s.track === old);
+      const sender = c.pc.getSenders().find((s) => (s.track && s.track.kind === track.kind && s.track !== this.screenStream?.getVideoTracks()[0]) || s.track === old);
       const tr = c.pc.getTransceivers().find((t) => t.sender === sender ||
         (!t.sender.track && t.receiver.track.kind === track.kind && t.currentDirection !== 'stopped'));
       if (tr) {
@@ -516,11 +1025,71 @@ export class Call extends Emitter {
         c.pc.addTrack(track, this.localStream);
       }
     }
+    const pub = this.sfu?.pub;
+    if (pub) {
+      const sender = pub.pc.getSenders().find((s) => s.track === old);
+      if (sender) await sender.replaceTrack(track);
+      else pub.pc.addTransceiver(track, {direction: 'sendonly', streams: [this.localStream],
+        sendEncodings: track.kind === 'video' ? SIMULCAST.map((e) => ({...e})) : undefined});
+    }
     if (old && old !== track) old.stop();
   }
 
   /**
-   * The raw stats report of one peer's connection.
+   * Shares a screen (getDisplayMedia): its own track, with source "screen", on every peer
+   * connection or on the pub connection. It stops when the user stops it in the browser, or
+   * with stopScreenShare.
+   * @returns {Promise<boolean>} whether sharing started
+   */
+  async startScreenShare() {
+    if (this.screenStream || this.closed || this.observer) return false;
+    /** @type {MediaStream} */
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getDisplayMedia({video: true, audio: false});
+    } catch (err) {
+      console.warn('bedside: screen share refused', err);
+      return false;
+    }
+    const track = stream.getVideoTracks()[0];
+    if (!track || this.closed) {
+      for (const t of stream.getTracks()) t.stop();
+      return false;
+    }
+    track.contentHint = 'detail';
+    this.screenStream = stream;
+    track.addEventListener('ended', () => this.stopScreenShare());
+    for (const c of this.conns.values()) {
+      if (!c.needsTracks) c.pc.addTrack(track, stream);
+    }
+    const pub = this.sfu?.pub;
+    if (pub) pub.pc.addTransceiver(track, {direction: 'sendonly', streams: [stream]});
+    this.emit('screen', {sharing: true});
+    return true;
+  }
+
+  /** Stops sharing the screen. */
+  stopScreenShare() {
+    const stream = this.screenStream;
+    if (!stream) return;
+    this.screenStream = null;
+    const track = stream.getVideoTracks()[0];
+    const pcs = [...this.conns.values()].map((c) => c.pc);
+    if (this.sfu?.pub) pcs.push(this.sfu.pub.pc);
+    for (const pc of pcs) {
+      if (pc.signalingState === 'closed') continue;
+      for (const s of pc.getSenders()) {
+        if (s.track === track) pc.removeTrack(s);
+      }
+    }
+    for (const t of stream.getTracks()) t.stop();
+    this.emit('screen', {sharing: false});
+  }
+
+  // --- stats ------------------------------------------------------------------------------
+
+  /**
+   * The raw stats report of one connection (a peer id, or "sfu:pub" / "sfu:sub").
    * @param {string} peerId
    * @returns {Promise<RTCStatsReport | null>}
    */
@@ -537,12 +1106,12 @@ export class Call extends Emitter {
   async statsSummary() {
     /** @type {PeerStats[]} */
     const out = [];
-    for (const [peerId, c] of this.conns) {
-      const report = await c.pc.getStats();
+    for (const [peerId, pc] of this.pcs) {
+      const report = await pc.getStats();
       /** @type {PeerStats} */
       const s = {
-        peerId, name: c.info?.name ?? '', connectionState: c.pc.connectionState,
-        iceConnectionState: c.pc.iceConnectionState,
+        peerId, name: this.conns.get(peerId)?.info?.name ?? '', connectionState: pc.connectionState,
+        iceConnectionState: pc.iceConnectionState,
       };
       /** @type {Map<string, any>} */
       const byId = new Map();
@@ -584,6 +1153,11 @@ export class Call extends Emitter {
     this.closed = true;
     clearInterval(this._pairTimer);
     for (const id of [...this.conns.keys()]) this._drop(id);
+    this._closeSfu();
+    if (this.screenStream) {
+      for (const t of this.screenStream.getTracks()) t.stop();
+      this.screenStream = null;
+    }
     for (const off of this._unsubscribe) off();
     this._unsubscribe = [];
     this.emit('closed', {});

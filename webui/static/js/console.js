@@ -29,6 +29,7 @@ const form = byId('create-visit', HTMLFormElement);
 const patientName = byId('patient-name', HTMLInputElement);
 const scheduledAt = byId('scheduled-at', HTMLInputElement);
 const privacy = byId('privacy', HTMLInputElement);
+const mediaPolicy = byId('media-policy', HTMLSelectElement);
 const clinicianField = byId('clinician-field', HTMLElement);
 const clinicianEmail = byId('clinician-email', HTMLInputElement);
 const submit = byId('create-visit-submit', HTMLButtonElement);
@@ -244,6 +245,7 @@ form.addEventListener('submit', async (ev) => {
   }
   if (!clinicianField.hidden && clinicianEmail.value.trim()) body.clinician_email = clinicianEmail.value.trim();
   if (privacy.checked) body.privacy = true;
+  if (mediaPolicy.value !== 'auto') body.policy = mediaPolicy.value;
   submit.disabled = true;
   try {
     /** @type {Visit} */

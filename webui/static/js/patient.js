@@ -146,7 +146,7 @@ function updateStatus() {
     return;
   }
   const present = [...call.peers.values()].filter((p) => !call?.absent.has(p.id));
-  const failed = present.some((p) => call?.failedPeers.has(p.id));
+  const failed = present.some((p) => call?.failedPeers.has(p.id)) || (present.length > 0 && call.failedPeers.has('sfu'));
   connectError.hidden = !failed;
   if (failed) {
     connectError.textContent = 'We could not connect your call. Your network may be blocking video calls. ' +

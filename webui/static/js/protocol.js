@@ -23,16 +23,25 @@ const MAX_QUEUED = 500;
  * @typedef {{id: string, role: string, name: string, session: string, polite: boolean, observer?: boolean}} Peer
  * @typedef {{id: string, name: string, since: string, role?: string, observer?: boolean}} WaitingEntry
  * @typedef {{urls: string | string[], username?: string, credential?: string}} IceServer
+ * @typedef {'p2p' | 'sfu'} Mode
  * @typedef {{type: 'welcome', participant: {id: string, role: string, name: string, observer?: boolean},
  *   visit: {id: string, state: string}, admitted: boolean, ice_servers: IceServer[],
- *   ice_transport_policy: RTCIceTransportPolicy, peers: Peer[], waiting: WaitingEntry[]}} WelcomeMsg
- * @typedef {{type: 'admitted', peers: Peer[]}} AdmittedMsg
+ *   ice_transport_policy: RTCIceTransportPolicy, peers: Peer[], waiting: WaitingEntry[],
+ *   mode: Mode, sfu_session?: string}} WelcomeMsg
+ * @typedef {{type: 'admitted', peers: Peer[], mode: Mode, sfu_session?: string}} AdmittedMsg
+ * @typedef {{type: 'mode', mode: Mode, sfu_session?: string}} ModeMsg
+ * @typedef {'audio' | 'camera' | 'screen'} Source
+ * @typedef {{mid: string, participant: string, source: Source, kind: 'audio' | 'video'}} TrackInfo
+ * @typedef {{type: 'tracks', tracks: TrackInfo[]}} TracksMsg
+ * @typedef {{type: 'layers', source: Source, active: string[]}} LayersMsg
+ * @typedef {{type: 'speakers', active: string, speaking: string[]}} SpeakersMsg
+ * @typedef {{type: 'chat', from: string, text: string, at: string}} ChatMsg
  * @typedef {{type: 'waiting', waiting: WaitingEntry[]}} WaitingMsg
  * @typedef {{type: 'peer', event: 'joined' | 'gone' | 'left', peer: Peer}} PeerMsg
  * @typedef {{candidate?: string, sdpMid?: string | null, sdpMLineIndex?: number | null,
  *   usernameFragment?: string | null}} CandidateInit
- * @typedef {{type: 'signal', from: string, description?: {type: RTCSdpType, sdp?: string},
- *   candidate?: CandidateInit | null}} SignalMsg
+ * @typedef {{type: 'signal', from: string, pc?: 'pub' | 'sub', description?: {type: RTCSdpType, sdp?: string},
+ *   candidate?: CandidateInit | null, sources?: Record<string, Source>}} SignalMsg
  * @typedef {{type: 'ice_servers', ice_servers: IceServer[], ice_transport_policy: RTCIceTransportPolicy}} IceServersMsg
  * @typedef {{type: 'ended', reason: string}} EndedMsg
  * @typedef {{type: 'bye', reason: string}} ByeMsg
@@ -44,16 +53,21 @@ const MAX_QUEUED = 500;
  * @typedef {{
  *   welcome: WelcomeMsg, admitted: AdmittedMsg, waiting: WaitingMsg, peer: PeerMsg,
  *   signal: SignalMsg, ice_servers: IceServersMsg, ended: EndedMsg, bye: ByeMsg, error: ErrorMsg,
+ *   mode: ModeMsg, tracks: TracksMsg, layers: LayersMsg, speakers: SpeakersMsg, chat: ChatMsg,
  *   state: StateEvent, closed: ClosedEvent
  * }} SignallingEvents
  *
- * @typedef {{type: 'signal', to: string, description: RTCSessionDescriptionInit}
- *   | {type: 'signal', to: string, candidate: RTCIceCandidateInit | null}
+ * @typedef {{type: 'signal', to: string, pc?: 'pub' | 'sub', description: RTCSessionDescriptionInit,
+ *       sources?: Record<string, Source>}
+ *   | {type: 'signal', to: string, pc?: 'pub' | 'sub', candidate: RTCIceCandidateInit | null}
+ *   | {type: 'video_size', participant: string, source: 'camera' | 'screen', width: number, height: number}
+ *   | {type: 'chat', text: string}
  *   | {type: 'admit', participant: string}
  *   | {type: 'remove', participant: string}
  *   | {type: 'end'}
  *   | {type: 'leave'}
- *   | {type: 'connection', peer: string, local: {candidate_type: string, protocol: string, relay_protocol?: string},
+ *   | {type: 'connection', peer: string, pc?: 'pub' | 'sub',
+ *       local: {candidate_type: string, protocol: string, relay_protocol?: string},
  *       remote: {candidate_type: string, protocol: string}}} ClientMsg
  */
 
@@ -151,6 +165,17 @@ function isWaitingEntry(v) {
   return isObject(v) && typeof v.id === 'string';
 }
 
+/** @param {unknown} v @returns {v is TrackInfo} */
+function isTrackInfo(v) {
+  return isObject(v) && typeof v.mid === 'string' && typeof v.participant === 'string' &&
+    ['audio', 'camera', 'screen'].includes(v.source) && (v.kind === 'audio' || v.kind === 'video');
+}
+
+/** @param {unknown} v @returns {'p2p' | 'sfu'} */
+function mode(v) {
+  return v === 'sfu' ? 'sfu' : 'p2p';
+}
+
 /** @param {unknown} v @returns {boolean} */
 function isIceServerList(v) {
   return Array.isArray(v) && v.every((s) => isObject(s) && (typeof s.urls === 'string' || Array.isArray(s.urls)));
@@ -173,10 +198,24 @@ export function validate(msg) {
       const ice = isIceServerList(msg.ice_servers) ? msg.ice_servers : [];
       const policy = msg.ice_transport_policy === 'relay' ? 'relay' : 'all';
       return /** @type {WelcomeMsg} */ ({...msg, admitted: msg.admitted === true, peers, waiting,
-        ice_servers: ice, ice_transport_policy: policy});
+        ice_servers: ice, ice_transport_policy: policy, mode: mode(msg.mode)});
     }
     case 'admitted':
-      return /** @type {AdmittedMsg} */ ({...msg, peers: Array.isArray(msg.peers) ? msg.peers.filter(isPeer) : []});
+      return /** @type {AdmittedMsg} */ ({...msg, peers: Array.isArray(msg.peers) ? msg.peers.filter(isPeer) : [],
+        mode: mode(msg.mode)});
+    case 'mode':
+      return /** @type {ModeMsg} */ ({...msg, mode: mode(msg.mode)});
+    case 'tracks':
+      return /** @type {TracksMsg} */ ({...msg, tracks: Array.isArray(msg.tracks) ? msg.tracks.filter(isTrackInfo) : []});
+    case 'layers':
+      if (typeof msg.source !== 'string' || !Array.isArray(msg.active)) return null;
+      return /** @type {LayersMsg} */ ({...msg, active: msg.active.filter((/** @type {unknown} */ r) => typeof r === 'string')});
+    case 'speakers':
+      return /** @type {SpeakersMsg} */ ({...msg, active: typeof msg.active === 'string' ? msg.active : '',
+        speaking: Array.isArray(msg.speaking) ? msg.speaking.filter((/** @type {unknown} */ r) => typeof r === 'string') : []});
+    case 'chat':
+      if (typeof msg.from !== 'string' || typeof msg.text !== 'string') return null;
+      return /** @type {ChatMsg} */ ({...msg, at: typeof msg.at === 'string' ? msg.at : new Date().toISOString()});
     case 'waiting':
       return /** @type {WaitingMsg} */ ({...msg,
         waiting: Array.isArray(msg.waiting) ? msg.waiting.filter(isWaitingEntry) : []});

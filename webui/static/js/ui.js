@@ -168,8 +168,12 @@ export function playWithFallback(media, container) {
 }
 
 /**
- * The call part of a page: local preview, one tile per remote participant in #remotes, the
- * #mute and #camera buttons and the chat (#chat-log, #chat-form, #chat-input).
+ * The call part of a page: local preview, one tile per remote participant in #remotes (and
+ * one per shared screen), the #mute, #camera and #share-screen buttons and the chat
+ * (#chat-log, #chat-form, #chat-input). In SFU mode it tells the call at what size each
+ * remote video is shown, highlights the active speaker, and makes the switch from a peer
+ * connection to the SFU invisible: the SFU's video plays in a standby element behind the
+ * tile's until the call switches, then takes its place.
  */
 export class CallView {
   /**
@@ -184,14 +188,21 @@ export class CallView {
     this.localVideo = byId('local-video', HTMLVideoElement);
     this.mute = byId('mute', HTMLButtonElement);
     this.camera = byId('camera', HTMLButtonElement);
+    this.share = /** @type {HTMLButtonElement | null} */ (document.getElementById('share-screen'));
     this.chatLog = byId('chat-log', HTMLElement);
     this.chatForm = byId('chat-form', HTMLFormElement);
     this.chatInput = byId('chat-input', HTMLInputElement);
     this.empty = document.getElementById('remotes-empty');
+    /** The main video element of each tile, by key: a peer id, or "<id>.screen". */
     /** @type {Map<string, HTMLVideoElement>} */
     this.videos = new Map();
     /** @type {Array<() => void>} */
     this._off = [];
+    this._sizes = new ResizeObserver((entries) => {
+      for (const e of entries) {
+        if (e.target instanceof HTMLVideoElement) this._reportSize(e.target);
+      }
+    });
     this._wire();
     this.showLocal();
   }
@@ -207,23 +218,11 @@ export class CallView {
         this._tileStatus(peer.id, present ? '' : 'Connection lost. Waiting for them to come back…');
       }),
       call.on('peer-removed', ({peerId}) => {
-        const video = this.videos.get(peerId);
-        if (video) {
-          video.srcObject = null;
-          video.closest('figure')?.remove();
-        }
-        this.videos.delete(peerId);
-        this._updateEmpty();
+        for (const key of [peerId, `${peerId}.screen`]) this._removeTile(key);
       }),
-      call.on('remote-stream', ({peerId, stream}) => {
-        const peer = call.peers.get(peerId);
-        const video = peer ? this._tile(peer) : this.videos.get(peerId);
-        if (!video) return;
-        if (video.srcObject !== stream) video.srcObject = stream;
-        const fig = video.closest('figure');
-        fig?.classList.toggle('no-video', stream.getVideoTracks().length === 0);
-        if (fig) playWithFallback(video, fig);
-      }),
+      call.on('remote-stream', ({peerId, stream, via, source}) => this._showStream(peerId, stream, via, source)),
+      call.on('sfu-switched', ({peerId}) => this._promote(peerId)),
+      call.on('remote-screen-ended', ({peerId}) => this._removeTile(`${peerId}.screen`)),
       call.on('connection-state', ({peerId, state}) => {
         if (call.absent.has(peerId)) return;
         const text = {
@@ -232,8 +231,25 @@ export class CallView {
         }[state];
         this._tileStatus(peerId, text);
       }),
+      call.on('speakers', ({active, speaking}) => {
+        for (const [key, video] of this.videos) {
+          const fig = video.closest('figure');
+          if (!fig || key.endsWith('.screen')) continue;
+          fig.classList.toggle('speaking', key === active);
+          fig.dataset.speaking = String(speaking.includes(key));
+        }
+      }),
+      call.on('screen', ({sharing}) => {
+        if (!this.share) return;
+        this.share.setAttribute('aria-pressed', String(sharing));
+        this.share.textContent = sharing ? 'Stop sharing' : 'Share screen';
+      }),
+      call.on('mode', () => this._reportAll()),
       call.on('chat', (m) => this.addChat(m.name, m.text, m.at, m.self)),
     );
+    const onVisibility = () => this._reportAll();
+    document.addEventListener('visibilitychange', onVisibility);
+    this._off.push(() => document.removeEventListener('visibilitychange', onVisibility));
 
     this.mute.addEventListener('click', () => {
       const muted = !this.call.muted;
@@ -246,6 +262,15 @@ export class CallView {
       this.call.setCameraOff(off);
       this.camera.setAttribute('aria-pressed', String(off));
       this._updateLocalBadges();
+    });
+    this.share?.addEventListener('click', async () => {
+      if (this.call.screenStream) {
+        this.call.stopScreenShare();
+        return;
+      }
+      if (this.share) this.share.disabled = true;
+      await this.call.startScreenShare();
+      if (this.share) this.share.disabled = false;
     });
     this.chatForm.addEventListener('submit', (ev) => {
       ev.preventDefault();
@@ -270,6 +295,10 @@ export class CallView {
     this.camera.disabled = !hasVideo;
     this.camera.title = hasVideo ? '' : 'No camera';
     this.mute.disabled = stream.getAudioTracks().length === 0;
+    if (this.share) {
+      const can = Boolean(navigator.mediaDevices && 'getDisplayMedia' in navigator.mediaDevices);
+      this.share.hidden = !can || this.call.observer || stream.getTracks().length === 0;
+    }
     this._updateLocalBadges();
   }
 
@@ -289,6 +318,80 @@ export class CallView {
   }
 
   /**
+   * A stream of a remote participant arrived. Its camera tile shows it at once, unless the
+   * tile shows that participant over a peer connection and this stream comes through the
+   * SFU: then it plays, muted and unseen, in the tile's standby element until the call
+   * switches (sfu-switched).
+   * @param {string} peerId
+   * @param {MediaStream} stream
+   * @param {'p2p' | 'sfu'} via
+   * @param {'camera' | 'screen'} source
+   */
+  _showStream(peerId, stream, via, source) {
+    const peer = this.call.peers.get(peerId);
+    if (!peer) return;
+    const video = source === 'screen' ? this._screenTile(peer) : this._tile(peer);
+    const fig = video.closest('figure');
+    if (!fig) return;
+    if (source === 'camera' && via === 'sfu' && video.dataset.via === 'p2p' && this.call.conns.has(peerId)) {
+      let standby = /** @type {HTMLVideoElement | null} */ (fig.querySelector('video.standby'));
+      if (!standby) {
+        standby = document.createElement('video');
+        standby.className = 'standby';
+        standby.autoplay = true;
+        standby.playsInline = true;
+        standby.muted = true; // the peer connection's audio plays until the switch
+        standby.dataset.standbyFor = peerId;
+        standby.setAttribute('aria-hidden', 'true');
+        video.after(standby);
+      }
+      if (standby.srcObject !== stream) standby.srcObject = stream;
+      standby.play().catch(() => {});
+      return;
+    }
+    video.dataset.via = via;
+    if (video.srcObject !== stream) video.srcObject = stream;
+    fig.classList.toggle('no-video', stream.getVideoTracks().length === 0);
+    if (via === 'sfu') this._tileStatus(peerId, '');
+    playWithFallback(video, fig);
+    this._reportSize(video);
+  }
+
+  /**
+   * The switch to the SFU for one participant: the standby video (already playing) takes
+   * the tile's place, with its sound.
+   * @param {string} peerId
+   */
+  _promote(peerId) {
+    const video = this.videos.get(peerId);
+    const fig = video?.closest('figure');
+    if (!video || !fig) return;
+    const standby = /** @type {HTMLVideoElement | null} */ (fig.querySelector('video.standby'));
+    const stream = this.call.sfu?.streams.get(peerId) ?? null;
+    if (standby) {
+      standby.classList.remove('standby');
+      standby.removeAttribute('aria-hidden');
+      delete standby.dataset.standbyFor;
+      for (const [k, v] of Object.entries(video.dataset)) if (v !== undefined) standby.dataset[k] = v;
+      standby.dataset.via = 'sfu';
+      standby.setAttribute('aria-label', video.getAttribute('aria-label') ?? '');
+      standby.muted = false;
+      this._sizes.unobserve(video);
+      video.srcObject = null;
+      video.replaceWith(standby);
+      this.videos.set(peerId, standby);
+      this._sizes.observe(standby);
+      playWithFallback(standby, fig);
+      this._reportSize(standby);
+    } else if (stream) {
+      video.dataset.via = 'sfu';
+      video.srcObject = stream;
+      playWithFallback(video, fig);
+    }
+    this._tileStatus(peerId, '');
+  }
+
+  /**
    * The tile of a remote participant, made when needed.
    * @param {Peer} peer
    * @returns {HTMLVideoElement}
@@ -296,20 +399,16 @@ export class CallView {
   _tile(peer) {
     let video = this.videos.get(peer.id);
     if (!video) {
-      const fig = document.createElement('figure');
-      fig.className = 'tile remote';
-      video = document.createElement('video');
-      video.dataset.peerId = peer.id;
-      video.autoplay = true;
-      video.playsInline = true;
-      video.setAttribute('playsinline', '');
-      const cap = document.createElement('figcaption');
-      cap.className = 'tile-name';
-      const status = document.createElement('span');
-      status.className = 'tile-status';
-      status.setAttribute('role', 'status');
-      status.textContent = 'Connecting…';
-      fig.append(video, cap, status);
+      video = this._makeTile(peer.id, 'camera');
+      const fig = /** @type {HTMLElement} */ (video.closest('figure'));
+      const speaking = document.createElement('span');
+      speaking.className = 'speaking-badge';
+      speaking.textContent = 'Speaking';
+      fig.append(speaking);
+      if (peer.observer) {
+        fig.classList.add('no-video', 'observer');
+        this._tileStatus(peer.id, 'Watching and listening');
+      }
       if (this.onRemove) {
         const remove = document.createElement('button');
         remove.type = 'button';
@@ -320,24 +419,103 @@ export class CallView {
         remove.addEventListener('click', () => onRemove(this.call.peers.get(peer.id) ?? peer));
         fig.append(remove);
       }
-      this.remotes.append(fig);
-      this.videos.set(peer.id, video);
-      this._updateEmpty();
     }
-    const cap = video.closest('figure')?.querySelector('.tile-name');
+    const fig = video.closest('figure');
+    const cap = fig?.querySelector('.tile-name');
     const label = peer.name || 'Participant';
     if (cap && cap.textContent !== label) cap.textContent = label;
-    const remove = video.closest('figure')?.querySelector('.remove-participant');
+    const remove = fig?.querySelector('.remove-participant');
     if (remove) remove.setAttribute('aria-label', `Remove ${label} from the visit`);
     video.setAttribute('aria-label', `Video of ${label}`);
     return video;
+  }
+
+  /**
+   * The tile of a participant's shared screen.
+   * @param {Peer} peer
+   * @returns {HTMLVideoElement}
+   */
+  _screenTile(peer) {
+    const key = `${peer.id}.screen`;
+    const video = this.videos.get(key) ?? this._makeTile(key, 'screen', peer.id);
+    const label = `${peer.name || 'Participant'}'s screen`;
+    const cap = video.closest('figure')?.querySelector('.tile-name');
+    if (cap && cap.textContent !== label) cap.textContent = label;
+    video.setAttribute('aria-label', label);
+    video.closest('figure')?.classList.add('screen');
+    return video;
+  }
+
+  /**
+   * @param {string} key
+   * @param {'camera' | 'screen'} source
+   * @param {string} [peerId]
+   * @returns {HTMLVideoElement}
+   */
+  _makeTile(key, source, peerId = key) {
+    const fig = document.createElement('figure');
+    fig.className = 'tile remote';
+    const video = document.createElement('video');
+    video.dataset.peerId = peerId;
+    video.dataset.source = source;
+    video.autoplay = true;
+    video.playsInline = true;
+    video.setAttribute('playsinline', '');
+    const cap = document.createElement('figcaption');
+    cap.className = 'tile-name';
+    const status = document.createElement('span');
+    status.className = 'tile-status';
+    status.setAttribute('role', 'status');
+    status.textContent = source === 'camera' ? 'Connecting…' : '';
+    fig.append(video, cap, status);
+    this.remotes.append(fig);
+    this.videos.set(key, video);
+    this._sizes.observe(video);
+    this._updateEmpty();
+    return video;
+  }
+
+  /** @param {string} key */
+  _removeTile(key) {
+    const video = this.videos.get(key);
+    if (!video) return;
+    this._sizes.unobserve(video);
+    const fig = video.closest('figure');
+    for (const v of fig ? fig.querySelectorAll('video') : [video]) {
+      if (v instanceof HTMLVideoElement) v.srcObject = null;
+    }
+    fig?.remove();
+    this.videos.delete(key);
+    const [peerId, screen] = key.split('.');
+    this.call.reportVideoSize(peerId, screen ? 'screen' : 'camera', 0, 0);
+    this._updateEmpty();
+  }
+
+  /**
+   * Tells the call at what size a remote video is shown (device pixels; 0x0 while the page
+   * is hidden).
+   * @param {HTMLVideoElement} video
+   */
+  _reportSize(video) {
+    const peerId = video.dataset.peerId;
+    if (!peerId || !video.isConnected) return;
+    const source = video.dataset.source === 'screen' ? 'screen' : 'camera';
+    const dpr = globalThis.devicePixelRatio || 1;
+    const hidden = document.hidden;
+    this.call.reportVideoSize(peerId, source, hidden ? 0 : video.clientWidth * dpr, hidden ? 0 : video.clientHeight * dpr);
+  }
+
+  _reportAll() {
+    for (const v of this.videos.values()) this._reportSize(v);
   }
 
   /** @param {string} peerId @param {string} text */
   _tileStatus(peerId, text) {
     const fig = this.videos.get(peerId)?.closest('figure');
     const el = fig?.querySelector('.tile-status');
-    if (el) el.textContent = text;
+    if (!el || !fig) return;
+    if (!text && fig.classList.contains('observer')) text = 'Watching and listening';
+    el.textContent = text;
   }
 
   _updateEmpty() {
@@ -379,8 +557,12 @@ export class CallView {
   stop() {
     for (const off of this._off) off();
     this._off = [];
+    this._sizes.disconnect();
     this.localVideo.srcObject = null;
-    for (const v of this.videos.values()) v.srcObject = null;
+    for (const v of this.remotes.querySelectorAll('video')) {
+      if (v instanceof HTMLVideoElement) v.srcObject = null;
+    }
+    if (this.share) this.share.disabled = true;
     this.mute.disabled = true;
     this.camera.disabled = true;
     for (const el of this.chatForm.elements) {

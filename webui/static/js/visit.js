@@ -73,7 +73,7 @@ function updateStatus() {
     return;
   }
   const present = [...call.peers.values()].filter((p) => !call?.absent.has(p.id));
-  const failed = present.filter((p) => call?.failedPeers.has(p.id));
+  const failed = present.filter((p) => call?.failedPeers.has(p.id) || call?.failedPeers.has('sfu'));
   connectError.hidden = failed.length === 0;
   if (failed.length > 0) {
     const names = failed.map((p) => p.name || 'the patient').join(', ');
@@ -159,12 +159,13 @@ function renderWaiting() {
  * @returns {string}
  */
 export function describePath(c) {
-  if (c.path !== 'relayed') return `direct (${c.local.protocol.toUpperCase()})`;
+  const to = c.peer === 'sfu:pub' ? ' to the server (sending)' : c.peer === 'sfu:sub' ? ' from the server (receiving)' : '';
+  if (c.path !== 'relayed') return `direct${to} (${c.local.protocol.toUpperCase()})`;
   if (c.local.candidate_type === 'relay') {
     const rp = (c.local.relay_protocol || 'udp').toUpperCase();
-    return `through the relay (TURN over ${rp})`;
+    return `through the relay${to} (TURN over ${rp})`;
   }
-  return 'through the relay (on the other side)';
+  return `through the relay${to} (on the other side)`;
 }
 
 /** Refreshes the visit summary: each participant's connection, direct or relayed. */
@@ -445,7 +446,7 @@ async function start() {
   }
   call.on('pair', () => setTimeout(refreshSummary, 500));
   setInterval(() => {
-    if (!ended && call && call.conns.size > 0) refreshSummary();
+    if (!ended && call && call.pcs.size > 0) refreshSummary();
   }, SUMMARY_EVERY_MS);
   refreshSummary();
   signalling.connect();

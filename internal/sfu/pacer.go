@@ -1,0 +1,68 @@
+package sfu
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/rtp"
+)
+
+// pacer is the bandwidth estimator's pacer on a subscriber's connection: it sends at once
+// (the layer choice keeps the rate under the estimate, and audio must not wait behind
+// video), like pion's NoOpPacer, with two differences. Its writers are a copy-on-write
+// map read without a lock, so the down tracks' writers never contend; and a stream is
+// forgotten when its sender stops (pion's cc interceptor never tells its pacer, so on a
+// long-lived connection whose tracks come and go every old sender's writer chain would be
+// kept for ever). pacerUnbinder, registered beside the estimator, does the forgetting.
+type pacer struct {
+	mu      sync.Mutex // serialises changes of writers
+	writers atomic.Pointer[map[uint32]interceptor.RTPWriter]
+}
+
+func newPacer() *pacer {
+	p := &pacer{}
+	p.writers.Store(&map[uint32]interceptor.RTPWriter{})
+	return p
+}
+
+func (p *pacer) AddStream(ssrc uint32, w interceptor.RTPWriter) { p.update(ssrc, w) }
+func (p *pacer) remove(ssrc uint32)                             { p.update(ssrc, nil) }
+
+func (p *pacer) update(ssrc uint32, w interceptor.RTPWriter) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := *p.writers.Load()
+	next := make(map[uint32]interceptor.RTPWriter, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	if w == nil {
+		delete(next, ssrc)
+	} else {
+		next[ssrc] = w
+	}
+	p.writers.Store(&next)
+}
+
+func (p *pacer) Write(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+	if w, ok := (*p.writers.Load())[h.SSRC]; ok {
+		return w.Write(h, payload, a)
+	}
+	return 0, fmt.Errorf("sfu pacer: unknown ssrc %d", h.SSRC)
+}
+
+func (p *pacer) SetTargetBitrate(int) {}
+func (p *pacer) Close() error         { return nil }
+
+// pacerUnbinder is an interceptor (factory) whose only work is to make the pacer forget a
+// stream whose sender stopped.
+type pacerUnbinder struct {
+	interceptor.NoOp
+	p *pacer
+}
+
+func (u *pacerUnbinder) NewInterceptor(string) (interceptor.Interceptor, error) { return u, nil }
+
+func (u *pacerUnbinder) UnbindLocalStream(info *interceptor.StreamInfo) { u.p.remove(info.SSRC) }

@@ -1,0 +1,91 @@
+package sfu
+
+import "sort"
+
+// LayerStats is one layer of a publication as the SFU receives it.
+type LayerStats struct {
+	RID           string
+	Active        bool // packets arriving
+	Bitrate       int  // bit/s, measured
+	Width, Height int  // from its last key frame
+}
+
+// Publication is one published track.
+type Publication struct {
+	Participant string
+	Source      Source
+	Layers      []LayerStats
+	// Dynacast: the rids the publisher was last told to send (nil: all).
+	SentRIDs []string
+}
+
+// Subscription is one down track: what a subscriber receives of a publication.
+type Subscription struct {
+	Subscriber, Publisher string
+	Source                Source
+	Target, Current       int // layer indexes, -1 paused
+	Desired               int // what it would take if every layer were sent
+}
+
+// RoomStats is a snapshot of a room, for tests, debugging and the bench.
+type RoomStats struct {
+	Publications  []Publication
+	Subscriptions []Subscription
+	// Estimates are the subscribers' bandwidth estimates (bit/s), as last used for layers.
+	Estimates map[string]int
+	// Estimators are pion's estimator statistics per subscriber (GCC: loss and delay).
+	Estimators map[string]map[string]any
+}
+
+// Stats returns a snapshot of a visit's room (zero when it has none).
+func (s *SFU) Stats(visitID string) RoomStats {
+	r := s.room(visitID, false)
+	if r == nil {
+		return RoomStats{}
+	}
+	ups, ps := r.snapshot()
+	out := RoomStats{Estimates: map[string]int{}, Estimators: map[string]map[string]any{}}
+	now := monotime()
+	for _, up := range ups {
+		pub := Publication{Participant: up.publisher, Source: up.source}
+		if sent := up.sent.Load(); sent != nil {
+			pub.SentRIDs = *sent
+		}
+		n := 1
+		if up.simulcast {
+			n = maxLayers
+		}
+		for i := range n {
+			ly := &up.layers[i]
+			pub.Layers = append(pub.Layers, LayerStats{
+				RID: ly.rid, Active: now-ly.last.Load() < int64(layerIdle), Bitrate: int(ly.bps.Load()),
+				Width: int(ly.width.Load()), Height: int(ly.height.Load()),
+			})
+		}
+		out.Publications = append(out.Publications, pub)
+		for _, d := range *up.downs.Load() {
+			out.Subscriptions = append(out.Subscriptions, Subscription{
+				Subscriber: d.sub.id, Publisher: up.publisher, Source: up.source,
+				Target: int(d.target.Load()), Current: int(d.current.Load()), Desired: int(d.desired.Load()),
+			})
+		}
+	}
+	for _, p := range ps {
+		out.Estimates[p.id] = int(p.lastEstimate.Load())
+		if b := p.bweStats.Load(); b != nil {
+			out.Estimators[p.id] = *b
+		}
+	}
+	sort.Slice(out.Publications, func(i, j int) bool {
+		a, b := out.Publications[i], out.Publications[j]
+		return a.Participant < b.Participant || a.Participant == b.Participant && a.Source < b.Source
+	})
+	sort.Slice(out.Subscriptions, func(i, j int) bool {
+		a, b := out.Subscriptions[i], out.Subscriptions[j]
+		if a.Subscriber != b.Subscriber {
+			return a.Subscriber < b.Subscriber
+		}
+		return a.Publisher < b.Publisher || a.Publisher == b.Publisher && a.Source < b.Source
+	})
+	return out
+}

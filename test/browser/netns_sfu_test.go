@@ -1,0 +1,196 @@
+//go:build browser && netns
+
+package browser
+
+import (
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/bedside/bedside/internal/app"
+	"github.com/bedside/bedside/internal/app/apptest"
+	"github.com/bedside/bedside/internal/config"
+	"github.com/bedside/bedside/internal/sfu"
+)
+
+// addHost adds a host namespace joined to the router namespace R by a veth (R's end is
+// named peer), and returns its name and a Chromium wrapper that runs inside it.
+func (n *network) addHost(t *testing.T, tag, peer, hostIP, routerIP string) (ns, exec string) {
+	t.Helper()
+	ns = strings.Replace(n.r, "bsd-r-", "bsd-"+tag+"-", 1)
+	t.Cleanup(func() { exec_(t, "ip", "netns", "del", ns) })
+	n.ip("netns", "add", ns)
+	n.ip("-n", ns, "link", "set", "lo", "up")
+	n.in(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+	n.ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", peer, "netns", n.r)
+	n.ip("-n", ns, "addr", "add", hostIP+"/24", "dev", "eth0")
+	n.ip("-n", ns, "link", "set", "eth0", "up")
+	n.ip("-n", n.r, "addr", "add", routerIP+"/24", "dev", peer)
+	n.ip("-n", n.r, "link", "set", peer, "up")
+	n.ip("-n", ns, "route", "add", "default", "via", routerIP)
+	return ns, chromiumIn(t, t.TempDir(), ns)
+}
+
+func exec_(t *testing.T, name string, args ...string) {
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such file") {
+		t.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+// shape limits what the server sends towards a host (tbf on R's end of its veth; this
+// kernel has no netem). rate "" removes the limit.
+func (n *network) shape(peer, rate string) {
+	n.t.Helper()
+	exec.Command("ip", "netns", "exec", n.r, "tc", "qdisc", "del", "dev", peer, "root").Run()
+	if rate != "" {
+		n.in(n.r, "tc", "qdisc", "add", "dev", peer, "root", "tbf", "rate", rate, "burst", "16kb", "latency", "50ms")
+	}
+}
+
+// subscriberJS is what a page receives of one publisher through the SFU: audio packets,
+// video frames decoded and the width of the frames.
+func subscriberJS(peer string) string {
+	return fmt.Sprintf(`(async () => (await %s)[%q] || {audio: 0, frames: 0, width: 0})()`, sfuReceivedJS, peer)
+}
+
+// TestNetnsSFULayers: the clinician (host B) publishes a 960x540 camera in three layers; two
+// observers receive it through the SFU, one on host C with a free link, one on host A whose
+// link from the server is capped (tbf). The capped one is sent a lower layer while the free
+// one keeps the top layer; capped harder, its video pauses while its audio keeps arriving.
+func TestNetnsSFULayers(t *testing.T) {
+	n := newNetwork(t)
+	_, execC := n.addHost(t, "c", "toc", "198.18.3.2", "198.18.3.1")
+	cam := fakeCamera(t, 960, 540)
+	var srv *apptest.Server
+	n.serverThread.Do(func() {
+		srv = apptest.Start(t, apptest.Options{
+			HTTPAddr: serverIP + ":0",
+			App:      app.Options{TURNSockets: n.serverThread.Do},
+			Config: func(c *config.Config) {
+				c.PublicURL = "http://" + serverIP + ":0"
+				c.STUNAddr = serverIP + ":0"
+				c.ICEHost = serverIP
+				c.SFUUDPAddr = ":0" // every address of R: each host reaches its own side
+				c.TURNAllowPeers = "198.18.0.0/15"
+			},
+		})
+	})
+	if srv == nil {
+		t.FailNow()
+	}
+	secure := chromedp.Flag("unsafely-treat-insecure-origin-as-secure", srv.URL())
+	// The observers' screens are high-density: their tiles, about 390x220 CSS pixels, need
+	// the top layer (540 rows) to look sharp.
+	hidpi := chromedp.Flag("force-device-scale-factor", "2")
+	r := newRigWith(t, rigOptions{
+		start:     func(testing.TB) *apptest.Server { return srv },
+		clinician: []chromedp.ExecAllocatorOption{chromedp.ExecPath(n.clinicianExec), secure, cam},
+		patient:   []chromedp.ExecAllocatorOption{chromedp.ExecPath(n.patientExec), secure, hidpi},
+	})
+	free := &person{page: newPage(t, "free", chromedp.ExecPath(execC), secure, hidpi), name: "Fran"}
+	capped := &person{page: r.patient, name: "Cass"}
+	r.signIn()
+	mustEval[chromedp.Void](r.clinician, `(() => { document.getElementById('media-policy').value = 'sfu'; })()`)
+	r.createVisit("Ada Lovelace")
+	for _, o := range []*person{capped, free} {
+		joinLink(o.page, r.invite("observer"), o.name, true)
+		o.id = r.admitNamed(o.name)
+	}
+	clinicianID := mustEval[string](r.clinician, `window.bedside.call.selfId`)
+	for _, o := range []*person{capped, free} {
+		waitReceivesAll(o.page, []string{clinicianID}, 45*time.Second)
+	}
+	// The publisher's three layers arrive at the SFU (the browser needs a few seconds of
+	// bandwidth estimate before it sends the top one).
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st := srv.SFU().Stats(r.visitID)
+		if top := cameraLayer(st, clinicianID, 2); top.Active && top.Width == 960 {
+			break
+		}
+		if time.Now().After(deadline) {
+			logSFU(t, srv, r.visitID)
+			t.Fatal("the clinician's top layer (960 px) never reached the SFU")
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	waitWidth := func(o *person, what string, ok func(w int) bool, within time.Duration) int {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			got := mustEval[received](o.page, subscriberJS(clinicianID))
+			if ok(got.Width) {
+				return got.Width
+			}
+			if time.Now().After(deadline) {
+				logSFU(t, srv, r.visitID)
+				t.Fatalf("%s: %s: receiving %d px wide", o.name, what, got.Width)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	for _, o := range []*person{capped, free} {
+		w := waitWidth(o, "the top layer before any cap", func(w int) bool { return w == 960 }, 30*time.Second)
+		o.logf("receives the clinician at %d px", w)
+	}
+
+	// A light cap towards A: a lower layer there, the top layer still on C.
+	n.shape("toa", "600kbit")
+	capAt := time.Now()
+	w := waitWidth(capped, "a lower layer under a 600 kbit/s cap", func(w int) bool { return w > 0 && w < 960 }, 30*time.Second)
+	t.Logf("capped at 600 kbit/s: %s receives %d px wide after %v", capped.name, w, time.Since(capAt).Round(100*time.Millisecond))
+	time.Sleep(3 * time.Second)
+	cw := mustEval[received](capped.page, subscriberJS(clinicianID)).Width
+	fw := mustEval[received](free.page, subscriberJS(clinicianID)).Width
+	logSFU(t, srv, r.visitID)
+	if cw >= 960 || fw != 960 {
+		t.Errorf("with a 600 kbit/s cap towards %s: %s receives %d px, %s (no cap) %d px; want a lower layer and the top layer", capped.name, capped.name, cw, free.name, fw)
+	}
+
+	// A heavy cap: the video pauses, the audio goes on.
+	n.shape("toa", "")
+	n.shape("toa", "100kbit")
+	pauseDeadline := time.Now().Add(30 * time.Second)
+	var paused received
+	for {
+		a := mustEval[received](capped.page, subscriberJS(clinicianID))
+		time.Sleep(2 * time.Second)
+		b := mustEval[received](capped.page, subscriberJS(clinicianID))
+		if b.Frames-a.Frames <= 2 {
+			paused = b
+			break
+		}
+		if time.Now().After(pauseDeadline) {
+			logSFU(t, srv, r.visitID)
+			t.Fatalf("capped at 100 kbit/s, %s still decodes video: %d frames in 2 s", capped.name, b.Frames-a.Frames)
+		}
+	}
+	time.Sleep(4 * time.Second)
+	after := mustEval[received](capped.page, subscriberJS(clinicianID))
+	logSFU(t, srv, r.visitID)
+	t.Logf("capped at 100 kbit/s: in 4 s %s got %d audio packets and %d video frames", capped.name, after.Audio-paused.Audio, after.Frames-paused.Frames)
+	if got := after.Audio - paused.Audio; got < 100 { // 50 a second; at least half of them
+		t.Errorf("audio under the heavy cap: %d packets in 4 s", got)
+	}
+	if got := after.Frames - paused.Frames; got > 10 {
+		t.Errorf("video under the heavy cap: %d frames in 4 s (want it paused)", got)
+	}
+	if fw := mustEval[received](free.page, subscriberJS(clinicianID)).Width; fw != 960 {
+		t.Errorf("%s (no cap) went down to %d px", free.name, fw)
+	}
+	n.shape("toa", "")
+}
+
+// cameraLayer is a layer of a participant's camera as the SFU receives it.
+func cameraLayer(st sfu.RoomStats, participant string, l int) sfu.LayerStats {
+	for _, p := range st.Publications {
+		if p.Participant == participant && p.Source == sfu.SourceCamera && l < len(p.Layers) {
+			return p.Layers[l]
+		}
+	}
+	return sfu.LayerStats{}
+}

@@ -1,0 +1,395 @@
+//go:build browser
+
+package browser
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/bedside/bedside/internal/app/apptest"
+	"github.com/bedside/bedside/internal/store"
+)
+
+// fakeCamera writes a small moving test picture as a Y4M file for Chromium's fake camera
+// (--use-file-for-fake-video-capture): several browsers encoding and decoding video on two
+// cores need small frames. It returns the option that uses it.
+func fakeCamera(t testing.TB, width, height int) chromedp.ExecAllocatorOption {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), fmt.Sprintf("camera-%dx%d.y4m", width, height))
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := bufio.NewWriter(f)
+	fmt.Fprintf(w, "YUV4MPEG2 W%d H%d F30:1 Ip A1:1 C420jpeg\n", width, height)
+	const frames = 60
+	y := make([]byte, width*height)
+	uv := make([]byte, width*height/4)
+	for n := range frames {
+		// A bright bar sweeping across a grey ramp: every frame differs, so the encoder
+		// has something to send.
+		for r := range height {
+			for c := range width {
+				v := byte(40 + 150*c/width)
+				if (c-n*width/frames+width)%width < width/8 {
+					v = 235
+				}
+				y[r*width+c] = v
+			}
+		}
+		for i := range uv {
+			uv[i] = byte(128 + (n % 16))
+		}
+		w.WriteString("FRAME\n")
+		w.Write(y)
+		w.Write(uv)
+		w.Write(uv)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	return chromedp.Flag("use-file-for-fake-video-capture", path)
+}
+
+// person is one more browser in a visit: a patient or a guest with its own link.
+type person struct {
+	*page
+	name string
+	id   string // participant id, once waiting
+}
+
+// joinLink opens a link in a page, goes through the device check with a name, and waits in
+// the waiting room.
+func joinLink(p *page, link, name string, observer bool) {
+	p.tb.Helper()
+	p.navigate(link)
+	p.waitFor("the device check", visible("stage-check"))
+	if !observer {
+		p.waitFor("the camera preview playing", `(() => { const v = document.getElementById('preview');
+			return !v.paused && v.readyState >= 2 && v.videoWidth > 0; })()`)
+	}
+	p.waitFor("#join enabled", `!document.getElementById('join').disabled`)
+	p.typeInto("#patient-name-input", name)
+	p.click("#join")
+	p.waitFor("the waiting room", visible("stage-waiting")+` &&
+		document.getElementById('call-status').dataset.state === 'waiting'`)
+}
+
+// invite makes a guest link with the visit page's invite panel.
+func (r *rig) invite(role string) string {
+	r.t.Helper()
+	c := r.clinician
+	mustEval[chromedp.Void](c, fmt.Sprintf(`(() => { document.getElementById('invite-role').value = %q;
+		document.getElementById('invite-link').value = ''; })()`, role))
+	c.click("#invite-submit")
+	c.waitFor("the invitation link", visible("invite-result")+` && document.getElementById('invite-link').value.includes('/v/')`)
+	link := mustEval[string](c, `document.getElementById('invite-link').value`)
+	if !strings.HasPrefix(link, r.srv.PublicURL()+"/v/") || link == r.patientURL {
+		r.t.Fatalf("invitation link %q", redact(link))
+	}
+	return link
+}
+
+// admitNamed admits the waiting person with this name and returns its participant id.
+func (r *rig) admitNamed(name string) string {
+	r.t.Helper()
+	r.admit(name)
+	return r.patientID
+}
+
+// sfuReceivedJS is, for each publisher received through the SFU, the audio packets and
+// the camera frames decoded: {id: {audio, frames, width}}.
+const sfuReceivedJS = `(async () => {
+	const call = window.bedside.call;
+	const sub = call.sfu && call.sfu.sub && call.sfu.sub.pc;
+	const out = {};
+	if (!sub) return out;
+	for (const tr of sub.getTransceivers()) {
+		const info = call.sfu.tracks.get(tr.mid);
+		if (!info) continue;
+		const o = out[info.participant] || (out[info.participant] = {audio: 0, frames: 0, width: 0});
+		(await tr.receiver.getStats()).forEach((s) => {
+			if (s.type !== 'inbound-rtp') return;
+			if (info.source === 'audio') o.audio += s.packetsReceived || 0;
+			if (info.source === 'camera') { o.frames += s.framesDecoded || 0; o.width = Math.max(o.width, s.frameWidth || 0); }
+		});
+	}
+	return out;
+})()`
+
+type received struct {
+	Audio  int `json:"audio"`
+	Frames int `json:"frames"`
+	Width  int `json:"width"`
+}
+
+// receivesAllJS is true when the page receives each of ids through the SFU (audio packets
+// and camera frames decoded) and shows each one's camera tile playing its SFU stream.
+func receivesAllJS(ids []string) string {
+	return fmt.Sprintf(`(async () => {
+	const got = await %s;
+	for (const id of %s) {
+		const r = got[id];
+		if (!r || r.audio < 10 || r.frames < 5) return false;
+		const v = document.querySelector('#remotes video[data-peer-id="' + id + '"][data-source="camera"]');
+		if (!v || v.dataset.via !== 'sfu' || v.paused || v.readyState < 2 || v.videoWidth === 0) return false;
+	}
+	return true;
+})()`, sfuReceivedJS, jsStrings(ids))
+}
+
+// waitReceivesAll waits for receivesAllJS, and says what arrived when it times out.
+func waitReceivesAll(p *page, ids []string, within time.Duration) {
+	p.tb.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ok, err := evalJS[bool](p, receivesAllJS(ids))
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			got, _ := evalJS[string](p, `(async () => JSON.stringify({received: await `+sfuReceivedJS+`,
+				tiles: [...document.querySelectorAll('#remotes video')].map((v) => ({peer: v.dataset.peerId || v.dataset.standbyFor,
+					via: v.dataset.via, standby: v.classList.contains('standby'), paused: v.paused, ready: v.readyState, w: v.videoWidth})),
+				mode: window.bedside.call.mode, conns: [...window.bedside.call.conns.keys()],
+				tracks: [...(window.bedside.call.sfu ? window.bedside.call.sfu.tracks.values() : [])]}))()`)
+			p.tb.Fatalf("%s: waited %v to receive %v through the SFU (error %v): %s", p.person, within, ids, err, got)
+		}
+		time.Sleep(pollEvery)
+	}
+}
+
+func jsStrings(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return "[" + strings.Join(q, ",") + "]"
+}
+
+// TestSFUFourBrowsers: four people in one visit through the SFU (policy sfu): the
+// clinician, the patient, and a caregiver and an interpreter invited with the visit page's
+// invite panel, each through the device check and the waiting room. Each browser decodes
+// everyone else's video and receives their audio; chat goes through the server; the active
+// speaker is shown.
+func TestSFUFourBrowsers(t *testing.T) {
+	cam := fakeCamera(t, 320, 180)
+	srv := apptest.Start(t, apptest.Options{})
+	r := newRigWith(t, rigOptions{start: func(testing.TB) *apptest.Server { return srv },
+		clinician: []chromedp.ExecAllocatorOption{cam}, patient: []chromedp.ExecAllocatorOption{cam}})
+	caregiver := &person{page: newPage(t, "caregiver", cam), name: "Carl"}
+	interpreter := &person{page: newPage(t, "interpreter", cam), name: "Ines"}
+	r.signIn()
+	r.clinician.click("#media-policy")
+	mustEval[chromedp.Void](r.clinician, `(() => { document.getElementById('media-policy').value = 'sfu'; })()`)
+	r.createVisit("Ada Lovelace")
+	v, err := srv.Store().VisitByID(t.Context(), r.visitID)
+	if err != nil || v.Policy != store.PolicySFU {
+		t.Fatalf("visit created with policy %q (%v)", v.Policy, err)
+	}
+	r.patientJoins("Ada")
+	patientID := r.admitNamed("Ada")
+	for _, g := range []*person{caregiver, interpreter} {
+		joinLink(g.page, r.invite("participant"), g.name, false)
+		g.id = r.admitNamed(g.name)
+	}
+	ids := map[string]string{"clinician": mustEval[string](r.clinician, `window.bedside.call.selfId`), "patient": patientID,
+		"caregiver": caregiver.id, "interpreter": interpreter.id}
+	pages := map[string]*page{"clinician": r.clinician, "patient": r.patient, "caregiver": caregiver.page, "interpreter": interpreter.page}
+	start := time.Now()
+	for name, p := range pages {
+		var others []string
+		for n, id := range ids {
+			if n != name {
+				others = append(others, id)
+			}
+		}
+		waitReceivesAll(p, others, 60*time.Second)
+		if n := mustEval[int](p, `window.bedside.call.conns.size`); n != 0 || mustEval[string](p, `window.bedside.call.mode`) != "sfu" {
+			t.Errorf("%s: %d peer connections in a visit of policy sfu", name, n)
+		}
+		got := mustEval[map[string]received](p, sfuReceivedJS)
+		keys := make([]string, 0, len(got))
+		for id := range got {
+			keys = append(keys, id)
+		}
+		sort.Strings(keys)
+		var parts []string
+		for _, id := range keys {
+			parts = append(parts, fmt.Sprintf("%s: %d audio packets, %d frames (%d px)", id, got[id].Audio, got[id].Frames, got[id].Width))
+		}
+		p.logf("receives %s", strings.Join(parts, "; "))
+	}
+	t.Logf("all four receiving each other through the SFU %v after the last admission", time.Since(start).Round(time.Millisecond))
+	logSFU(t, srv, r.visitID)
+	if _, n := srv.SFU().Counts(); n != 4 {
+		t.Errorf("%d participants in the SFU", n)
+	}
+	// Chat goes through the server in SFU mode and reaches everyone.
+	chat(interpreter.page, r.clinician, "I will translate.")
+	r.patient.waitFor("the chat message through the server", `[...document.querySelectorAll('#chat-log li.chat-other')].some((li) =>
+		li.querySelector('.chat-text').textContent === 'I will translate.')`)
+	// The active speaker: everyone but the patient mutes (a muted track sends silence); the
+	// patient's fake microphone beeps, and the others' pages highlight the patient's tile.
+	for _, p := range []*page{r.clinician, caregiver.page, interpreter.page} {
+		p.click("#mute")
+	}
+	for _, p := range []*page{r.clinician, caregiver.page, interpreter.page} {
+		p.waitFor("the patient highlighted as the active speaker", fmt.Sprintf(
+			`!!document.querySelector('#remotes figure.speaking video[data-peer-id=%q]') && document.querySelectorAll('#remotes figure.speaking').length === 1`, patientID))
+	}
+	// The clinician shares a screen: its own track, a tile of its own on the others' pages.
+	r.clinician.click("#share-screen")
+	r.clinician.waitFor("sharing", `document.getElementById('share-screen').getAttribute('aria-pressed') === 'true'`)
+	for _, p := range []*page{r.patient, caregiver.page} {
+		p.waitFor("the clinician's screen in a tile of its own", fmt.Sprintf(`(() => {
+			const v = document.querySelector('#remotes video[data-peer-id=%q][data-source="screen"]');
+			return !!v && !v.paused && v.readyState >= 2 && v.videoWidth > 0; })()`, ids["clinician"]))
+	}
+	r.clinician.click("#share-screen")
+	r.patient.waitFor("the screen tile gone when sharing stops", fmt.Sprintf(
+		`!document.querySelector('#remotes video[data-peer-id=%q][data-source="screen"]')`, ids["clinician"]))
+	for _, p := range pages {
+		p.assertNoExceptions()
+	}
+}
+
+// logSFU logs what the SFU receives of each publication and forwards to each subscriber.
+func logSFU(t testing.TB, srv *apptest.Server, visitID string) {
+	t.Helper()
+	st := srv.SFU().Stats(visitID)
+	for _, p := range st.Publications {
+		var ls []string
+		for _, l := range p.Layers {
+			ls = append(ls, fmt.Sprintf("%s active=%v %dx%d %d kbit/s", l.RID, l.Active, l.Width, l.Height, l.Bitrate/1000))
+		}
+		t.Logf("SFU receives %s %s: %s (dynacast: %v)", p.Participant, p.Source, strings.Join(ls, "; "), p.SentRIDs)
+	}
+	for _, s := range st.Subscriptions {
+		t.Logf("SFU sends %s's %s to %s: target %d, current %d, desired %d (estimate %d kbit/s)", s.Publisher, s.Source, s.Subscriber,
+			s.Target, s.Current, s.Desired, st.Estimates[s.Subscriber]/1000)
+	}
+	for id, e := range st.Estimators {
+		t.Logf("SFU estimator for %s: %v", id, e)
+	}
+}
+
+// frameWatchJS records, per remote participant, the times at which the tile shows a new
+// video frame: requestVideoFrameCallback on every video in #remotes, now and later,
+// counting a frame only when its element is the visible one (not the standby element of
+// the switch to the SFU). window.__frames[peer] = [epoch ms, ...].
+const frameWatchJS = `(() => {
+	window.__frames = {};
+	const root = document.getElementById('remotes');
+	const watch = (v) => {
+		if (v.__watched) return;
+		v.__watched = true;
+		const loop = (now, md) => {
+			const peer = v.dataset.peerId || v.dataset.standbyFor;
+			if (peer && v.isConnected && !v.classList.contains('standby') && v.dataset.source !== 'screen') {
+				(window.__frames[peer] = window.__frames[peer] || []).push(performance.timeOrigin + md.presentationTime);
+			}
+			if (v.isConnected) v.requestVideoFrameCallback(loop);
+		};
+		v.requestVideoFrameCallback(loop);
+	};
+	root.querySelectorAll('video').forEach(watch);
+	new MutationObserver(() => root.querySelectorAll('video').forEach(watch)).observe(root, {childList: true, subtree: true});
+	return null;
+})()`
+
+// frameGap is the longest time without a new frame shown in the tile of peer, from `from`
+// (epoch ms) on, and how many frames were shown.
+func frameGap(p *page, peer string, from float64) (gap time.Duration, frames int) {
+	p.tb.Helper()
+	ts := mustEval[[]float64](p, fmt.Sprintf(`(window.__frames[%q] || [])`, peer))
+	last := from
+	for _, t := range ts {
+		if t < from {
+			continue
+		}
+		frames++
+		if d := time.Duration((t - last) * float64(time.Millisecond)); d > gap {
+			gap = d
+		}
+		last = t
+	}
+	now := mustEval[float64](p, `performance.timeOrigin + performance.now()`)
+	if d := time.Duration((now - last) * float64(time.Millisecond)); d > gap {
+		gap = d
+	}
+	return gap, frames
+}
+
+// TestSFUSwitchGap: two people are in a peer-to-peer call; a caregiver invited by link is
+// admitted as the third, and the call moves to the SFU make-before-break: nobody rejoins,
+// each page closes its peer connection only once the other's video arrives through the
+// SFU, and the longest time either of the first two sees no new frame of the other stays
+// under a second.
+func TestSFUSwitchGap(t *testing.T) {
+	cam := fakeCamera(t, 320, 180)
+	srv := apptest.Start(t, apptest.Options{})
+	r := newRigWith(t, rigOptions{start: func(testing.TB) *apptest.Server { return srv },
+		clinician: []chromedp.ExecAllocatorOption{cam}, patient: []chromedp.ExecAllocatorOption{cam}})
+	caregiver := &person{page: newPage(t, "caregiver", cam), name: "Carl"}
+	r.signIn()
+	r.createVisit("Ada Lovelace")
+	r.patientJoins("Ada")
+	patientID := r.admitNamed("Ada")
+	waitInCall(r.patient)
+	waitInCall(r.clinician)
+	clinicianID := mustEval[string](r.clinician, `window.bedside.call.selfId`)
+	if m := mustEval[string](r.clinician, `window.bedside.call.mode`); m != "p2p" {
+		t.Fatalf("two people: mode %s", m)
+	}
+	if _, n := srv.SFU().Counts(); n != 0 {
+		t.Fatalf("%d in the SFU with two people", n)
+	}
+	joinLink(caregiver.page, r.invite("participant"), caregiver.name, false)
+	for _, p := range []*page{r.clinician, r.patient} {
+		mustEval[chromedp.Void](p, frameWatchJS)
+		mustEval[chromedp.Void](p, `(() => { window.__pc0 = [...window.bedside.call.pcs.values()][0]; })()`)
+	}
+	time.Sleep(time.Second) // a second of frames over the peer connection, for the baseline
+	from := mustEval[float64](r.clinician, `performance.timeOrigin + performance.now()`)
+	caregiver.id = r.admitNamed(caregiver.name)
+	admitted := time.Now()
+
+	views := []struct {
+		p    *page
+		peer string
+	}{{r.clinician, patientID}, {r.patient, clinicianID}}
+	for _, v := range views {
+		v.p.waitForWithin("the call through the SFU and the peer connection closed",
+			`window.bedside.call.mode === 'sfu' && window.bedside.call.conns.size === 0 && window.__pc0.connectionState === 'closed'`, 45*time.Second)
+		waitReceivesAll(v.p, []string{v.peer, caregiver.id}, 45*time.Second)
+	}
+	waitReceivesAll(caregiver.page, []string{patientID, clinicianID}, 45*time.Second)
+	t.Logf("admission of the third to everyone receiving through the SFU: %v", time.Since(admitted).Round(time.Millisecond))
+	time.Sleep(time.Second) // frames after the switch too
+	for _, v := range views {
+		gap, frames := frameGap(v.p, v.peer, from)
+		v.p.logf("longest time without a new frame of the other across the switch: %v (%d frames shown since a second before the admission)", gap.Round(time.Millisecond), frames)
+		if frames < 30 {
+			t.Errorf("%s: only %d frames shown across the switch", v.p.person, frames)
+		}
+		if gap >= time.Second {
+			t.Errorf("%s: a gap of %v in the other's video across the switch to the SFU (want under 1 s)", v.p.person, gap)
+		}
+	}
+	for _, p := range []*page{r.clinician, r.patient, caregiver.page} {
+		p.assertNoExceptions()
+	}
+	if got := srv.Visits().Mode(r.visitID); got != "sfu" {
+		t.Errorf("the visit's mode: %s", got)
+	}
+}
