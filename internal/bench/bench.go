@@ -413,11 +413,12 @@ func (r *PhaseResult) collect(l *load) {
 			lat = append(lat, t.lat...)
 			latSock = append(latSock, t.latSock...)
 			r.NoSocketTime += t.noSock
+			r.SeqJumps += t.jumps
 			if t.packets > 0 {
 				seqExpected += t.seqMax - t.seqMin + 1
 				seqReceived += t.packets
 				if l.dbg != nil {
-					line := fmt.Sprintf("%s track: packets %d, RTP sequence numbers %d..%d, duplicates %d; stream:packets/counters spanned", r.Name, t.packets, t.seqMin, t.seqMax, t.dups)
+					line := fmt.Sprintf("%s track: packets %d, RTP sequence numbers %d..%d, jumps %d %v, duplicates %d; stream:packets/counters spanned", r.Name, t.packets, t.seqMin, t.seqMax, t.jumps, t.jumpEx, t.dups)
 					for id, rt := range t.runTotals() {
 						line += fmt.Sprintf(" %x:%d/%d", id, rt.packets, rt.span)
 					}

@@ -38,6 +38,7 @@ type PhaseResult struct {
 	SeqLoss       float64 `json:"seq_loss"`
 	WorstLoss     float64 `json:"worst_loss"`
 	Stalled       int     `json:"stalled"`
+	SeqJumps      int64   `json:"seq_jumps"`             // RTP sequence numbers stepping by more than 1000 between packets
 	NotStarted    int     `json:"not_started,omitempty"` // streams without media by the join timeout
 	TopLayerShare float64 `json:"top_layer_share"`
 
@@ -276,6 +277,7 @@ func medianPhase(ps []*PhaseResult) *PhaseResult {
 	m.SFUForwarded = f(func(p *PhaseResult) float64 { return p.SFUForwarded })
 	m.SeqLoss = f(func(p *PhaseResult) float64 { return p.SeqLoss })
 	m.Stalled = int(f(func(p *PhaseResult) float64 { return float64(p.Stalled) }))
+	m.SeqJumps = i(func(p *PhaseResult) int64 { return p.SeqJumps })
 	m.NotStarted = int(f(func(p *PhaseResult) float64 { return float64(p.NotStarted) }))
 	m.TopLayerShare = f(func(p *PhaseResult) float64 { return p.TopLayerShare })
 	m.WorstLoss = f(func(p *PhaseResult) float64 { return p.WorstLoss })
@@ -355,7 +357,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	lossLines := 0
 	for i, run := range r.Runs {
 		for _, p := range []*PhaseResult{run.Floor, run.Server} {
-			if p == nil || (p.Loss == 0 && p.ServerSocketDrops == 0 && p.ClientSocketDrops == 0 && p.NotStarted == 0) {
+			if p == nil || (p.Loss == 0 && p.SeqLoss == 0 && p.SeqJumps == 0 && p.ServerSocketDrops == 0 && p.ClientSocketDrops == 0 && p.NotStarted == 0) {
 				continue
 			}
 			if lossLines++; lossLines == 1 {
@@ -364,8 +366,8 @@ func (r *Report) WriteText(w io.Writer) error {
 			if p.NotStarted > 0 {
 				fmt.Fprintf(w, "run %d %s: %d subscriber streams had no media by the join timeout\n", i+1, p.Name, p.NotStarted)
 			}
-			fmt.Fprintf(w, "run %d %s: loss %s (RTP sequence gaps %s, %d streams stalled); kernel drops at the forwarder's socket %d, at the clients' sockets %d",
-				i+1, p.Name, pct(p.Loss), pct(p.SeqLoss), p.Stalled, p.ServerSocketDrops, p.ClientSocketDrops)
+			fmt.Fprintf(w, "run %d %s: loss %s (RTP sequence gaps %s, %d jumps of more than 1000; %d streams stalled); kernel drops at the forwarder's socket %d, at the clients' sockets %d",
+				i+1, p.Name, pct(p.Loss), pct(p.SeqLoss), p.SeqJumps, p.Stalled, p.ServerSocketDrops, p.ClientSocketDrops)
 			if len(p.SFUDropped) > 0 {
 				fmt.Fprintf(w, "; SFU dropped %v", p.SFUDropped)
 			}

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"fmt"
 	"math"
 	"math/bits"
 	"slices"
@@ -55,7 +56,10 @@ type trackRx struct {
 	// RTP sequence numbers of the packets in the window: extended, lowest and highest.
 	seqInit        bool
 	maxExt         int64 // highest extended sequence number seen
-	seqMin, seqMax int64 // lowest and highest in the window
+	lastSeq        uint16
+	jumps          int64    // in the window: sequence number steps of more than 1000 either way
+	jumpEx         []string // the first few, "from->to"
+	seqMin, seqMax int64    // lowest and highest in the window
 }
 
 // seen is the set of a publisher stream's counters one track received in the window.
@@ -166,16 +170,25 @@ func (t *trackRx) packet(b []byte, at, sock int64) {
 	// Extend the sequence number over wrap-arounds: a packet is taken to be within half
 	// the sequence space of the highest one seen so far (RFC 3550 A.1, simplified).
 	var ext int64
+	jump := false
 	if !t.seqInit {
 		t.seqInit, t.maxExt = true, int64(seq)
 		ext = t.maxExt
 	} else {
+		// A step of more than 1000 between consecutive packets is no reordering: the
+		// sender's numbering broke (a receiver takes it for a burst of loss, or for stale
+		// packets it drops).
+		if d := int16(seq - t.lastSeq); d > 1000 || d < -1000 {
+			jump = true
+		}
 		d := int64(int16(seq - uint16(t.maxExt)))
 		ext = t.maxExt + d
 		if d > 0 {
 			t.maxExt = ext
 		}
 	}
+	prev := t.lastSeq
+	t.lastSeq = seq
 	if !t.w.contains(sent) {
 		return
 	}
@@ -183,6 +196,12 @@ func (t *trackRx) packet(b []byte, at, sock int64) {
 	if s == nil {
 		s = &seen{}
 		t.byStr[stream] = s
+	}
+	if jump {
+		t.jumps++
+		if len(t.jumpEx) < 3 {
+			t.jumpEx = append(t.jumpEx, fmt.Sprintf("%d->%d", prev, seq))
+		}
 	}
 	if !s.add(counter) {
 		t.dups++
