@@ -418,7 +418,9 @@ func (r *PhaseResult) collect(l *load) {
 				seqExpected += t.seqMax - t.seqMin + 1
 				seqReceived += t.packets
 				if l.dbg != nil {
-					line := fmt.Sprintf("%s track: packets %d, RTP sequence numbers %d..%d, jumps %d %v, duplicates %d; stream:packets/counters spanned", r.Name, t.packets, t.seqMin, t.seqMax, t.jumps, t.jumpEx, t.dups)
+					ls := slices.Sorted(slices.Values(t.latSock))
+					line := fmt.Sprintf("%s track: packets %d, latency p50 %d p99 %d max %d us, RTP sequence numbers %d..%d, jumps %d %v, duplicates %d; stream:packets/counters spanned",
+						r.Name, t.packets, quantile(ls, .5)/1000, quantile(ls, .99)/1000, quantile(ls, 1)/1000, t.seqMin, t.seqMax, t.jumps, t.jumpEx, t.dups)
 					for id, rt := range t.runTotals() {
 						line += fmt.Sprintf(" %x:%d/%d", id, rt.packets, rt.span)
 					}

@@ -59,6 +59,8 @@ func Command(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.IntVar(&cfg.Profile.VideoPackets, "video-packets", cfg.Profile.VideoPackets, "RTP packets per VP8 frame")
 	fs.IntVar(&cfg.Profile.VideoSize, "video-size", cfg.Profile.VideoSize, "VP8 RTP payload bytes")
 	fs.DurationVar(&cfg.Profile.KeyframeEvery, "keyframe-every", cfg.Profile.KeyframeEvery, "periodic key frames (0: the first, then only when the server asks)")
+	fs.BoolVar(&cfg.Profile.Simulcast, "simulcast", cfg.Profile.Simulcast, "send the camera to the SFU in three layers q, h, f (f: --video-packets x --video-size); false: the top layer alone")
+	fs.BoolVar(&cfg.Profile.AnySeq, "any-seq", false, "start RTP sequence numbers anywhere in 0..65535 (default: 1..32767, as Chrome)")
 	fs.BoolVar(&cfg.Floor, "floor", cfg.Floor, "measure the bare UDP relay too")
 	fs.StringVar(&cfg.Server, "server", "", "URL of a running server to measure instead (loopback only), with --email and --password")
 	fs.StringVar(&cfg.Email, "email", "", "--server: a clinician account without a second factor")

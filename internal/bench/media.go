@@ -51,6 +51,9 @@ type Profile struct {
 	// The floor relay and p2p get the top layer only.
 	Simulcast     bool
 	KeyframeEvery time.Duration // periodic key frames (0: only the first and on request)
+	// AnySeq starts each stream's RTP sequence numbers anywhere in the 16-bit space (as
+	// RFC 3550 allows); otherwise in 1..32767, as Chrome does.
+	AnySeq bool
 }
 
 // layer is one encoding of the camera.

@@ -16,7 +16,7 @@ import (
 
 // newAPI returns the pion API one load client's peer connections are made with, as the Go
 // client's (internal/client, sfuAPI): the default codecs and interceptors (NACK, RTCP
-// reports, TWCC: what a browser does) and the audio level header extension; host
+// reports, TWCC feedback: what a browser does) and the audio level header extension; host
 // candidates on the loopback interface only; and sockets that keep the kernel's receive
 // time of every RTP packet in stamps.
 func newAPI(stamps *rxStamps) (*webrtc.API, error) {
@@ -31,10 +31,26 @@ func newAPI(stamps *rxStamps) (*webrtc.API, error) {
 	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
 		return nil, err
 	}
+	// pion's default interceptors (NACK, RTCP reports, the simulcast header extensions,
+	// transport-wide congestion control feedback), with the feedback stamped at the socket
+	// (twccfb.go) and without the statistics interceptor (nobody calls GetStats here).
 	ir := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
+	if err := webrtc.ConfigureNack(m, ir); err != nil {
 		return nil, err
 	}
+	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
+		return nil, err
+	}
+	if err := webrtc.ConfigureSimulcastExtensionHeaders(m); err != nil {
+		return nil, err
+	}
+	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		m.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, k)
+		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, k); err != nil {
+			return nil, err
+		}
+	}
+	ir.Add(&twccFeedback{stamps: stamps})
 	se := webrtc.SettingEngine{}
 	se.SetNet(n)
 	se.SetIncludeLoopbackCandidate(true)

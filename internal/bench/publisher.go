@@ -103,14 +103,14 @@ func (p *publisher) run(ctx context.Context) {
 	}
 	var (
 		buf       = make([]byte, 12+1200)
-		aseq      = uint16(rand.Uint32())
+		aseq      = p.firstSeq()
 		ats, vts  = rand.Uint32(), rand.Uint32()
 		aSSRC     = 0x42000000 | p.audio.id
 		audioTick = uint32(48000 * p.prof.AudioInterval / time.Second)
 		vs        = make([]vstate, len(p.layers))
 	)
 	for i := range vs {
-		vs[i] = vstate{seq: uint16(rand.Uint32()), pid: uint16(rand.Uint32() & 0x7fff), ssrc: 0x42000000 | p.video[i].id}
+		vs[i] = vstate{seq: p.firstSeq(), pid: uint16(rand.Uint32() & 0x7fff), ssrc: 0x42000000 | p.video[i].id}
 	}
 	for {
 		select {
@@ -149,6 +149,15 @@ func (p *publisher) run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// firstSeq is a stream's first RTP sequence number: random in 1..32767 as libwebrtc
+// (Chrome) chooses it, or anywhere (Profile.AnySeq) as RFC 3550 allows and other stacks do.
+func (p *publisher) firstSeq() uint16 {
+	if p.prof.AnySeq {
+		return uint16(rand.Uint32())
+	}
+	return uint16(1 + rand.IntN(32767))
 }
 
 func (p *publisher) send(w rtpWriter, s *txStream, b []byte) {

@@ -58,6 +58,21 @@ func (r *rxStamps) put(ssrc uint32, seq uint16, at int64) {
 	r.mu.Unlock()
 }
 
+// peek returns a packet's receive time and keeps it (for take).
+func (r *rxStamps) peek(ssrc uint32, seq uint16) (int64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ring := r.rings[ssrc]
+	if ring == nil {
+		return 0, false
+	}
+	e := &ring[seq%1024]
+	if !e.set || e.seq != seq {
+		return 0, false
+	}
+	return e.at, true
+}
+
 func (r *rxStamps) take(ssrc uint32, seq uint16) (int64, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
