@@ -247,16 +247,25 @@ type load struct {
 	clientPorts func() map[int]bool
 	metricsURL  string
 	dbg         *debugLog
+	// The CPUs the forwarder and the load clients are pinned to (none: not pinned).
+	serverCPUs, loadCPUs []int
 }
 
 // counters are what measure reads at both ends of the window.
 type counters struct {
 	serverDrops, clientDrops int64
 	metrics                  map[string]float64
+	busyServer, busyLoad     time.Duration // the CPUs' busy time, everyone's
 }
 
 func (l *load) counters(ctx context.Context) counters {
 	var c counters
+	if len(l.serverCPUs) > 0 {
+		c.busyServer, _ = cpuBusy(l.serverCPUs)
+	}
+	if len(l.loadCPUs) > 0 {
+		c.busyLoad, _ = cpuBusy(l.loadCPUs)
+	}
 	if len(l.serverPorts) > 0 {
 		c.serverDrops, _ = udpDrops(l.serverPorts)
 	}
@@ -362,6 +371,13 @@ func (l *load) measure(ctx context.Context, cfg Config, name string) (PhaseResul
 	self1, _, _ := procSched(self)
 	res.LoadCPU = (self1 - self0).Seconds()
 	c1 := l.counters(ctx)
+	// What else ran on the pinned CPUs: other processes of this machine (it is shared).
+	if len(l.serverCPUs) > 0 {
+		res.OtherOnServerCPUs = max(0, (c1.busyServer-c0.busyServer).Seconds()-res.ServerCPU) / elapsed.Seconds() / float64(len(l.serverCPUs))
+	}
+	if len(l.loadCPUs) > 0 {
+		res.OtherOnLoadCPUs = max(0, (c1.busyLoad-c0.busyLoad).Seconds()-res.LoadCPU) / elapsed.Seconds() / float64(len(l.loadCPUs))
+	}
 	res.ServerSocketDrops = c1.serverDrops - c0.serverDrops
 	res.ClientSocketDrops = c1.clientDrops - c0.clientDrops
 	if c0.metrics != nil && c1.metrics != nil {

@@ -43,7 +43,8 @@ func runFloor(ctx context.Context, cfg Config) (PhaseResult, error) {
 		}
 		wg.Wait()
 	}()
-	l := &load{w: &window{}, members: topo.members(), pid: rl.pid, rss0: rss0, serverPorts: map[int]bool{reply.Port: true}, dbg: cfg.dbg}
+	l := &load{w: &window{}, members: topo.members(), pid: rl.pid, rss0: rss0, serverPorts: map[int]bool{reply.Port: true}, dbg: cfg.dbg,
+		serverCPUs: cfg.ServerCPUs, loadCPUs: cfg.LoadCPUs}
 	clientPorts := map[int]bool{}
 	l.clientPorts = func() map[int]bool { return clientPorts }
 	pubIdx := 0

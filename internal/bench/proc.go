@@ -240,3 +240,33 @@ func scrapeMetrics(ctx context.Context, url, prefix string) (map[string]float64,
 	}
 	return out, sc.Err()
 }
+
+// cpuBusy returns the time the given CPUs spent busy (everything but idle and iowait), from
+// /proc/stat, at 10 ms resolution.
+func cpuBusy(cpus []int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	want := map[string]bool{}
+	for _, c := range cpus {
+		want[fmt.Sprintf("cpu%d", c)] = true
+	}
+	var busy int64
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 9 || !want[f[0]] {
+			continue
+		}
+		for i, v := range f[1:9] { // user nice system idle iowait irq softirq steal
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("/proc/stat: %s", f[0])
+			}
+			if i != 3 && i != 4 {
+				busy += n
+			}
+		}
+	}
+	return time.Duration(busy) * clockTick, nil
+}

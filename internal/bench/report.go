@@ -83,14 +83,18 @@ type PhaseResult struct {
 	RSSBefore      int64   `json:"rss_before"`
 	RSSAfter       int64   `json:"rss_after"`
 	MemPerMember   float64 `json:"mem_per_participant"`
-	LoadCPU        float64 `json:"load_cpu_s"`
-	LoadUtil       float64 `json:"load_cpu_util"`
-	WriteErrors    int64   `json:"write_errors"`
-	JoinP50        float64 `json:"join_p50_ms"`
-	JoinP99        float64 `json:"join_p99_ms"`
-	JoinMax        float64 `json:"join_max_ms"`
-	JoinsMeasured  int     `json:"joins_measured"`
-	joins          []time.Duration
+	// Other processes' share of the pinned CPUs in the window (per CPU, 0 to 1): the noise
+	// of a shared machine, from /proc/stat minus our own processes' CPU time.
+	OtherOnServerCPUs float64 `json:"other_on_server_cpus"`
+	OtherOnLoadCPUs   float64 `json:"other_on_load_cpus"`
+	LoadCPU           float64 `json:"load_cpu_s"`
+	LoadUtil          float64 `json:"load_cpu_util"`
+	WriteErrors       int64   `json:"write_errors"`
+	JoinP50           float64 `json:"join_p50_ms"`
+	JoinP99           float64 `json:"join_p99_ms"`
+	JoinMax           float64 `json:"join_max_ms"`
+	JoinsMeasured     int     `json:"joins_measured"`
+	joins             []time.Duration
 }
 
 func (r *PhaseResult) finish() {
@@ -302,6 +306,8 @@ func medianPhase(ps []*PhaseResult) *PhaseResult {
 	m.RSSAfter = i(func(p *PhaseResult) int64 { return p.RSSAfter })
 	m.MemPerMember = f(func(p *PhaseResult) float64 { return p.MemPerMember })
 	m.LoadCPU = f(func(p *PhaseResult) float64 { return p.LoadCPU })
+	m.OtherOnServerCPUs = f(func(p *PhaseResult) float64 { return p.OtherOnServerCPUs })
+	m.OtherOnLoadCPUs = f(func(p *PhaseResult) float64 { return p.OtherOnLoadCPUs })
 	m.LoadUtil = f(func(p *PhaseResult) float64 { return p.LoadUtil })
 	m.WriteErrors = i(func(p *PhaseResult) int64 { return p.WriteErrors })
 	m.JoinP50 = f(func(p *PhaseResult) float64 { return p.JoinP50 })
@@ -333,7 +339,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		r.Machine.CPUs, r.Machine.Model, r.Machine.Kernel, r.Machine.Go, cpuList(r.Machine.ServerCPUs), cpuList(r.Machine.LoadCPUs))
 	fmt.Fprintf(w, "# window %gs after %gs warm-up, %d repeat(s)\n\n", s.Duration, s.Warmup, s.Repeat)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "run\tpath\tfwd pkt/s\tfwd Mbit/s\tloss\tworst\ttop layer\tp50 us\tp99 us\tmax us\tread p99 us\tsrv CPU\twait\tus/pkt\tcore%/Mbit/s\tKiB/member\tjoin p50 ms\tjoin p99 ms\tload CPU\t")
+	fmt.Fprintln(tw, "run\tpath\tfwd pkt/s\tfwd Mbit/s\tloss\tworst\ttop layer\tp50 us\tp99 us\tmax us\tread p99 us\tsrv CPU\tothers\tus/pkt\tcore%/Mbit/s\tKiB/member\tjoin p50 ms\tjoin p99 ms\tload CPU\tothers\t")
 	row := func(run string, p *PhaseResult) {
 		if p == nil {
 			return
@@ -342,10 +348,10 @@ func (r *Report) WriteText(w io.Writer) error {
 		if p.JoinsMeasured > 0 {
 			join50, join99 = fmt.Sprintf("%.0f", p.JoinP50), fmt.Sprintf("%.0f", p.JoinP99)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%s\t%s\t%.0f%%\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f%%\t%.1f%%\t%.2f\t%.2f\t%.0f\t%s\t%s\t%.0f%%\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%s\t%s\t%.0f%%\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f%%\t%.1f%%\t%.2f\t%.2f\t%.0f\t%s\t%s\t%.0f%%\t%.0f%%\t\n",
 			run, strings.TrimSuffix(p.Name, " (median)"), p.ForwardedPPS, p.ForwardedMbps, pct(p.Loss), pct(p.WorstLoss), 100*p.TopLayerShare,
-			p.LatencyP50, p.LatencyP99, p.LatencyMax, p.AppLatencyP99, 100*p.ServerUtil, 100*p.ServerWait/max(p.Window, 1e-9), p.CPUPerPacket, p.CPUPerMbps, p.MemPerMember/1024,
-			join50, join99, 100*p.LoadUtil)
+			p.LatencyP50, p.LatencyP99, p.LatencyMax, p.AppLatencyP99, 100*p.ServerUtil, 100*p.OtherOnServerCPUs, p.CPUPerPacket, p.CPUPerMbps, p.MemPerMember/1024,
+			join50, join99, 100*p.LoadUtil, 100*p.OtherOnLoadCPUs)
 	}
 	for i, run := range r.Runs {
 		row(fmt.Sprint(i+1), run.Floor)

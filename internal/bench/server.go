@@ -141,7 +141,8 @@ func runServer(ctx context.Context, cfg Config) (PhaseResult, error) {
 		return PhaseResult{}, fmt.Errorf("sign in as %s: %w", srv.email, err)
 	}
 	var all []*member
-	l := &load{w: &window{}, members: topo.members(), pid: srv.pid, metricsURL: srv.metrics, dbg: cfg.dbg}
+	l := &load{w: &window{}, members: topo.members(), pid: srv.pid, metricsURL: srv.metrics, dbg: cfg.dbg,
+		serverCPUs: cfg.ServerCPUs, loadCPUs: cfg.LoadCPUs}
 	if srv.sfuPort != 0 {
 		l.serverPorts = map[int]bool{srv.sfuPort: true}
 	}
