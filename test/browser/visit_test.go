@@ -137,6 +137,10 @@ func remoteNamed(name string) string {
 // that succeeded, and logs it.
 func checkCandidatePair(p *page) {
 	p.tb.Helper()
+	// The pair carrying media may still read "in-progress" for a moment after the first
+	// frames (its nomination's checks are under way): give it a little while.
+	p.waitForWithin("every connection's selected pair succeeded", `(async () => (await `+statsJS+`).every((s) =>
+		s.pair && s.pair.state === 'succeeded'))()`, 10*time.Second)
 	for _, s := range p.stats() {
 		if s.Pair == nil || s.Pair.State != "succeeded" || s.Pair.Local == nil || s.Pair.Remote == nil {
 			p.tb.Errorf("%s: peer %s has no selected candidate pair that succeeded: %+v", p.person, s.Peer, s.Pair)
