@@ -374,3 +374,46 @@ func TestAudioForwarded(t *testing.T) {
 		t.Fatalf("audio: %+v", fw.out)
 	}
 }
+
+// TestDeliverInOrder: a reader writes directly while the down track's writer is idle, and
+// queues while it is busy or has packets waiting; either way the subscriber gets the
+// packets in the order they were read, none twice, none lost.
+func TestDeliverInOrder(t *testing.T) {
+	_, d, fw := testTrack(t, webrtc.RTPCodecTypeVideo)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	g := &frameGen{layer: 0, seq: 100, packets: 3, fill: zeros}
+	var ps []*packet
+	for range 4 {
+		ps = append(ps, g.frame()...)
+	}
+	d.deliver(ps[0], timer) // idle: written at once, by the caller
+	if len(fw.out) != 1 || len(d.queue) != 0 {
+		t.Fatalf("idle: %d written, %d queued; want 1 written", len(fw.out), len(d.queue))
+	}
+	d.mu.Lock() // the writer is busy with a packet
+	d.deliver(ps[1], timer)
+	d.deliver(ps[2], timer)
+	d.mu.Unlock()
+	d.deliver(ps[3], timer) // nobody writing, but packets wait: queued behind them
+	if len(d.queue) != 3 || len(fw.out) != 1 {
+		t.Fatalf("busy: %d queued, %d written; want 3 queued", len(d.queue), len(fw.out))
+	}
+	go d.writeLoop()
+	deadline := time.Now().Add(5 * time.Second)
+	for d.pending.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	for _, p := range ps[4:] {
+		d.deliver(p, timer) // idle again: written at once
+	}
+	d.close()
+	if len(fw.out) != len(ps) {
+		t.Fatalf("%d packets written, want %d", len(fw.out), len(ps))
+	}
+	for i, s := range fw.out {
+		if want := fw.out[0].hdr.SequenceNumber + uint16(i); s.hdr.SequenceNumber != want {
+			t.Fatalf("packet %d: sequence number %d, want %d", i, s.hdr.SequenceNumber, want)
+		}
+	}
+}
