@@ -81,6 +81,7 @@ type writerState struct {
 	cur      int32 // layer forwarded, -1 none
 	waitKey  bool  // dropping until a key frame of cur
 	started  bool
+	sent     bool   // a packet was written: lastSeq, lastTS, lastPic, lastTL0, lastWall are set
 	segStart uint16 // first upstream sequence number of the current segment
 	seqOff   uint16
 	tsOff    uint32
@@ -324,9 +325,12 @@ func (d *downTrack) write(p *packet) {
 	}
 }
 
-// newer reports whether p is after the last packet written (sequence numbers wrap).
+// newer reports whether p is after the last packet written (sequence numbers wrap). The
+// first packet written is: before it, there is nothing to compare with (comparing with
+// the zero values would take a first sequence number above 32767 for an old one, keep
+// lastSeq at 0, and restart the numbering at 1 at the next segment).
 func (d *downTrack) newer(p *packet) bool {
-	return !d.w.started || int16(p.hdr.SequenceNumber+d.w.seqOff-d.w.lastSeq) > 0
+	return !d.w.sent || int16(p.hdr.SequenceNumber+d.w.seqOff-d.w.lastSeq) > 0
 }
 
 // startSegment begins forwarding at p (a key frame of a video layer, or the first audio
@@ -335,7 +339,7 @@ func (d *downTrack) newer(p *packet) bool {
 // since then.
 func (d *downTrack) startSegment(p *packet, b *binding) {
 	w := &d.w
-	if w.started {
+	if w.sent {
 		w.seqOff = w.lastSeq + 1 - p.hdr.SequenceNumber
 		step := uint32(float64(p.arrival-w.lastWall) * float64(b.clockRate) / 1e9)
 		w.tsOff = w.lastTS + max(step, 1) - p.hdr.Timestamp
@@ -360,6 +364,7 @@ func (d *downTrack) send(p *packet, b *binding, payload []byte) {
 	ts := p.hdr.Timestamp + w.tsOff
 	if d.newer(p) {
 		w.lastSeq, w.lastTS, w.lastWall = seq, ts, p.arrival
+		w.sent = true
 	}
 	h := &w.hdr
 	h.Version = 2

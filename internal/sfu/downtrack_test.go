@@ -99,10 +99,28 @@ func random(r *rand.Rand) func([]byte) {
 
 // TestSeqTimestampContinuity: across a layer switch the subscriber sees one stream:
 // sequence numbers and picture ids go on by one, the timestamp moves forward, the switch
-// happens at a key frame of the new layer, and the key frame is asked for.
+// happens at a key frame of the new layer, and the key frame is asked for. Whatever the
+// first layer's first sequence number, timestamp and picture id: browsers start sequence
+// numbers anywhere up to 32767 and timestamps anywhere, other stacks anywhere at all, and
+// a subscriber may start receiving when the publisher's numbers are anywhere.
 func TestSeqTimestampContinuity(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		seq  uint16
+		ts   uint32
+		pic  uint16
+	}{
+		{"low", 100, 5000, 7000},
+		{"above half", 40000, 3_000_000_000, 20000},
+		{"wrapping", 65534, 0xffff_fff0, 32766},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testSeqTimestampContinuity(t, tc.seq, tc.ts, tc.pic) })
+	}
+}
+
+func testSeqTimestampContinuity(t *testing.T, seq uint16, ts uint32, pic uint16) {
 	up, d, fw := testTrack(t, webrtc.RTPCodecTypeVideo)
-	q := &frameGen{layer: 0, seq: 100, ts: 5000, pic: 7000, packets: 1, keyEvery: 10, fill: zeros}
+	q := &frameGen{layer: 0, seq: seq, ts: ts, pic: pic, packets: 1, keyEvery: 10, fill: zeros}
 	f := &frameGen{layer: 2, seq: 40000, ts: 9_000_000, pic: 32760, packets: 3, keyEvery: 10, fill: zeros}
 	write := func(ps []*packet) {
 		for _, p := range ps {
