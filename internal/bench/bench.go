@@ -45,6 +45,7 @@ type Config struct {
 	Email, Password string
 	ServerPID       int
 	ServerArgs      []string // extra options for the child server
+	ServerEnv       []string // extra environment variables (KEY=VALUE) of the child server
 	ServerLog       string   // append the child server's log to this file ("": keep only its tail)
 
 	Floor          bool // measure the bare UDP relay too
@@ -103,6 +104,14 @@ func (c Config) Validate() error {
 	}
 	if c.Server != "" && (c.Email == "" || c.Password == "") {
 		return errors.New("a running server needs --email and --password of a clinician account")
+	}
+	for _, kv := range c.ServerEnv {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return fmt.Errorf("--server-env %q: KEY=VALUE", kv)
+		}
+	}
+	if len(c.ServerEnv) > 0 && c.Server != "" {
+		return errors.New("--server-env is for the child server, not --server")
 	}
 	if c.JoinConcurrency < 1 || c.JoinTimeout < time.Second {
 		return errors.New("join concurrency at least 1, join timeout at least 1s")

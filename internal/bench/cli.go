@@ -68,6 +68,8 @@ func Command(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "--server: its process id, to read its CPU and memory")
 	var serverArgs multiFlag
 	fs.Var(&serverArgs, "server-arg", "an extra option for the child server (repeatable), e.g. --server-arg=--log-level=warn")
+	var serverEnv multiFlag
+	fs.Var(&serverEnv, "server-env", "an extra environment variable KEY=VALUE of the child server (repeatable), e.g. --server-env GOMAXPROCS=2")
 	fs.StringVar(&cfg.ServerLog, "server-log", "", "append the child server's log to this file")
 	serverCPUs, loadCPUs := defaultCPUs()
 	fs.StringVar(&serverCPUs, "server-cpus", serverCPUs, `CPUs of the server and the floor relay, e.g. "0" ("": not pinned)`)
@@ -94,6 +96,7 @@ func Command(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return 2
 	}
 	cfg.ServerArgs = serverArgs
+	cfg.ServerEnv = serverEnv
 	var err error
 	if cfg.ServerCPUs, err = parseCPUs(serverCPUs); err == nil {
 		cfg.LoadCPUs, err = parseCPUs(loadCPUs)

@@ -153,12 +153,13 @@ type Report struct {
 
 // Machine says where the figures come from.
 type Machine struct {
-	CPUs       int    `json:"cpus"`
-	Model      string `json:"cpu_model"`
-	Kernel     string `json:"kernel"`
-	Go         string `json:"go"`
-	ServerCPUs []int  `json:"server_cpus"`
-	LoadCPUs   []int  `json:"load_cpus"`
+	CPUs       int      `json:"cpus"`
+	Model      string   `json:"cpu_model"`
+	Kernel     string   `json:"kernel"`
+	Go         string   `json:"go"`
+	ServerCPUs []int    `json:"server_cpus"`
+	LoadCPUs   []int    `json:"load_cpus"`
+	ServerEnv  []string `json:"server_env,omitempty"` // --server-env
 }
 
 // ScenarioDoc is the configuration that shapes the figures.
@@ -186,7 +187,7 @@ func newReport(cfg Config) *Report {
 	t := cfg.topology()
 	r := &Report{
 		Started: time.Now().UTC(),
-		Machine: Machine{CPUs: runtime.NumCPU(), Model: cpuModel(), Kernel: kernel(), Go: runtime.Version(), ServerCPUs: cfg.ServerCPUs, LoadCPUs: cfg.LoadCPUs},
+		Machine: Machine{CPUs: runtime.NumCPU(), Model: cpuModel(), Kernel: kernel(), Go: runtime.Version(), ServerCPUs: cfg.ServerCPUs, LoadCPUs: cfg.LoadCPUs, ServerEnv: cfg.ServerEnv},
 		Scenario: ScenarioDoc{
 			Scenario: cfg.Scenario, Policy: cfg.policyName(), Participants: t.members(),
 			Duration: cfg.Duration.Seconds(), Warmup: cfg.Warmup.Seconds(), Repeat: cfg.Repeat,
@@ -337,6 +338,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		s.AudioSize, s.AudioInterval, s.VideoFPS, s.VideoPackets, s.VideoSize, s.PublisherPPS, s.PublisherKbps, s.VideoLayers)
 	fmt.Fprintf(w, "# %d CPUs (%s), %s, %s; server and floor relay on CPUs %v, load clients on CPUs %v\n",
 		r.Machine.CPUs, r.Machine.Model, r.Machine.Kernel, r.Machine.Go, cpuList(r.Machine.ServerCPUs), cpuList(r.Machine.LoadCPUs))
+	if len(r.Machine.ServerEnv) > 0 {
+		fmt.Fprintf(w, "# server environment: %s\n", strings.Join(r.Machine.ServerEnv, " "))
+	}
 	fmt.Fprintf(w, "# window %gs after %gs warm-up, %d repeat(s)\n\n", s.Duration, s.Warmup, s.Repeat)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "run\tpath\tfwd pkt/s\tfwd Mbit/s\tloss\tworst\ttop layer\tp50 us\tp99 us\tmax us\tread p99 us\tsrv CPU\tothers\tus/pkt\tcore%/Mbit/s\tKiB/member\tjoin p50 ms\tjoin p99 ms\tload CPU\tothers\t")

@@ -70,7 +70,7 @@ func startServer(ctx context.Context, cfg Config) (*server, error) {
 		}
 		s.logFile = logf
 	}
-	s.child, err = startChild("server", cfg.Exe, args, cfg.ServerCPUs, environ(), func(line []byte) {
+	s.child, err = startChild("server", cfg.Exe, args, cfg.ServerCPUs, append(environ(), cfg.ServerEnv...), func(line []byte) {
 		if logf != nil {
 			logf.Write(append(line, '\n'))
 		}
