@@ -6,6 +6,10 @@
 #   scripts/bench-sfu.sh                                  # 3 repeats of 20 s each
 #   BENCH_FANOUT="10" BENCH_ROOMS="" BENCH_REPEAT=5 scripts/bench-sfu.sh
 #
+# Publishers send the camera in three simulcast layers, as browsers do (BENCH_SIMULCAST=0:
+# the top layer alone). BENCH_SERVER_ENV holds environment variables for the server only,
+# e.g. BENCH_SERVER_ENV="GOMAXPROCS=2 GOGC=200" (an operator's settings: docs/operations.md).
+#
 # bedside bench starts and stops its own server and floor relay (loopback only, temporary
 # data directory), pins them to CPU 0 and itself to CPU 1 (BENCH_SERVER_CPUS,
 # BENCH_LOAD_CPUS). Results go to BENCH_OUT (a new directory under /tmp by default): one
@@ -20,11 +24,19 @@ FANOUT=${BENCH_FANOUT:-"10 100 200 300"}
 ROOMS=${BENCH_ROOMS:-"5 10 15 20 25 30"}
 SERVER_CPUS=${BENCH_SERVER_CPUS:-0}
 LOAD_CPUS=${BENCH_LOAD_CPUS:-1}
+SIMULCAST=${BENCH_SIMULCAST:-1}
+SERVER_ENV=${BENCH_SERVER_ENV:-}
 OUT=${BENCH_OUT:-$(mktemp -d /tmp/bench-sfu-XXXXXX)}
 mkdir -p "$OUT"
 
 go build -o "$OUT/bedside" ./cmd/bedside
 common=(--repeat "$REPEAT" --duration "$DURATION" --warmup "$WARMUP" --server-cpus "$SERVER_CPUS" --load-cpus "$LOAD_CPUS")
+if [ "$SIMULCAST" = 1 ]; then
+  common+=(--simulcast)
+fi
+for kv in $SERVER_ENV; do
+  common+=(--server-env "$kv")
+done
 
 run() { # name, bench options...
   local name=$1
