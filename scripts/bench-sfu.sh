@@ -8,7 +8,7 @@
 #
 # Publishers send the camera in three simulcast layers, as browsers do (BENCH_SIMULCAST=0:
 # the top layer alone). BENCH_SERVER_ENV holds environment variables for the server only,
-# e.g. BENCH_SERVER_ENV="GOMAXPROCS=2 GOGC=200" (an operator's settings: docs/operations.md).
+# e.g. BENCH_SERVER_ENV="GOGC=200". An empty BENCH_FANOUT or BENCH_ROOMS skips that scenario.
 #
 # bedside bench starts and stops its own server and floor relay (loopback only, temporary
 # data directory), pins them to CPU 0 and itself to CPU 1 (BENCH_SERVER_CPUS,
@@ -20,8 +20,8 @@ cd "$(dirname "$0")/.."
 REPEAT=${BENCH_REPEAT:-3}
 DURATION=${BENCH_DURATION:-20s}
 WARMUP=${BENCH_WARMUP:-10s}
-FANOUT=${BENCH_FANOUT:-"10 100 200 300"}
-ROOMS=${BENCH_ROOMS:-"5 10 15 20 25 30"}
+FANOUT=${BENCH_FANOUT-"10 100 200 300"}
+ROOMS=${BENCH_ROOMS-"5 10 15 20 25 30"}
 SERVER_CPUS=${BENCH_SERVER_CPUS:-0}
 LOAD_CPUS=${BENCH_LOAD_CPUS:-1}
 SIMULCAST=${BENCH_SIMULCAST:-1}
