@@ -18,6 +18,7 @@ import (
 
 	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/auth"
+	"github.com/bedside/bedside/internal/bench"
 	"github.com/bedside/bedside/internal/config"
 	"github.com/bedside/bedside/internal/store"
 	"github.com/bedside/bedside/internal/store/sqlite"
@@ -64,6 +65,7 @@ Usage:
   bedside audit export --since TIME [--until TIME]
                                           the audit trail as JSON lines
   bedside audit checkpoint                sign and append a checkpoint of the audit trail now
+  bedside bench [options]                 measure media forwarding under load (loopback; see --help)
   bedside help [command]                  this text, or a command's options
 
 Every command takes the config options of "bedside serve --help" (at least --data-dir), also
@@ -93,9 +95,16 @@ func Main(ctx context.Context, args []string, sio IO) int {
 		return runVisit(ctx, rest, sio)
 	case "audit":
 		return runAudit(ctx, rest, sio)
+	case "bench":
+		return runBench(ctx, rest, sio)
 	}
 	fmt.Fprintf(sio.Stderr, "bedside: unknown command %q\n\n%s", cmd, usage)
 	return exitUsage
+}
+
+// runBench is "bedside bench": the load tool of internal/bench (docs/benchmarks.md).
+func runBench(ctx context.Context, args []string, sio IO) int {
+	return bench.Command(ctx, args, sio.Stdin, sio.Stdout, sio.Stderr)
 }
 
 // parse parses a command's flags, allowing positional arguments among them. It returns the

@@ -99,10 +99,28 @@ func random(r *rand.Rand) func([]byte) {
 
 // TestSeqTimestampContinuity: across a layer switch the subscriber sees one stream:
 // sequence numbers and picture ids go on by one, the timestamp moves forward, the switch
-// happens at a key frame of the new layer, and the key frame is asked for.
+// happens at a key frame of the new layer, and the key frame is asked for. Whatever the
+// first layer's first sequence number, timestamp and picture id: browsers start sequence
+// numbers anywhere up to 32767 and timestamps anywhere, other stacks anywhere at all, and
+// a subscriber may start receiving when the publisher's numbers are anywhere.
 func TestSeqTimestampContinuity(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		seq  uint16
+		ts   uint32
+		pic  uint16
+	}{
+		{"low", 100, 5000, 7000},
+		{"above half", 40000, 3_000_000_000, 20000},
+		{"wrapping", 65534, 0xffff_fff0, 32766},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testSeqTimestampContinuity(t, tc.seq, tc.ts, tc.pic) })
+	}
+}
+
+func testSeqTimestampContinuity(t *testing.T, seq uint16, ts uint32, pic uint16) {
 	up, d, fw := testTrack(t, webrtc.RTPCodecTypeVideo)
-	q := &frameGen{layer: 0, seq: 100, ts: 5000, pic: 7000, packets: 1, keyEvery: 10, fill: zeros}
+	q := &frameGen{layer: 0, seq: seq, ts: ts, pic: pic, packets: 1, keyEvery: 10, fill: zeros}
 	f := &frameGen{layer: 2, seq: 40000, ts: 9_000_000, pic: 32760, packets: 3, keyEvery: 10, fill: zeros}
 	write := func(ps []*packet) {
 		for _, p := range ps {
@@ -372,5 +390,48 @@ func TestAudioForwarded(t *testing.T) {
 	}
 	if len(fw.out) != 5 || fw.out[4].hdr.SequenceNumber != 1 || fw.out[0].hdr.PayloadType != 98 {
 		t.Fatalf("audio: %+v", fw.out)
+	}
+}
+
+// TestDeliverInOrder: a reader writes directly while the down track's writer is idle, and
+// queues while it is busy or has packets waiting; either way the subscriber gets the
+// packets in the order they were read, none twice, none lost.
+func TestDeliverInOrder(t *testing.T) {
+	_, d, fw := testTrack(t, webrtc.RTPCodecTypeVideo)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	g := &frameGen{layer: 0, seq: 100, packets: 3, fill: zeros}
+	var ps []*packet
+	for range 4 {
+		ps = append(ps, g.frame()...)
+	}
+	d.deliver(ps[0], timer) // idle: written at once, by the caller
+	if len(fw.out) != 1 || len(d.queue) != 0 {
+		t.Fatalf("idle: %d written, %d queued; want 1 written", len(fw.out), len(d.queue))
+	}
+	d.mu.Lock() // the writer is busy with a packet
+	d.deliver(ps[1], timer)
+	d.deliver(ps[2], timer)
+	d.mu.Unlock()
+	d.deliver(ps[3], timer) // nobody writing, but packets wait: queued behind them
+	if len(d.queue) != 3 || len(fw.out) != 1 {
+		t.Fatalf("busy: %d queued, %d written; want 3 queued", len(d.queue), len(fw.out))
+	}
+	go d.writeLoop()
+	deadline := time.Now().Add(5 * time.Second)
+	for d.pending.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	for _, p := range ps[4:] {
+		d.deliver(p, timer) // idle again: written at once
+	}
+	d.close()
+	if len(fw.out) != len(ps) {
+		t.Fatalf("%d packets written, want %d", len(fw.out), len(ps))
+	}
+	for i, s := range fw.out {
+		if want := fw.out[0].hdr.SequenceNumber + uint16(i); s.hdr.SequenceNumber != want {
+			t.Fatalf("packet %d: sequence number %d, want %d", i, s.hdr.SequenceNumber, want)
+		}
 	}
 }

@@ -10,8 +10,9 @@
 // of the store, the audit trail or the web.
 //
 // The media path (docs/design.md, decisions 34 and on): one reader goroutine per incoming
-// track layer; per down track a writer goroutine with a bounded queue whose drop policy is
-// written beside it; subscriber lists read as atomic copy-on-write snapshots, so no lock of
+// track layer, which writes to idle down tracks itself; per down track a writer goroutine
+// with a bounded queue, whose drop policy is written beside it, for the packets that
+// arrive while a write is in progress; subscriber lists read as atomic copy-on-write snapshots, so no lock of
 // the signalling side is taken per packet. Every decision about a packet (key frames, layer
 // switches, picture ids, speakers) comes from RTP headers, header extensions, the VP8
 // payload descriptor and the first bytes of the VP8 frame header (vp8.go), so end-to-end

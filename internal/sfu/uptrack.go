@@ -167,8 +167,7 @@ func (up *upTrack) read(l int, t *webrtc.TrackRemote) {
 		}
 		for _, d := range *up.downs.Load() {
 			if d.wants(l) {
-				p.ref()
-				d.enqueue(p, retry)
+				d.deliver(p, retry)
 			}
 		}
 		p.release()
