@@ -2,7 +2,7 @@
 GO ?= go
 export CGO_ENABLED ?= 0
 
-.PHONY: all build serve test deps check-js vet unit browser netns bench bench-turn fuzz clean
+.PHONY: all build serve test deps check-js vet unit browser netns bench bench-turn bench-sfu fuzz clean
 
 all: build
 
@@ -50,6 +50,10 @@ bench:
 # Bedside's TURN relay against coturn, side by side (docs/benchmarks.md).
 bench-turn:
 	./scripts/bench-turn.sh
+
+# The SFU under load against a bare UDP relay, side by side (docs/benchmarks.md).
+bench-sfu:
+	./scripts/bench-sfu.sh
 
 clean:
 	rm -rf bedside test/browser/artifacts
