@@ -423,7 +423,12 @@ type Presence struct {
 }
 
 // Participant returns the connection's participant.
-func (p *Presence) Participant() store.Participant { return p.mem.p }
+func (p *Presence) Participant() store.Participant {
+	// Under the room's lock: admission sets AdmittedAt while the connection may be reading.
+	p.r.mu.Lock()
+	defer p.r.mu.Unlock()
+	return p.mem.p
+}
 
 // Admitted reports whether the connection's participant is admitted and still current.
 func (p *Presence) Admitted() bool {
