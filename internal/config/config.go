@@ -67,6 +67,7 @@ type Config struct {
 	SFUPublicIP string // address announced instead of the host's (1:1 NAT)
 
 	MetricsAddr string // Prometheus /metrics listen address ("" = off)
+	DebugPprof  bool   // serve Go's profiles (/debug/pprof/) on MetricsAddr, which must be loopback
 
 	LinkTTL         time.Duration // patient links expire this long after the scheduled time
 	SessionIdle     time.Duration // a sign-in session ends after this long without a request
@@ -133,6 +134,7 @@ func (c *Config) options() []option {
 		{"sfu-udp-addr", `UDP listen address of the SFU (one port for every participant's connections to it), or "off" to keep every call peer to peer`, (*stringValue)(&c.SFUUDPAddr)},
 		{"sfu-public-ip", "address the SFU announces to clients instead of the host's: the public address of a server behind 1:1 NAT", (*stringValue)(&c.SFUPublicIP)},
 		{"metrics-addr", "Prometheus metrics listen address, e.g. 127.0.0.1:9090 (default: off); never the public web port", (*stringValue)(&c.MetricsAddr)},
+		{"debug-pprof", "also serve Go's profiles (net/http/pprof, /debug/pprof/) on metrics-addr, which must then be a loopback address (benchmarks, debugging)", (*boolValue)(&c.DebugPprof)},
 		{"link-ttl", "patient links expire this long after the visit's scheduled time", (*durationValue)(&c.LinkTTL)},
 		{"session-idle", "sign-in sessions end after this long without activity", (*durationValue)(&c.SessionIdle)},
 		{"session-lifetime", "sign-in sessions end this long after sign-in", (*durationValue)(&c.SessionLifetime)},
@@ -452,6 +454,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("metrics-addr: invalid value %q: %w", c.MetricsAddr, err)
 		}
 	}
+	if c.DebugPprof && !loopbackHostPort(c.MetricsAddr) {
+		return errors.New("debug-pprof: needs metrics-addr on a loopback address (e.g. 127.0.0.1:9090): profiles are not for the network")
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -570,4 +575,17 @@ func (d *durationValue) String() string {
 		return ""
 	}
 	return time.Duration(*d).String()
+}
+
+// loopbackHostPort reports whether addr is host:port with a loopback IP or localhost.
+func loopbackHostPort(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
