@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -162,6 +163,9 @@ func runServe(ctx context.Context, args []string, sio IO) int {
 		return exitUsage
 	}
 	log := newLogger(cfg, sio.Stderr)
+	if p := gcPercent(cfg, sio.Env); p > 0 {
+		debug.SetGCPercent(p)
+	}
 	svc, err := Start(ctx, cfg, log, Options{})
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -683,4 +687,16 @@ func visitRevoke(ctx context.Context, m *visit.Manager, id string, sio IO) int {
 	}
 	fmt.Fprintf(sio.Stdout, "Revoked the patient link and the guest links of visit %s. A running server disconnects the patient and guests within a few seconds.\n", id)
 	return exitOK
+}
+
+// gcPercent is the GC target serve sets (0: none, Go's own): --gc-percent, unless GOGC is
+// in the environment. The SFU's forwarding slows down while a collection runs; rarer
+// collections cost memory (docs/benchmarks.md, "Allocations and GC").
+func gcPercent(cfg config.Config, env []string) int {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "GOGC=") {
+			return 0
+		}
+	}
+	return cfg.GCPercent
 }

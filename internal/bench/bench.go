@@ -47,6 +47,10 @@ type Config struct {
 	ServerArgs      []string // extra options for the child server
 	ServerEnv       []string // extra environment variables (KEY=VALUE) of the child server
 	ServerLog       string   // append the child server's log to this file ("": keep only its tail)
+	// ProfileDir: the child server serves Go's profiles (--debug-pprof, on loopback) and
+	// the bench writes, per server run, its heap profile at both ends of the window and a
+	// CPU profile of the window there ("": none).
+	ProfileDir string
 
 	Floor          bool // measure the bare UDP relay too
 	RelayInProcess bool // run the floor relay in this process (tests)
@@ -109,6 +113,9 @@ func (c Config) Validate() error {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
 			return fmt.Errorf("--server-env %q: KEY=VALUE", kv)
 		}
+	}
+	if c.ProfileDir != "" && c.Server != "" {
+		return errors.New("--profile is for the child server, not --server")
 	}
 	if len(c.ServerEnv) > 0 && c.Server != "" {
 		return errors.New("--server-env is for the child server, not --server")
@@ -192,7 +199,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			r.Floor = &f
 		}
 		cfg.progress("run %d/%d: server (policy %s)", i+1, cfg.Repeat, cfg.policyName())
-		s, err := runServer(ctx, cfg)
+		s, err := runServer(ctx, cfg, i+1)
 		if err != nil {
 			return rep, fmt.Errorf("server: %w", err)
 		}
@@ -255,7 +262,10 @@ type load struct {
 	serverPorts map[int]bool
 	clientPorts func() map[int]bool
 	metricsURL  string
-	dbg         *debugLog
+	// pprofURL is the server's /debug/pprof/ ("": no profiles); profiles are written to
+	// profilePrefix + "heap-start.pb.gz" and so on.
+	pprofURL, profilePrefix string
+	dbg                     *debugLog
 	// The CPUs the forwarder and the load clients are pinned to (none: not pinned).
 	serverCPUs, loadCPUs []int
 }
@@ -282,7 +292,7 @@ func (l *load) counters(ctx context.Context) counters {
 		c.clientDrops, _ = udpDrops(l.clientPorts())
 	}
 	if l.metricsURL != "" {
-		c.metrics, _ = scrapeMetrics(ctx, l.metricsURL, "bedside_sfu_")
+		c.metrics, _ = scrapeMetrics(ctx, l.metricsURL, "bedside_sfu_", "go_memstats_", "go_gc_duration_seconds_count")
 	}
 	return c
 }
@@ -353,6 +363,16 @@ func (l *load) measure(ctx context.Context, cfg Config, name string) (PhaseResul
 	}
 	self0, _, _ = procSched(self)
 	c0 := l.counters(ctx)
+	var profErr chan error
+	if l.pprofURL != "" {
+		if err := saveProfile(ctx, l.pprofURL+"heap", l.profilePrefix+"heap-start.pb.gz"); err != nil {
+			return PhaseResult{}, err
+		}
+		profErr = make(chan error, 1)
+		go func() { // ends when the profile (of the window's length) is written
+			profErr <- saveProfile(ctx, fmt.Sprintf("%sprofile?seconds=%d", l.pprofURL, max(1, int(cfg.Duration.Seconds()))), l.profilePrefix+"cpu.pb.gz")
+		}()
+	}
 	t0 := time.Now()
 	l.w.start.Store(now())
 	if err := sleep(ctx, cfg.Duration); err != nil {
@@ -360,6 +380,14 @@ func (l *load) measure(ctx context.Context, cfg Config, name string) (PhaseResul
 	}
 	l.w.end.Store(now())
 	elapsed := time.Since(t0)
+	if profErr != nil {
+		if err := saveProfile(ctx, l.pprofURL+"heap", l.profilePrefix+"heap-end.pb.gz"); err != nil {
+			return PhaseResult{}, err
+		}
+		if err := <-profErr; err != nil {
+			return PhaseResult{}, err
+		}
+	}
 	res := PhaseResult{Name: name, Participants: l.members, Window: elapsed.Seconds()}
 	if l.pid != 0 {
 		cpu1, err := procCPU(l.pid)
@@ -392,6 +420,13 @@ func (l *load) measure(ctx context.Context, cfg Config, name string) (PhaseResul
 	if c0.metrics != nil && c1.metrics != nil {
 		res.SFUForwarded = c1.metrics[`bedside_sfu_forwarded_packets_total{kind="audio"}`] + c1.metrics[`bedside_sfu_forwarded_packets_total{kind="video"}`] -
 			c0.metrics[`bedside_sfu_forwarded_packets_total{kind="audio"}`] - c0.metrics[`bedside_sfu_forwarded_packets_total{kind="video"}`]
+		if fwd := res.SFUForwarded; fwd > 0 {
+			d := func(k string) float64 { return c1.metrics[k] - c0.metrics[k] }
+			res.AllocsPerPacket = d("go_memstats_mallocs_total") / fwd
+			res.BytesPerPacket = d("go_memstats_alloc_bytes_total") / fwd
+			res.GCs = d("go_gc_duration_seconds_count")
+			res.HeapAlloc = c1.metrics["go_memstats_heap_alloc_bytes"]
+		}
 		res.SFUDropped = map[string]float64{}
 		for k, v := range c1.metrics {
 			if reason, ok := strings.CutPrefix(k, `bedside_sfu_dropped_packets_total{reason="`); ok {

@@ -70,6 +70,7 @@ func Command(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.Var(&serverArgs, "server-arg", "an extra option for the child server (repeatable), e.g. --server-arg=--log-level=warn")
 	var serverEnv multiFlag
 	fs.Var(&serverEnv, "server-env", "an extra environment variable KEY=VALUE of the child server (repeatable), e.g. --server-env GOMAXPROCS=2")
+	fs.StringVar(&cfg.ProfileDir, "profile", "", "write the child server's Go profiles of each run to this directory: heap at both ends of the window, CPU over it (go tool pprof -sample_index=alloc_space -base server-1-heap-start.pb.gz server-1-heap-end.pb.gz)")
 	fs.StringVar(&cfg.ServerLog, "server-log", "", "append the child server's log to this file")
 	serverCPUs, loadCPUs := defaultCPUs()
 	fs.StringVar(&serverCPUs, "server-cpus", serverCPUs, `CPUs of the server and the floor relay, e.g. "0" ("": not pinned)`)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -206,8 +207,8 @@ func freePort(network string) (int, error) {
 }
 
 // scrapeMetrics reads a Prometheus text exposition and returns the samples whose names
-// start with prefix, by "name{labels}".
-func scrapeMetrics(ctx context.Context, url, prefix string) (map[string]float64, error) {
+// start with one of the prefixes, by "name{labels}".
+func scrapeMetrics(ctx context.Context, url string, prefixes ...string) (map[string]float64, error) {
 	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
 	if err != nil {
 		return nil, err
@@ -225,7 +226,7 @@ func scrapeMetrics(ctx context.Context, url, prefix string) (map[string]float64,
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, prefix) {
+		if !slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(line, p) }) {
 			continue
 		}
 		i := strings.LastIndexByte(line, ' ')
@@ -269,4 +270,29 @@ func cpuBusy(cpus []int) (time.Duration, error) {
 		}
 	}
 	return time.Duration(busy) * clockTick, nil
+}
+
+// saveProfile writes the body of a pprof URL to a file.
+func saveProfile(ctx context.Context, url, file string) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -45,10 +45,17 @@ type PhaseResult struct {
 	// Where packets were lost: datagrams the kernel dropped at the forwarder's socket and
 	// at the load clients' sockets (receive buffers full: a reader fell behind), and the
 	// SFU's own counts from its metrics (forwarded, and dropped by reason).
-	ServerSocketDrops int64              `json:"server_socket_drops"`
-	ClientSocketDrops int64              `json:"client_socket_drops"`
-	SFUForwarded      float64            `json:"sfu_forwarded,omitempty"`
-	SFUDropped        map[string]float64 `json:"sfu_dropped,omitempty"`
+	ServerSocketDrops int64   `json:"server_socket_drops"`
+	ClientSocketDrops int64   `json:"client_socket_drops"`
+	SFUForwarded      float64 `json:"sfu_forwarded,omitempty"`
+	// The server's Go heap, from its metrics: allocations and bytes allocated in the
+	// window per forwarded packet, garbage collections in the window, the heap in use
+	// (live and not yet collected) at the end of the window.
+	AllocsPerPacket float64            `json:"allocs_per_packet,omitempty"`
+	BytesPerPacket  float64            `json:"alloc_bytes_per_packet,omitempty"`
+	GCs             float64            `json:"gcs,omitempty"`
+	HeapAlloc       float64            `json:"heap_alloc_bytes,omitempty"`
+	SFUDropped      map[string]float64 `json:"sfu_dropped,omitempty"`
 
 	ForwardedPPS  float64 `json:"forwarded_pps"`
 	ForwardedMbps float64 `json:"forwarded_mbps"`
@@ -280,6 +287,10 @@ func medianPhase(ps []*PhaseResult) *PhaseResult {
 	m.ServerSocketDrops = i(func(p *PhaseResult) int64 { return p.ServerSocketDrops })
 	m.ClientSocketDrops = i(func(p *PhaseResult) int64 { return p.ClientSocketDrops })
 	m.SFUForwarded = f(func(p *PhaseResult) float64 { return p.SFUForwarded })
+	m.AllocsPerPacket = f(func(p *PhaseResult) float64 { return p.AllocsPerPacket })
+	m.BytesPerPacket = f(func(p *PhaseResult) float64 { return p.BytesPerPacket })
+	m.GCs = f(func(p *PhaseResult) float64 { return p.GCs })
+	m.HeapAlloc = f(func(p *PhaseResult) float64 { return p.HeapAlloc })
 	m.SeqLoss = f(func(p *PhaseResult) float64 { return p.SeqLoss })
 	m.Stalled = int(f(func(p *PhaseResult) float64 { return float64(p.Stalled) }))
 	m.SeqJumps = i(func(p *PhaseResult) int64 { return p.SeqJumps })
@@ -382,6 +393,16 @@ func (r *Report) WriteText(w io.Writer) error {
 				fmt.Fprintf(w, "; SFU dropped %v", p.SFUDropped)
 			}
 			fmt.Fprintln(w)
+		}
+	}
+	heapLines := 0
+	for i, run := range r.Runs {
+		if p := run.Server; p != nil && p.HeapAlloc > 0 {
+			if heapLines++; heapLines == 1 {
+				fmt.Fprintln(w)
+			}
+			fmt.Fprintf(w, "run %d %s: Go heap: %.2f allocations, %.0f B allocated per forwarded packet; %.0f GCs in the window; %.1f MB in use at its end\n",
+				i+1, p.Name, p.AllocsPerPacket, p.BytesPerPacket, p.GCs, p.HeapAlloc/1e6)
 		}
 	}
 	if r.Median.CPUPerPacketRatio > 0 {

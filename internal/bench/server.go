@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -62,6 +63,9 @@ func startServer(ctx context.Context, cfg Config) (*server, error) {
 	s.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", mport)
 	args := append([]string{"serve", "--data-dir", dir, "--http-addr", "127.0.0.1:0", "--stun-addr", "127.0.0.1:0",
 		"--sfu-udp-addr", fmt.Sprintf("127.0.0.1:%d", s.sfuPort), "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", mport), "--turn", "off", "--require-mfa=false", "--log-format", "json", "--log-level", "info"}, cfg.ServerArgs...)
+	if cfg.ProfileDir != "" {
+		args = append(args, "--debug-pprof")
+	}
 	urls := make(chan string, 1)
 	var logf *os.File
 	if cfg.ServerLog != "" {
@@ -129,7 +133,7 @@ func createVisit(ctx context.Context, c *client.Client, name, policy string) (cl
 
 // runServer measures the server with the scenario: it creates the visits, joins every
 // member over the real protocol, waits for media everywhere, warms up and measures.
-func runServer(ctx context.Context, cfg Config) (PhaseResult, error) {
+func runServer(ctx context.Context, cfg Config, run int) (PhaseResult, error) {
 	topo := cfg.topology()
 	srv, err := startServer(ctx, cfg)
 	if err != nil {
@@ -143,6 +147,13 @@ func runServer(ctx context.Context, cfg Config) (PhaseResult, error) {
 	var all []*member
 	l := &load{w: &window{}, members: topo.members(), pid: srv.pid, metricsURL: srv.metrics, dbg: cfg.dbg,
 		serverCPUs: cfg.ServerCPUs, loadCPUs: cfg.LoadCPUs}
+	if cfg.ProfileDir != "" {
+		if err := os.MkdirAll(cfg.ProfileDir, 0o755); err != nil {
+			return PhaseResult{}, err
+		}
+		l.pprofURL = strings.TrimSuffix(srv.metrics, "metrics") + "debug/pprof/"
+		l.profilePrefix = filepath.Join(cfg.ProfileDir, fmt.Sprintf("server-%d-", run))
+	}
 	if srv.sfuPort != 0 {
 		l.serverPorts = map[int]bool{srv.sfuPort: true}
 	}

@@ -65,8 +65,12 @@ type Config struct {
 	// The SFU (docs/operations.md, "SFU").
 	SFUUDPAddr  string // UDP listen address of every SFU peer connection; "off" keeps all calls peer to peer
 	SFUPublicIP string // address announced instead of the host's (1:1 NAT)
+	// GCPercent is the Go GC's target (GOGC) for serve; 0 leaves it to Go. The GOGC
+	// environment variable, when set, wins.
+	GCPercent int
 
 	MetricsAddr string // Prometheus /metrics listen address ("" = off)
+	DebugPprof  bool   // serve Go's profiles (/debug/pprof/) on MetricsAddr, which must be loopback
 
 	LinkTTL         time.Duration // patient links expire this long after the scheduled time
 	SessionIdle     time.Duration // a sign-in session ends after this long without a request
@@ -132,7 +136,9 @@ func (c *Config) options() []option {
 		{"turn-urls", "external mode: the TURN service's URLs, comma-separated (turn:host:3478?transport=udp,turns:host:443?transport=tcp)", (*stringValue)(&c.TURNURLs)},
 		{"sfu-udp-addr", `UDP listen address of the SFU (one port for every participant's connections to it), or "off" to keep every call peer to peer`, (*stringValue)(&c.SFUUDPAddr)},
 		{"sfu-public-ip", "address the SFU announces to clients instead of the host's: the public address of a server behind 1:1 NAT", (*stringValue)(&c.SFUPublicIP)},
+		{"gc-percent", "Go's garbage collection target (GOGC) for the server: collect when the heap has grown by this percentage of what survived the last collection; higher means rarer slow-downs of the SFU's forwarding and more memory. 0 leaves it to Go (100); GOGC in the environment, when set, wins", (*intValue)(&c.GCPercent)},
 		{"metrics-addr", "Prometheus metrics listen address, e.g. 127.0.0.1:9090 (default: off); never the public web port", (*stringValue)(&c.MetricsAddr)},
+		{"debug-pprof", "also serve Go's profiles (net/http/pprof, /debug/pprof/) on metrics-addr, which must then be a loopback address (benchmarks, debugging)", (*boolValue)(&c.DebugPprof)},
 		{"link-ttl", "patient links expire this long after the visit's scheduled time", (*durationValue)(&c.LinkTTL)},
 		{"session-idle", "sign-in sessions end after this long without activity", (*durationValue)(&c.SessionIdle)},
 		{"session-lifetime", "sign-in sessions end this long after sign-in", (*durationValue)(&c.SessionLifetime)},
@@ -170,6 +176,7 @@ func Default() Config {
 		TURNQuotaTotal:    1000,
 		TURNBandwidthKbps: 10000,
 		SFUUDPAddr:        ":3479",
+		GCPercent:         200,
 		LinkTTL:           24 * time.Hour,
 		SessionIdle:       15 * time.Minute,
 		SessionLifetime:   12 * time.Hour,
@@ -452,6 +459,12 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("metrics-addr: invalid value %q: %w", c.MetricsAddr, err)
 		}
 	}
+	if c.GCPercent != 0 && (c.GCPercent < 50 || c.GCPercent > 1000) {
+		return fmt.Errorf("gc-percent: invalid value %d: 50 to 1000, or 0 for Go's default", c.GCPercent)
+	}
+	if c.DebugPprof && !loopbackHostPort(c.MetricsAddr) {
+		return errors.New("debug-pprof: needs metrics-addr on a loopback address (e.g. 127.0.0.1:9090): profiles are not for the network")
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -570,4 +583,17 @@ func (d *durationValue) String() string {
 		return ""
 	}
 	return time.Duration(*d).String()
+}
+
+// loopbackHostPort reports whether addr is host:port with a loopback IP or localhost.
+func loopbackHostPort(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -43,6 +43,11 @@ func TestTURNErrors(t *testing.T) {
 		{"external without urls", []string{"--turn=external", "--turn-secret=0123456789abcdef0123"}, []string{"turn-urls"}},
 		{"external url not turn", []string{"--turn=external", "--turn-secret=0123456789abcdef0123", "--turn-urls=https://t.example"}, []string{"turn-urls", "https://t.example"}},
 		{"metrics-addr without port", []string{"--metrics-addr=localhost"}, []string{"metrics-addr"}},
+		{"gc-percent too low", []string{"--gc-percent=10"}, []string{"gc-percent", "10"}},
+		{"gc-percent negative", []string{"--gc-percent=-1"}, []string{"gc-percent"}},
+		{"debug-pprof without metrics-addr", []string{"--debug-pprof"}, []string{"debug-pprof", "loopback"}},
+		{"debug-pprof on all addresses", []string{"--debug-pprof", "--metrics-addr=:9090"}, []string{"debug-pprof", "loopback"}},
+		{"debug-pprof on a public address", []string{"--debug-pprof", "--metrics-addr=192.0.2.7:9090"}, []string{"debug-pprof", "loopback"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parse(t, tc.args, nil, "")

@@ -393,15 +393,17 @@ func (d *downTrack) send(p *packet, b *binding, payload []byte) {
 // readRTCP reads what the subscriber says about this track: a picture loss or full intra
 // request asks the publisher for a key frame; REMB is the subscriber's estimate where it
 // offers no transport-wide feedback. NACKs are answered by pion's responder, which sees
-// them here too. It ends when the sender stops.
+// them here too. It ends when the sender stops. The packets are those the interceptors
+// already parsed (the attributes hold them): parsing a transport-wide feedback packet
+// allocates per packet it reports, and the server did it twice (docs/benchmarks.md).
 func (d *downTrack) readRTCP() {
 	buf := make([]byte, 1500)
 	for {
-		n, _, err := d.sender.Read(buf)
+		n, attrs, err := d.sender.Read(buf)
 		if err != nil {
 			return
 		}
-		pkts, err := rtcp.Unmarshal(buf[:n])
+		pkts, err := attrs.GetRTCPPackets(buf[:n]) // parses when nothing did (nil attrs)
 		if err != nil {
 			continue
 		}

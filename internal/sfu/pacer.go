@@ -16,9 +16,15 @@ import (
 // forgotten when its sender stops (pion's cc interceptor never tells its pacer, so on a
 // long-lived connection whose tracks come and go every old sender's writer chain would be
 // kept for ever). pacerUnbinder, registered beside the estimator, does the forgetting.
+//
+// It also lends every write an attributes map: pion's track writer passes none, and the
+// estimator's writer below would make one per packet to record the transport-wide sequence
+// number's extension id (a fifth of what the server allocated per forwarded packet,
+// docs/benchmarks.md). Nothing below the pacer keeps the map once its Write returns.
 type pacer struct {
 	mu      sync.Mutex // serialises changes of writers
 	writers atomic.Pointer[map[uint32]interceptor.RTPWriter]
+	attrs   sync.Pool // of interceptor.Attributes, empty when in the pool
 }
 
 func newPacer() *pacer {
@@ -47,10 +53,21 @@ func (p *pacer) update(ssrc uint32, w interceptor.RTPWriter) {
 }
 
 func (p *pacer) Write(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
-	if w, ok := (*p.writers.Load())[h.SSRC]; ok {
+	w, ok := (*p.writers.Load())[h.SSRC]
+	if !ok {
+		return 0, fmt.Errorf("sfu pacer: unknown ssrc %d", h.SSRC)
+	}
+	if a != nil {
 		return w.Write(h, payload, a)
 	}
-	return 0, fmt.Errorf("sfu pacer: unknown ssrc %d", h.SSRC)
+	a, _ = p.attrs.Get().(interceptor.Attributes)
+	if a == nil {
+		a = make(interceptor.Attributes, 2)
+	}
+	n, err := w.Write(h, payload, a)
+	clear(a)
+	p.attrs.Put(a)
+	return n, err
 }
 
 func (p *pacer) SetTargetBitrate(int) {}

@@ -26,8 +26,11 @@ const (
 	// and one spare for a transceiver being replaced).
 	maxPublished = 4
 	// nackBuffer is how many packets of each video down track pion's NACK responder keeps
-	// for retransmission (a power of two): about two seconds of the top layer.
-	nackBuffer = 256
+	// for retransmission (a power of two): about a second of the top layer (0.8 s at the
+	// browser's 1.5 Mbit/s, 1.4 s at the bench's 0.9 Mbit/s), longer than a retransmission
+	// is of use to a receiver's jitter buffer. Each packet is a 1.5 KB copy: at 256 these
+	// buffers were most of the server's heap (docs/benchmarks.md).
+	nackBuffer = 128
 )
 
 // Events of a participant's goroutine.
@@ -765,6 +768,7 @@ func (s *SFU) api(sub bool, onBWE func(cc.BandwidthEstimator)) (*webrtc.API, err
 			return nil, err
 		}
 	} else {
+		ir.Add(&attrLender{}) // first: the innermost reader, whose map the others fill
 		if err := webrtc.ConfigureNackWithOptions(m, ir, []nack.GeneratorOption{nack.WithGeneratorLoggerFactory(lf)}); err != nil {
 			return nil, err
 		}
