@@ -351,9 +351,33 @@ func (p *page) navigateStatus(url string) int {
 }
 
 // click clicks the first visible element that matches the CSS selector, as a mouse would.
+//
+// chromedp clicks at the element's centre as it was a moment before; when the layout moves
+// in between (a video tile appears, a panel grows as a call starts) the click lands
+// elsewhere, as a person's would. So the element is armed to note that it was clicked, and
+// a click that missed is made again, up to three times, as a person would. (After a
+// navigation the new document has no note: the click did its work.)
 func (p *page) click(sel string) {
 	p.tb.Helper()
-	p.step("click "+sel, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
+	arm := fmt.Sprintf(`(() => {
+		const el = document.querySelector(%q);
+		if (!el) return false;
+		window.__bedsideClicked = false;
+		el.addEventListener('click', () => { window.__bedsideClicked = true; }, {once: true});
+		return true;
+	})()`, sel)
+	for attempt := 1; ; attempt++ {
+		armed, _ := evalJS[bool](p, arm)
+		p.step("click "+sel, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
+		if !armed || attempt == 3 {
+			return
+		}
+		missed, err := evalJS[bool](p, `window.__bedsideClicked === false`)
+		if err != nil || !missed {
+			return
+		}
+		p.logf("the click on %s missed it (the layout moved); clicking again", sel)
+	}
 }
 
 // typeInto types text into the input that matches the CSS selector, key by key.
