@@ -150,43 +150,39 @@ func (r *room) leaveMedia(m *Manager, id string) {
 	}
 }
 
+// inSFU says why this presence may not talk to the SFU, if it may not: not current, not
+// admitted (checkAdmitted), or the call is not through the SFU (ErrNotSFU).
+func (p *Presence) inSFU() error {
+	p.r.mu.Lock()
+	defer p.r.mu.Unlock()
+	if err := p.checkAdmitted(); err != nil {
+		return err
+	}
+	if p.r.mode != ModeSFU {
+		return ErrNotSFU
+	}
+	return nil
+}
+
 // MediaSignal hands the SFU a description or candidate of this member's pub or sub
 // connection. Observers may not publish.
 func (p *Presence) MediaSignal(s MediaSignal) error {
-	p.r.mu.Lock()
-	switch {
-	case !p.current():
-		p.r.mu.Unlock()
-		return ErrWrongState
-	case !p.mem.admitted:
-		p.r.mu.Unlock()
-		return ErrNotAdmitted
-	case p.r.mode != ModeSFU:
-		p.r.mu.Unlock()
-		return ErrNotSFU
-	case s.PC == "pub" && p.mem.p.Observer:
-		p.r.mu.Unlock()
+	if err := p.inSFU(); err != nil {
+		return err
+	}
+	if s.PC == "pub" && p.mem.p.Observer {
 		return ErrForbidden
 	}
-	p.r.mu.Unlock()
 	return p.m.media.Signal(p.r.id, p.mem.p.ID, s)
 }
 
 // VideoSize tells the SFU at what size this member shows another's video.
 func (p *Presence) VideoSize(publisherID, source string, width, height int) error {
-	p.r.mu.Lock()
-	switch {
-	case !p.current():
-		p.r.mu.Unlock()
-		return ErrWrongState
-	case !p.mem.admitted:
-		p.r.mu.Unlock()
-		return ErrNotAdmitted
-	case p.r.mode != ModeSFU:
-		p.r.mu.Unlock()
+	if err := p.inSFU(); errors.Is(err, ErrNotSFU) {
 		return nil // nothing to adapt between browsers
+	} else if err != nil {
+		return err
 	}
-	p.r.mu.Unlock()
 	p.m.media.VideoSize(p.r.id, p.mem.p.ID, publisherID, source, width, height)
 	return nil
 }
@@ -196,11 +192,8 @@ func (p *Presence) VideoSize(publisherID, source string, width, height int) erro
 func (p *Presence) Chat(text string, at time.Time) error {
 	p.r.mu.Lock()
 	defer p.r.mu.Unlock()
-	if !p.current() {
-		return ErrWrongState
-	}
-	if !p.mem.admitted {
-		return ErrNotAdmitted
+	if err := p.checkAdmitted(); err != nil {
+		return err
 	}
 	for _, o := range p.r.sorted() {
 		if o != p.mem && o.admitted {

@@ -443,15 +443,24 @@ func (p *Presence) current() bool {
 	return !p.r.closed && p.r.members[p.mem.p.ID] == p.mem
 }
 
-// Relay passes a signalling payload to another admitted, connected participant.
-func (p *Presence) Relay(to string, payload any) error {
-	p.r.mu.Lock()
-	defer p.r.mu.Unlock()
+// checkAdmitted says why this presence may not act in the call, if it may not: no longer
+// current, or not admitted. r.mu is held.
+func (p *Presence) checkAdmitted() error {
 	if !p.current() {
 		return ErrWrongState
 	}
 	if !p.mem.admitted {
 		return ErrNotAdmitted
+	}
+	return nil
+}
+
+// Relay passes a signalling payload to another admitted, connected participant.
+func (p *Presence) Relay(to string, payload any) error {
+	p.r.mu.Lock()
+	defer p.r.mu.Unlock()
+	if err := p.checkAdmitted(); err != nil {
+		return err
 	}
 	dst := p.r.members[to]
 	if dst == nil || !dst.admitted || dst == p.mem {
