@@ -112,14 +112,7 @@ func (s *Server) channelCreated(src, relay, peer net.Addr, user string, number u
 	list = append(list, boundChannel{number: number, peer: to})
 	rc.chans.Store(&list)
 	if cur := s.clients.Load(); cur == nil || (*cur)[client] != rc {
-		m := make(map[netip.AddrPort]*relayConn, s.clientCount()+1)
-		if cur != nil {
-			for k, v := range *cur {
-				m[k] = v
-			}
-		}
-		m[client] = rc
-		s.clients.Store(&m)
+		s.editClients(func(m map[netip.AddrPort]*relayConn) { m[client] = rc })
 	}
 }
 
@@ -158,21 +151,28 @@ func (s *Server) forgetRelay(rc *relayConn) {
 	}
 	rc.chans.Store(nil)
 	if cur := s.clients.Load(); cur != nil && (*cur)[rc.client] == rc {
-		m := make(map[netip.AddrPort]*relayConn, len(*cur))
-		for k, v := range *cur {
-			if v != rc {
-				m[k] = v
+		s.editClients(func(m map[netip.AddrPort]*relayConn) {
+			for k, v := range m {
+				if v == rc {
+					delete(m, k)
+				}
 			}
-		}
-		s.clients.Store(&m)
+		})
 	}
 }
 
-func (s *Server) clientCount() int {
+// editClients replaces the clients map with an edited copy: readers load it without a
+// lock, so it is never changed in place. s.mu is held.
+func (s *Server) editClients(edit func(map[netip.AddrPort]*relayConn)) {
+	m := map[netip.AddrPort]*relayConn{}
 	if cur := s.clients.Load(); cur != nil {
-		return len(*cur)
+		m = make(map[netip.AddrPort]*relayConn, len(*cur)+1)
+		for k, v := range *cur {
+			m[k] = v
+		}
 	}
-	return 0
+	edit(m)
+	s.clients.Store(&m)
 }
 
 // clientSocket is the listener socket the fast path sends a client's packets on. All of
