@@ -354,16 +354,21 @@ func (p *page) navigateStatus(url string) int {
 //
 // chromedp clicks at the element's centre as it was a moment before; when the layout moves
 // in between (a video tile appears, a panel grows as a call starts) the click lands
-// elsewhere, as a person's would. So the element is armed to note that it was clicked, and
-// a click that missed is made again, up to three times, as a person would. (After a
+// elsewhere, as a person's would. So the document notes a click on whatever element matches
+// the selector when the click arrives (the page may have rendered it anew since), and a
+// click that missed is made again, up to three times, as a person would. (After a
 // navigation the new document has no note: the click did its work.)
 func (p *page) click(sel string) {
 	p.tb.Helper()
 	arm := fmt.Sprintf(`(() => {
-		const el = document.querySelector(%q);
-		if (!el) return false;
+		const sel = %q;
+		if (!document.querySelector(sel)) return false;
+		if (window.__bedsideArm) document.removeEventListener('click', window.__bedsideArm, true);
 		window.__bedsideClicked = false;
-		el.addEventListener('click', () => { window.__bedsideClicked = true; }, {once: true});
+		window.__bedsideArm = (e) => {
+			if (e.target instanceof Element && e.target.closest(sel)) window.__bedsideClicked = true;
+		};
+		document.addEventListener('click', window.__bedsideArm, true);
 		return true;
 	})()`, sel)
 	for attempt := 1; ; attempt++ {
