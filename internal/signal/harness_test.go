@@ -178,13 +178,14 @@ func (m msg) String() string        { return string(m.raw) }
 // conn is a test client: a goroutine reads every message into msgs (and so answers
 // pings) until the connection ends or stopAfterNext is asked for.
 type conn struct {
-	t         *testing.T
-	name      string
-	ws        *websocket.Conn
-	msgs      chan msg
-	done      chan struct{} // closed when the reader ended; err says why
-	err       error
-	stopAfter atomic.Bool
+	t      *testing.T
+	name   string
+	ws     *websocket.Conn
+	msgs   chan msg
+	done   chan struct{} // closed when the reader ended; err says why
+	err    error
+	read   atomic.Int64 // messages read from the socket, counted before they are queued
+	stopAt atomic.Int64 // stop reading after this many messages; 0: never
 }
 
 var errStopped = errors.New("the test stopped reading")
@@ -197,21 +198,25 @@ func (c *conn) readLoop() {
 			c.err = err
 			return
 		}
+		n := c.read.Add(1)
 		m := msg{raw: data}
 		if typ != websocket.MessageText || json.Unmarshal(data, &m.m) != nil {
 			m.m = map[string]any{"type": "<not a JSON object>"}
 		}
 		c.msgs <- m
-		if c.stopAfter.Load() {
+		if stop := c.stopAt.Load(); stop != 0 && n >= stop {
 			c.err = errStopped
 			return
 		}
 	}
 }
 
-// stopAfterNext makes the client stop reading its socket after the next message: from
-// then on it answers no pings, like a browser that vanished.
-func (c *conn) stopAfterNext() { c.stopAfter.Store(true) }
+// stopAfterNext makes the client stop reading its socket after the next message it reads
+// from now on: from then on it answers no pings, like a browser that vanished. The count
+// is taken rather than a flag read after queueing, because the reader may still be between
+// queueing the message the test just took and reading the flag (CI once stopped on the
+// admission the test had already seen, before the message it meant).
+func (c *conn) stopAfterNext() { c.stopAt.Store(c.read.Load() + 1) }
 
 func (c *conn) next() msg {
 	c.t.Helper()
