@@ -94,6 +94,22 @@ type writerState struct {
 	lastWall int64
 	// Counted here and added to the metrics in batches.
 	fwdPackets, fwdBytes int
+	// sentVideo holds the video packets written last, by their sequence number as sent
+	// (modulo nackBuffer), for retransmission on a subscriber's NACK (resend). Each entry
+	// holds a reference to the publisher's packet: no copy, and the subscribers of one
+	// layer share the packets (pion's NACK responder, used before, copied every packet of
+	// every down track, which was most of the server's heap: docs/benchmarks.md).
+	sentVideo [nackBuffer]sentPacket
+}
+
+// sentPacket is one packet as a down track wrote it: the publisher's packet and what the
+// rewriting made of its numbers.
+type sentPacket struct {
+	p   *packet // nil: empty
+	seq uint16
+	ts  uint32
+	pic uint16
+	tl0 uint8
 }
 
 func newDownTrack(up *upTrack, sub *participant) *downTrack {
@@ -220,6 +236,7 @@ func (d *downTrack) writeLoop() {
 	defer func() {
 		d.mu.Lock()
 		d.flushCounts()
+		d.forgetSent()
 		d.mu.Unlock()
 	}()
 	for {
@@ -267,7 +284,7 @@ func (d *downTrack) write(p *packet) {
 		if !w.started {
 			d.startSegment(p, b)
 		}
-		d.send(p, b, p.payload)
+		d.send(p, b, p.payload, 0, 0)
 		return
 	}
 	l := int32(p.layer)
@@ -307,17 +324,15 @@ func (d *downTrack) write(p *packet) {
 		w.segStart = p.hdr.SequenceNumber - 4096
 	}
 	payload := p.payload
+	pic := (p.vp8.picID + w.picOff) & p.vp8.picIDMask()
+	tl0 := p.vp8.tl0 + w.tl0Off
 	if p.vp8.hasPicID || p.vp8.hasTL0 {
-		n := copy(w.scratch[:], payload)
-		pic := (p.vp8.picID + w.picOff) & p.vp8.picIDMask()
-		tl0 := p.vp8.tl0 + w.tl0Off
-		rewriteVP8(w.scratch[:n], &p.vp8, pic, tl0)
+		payload = d.rewritten(p, pic, tl0)
 		if d.newer(p) {
 			w.lastPic, w.lastTL0 = pic, tl0
 		}
-		payload = w.scratch[:n]
 	}
-	d.send(p, b, payload)
+	d.send(p, b, payload, pic, tl0)
 	if tgt != w.cur && tgt < 0 && p.hdr.Marker {
 		// Paused: stop at the end of this frame.
 		w.cur = -1
@@ -357,8 +372,17 @@ func (d *downTrack) startSegment(p *packet, b *binding) {
 	d.current.Store(w.cur)
 }
 
-// send writes p with the rewritten header.
-func (d *downTrack) send(p *packet, b *binding, payload []byte) {
+// rewritten is p's payload with the VP8 picture id and TL0PICIDX given, in the writer's
+// scratch buffer.
+func (d *downTrack) rewritten(p *packet, pic uint16, tl0 uint8) []byte {
+	n := copy(d.w.scratch[:], p.payload)
+	rewriteVP8(d.w.scratch[:n], &p.vp8, pic, tl0)
+	return d.w.scratch[:n]
+}
+
+// send writes p with the rewritten header (and payload: pic and tl0 are what it holds),
+// and keeps a video packet for retransmission.
+func (d *downTrack) send(p *packet, b *binding, payload []byte, pic uint16, tl0 uint8) {
 	w := &d.w
 	seq := p.hdr.SequenceNumber + w.seqOff
 	ts := p.hdr.Timestamp + w.tsOff
@@ -366,10 +390,31 @@ func (d *downTrack) send(p *packet, b *binding, payload []byte) {
 		w.lastSeq, w.lastTS, w.lastWall = seq, ts, p.arrival
 		w.sent = true
 	}
-	h := &w.hdr
+	if _, err := b.ws.WriteRTP(d.header(b, seq, ts, p.hdr.Marker), payload); err != nil {
+		d.m.dropWriteError.Inc()
+		return
+	}
+	if d.kind == webrtc.RTPCodecTypeVideo {
+		e := &w.sentVideo[seq%nackBuffer]
+		if e.p != nil {
+			e.p.release()
+		}
+		p.ref()
+		*e = sentPacket{p: p, seq: seq, ts: ts, pic: pic, tl0: tl0}
+	}
+	w.fwdPackets++
+	w.fwdBytes += len(payload)
+	if w.fwdPackets >= 64 {
+		d.flushCounts()
+	}
+}
+
+// header is the writer's RTP header, filled for a packet to the subscriber.
+func (d *downTrack) header(b *binding, seq uint16, ts uint32, marker bool) *rtp.Header {
+	h := &d.w.hdr
 	h.Version = 2
 	h.Padding = false
-	h.Marker = p.hdr.Marker
+	h.Marker = marker
 	h.PayloadType = b.pt
 	h.SequenceNumber = seq
 	h.Timestamp = ts
@@ -379,21 +424,69 @@ func (d *downTrack) send(p *packet, b *binding, payload []byte) {
 	h.ExtensionProfile = 0
 	h.Extensions = h.Extensions[:0]
 	h.PaddingSize = 0
-	if _, err := b.ws.WriteRTP(h, payload); err != nil {
-		d.m.dropWriteError.Inc()
+	return h
+}
+
+// resend answers a subscriber's NACK: each packet asked for that is still kept is written
+// again as it was first sent (same sequence number, timestamp and payload; the subscriber
+// offers no RTX). A packet no longer kept is not: by then it is of no use to the
+// receiver's jitter buffer. It takes the writer's lock, so it never interleaves with a
+// write; readers meanwhile queue their packets for the writer.
+func (d *downTrack) resend(nacks []rtcp.NackPair) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	select {
+	case <-d.done:
+		return
+	default:
+	}
+	b := d.bind.Load()
+	if b == nil {
 		return
 	}
-	w.fwdPackets++
-	w.fwdBytes += len(payload)
-	if w.fwdPackets >= 64 {
-		d.flushCounts()
+	for _, pair := range nacks {
+		for _, seq := range pair.PacketList() {
+			e := &d.w.sentVideo[seq%nackBuffer]
+			if e.p == nil || e.seq != seq {
+				d.m.nackMissed.Inc()
+				continue
+			}
+			payload := e.p.payload
+			if e.p.vp8.hasPicID || e.p.vp8.hasTL0 {
+				payload = d.rewritten(e.p, e.pic, e.tl0)
+			}
+			if _, err := b.ws.WriteRTP(d.header(b, e.seq, e.ts, e.p.hdr.Marker), payload); err != nil {
+				d.m.dropWriteError.Inc()
+				return
+			}
+			d.m.retransmitted.Inc()
+		}
+	}
+}
+
+// ours reports whether a feedback message is about this track (a compound RTCP packet
+// may speak of the subscriber's other tracks too).
+func (d *downTrack) ours(ssrc uint32) bool {
+	b := d.bind.Load()
+	return b != nil && b.ssrc == ssrc
+}
+
+// forgetSent lets go of the packets kept for retransmission (with mu held, once the
+// writer has stopped).
+func (d *downTrack) forgetSent() {
+	for i := range d.w.sentVideo {
+		if e := &d.w.sentVideo[i]; e.p != nil {
+			e.p.release()
+			*e = sentPacket{}
+		}
 	}
 }
 
 // readRTCP reads what the subscriber says about this track: a picture loss or full intra
 // request asks the publisher for a key frame; REMB is the subscriber's estimate where it
-// offers no transport-wide feedback. NACKs are answered by pion's responder, which sees
-// them here too. It ends when the sender stops. The packets are those the interceptors
+// offers no transport-wide feedback; a NACK is answered from the packets kept (resend).
+// A compound packet is given to every track it speaks of, so each message's media SSRC
+// is checked (before, one picture loss asked for key frames of every track). It ends when the sender stops. The packets are those the interceptors
 // already parsed (the attributes hold them): parsing a transport-wide feedback packet
 // allocates per packet it reports, and the server did it twice (docs/benchmarks.md).
 func (d *downTrack) readRTCP() {
@@ -409,10 +502,18 @@ func (d *downTrack) readRTCP() {
 		}
 		for _, pkt := range pkts {
 			switch x := pkt.(type) {
-			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+			case *rtcp.PictureLossIndication:
+				if d.ours(x.MediaSSRC) {
+					d.up.requestKeyframe(int(d.current.Load()))
+				}
+			case *rtcp.FullIntraRequest:
 				d.up.requestKeyframe(int(d.current.Load()))
 			case *rtcp.ReceiverEstimatedMaximumBitrate:
 				d.sub.remb.Store(int64(x.Bitrate))
+			case *rtcp.TransportLayerNack:
+				if d.kind == webrtc.RTPCodecTypeVideo && d.ours(x.MediaSSRC) {
+					d.resend(x.Nacks)
+				}
 			}
 		}
 	}

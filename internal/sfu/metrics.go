@@ -13,6 +13,8 @@ type Metrics struct {
 	dropWriteError   prometheus.Counter
 	layerSwitches    prometheus.Counter
 	keyframeRequests prometheus.Counter
+	retransmitted    prometheus.Counter
+	nackMissed       prometheus.Counter
 	subscribers      *prometheus.GaugeVec
 }
 
@@ -46,13 +48,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "bedside_sfu_keyframe_requests_total",
 			Help: "Key frame requests (PLI) the SFU sent to publishers: layer switches and subscribers' picture losses, at most one per layer per 500 ms.",
 		}),
+		retransmitted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bedside_sfu_retransmitted_packets_total",
+			Help: "Video packets sent again to subscribers that asked for them (NACK).",
+		}),
+		nackMissed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bedside_sfu_nack_missed_packets_total",
+			Help: "Video packets subscribers asked for (NACK) that the SFU no longer kept, or never sent to them.",
+		}),
 		subscribers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "bedside_sfu_visit_subscribers",
 			Help: "Participants receiving through the SFU, per visit in SFU mode.",
 		}, []string{"visit"}),
 	}
 	if reg != nil {
-		reg.MustRegister(fwdPackets, fwdBytes, dropped, m.layerSwitches, m.keyframeRequests, m.subscribers)
+		reg.MustRegister(fwdPackets, fwdBytes, dropped, m.layerSwitches, m.keyframeRequests, m.retransmitted, m.nackMissed, m.subscribers)
 	}
 	return m
 }

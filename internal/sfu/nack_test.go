@@ -1,19 +1,24 @@
 package sfu
 
 import (
+	"bytes"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/rtcp"
-	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // TestNACKAnswered: a subscriber's NACK for a video packet the SFU sent is answered with
-// that packet again, from the sub connection's responder (nackBuffer packets per track),
-// and a NACK for a packet older than the buffer is not.
+// that packet again, through the sub connection's real chain (interceptors, SRTP), with
+// the same sequence number, timestamp and rewritten payload (picture id); a NACK for a
+// packet older than the nackBuffer packets kept, or for another track, is not. When the
+// down track closes it lets go of the publisher's packets it kept.
 func TestNACKAnswered(t *testing.T) {
 	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -33,25 +38,25 @@ func TestNACKAnswered(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sfuPC.Close()
-	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "pub")
+	m := NewMetrics(nil)
+	up := &upTrack{publisher: "prt_pub", source: SourceCamera, kind: webrtc.RTPCodecTypeVideo, m: m,
+		codec: webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}}}
+	up.downs.Store(&[]*downTrack{})
+	d := newDownTrack(up, &participant{})
+	sender, err := sfuPC.AddTrack(d)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sender, err := sfuPC.AddTrack(track)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { // the interceptors run only while RTCP is read
-		buf := make([]byte, 1500)
-		for {
-			if _, _, err := sender.Read(buf); err != nil {
-				return
-			}
-		}
-	}()
+	d.sender = sender
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); d.writeLoop() }() // ends at d.close
+	go func() { defer wg.Done(); d.readRTCP() }()  // ends when the connection closes
+	defer wg.Wait()
+	defer sfuPC.Close()
 
-	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
 	}
 	se := webrtc.SettingEngine{}
@@ -60,12 +65,17 @@ func TestNACKAnswered(t *testing.T) {
 	// The originals arrived: without this the subscriber's SRTP would drop their
 	// retransmissions (same SSRC and sequence number) as replays.
 	se.DisableSRTPReplayProtection(true)
-	subPC, err := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se)).NewPeerConnection(webrtc.Configuration{})
+	subPC, err := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se)).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer subPC.Close()
-	seqs := make(chan uint16, 1024)
+	type rx struct {
+		seq     uint16
+		ts      uint32
+		payload []byte
+	}
+	got := make(chan rx, 1024)
 	ssrc := make(chan uint32, 1)
 	subPC.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		ssrc <- uint32(tr.SSRC())
@@ -74,7 +84,7 @@ func TestNACKAnswered(t *testing.T) {
 			if err != nil {
 				return
 			}
-			seqs <- p.SequenceNumber
+			got <- rx{p.SequenceNumber, p.Timestamp, p.Payload}
 		}
 	})
 
@@ -103,15 +113,19 @@ func TestNACKAnswered(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Send until the subscriber receives, then 2*nackBuffer more, numbered from 1.
-	payload := make([]byte, 200)
-	payload[0] = 0x10 // VP8 descriptor: start of partition
-	var seq uint16
+	// A publisher's layer: one-packet key frames with picture ids, so that every packet is
+	// forwarded and its payload rewritten. Send until the subscriber receives, then
+	// 2*nackBuffer more.
+	g := &frameGen{seq: 65000, ts: 1000, pic: 300, packets: 1, keyEvery: 1, fill: zeros}
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	var sentPkts []*packet
 	send := func() {
-		seq++
-		if err := track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq, Timestamp: uint32(seq) * 3000}, Payload: payload}); err != nil {
-			t.Fatal(err)
-		}
+		p := g.frame()[0]
+		p.ref() // the test's, to see the down track give its own back
+		sentPkts = append(sentPkts, p)
+		d.deliver(p, retry)
+		p.release() // the reader's
 	}
 	var media uint32
 	deadline := time.After(10 * time.Second)
@@ -129,32 +143,72 @@ func TestNACKAnswered(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	time.Sleep(100 * time.Millisecond)
-	for len(seqs) > 0 {
-		<-seqs
+	first := map[uint16]rx{}
+	for len(got) > 0 {
+		r := <-got
+		first[r.seq] = r
 	}
-	nack := func(n uint16) {
-		if err := subPC.WriteRTCP([]rtcp.Packet{&rtcp.TransportLayerNack{MediaSSRC: media, Nacks: []rtcp.NackPair{{PacketID: n}}}}); err != nil {
+	var last uint16
+	for s := range first {
+		if int16(s-last) > 0 || last == 0 {
+			last = s
+		}
+	}
+	recent, old := last-10, last-nackBuffer-10
+	if _, ok := first[recent]; !ok {
+		t.Fatalf("packet %d was not received in the first place", recent)
+	}
+	nack := func(ssrc uint32, n uint16) {
+		if err := subPC.WriteRTCP([]rtcp.Packet{&rtcp.TransportLayerNack{MediaSSRC: ssrc, Nacks: []rtcp.NackPair{{PacketID: n}}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	recent, old := seq-10, seq-nackBuffer-10
-	nack(old)
-	nack(recent)
-	got := map[uint16]bool{}
+	nack(media+1, recent) // another track's: not ours to answer
+	nack(media, old)
+	nack(media, recent)
+	again := map[uint16]rx{}
 	wait := time.After(2 * time.Second)
 loop:
 	for {
 		select {
-		case s := <-seqs:
-			got[s] = true
+		case r := <-got:
+			again[r.seq] = r
 		case <-wait:
 			break loop
 		}
 	}
-	if !got[recent] {
-		t.Errorf("packet %d (10 packets old) was not sent again after a NACK; got %v", recent, got)
+	r, ok := again[recent]
+	switch {
+	case !ok:
+		t.Errorf("packet %d (10 packets old) was not sent again after a NACK; got %v", recent, again)
+	case r.ts != first[recent].ts || !bytes.Equal(r.payload, first[recent].payload):
+		t.Errorf("packet %d sent again as ts %d payload % x, first as ts %d payload % x", recent, r.ts, r.payload[:8], first[recent].ts, first[recent].payload[:8])
 	}
-	if got[old] {
+	if _, ok := again[old]; ok {
 		t.Errorf("packet %d (older than the %d-packet buffer) was sent again", old, nackBuffer)
 	}
+	if len(again) != 1 {
+		t.Errorf("%d packets sent again, want 1 (the NACK for another track answered?)", len(again))
+	}
+	if n := counterValue(m.retransmitted); n != 1 {
+		t.Errorf("retransmitted counter %v, want 1", n)
+	}
+	if n := counterValue(m.nackMissed); n != 1 {
+		t.Errorf("nack missed counter %v, want 1", n)
+	}
+
+	d.close()
+	for _, p := range sentPkts {
+		if n := p.refs.Load(); n != 1 {
+			t.Fatalf("a packet has %d references after the down track closed, want only the test's", n)
+		}
+	}
+}
+
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return -1
+	}
+	return m.GetCounter().GetValue()
 }

@@ -25,11 +25,11 @@ const (
 	// maxPublished is how many tracks a participant may publish (microphone, camera, screen
 	// and one spare for a transceiver being replaced).
 	maxPublished = 4
-	// nackBuffer is how many packets of each video down track pion's NACK responder keeps
-	// for retransmission (a power of two): about a second of the top layer (0.8 s at the
-	// browser's 1.5 Mbit/s, 1.4 s at the bench's 0.9 Mbit/s), longer than a retransmission
-	// is of use to a receiver's jitter buffer. Each packet is a 1.5 KB copy: at 256 these
-	// buffers were most of the server's heap (docs/benchmarks.md).
+	// nackBuffer is how many packets each video down track keeps for retransmission (a
+	// power of two): about a second of the top layer (0.8 s at the browser's 1.5 Mbit/s,
+	// 1.4 s at the bench's 0.9 Mbit/s), longer than a retransmission is of use to a
+	// receiver's jitter buffer. They are references to the publisher's packets, shared by
+	// the subscribers of a layer (downTrack.sentVideo).
 	nackBuffer = 128
 )
 
@@ -756,9 +756,8 @@ func (s *SFU) api(sub bool, onBWE func(cc.BandwidthEstimator)) (*webrtc.API, err
 		bwe.OnNewPeerConnection(func(_ string, e cc.BandwidthEstimator) { onBWE(e) })
 		ir.Add(bwe) // innermost: its send times are as close to the wire as can be
 		ir.Add(&pacerUnbinder{p: pc})
-		if err := webrtc.ConfigureNackWithOptions(m, ir, nil, nack.ResponderSize(nackBuffer), nack.WithResponderLoggerFactory(lf)); err != nil {
-			return nil, err
-		}
+		// No NACK interceptor: the down tracks answer NACKs themselves (downTrack.resend);
+		// the codec's feedback above offers nack and nack pli.
 		if err := webrtc.ConfigureRTCPReports(ir); err != nil {
 			return nil, err
 		}
