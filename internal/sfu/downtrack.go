@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"encoding/binary"
 	"errors"
 	"strings"
 	"sync"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -34,6 +36,7 @@ type binding struct {
 	ssrc      uint32
 	pt        uint8
 	clockRate uint32
+	twccID    uint8 // the transport-wide sequence number's extension id; 0: not negotiated
 	ws        webrtc.TrackLocalWriter
 }
 
@@ -78,8 +81,9 @@ type downTrack struct {
 type writerState struct {
 	hdr      rtp.Header
 	scratch  [maxPacket]byte
-	cur      int32 // layer forwarded, -1 none
-	waitKey  bool  // dropping until a key frame of cur
+	twccBuf  [2]byte // the transport-wide sequence number's extension payload (hdr points here)
+	cur      int32   // layer forwarded, -1 none
+	waitKey  bool    // dropping until a key frame of cur
 	started  bool
 	sent     bool   // a packet was written: lastSeq, lastTS, lastPic, lastTL0, lastWall are set
 	segStart uint16 // first upstream sequence number of the current segment
@@ -105,11 +109,12 @@ type writerState struct {
 // sentPacket is one packet as a down track wrote it: the publisher's packet and what the
 // rewriting made of its numbers.
 type sentPacket struct {
-	p   *packet // nil: empty
-	seq uint16
-	ts  uint32
-	pic uint16
-	tl0 uint8
+	p    *packet // nil: empty
+	seq  uint16
+	ts   uint32
+	twcc uint16 // its transport-wide sequence number
+	pic  uint16
+	tl0  uint8
 }
 
 func newDownTrack(up *upTrack, sub *participant) *downTrack {
@@ -146,9 +151,15 @@ var errNoCodec = errors.New("sfu: the subscriber accepts no codec of this track"
 
 // Bind picks the subscriber's payload type for the publisher's codec.
 func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
+	var twccID uint8
+	for _, e := range ctx.HeaderExtensions() {
+		if e.URI == sdp.TransportCCURI && e.ID > 0 && e.ID < 15 {
+			twccID = uint8(e.ID)
+		}
+	}
 	for _, c := range ctx.CodecParameters() {
 		if strings.EqualFold(c.MimeType, d.up.codec.MimeType) {
-			d.bind.Store(&binding{ssrc: uint32(ctx.SSRC()), pt: uint8(c.PayloadType), clockRate: c.ClockRate, ws: ctx.WriteStream()})
+			d.bind.Store(&binding{ssrc: uint32(ctx.SSRC()), pt: uint8(c.PayloadType), clockRate: c.ClockRate, twccID: twccID, ws: ctx.WriteStream()})
 			return c, nil
 		}
 	}
@@ -390,7 +401,8 @@ func (d *downTrack) send(p *packet, b *binding, payload []byte, pic uint16, tl0 
 		w.lastSeq, w.lastTS, w.lastWall = seq, ts, p.arrival
 		w.sent = true
 	}
-	if _, err := b.ws.WriteRTP(d.header(b, seq, ts, p.hdr.Marker), payload); err != nil {
+	twcc := uint16(d.sub.twccSeq.Add(1))
+	if _, err := b.ws.WriteRTP(d.header(b, seq, ts, twcc, p.hdr.Marker), payload); err != nil {
 		d.m.dropWriteError.Inc()
 		return
 	}
@@ -400,7 +412,7 @@ func (d *downTrack) send(p *packet, b *binding, payload []byte, pic uint16, tl0 
 			e.p.release()
 		}
 		p.ref()
-		*e = sentPacket{p: p, seq: seq, ts: ts, pic: pic, tl0: tl0}
+		*e = sentPacket{p: p, seq: seq, ts: ts, twcc: twcc, pic: pic, tl0: tl0}
 	}
 	w.fwdPackets++
 	w.fwdBytes += len(payload)
@@ -409,8 +421,12 @@ func (d *downTrack) send(p *packet, b *binding, payload []byte, pic uint16, tl0 
 	}
 }
 
-// header is the writer's RTP header, filled for a packet to the subscriber.
-func (d *downTrack) header(b *binding, seq uint16, ts uint32, marker bool) *rtp.Header {
+// header is the writer's RTP header, filled for a packet to the subscriber. The only
+// extension is the transport-wide sequence number, where negotiated: a retransmission
+// gives the original's, so that it is the same packet to the byte (SRTP with AES-GCM
+// takes its nonce from SSRC, rollover counter and sequence number: the same nonce over a
+// different header would weaken the authentication).
+func (d *downTrack) header(b *binding, seq uint16, ts uint32, twcc uint16, marker bool) *rtp.Header {
 	h := &d.w.hdr
 	h.Version = 2
 	h.Padding = false
@@ -424,6 +440,10 @@ func (d *downTrack) header(b *binding, seq uint16, ts uint32, marker bool) *rtp.
 	h.ExtensionProfile = 0
 	h.Extensions = h.Extensions[:0]
 	h.PaddingSize = 0
+	if b.twccID != 0 {
+		binary.BigEndian.PutUint16(d.w.twccBuf[:], twcc)
+		h.SetExtension(b.twccID, d.w.twccBuf[:]) // one-byte profile; reuses Extensions' array
+	}
 	return h
 }
 
@@ -455,7 +475,7 @@ func (d *downTrack) resend(nacks []rtcp.NackPair) {
 			if e.p.vp8.hasPicID || e.p.vp8.hasTL0 {
 				payload = d.rewritten(e.p, e.pic, e.tl0)
 			}
-			if _, err := b.ws.WriteRTP(d.header(b, e.seq, e.ts, e.p.hdr.Marker), payload); err != nil {
+			if _, err := b.ws.WriteRTP(d.header(b, e.seq, e.ts, e.twcc, e.p.hdr.Marker), payload); err != nil {
 				d.m.dropWriteError.Inc()
 				return
 			}

@@ -2,6 +2,7 @@ package sfu
 
 import (
 	"bytes"
+	"encoding/binary"
 	"net"
 	"sync"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/rtcp"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -59,6 +61,9 @@ func TestNACKAnswered(t *testing.T) {
 	if err := me.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
 	}
+	if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, webrtc.RTPCodecTypeVideo); err != nil {
+		t.Fatal(err)
+	}
 	se := webrtc.SettingEngine{}
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
@@ -73,6 +78,7 @@ func TestNACKAnswered(t *testing.T) {
 	type rx struct {
 		seq     uint16
 		ts      uint32
+		twcc    int // the transport-wide sequence number; -1: none
 		payload []byte
 	}
 	got := make(chan rx, 1024)
@@ -84,7 +90,13 @@ func TestNACKAnswered(t *testing.T) {
 			if err != nil {
 				return
 			}
-			got <- rx{p.SequenceNumber, p.Timestamp, p.Payload}
+			twcc := -1
+			for _, id := range p.GetExtensionIDs() {
+				if e := p.GetExtension(id); len(e) == 2 {
+					twcc = int(binary.BigEndian.Uint16(e))
+				}
+			}
+			got <- rx{p.SequenceNumber, p.Timestamp, twcc, p.Payload}
 		}
 	})
 
@@ -181,8 +193,14 @@ loop:
 	switch {
 	case !ok:
 		t.Errorf("packet %d (10 packets old) was not sent again after a NACK; got %v", recent, again)
-	case r.ts != first[recent].ts || !bytes.Equal(r.payload, first[recent].payload):
-		t.Errorf("packet %d sent again as ts %d payload % x, first as ts %d payload % x", recent, r.ts, r.payload[:8], first[recent].ts, first[recent].payload[:8])
+	case r.ts != first[recent].ts || r.twcc != first[recent].twcc || !bytes.Equal(r.payload, first[recent].payload):
+		// The same packet to the byte: with AES-GCM a changed header under the same
+		// sequence number would reuse the nonce.
+		t.Errorf("packet %d sent again as ts %d transport-wide seq %d payload % x, first as ts %d seq %d payload % x",
+			recent, r.ts, r.twcc, r.payload[:8], first[recent].ts, first[recent].twcc, first[recent].payload[:8])
+	}
+	if first[recent].twcc < 0 || first[recent-1].twcc < 0 || uint16(first[recent].twcc-first[recent-1].twcc) != 1 {
+		t.Errorf("transport-wide sequence numbers of consecutive packets: %d, %d", first[recent-1].twcc, first[recent].twcc)
 	}
 	if _, ok := again[old]; ok {
 		t.Errorf("packet %d (older than the %d-packet buffer) was sent again", old, nackBuffer)

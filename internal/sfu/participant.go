@@ -13,6 +13,7 @@ import (
 	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/interceptor/pkg/gcc"
 	"github.com/pion/interceptor/pkg/nack"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -116,8 +117,9 @@ type participant struct {
 	ctx        context.Context
 	done       chan struct{}
 
-	remb         atomic.Int64 // the subscriber's REMB estimate (from its down tracks' RTCP)
-	lastEstimate atomic.Int64 // the estimate allocate last used (Stats)
+	remb         atomic.Int64  // the subscriber's REMB estimate (from its down tracks' RTCP)
+	twccSeq      atomic.Uint32 // the next transport-wide sequence number on its sub connection
+	lastEstimate atomic.Int64  // the estimate allocate last used (Stats)
 	bweStats     atomic.Pointer[map[string]any]
 	subscribing  atomic.Bool // it has a sub connection (the subscribers metric)
 
@@ -761,10 +763,14 @@ func (s *SFU) api(sub bool, onBWE func(cc.BandwidthEstimator)) (*webrtc.API, err
 		if err := webrtc.ConfigureRTCPReports(ir); err != nil {
 			return nil, err
 		}
-		// Outermost: the transport-wide sequence number is on a packet before the
-		// estimator records it.
-		if err := webrtc.ConfigureTWCCHeaderExtensionSender(m, ir); err != nil {
-			return nil, err
+		// The transport-wide sequence number: the down tracks write it themselves
+		// (downTrack.header), so that a retransmission is the same packet, byte for byte, as
+		// the original (pion's interceptor would give it a new number: with AES-GCM, the
+		// same nonce over a different header).
+		for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
+			if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, kind); err != nil {
+				return nil, err
+			}
 		}
 	} else {
 		ir.Add(&attrLender{}) // first: the innermost reader, whose map the others fill
