@@ -15,6 +15,7 @@ type Metrics struct {
 	keyframeRequests prometheus.Counter
 	retransmitted    prometheus.Counter
 	nackMissed       prometheus.Counter
+	sendPath         *prometheus.CounterVec
 	subscribers      *prometheus.GaugeVec
 }
 
@@ -56,13 +57,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "bedside_sfu_nack_missed_packets_total",
 			Help: "Video packets subscribers asked for (NACK) that the SFU no longer kept, or never sent to them.",
 		}),
+		sendPath: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bedside_sfu_sub_connections_total",
+			Help: "Subscribers' connections by the path their media took once connected: direct (the SFU's own SRTP and socket writes) or pion (pion's SRTP session and ICE connection).",
+		}, []string{"send_path"}),
 		subscribers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "bedside_sfu_visit_subscribers",
 			Help: "Participants receiving through the SFU, per visit in SFU mode.",
 		}, []string{"visit"}),
 	}
 	if reg != nil {
-		reg.MustRegister(fwdPackets, fwdBytes, dropped, m.layerSwitches, m.keyframeRequests, m.retransmitted, m.nackMissed, m.subscribers)
+		reg.MustRegister(fwdPackets, fwdBytes, dropped, m.layerSwitches, m.keyframeRequests, m.retransmitted, m.nackMissed, m.sendPath, m.subscribers)
 	}
 	return m
 }

@@ -31,7 +31,8 @@ func TestNACKAnswered(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	api, err := s.api(true, func(cc.BandwidthEstimator) {})
+	tx := newDirectTx(udp, NewMetrics(nil))
+	api, err := s.api(true, func(cc.BandwidthEstimator) {}, tx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,6 +40,7 @@ func TestNACKAnswered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tx.attach(sfuPC)
 	defer sfuPC.Close()
 	m := NewMetrics(nil)
 	up := &upTrack{publisher: "prt_pub", source: SourceCamera, kind: webrtc.RTPCodecTypeVideo, m: m,
@@ -213,6 +215,12 @@ loop:
 	}
 	if n := counterValue(m.nackMissed); n != 1 {
 		t.Errorf("nack missed counter %v, want 1", n)
+	}
+
+	// The SFU is the DTLS server (the subscriber answers): everything went by the direct
+	// path, and the subscriber decrypted it.
+	if n := tx.sent.Load(); n < int64(len(first)) {
+		t.Errorf("%d packets sent by the direct path, want at least the %d received", n, len(first))
 	}
 
 	d.close()

@@ -135,6 +135,7 @@ type participant struct {
 	subRestart  bool // the next offer restarts ICE
 	twcc        bool // the subscriber gives transport-wide feedback: use the estimator
 	bwe         cc.BandwidthEstimator
+	direct      atomic.Pointer[directTx] // the sub connection's direct send path (Stats)
 	speaker     string
 	connected   bool
 	// congestedUntil (monotime) remembers loss; hold is the current memory.
@@ -367,7 +368,7 @@ func (p *participant) stillReceiving(up *upTrack) bool {
 }
 
 func (p *participant) newPub() (*webrtc.PeerConnection, error) {
-	api, err := p.s.api(false, nil)
+	api, err := p.s.api(false, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -474,7 +475,8 @@ func (p *participant) ensureSub() bool {
 	if p.sub != nil {
 		return true
 	}
-	api, err := p.s.api(true, func(e cc.BandwidthEstimator) { p.bwe = e })
+	tx := newDirectTx(p.s.cfg.UDP, p.s.m)
+	api, err := p.s.api(true, func(e cc.BandwidthEstimator) { p.bwe = e }, tx)
 	if err == nil {
 		p.sub, err = api.NewPeerConnection(webrtc.Configuration{})
 	}
@@ -482,6 +484,8 @@ func (p *participant) ensureSub() bool {
 		p.log.Warn("sfu: cannot make the sub connection", "err", err)
 		return false
 	}
+	tx.attach(p.sub)
+	p.direct.Store(tx)
 	p.wirePC(p.sub, Sub)
 	p.subscribing.Store(true)
 	p.s.m.visitSubscribers(p.r.id, p.r.subscriberCount())
@@ -720,7 +724,9 @@ func (p *participant) shutdown() {
 
 // api builds the pion API of one connection: its own media engine and interceptors (the
 // sub side's bandwidth estimator is per connection), the shared settings.
-func (s *SFU) api(sub bool, onBWE func(cc.BandwidthEstimator)) (*webrtc.API, error) {
+// api makes the pion API of one connection: a publisher's (sub false) or a subscriber's,
+// whose direct send path tx is put under its interceptors.
+func (s *SFU) api(sub bool, onBWE func(cc.BandwidthEstimator), tx *directTx) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	fb := []webrtc.RTCPFeedback{{Type: webrtc.TypeRTCPFBTransportCC}}
 	if err := m.RegisterCodec(webrtc.RTPCodecParameters{
@@ -741,7 +747,10 @@ func (s *SFU) api(sub bool, onBWE func(cc.BandwidthEstimator)) (*webrtc.API, err
 	}
 	ir := &interceptor.Registry{}
 	lf := pionLogger(s.log)
+	se := s.settingEngine()
 	if sub {
+		ir.Add(&directInterceptor{t: tx}) // innermost: below everything pion would do to the packet
+		tx.configure(&se)
 		pc := newPacer() // this connection's (the registry is built once, for one connection)
 		bwe, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
 			return gcc.NewSendSideBWE(
@@ -790,5 +799,5 @@ func (s *SFU) api(sub bool, onBWE func(cc.BandwidthEstimator)) (*webrtc.API, err
 			return nil, err
 		}
 	}
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(s.settingEngine())), nil
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }

@@ -35,6 +35,9 @@ type RoomStats struct {
 	Estimates map[string]int
 	// Estimators are pion's estimator statistics per subscriber (GCC: loss and delay).
 	Estimators map[string]map[string]any
+	// Direct are the packets sent to each subscriber by the direct send path (design
+	// decision 50); a subscriber missing here has no sub connection yet.
+	Direct map[string]int64
 }
 
 // Stats returns a snapshot of a visit's room (zero when it has none).
@@ -44,7 +47,7 @@ func (s *SFU) Stats(visitID string) RoomStats {
 		return RoomStats{}
 	}
 	ups, ps := r.snapshot()
-	out := RoomStats{Estimates: map[string]int{}, Estimators: map[string]map[string]any{}}
+	out := RoomStats{Estimates: map[string]int{}, Estimators: map[string]map[string]any{}, Direct: map[string]int64{}}
 	now := monotime()
 	for _, up := range ups {
 		pub := Publication{Participant: up.publisher, Source: up.source}
@@ -74,6 +77,9 @@ func (s *SFU) Stats(visitID string) RoomStats {
 		out.Estimates[p.id] = int(p.lastEstimate.Load())
 		if b := p.bweStats.Load(); b != nil {
 			out.Estimators[p.id] = *b
+		}
+		if tx := p.direct.Load(); tx != nil {
+			out.Direct[p.id] = tx.sent.Load()
 		}
 	}
 	sort.Slice(out.Publications, func(i, j int) bool {

@@ -234,6 +234,17 @@ func TestSFUFourBrowsers(t *testing.T) {
 	if _, n := srv.SFU().Counts(); n != 4 {
 		t.Errorf("%d participants in the SFU", n)
 	}
+	// Chromium answers the SFU's offers "active": the SFU is the DTLS server, and its own
+	// SRTP and socket writes (the direct path) carried what everyone decoded.
+	if d := srv.SFU().Stats(r.visitID).Direct; len(d) != 4 {
+		t.Errorf("direct path for %d subscribers, want 4: %v", len(d), d)
+	} else {
+		for id, n := range d {
+			if n == 0 {
+				t.Errorf("%s: no packet by the direct path", id)
+			}
+		}
+	}
 	// Chat goes through the server in SFU mode and reaches everyone.
 	chat(interpreter.page, r.clinician, "I will translate.")
 	r.patient.waitFor("the chat message through the server", `[...document.querySelectorAll('#chat-log li.chat-other')].some((li) =>
@@ -281,6 +292,7 @@ func logSFU(t testing.TB, srv *apptest.Server, visitID string) {
 	for id, e := range st.Estimators {
 		t.Logf("SFU estimator for %s: %v", id, e)
 	}
+	t.Logf("SFU packets sent by the direct path: %v", st.Direct)
 }
 
 // frameWatchJS records, per remote participant, the times at which the tile shows a new

@@ -1,0 +1,287 @@
+package sfu
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/hex"
+	"errors"
+	"hash"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pion/dtls/v3/pkg/crypto/prf"
+	"github.com/pion/dtls/v3/pkg/protocol/extension"
+	"github.com/pion/dtls/v3/pkg/protocol/handshake"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
+	"github.com/pion/webrtc/v4"
+)
+
+// The direct send path (design decision 50). Below pion's interceptors, a packet to a
+// subscriber went through pion's SRTP session, its mux endpoint, the ICE connection, the
+// candidate pair and the UDP mux before the system call: about as much CPU again as the
+// system call itself (docs/benchmarks.md). directTx, the innermost interceptor of a sub
+// connection, does that part itself once the connection is up: it encrypts with an SRTP
+// context of its own, made from the same DTLS keying material as pion's, and writes to
+// the selected candidate pair's remote address from the SFU's own UDP socket (the one
+// under the ICE mux, so the packets come from the address the subscriber's ICE chose).
+// Everything above it (the transport-wide sequence number, sender reports, the
+// bandwidth estimator's record) is unchanged; RTCP stays with pion.
+//
+// pion does not export its DTLS connection's keying material, so directTx derives it as
+// the DTLS exporter does (RFC 5705, "EXTRACTOR-dtls_srtp"): from the master secret and
+// client random the handshake gives the key-log writer, and the server random and cipher
+// suite of the ServerHello it sends (the SFU offers every sub connection, so its
+// subscriber answers "active" and the SFU is the DTLS server). The key-log writer is
+// this process's memory: nothing is written anywhere. Where any of it is missing (the
+// SFU was the DTLS client, an unknown cipher suite or SRTP profile, a socket that is not
+// a *net.UDPConn), the connection keeps pion's path.
+//
+// A stream stays on the path it started on: once a packet of an SSRC has gone through
+// pion's SRTP context (the direct path was impossible when SRTP came up), the rollover
+// counter is pion's, and so is every later packet of that SSRC.
+
+const (
+	directUnknown  = iota // SRTP not up yet
+	directReady           // sending directly
+	directDisabled        // pion's path for good
+)
+
+type directTx struct {
+	udp *net.UDPConn
+	m   *Metrics
+
+	mu           sync.Mutex // the handshake's secrets, until the context is made
+	clientRandom []byte
+	masterSecret []byte
+	serverRandom []byte
+	suite        uint16
+	profile      srtp.ProtectionProfile
+	serverHello  bool
+
+	state  atomic.Int32
+	dtls   atomic.Pointer[webrtc.DTLSTransport]
+	remote atomic.Pointer[netip.AddrPort]
+	sent   atomic.Int64 // packets sent directly (tests, Stats)
+
+	wmu    sync.Mutex // serialises ctx and the buffers
+	ctx    *srtp.Context
+	plain  [maxPacket + 64]byte
+	cipher [maxPacket + 128]byte
+}
+
+func newDirectTx(conn net.PacketConn, m *Metrics) *directTx {
+	t := &directTx{m: m}
+	udp, ok := conn.(*net.UDPConn)
+	if !ok {
+		t.state.Store(directDisabled)
+	}
+	t.udp = udp
+	return t
+}
+
+// configure sets the DTLS hooks on the sub connection's setting engine.
+func (t *directTx) configure(se *webrtc.SettingEngine) {
+	se.SetDTLSKeyLogWriter(keyLog{t})
+	se.SetDTLSServerHelloMessageHook(func(m handshake.MessageServerHello) handshake.Message {
+		t.onServerHello(&m)
+		return &m
+	})
+}
+
+// attach gives the direct path its connection, once made.
+func (t *directTx) attach(pc *webrtc.PeerConnection) {
+	d := pc.SCTP().Transport()
+	t.dtls.Store(d)
+	d.ICETransport().OnSelectedCandidatePairChange(func(p *webrtc.ICECandidatePair) {
+		if p == nil || p.Remote == nil {
+			return
+		}
+		if a, err := netip.ParseAddr(p.Remote.Address); err == nil {
+			ap := netip.AddrPortFrom(a.Unmap(), p.Remote.Port)
+			t.remote.Store(&ap)
+		}
+	})
+}
+
+// keyLog receives the handshake's key-log line (NSS format: CLIENT_RANDOM, the client
+// random and the master secret in hex).
+type keyLog struct{ t *directTx }
+
+func (k keyLog) Write(b []byte) (int, error) {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		f := bytes.Fields(sc.Bytes())
+		if len(f) != 3 || string(f[0]) != "CLIENT_RANDOM" {
+			continue
+		}
+		cr, err1 := hex.DecodeString(string(f[1]))
+		ms, err2 := hex.DecodeString(string(f[2]))
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		k.t.mu.Lock()
+		k.t.clientRandom, k.t.masterSecret = cr, ms
+		k.t.mu.Unlock()
+	}
+	return len(b), nil
+}
+
+func (t *directTx) onServerHello(m *handshake.MessageServerHello) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := m.Random.MarshalFixed()
+	t.serverRandom = r[:]
+	t.serverHello = true
+	if m.CipherSuiteID != nil {
+		t.suite = *m.CipherSuiteID
+	}
+	t.profile = 0
+	for _, e := range m.Extensions {
+		if u, ok := e.(*extension.UseSRTP); ok && len(u.ProtectionProfiles) == 1 {
+			t.profile = srtpProfile(u.ProtectionProfiles[0])
+		}
+	}
+}
+
+func srtpProfile(p extension.SRTPProtectionProfile) srtp.ProtectionProfile {
+	switch p {
+	case extension.SRTP_AES128_CM_HMAC_SHA1_80:
+		return srtp.ProtectionProfileAes128CmHmacSha1_80
+	case extension.SRTP_AES128_CM_HMAC_SHA1_32:
+		return srtp.ProtectionProfileAes128CmHmacSha1_32
+	case extension.SRTP_AEAD_AES_128_GCM:
+		return srtp.ProtectionProfileAeadAes128Gcm
+	case extension.SRTP_AEAD_AES_256_GCM:
+		return srtp.ProtectionProfileAeadAes256Gcm
+	}
+	return 0
+}
+
+// prfHash is the TLS 1.2 PRF's hash of a cipher suite (those pion's DTLS offers).
+func prfHash(suite uint16) func() hash.Hash {
+	switch suite {
+	case 0xc02b, 0xc02f, 0xc009, 0xc013, 0xc00a, 0xc014: // ECDHE_{ECDSA,RSA} AES_128_GCM_SHA256, AES_{128,256}_CBC_SHA
+		return sha256.New
+	case 0xc02c, 0xc030: // ECDHE_{ECDSA,RSA} AES_256_GCM_SHA384
+		return sha512.New384
+	}
+	return nil
+}
+
+// exporter is the DTLS keying material exporter of the handshake seen (the SFU the server).
+type exporter struct {
+	master, clientRandom, serverRandom []byte
+	hash                               func() hash.Hash
+}
+
+func (e exporter) ExportKeyingMaterial(label string, context []byte, length int) ([]byte, error) {
+	if len(context) != 0 {
+		return nil, errors.New("sfu: exporter context not supported")
+	}
+	seed := append(append([]byte(label), e.clientRandom...), e.serverRandom...)
+	return prf.PHash(e.master, seed, length, e.hash)
+}
+
+// ready reports whether a packet may go directly, making the SRTP context the first time
+// it can: when the DTLS transport is connected (pion's SRTP is up then too).
+func (t *directTx) ready() bool {
+	switch t.state.Load() {
+	case directReady:
+		return true
+	case directDisabled:
+		return false
+	}
+	d := t.dtls.Load()
+	if d == nil || d.State() != webrtc.DTLSTransportStateConnected {
+		return false
+	}
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	if s := t.state.Load(); s != directUnknown {
+		return s == directReady
+	}
+	ctx, err := t.makeContext()
+	if err != nil || t.remote.Load() == nil {
+		t.state.Store(directDisabled)
+		t.m.sendPath.WithLabelValues("pion").Inc()
+		return false
+	}
+	t.ctx = ctx
+	t.state.Store(directReady)
+	t.m.sendPath.WithLabelValues("direct").Inc()
+	return true
+}
+
+var errNoDirect = errors.New("sfu: no direct path (not the DTLS server, or unknown suite or profile)")
+
+func (t *directTx) makeContext() (*srtp.Context, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h := prfHash(t.suite)
+	if !t.serverHello || h == nil || t.profile == 0 || len(t.masterSecret) == 0 || len(t.clientRandom) != 32 {
+		return nil, errNoDirect
+	}
+	cfg := srtp.Config{Profile: t.profile}
+	e := exporter{master: t.masterSecret, clientRandom: t.clientRandom, serverRandom: t.serverRandom, hash: h}
+	if err := cfg.ExtractSessionKeysFromDTLS(e, false); err != nil {
+		return nil, err
+	}
+	// The secrets are not needed again.
+	clear(t.masterSecret)
+	t.masterSecret = nil
+	return srtp.CreateContext(cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt, cfg.Profile)
+}
+
+// write encrypts one packet and sends it to the subscriber.
+func (t *directTx) write(h *rtp.Header, payload []byte) (int, error) {
+	remote := t.remote.Load()
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	n, err := h.MarshalTo(t.plain[:])
+	if err != nil {
+		return 0, err
+	}
+	if n+len(payload) > len(t.plain) {
+		return 0, errors.New("sfu: packet too large")
+	}
+	n += copy(t.plain[n:], payload)
+	out, err := t.ctx.EncryptRTP(t.cipher[:0], t.plain[:n], h)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := t.udp.WriteToUDPAddrPort(out, *remote); err != nil {
+		return 0, err
+	}
+	t.sent.Add(1)
+	return len(payload), nil
+}
+
+// directInterceptor puts a connection's directTx under its interceptors (registered
+// first: innermost).
+type directInterceptor struct {
+	interceptor.NoOp
+	t *directTx
+}
+
+func (i *directInterceptor) NewInterceptor(string) (interceptor.Interceptor, error) { return i, nil }
+
+func (i *directInterceptor) BindLocalStream(_ *interceptor.StreamInfo, next interceptor.RTPWriter) interceptor.RTPWriter {
+	var pion atomic.Bool // this stream's packets went through pion's SRTP: stay there
+	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+		if !pion.Load() {
+			if i.t.ready() {
+				return i.t.write(h, payload)
+			}
+			if d := i.t.dtls.Load(); d != nil && d.State() == webrtc.DTLSTransportStateConnected {
+				pion.Store(true)
+			}
+		}
+		return next.Write(h, payload, a)
+	})
+}
