@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"hash"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -50,6 +51,7 @@ const (
 	directUnknown  = iota // SRTP not up yet
 	directReady           // sending directly
 	directDisabled        // pion's path for good
+	directClosed          // the DTLS transport closed or failed: nothing is sent
 )
 
 type directTx struct {
@@ -98,6 +100,11 @@ func (t *directTx) configure(se *webrtc.SettingEngine) {
 func (t *directTx) attach(pc *webrtc.PeerConnection) {
 	d := pc.SCTP().Transport()
 	t.dtls.Store(d)
+	d.OnStateChange(func(s webrtc.DTLSTransportState) {
+		if s == webrtc.DTLSTransportStateClosed || s == webrtc.DTLSTransportStateFailed {
+			t.state.Store(directClosed)
+		}
+	})
 	d.ICETransport().OnSelectedCandidatePairChange(func(p *webrtc.ICECandidatePair) {
 		if p == nil || p.Remote == nil {
 			return
@@ -194,7 +201,7 @@ func (t *directTx) ready() bool {
 	switch t.state.Load() {
 	case directReady:
 		return true
-	case directDisabled:
+	case directDisabled, directClosed:
 		return false
 	}
 	d := t.dtls.Load()
@@ -277,6 +284,9 @@ func (i *directInterceptor) BindLocalStream(_ *interceptor.StreamInfo, next inte
 		if !pion.Load() {
 			if i.t.ready() {
 				return i.t.write(h, payload)
+			}
+			if i.t.state.Load() == directClosed {
+				return 0, io.ErrClosedPipe
 			}
 			if d := i.t.dtls.Load(); d != nil && d.State() == webrtc.DTLSTransportStateConnected {
 				pion.Store(true)

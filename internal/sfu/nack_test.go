@@ -20,8 +20,15 @@ import (
 // that packet again, through the sub connection's real chain (interceptors, SRTP), with
 // the same sequence number, timestamp and rewritten payload (picture id); a NACK for a
 // packet older than the nackBuffer packets kept, or for another track, is not. When the
-// down track closes it lets go of the publisher's packets it kept.
+// down track closes it lets go of the publisher's packets it kept. Both send paths: the
+// direct one (the subscriber answers "active", as browsers do, and the SFU is the DTLS
+// server) and pion's (the subscriber answers "passive").
 func TestNACKAnswered(t *testing.T) {
+	t.Run("direct", func(t *testing.T) { testNACKAnswered(t, webrtc.DTLSRoleClient) })
+	t.Run("pion", func(t *testing.T) { testNACKAnswered(t, webrtc.DTLSRoleServer) })
+}
+
+func testNACKAnswered(t *testing.T, subscriberRole webrtc.DTLSRole) {
 	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -72,6 +79,9 @@ func TestNACKAnswered(t *testing.T) {
 	// The originals arrived: without this the subscriber's SRTP would drop their
 	// retransmissions (same SSRC and sequence number) as replays.
 	se.DisableSRTPReplayProtection(true)
+	if err := se.SetAnsweringDTLSRole(subscriberRole); err != nil {
+		t.Fatal(err)
+	}
 	subPC, err := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se)).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
@@ -217,10 +227,13 @@ loop:
 		t.Errorf("nack missed counter %v, want 1", n)
 	}
 
-	// The SFU is the DTLS server (the subscriber answers): everything went by the direct
-	// path, and the subscriber decrypted it.
-	if n := tx.sent.Load(); n < int64(len(first)) {
+	// As the DTLS server the SFU sent everything by the direct path, and the subscriber
+	// decrypted it; as the client, nothing.
+	switch n := tx.sent.Load(); {
+	case subscriberRole == webrtc.DTLSRoleClient && n < int64(len(first)):
 		t.Errorf("%d packets sent by the direct path, want at least the %d received", n, len(first))
+	case subscriberRole == webrtc.DTLSRoleServer && n != 0:
+		t.Errorf("%d packets sent by the direct path where the SFU was the DTLS client", n)
 	}
 
 	d.close()
