@@ -765,7 +765,7 @@ func (s *SFU) api(sub bool, onBWE func(cc.BandwidthEstimator), tx *directTx) (*w
 			return nil, err
 		}
 		bwe.OnNewPeerConnection(func(_ string, e cc.BandwidthEstimator) { onBWE(e) })
-		ir.Add(bwe) // innermost: its send times are as close to the wire as can be
+		ir.Add(bwe) // next to the direct path: its send times are as close to the wire as can be
 		ir.Add(&pacerUnbinder{p: pc})
 		// No NACK interceptor: the down tracks answer NACKs themselves (downTrack.resend);
 		// the codec's feedback above offers nack and nack pli.
