@@ -329,6 +329,30 @@ func (p *page) step(what string, actions ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
+// stepOnNode is step for an action on a node found by a selector. A document that was
+// replaced between chromedp's query and its action (a navigation that committed just
+// after the test saw the new URL, while chromedp still held a node of the one before)
+// fails with a stale node id; the action is then done again, after undo (which puts back
+// what a partly done action changed), up to three times.
+func (p *page) stepOnNode(what string, undo string, action chromedp.Action[chromedp.Void]) {
+	p.tb.Helper()
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(p.ctx, stepTimeout)
+		err := chromedp.Do(ctx, action)
+		cancel()
+		if err == nil {
+			return
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "node with given id") {
+			p.tb.Fatalf("%s: %s: %v\n%s", p.person, what, err, p.describe())
+		}
+		p.logf("%s: %v (the document changed under it); again", what, err)
+		if undo != "" {
+			evalJS[chromedp.Void](p, undo)
+		}
+	}
+}
+
 // navigate opens url and waits for its load event.
 func (p *page) navigate(url string) {
 	p.tb.Helper()
@@ -373,7 +397,7 @@ func (p *page) click(sel string) {
 	})()`, sel)
 	for attempt := 1; ; attempt++ {
 		armed, _ := evalJS[bool](p, arm)
-		p.step("click "+sel, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
+		p.stepOnNode("click "+sel, "", chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
 		if !armed || attempt == 3 {
 			return
 		}
@@ -388,7 +412,8 @@ func (p *page) click(sel string) {
 // typeInto types text into the input that matches the CSS selector, key by key.
 func (p *page) typeInto(sel, text string) {
 	p.tb.Helper()
-	p.step("type into "+sel, chromedp.SendKeys(chromedp.CSS(sel), text, chromedp.NodeVisible))
+	clear := fmt.Sprintf(`(() => { const el = document.querySelector(%q); if (el) el.value = ''; })()`, sel)
+	p.stepOnNode("type into "+sel, clear, chromedp.SendKeys(chromedp.CSS(sel), text, chromedp.NodeVisible))
 }
 
 // evalJS evaluates a JavaScript expression (awaiting a promise) and decodes its value.
