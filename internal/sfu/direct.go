@@ -105,15 +105,19 @@ func (t *directTx) attach(pc *webrtc.PeerConnection) {
 			t.state.Store(directClosed)
 		}
 	})
-	d.ICETransport().OnSelectedCandidatePairChange(func(p *webrtc.ICECandidatePair) {
-		if p == nil || p.Remote == nil {
-			return
-		}
-		if a, err := netip.ParseAddr(p.Remote.Address); err == nil {
-			ap := netip.AddrPortFrom(a.Unmap(), p.Remote.Port)
-			t.remote.Store(&ap)
-		}
-	})
+	d.ICETransport().OnSelectedCandidatePairChange(t.setRemote)
+}
+
+// setRemote follows the selected candidate pair. A remote candidate whose address is not
+// an IP (an mDNS name, which the SFU does not resolve) leaves the last address.
+func (t *directTx) setRemote(p *webrtc.ICECandidatePair) {
+	if p == nil || p.Remote == nil {
+		return
+	}
+	if a, err := netip.ParseAddr(p.Remote.Address); err == nil {
+		ap := netip.AddrPortFrom(a.Unmap(), p.Remote.Port)
+		t.remote.Store(&ap)
+	}
 }
 
 // keyLog receives the handshake's key-log line (NSS format: CLIENT_RANDOM, the client
@@ -212,6 +216,13 @@ func (t *directTx) ready() bool {
 	defer t.wmu.Unlock()
 	if s := t.state.Load(); s != directUnknown {
 		return s == directReady
+	}
+	if t.remote.Load() == nil {
+		// The pair's change is reported from pion's ICE goroutine and may come after
+		// the handshake on a busy server: ask for it.
+		if p, err := d.ICETransport().GetSelectedCandidatePair(); err == nil {
+			t.setRemote(p)
+		}
 	}
 	ctx, err := t.makeContext()
 	if err != nil || t.remote.Load() == nil {
