@@ -401,7 +401,12 @@ func (d *downTrack) send(p *packet, b *binding, payload []byte, pic uint16, tl0 
 		w.lastSeq, w.lastTS, w.lastWall = seq, ts, p.arrival
 		w.sent = true
 	}
-	twcc := uint16(d.sub.twccSeq.Add(1))
+	// A transport-wide number only for a packet that carries it: a number taken and not
+	// sent would look to the subscriber's feedback, and so to the estimator, like a loss.
+	var twcc uint16
+	if b.twccID != 0 {
+		twcc = uint16(d.sub.twccSeq.Add(1))
+	}
 	if _, err := b.ws.WriteRTP(d.header(b, seq, ts, twcc, p.hdr.Marker), payload); err != nil {
 		d.m.dropWriteError.Inc()
 		return

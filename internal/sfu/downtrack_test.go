@@ -21,7 +21,7 @@ type sent struct {
 }
 
 func (f *fakeWriter) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
-	f.out = append(f.out, sent{hdr: *h, payload: append([]byte(nil), payload...)})
+	f.out = append(f.out, sent{hdr: h.Clone(), payload: append([]byte(nil), payload...)}) // Clone: the extensions point into the writer's buffer
 	return len(payload), nil
 }
 
@@ -434,4 +434,52 @@ func TestDeliverInOrder(t *testing.T) {
 			t.Fatalf("packet %d: sequence number %d, want %d", i, s.hdr.SequenceNumber, want)
 		}
 	}
+}
+
+// TestTransportWideNumbers: a down track whose subscriber negotiated the transport-wide
+// sequence number writes it, one number per packet from the subscriber's counter; one that
+// did not (here: audio) takes no number, so the numbers the subscriber sees have no gaps.
+func TestTransportWideNumbers(t *testing.T) {
+	_, video, vw := testTrack(t, webrtc.RTPCodecTypeVideo)
+	_, audio, aw := testTrack(t, webrtc.RTPCodecTypeAudio)
+	sub := &participant{}
+	video.sub, audio.sub = sub, sub
+	b := *video.bind.Load()
+	b.twccID = 5
+	video.bind.Store(&b)
+
+	g := &frameGen{seq: 100, ts: 1000, pic: 7, packets: 2, keyEvery: 1, fill: zeros}
+	var a uint16 = 500
+	for range 5 {
+		for _, p := range g.frame() {
+			video.write(p)
+			p.release()
+		}
+		p := getPacket()
+		n := copy(p.buf[12:], []byte{1, 2, 3})
+		p.hdr = rtp.Header{Version: 2, SequenceNumber: a, Timestamp: uint32(a) * 960, SSRC: 7, PayloadType: 111}
+		p.payload = p.buf[12 : 12+n]
+		a++
+		audio.write(p)
+		p.release()
+	}
+	if len(vw.out) != 10 || len(aw.out) != 5 {
+		t.Fatalf("%d video and %d audio packets written, want 10 and 5", len(vw.out), len(aw.out))
+	}
+	for i, s := range vw.out {
+		ext := s.hdr.GetExtension(5)
+		if len(ext) != 2 || int(ext[0])<<8|int(ext[1]) != i+1 {
+			t.Errorf("video packet %d: transport-wide number % x, want %d", i, ext, i+1)
+		}
+	}
+	for i, s := range aw.out {
+		if s.hdr.Extension {
+			t.Errorf("audio packet %d carries an extension without a negotiated id", i)
+		}
+	}
+	if n := sub.twccSeq.Load(); n != 10 {
+		t.Errorf("%d numbers taken for 10 packets that carry one", n)
+	}
+	audio.forgetSent()
+	video.forgetSent()
 }
