@@ -65,6 +65,20 @@ func (s *Server) relayOf(relay net.Addr, user string) *relayConn {
 	return rc
 }
 
+// clientRelayOf is relayOf for an event from a client (src): the relay socket, if the
+// fast path knows src as its client. s.mu is held.
+func (s *Server) clientRelayOf(src, relay net.Addr, user string) *relayConn {
+	client, ok := udpAddrPort(src)
+	if !ok {
+		return nil
+	}
+	rc := s.relayOf(relay, user)
+	if rc == nil || rc.client != client {
+		return nil
+	}
+	return rc
+}
+
 // allocationCreated is (part of) pion's OnAllocationCreated: the fast path learns which
 // client a UDP relay socket belongs to. Until then, and for TCP and TLS clients, it knows
 // no channel of the allocation and pion relays everything.
@@ -87,18 +101,14 @@ func (s *Server) allocationCreated(src, relay net.Addr, user string) {
 // an allocation whose client it knows (the same client, the same participant: a channel
 // event that arrives late, after its relay port went to another allocation, is ignored).
 func (s *Server) channelCreated(src, relay, peer net.Addr, user string, number uint16) {
-	client, ok := udpAddrPort(src)
-	if !ok {
-		return
-	}
 	to, ok := udpAddrPort(peer)
 	if !ok {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rc := s.relayOf(relay, user)
-	if rc == nil || rc.client != client {
+	rc := s.clientRelayOf(src, relay, user)
+	if rc == nil {
 		return
 	}
 	var list []boundChannel
@@ -111,21 +121,17 @@ func (s *Server) channelCreated(src, relay, peer net.Addr, user string, number u
 	}
 	list = append(list, boundChannel{number: number, peer: to})
 	rc.chans.Store(&list)
-	if cur := s.clients.Load(); cur == nil || (*cur)[client] != rc {
-		s.editClients(func(m map[netip.AddrPort]*relayConn) { m[client] = rc })
+	if cur := s.clients.Load(); cur == nil || (*cur)[rc.client] != rc {
+		s.editClients(func(m map[netip.AddrPort]*relayConn) { m[rc.client] = rc })
 	}
 }
 
 // channelDeleted is pion's OnChannelDeleted (expiry, or the allocation closing).
 func (s *Server) channelDeleted(src, relay net.Addr, user string, number uint16) {
-	client, ok := udpAddrPort(src)
-	if !ok {
-		return
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rc := s.relayOf(relay, user)
-	if rc == nil || rc.client != client {
+	rc := s.clientRelayOf(src, relay, user)
+	if rc == nil {
 		return
 	}
 	old := rc.chans.Load()
