@@ -290,7 +290,7 @@ type directInterceptor struct {
 func (i *directInterceptor) NewInterceptor(string) (interceptor.Interceptor, error) { return i, nil }
 
 func (i *directInterceptor) BindLocalStream(_ *interceptor.StreamInfo, next interceptor.RTPWriter) interceptor.RTPWriter {
-	var pion atomic.Bool // this stream's packets went through pion's SRTP: stay there
+	var pion atomic.Bool // a packet of this stream went through pion's SRTP: stay there
 	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
 		if !pion.Load() {
 			if i.t.ready() {
@@ -299,10 +299,13 @@ func (i *directInterceptor) BindLocalStream(_ *interceptor.StreamInfo, next inte
 			if i.t.state.Load() == directClosed {
 				return 0, io.ErrClosedPipe
 			}
-			if d := i.t.dtls.Load(); d != nil && d.State() == webrtc.DTLSTransportStateConnected {
-				pion.Store(true)
-			}
 		}
-		return next.Write(h, payload, a)
+		// pion's SRTP writer drops a packet (0, nil) until its session is up; a packet it
+		// wrote went through its context, whose rollover counter is now the stream's.
+		n, err := next.Write(h, payload, a)
+		if n > 0 {
+			pion.Store(true)
+		}
+		return n, err
 	})
 }
