@@ -34,6 +34,15 @@ type client struct {
 	final    chan final
 	finished atomic.Bool // a final message was queued: nothing more goes out
 
+	// What the SFU says waits until this connection has told its client that the call
+	// goes through the SFU (welcome, admitted or mode): the SFU's goroutines run beside the
+	// room's, and an offer queued before that message would reach a client that has no
+	// SFU state yet and drops it (found with GOMAXPROCS 2: a subscriber that never received
+	// anyone). mediaMu guards both.
+	mediaMu   sync.Mutex
+	sfuMode   bool
+	mediaHeld []any
+
 	// Owned by the run goroutine.
 	presence *visit.Presence
 	role     store.Role
@@ -84,10 +93,47 @@ func (c *client) finish(v any, status websocket.StatusCode, reason string) {
 
 func (c *client) Admitted(peers []visit.Peer, ms visit.MediaState) {
 	c.queue(admittedNote{AdmittedMsg{Type: "admitted", Peers: peerInfos(peers), Mode: ms.Mode, SFUSession: ms.SFUSession}})
+	c.announced(ms.Mode)
 }
 
 func (c *client) Mode(ms visit.MediaState) {
 	c.queue(ModeMsg{Type: "mode", Mode: ms.Mode, SFUSession: ms.SFUSession})
+	c.announced(ms.Mode)
+}
+
+// maxMediaHeld bounds what the SFU may say before the mode is announced: a new SFU
+// participant's first offer, its candidates and track list are a handful.
+const maxMediaHeld = 64
+
+// queueMedia queues a message of the SFU's, or holds it until SFU mode is announced.
+func (c *client) queueMedia(v any) {
+	c.mediaMu.Lock()
+	defer c.mediaMu.Unlock()
+	if c.sfuMode {
+		c.queue(v)
+		return
+	}
+	if len(c.mediaHeld) == maxMediaHeld {
+		c.log.Warn("sfu messages before the call's sfu mode: closing", "held", len(c.mediaHeld))
+		c.finish(nil, websocket.StatusInternalError, "internal")
+		return
+	}
+	c.mediaHeld = append(c.mediaHeld, v)
+}
+
+// announced is called once a message telling the client the call's mode has been queued
+// (or written: the welcome); in SFU mode, what the SFU said meanwhile follows it.
+func (c *client) announced(mode string) {
+	if mode != visit.ModeSFU {
+		return
+	}
+	c.mediaMu.Lock()
+	defer c.mediaMu.Unlock()
+	c.sfuMode = true
+	for _, v := range c.mediaHeld {
+		c.queue(v)
+	}
+	c.mediaHeld = nil
 }
 
 func (c *client) Chat(from, text string, at time.Time) {
@@ -97,14 +143,14 @@ func (c *client) Chat(from, text string, at time.Time) {
 // visit.MediaSink, called by the SFU's goroutines: queue and return.
 
 func (c *client) MediaDescription(pc, typ, sdp string) {
-	c.queue(SignalMsg{Type: "signal", From: SFU, PC: pc, Description: &Description{Type: typ, SDP: sdp}})
+	c.queueMedia(SignalMsg{Type: "signal", From: SFU, PC: pc, Description: &Description{Type: typ, SDP: sdp}})
 }
 
 func (c *client) MediaCandidate(pc string, candidate []byte) {
 	if candidate == nil {
 		candidate = []byte("null")
 	}
-	c.queue(SignalMsg{Type: "signal", From: SFU, PC: pc, Candidate: candidate})
+	c.queueMedia(SignalMsg{Type: "signal", From: SFU, PC: pc, Candidate: candidate})
 }
 
 func (c *client) Tracks(tracks []visit.Track) {
@@ -112,21 +158,21 @@ func (c *client) Tracks(tracks []visit.Track) {
 	for _, t := range tracks {
 		out = append(out, TrackInfo{Mid: t.Mid, Participant: t.Participant, Source: t.Source, Kind: t.Kind})
 	}
-	c.queue(TracksMsg{Type: "tracks", Tracks: out})
+	c.queueMedia(TracksMsg{Type: "tracks", Tracks: out})
 }
 
 func (c *client) Layers(source string, active []string) {
 	if active == nil {
 		active = []string{}
 	}
-	c.queue(LayersMsg{Type: "layers", Source: source, Active: active})
+	c.queueMedia(LayersMsg{Type: "layers", Source: source, Active: active})
 }
 
 func (c *client) Speakers(active string, speaking []string) {
 	if speaking == nil {
 		speaking = []string{}
 	}
-	c.queue(SpeakersMsg{Type: "speakers", Active: active, Speaking: speaking})
+	c.queueMedia(SpeakersMsg{Type: "speakers", Active: active, Speaking: speaking})
 }
 
 func (c *client) WaitingChanged(list []visit.Waiting) {
@@ -511,7 +557,9 @@ func (c *client) hello(ctx context.Context, msg Incoming) {
 	// (the actor owns the socket, and the room's messages wait in out until we return).
 	if !c.write(ctx, welcome) {
 		c.finish(nil, websocket.StatusInternalError, "write failed")
+		return
 	}
+	c.announced(mode)
 }
 
 // connection takes a participant's report of its selected candidate pair.

@@ -50,7 +50,7 @@ func relayed(t *testing.T, input string) any {
 
 func goldenMessages(t *testing.T) map[string]any {
 	member := func(f func(c *client)) any { // what the room makes a client send
-		c := &client{out: make(chan any, 4), final: make(chan final, 1)}
+		c := &client{out: make(chan any, 4), final: make(chan final, 1), sfuMode: true}
 		f(c)
 		select {
 		case v := <-c.out:
@@ -609,6 +609,53 @@ func TestErrorCode(t *testing.T) {
 			}
 			if msg == "" {
 				t.Error("empty message")
+			}
+		})
+	}
+}
+
+// What the SFU says to a participant reaches it after the message that puts its call in
+// SFU mode, whichever goroutine queued first: a client drops an SFU offer it gets before.
+func TestSFUMessagesFollowMode(t *testing.T) {
+	for _, announce := range []string{"admitted", "mode"} {
+		t.Run(announce, func(t *testing.T) {
+			c := &client{out: make(chan any, 8), final: make(chan final, 1)}
+			c.MediaDescription("sub", "offer", "v=0\r\n")
+			c.Tracks(nil)
+			c.Mode(visit.MediaState{Mode: visit.ModeP2P}) // not SFU mode: still held
+			if n := len(c.out); n != 1 {
+				t.Fatalf("%d messages queued before SFU mode, want only the p2p mode message", n)
+			}
+			<-c.out
+			ms := visit.MediaState{Mode: visit.ModeSFU, SFUSession: "f_1"}
+			if announce == "admitted" {
+				c.Admitted(nil, ms)
+			} else {
+				c.Mode(ms)
+			}
+			c.MediaCandidate("sub", nil)
+			var got []string
+			for len(c.out) > 0 {
+				switch v := (<-c.out).(type) {
+				case admittedNote:
+					got = append(got, "admitted "+v.msg.Mode)
+				case ModeMsg:
+					got = append(got, "mode "+v.Mode)
+				case SignalMsg:
+					if v.Description != nil {
+						got = append(got, "signal "+v.Description.Type)
+					} else {
+						got = append(got, "signal candidate")
+					}
+				case TracksMsg:
+					got = append(got, "tracks")
+				default:
+					got = append(got, fmt.Sprintf("%T", v))
+				}
+			}
+			want := []string{announce + " sfu", "signal offer", "tracks", "signal candidate"}
+			if !slices.Equal(got, want) {
+				t.Fatalf("queued %q, want %q", got, want)
 			}
 		})
 	}
