@@ -216,6 +216,14 @@ func TestSFUFourParticipants(t *testing.T) {
 	if e.Code != "forbidden" {
 		t.Errorf("observer's publish: %s", m.Raw)
 	}
+	// Every publisher's media came in by the direct receive path (decision 51): the SFU is
+	// the DTLS server of the pub connections, so it has their keys.
+	st := srv.SFU().Stats(p.vs.visit.ID)
+	for _, name := range []string{"clinician", "patient", "interpreter"} {
+		if n := st.Received[p.ids[name]]; n == 0 {
+			t.Errorf("%s's packets: none taken by the direct receive path (%v)", name, st.Received)
+		}
+	}
 	// The metrics count what the SFU does.
 	metrics := get(t, "http://"+srv.MetricsAddr().String()+"/metrics")
 	for _, want := range []string{
@@ -223,6 +231,7 @@ func TestSFUFourParticipants(t *testing.T) {
 		`bedside_sfu_forwarded_bytes_total{kind="video"}`, `bedside_sfu_dropped_packets_total{reason="queue_full"}`,
 		`bedside_sfu_layer_switches_total`, `bedside_sfu_keyframe_requests_total`,
 		`bedside_sfu_visit_subscribers{visit="` + p.vs.visit.ID + `"} 4`,
+		`bedside_sfu_pub_connections_total{receive_path="direct"} 3`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)

@@ -19,6 +19,7 @@ import (
 	"github.com/pion/dtls/v3/pkg/protocol/handshake"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
 )
@@ -55,21 +56,15 @@ const (
 )
 
 type directTx struct {
-	udp *net.UDPConn
-	m   *Metrics
+	udp  *net.UDPConn
+	m    *Metrics
+	keys dtlsSecrets
 
-	mu           sync.Mutex // the handshake's secrets, until the context is made
-	clientRandom []byte
-	masterSecret []byte
-	serverRandom []byte
-	suite        uint16
-	profile      srtp.ProtectionProfile
-	serverHello  bool
-
-	state  atomic.Int32
-	dtls   atomic.Pointer[webrtc.DTLSTransport]
-	remote atomic.Pointer[netip.AddrPort]
-	sent   atomic.Int64 // packets sent directly (tests, Stats)
+	state   atomic.Int32
+	cryptex cryptexMode
+	dtls    atomic.Pointer[webrtc.DTLSTransport]
+	remote  atomic.Pointer[netip.AddrPort]
+	sent    atomic.Int64 // packets sent directly (tests, Stats)
 
 	wmu    sync.Mutex // serialises ctx and the buffers
 	ctx    *srtp.Context
@@ -79,6 +74,7 @@ type directTx struct {
 
 func newDirectTx(conn net.PacketConn, m *Metrics) *directTx {
 	t := &directTx{m: m}
+	t.cryptex.v.Store(-1)
 	udp, ok := conn.(*net.UDPConn)
 	if !ok {
 		t.state.Store(directDisabled)
@@ -88,10 +84,27 @@ func newDirectTx(conn net.PacketConn, m *Metrics) *directTx {
 }
 
 // configure sets the DTLS hooks on the sub connection's setting engine.
-func (t *directTx) configure(se *webrtc.SettingEngine) {
-	se.SetDTLSKeyLogWriter(keyLog{t})
+func (t *directTx) configure(se *webrtc.SettingEngine) { t.keys.configure(se) }
+
+// dtlsSecrets is what a connection's DTLS handshake shows of its keying material, where the
+// SFU is the DTLS server: the key log line and the ServerHello it sends. The direct send
+// path (sub connections) and the direct receive path (pub connections, directrx.go) each
+// have their own.
+type dtlsSecrets struct {
+	mu           sync.Mutex // the handshake's secrets, until the keys are derived
+	clientRandom []byte
+	masterSecret []byte
+	serverRandom []byte
+	suite        uint16
+	profile      srtp.ProtectionProfile
+	serverHello  bool
+}
+
+// configure sets the DTLS hooks on a connection's setting engine.
+func (k *dtlsSecrets) configure(se *webrtc.SettingEngine) {
+	se.SetDTLSKeyLogWriter(keyLog{k})
 	se.SetDTLSServerHelloMessageHook(func(m handshake.MessageServerHello) handshake.Message {
-		t.onServerHello(&m)
+		k.onServerHello(&m)
 		return &m
 	})
 }
@@ -122,7 +135,7 @@ func (t *directTx) setRemote(p *webrtc.ICECandidatePair) {
 
 // keyLog receives the handshake's key-log line (NSS format: CLIENT_RANDOM, the client
 // random and the master secret in hex).
-type keyLog struct{ t *directTx }
+type keyLog struct{ k *dtlsSecrets }
 
 func (k keyLog) Write(b []byte) (int, error) {
 	sc := bufio.NewScanner(bytes.NewReader(b))
@@ -136,26 +149,26 @@ func (k keyLog) Write(b []byte) (int, error) {
 		if err1 != nil || err2 != nil {
 			continue
 		}
-		k.t.mu.Lock()
-		k.t.clientRandom, k.t.masterSecret = cr, ms
-		k.t.mu.Unlock()
+		k.k.mu.Lock()
+		k.k.clientRandom, k.k.masterSecret = cr, ms
+		k.k.mu.Unlock()
 	}
 	return len(b), nil
 }
 
-func (t *directTx) onServerHello(m *handshake.MessageServerHello) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+func (k *dtlsSecrets) onServerHello(m *handshake.MessageServerHello) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	r := m.Random.MarshalFixed()
-	t.serverRandom = r[:]
-	t.serverHello = true
+	k.serverRandom = r[:]
+	k.serverHello = true
 	if m.CipherSuiteID != nil {
-		t.suite = *m.CipherSuiteID
+		k.suite = *m.CipherSuiteID
 	}
-	t.profile = 0
+	k.profile = 0
 	for _, e := range m.Extensions {
 		if u, ok := e.(*extension.UseSRTP); ok && len(u.ProtectionProfiles) == 1 {
-			t.profile = srtpProfile(u.ProtectionProfiles[0])
+			k.profile = srtpProfile(u.ProtectionProfiles[0])
 		}
 	}
 }
@@ -239,21 +252,84 @@ func (t *directTx) ready() bool {
 var errNoDirect = errors.New("sfu: no direct path (not the DTLS server, or unknown suite or profile)")
 
 func (t *directTx) makeContext() (*srtp.Context, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	h := prfHash(t.suite)
-	if !t.serverHello || h == nil || t.profile == 0 || len(t.masterSecret) == 0 || len(t.clientRandom) != 32 {
-		return nil, errNoDirect
-	}
-	cfg := srtp.Config{Profile: t.profile}
-	e := exporter{master: t.masterSecret, clientRandom: t.clientRandom, serverRandom: t.serverRandom, hash: h}
-	if err := cfg.ExtractSessionKeysFromDTLS(e, false); err != nil {
+	opts, err := t.cryptex.options()
+	if err != nil {
 		return nil, err
 	}
+	cfg, err := t.keys.derive()
+	if err != nil {
+		return nil, err
+	}
+	return srtp.CreateContext(cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt, cfg.Profile, opts...)
+}
+
+// cryptexMode is whether a direct path's SRTP context uses RFC 9335 header extension
+// encryption as pion's does for the same direction: pion sends it where the peer's
+// description says a=cryptex and accepts it where ours does. It is taken from the first
+// negotiation (set before the description is applied, so it is known when DTLS is up); a
+// later renegotiation that changes it is not followed (browsers do not).
+type cryptexMode struct{ v atomic.Int32 } // -1 unknown, else an srtp.CryptexMode
+
+// set records the mode of a description's text the first time.
+func (c *cryptexMode) set(sdpText string) {
+	c.v.CompareAndSwap(-1, int32(sdpCryptex(sdpText)))
+}
+
+func (c *cryptexMode) options() ([]srtp.ContextOption, error) {
+	switch m := c.v.Load(); m {
+	case -1:
+		return nil, errNoCryptexMode
+	case int32(srtp.CryptexModeDisabled):
+		return nil, nil
+	default:
+		return []srtp.ContextOption{srtp.Cryptex(srtp.CryptexMode(m))}, nil
+	}
+}
+
+var errNoCryptexMode = errors.New("sfu: no negotiation seen for the direct path")
+
+// sdpCryptex is the cryptex mode a description declares: a=cryptex at the session level or
+// on every media section in use (pion refuses a mixture).
+func sdpCryptex(text string) srtp.CryptexMode {
+	var d sdp.SessionDescription
+	if d.UnmarshalString(text) != nil {
+		return srtp.CryptexModeDisabled
+	}
+	if _, ok := d.Attribute(sdp.AttrKeyCryptex); ok {
+		return srtp.CryptexModeEnabled
+	}
+	some, all := false, true
+	for _, m := range d.MediaDescriptions {
+		if m.MediaName.Port.Value == 0 || (m.MediaName.Media != "audio" && m.MediaName.Media != "video") {
+			continue
+		}
+		_, ok := m.Attribute(sdp.AttrKeyCryptex)
+		some, all = some || ok, all && ok
+	}
+	if some && all {
+		return srtp.CryptexModeEnabled
+	}
+	return srtp.CryptexModeDisabled
+}
+
+// derive gives the SRTP keys of the handshake seen (the SFU the server: "local" are the
+// SFU's, "remote" the peer's), once: the master secret is cleared after.
+func (k *dtlsSecrets) derive() (srtp.Config, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	h := prfHash(k.suite)
+	if !k.serverHello || h == nil || k.profile == 0 || len(k.masterSecret) == 0 || len(k.clientRandom) != 32 {
+		return srtp.Config{}, errNoDirect
+	}
+	cfg := srtp.Config{Profile: k.profile}
+	e := exporter{master: k.masterSecret, clientRandom: k.clientRandom, serverRandom: k.serverRandom, hash: h}
+	if err := cfg.ExtractSessionKeysFromDTLS(e, false); err != nil {
+		return srtp.Config{}, err
+	}
 	// The secrets are not needed again.
-	clear(t.masterSecret)
-	t.masterSecret = nil
-	return srtp.CreateContext(cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt, cfg.Profile)
+	clear(k.masterSecret)
+	k.masterSecret = nil
+	return cfg, nil
 }
 
 // write encrypts one packet and sends it to the subscriber.

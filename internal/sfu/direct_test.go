@@ -11,6 +11,8 @@ import (
 	"github.com/pion/dtls/v3"
 	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
 	"github.com/pion/dtls/v3/pkg/protocol/handshake"
+	"github.com/pion/srtp/v3"
+	"github.com/pion/webrtc/v4"
 )
 
 // TestDirectKeysMatchDTLS: the keying material the direct send path derives from what the
@@ -24,7 +26,7 @@ func TestDirectKeysMatchDTLS(t *testing.T) {
 	} {
 		t.Run(dtls.CipherSuiteName(suite), func(t *testing.T) {
 			tx := &directTx{}
-			server, _ := handshakeDTLS(t, suite, tx, true)
+			server, _ := handshakeDTLS(t, suite, &tx.keys, true)
 			state, ok := server.ConnectionState()
 			if !ok {
 				t.Fatal("no connection state")
@@ -33,12 +35,13 @@ func TestDirectKeysMatchDTLS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tx.mu.Lock()
-			e := exporter{master: tx.masterSecret, clientRandom: tx.clientRandom, serverRandom: tx.serverRandom, hash: prfHash(tx.suite)}
-			profile := tx.profile
-			tx.mu.Unlock()
+			k := &tx.keys
+			k.mu.Lock()
+			e := exporter{master: k.masterSecret, clientRandom: k.clientRandom, serverRandom: k.serverRandom, hash: prfHash(k.suite)}
+			profile := k.profile
+			k.mu.Unlock()
 			if e.hash == nil || profile == 0 {
-				t.Fatalf("suite %#x profile %v: not recognised", tx.suite, profile)
+				t.Fatalf("suite %#x profile %v: not recognised", k.suite, profile)
 			}
 			got, err := e.ExportKeyingMaterial("EXTRACTOR-dtls_srtp", nil, 60)
 			if err != nil {
@@ -54,7 +57,7 @@ func TestDirectKeysMatchDTLS(t *testing.T) {
 	}
 	t.Run("client", func(t *testing.T) {
 		tx := &directTx{}
-		handshakeDTLS(t, dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tx, false)
+		handshakeDTLS(t, dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, &tx.keys, false)
 		if _, err := tx.makeContext(); err == nil {
 			t.Fatal("a context made where the SFU was the DTLS client")
 		}
@@ -62,8 +65,8 @@ func TestDirectKeysMatchDTLS(t *testing.T) {
 }
 
 // handshakeDTLS connects a DTLS client and server on loopback with one cipher suite and
-// the SRTP extension; tx gets the hooks of the server (asServer) or of the client.
-func handshakeDTLS(t *testing.T, suite dtls.CipherSuiteID, tx *directTx, asServer bool) (server, client *dtls.Conn) {
+// the SRTP extension; k gets the hooks of the server (asServer) or of the client.
+func handshakeDTLS(t *testing.T, suite dtls.CipherSuiteID, k *dtlsSecrets, asServer bool) (server, client *dtls.Conn) {
 	t.Helper()
 	cert, err := selfsign.GenerateSelfSigned()
 	if err != nil {
@@ -83,9 +86,9 @@ func handshakeDTLS(t *testing.T, suite dtls.CipherSuiteID, tx *directTx, asServe
 	if asServer {
 		hooked = sc
 	}
-	hooked.KeyLogWriter = keyLog{tx}
+	hooked.KeyLogWriter = keyLog{k}
 	hooked.ServerHelloMessageHook = func(m handshake.MessageServerHello) handshake.Message {
-		tx.onServerHello(&m)
+		k.onServerHello(&m)
 		return &m
 	}
 	sp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -116,4 +119,46 @@ func handshakeDTLS(t *testing.T, suite dtls.CipherSuiteID, tx *directTx, asServe
 		t.Fatalf("server handshake: %v", err)
 	}
 	return server, client
+}
+
+// TestSDPCryptex: the direct paths read RFC 9335 header extension encryption from the
+// descriptions pion makes, as pion does: a=cryptex where the policy negotiates it (pion's
+// default, which the SFU keeps), none where it is disabled.
+func TestSDPCryptex(t *testing.T) {
+	for _, c := range []struct {
+		policy webrtc.RTPHeaderEncryptionPolicy
+		want   srtp.CryptexMode
+	}{
+		{webrtc.RTPHeaderEncryptionPolicyNegotiate, srtp.CryptexModeEnabled},
+		{webrtc.RTPHeaderEncryptionPolicyDisable, srtp.CryptexModeDisabled},
+	} {
+		pc, err := webrtc.NewPeerConnection(webrtc.Configuration{RTPHeaderEncryptionPolicy: c.policy})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio); err != nil {
+			t.Fatal(err)
+		}
+		offer, err := pc.CreateOffer(nil)
+		pc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sdpCryptex(offer.SDP); got != c.want {
+			t.Errorf("policy %v: cryptex mode %v, want %v", c.policy, got, c.want)
+		}
+		var m cryptexMode
+		m.v.Store(-1)
+		if _, err := m.options(); err == nil {
+			t.Error("options before any negotiation: no error")
+		}
+		m.set(offer.SDP)
+		m.set("v=0\r\n") // a later negotiation is not followed
+		if opts, err := m.options(); err != nil || (len(opts) > 0) != (c.want != srtp.CryptexModeDisabled) {
+			t.Errorf("policy %v: options %d, %v", c.policy, len(opts), err)
+		}
+	}
 }

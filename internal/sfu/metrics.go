@@ -16,6 +16,8 @@ type Metrics struct {
 	retransmitted    prometheus.Counter
 	nackMissed       prometheus.Counter
 	sendPath         *prometheus.CounterVec
+	receivePath      *prometheus.CounterVec
+	dropReceiveQueue prometheus.Counter
 	subscribers      *prometheus.GaugeVec
 }
 
@@ -33,7 +35,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, []string{"kind"})
 	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bedside_sfu_dropped_packets_total",
-		Help: "RTP packets the SFU did not forward, by reason: queue_full (a subscriber's writer fell behind), not_bound (its connection not yet negotiated), write_error.",
+		Help: "RTP packets the SFU did not forward, by reason: queue_full (a subscriber's writer fell behind), not_bound (its connection not yet negotiated), write_error, receive_queue_full (a publisher's packet its reader had no room for).",
 	}, []string{"reason"})
 	m := &Metrics{
 		audio:          kindCounters{fwdPackets.WithLabelValues("audio"), fwdBytes.WithLabelValues("audio")},
@@ -41,6 +43,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		dropQueueFull:  dropped.WithLabelValues("queue_full"),
 		dropNotBound:   dropped.WithLabelValues("not_bound"),
 		dropWriteError: dropped.WithLabelValues("write_error"),
+		// Before forwarding: a publisher's stream whose reader fell behind.
+		dropReceiveQueue: dropped.WithLabelValues("receive_queue_full"),
 		layerSwitches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bedside_sfu_layer_switches_total",
 			Help: "Simulcast layer switches made for subscribers (each at a key frame).",
@@ -61,13 +65,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "bedside_sfu_sub_connections_total",
 			Help: "Subscribers' connections by the path their media took once connected: direct (the SFU's own SRTP and socket writes) or pion (pion's SRTP session and ICE connection).",
 		}, []string{"send_path"}),
+		receivePath: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bedside_sfu_pub_connections_total",
+			Help: "Publishers' connections by the path their media took once connected: direct (read and decrypted by the SFU's socket reader) or pion (pion's ICE connection and SRTP session).",
+		}, []string{"receive_path"}),
 		subscribers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "bedside_sfu_visit_subscribers",
 			Help: "Participants receiving through the SFU, per visit in SFU mode.",
 		}, []string{"visit"}),
 	}
 	if reg != nil {
-		reg.MustRegister(fwdPackets, fwdBytes, dropped, m.layerSwitches, m.keyframeRequests, m.retransmitted, m.nackMissed, m.sendPath, m.subscribers)
+		reg.MustRegister(fwdPackets, fwdBytes, dropped, m.layerSwitches, m.keyframeRequests, m.retransmitted, m.nackMissed, m.sendPath, m.receivePath, m.subscribers)
 	}
 	return m
 }

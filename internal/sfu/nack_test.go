@@ -39,7 +39,7 @@ func testNACKAnswered(t *testing.T, subscriberRole webrtc.DTLSRole) {
 	}
 	defer s.Close()
 	tx := newDirectTx(udp, NewMetrics(nil))
-	api, err := s.api(true, func(cc.BandwidthEstimator) {}, tx)
+	api, err := s.api(true, func(cc.BandwidthEstimator) {}, tx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,6 +133,7 @@ func testNACKAnswered(t *testing.T, subscriberRole webrtc.DTLSRole) {
 		t.Fatal(err)
 	}
 	<-gathered
+	tx.cryptex.set(subPC.LocalDescription().SDP) // as onSubAnswer does
 	if err := sfuPC.SetRemoteDescription(*subPC.LocalDescription()); err != nil {
 		t.Fatal(err)
 	}

@@ -136,6 +136,8 @@ type participant struct {
 	twcc        bool // the subscriber gives transport-wide feedback: use the estimator
 	bwe         cc.BandwidthEstimator
 	direct      atomic.Pointer[directTx] // the sub connection's direct send path (Stats)
+	directRx    atomic.Pointer[directRx] // the pub connection's direct receive path (Stats)
+	rxs         []*directRx              // every pub connection's, to wait for at shutdown
 	speaker     string
 	connected   bool
 	// congestedUntil (monotime) remembers loss; hold is the current memory.
@@ -337,6 +339,9 @@ func (p *participant) onPubOffer(sdp string, sources map[string]Source) {
 	}
 	answer, err := p.pub.CreateAnswer(nil)
 	if err == nil {
+		if rx := p.directRx.Load(); rx != nil {
+			rx.cryptex.set(answer.SDP)
+		}
 		err = p.pub.SetLocalDescription(answer)
 	}
 	if err != nil {
@@ -368,7 +373,8 @@ func (p *participant) stillReceiving(up *upTrack) bool {
 }
 
 func (p *participant) newPub() (*webrtc.PeerConnection, error) {
-	api, err := p.s.api(false, nil, nil)
+	rx := newDirectRx(p.s.rxc, p.s.m)
+	api, err := p.s.api(false, nil, nil, rx)
 	if err != nil {
 		return nil, err
 	}
@@ -376,6 +382,9 @@ func (p *participant) newPub() (*webrtc.PeerConnection, error) {
 	if err != nil {
 		return nil, err
 	}
+	rx.attach(pc)
+	p.rxs = append(p.rxs, rx)
+	p.directRx.Store(rx)
 	p.wirePC(pc, Pub)
 	pc.OnTrack(func(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) { p.mail.put(evTrack{t, r}) })
 	return pc, nil
@@ -476,7 +485,7 @@ func (p *participant) ensureSub() bool {
 		return true
 	}
 	tx := newDirectTx(p.s.cfg.UDP, p.s.m)
-	api, err := p.s.api(true, func(e cc.BandwidthEstimator) { p.bwe = e }, tx)
+	api, err := p.s.api(true, func(e cc.BandwidthEstimator) { p.bwe = e }, tx, nil)
 	if err == nil {
 		p.sub, err = api.NewPeerConnection(webrtc.Configuration{})
 	}
@@ -565,6 +574,9 @@ func (p *participant) trackList() []Track {
 func (p *participant) onSubAnswer(sdp string) {
 	if p.sub == nil || !p.subAwaiting {
 		return // stale
+	}
+	if tx := p.direct.Load(); tx != nil {
+		tx.cryptex.set(sdp)
 	}
 	if err := p.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
 		p.log.Info("sfu: sub answer refused", "err", err)
@@ -719,14 +731,18 @@ func (p *participant) shutdown() {
 	}
 	p.readers.Wait()
 	p.rtcpReaders.Wait()
+	for _, rx := range p.rxs {
+		rx.wait()
+	}
 	p.r.log.Info("sfu: participant left", "participant", p.id)
 }
 
 // api builds the pion API of one connection: its own media engine and interceptors (the
 // sub side's bandwidth estimator is per connection), the shared settings.
-// api makes the pion API of one connection: a publisher's (sub false) or a subscriber's,
-// whose direct send path tx is put under its interceptors.
-func (s *SFU) api(sub bool, onBWE func(cc.BandwidthEstimator), tx *directTx) (*webrtc.API, error) {
+// api makes the pion API of one connection: a publisher's (sub false), whose direct
+// receive path rx is put under its interceptors, or a subscriber's, whose direct send
+// path tx is.
+func (s *SFU) api(sub bool, onBWE func(cc.BandwidthEstimator), tx *directTx, rx *directRx) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	fb := []webrtc.RTCPFeedback{{Type: webrtc.TypeRTCPFBTransportCC}}
 	if err := m.RegisterCodec(webrtc.RTPCodecParameters{
@@ -782,7 +798,17 @@ func (s *SFU) api(sub bool, onBWE func(cc.BandwidthEstimator), tx *directTx) (*w
 			}
 		}
 	} else {
-		ir.Add(&attrLender{}) // first: the innermost reader, whose map the others fill
+		if rx != nil {
+			// First: the innermost reader, which lends the map the others fill (as
+			// attrLender does). The SFU is the DTLS server, for the keys (decision 51).
+			ir.Add(&rxInterceptor{rx: rx})
+			rx.keys.configure(&se)
+			if err := se.SetAnsweringDTLSRole(webrtc.DTLSRoleServer); err != nil {
+				return nil, err
+			}
+		} else {
+			ir.Add(&attrLender{}) // first: the innermost reader, whose map the others fill
+		}
 		if err := webrtc.ConfigureNackWithOptions(m, ir, []nack.GeneratorOption{nack.WithGeneratorLoggerFactory(lf)}); err != nil {
 			return nil, err
 		}

@@ -126,6 +126,7 @@ type SFU struct {
 	cfg Config
 	log *slog.Logger
 	mux *udpMux
+	rxc *rxConn // the socket as the mux reads it; nil: no direct receive path
 	m   *Metrics
 
 	mu     sync.Mutex
@@ -156,7 +157,12 @@ func New(cfg Config) (*SFU, error) {
 		}
 	}
 	s := &SFU{cfg: cfg, log: cfg.Log, m: cfg.Metrics, rooms: map[string]*room{}}
-	s.mux = newUDPMux(cfg.UDP, addrs, pionLogger(cfg.Log))
+	var muxConn net.PacketConn = cfg.UDP
+	if udp, ok := cfg.UDP.(*net.UDPConn); ok {
+		s.rxc = newRxConn(udp) // the direct receive path (directrx.go)
+		muxConn = s.rxc
+	}
+	s.mux = newUDPMux(muxConn, addrs, pionLogger(cfg.Log))
 	return s, nil
 }
 

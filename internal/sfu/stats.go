@@ -38,6 +38,9 @@ type RoomStats struct {
 	// Direct are the packets sent to each subscriber by the direct send path (design
 	// decision 50); a subscriber missing here has no sub connection yet.
 	Direct map[string]int64
+	// Received are the packets of each publisher taken by the direct receive path
+	// (decision 51); a publisher missing here has no pub connection yet.
+	Received map[string]int64
 }
 
 // Stats returns a snapshot of a visit's room (zero when it has none).
@@ -47,7 +50,7 @@ func (s *SFU) Stats(visitID string) RoomStats {
 		return RoomStats{}
 	}
 	ups, ps := r.snapshot()
-	out := RoomStats{Estimates: map[string]int{}, Estimators: map[string]map[string]any{}, Direct: map[string]int64{}}
+	out := RoomStats{Estimates: map[string]int{}, Estimators: map[string]map[string]any{}, Direct: map[string]int64{}, Received: map[string]int64{}}
 	now := monotime()
 	for _, up := range ups {
 		pub := Publication{Participant: up.publisher, Source: up.source}
@@ -80,6 +83,9 @@ func (s *SFU) Stats(visitID string) RoomStats {
 		}
 		if tx := p.direct.Load(); tx != nil {
 			out.Direct[p.id] = tx.sent.Load()
+		}
+		if rx := p.directRx.Load(); rx != nil {
+			out.Received[p.id] = rx.taken.Load()
 		}
 	}
 	sort.Slice(out.Publications, func(i, j int) bool {

@@ -245,6 +245,17 @@ func TestSFUFourBrowsers(t *testing.T) {
 			}
 		}
 	}
+	// And their media came in by the direct receive path (decision 51): the SFU answered
+	// their pub offers "passive", so it is the DTLS server there too.
+	if rcv := srv.SFU().Stats(r.visitID).Received; len(rcv) != 4 {
+		t.Errorf("direct receive path for %d publishers, want 4: %v", len(rcv), rcv)
+	} else {
+		for id, n := range rcv {
+			if n == 0 {
+				t.Errorf("%s: no packet by the direct receive path", id)
+			}
+		}
+	}
 	// Chat goes through the server in SFU mode and reaches everyone.
 	chat(interpreter.page, r.clinician, "I will translate.")
 	r.patient.waitFor("the chat message through the server", `[...document.querySelectorAll('#chat-log li.chat-other')].some((li) =>
@@ -293,6 +304,7 @@ func logSFU(t testing.TB, srv *apptest.Server, visitID string) {
 		t.Logf("SFU estimator for %s: %v", id, e)
 	}
 	t.Logf("SFU packets sent by the direct path: %v", st.Direct)
+	t.Logf("SFU packets received by the direct path: %v", st.Received)
 }
 
 // frameWatchJS records, per remote participant, the times at which the tile shows a new

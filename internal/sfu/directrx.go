@@ -1,0 +1,366 @@
+package sfu
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
+	"github.com/pion/webrtc/v4"
+)
+
+// The direct receive path (design decision 51). A publisher's packet went from the SFU's
+// socket through pion's UDP mux, the ICE connection, the DTLS/SRTP demultiplexer and the
+// SRTP session to the track's reader: four goroutines, each handing the packet to the next
+// through a buffer. Once a pub connection is up, the SFU's socket reader (the goroutine of
+// pion's UDP mux, reading through rxConn) decrypts the publisher's media packets itself,
+// with an SRTP context of its own made from the same DTLS keying material (derived as the
+// direct send path does: the SFU is the DTLS server of its pub connections too), and puts
+// them straight into the stream's queue, which the innermost interceptor of the pub
+// connection reads. Everything above it (the NACK generator, receiver reports, the
+// transport-wide feedback, the track's reader) is unchanged.
+//
+// What the path does not take stays with pion: STUN, DTLS, RTCP, packets from another
+// address than the selected pair's, streams pion has not bound yet (a new SSRC: pion reads
+// its first packets to learn its rid), and a stream whose packets our context cannot
+// authenticate (its rollover counter moved on before we took it: after rxFailLimit
+// failures in a row it goes back to pion for good). A replayed packet (the same replay
+// window as pion's session) is dropped, as pion would. pion's SRTP stream of a taken SSRC
+// is still read (the pump): packets that were already on their way through pion when the
+// path took the stream come out there, into the same queue.
+
+// rxQueue is a stream's queue between the socket reader and the track's reader: more
+// than a second of the top layer.
+const rxQueue = 512
+
+// rxFailLimit: authentication failures in a row after which a stream goes back to pion.
+const rxFailLimit = 8
+
+// rxReplayWindow is pion's SRTP session's replay window, which the path keeps.
+const rxReplayWindow = 64
+
+type rxBuf struct {
+	n int
+	b [maxPacket]byte
+}
+
+var rxPool = sync.Pool{New: func() any { return new(rxBuf) }}
+
+// rxConn is the SFU's socket as pion's UDP mux reads it: media from publishers whose
+// direct receive path is up is taken on the way.
+type rxConn struct {
+	*net.UDPConn
+	mu     sync.Mutex // serialises changes of routes
+	routes atomic.Pointer[map[netip.AddrPort]*directRx]
+}
+
+func newRxConn(udp *net.UDPConn) *rxConn {
+	c := &rxConn{UDPConn: udp}
+	c.routes.Store(&map[netip.AddrPort]*directRx{})
+	return c
+}
+
+func unmapped(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+}
+
+// ReadFromAddrPort is what pion's UDP mux reads with (ice.AddrPortReaderWriter).
+func (c *rxConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
+	for {
+		n, from, err := c.ReadFromUDPAddrPort(b)
+		if err != nil {
+			return n, from, err
+		}
+		// RTP (version 2), not RTCP (packet types 192..223 where RTP has marker and type).
+		if n >= 12 && b[0]&0xc0 == 0x80 && (b[1] < 192 || b[1] > 223) {
+			if rx := (*c.routes.Load())[unmapped(from)]; rx != nil && rx.take(b[:n]) {
+				continue
+			}
+		}
+		return n, from, nil
+	}
+}
+
+func (c *rxConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) {
+	return c.WriteToUDPAddrPort(b, addr)
+}
+
+func (c *rxConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, from, err := c.ReadFromAddrPort(b)
+	if err != nil {
+		return n, nil, err
+	}
+	return n, net.UDPAddrFromAddrPort(from), nil
+}
+
+// route sends what comes from rx's remote address to rx, or nothing when rx is not
+// ready (stopped, or not started yet), replacing rx's earlier address.
+func (c *rxConn) route(rx *directRx) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := *c.routes.Load()
+	next := make(map[netip.AddrPort]*directRx, len(old)+1)
+	for a, r := range old {
+		if r != rx {
+			next[a] = r
+		}
+	}
+	if a := rx.remote.Load(); a != nil && rx.state.Load() == directReady {
+		next[*a] = rx
+	}
+	c.routes.Store(&next)
+}
+
+// directRx is one pub connection's direct receive path.
+type directRx struct {
+	conn *rxConn // nil: the socket is not a *net.UDPConn, pion's path only
+	m    *Metrics
+	keys dtlsSecrets
+
+	mu      sync.Mutex // serialises changes of streams and the path's set-up
+	state   atomic.Int32
+	cryptex cryptexMode // from our answer: what pion accepts
+	streams atomic.Pointer[map[uint32]*rxStream]
+	remote  atomic.Pointer[netip.AddrPort] // the selected pair's remote address
+	ctx     *srtp.Context                  // used by the socket reader alone, once state is directReady
+	hdr     rtp.Header                     // the socket reader's, for ctx
+	taken   atomic.Int64                   // packets taken (Stats, tests)
+	pumps   sync.WaitGroup
+}
+
+// rxStream is one incoming SSRC.
+type rxStream struct {
+	q     chan *rxBuf
+	done  chan struct{} // closed when pion's stream has ended
+	fails int           // the socket reader's
+	pion  atomic.Bool   // back to pion's path for good
+}
+
+func newDirectRx(conn *rxConn, m *Metrics) *directRx {
+	rx := &directRx{conn: conn, m: m}
+	rx.cryptex.v.Store(-1)
+	rx.streams.Store(&map[uint32]*rxStream{})
+	if conn == nil {
+		rx.state.Store(directDisabled)
+	}
+	return rx
+}
+
+// attach follows the pub connection: the path starts when DTLS is up and ends with it.
+// The callbacks come from pion's goroutines and call nothing of pion's.
+func (rx *directRx) attach(pc *webrtc.PeerConnection) {
+	if rx.conn == nil {
+		return
+	}
+	d := pc.SCTP().Transport()
+	d.OnStateChange(func(s webrtc.DTLSTransportState) {
+		switch s {
+		case webrtc.DTLSTransportStateConnected:
+			rx.start()
+		case webrtc.DTLSTransportStateClosed, webrtc.DTLSTransportStateFailed:
+			rx.stop()
+		}
+	})
+	d.ICETransport().OnSelectedCandidatePairChange(func(p *webrtc.ICECandidatePair) {
+		if a := pairRemote(p); a.IsValid() {
+			rx.remote.Store(&a)
+			rx.conn.route(rx)
+		}
+	})
+}
+
+// pairRemote is the remote address of a candidate pair (invalid for an mDNS name).
+func pairRemote(p *webrtc.ICECandidatePair) netip.AddrPort {
+	if p == nil || p.Remote == nil {
+		return netip.AddrPort{}
+	}
+	a, err := netip.ParseAddr(p.Remote.Address)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(a.Unmap(), p.Remote.Port)
+}
+
+// start makes the SRTP context and routes the selected pair's packets to the path (the
+// pair is selected before DTLS starts; a later change routes anew).
+func (rx *directRx) start() {
+	rx.mu.Lock()
+	defer rx.mu.Unlock()
+	if rx.state.Load() != directUnknown {
+		return
+	}
+	opts, err := rx.cryptex.options()
+	var cfg srtp.Config
+	if err == nil {
+		cfg, err = rx.keys.derive()
+	}
+	var ctx *srtp.Context
+	if err == nil {
+		// Replay protection as pion's SRTP session has it (a window of 64 packets).
+		opts = append(opts, srtp.SRTPReplayProtection(rxReplayWindow))
+		ctx, err = srtp.CreateContext(cfg.Keys.RemoteMasterKey, cfg.Keys.RemoteMasterSalt, cfg.Profile, opts...)
+	}
+	if err != nil {
+		rx.state.Store(directDisabled)
+		rx.m.receivePath.WithLabelValues("pion").Inc()
+		return
+	}
+	rx.ctx = ctx
+	rx.state.Store(directReady)
+	rx.m.receivePath.WithLabelValues("direct").Inc()
+	rx.conn.route(rx)
+}
+
+func (rx *directRx) stop() {
+	rx.mu.Lock()
+	defer rx.mu.Unlock()
+	if rx.state.Swap(directClosed) == directReady {
+		rx.conn.route(rx)
+	}
+}
+
+// take decrypts a packet from the publisher into its stream's queue, if the path has
+// that stream; false leaves the packet to pion. Called by the socket reader only.
+func (rx *directRx) take(b []byte) bool {
+	if rx.state.Load() != directReady {
+		return false
+	}
+	st := (*rx.streams.Load())[binary.BigEndian.Uint32(b[8:12])]
+	if st == nil || st.pion.Load() {
+		return false
+	}
+	buf := rxPool.Get().(*rxBuf)
+	out, err := rx.ctx.DecryptRTP(buf.b[:0], b, &rx.hdr)
+	if err == nil && (len(out) > len(buf.b) || (len(out) > 0 && &out[0] != &buf.b[0])) {
+		err = io.ErrShortBuffer // cannot happen: maxPacket holds any datagram read
+	}
+	if err != nil {
+		rxPool.Put(buf)
+		if !errors.Is(err, srtp.ErrFailedToVerifyAuthTag) {
+			return true // a replay, or malformed: pion would drop it too
+		}
+		// Perhaps a rollover counter that moved on before the path took the stream
+		// (pion's context knows it), or a forgery: pion decides.
+		if st.fails++; st.fails >= rxFailLimit {
+			st.pion.Store(true)
+		}
+		return false
+	}
+	st.fails = 0
+	buf.n = len(out)
+	select {
+	case st.q <- buf:
+		rx.taken.Add(1)
+	default:
+		rxPool.Put(buf)
+		rx.m.dropReceiveQueue.Inc()
+	}
+	return true
+}
+
+// bind gives an incoming stream its queue: the reader the interceptors above read. pion's
+// own stream (next) is pumped into the same queue until it ends, which ends the reader.
+func (rx *directRx) bind(ssrc uint32, next interceptor.RTPReader) interceptor.RTPReader {
+	st := &rxStream{q: make(chan *rxBuf, rxQueue), done: make(chan struct{})}
+	rx.mu.Lock()
+	old := *rx.streams.Load()
+	streams := make(map[uint32]*rxStream, len(old)+1)
+	for k, v := range old {
+		streams[k] = v
+	}
+	streams[ssrc] = st
+	rx.streams.Store(&streams)
+	rx.mu.Unlock()
+
+	rx.pumps.Add(1)
+	go func() { // ends when pion's stream does (its connection closes or the receiver stops)
+		defer rx.pumps.Done()
+		defer close(st.done)
+		for {
+			buf := rxPool.Get().(*rxBuf)
+			n, _, err := next.Read(buf.b[:], nil)
+			if err != nil {
+				rxPool.Put(buf)
+				return
+			}
+			buf.n = n
+			select {
+			case st.q <- buf:
+			default:
+				rxPool.Put(buf)
+				rx.m.dropReceiveQueue.Inc()
+			}
+		}
+	}()
+
+	var (
+		mu    sync.Mutex
+		attrs = make(interceptor.Attributes, 2)
+	)
+	// The attributes map is lent as attrLender does (attrs.go).
+	return interceptor.RTPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
+		var buf *rxBuf
+		select {
+		case buf = <-st.q:
+		case <-st.done:
+			select {
+			case buf = <-st.q:
+			default:
+				return 0, nil, io.EOF
+			}
+		}
+		n := copy(b, buf.b[:buf.n])
+		short := n < buf.n
+		rxPool.Put(buf)
+		if short {
+			return 0, nil, io.ErrShortBuffer
+		}
+		if a == nil && mu.TryLock() {
+			defer mu.Unlock()
+			clear(attrs)
+			a = attrs
+		}
+		return n, a, nil
+	})
+}
+
+// unbind forgets a stream (its packets go to pion, which has no reader for them any more).
+func (rx *directRx) unbind(ssrc uint32) {
+	rx.mu.Lock()
+	defer rx.mu.Unlock()
+	old := *rx.streams.Load()
+	if _, ok := old[ssrc]; !ok {
+		return
+	}
+	streams := make(map[uint32]*rxStream, len(old))
+	for k, v := range old {
+		if k != ssrc {
+			streams[k] = v
+		}
+	}
+	rx.streams.Store(&streams)
+}
+
+// wait waits for the pumps (after the connection has closed).
+func (rx *directRx) wait() { rx.pumps.Wait() }
+
+// rxInterceptor puts a pub connection's directRx under its interceptors (registered
+// first: innermost).
+type rxInterceptor struct {
+	interceptor.NoOp
+	rx *directRx
+}
+
+func (i *rxInterceptor) NewInterceptor(string) (interceptor.Interceptor, error) { return i, nil }
+
+func (i *rxInterceptor) BindRemoteStream(info *interceptor.StreamInfo, reader interceptor.RTPReader) interceptor.RTPReader {
+	return i.rx.bind(info.SSRC, reader)
+}
+
+func (i *rxInterceptor) UnbindRemoteStream(info *interceptor.StreamInfo) { i.rx.unbind(info.SSRC) }

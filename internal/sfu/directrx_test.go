@@ -1,0 +1,102 @@
+package sfu
+
+import (
+	"bytes"
+	"io"
+	"testing"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
+)
+
+// blockingReader stands for pion's SRTP stream under the direct receive path: nothing
+// comes from it until it is closed.
+type blockingReader struct{ closed chan struct{} }
+
+func (r blockingReader) Read([]byte, interceptor.Attributes) (int, interceptor.Attributes, error) {
+	<-r.closed
+	return 0, nil, io.EOF
+}
+
+// TestDirectReceiveTake: what the socket reader does with a publisher's packets on the
+// direct receive path. A packet of a bound stream is decrypted into the stream's queue and
+// read by the interceptors above, intact; a replayed one is dropped (as pion's session
+// drops it); one of an unbound SSRC is left to pion; a stream whose packets do not
+// authenticate (here: its rollover counter moved on before the path saw it) goes back to
+// pion after rxFailLimit of them; and the reader ends when pion's stream does.
+func TestDirectReceiveTake(t *testing.T) {
+	key, salt := bytes.Repeat([]byte{7}, 16), bytes.Repeat([]byte{9}, 12)
+	profile := srtp.ProtectionProfileAeadAes128Gcm
+	sender, err := srtp.CreateContext(key, salt, profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rx := newDirectRx(nil, NewMetrics(nil))
+	rx.ctx, err = srtp.CreateContext(key, salt, profile, srtp.SRTPReplayProtection(rxReplayWindow))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rx.state.Store(directReady)
+	closed := make(chan struct{})
+	reader := rx.bind(1111, blockingReader{closed})
+	encrypt := func(ssrc uint32, seq uint16, payload string) []byte {
+		t.Helper()
+		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq, Timestamp: 90, SSRC: ssrc}, Payload: []byte(payload)}
+		plain, err := p.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := sender.EncryptRTP(nil, plain, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+
+	first := encrypt(1111, 100, "first")
+	if !rx.take(first) {
+		t.Fatal("a packet of a bound stream was left to pion")
+	}
+	buf := make([]byte, 1500)
+	n, a, err := reader.Read(buf, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got rtp.Packet
+	if err := got.Unmarshal(buf[:n]); err != nil || string(got.Payload) != "first" || got.SequenceNumber != 100 || a == nil {
+		t.Fatalf("read %d bytes: %v, payload %q seq %d, attributes %v", n, err, got.Payload, got.SequenceNumber, a)
+	}
+	if !rx.take(first) || len((*rx.streams.Load())[1111].q) != 0 {
+		t.Fatal("a replayed packet was not dropped")
+	}
+	if rx.take(encrypt(2222, 5, "other")) {
+		t.Fatal("a packet of an unbound SSRC was taken")
+	}
+	// A second stream, bound after its numbers wrapped once (rollover counter 1 for the
+	// sender, 0 for the path's context): its packets fail authentication and go to pion.
+	rx.bind(3333, blockingReader{closed})
+	for seq := 65530; seq < 65536; seq++ {
+		encrypt(3333, uint16(seq), "before") // the sender's counter moves on
+	}
+	for i := range rxFailLimit {
+		if rx.take(encrypt(3333, uint16(10+i), "after")) {
+			t.Fatalf("packet %d of a stream that does not authenticate was taken", i)
+		}
+	}
+	if !(*rx.streams.Load())[3333].pion.Load() {
+		t.Fatalf("after %d authentication failures the stream is not back with pion", rxFailLimit)
+	}
+	if rx.take(encrypt(3333, 20, "later")) {
+		t.Fatal("a stream given back to pion was taken again")
+	}
+	if rx.taken.Load() != 1 {
+		t.Fatalf("taken %d, want 1", rx.taken.Load())
+	}
+	// pion's stream ends (the connection closed): so does the reader.
+	close(closed)
+	if _, _, err := reader.Read(buf, nil); err != io.EOF {
+		t.Fatalf("read after pion's stream ended: %v, want EOF", err)
+	}
+	rx.wait()
+}
