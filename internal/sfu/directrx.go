@@ -26,14 +26,20 @@ import (
 // connection reads. Everything above it (the NACK generator, receiver reports, the
 // transport-wide feedback, the track's reader) is unchanged.
 //
-// What the path does not take stays with pion: STUN, DTLS, RTCP, packets from another
-// address than the selected pair's, streams pion has not bound yet (a new SSRC: pion reads
-// its first packets to learn its rid), and a stream whose packets our context cannot
-// authenticate (its rollover counter moved on before we took it: after rxFailLimit
-// failures in a row it goes back to pion for good). A replayed packet (the same replay
-// window as pion's session) is dropped, as pion would. pion's SRTP stream of a taken SSRC
-// is still read (the pump): packets that were already on their way through pion when the
-// path took the stream come out there, into the same queue.
+// A packet is found its connection by its SSRC (streams pion has bound), not by the address
+// it came from: a browser may send on any candidate pair that passed its checks, not only
+// the one pion calls selected (Chromium in the browser tests sends from two). It is taken
+// only if it authenticates with that connection's key, which only that publisher has; so an
+// SSRC that two publishers happen to use, or a forged one, can only make a stream fall back
+// to pion.
+//
+// What the path does not take stays with pion: STUN, DTLS, RTCP, streams pion has not
+// bound yet (a new SSRC: pion reads its first packets to learn its rid), and a stream whose
+// packets our context cannot authenticate (its rollover counter moved on before we took
+// it: after rxFailLimit failures in a row it goes back to pion for good). A replayed packet
+// (the same replay window as pion's session) is dropped, as pion would. pion's SRTP stream
+// of a taken SSRC is still read (the pump): packets that were already on their way through
+// pion when the path took the stream come out there, into the same queue.
 
 // rxQueue is a stream's queue between the socket reader and the track's reader: more
 // than a second of the top layer.
@@ -56,18 +62,14 @@ var rxPool = sync.Pool{New: func() any { return new(rxBuf) }}
 // direct receive path is up is taken on the way.
 type rxConn struct {
 	*net.UDPConn
-	mu     sync.Mutex // serialises changes of routes
-	routes atomic.Pointer[map[netip.AddrPort]*directRx]
+	mu     sync.Mutex                           // serialises changes of routes
+	routes atomic.Pointer[map[uint32]*directRx] // by SSRC
 }
 
 func newRxConn(udp *net.UDPConn) *rxConn {
 	c := &rxConn{UDPConn: udp}
-	c.routes.Store(&map[netip.AddrPort]*directRx{})
+	c.routes.Store(&map[uint32]*directRx{})
 	return c
-}
-
-func unmapped(a netip.AddrPort) netip.AddrPort {
-	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 }
 
 // ReadFromAddrPort is what pion's UDP mux reads with (ice.AddrPortReaderWriter).
@@ -79,7 +81,7 @@ func (c *rxConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
 		}
 		// RTP (version 2), not RTCP (packet types 192..223 where RTP has marker and type).
 		if n >= 12 && b[0]&0xc0 == 0x80 && (b[1] < 192 || b[1] > 223) {
-			if rx := (*c.routes.Load())[unmapped(from)]; rx != nil && rx.take(b[:n]) {
+			if rx := (*c.routes.Load())[binary.BigEndian.Uint32(b[8:12])]; rx != nil && rx.take(b[:n]) {
 				continue
 			}
 		}
@@ -99,20 +101,21 @@ func (c *rxConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	return n, net.UDPAddrFromAddrPort(from), nil
 }
 
-// route sends what comes from rx's remote address to rx, or nothing when rx is not
-// ready (stopped, or not started yet), replacing rx's earlier address.
-func (c *rxConn) route(rx *directRx) {
+// route sends the packets of an SSRC to rx (the last to bind it), or (rx nil) stops
+// sending those of old; all of old's when ssrc is 0 and rx nil.
+func (c *rxConn) route(ssrc uint32, rx, old *directRx) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	old := *c.routes.Load()
-	next := make(map[netip.AddrPort]*directRx, len(old)+1)
-	for a, r := range old {
-		if r != rx {
-			next[a] = r
+	cur := *c.routes.Load()
+	next := make(map[uint32]*directRx, len(cur)+1)
+	for k, r := range cur {
+		if r == old && (ssrc == 0 || k == ssrc) {
+			continue
 		}
+		next[k] = r
 	}
-	if a := rx.remote.Load(); a != nil && rx.state.Load() == directReady {
-		next[*a] = rx
+	if rx != nil {
+		next[ssrc] = rx
 	}
 	c.routes.Store(&next)
 }
@@ -127,10 +130,10 @@ type directRx struct {
 	state   atomic.Int32
 	cryptex cryptexMode // from our answer: what pion accepts
 	streams atomic.Pointer[map[uint32]*rxStream]
-	remote  atomic.Pointer[netip.AddrPort] // the selected pair's remote address
-	ctx     *srtp.Context                  // used by the socket reader alone, once state is directReady
-	hdr     rtp.Header                     // the socket reader's, for ctx
-	taken   atomic.Int64                   // packets taken (Stats, tests)
+	ctx     *srtp.Context // used by the socket reader alone, once state is directReady
+	hdr     rtp.Header    // the socket reader's, for ctx
+	taken   atomic.Int64  // packets taken (Stats, tests)
+	pumped  atomic.Int64  // packets of bound streams that came through pion (Stats, tests)
 	pumps   sync.WaitGroup
 }
 
@@ -153,13 +156,12 @@ func newDirectRx(conn *rxConn, m *Metrics) *directRx {
 }
 
 // attach follows the pub connection: the path starts when DTLS is up and ends with it.
-// The callbacks come from pion's goroutines and call nothing of pion's.
+// The callback comes from pion's goroutine and calls nothing of pion's.
 func (rx *directRx) attach(pc *webrtc.PeerConnection) {
 	if rx.conn == nil {
 		return
 	}
-	d := pc.SCTP().Transport()
-	d.OnStateChange(func(s webrtc.DTLSTransportState) {
+	pc.SCTP().Transport().OnStateChange(func(s webrtc.DTLSTransportState) {
 		switch s {
 		case webrtc.DTLSTransportStateConnected:
 			rx.start()
@@ -167,28 +169,9 @@ func (rx *directRx) attach(pc *webrtc.PeerConnection) {
 			rx.stop()
 		}
 	})
-	d.ICETransport().OnSelectedCandidatePairChange(func(p *webrtc.ICECandidatePair) {
-		if a := pairRemote(p); a.IsValid() {
-			rx.remote.Store(&a)
-			rx.conn.route(rx)
-		}
-	})
 }
 
-// pairRemote is the remote address of a candidate pair (invalid for an mDNS name).
-func pairRemote(p *webrtc.ICECandidatePair) netip.AddrPort {
-	if p == nil || p.Remote == nil {
-		return netip.AddrPort{}
-	}
-	a, err := netip.ParseAddr(p.Remote.Address)
-	if err != nil {
-		return netip.AddrPort{}
-	}
-	return netip.AddrPortFrom(a.Unmap(), p.Remote.Port)
-}
-
-// start makes the SRTP context and routes the selected pair's packets to the path (the
-// pair is selected before DTLS starts; a later change routes anew).
+// start makes the SRTP context; the streams' packets are taken from then on.
 func (rx *directRx) start() {
 	rx.mu.Lock()
 	defer rx.mu.Unlock()
@@ -214,14 +197,15 @@ func (rx *directRx) start() {
 	rx.ctx = ctx
 	rx.state.Store(directReady)
 	rx.m.receivePath.WithLabelValues("direct").Inc()
-	rx.conn.route(rx)
 }
 
+// stop ends the path: nothing more is taken, the routes go.
 func (rx *directRx) stop() {
 	rx.mu.Lock()
 	defer rx.mu.Unlock()
-	if rx.state.Swap(directClosed) == directReady {
-		rx.conn.route(rx)
+	rx.state.Store(directClosed)
+	if rx.conn != nil {
+		rx.conn.route(0, nil, rx)
 	}
 }
 
@@ -276,6 +260,9 @@ func (rx *directRx) bind(ssrc uint32, next interceptor.RTPReader) interceptor.RT
 	}
 	streams[ssrc] = st
 	rx.streams.Store(&streams)
+	if rx.conn != nil && rx.state.Load() != directClosed {
+		rx.conn.route(ssrc, rx, nil)
+	}
 	rx.mu.Unlock()
 
 	rx.pumps.Add(1)
@@ -290,6 +277,7 @@ func (rx *directRx) bind(ssrc uint32, next interceptor.RTPReader) interceptor.RT
 				return
 			}
 			buf.n = n
+			rx.pumped.Add(1)
 			select {
 			case st.q <- buf:
 			default:
@@ -345,6 +333,9 @@ func (rx *directRx) unbind(ssrc uint32) {
 		}
 	}
 	rx.streams.Store(&streams)
+	if rx.conn != nil {
+		rx.conn.route(ssrc, nil, rx)
+	}
 }
 
 // wait waits for the pumps (after the connection has closed).

@@ -41,6 +41,9 @@ type RoomStats struct {
 	// Received are the packets of each publisher taken by the direct receive path
 	// (decision 51); a publisher missing here has no pub connection yet.
 	Received map[string]int64
+	// ReceivedByPion are the packets of each publisher's bound streams that came through
+	// pion's path instead (before the direct path took them, or left to pion).
+	ReceivedByPion map[string]int64
 }
 
 // Stats returns a snapshot of a visit's room (zero when it has none).
@@ -50,7 +53,7 @@ func (s *SFU) Stats(visitID string) RoomStats {
 		return RoomStats{}
 	}
 	ups, ps := r.snapshot()
-	out := RoomStats{Estimates: map[string]int{}, Estimators: map[string]map[string]any{}, Direct: map[string]int64{}, Received: map[string]int64{}}
+	out := RoomStats{Estimates: map[string]int{}, Estimators: map[string]map[string]any{}, Direct: map[string]int64{}, Received: map[string]int64{}, ReceivedByPion: map[string]int64{}}
 	now := monotime()
 	for _, up := range ups {
 		pub := Publication{Participant: up.publisher, Source: up.source}
@@ -86,6 +89,7 @@ func (s *SFU) Stats(visitID string) RoomStats {
 		}
 		if rx := p.directRx.Load(); rx != nil {
 			out.Received[p.id] = rx.taken.Load()
+			out.ReceivedByPion[p.id] = rx.pumped.Load()
 		}
 	}
 	sort.Slice(out.Publications, func(i, j int) bool {

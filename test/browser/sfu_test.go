@@ -246,13 +246,15 @@ func TestSFUFourBrowsers(t *testing.T) {
 		}
 	}
 	// And their media came in by the direct receive path (decision 51): the SFU answered
-	// their pub offers "passive", so it is the DTLS server there too.
-	if rcv := srv.SFU().Stats(r.visitID).Received; len(rcv) != 4 {
-		t.Errorf("direct receive path for %d publishers, want 4: %v", len(rcv), rcv)
+	// their pub offers "passive", so it is the DTLS server there too. pion's path carries
+	// only the first packets of each stream (and Chromium sends from more than one
+	// address: the path must not care).
+	if st := srv.SFU().Stats(r.visitID); len(st.Received) != 4 {
+		t.Errorf("direct receive path for %d publishers, want 4: %v", len(st.Received), st.Received)
 	} else {
-		for id, n := range rcv {
-			if n == 0 {
-				t.Errorf("%s: no packet by the direct receive path", id)
+		for id, n := range st.Received {
+			if n <= st.ReceivedByPion[id] {
+				t.Errorf("%s: %d packets by the direct receive path, %d by pion's", id, n, st.ReceivedByPion[id])
 			}
 		}
 	}
@@ -304,7 +306,7 @@ func logSFU(t testing.TB, srv *apptest.Server, visitID string) {
 		t.Logf("SFU estimator for %s: %v", id, e)
 	}
 	t.Logf("SFU packets sent by the direct path: %v", st.Direct)
-	t.Logf("SFU packets received by the direct path: %v", st.Received)
+	t.Logf("SFU packets received by the direct path: %v, by pion's: %v", st.Received, st.ReceivedByPion)
 }
 
 // frameWatchJS records, per remote participant, the times at which the tile shows a new
