@@ -122,7 +122,7 @@ func (c *rxConn) route(ssrc uint32, rx, old *directRx) {
 
 // directRx is one pub connection's direct receive path.
 type directRx struct {
-	conn *rxConn // nil: the socket is not a *net.UDPConn, pion's path only
+	conn *rxConn // nil in unit tests only: nothing is routed to the path
 	m    *Metrics
 	keys dtlsSecrets
 
@@ -149,9 +149,6 @@ func newDirectRx(conn *rxConn, m *Metrics) *directRx {
 	rx := &directRx{conn: conn, m: m}
 	rx.cryptex.v.Store(-1)
 	rx.streams.Store(&map[uint32]*rxStream{})
-	if conn == nil {
-		rx.state.Store(directDisabled)
-	}
 	return rx
 }
 

@@ -373,7 +373,10 @@ func (p *participant) stillReceiving(up *upTrack) bool {
 }
 
 func (p *participant) newPub() (*webrtc.PeerConnection, error) {
-	rx := newDirectRx(p.s.rxc, p.s.m)
+	var rx *directRx // none where the SFU's socket is not a *net.UDPConn (tests)
+	if p.s.rxc != nil {
+		rx = newDirectRx(p.s.rxc, p.s.m)
+	}
 	api, err := p.s.api(false, nil, nil, rx)
 	if err != nil {
 		return nil, err
@@ -382,9 +385,11 @@ func (p *participant) newPub() (*webrtc.PeerConnection, error) {
 	if err != nil {
 		return nil, err
 	}
-	rx.attach(pc)
-	p.rxs = append(p.rxs, rx)
-	p.directRx.Store(rx)
+	if rx != nil {
+		rx.attach(pc)
+		p.rxs = append(p.rxs, rx)
+		p.directRx.Store(rx)
+	}
 	p.wirePC(pc, Pub)
 	pc.OnTrack(func(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) { p.mail.put(evTrack{t, r}) })
 	return pc, nil
@@ -737,11 +742,10 @@ func (p *participant) shutdown() {
 	p.r.log.Info("sfu: participant left", "participant", p.id)
 }
 
-// api builds the pion API of one connection: its own media engine and interceptors (the
-// sub side's bandwidth estimator is per connection), the shared settings.
 // api makes the pion API of one connection: a publisher's (sub false), whose direct
-// receive path rx is put under its interceptors, or a subscriber's, whose direct send
-// path tx is.
+// receive path rx (if any) is put under its interceptors, or a subscriber's, whose direct
+// send path tx is. Each has its own media engine and interceptors (the sub side's
+// bandwidth estimator is per connection) and the shared settings.
 func (s *SFU) api(sub bool, onBWE func(cc.BandwidthEstimator), tx *directTx, rx *directRx) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	fb := []webrtc.RTCPFeedback{{Type: webrtc.TypeRTCPFBTransportCC}}
