@@ -9,7 +9,6 @@ import (
 	"errors"
 	"hash"
 	"io"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -22,6 +21,8 @@ import (
 	"github.com/pion/sdp/v3"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/bedside/bedside/internal/rawudp"
 )
 
 // The direct send path (design decision 50). Below pion's interceptors, a packet to a
@@ -56,7 +57,6 @@ const (
 )
 
 type directTx struct {
-	udp  *net.UDPConn
 	m    *Metrics
 	keys dtlsSecrets
 
@@ -66,20 +66,22 @@ type directTx struct {
 	remote  atomic.Pointer[netip.AddrPort]
 	sent    atomic.Int64 // packets sent directly (tests, Stats)
 
-	wmu    sync.Mutex // serialises ctx and the buffers
+	sock   *rawudp.Socket // the SFU's socket, written with sendto(2) directly (rawudp)
+	snd    *rawudp.Sender // under wmu
+	wmu    sync.Mutex     // serialises ctx, snd and the buffers
 	ctx    *srtp.Context
 	plain  [maxPacket + 64]byte
 	cipher [maxPacket + 128]byte
 }
 
-func newDirectTx(conn net.PacketConn, m *Metrics) *directTx {
-	t := &directTx{m: m}
+// newDirectTx makes a sub connection's direct path, sending on sock (nil: none, the
+// SFU's socket is not a *net.UDPConn).
+func newDirectTx(sock *rawudp.Socket, m *Metrics) *directTx {
+	t := &directTx{m: m, sock: sock, snd: rawudp.NewSender()}
 	t.cryptex.v.Store(-1)
-	udp, ok := conn.(*net.UDPConn)
-	if !ok {
+	if sock == nil {
 		t.state.Store(directDisabled)
 	}
-	t.udp = udp
 	return t
 }
 
@@ -349,7 +351,7 @@ func (t *directTx) write(h *rtp.Header, payload []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if _, err := t.udp.WriteToUDPAddrPort(out, *remote); err != nil {
+	if err := t.snd.Send(t.sock, out, *remote); err != nil {
 		return 0, err
 	}
 	t.sent.Add(1)

@@ -13,6 +13,8 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/bedside/bedside/internal/rawudp"
 )
 
 // The direct receive path (design decision 51). A publisher's packet went from the SFU's
@@ -59,34 +61,51 @@ type rxBuf struct {
 var rxPool = sync.Pool{New: func() any { return new(rxBuf) }}
 
 // rxConn is the SFU's socket as pion's UDP mux reads it: media from publishers whose
-// direct receive path is up is taken on the way.
+// direct receive path is up is taken on the way. It reads with rawudp (recvmmsg, 16
+// datagrams a call, no scheduler system-call state: docs/benchmarks.md, "System calls
+// and sysmon"); what it does not take is copied into the mux's buffer.
 type rxConn struct {
 	*net.UDPConn
+	rd     *rawudp.BatchReader                  // used by the mux's one reading goroutine
 	mu     sync.Mutex                           // serialises changes of routes
 	routes atomic.Pointer[map[uint32]*directRx] // by SSRC
 }
 
-func newRxConn(udp *net.UDPConn) *rxConn {
-	c := &rxConn{UDPConn: udp}
+// rxBatch is how many datagrams one read of the SFU's socket returns at most.
+const rxBatch = 16
+
+func newRxConn(udp *net.UDPConn) (*rxConn, error) {
+	rd, err := rawudp.NewBatchReader(udp, rxBatch, maxPacket, 0)
+	if err != nil {
+		return nil, err
+	}
+	c := &rxConn{UDPConn: udp, rd: rd}
 	c.routes.Store(&map[uint32]*directRx{})
-	return c
+	rd.Take = c.take
+	return c, nil
+}
+
+// take is offered every datagram read: an RTP packet (version 2; not RTCP, whose packet
+// types 192..223 are where RTP has marker and type) of a routed SSRC goes to its path.
+func (c *rxConn) take(b []byte, _ int, _ netip.AddrPort) bool {
+	if len(b) < 12 || b[0]&0xc0 != 0x80 || (b[1] >= 192 && b[1] <= 223) {
+		return false
+	}
+	rx := (*c.routes.Load())[binary.BigEndian.Uint32(b[8:12])]
+	return rx != nil && rx.take(b)
 }
 
 // ReadFromAddrPort is what pion's UDP mux reads with (ice.AddrPortReaderWriter).
 func (c *rxConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
-	for {
-		n, from, err := c.ReadFromUDPAddrPort(b)
-		if err != nil {
-			return n, from, err
-		}
-		// RTP (version 2), not RTCP (packet types 192..223 where RTP has marker and type).
-		if n >= 12 && b[0]&0xc0 == 0x80 && (b[1] < 192 || b[1] > 223) {
-			if rx := (*c.routes.Load())[binary.BigEndian.Uint32(b[8:12])]; rx != nil && rx.take(b[:n]) {
-				continue
-			}
-		}
-		return n, from, nil
+	d, _, from, err := c.rd.Read()
+	if err != nil {
+		return 0, from, err
 	}
+	n := copy(b, d)
+	if n < len(d) {
+		return n, from, io.ErrShortBuffer
+	}
+	return n, from, nil
 }
 
 func (c *rxConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) {

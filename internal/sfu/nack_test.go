@@ -38,7 +38,7 @@ func testNACKAnswered(t *testing.T, subscriberRole webrtc.DTLSRole) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	tx := newDirectTx(udp, NewMetrics(nil))
+	tx := newDirectTx(s.sock, NewMetrics(nil))
 	api, err := s.api(true, func(cc.BandwidthEstimator) {}, tx, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -489,7 +489,7 @@ func (p *participant) ensureSub() bool {
 	if p.sub != nil {
 		return true
 	}
-	tx := newDirectTx(p.s.cfg.UDP, p.s.m)
+	tx := newDirectTx(p.s.sock, p.s.m)
 	api, err := p.s.api(true, func(e cc.BandwidthEstimator) { p.bwe = e }, tx, nil)
 	if err == nil {
 		p.sub, err = api.NewPeerConnection(webrtc.Configuration{})

@@ -32,6 +32,8 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/logging"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/bedside/bedside/internal/rawudp"
 )
 
 // PC names one of a participant's two peer connections with the SFU.
@@ -123,11 +125,12 @@ type Config struct {
 
 // SFU holds the rooms (one per visit in SFU mode) and the pion settings they share.
 type SFU struct {
-	cfg Config
-	log *slog.Logger
-	mux *udpMux
-	rxc *rxConn // the socket as the mux reads it; nil: no direct receive path
-	m   *Metrics
+	cfg  Config
+	log  *slog.Logger
+	mux  *udpMux
+	rxc  *rxConn        // the socket as the mux reads it; nil: no direct receive path
+	sock *rawudp.Socket // the socket as the direct send path writes it; nil: none
+	m    *Metrics
 
 	mu     sync.Mutex
 	rooms  map[string]*room
@@ -159,8 +162,14 @@ func New(cfg Config) (*SFU, error) {
 	s := &SFU{cfg: cfg, log: cfg.Log, m: cfg.Metrics, rooms: map[string]*room{}}
 	var muxConn net.PacketConn = cfg.UDP
 	if udp, ok := cfg.UDP.(*net.UDPConn); ok {
-		s.rxc = newRxConn(udp) // the direct receive path (directrx.go)
-		muxConn = s.rxc
+		rxc, err := newRxConn(udp) // the direct receive path (directrx.go)
+		if err != nil {
+			return nil, fmt.Errorf("sfu: %w", err)
+		}
+		s.rxc, muxConn = rxc, rxc
+		if s.sock, err = rawudp.NewSocket(udp); err != nil { // the direct send path's
+			return nil, fmt.Errorf("sfu: %w", err)
+		}
 	}
 	s.mux = newUDPMux(muxConn, addrs, pionLogger(cfg.Log))
 	return s, nil

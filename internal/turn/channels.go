@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+
+	"github.com/bedside/bedside/internal/rawudp"
 )
 
 // The ChannelData fast path. Nearly every relayed packet of a call is ChannelData between
@@ -184,7 +186,7 @@ func (s *Server) editClients(edit func(map[netip.AddrPort]*relayConn)) {
 // clientSocket is the listener socket the fast path sends a client's packets on. All of
 // them share the address and port the client talks to, so any would do; spreading clients
 // over them keeps concurrent senders off one socket's write lock.
-func (s *Server) clientSocket(client netip.AddrPort) *udpSocket {
+func (s *Server) clientSocket(client netip.AddrPort) *rawudp.Socket {
 	if len(s.udpConns) == 0 {
 		return nil
 	}
@@ -193,7 +195,7 @@ func (s *Server) clientSocket(client netip.AddrPort) *udpSocket {
 
 // forward relays ChannelData b from a UDP client if the fast path knows its channel, and
 // reports whether it did; otherwise pion handles b.
-func (s *Server) forward(b []byte, from netip.AddrPort, snd *sender) bool {
+func (s *Server) forward(b []byte, from netip.AddrPort, snd *rawudp.Sender) bool {
 	cur := s.clients.Load()
 	if cur == nil || len(b) < 4 {
 		return false
@@ -233,14 +235,14 @@ func (c *relayConn) toClient(b []byte, i int, from netip.AddrPort) bool {
 		if ch.peer != peer {
 			continue
 		}
-		buf := c.fast.rd.buf(i)
+		buf := c.fast.rd.Buf(i)
 		n := len(b)
 		binary.BigEndian.PutUint16(buf[0:2], ch.number)
 		binary.BigEndian.PutUint16(buf[2:4], uint16(n))
 		end := 4 + n
 		padded := (end + 3) &^ 3
 		clear(buf[end:padded])
-		c.fast.snd.send(c.clientConn, buf[:padded], c.client)
+		c.fast.snd.Send(c.clientConn, buf[:padded], c.client)
 		return true
 	}
 	return false

@@ -10,6 +10,8 @@ import (
 	"sync"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/bedside/bedside/internal/rawudp"
 )
 
 // The guard looks at every TURN control request before pion does, on every listener (UDP
@@ -159,8 +161,8 @@ const (
 // and the ChannelData fast path (channels.go) in front of the guard.
 type guardedPacketConn struct {
 	*net.UDPConn
-	rd  *batchReader // used only by pion's read loop, through ReadFrom
-	snd *sender      // the same loop's, for the fast path
+	rd  *rawudp.BatchReader // used only by pion's read loop, through ReadFrom
+	snd *rawudp.Sender      // the same loop's, for the fast path
 	s   *Server
 }
 
@@ -172,7 +174,7 @@ func (c *guardedPacketConn) take(b []byte, _ int, from netip.AddrPort) bool {
 
 func (c *guardedPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
-		b, _, from, err := c.rd.read()
+		b, _, from, err := c.rd.Read()
 		if err != nil {
 			return 0, nil, err
 		}

@@ -10,6 +10,8 @@ import (
 
 	pionturn "github.com/pion/turn/v5"
 	"golang.org/x/time/rate"
+
+	"github.com/bedside/bedside/internal/rawudp"
 )
 
 var (
@@ -55,7 +57,7 @@ func (g *relayGen) AllocatePacketConn(conf pionturn.AllocateListenerConfig) (net
 		return nil, nil, ErrRevoked
 	}
 	if fast != nil {
-		fast.rd.take = rc.take
+		fast.rd.Take = rc.take
 	}
 	return rc, addr, nil
 }
@@ -164,22 +166,22 @@ const (
 // loop's sender, to send to the client.
 type udpRelay struct {
 	udp  *net.UDPConn
-	sock *udpSocket
+	sock *rawudp.Socket
 	port int
-	rd   *batchReader
-	snd  *sender
+	rd   *rawudp.BatchReader
+	snd  *rawudp.Sender
 }
 
 func newUDPRelay(udp *net.UDPConn) (*udpRelay, error) {
-	rd, err := newBatchReader(udp, relayBatch, relayMTU, 4) // 4: room for the ChannelData header
+	rd, err := rawudp.NewBatchReader(udp, relayBatch, relayMTU, 4) // 4: room for the ChannelData header
 	if err != nil {
 		return nil, err
 	}
-	sock, err := newUDPSocket(udp)
+	sock, err := rawudp.NewSocket(udp)
 	if err != nil {
 		return nil, err
 	}
-	return &udpRelay{udp: udp, sock: sock, port: udp.LocalAddr().(*net.UDPAddr).Port, rd: rd, snd: newSender()}, nil
+	return &udpRelay{udp: udp, sock: sock, port: udp.LocalAddr().(*net.UDPAddr).Port, rd: rd, snd: rawudp.NewSender()}, nil
 }
 
 // relayConn is one allocation's relay socket (UDP), or the listener of a TCP allocation.
@@ -201,7 +203,7 @@ type relayConn struct {
 	fast       *udpRelay // nil: a TCP allocation
 	chans      atomic.Pointer[[]boundChannel]
 	client     netip.AddrPort
-	clientConn *udpSocket
+	clientConn *rawudp.Socket
 	dead       atomic.Bool
 
 	// mu guards pc and ln until they are attached (Revoke may run meanwhile), closed, and
@@ -236,7 +238,7 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	if c.fast == nil {
 		return c.readSlow(p)
 	}
-	b, _, from, err := c.fast.rd.read()
+	b, _, from, err := c.fast.rd.Read()
 	if err != nil {
 		return 0, nil, err
 	}
@@ -283,7 +285,7 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 
 // toPeer is the fast path's WriteTo: the data of a client's ChannelData to the channel's
 // peer.
-func (c *relayConn) toPeer(p []byte, peer netip.AddrPort, snd *sender) {
+func (c *relayConn) toPeer(p []byte, peer netip.AddrPort, snd *rawudp.Sender) {
 	if c.dead.Load() {
 		return // closing (revoked): dropped
 	}
@@ -291,7 +293,7 @@ func (c *relayConn) toPeer(p []byte, peer netip.AddrPort, snd *sender) {
 		return // over the limit: dropped
 	}
 	c.packets.Add(1)
-	snd.send(c.fast.sock, p, peer)
+	snd.Send(c.fast.sock, p, peer)
 }
 
 func (c *relayConn) LocalAddr() net.Addr                { return c.pc.LocalAddr() }

@@ -27,6 +27,7 @@ import (
 	pionturn "github.com/pion/turn/v5"
 
 	"github.com/bedside/bedside/internal/audit"
+	"github.com/bedside/bedside/internal/rawudp"
 )
 
 // Realm is the TURN realm of the embedded server.
@@ -150,7 +151,7 @@ type Server struct {
 	// without a lock by the listeners' read loops).
 	byPort   map[int]*relayConn
 	clients  atomic.Pointer[map[netip.AddrPort]*relayConn]
-	udpConns []*udpSocket // the listener sockets, to send to clients
+	udpConns []*rawudp.Socket // the listener sockets, to send to clients
 }
 
 // Off is a Server that serves nothing.
@@ -332,17 +333,17 @@ func (s *Server) listen() error {
 	var pcs []pionturn.PacketConnConfig
 	for _, c := range s.udp {
 		u := c.(*net.UDPConn)
-		rd, err := newBatchReader(u, listenerBatch, listenerMTU, 0)
+		rd, err := rawudp.NewBatchReader(u, listenerBatch, listenerMTU, 0)
 		if err != nil {
 			return fmt.Errorf("turn listen udp %s: %w", cfg.Addr, err)
 		}
-		sock, err := newUDPSocket(u)
+		sock, err := rawudp.NewSocket(u)
 		if err != nil {
 			return fmt.Errorf("turn listen udp %s: %w", cfg.Addr, err)
 		}
 		s.udpConns = append(s.udpConns, sock)
-		gc := &guardedPacketConn{UDPConn: u, rd: rd, snd: newSender(), s: s}
-		rd.take = gc.take
+		gc := &guardedPacketConn{UDPConn: u, rd: rd, snd: rawudp.NewSender(), s: s}
+		rd.Take = gc.take
 		pcs = append(pcs, pionturn.PacketConnConfig{PacketConn: gc, RelayAddressGenerator: gen, PermissionHandler: s.policy.Allowed})
 	}
 	var lns []pionturn.ListenerConfig

@@ -1,4 +1,13 @@
-package turn
+// Package rawudp reads and writes UDP sockets with raw, non-blocking system calls
+// (recvmmsg, sendto) inside Go's network poller: no allocation, and no entry into the
+// scheduler's system-call state per datagram. The TURN relay's fast path (design decision
+// 49) and the SFU's direct paths (decisions 50 and 51) use it.
+//
+// Why raw: a goroutine entering a system call wakes the runtime's sysmon thread when it
+// sleeps (the process was idle), which then polls every 20 us for a millisecond; on a
+// server that idles between bursts of packets that is a thread wake-up and a context
+// switch on the same CPU every 20 us (docs/benchmarks.md, "System calls and sysmon").
+package rawudp
 
 import (
 	"encoding/binary"
@@ -19,13 +28,13 @@ func sys6(trap, a1, a2, a3, a4, a5, a6 uintptr) (uintptr, uintptr, syscall.Errno
 	return unix.RawSyscall6(trap, a1, a2, a3, a4, a5, a6)
 }
 
-// batchReader reads a UDP socket's datagrams several at a time: one recvmmsg(2) returns
+// BatchReader reads a UDP socket's datagrams several at a time: one recvmmsg(2) returns
 // every datagram queued on the socket, up to len(bufs), where one recvfrom(2) per datagram
 // would be needed otherwise. It waits in Go's network poller like any socket read, so
 // deadlines and Close work as usual.
 //
-// take, if set, is offered each datagram first, inside the poller's read call (the fast
-// path); what it does not take, read returns. Staying inside that call saves a system call
+// Take, if set, is offered each datagram first, inside the poller's read call (the fast
+// path); what it does not take, Read returns. Staying inside that call saves a system call
 // per wake-up: after a short batch (fewer datagrams than buffers: the socket's queue was
 // empty) the reader waits for the poller's next readiness event instead of reading until
 // EAGAIN. That is safe only within one RawConn.Read call (a new one clears a pending
@@ -33,7 +42,7 @@ func sys6(trap, a1, a2, a3, a4, a5, a6 uintptr) (uintptr, uintptr, syscall.Errno
 // poller is edge-triggered), and no event is pending for data already queued.
 //
 // One goroutine reads; it is not safe for concurrent use.
-type batchReader struct {
+type BatchReader struct {
 	raw   syscall.RawConn
 	hdrs  []unix.Mmsghdr
 	iovs  []unix.Iovec
@@ -44,18 +53,18 @@ type batchReader struct {
 	n     int // datagrams in the batch
 	next  int // the next one to look at
 	err   error
-	take  func(b []byte, i int, from netip.AddrPort) bool
+	Take  func(b []byte, i int, from netip.AddrPort) bool
 	fill  func(fd uintptr) bool // r.recv, made once (a method value allocates)
 }
 
-// newBatchReader reads c in batches of up to size datagrams of up to mtu bytes each, placed
+// NewBatchReader reads c in batches of up to size datagrams of up to mtu bytes each, placed
 // at offset off of buffers that have 3 bytes to spare after mtu (ChannelData padding).
-func newBatchReader(c *net.UDPConn, size, mtu, off int) (*batchReader, error) {
+func NewBatchReader(c *net.UDPConn, size, mtu, off int) (*BatchReader, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
-	r := &batchReader{
+	r := &BatchReader{
 		raw: raw, off: off, mtu: mtu,
 		hdrs:  make([]unix.Mmsghdr, size),
 		iovs:  make([]unix.Iovec, size),
@@ -76,15 +85,15 @@ func newBatchReader(c *net.UDPConn, size, mtu, off int) (*batchReader, error) {
 	return r, nil
 }
 
-// read returns the next datagram that take did not take (a slice of buf(i) from offset off,
+// Read returns the next datagram that Take did not take (a slice of Buf(i) from offset off,
 // valid until the next call) with its index and sender, waiting for one.
-func (r *batchReader) read() (b []byte, i int, from netip.AddrPort, err error) {
+func (r *BatchReader) Read() (b []byte, i int, from netip.AddrPort, err error) {
 	for {
 		for r.next < r.n {
 			i := r.next
 			r.next++
 			b, from := r.datagram(i)
-			if r.take == nil || !r.take(b, i, from) {
+			if r.Take == nil || !r.Take(b, i, from) {
 				return b, i, from, nil
 			}
 		}
@@ -98,18 +107,18 @@ func (r *batchReader) read() (b []byte, i int, from netip.AddrPort, err error) {
 	}
 }
 
-func (r *batchReader) datagram(i int) ([]byte, netip.AddrPort) {
+func (r *BatchReader) datagram(i int) ([]byte, netip.AddrPort) {
 	h := &r.hdrs[i]
 	return r.bufs[i][r.off : r.off+int(h.Len)], sockaddrAddrPort(&r.names[i], h.Hdr.Namelen)
 }
 
-// buf is the whole buffer of datagram i, header room included.
-func (r *batchReader) buf(i int) []byte { return r.bufs[i] }
+// Buf is the whole buffer of datagram i, header room included.
+func (r *BatchReader) Buf(i int) []byte { return r.bufs[i] }
 
 // recv is the RawConn read function: false asks the poller to wait for the socket to be
 // readable, true returns from the read with r.next < r.n (a datagram for read to return)
 // or r.err.
-func (r *batchReader) recv(fd uintptr) bool {
+func (r *BatchReader) recv(fd uintptr) bool {
 	for {
 		for i := range r.hdrs {
 			r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
@@ -131,7 +140,7 @@ func (r *batchReader) recv(fd uintptr) bool {
 		for r.next < r.n {
 			i := r.next
 			b, from := r.datagram(i)
-			if r.take == nil || !r.take(b, i, from) {
+			if r.Take == nil || !r.Take(b, i, from) {
 				return true // for read to return
 			}
 			r.next++
@@ -178,19 +187,19 @@ func htons(p uint16) uint16 {
 	return v
 }
 
-// udpSocket is a UDP socket the fast path sends on.
-type udpSocket struct {
+// Socket is a UDP socket the fast path sends on.
+type Socket struct {
 	conn *net.UDPConn
 	raw  syscall.RawConn
 	six  bool // AF_INET6 (maybe dual-stack)
 }
 
-func newUDPSocket(c *net.UDPConn) (*udpSocket, error) {
+func NewSocket(c *net.UDPConn) (*Socket, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
-	u := &udpSocket{conn: c, raw: raw}
+	u := &Socket{conn: c, raw: raw}
 	var serr error
 	if err := raw.Control(func(fd uintptr) {
 		var d int
@@ -202,9 +211,9 @@ func newUDPSocket(c *net.UDPConn) (*udpSocket, error) {
 	return u, serr
 }
 
-// sender sends datagrams with sendto(2) through RawConn.Write (which holds the socket open
-// meanwhile), without allocating. One goroutine owns a sender.
-type sender struct {
+// Sender sends datagrams with sendto(2) through RawConn.Write (which holds the socket open
+// meanwhile), without allocating. One goroutine owns a Sender.
+type Sender struct {
 	b     []byte
 	sa    unix.RawSockaddrInet6 // or a RawSockaddrInet4 in its first bytes
 	salen uintptr
@@ -212,15 +221,15 @@ type sender struct {
 	fn    func(fd uintptr) bool
 }
 
-func newSender() *sender {
-	s := &sender{}
+func NewSender() *Sender {
+	s := &Sender{}
 	s.fn = s.sendto
 	return s
 }
 
-// send sends b to to on u. A full socket buffer drops the datagram (as a congested link
+// Send sends b to to on u. A full socket buffer drops the datagram (as a congested link
 // would) rather than stalling the read loop that sends.
-func (s *sender) send(u *udpSocket, b []byte, to netip.AddrPort) error {
+func (s *Sender) Send(u *Socket, b []byte, to netip.AddrPort) error {
 	ip := to.Addr()
 	if u.six {
 		if ip.Zone() != "" {
@@ -246,7 +255,7 @@ func (s *sender) send(u *udpSocket, b []byte, to netip.AddrPort) error {
 	return s.err
 }
 
-func (s *sender) sendto(fd uintptr) bool {
+func (s *Sender) sendto(fd uintptr) bool {
 	for {
 		_, _, errno := sys6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(s.b))), uintptr(len(s.b)), 0,
 			uintptr(unsafe.Pointer(&s.sa)), s.salen)
