@@ -1,7 +1,7 @@
 // Package rawudp reads and writes UDP sockets with raw, non-blocking system calls
 // (recvmmsg, sendto) inside Go's network poller: no allocation, and no entry into the
 // scheduler's system-call state per datagram. The TURN relay's fast path (design decision
-// 49) and the SFU's direct paths (decisions 50 and 51) use it.
+// 49) and the SFU's socket (decisions 50 to 52) use it. Linux only.
 //
 // Why raw: a goroutine entering a system call wakes the runtime's sysmon thread when it
 // sleeps (the process was idle), which then polls every 20 us for a millisecond; on a
@@ -187,13 +187,15 @@ func htons(p uint16) uint16 {
 	return v
 }
 
-// Socket is a UDP socket the fast path sends on.
+// Socket is a UDP socket that Senders write to.
 type Socket struct {
 	conn *net.UDPConn
 	raw  syscall.RawConn
 	six  bool // AF_INET6 (maybe dual-stack)
 }
 
+// NewSocket prepares c for Senders (it notes whether c is an IPv6, maybe dual-stack,
+// socket, which decides the form of the destination address).
 func NewSocket(c *net.UDPConn) (*Socket, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
@@ -212,7 +214,8 @@ func NewSocket(c *net.UDPConn) (*Socket, error) {
 }
 
 // Sender sends datagrams with sendto(2) through RawConn.Write (which holds the socket open
-// meanwhile), without allocating. One goroutine owns a Sender.
+// meanwhile), without allocating. One goroutine at a time uses a Sender (several Senders
+// may write to one Socket).
 type Sender struct {
 	b     []byte
 	sa    unix.RawSockaddrInet6 // or a RawSockaddrInet4 in its first bytes
@@ -221,6 +224,7 @@ type Sender struct {
 	fn    func(fd uintptr) bool
 }
 
+// NewSender makes a Sender.
 func NewSender() *Sender {
 	s := &Sender{}
 	s.fn = s.sendto
