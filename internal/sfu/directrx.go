@@ -71,11 +71,15 @@ type rxConn struct {
 	routes atomic.Pointer[map[uint32]*directRx] // by SSRC
 }
 
-// rxBatch is how many datagrams one read of the SFU's socket returns at most.
-const rxBatch = 16
+// rxBatch is how many datagrams one read of the SFU's socket returns at most; rxMTU the
+// largest datagram (pion's ICE reads as much).
+const (
+	rxBatch = 16
+	rxMTU   = 8192
+)
 
 func newRxConn(udp *net.UDPConn) (*rxConn, error) {
-	rd, err := rawudp.NewBatchReader(udp, rxBatch, maxPacket, 0)
+	rd, err := rawudp.NewBatchReader(udp, rxBatch, rxMTU, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -101,11 +105,9 @@ func (c *rxConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
 	if err != nil {
 		return 0, from, err
 	}
-	n := copy(b, d)
-	if n < len(d) {
-		return n, from, io.ErrShortBuffer
-	}
-	return n, from, nil
+	// Truncated as a socket read would (pion's buffer is rxMTU bytes too): an error here
+	// would end the mux's read loop, and with it every connection.
+	return copy(b, d), from, nil
 }
 
 func (c *rxConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) {
@@ -235,10 +237,16 @@ func (rx *directRx) take(b []byte) bool {
 	if st == nil || st.pion.Load() {
 		return false
 	}
+	if len(b) > maxPacket {
+		// No media packet is this large (pion's receive MTU is 1460): neither path
+		// could give it to the reader, whose buffer is maxPacket bytes.
+		rx.m.dropReceiveQueue.Inc()
+		return true
+	}
 	buf := rxPool.Get().(*rxBuf)
 	out, err := rx.ctx.DecryptRTP(buf.b[:0], b, &rx.hdr)
-	if err == nil && (len(out) > len(buf.b) || (len(out) > 0 && &out[0] != &buf.b[0])) {
-		err = io.ErrShortBuffer // cannot happen: maxPacket holds any datagram read
+	if err == nil && (len(out) > 0 && &out[0] != &buf.b[0]) {
+		err = io.ErrShortBuffer // cannot happen: decrypted is never longer than encrypted
 	}
 	if err != nil {
 		rxPool.Put(buf)

@@ -35,7 +35,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, []string{"kind"})
 	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bedside_sfu_dropped_packets_total",
-		Help: "RTP packets the SFU did not forward, by reason: queue_full (a subscriber's writer fell behind), not_bound (its connection not yet negotiated), write_error, receive_queue_full (a publisher's packet its reader had no room for).",
+		Help: "RTP packets the SFU did not forward, by reason: queue_full (a subscriber's writer fell behind), not_bound (its connection not yet negotiated), write_error, receive_queue_full (a publisher's packet its reader had no room for, or one larger than any media packet).",
 	}, []string{"reason"})
 	m := &Metrics{
 		audio:          kindCounters{fwdPackets.WithLabelValues("audio"), fwdBytes.WithLabelValues("audio")},
