@@ -3,7 +3,9 @@ package sfu
 import (
 	"bytes"
 	"io"
+	"net"
 	"testing"
+	"time"
 
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
@@ -99,4 +101,41 @@ func TestDirectReceiveTake(t *testing.T) {
 		t.Fatalf("read after pion's stream ended: %v, want EOF", err)
 	}
 	rx.wait()
+}
+
+// TestRxConnNeverFailsOnSize: pion's UDP mux stops reading the SFU's socket, and every
+// connection with it, at the first read error; a datagram longer than its buffer is
+// returned truncated, as a socket read would, and the next one still comes.
+func TestRxConnNeverFailsOnSize(t *testing.T) {
+	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	c, err := newRxConn(udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := net.DialUDP("udp4", nil, udp.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	big := bytes.Repeat([]byte{1}, 9000)
+	big[0] = 0x80 // looks like RTP, of no routed SSRC
+	for _, m := range [][]byte{big, []byte("next")} {
+		if _, err := src.Write(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	udp.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 8192) // pion's read size
+	n, _, err := c.ReadFromAddrPort(buf)
+	if err != nil || n != len(buf) {
+		t.Fatalf("a 9000-byte datagram: %d bytes, %v; want %d, no error", n, err, len(buf))
+	}
+	n, _, err = c.ReadFromAddrPort(buf)
+	if err != nil || string(buf[:n]) != "next" {
+		t.Fatalf("the next datagram: %q, %v", buf[:n], err)
+	}
 }
