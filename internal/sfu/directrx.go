@@ -127,18 +127,16 @@ func (c *rxConn) ReadFrom(b []byte) (int, net.Addr, error) {
 func (c *rxConn) route(ssrc uint32, rx, old *directRx) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cur := *c.routes.Load()
-	next := make(map[uint32]*directRx, len(cur)+1)
-	for k, r := range cur {
-		if r == old && (ssrc == 0 || k == ssrc) {
-			continue
+	editMap(&c.routes, func(m map[uint32]*directRx) {
+		for k, r := range m {
+			if r == old && (ssrc == 0 || k == ssrc) {
+				delete(m, k)
+			}
 		}
-		next[k] = r
-	}
-	if rx != nil {
-		next[ssrc] = rx
-	}
-	c.routes.Store(&next)
+		if rx != nil {
+			m[ssrc] = rx
+		}
+	})
 }
 
 // directRx is one pub connection's direct receive path.
@@ -277,13 +275,7 @@ func (rx *directRx) take(b []byte) bool {
 func (rx *directRx) bind(ssrc uint32, next interceptor.RTPReader) interceptor.RTPReader {
 	st := &rxStream{q: make(chan *rxBuf, rxQueue), done: make(chan struct{})}
 	rx.mu.Lock()
-	old := *rx.streams.Load()
-	streams := make(map[uint32]*rxStream, len(old)+1)
-	for k, v := range old {
-		streams[k] = v
-	}
-	streams[ssrc] = st
-	rx.streams.Store(&streams)
+	editMap(&rx.streams, func(m map[uint32]*rxStream) { m[ssrc] = st })
 	if rx.conn != nil && rx.state.Load() != directClosed {
 		rx.conn.route(ssrc, rx, nil)
 	}
@@ -346,17 +338,10 @@ func (rx *directRx) bind(ssrc uint32, next interceptor.RTPReader) interceptor.RT
 func (rx *directRx) unbind(ssrc uint32) {
 	rx.mu.Lock()
 	defer rx.mu.Unlock()
-	old := *rx.streams.Load()
-	if _, ok := old[ssrc]; !ok {
+	if _, ok := (*rx.streams.Load())[ssrc]; !ok {
 		return
 	}
-	streams := make(map[uint32]*rxStream, len(old))
-	for k, v := range old {
-		if k != ssrc {
-			streams[k] = v
-		}
-	}
-	rx.streams.Store(&streams)
+	editMap(&rx.streams, func(m map[uint32]*rxStream) { delete(m, ssrc) })
 	if rx.conn != nil {
 		rx.conn.route(ssrc, nil, rx)
 	}

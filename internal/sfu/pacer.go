@@ -39,17 +39,13 @@ func (p *pacer) remove(ssrc uint32)                             { p.update(ssrc,
 func (p *pacer) update(ssrc uint32, w interceptor.RTPWriter) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	old := *p.writers.Load()
-	next := make(map[uint32]interceptor.RTPWriter, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
-	if w == nil {
-		delete(next, ssrc)
-	} else {
-		next[ssrc] = w
-	}
-	p.writers.Store(&next)
+	editMap(&p.writers, func(m map[uint32]interceptor.RTPWriter) {
+		if w == nil {
+			delete(m, ssrc)
+		} else {
+			m[ssrc] = w
+		}
+	})
 }
 
 func (p *pacer) Write(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
