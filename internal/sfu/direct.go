@@ -78,7 +78,6 @@ type directTx struct {
 // SFU's socket is not a *net.UDPConn).
 func newDirectTx(sock *rawudp.Socket, m *Metrics) *directTx {
 	t := &directTx{m: m, sock: sock, snd: rawudp.NewSender()}
-	t.cryptex.v.Store(-1)
 	if sock == nil {
 		t.state.Store(directDisabled)
 	}
@@ -254,15 +253,26 @@ func (t *directTx) ready() bool {
 var errNoDirect = errors.New("sfu: no direct path (not the DTLS server, or unknown suite or profile)")
 
 func (t *directTx) makeContext() (*srtp.Context, error) {
-	opts, err := t.cryptex.options()
+	return t.keys.context(&t.cryptex, false)
+}
+
+// context makes the SRTP context of one direction of the handshake seen, once the
+// negotiation's cryptex mode c is known: the SFU's own (remote false, to encrypt) or the
+// peer's (remote true, to decrypt), with opts added.
+func (k *dtlsSecrets) context(c *cryptexMode, remote bool, opts ...srtp.ContextOption) (*srtp.Context, error) {
+	copts, err := c.options()
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := t.keys.derive()
+	cfg, err := k.derive()
 	if err != nil {
 		return nil, err
 	}
-	return srtp.CreateContext(cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt, cfg.Profile, opts...)
+	key, salt := cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt
+	if remote {
+		key, salt = cfg.Keys.RemoteMasterKey, cfg.Keys.RemoteMasterSalt
+	}
+	return srtp.CreateContext(key, salt, cfg.Profile, append(copts, opts...)...)
 }
 
 // cryptexMode is whether a direct path's SRTP context uses RFC 9335 header extension
@@ -270,21 +280,21 @@ func (t *directTx) makeContext() (*srtp.Context, error) {
 // description says a=cryptex and accepts it where ours does. It is taken from the first
 // negotiation (set before the description is applied, so it is known when DTLS is up); a
 // later renegotiation that changes it is not followed (browsers do not).
-type cryptexMode struct{ v atomic.Int32 } // -1 unknown, else an srtp.CryptexMode
+type cryptexMode struct{ v atomic.Int32 } // 0 unknown (the zero value), else srtp.CryptexMode + 1
 
 // set records the mode of a description's text the first time.
 func (c *cryptexMode) set(sdpText string) {
-	c.v.CompareAndSwap(-1, int32(sdpCryptex(sdpText)))
+	c.v.CompareAndSwap(0, int32(sdpCryptex(sdpText))+1)
 }
 
 func (c *cryptexMode) options() ([]srtp.ContextOption, error) {
 	switch m := c.v.Load(); m {
-	case -1:
+	case 0:
 		return nil, errNoCryptexMode
-	case int32(srtp.CryptexModeDisabled):
+	case int32(srtp.CryptexModeDisabled) + 1:
 		return nil, nil
 	default:
-		return []srtp.ContextOption{srtp.Cryptex(srtp.CryptexMode(m))}, nil
+		return []srtp.ContextOption{srtp.Cryptex(srtp.CryptexMode(m - 1))}, nil
 	}
 }
 

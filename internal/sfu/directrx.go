@@ -166,7 +166,6 @@ type rxStream struct {
 
 func newDirectRx(conn *rxConn, m *Metrics) *directRx {
 	rx := &directRx{conn: conn, m: m}
-	rx.cryptex.v.Store(-1)
 	rx.streams.Store(&map[uint32]*rxStream{})
 	return rx
 }
@@ -194,17 +193,8 @@ func (rx *directRx) start() {
 	if rx.state.Load() != directUnknown {
 		return
 	}
-	opts, err := rx.cryptex.options()
-	var cfg srtp.Config
-	if err == nil {
-		cfg, err = rx.keys.derive()
-	}
-	var ctx *srtp.Context
-	if err == nil {
-		// Replay protection as pion's SRTP session has it (a window of 64 packets).
-		opts = append(opts, srtp.SRTPReplayProtection(rxReplayWindow))
-		ctx, err = srtp.CreateContext(cfg.Keys.RemoteMasterKey, cfg.Keys.RemoteMasterSalt, cfg.Profile, opts...)
-	}
+	// Replay protection as pion's SRTP session has it (a window of 64 packets).
+	ctx, err := rx.keys.context(&rx.cryptex, true, srtp.SRTPReplayProtection(rxReplayWindow))
 	if err != nil {
 		rx.state.Store(directDisabled)
 		rx.m.receivePath.WithLabelValues("pion").Inc()
