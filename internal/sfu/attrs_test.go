@@ -4,44 +4,7 @@ import (
 	"testing"
 
 	"github.com/pion/interceptor"
-	"github.com/pion/rtp"
 )
-
-// TestPacerLendsAttributes: a write without attributes reaches the estimator's writer with
-// an empty map it may fill, which costs no allocation; a caller's own map goes through.
-func TestPacerLendsAttributes(t *testing.T) {
-	p := newPacer()
-	var got interceptor.Attributes
-	var lenAtEntry int
-	p.AddStream(7, interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
-		got, lenAtEntry = a, len(a)
-		a.Set("twcc-ext-id", uint8(3)) // what pion's estimator does; panics on a nil map
-		return len(payload), nil
-	}))
-	h := &rtp.Header{SSRC: 7}
-	for i := range 3 {
-		if _, err := p.Write(h, []byte{1}, nil); err != nil {
-			t.Fatal(err)
-		}
-		if got == nil || lenAtEntry != 0 {
-			t.Fatalf("write %d: the writer got %v with %d entries, want an empty map", i, got, lenAtEntry)
-		}
-	}
-	own := interceptor.Attributes{"k": 1}
-	if _, err := p.Write(h, []byte{1}, own); err != nil {
-		t.Fatal(err)
-	}
-	if got["k"] != 1 {
-		t.Errorf("the caller's attributes were replaced: %v", got)
-	}
-	payload := []byte{1}
-	if n := testing.AllocsPerRun(100, func() { p.Write(h, payload, nil) }); n != 0 && !raceEnabled {
-		t.Errorf("a write allocates %v times, want 0", n) // under -race, sync.Pool drops some of what it is given
-	}
-	if _, err := p.Write(&rtp.Header{SSRC: 8}, nil, nil); err == nil {
-		t.Error("a write to an unknown ssrc succeeded")
-	}
-}
 
 // TestAttrLender: each read of a stream gets the stream's map, emptied; a read that
 // overlaps another gets none (pion then makes its own) rather than sharing it.

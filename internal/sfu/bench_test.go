@@ -59,7 +59,7 @@ func BenchmarkFanout(b *testing.B) {
 			var wg sync.WaitGroup
 			var downs []*downTrack
 			for range n {
-				d := newDownTrack(up, &participant{})
+				d := newDownTrack(up, testSubscriber())
 				d.bind.Store(&binding{ssrc: 1, pt: 96, clockRate: 90000, ws: nullWriter{}})
 				up.addDown(d)
 				downs = append(downs, d)

@@ -8,11 +8,17 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bedside/bedside/internal/bwe"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
+
+// rtpOverhead is what a forwarded packet carries besides its payload, for the estimator:
+// the RTP header with the transport-wide sequence number's extension (20 bytes) and the
+// SRTP tag (16 with AES-GCM).
+const rtpOverhead = 36
 
 // Queue sizes of a down track's writer. Video: a key frame of a large layer is tens of
 // packets and a burst may follow a layer switch; 256 is about a second of the top layer.
@@ -411,6 +417,9 @@ func (d *downTrack) send(p *packet, b *binding, payload []byte, pic uint16, tl0 
 		d.m.dropWriteError.Inc()
 		return
 	}
+	if b.twccID != 0 {
+		d.sub.est.Sent(twcc, len(payload)+rtpOverhead, monotime())
+	}
 	if d.kind == webrtc.RTPCodecTypeVideo {
 		e := &w.sentVideo[seq%nackBuffer]
 		if e.p != nil {
@@ -507,39 +516,54 @@ func (d *downTrack) forgetSent() {
 	}
 }
 
-// readRTCP reads what the subscriber says about this track: a picture loss or full intra
-// request asks the publisher for a key frame; REMB is the subscriber's estimate where it
-// offers no transport-wide feedback; a NACK is answered from the packets kept (resend).
-// A compound packet is given to every track it speaks of, so each message's media SSRC
-// is checked (before, one picture loss asked for key frames of every track). It ends when the sender stops. The packets are those the interceptors
-// already parsed (the attributes hold them): parsing a transport-wide feedback packet
-// allocates per packet it reports, and the server did it twice (docs/benchmarks.md).
+// readRTCP reads what the subscriber says about this track: transport-wide feedback goes
+// to the subscriber's estimator; a picture loss or full intra request asks the publisher
+// for a key frame; REMB is the subscriber's estimate where it offers no transport-wide
+// feedback; a NACK is answered from the packets kept (resend). Each message's media SSRC
+// is checked, as a compound packet may be given to every track it speaks of. It ends when
+// the sender stops. Transport-wide feedback, most of what a subscriber sends, is read in
+// place (bwe.Feedback); only the rest is parsed by pion (which allocates per packet).
 func (d *downTrack) readRTCP() {
 	buf := make([]byte, 1500)
 	for {
-		n, attrs, err := d.sender.Read(buf)
+		n, _, err := d.sender.Read(buf)
 		if err != nil {
 			return
 		}
-		pkts, err := attrs.GetRTCPPackets(buf[:n]) // parses when nothing did (nil attrs)
-		if err != nil {
-			continue
-		}
-		for _, pkt := range pkts {
-			switch x := pkt.(type) {
-			case *rtcp.PictureLossIndication:
-				if d.ours(x.MediaSSRC) {
-					d.up.requestKeyframe(int(d.current.Load()))
+		bwe.Packets(buf[:n], func(pkt []byte) {
+			if ssrc, ok := bwe.Feedback(pkt); ok {
+				if d.ours(ssrc) {
+					if err := d.sub.est.OnFeedback(pkt, monotime()); err != nil {
+						d.m.feedbackInvalid.Inc()
+					}
 				}
-			case *rtcp.FullIntraRequest:
-				d.up.requestKeyframe(int(d.current.Load()))
-			case *rtcp.ReceiverEstimatedMaximumBitrate:
-				d.sub.remb.Store(int64(x.Bitrate))
-			case *rtcp.TransportLayerNack:
-				if d.kind == webrtc.RTPCodecTypeVideo && d.ours(x.MediaSSRC) {
-					d.resend(x.Nacks)
-				}
+				return
 			}
+			pkts, err := rtcp.Unmarshal(pkt)
+			if err != nil {
+				return
+			}
+			for _, pkt := range pkts {
+				d.onRTCP(pkt)
+			}
+		})
+	}
+}
+
+// onRTCP acts on one message other than transport-wide feedback.
+func (d *downTrack) onRTCP(pkt rtcp.Packet) {
+	switch x := pkt.(type) {
+	case *rtcp.PictureLossIndication:
+		if d.ours(x.MediaSSRC) {
+			d.up.requestKeyframe(int(d.current.Load()))
+		}
+	case *rtcp.FullIntraRequest:
+		d.up.requestKeyframe(int(d.current.Load()))
+	case *rtcp.ReceiverEstimatedMaximumBitrate:
+		d.sub.remb.Store(int64(x.Bitrate))
+	case *rtcp.TransportLayerNack:
+		if d.kind == webrtc.RTPCodecTypeVideo && d.ours(x.MediaSSRC) {
+			d.resend(x.Nacks)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package sfu
 import (
 	"bytes"
 	"fmt"
+	"github.com/bedside/bedside/internal/bwe"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -33,7 +34,7 @@ func testTrack(t *testing.T, kind webrtc.RTPCodecType) (*upTrack, *downTrack, *f
 	m := NewMetrics(nil)
 	up := &upTrack{publisher: "prt_pub", source: SourceCamera, kind: kind, simulcast: kind == webrtc.RTPCodecTypeVideo, m: m}
 	up.downs.Store(&[]*downTrack{})
-	d := newDownTrack(up, &participant{})
+	d := newDownTrack(up, testSubscriber())
 	fw := &fakeWriter{}
 	clock := uint32(90000)
 	if kind == webrtc.RTPCodecTypeAudio {
@@ -442,7 +443,7 @@ func TestDeliverInOrder(t *testing.T) {
 func TestTransportWideNumbers(t *testing.T) {
 	_, video, vw := testTrack(t, webrtc.RTPCodecTypeVideo)
 	_, audio, aw := testTrack(t, webrtc.RTPCodecTypeAudio)
-	sub := &participant{}
+	sub := testSubscriber()
 	video.sub, audio.sub = sub, sub
 	b := *video.bind.Load()
 	b.twccID = 5
@@ -482,4 +483,9 @@ func TestTransportWideNumbers(t *testing.T) {
 	}
 	audio.forgetSent()
 	video.forgetSent()
+}
+
+// testSubscriber is a participant as far as its down tracks need one.
+func testSubscriber() *participant {
+	return &participant{est: bwe.New(bwe.Config{Initial: 1_000_000})}
 }

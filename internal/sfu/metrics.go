@@ -15,6 +15,7 @@ type Metrics struct {
 	keyframeRequests prometheus.Counter
 	retransmitted    prometheus.Counter
 	nackMissed       prometheus.Counter
+	feedbackInvalid  prometheus.Counter
 	sendPath         *prometheus.CounterVec
 	receivePath      *prometheus.CounterVec
 	dropReceiveQueue prometheus.Counter
@@ -61,6 +62,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "bedside_sfu_nack_missed_packets_total",
 			Help: "Video packets subscribers asked for (NACK) that the SFU no longer kept, or never sent to them.",
 		}),
+		feedbackInvalid: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bedside_sfu_feedback_invalid_total",
+			Help: "Transport-wide congestion control feedback packets from subscribers that could not be read (the estimator ignored them).",
+		}),
 		sendPath: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bedside_sfu_sub_connections_total",
 			Help: "Subscribers' connections by the path their media took once connected: direct (the SFU's own SRTP and socket writes) or pion (pion's SRTP session and ICE connection).",
@@ -75,7 +80,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"visit"}),
 	}
 	if reg != nil {
-		reg.MustRegister(fwdPackets, fwdBytes, dropped, m.layerSwitches, m.keyframeRequests, m.retransmitted, m.nackMissed, m.sendPath, m.receivePath, m.subscribers)
+		reg.MustRegister(fwdPackets, fwdBytes, dropped, m.layerSwitches, m.keyframeRequests, m.retransmitted, m.nackMissed, m.feedbackInvalid, m.sendPath, m.receivePath, m.subscribers)
 	}
 	return m
 }

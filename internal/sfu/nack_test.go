@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/rtcp"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
@@ -39,7 +38,7 @@ func testNACKAnswered(t *testing.T, subscriberRole webrtc.DTLSRole) {
 	}
 	defer s.Close()
 	tx := newDirectTx(s.sock, NewMetrics(nil))
-	api, err := s.api(true, func(cc.BandwidthEstimator) {}, tx, nil)
+	api, err := s.api(true, tx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +52,7 @@ func testNACKAnswered(t *testing.T, subscriberRole webrtc.DTLSRole) {
 	up := &upTrack{publisher: "prt_pub", source: SourceCamera, kind: webrtc.RTPCodecTypeVideo, m: m,
 		codec: webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}}}
 	up.downs.Store(&[]*downTrack{})
-	d := newDownTrack(up, &participant{})
+	d := newDownTrack(up, testSubscriber())
 	sender, err := sfuPC.AddTrack(d)
 	if err != nil {
 		t.Fatal(err)

@@ -9,10 +9,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bedside/bedside/internal/bwe"
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/cc"
-	"github.com/pion/interceptor/pkg/gcc"
 	"github.com/pion/interceptor/pkg/nack"
+	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
@@ -120,8 +120,10 @@ type participant struct {
 	remb         atomic.Int64  // the subscriber's REMB estimate (from its down tracks' RTCP)
 	twccSeq      atomic.Uint32 // the next transport-wide sequence number on its sub connection
 	lastEstimate atomic.Int64  // the estimate allocate last used (Stats)
-	bweStats     atomic.Pointer[map[string]any]
-	subscribing  atomic.Bool // it has a sub connection (the subscribers metric)
+	// est is the send-side estimator of its sub connection: the down tracks record what
+	// they send and the transport-wide feedback their RTCP readers get (decision 53).
+	est         *bwe.Estimator
+	subscribing atomic.Bool // it has a sub connection (the subscribers metric)
 
 	// Owned by run.
 	pub, sub    *webrtc.PeerConnection
@@ -130,11 +132,10 @@ type participant struct {
 	sources     map[string]Source // the pub transceivers' sources, by mid
 	ups         map[Source]*upTrack
 	subs        map[*upTrack]*downTrack
-	subAwaiting bool // an offer is out, its answer not in
-	subDirty    bool // the sub connection's tracks changed since the last offer
-	subRestart  bool // the next offer restarts ICE
-	twcc        bool // the subscriber gives transport-wide feedback: use the estimator
-	bwe         cc.BandwidthEstimator
+	subAwaiting bool                     // an offer is out, its answer not in
+	subDirty    bool                     // the sub connection's tracks changed since the last offer
+	subRestart  bool                     // the next offer restarts ICE
+	twcc        bool                     // the subscriber gives transport-wide feedback: use the estimator
 	direct      atomic.Pointer[directTx] // the sub connection's direct send path (Stats)
 	directRx    atomic.Pointer[directRx] // the pub connection's direct receive path (Stats)
 	rxs         []*directRx              // every pub connection's, to wait for at shutdown
@@ -155,6 +156,7 @@ func newParticipant(r *room, m Member) *participant {
 		log: r.log.With("participant", m.ID), ctx: ctx, cancel: cancel, done: make(chan struct{}),
 		sources: map[string]Source{}, ups: map[Source]*upTrack{}, subs: map[*upTrack]*downTrack{},
 		connected: true,
+		est:       bwe.New(bwe.Config{Initial: r.s.cfg.InitialBitrate, Min: 30_000, Max: 20_000_000}),
 	}
 	p.mail.notify = make(chan struct{}, 1)
 	p.sinkPtr.Store(&sinkBox{m.Sink})
@@ -377,7 +379,7 @@ func (p *participant) newPub() (*webrtc.PeerConnection, error) {
 	if p.s.rxc != nil {
 		rx = newDirectRx(p.s.rxc, p.s.m)
 	}
-	api, err := p.s.api(false, nil, nil, rx)
+	api, err := p.s.api(false, nil, rx)
 	if err != nil {
 		return nil, err
 	}
@@ -490,7 +492,7 @@ func (p *participant) ensureSub() bool {
 		return true
 	}
 	tx := newDirectTx(p.s.sock, p.s.m)
-	api, err := p.s.api(true, func(e cc.BandwidthEstimator) { p.bwe = e }, tx, nil)
+	api, err := p.s.api(true, tx, nil)
 	if err == nil {
 		p.sub, err = api.NewPeerConnection(webrtc.Configuration{})
 	}
@@ -619,9 +621,10 @@ func (p *participant) onPCState(which PC, s webrtc.PeerConnectionState) {
 // Opus at its usual 32 kbit/s plus packet overhead at 50 packets a second.
 const audioReserve = 50_000
 
-// Congestion. GCC's delay signal alone is not trusted below the starting estimate: on a
-// loaded host (or a busy browser) scheduling jitter looks like queueing delay, and pion's
-// GCC, which has no probing, then climbs back at 8% a second at best. Loss is trusted: when
+// Congestion. The estimator's delay signal alone is not trusted below the starting
+// estimate: on a loaded host (or a busy browser) scheduling jitter looks like queueing
+// delay, and the estimator, which has no probing, climbs back at 8% a second at best (as
+// pion's GCC, used before decision 53, did). Loss is trusted: when
 // the subscriber's transport-wide feedback shows lossThreshold of its packets lost, the
 // estimate is followed all the way down, and for congestionHold after (doubling, up to
 // maxCongestionHold, when congestion comes back soon).
@@ -631,15 +634,14 @@ const (
 	maxCongestionHold = 5 * time.Minute
 )
 
-// estimate is the subscriber's available bandwidth: pion's send-side estimator (GCC, from
-// transport-wide feedback; at least the starting estimate while there is no loss), else
-// the subscriber's REMB, else the starting guess. congested reports recent loss.
+// estimate is the subscriber's available bandwidth: the send-side estimator (internal/bwe,
+// from transport-wide feedback; at least the starting estimate while there is no loss),
+// else the subscriber's REMB, else the starting guess. congested reports recent loss.
 func (p *participant) estimate(now int64) (est int, congested bool) {
-	if p.bwe != nil && p.twcc {
-		est = p.bwe.GetTargetBitrate()
-		st := p.bwe.GetStats()
-		p.bweStats.Store(&st)
-		if loss, _ := st["averageLoss"].(float64); loss >= lossThreshold {
+	if p.twcc {
+		st := p.est.Stats()
+		est = st.Target
+		if st.Loss >= lossThreshold {
 			if now < p.congestedUntil+int64(2*p.hold) {
 				p.hold = min(p.hold*2, maxCongestionHold) // again soon after: hold longer
 			} else {
@@ -744,9 +746,9 @@ func (p *participant) shutdown() {
 
 // api makes the pion API of one connection: a publisher's (sub false), whose direct
 // receive path rx (if any) is put under its interceptors, or a subscriber's, whose direct
-// send path tx is. Each has its own media engine and interceptors (the sub side's
-// bandwidth estimator is per connection) and the shared settings.
-func (s *SFU) api(sub bool, onBWE func(cc.BandwidthEstimator), tx *directTx, rx *directRx) (*webrtc.API, error) {
+// send path tx is. Each has its own media engine and interceptors and the shared
+// settings.
+func (s *SFU) api(sub bool, tx *directTx, rx *directRx) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	fb := []webrtc.RTCPFeedback{{Type: webrtc.TypeRTCPFBTransportCC}}
 	if err := m.RegisterCodec(webrtc.RTPCodecParameters{
@@ -771,27 +773,15 @@ func (s *SFU) api(sub bool, onBWE func(cc.BandwidthEstimator), tx *directTx, rx 
 	if sub {
 		ir.Add(&directInterceptor{t: tx}) // innermost: below everything pion would do to the packet
 		tx.configure(&se)
-		pc := newPacer() // this connection's (the registry is built once, for one connection)
-		bwe, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
-			return gcc.NewSendSideBWE(
-				gcc.SendSideBWEInitialBitrate(s.cfg.InitialBitrate),
-				gcc.SendSideBWEMinBitrate(30_000),
-				gcc.SendSideBWEMaxBitrate(20_000_000),
-				gcc.SendSideBWEPacer(pc), // send at once: layers keep us under the estimate
-				gcc.WithLoggerFactory(lf),
-			)
-		})
+		// No bandwidth estimator here: the participant's own (internal/bwe, decision 53) is
+		// fed by the down tracks. No NACK interceptor: the down tracks answer NACKs
+		// themselves (downTrack.resend); the codec's feedback above offers nack and nack
+		// pli. Sender reports only: the sub connection receives no media to report on.
+		sr, err := report.NewSenderInterceptor()
 		if err != nil {
 			return nil, err
 		}
-		bwe.OnNewPeerConnection(func(_ string, e cc.BandwidthEstimator) { onBWE(e) })
-		ir.Add(bwe) // next to the direct path: its send times are as close to the wire as can be
-		ir.Add(&pacerUnbinder{p: pc})
-		// No NACK interceptor: the down tracks answer NACKs themselves (downTrack.resend);
-		// the codec's feedback above offers nack and nack pli.
-		if err := webrtc.ConfigureRTCPReports(ir); err != nil {
-			return nil, err
-		}
+		ir.Add(sr)
 		// The transport-wide sequence number: the down tracks write it themselves
 		// (downTrack.header), so that a retransmission is the same packet, byte for byte, as
 		// the original (pion's interceptor would give it a new number: with AES-GCM, the

@@ -1,6 +1,10 @@
 package sfu
 
-import "sort"
+import (
+	"sort"
+
+	"github.com/bedside/bedside/internal/bwe"
+)
 
 // LayerStats is one layer of a publication as the SFU receives it.
 type LayerStats struct {
@@ -33,8 +37,8 @@ type RoomStats struct {
 	Subscriptions []Subscription
 	// Estimates are the subscribers' bandwidth estimates (bit/s), as last used for layers.
 	Estimates map[string]int
-	// Estimators are pion's estimator statistics per subscriber (GCC: loss and delay).
-	Estimators map[string]map[string]any
+	// Estimators are the send-side estimators' states per subscriber (loss and delay).
+	Estimators map[string]bwe.Stats
 	// Direct are the packets sent to each subscriber by the direct send path (design
 	// decision 50); a subscriber missing here has no sub connection yet.
 	Direct map[string]int64
@@ -53,7 +57,7 @@ func (s *SFU) Stats(visitID string) RoomStats {
 		return RoomStats{}
 	}
 	ups, ps := r.snapshot()
-	out := RoomStats{Estimates: map[string]int{}, Estimators: map[string]map[string]any{}, Direct: map[string]int64{}, Received: map[string]int64{}, ReceivedByPion: map[string]int64{}}
+	out := RoomStats{Estimates: map[string]int{}, Estimators: map[string]bwe.Stats{}, Direct: map[string]int64{}, Received: map[string]int64{}, ReceivedByPion: map[string]int64{}}
 	now := monotime()
 	for _, up := range ups {
 		pub := Publication{Participant: up.publisher, Source: up.source}
@@ -81,8 +85,8 @@ func (s *SFU) Stats(visitID string) RoomStats {
 	}
 	for _, p := range ps {
 		out.Estimates[p.id] = int(p.lastEstimate.Load())
-		if b := p.bweStats.Load(); b != nil {
-			out.Estimators[p.id] = *b
+		if p.subscribing.Load() {
+			out.Estimators[p.id] = p.est.Stats()
 		}
 		if tx := p.direct.Load(); tx != nil {
 			out.Direct[p.id] = tx.sent.Load()

@@ -1,0 +1,320 @@
+package bwe
+
+import (
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/interceptor/pkg/twcc"
+	"github.com/pion/rtcp"
+)
+
+// feedback builds transport-wide feedback as pion's receivers (and the bench's clients)
+// do, with pion's recorder: the wire format this package must read.
+func feedback(t testing.TB, arrivals map[uint16]int64, from, to uint16) [][]byte {
+	t.Helper()
+	r := twcc.NewRecorder(1)
+	for s := from; s != to; s++ {
+		if at, ok := arrivals[s]; ok {
+			r.Record(7, s, at)
+		}
+	}
+	var out [][]byte
+	for _, p := range r.BuildFeedbackPacket() {
+		b, err := p.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// TestEachStatus: every packet pion's recorder reports comes back in order, received or
+// not, with its arrival time to the 250 us the format carries, through run-length chunks
+// (long runs received, long gaps), one- and two-bit status vectors and large deltas.
+func TestEachStatus(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	arrivals := map[uint16]int64{}
+	at := int64(5_000_000_000)   // us
+	const first, n = 65000, 1500 // across the wrap of the sequence numbers
+	for i := range n {
+		seq := uint16(first + i)
+		switch {
+		case i >= 300 && i < 340: // a gap: a run of lost packets
+			continue
+		case i%17 == 5: // scattered loss
+			continue
+		case i == 700:
+			at += 40_000 // a large delta
+		case i == 900:
+			at -= 3_000 // reordered: a negative delta
+		default:
+			at += int64(rng.IntN(2000))
+		}
+		arrivals[seq] = at
+	}
+	arrivals[first] = 5_000_000_000
+	last := uint16(first)
+	last += n - 1
+	arrivals[last] = at + 1000
+	pkts := feedback(t, arrivals, first, last+1)
+	if len(pkts) == 0 {
+		t.Fatal("no feedback built")
+	}
+	seen := 0
+	var offset int64 // the reference time is the receiver's, in 64 ms steps: compare differences
+	next := uint16(first)
+	for _, p := range pkts {
+		ssrc, ok := Feedback(p)
+		if !ok || ssrc != 7 {
+			t.Fatalf("Feedback(%x...) = %d, %v", p[:12], ssrc, ok)
+		}
+		err := eachStatus(p, func(seq uint16, received bool, arrival int64) {
+			if seq != next {
+				t.Fatalf("sequence %d, want %d", seq, next)
+			}
+			next++
+			want, sent := arrivals[seq]
+			if received != sent {
+				t.Fatalf("seq %d: received %v, want %v", seq, received, sent)
+			}
+			if !received {
+				return
+			}
+			if seen == 0 {
+				offset = arrival - want
+			}
+			if d := arrival - want - offset; d < -250 || d > 250 {
+				t.Fatalf("seq %d: arrival %d us off", seq, d)
+			}
+			seen++
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if seen != len(arrivals) {
+		t.Errorf("%d arrivals read, want %d", seen, len(arrivals))
+	}
+}
+
+// TestPackets: a compound packet is split where its lengths say, and a length beyond the
+// datagram is an error.
+func TestPackets(t *testing.T) {
+	rr, _ := (&rtcp.ReceiverReport{SSRC: 1}).Marshal()
+	fb := feedback(t, map[uint16]int64{10: 1000, 12: 3000}, 10, 13)[0]
+	var got [][]byte
+	if err := Packets(append(append([]byte{}, rr...), fb...), func(p []byte) { got = append(got, p) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || len(got[0]) != len(rr) || len(got[1]) != len(fb) {
+		t.Fatalf("split into %d packets", len(got))
+	}
+	if _, ok := Feedback(got[0]); ok {
+		t.Error("a receiver report taken for feedback")
+	}
+	if err := Packets(fb[:len(fb)-4], func([]byte) {}); err == nil {
+		t.Error("a truncated packet passed")
+	}
+}
+
+// FuzzEachStatus: whatever arrives, reading it neither panics nor reports more packets
+// than the count it declares.
+func FuzzEachStatus(f *testing.F) {
+	f.Add(feedback(f, map[uint16]int64{1: 100, 2: 400, 40: 90_000, 41: 80_000}, 1, 42)[0])
+	f.Add(make([]byte, twccMinSize))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n := 0
+		eachStatus(b, func(uint16, bool, int64) { n++ })
+		if len(b) >= 16 && n > int(b[14])<<8|int(b[15]) {
+			t.Fatalf("%d statuses, %d declared", n, int(b[14])<<8|int(b[15]))
+		}
+		e := New(Config{Initial: 1_000_000})
+		e.OnFeedback(b, int64(time.Second))
+	})
+}
+
+// link is a bottleneck as tbf makes one: a rate, a queue that holds at most limit of
+// delay, drops beyond it; a fixed path delay besides.
+type link struct {
+	rate  float64 // bit/s
+	limit time.Duration
+	busy  int64 // us: when the queue empties
+}
+
+// pass reports when a packet of size bytes sent at us arrives, or false if dropped.
+func (l *link) pass(at int64, size int) (int64, bool) {
+	start := max(at, l.busy)
+	if start-at > l.limit.Microseconds() {
+		return 0, false
+	}
+	l.busy = start + int64(float64(size*8)/l.rate*1e6)
+	return l.busy + 20_000, true
+}
+
+// sim sends, for d, what a layer choice would send under e's estimate (the largest of
+// layers, bit/s, within 95% of it) through l in 1200-byte packets; a receiver records
+// arrivals as they happen and feeds back every 100 ms, as pion's receivers do. It returns
+// the layer sent at the end and the share lost in the last second.
+func sim(t *testing.T, e *Estimator, l *link, layers []float64, start int64, d time.Duration) (float64, float64) {
+	t.Helper()
+	type arrival struct {
+		seq uint16
+		at  int64
+	}
+	var (
+		rec                = twcc.NewRecorder(1)
+		inFlight           []arrival
+		seq                uint16
+		layer              float64
+		sentLast, lostLast int
+	)
+	end := start + d.Microseconds()
+	next := start
+	for now := start; now < end; now += 1000 { // us on both clocks (the estimator sees ns)
+		layer = layers[0]
+		for _, r := range layers {
+			if r <= 0.95*float64(e.Target()) {
+				layer = r
+			}
+		}
+		if now >= next {
+			e.Sent(seq, 1200, now*1000)
+			at, ok := l.pass(now, 1200)
+			if ok {
+				inFlight = append(inFlight, arrival{seq, at})
+			}
+			if now > end-1_000_000 {
+				sentLast++
+				if !ok {
+					lostLast++
+				}
+			}
+			seq++
+			next += int64(1200 * 8 / layer * 1e6)
+		}
+		for len(inFlight) > 0 && inFlight[0].at <= now {
+			rec.Record(7, inFlight[0].seq, inFlight[0].at)
+			inFlight = inFlight[1:]
+		}
+		if now%100_000 == 0 {
+			for _, p := range rec.BuildFeedbackPacket() {
+				b, err := p.Marshal()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := e.OnFeedback(b, now*1000); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	return layer, float64(lostLast) / float64(max(sentLast, 1))
+}
+
+// TestEstimatorFollowsBottleneck: three layers (150, 450 and 900 kbit/s) over a link
+// capped as the netns browser test caps one (tbf, 50 ms of queue). Free, the top layer
+// is sent and nothing is lost; capped at 600 kbit/s, within 5 s the middle layer is sent
+// and goes through without loss; capped at 100 kbit/s, the estimate falls under the
+// lowest layer (150 kbit/s).
+func TestEstimatorFollowsBottleneck(t *testing.T) {
+	layers := []float64{150_000, 450_000, 900_000}
+	e := New(Config{Initial: 1_500_000})
+	l := &link{rate: 10_000_000, limit: 50 * time.Millisecond}
+	layer, loss := sim(t, e, l, layers, 1_000_000, 5*time.Second)
+	st := e.Stats()
+	t.Logf("free: layer %.0f, loss %.1f%%; %v", layer, 100*loss, st)
+	if layer != 900_000 || loss != 0 || st.Loss != 0 {
+		t.Fatalf("free link: layer %.0f, loss %.3f, estimator %v", layer, loss, st)
+	}
+	l.rate = 600_000
+	layer, loss = sim(t, e, l, layers, 6_000_000, 5*time.Second)
+	st = e.Stats()
+	t.Logf("600 kbit/s: layer %.0f, loss %.1f%%; %v", layer, 100*loss, st)
+	if layer != 450_000 || loss > 0.01 {
+		t.Fatalf("capped at 600 kbit/s: layer %.0f, loss %.3f, estimator %v", layer, loss, st)
+	}
+	l.rate = 100_000
+	layer, _ = sim(t, e, l, layers, 11_000_000, 5*time.Second)
+	st = e.Stats()
+	t.Logf("100 kbit/s: estimator %v", st)
+	if st.Target >= 150_000 {
+		t.Fatalf("capped at 100 kbit/s: estimator %v, layer %.0f", st, layer)
+	}
+}
+
+// TestEstimatorLoss: random loss above 10% cuts the estimate and shows in Stats; feedback
+// about packets never sent, or reported twice, changes nothing.
+func TestEstimatorLoss(t *testing.T) {
+	e := New(Config{Initial: 1_000_000})
+	now := int64(time.Second)
+	seq := uint16(0)
+	for round := range 20 {
+		arrivals := map[uint16]int64{}
+		from := seq
+		for i := range 50 {
+			e.Sent(seq, 1200, now)
+			if i%4 != 0 { // a quarter lost
+				arrivals[seq] = now/1000 + 10_000
+			}
+			seq++
+			now += int64(2 * time.Millisecond)
+		}
+		for _, p := range feedback(t, arrivals, from, seq) {
+			e.OnFeedback(p, now)
+			if round == 19 {
+				before := e.Stats()
+				e.OnFeedback(p, now+1) // again: already reported
+				if after := e.Stats(); after != before {
+					t.Errorf("a repeated feedback changed the estimator: %v -> %v", before, after)
+				}
+			}
+		}
+	}
+	st := e.Stats()
+	if st.Loss < 0.2 || st.Loss > 0.3 || st.Target >= 1_000_000 {
+		t.Errorf("a quarter lost: %v", st)
+	}
+	before := e.Stats()
+	for _, p := range feedback(t, map[uint16]int64{seq + 100: 1, seq + 101: 2}, seq+100, seq+102) {
+		e.OnFeedback(p, now+int64(time.Second))
+	}
+	if after := e.Stats(); after != before {
+		t.Errorf("feedback about packets never sent changed the estimator: %v -> %v", before, after)
+	}
+}
+
+// TestEstimatorConcurrent: senders on several goroutines and a feedback reader at once
+// (for the race detector).
+func TestEstimatorConcurrent(t *testing.T) {
+	e := New(Config{Initial: 1_000_000})
+	var seq sync.Mutex
+	next := uint16(0)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 2000 {
+				seq.Lock()
+				s := next
+				next++
+				seq.Unlock()
+				e.Sent(s, 1000, time.Now().UnixNano())
+			}
+		}()
+	}
+	for i := range 200 {
+		arr := map[uint16]int64{}
+		for s := uint16(i * 40); s < uint16(i*40+40); s++ {
+			arr[s] = int64(i) * 1000
+		}
+		for _, p := range feedback(t, arr, uint16(i*40), uint16(i*40+40)) {
+			e.OnFeedback(p, time.Now().UnixNano())
+		}
+	}
+	wg.Wait()
+	_ = e.Stats()
+}

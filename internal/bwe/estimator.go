@@ -1,0 +1,270 @@
+package bwe
+
+import (
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config sets an estimator's bounds, in bit/s.
+type Config struct {
+	Initial int // the estimate before any feedback
+	Min     int
+	Max     int
+}
+
+// The rules (draft-ietf-rmcat-gcc-02, sections 5 and 6, with a queueing-delay detector in
+// place of its trendline filter):
+//   - loss: the share of packets the feedback reports lost, averaged over lossTau. Above
+//     10% the estimate is cut by half the loss (at most once per decreaseGap); under 2%
+//     it may grow.
+//   - delay: each packet's one-way delay (its arrival on the subscriber's clock minus its
+//     send time on ours: an unknown constant plus the path's queueing) less the least
+//     such delay of the last baseWindow is the queueing delay; smoothed per feedback.
+//     Above overuseDelay the path is queueing what we send: the estimate falls to 0.85
+//     times the rate the subscriber received (at most once per decreaseGap). An absolute
+//     threshold, rather than the draft's adaptive one on the delay's slope, because the
+//     estimate's only user is a layer choice that steps by factors of two or more, and
+//     because on a loaded host (the subscriber's or ours) scheduling jitter of a few
+//     milliseconds is not congestion.
+//   - growth: with little loss and no queue (under normalDelay), multiplicative, 8% a
+//     second, never above 1.5 times the received rate plus growthHeadroom (a forwarder
+//     sends what its layers are, not what the estimate allows: without the cap an idle
+//     estimate would climb without bound).
+const (
+	lossTau        = 300 * time.Millisecond
+	lossDecrease   = 0.10
+	lossIncrease   = 0.02
+	decreaseGap    = 300 * time.Millisecond
+	baseWindow     = 10 // seconds
+	overuseDelay   = 30 * time.Millisecond
+	normalDelay    = 10 * time.Millisecond
+	delayBackoff   = 0.85
+	growthPerSec   = 1.08
+	growthHeadroom = 100_000
+	rateWindow     = time.Second // the received rate is measured over this much arrival time
+	minRateSpan    = 200 * time.Millisecond
+)
+
+// histSize is how many packets sent are remembered for their feedback: at 1 000 packets a
+// second (a subscriber receiving 10 Mbit/s), 4 s. 16 bytes each.
+const histSize = 4096
+
+// slot is one packet sent: meta is its sequence number (high half), a reported flag and
+// its size (low half); at its send time (monotonic ns). Written by whoever sends (the down
+// tracks, each from its own goroutine), read by whoever reads feedback: atomics, no lock.
+type slot struct {
+	meta atomic.Uint32
+	at   atomic.Int64
+}
+
+const (
+	reportedBit = 0x8000
+	sizeMask    = 0x7fff
+)
+
+// ackSpan is what one feedback packet reported received: its bytes and the arrival
+// times (receiver's clock, us) of the first and last.
+type ackSpan struct {
+	bytes       int
+	first, last int64
+}
+
+// Estimator is one subscriber connection's estimator. Sent may be called from any number
+// of goroutines; OnFeedback from any, one at a time (it locks).
+type Estimator struct {
+	hist [histSize]slot
+	cfg  Config
+
+	mu       sync.Mutex
+	rate     float64
+	mins     [baseWindow]int64 // least one-way delay (us) of each of the last seconds
+	minSec   [baseWindow]int64 // which second (of our clock) each holds, plus one (0: none)
+	queue    float64           // smoothed queueing delay, us
+	queued   bool              // queue holds a measurement
+	acks     [16]ackSpan       // the last feedback packets' spans, a ring
+	ackNext  int
+	loss     float64 // averaged
+	lossAt   int64   // when loss was last updated (monotonic ns)
+	decrease int64   // the last decrease (monotonic ns)
+	increase int64   // the last growth step (monotonic ns)
+	state    string
+
+	target atomic.Int64
+	stats  atomic.Pointer[Stats]
+}
+
+// Stats is the estimator's state, for the room's statistics and debugging.
+type Stats struct {
+	Target   int     // bit/s
+	Received int     // bit/s the subscriber received, by the feedback (0: not yet known)
+	Loss     float64 // averaged loss, 0..1
+	QueueMs  float64 // smoothed queueing delay
+	State    string  // what the last feedback did: start, grow, hold, delay, loss
+}
+
+func (s Stats) String() string {
+	return fmt.Sprintf("target %d kbit/s, received %d kbit/s, loss %.1f%%, queue %.1f ms, %s",
+		s.Target/1000, s.Received/1000, 100*s.Loss, s.QueueMs, s.State)
+}
+
+// New makes an estimator.
+func New(cfg Config) *Estimator {
+	if cfg.Min <= 0 {
+		cfg.Min = 30_000
+	}
+	if cfg.Max < cfg.Min {
+		cfg.Max = 20_000_000
+	}
+	cfg.Initial = min(max(cfg.Initial, cfg.Min), cfg.Max)
+	e := &Estimator{cfg: cfg, rate: float64(cfg.Initial), state: "start"}
+	e.target.Store(int64(cfg.Initial))
+	e.stats.Store(&Stats{Target: cfg.Initial, State: e.state})
+	return e
+}
+
+// Sent records a packet sent with transport-wide sequence number seq, size bytes on the
+// wire, at monotonic time at (ns).
+func (e *Estimator) Sent(seq uint16, size int, at int64) {
+	s := &e.hist[seq%histSize]
+	s.at.Store(at)
+	s.meta.Store(uint32(seq)<<16 | uint32(min(size, sizeMask))) // after at: a reader that sees this seq sees its time
+}
+
+// Target is the current estimate, bit/s.
+func (e *Estimator) Target() int { return int(e.target.Load()) }
+
+// Stats is the estimator's state after the last feedback.
+func (e *Estimator) Stats() Stats { return *e.stats.Load() }
+
+// OnFeedback reads one transport-wide feedback packet (Feedback reported it as such) that
+// arrived at monotonic time now (ns), and updates the estimate.
+func (e *Estimator) OnFeedback(pkt []byte, now int64) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var lost, total, bytes, nq int
+	var qsum float64
+	first, last := int64(math.MaxInt64), int64(math.MinInt64)
+	sec := now / int64(time.Second)
+	err := eachStatus(pkt, func(seq uint16, received bool, arrival int64) {
+		s := &e.hist[seq%histSize]
+		meta := s.meta.Load()
+		if uint16(meta>>16) != seq || meta&reportedBit != 0 {
+			return // not sent by us lately, or reported before
+		}
+		at := s.at.Load()
+		if !s.meta.CompareAndSwap(meta, meta|reportedBit) {
+			return // overwritten meanwhile
+		}
+		total++
+		if !received {
+			lost++
+			return
+		}
+		bytes += int(meta & sizeMask)
+		first, last = min(first, arrival), max(last, arrival)
+		owd := arrival - at/1000
+		qsum += float64(owd - e.observeDelay(owd, sec))
+		nq++
+	})
+	if err != nil {
+		return err
+	}
+	if total == 0 {
+		return nil
+	}
+	// Loss, averaged over time.
+	ratio := float64(lost) / float64(total)
+	w := 1.0
+	if e.lossAt != 0 {
+		w = 1 - math.Exp(-float64(now-e.lossAt)/float64(lossTau))
+	}
+	e.loss += w * (ratio - e.loss)
+	e.lossAt = now
+	// Queueing delay, smoothed per feedback.
+	if nq > 0 {
+		q := qsum / float64(nq)
+		if e.queued {
+			e.queue = 0.5*e.queue + 0.5*q
+		} else {
+			e.queue, e.queued = q, true
+		}
+		e.acks[e.ackNext] = ackSpan{bytes: bytes, first: first, last: last}
+		e.ackNext = (e.ackNext + 1) % len(e.acks)
+	}
+	received := e.receivedRate()
+	e.control(now, received)
+	e.target.Store(int64(e.rate))
+	e.stats.Store(&Stats{Target: int(e.rate), Received: int(received), Loss: e.loss, QueueMs: e.queue / 1000, State: e.state})
+	return nil
+}
+
+// observeDelay records a one-way delay (us) in the current second's minimum and returns
+// the least of the window: the path's delay without a queue, plus the clocks' offset.
+func (e *Estimator) observeDelay(owd, sec int64) int64 {
+	mark := sec + 1 // minSec's zero: an empty bucket
+	i := sec % baseWindow
+	if e.minSec[i] != mark || owd < e.mins[i] {
+		e.minSec[i], e.mins[i] = mark, owd
+	}
+	base := owd
+	for j := range e.mins {
+		if e.minSec[j] != 0 && e.minSec[j] > mark-baseWindow && e.mins[j] < base {
+			base = e.mins[j]
+		}
+	}
+	return base
+}
+
+// receivedRate is the rate (bit/s) the subscriber received over the last rateWindow of
+// arrival time, from the last feedback packets; 0 while that spans less than minRateSpan.
+func (e *Estimator) receivedRate() float64 {
+	newest := e.acks[(e.ackNext+len(e.acks)-1)%len(e.acks)]
+	if newest.bytes == 0 {
+		return 0
+	}
+	from := newest.last - rateWindow.Microseconds()
+	bytes, first := 0, newest.last
+	for _, a := range e.acks {
+		if a.bytes == 0 || a.last < from || a.last > newest.last {
+			continue
+		}
+		bytes += a.bytes
+		first = min(first, max(a.first, from))
+	}
+	span := newest.last - first
+	if span < minRateSpan.Microseconds() {
+		return 0
+	}
+	return float64(bytes) * 8 * 1e6 / float64(span)
+}
+
+// control applies the rules to the averaged loss and the smoothed queue.
+func (e *Estimator) control(now int64, received float64) {
+	canDecrease := now-e.decrease >= int64(decreaseGap) || e.decrease == 0
+	switch {
+	case e.loss > lossDecrease && canDecrease:
+		e.rate *= 1 - 0.5*e.loss
+		e.decrease, e.state = now, "loss"
+	case e.queue > float64(overuseDelay.Microseconds()) && received > 0 && canDecrease:
+		e.rate = min(e.rate, delayBackoff*received)
+		e.decrease, e.state = now, "delay"
+	case e.loss < lossIncrease && e.queue < float64(normalDelay.Microseconds()):
+		dt := 1.0
+		if e.increase != 0 {
+			dt = min(float64(now-e.increase)/float64(time.Second), 1)
+		}
+		grown := e.rate * math.Pow(growthPerSec, dt)
+		if received > 0 {
+			grown = min(grown, max(e.rate, 1.5*received+growthHeadroom))
+		}
+		e.rate = grown
+		e.state = "grow"
+	default:
+		e.state = "hold"
+	}
+	e.increase = now
+	e.rate = min(max(e.rate, float64(e.cfg.Min)), float64(e.cfg.Max))
+}
