@@ -318,3 +318,19 @@ func TestEstimatorConcurrent(t *testing.T) {
 	wg.Wait()
 	_ = e.Stats()
 }
+
+// TestSlot: a slot gives back its sequence number, size and send time, also when the
+// send time's low bits wrapped between the send and the feedback.
+func TestSlot(t *testing.T) {
+	for _, at := range []int64{0, 5_000_000, 1<<timeBits - 10, 3<<timeBits + 7} {
+		v := packSlot(65535, 1236, at)
+		if uint16(v>>48) != 65535 || v>>timeBits&sizeMask != 1236 || v&reportedBit != 0 {
+			t.Errorf("at %d: seq %d size %d", at, v>>48, v>>timeBits&sizeMask)
+		}
+		for _, later := range []int64{0, 20, 2_000_000} {
+			if got := sentAt(v, at+later); got != at {
+				t.Errorf("sent at %d, read %d us later: %d", at, later, got)
+			}
+		}
+	}
+}

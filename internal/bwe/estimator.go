@@ -49,21 +49,31 @@ const (
 )
 
 // histSize is how many packets sent are remembered for their feedback: at 1 000 packets a
-// second (a subscriber receiving 10 Mbit/s), 4 s. 16 bytes each.
+// second (a subscriber receiving 10 Mbit/s), 4 s. 8 bytes each.
 const histSize = 4096
 
-// slot is one packet sent: meta is its sequence number (high half), a reported flag and
-// its size (low half); at its send time (monotonic ns). Written by whoever sends (the down
-// tracks, each from its own goroutine), read by whoever reads feedback: atomics, no lock.
-type slot struct {
-	meta atomic.Uint32
-	at   atomic.Int64
-}
+// slot is one packet sent, packed in one word so that recording it is one atomic store:
+// its sequence number (bits 48-63), a reported flag (47), its size in bytes (36-46) and
+// its send time in microseconds modulo 2^36 (about 19 hours; the feedback about a packet
+// comes within seconds, which tells the full time). Written by whoever sends (the down
+// tracks, each from its own goroutine), read by whoever reads feedback: no lock.
+type slot struct{ v atomic.Uint64 }
 
 const (
-	reportedBit = 0x8000
-	sizeMask    = 0x7fff
+	timeBits    = 36
+	timeMask    = 1<<timeBits - 1
+	sizeMask    = 1<<11 - 1
+	reportedBit = 1 << 47
 )
+
+func packSlot(seq uint16, size int, atUs int64) uint64 {
+	return uint64(seq)<<48 | uint64(min(size, sizeMask))<<timeBits | uint64(atUs)&timeMask
+}
+
+// sentAt is a slot's send time (us), the latest such time not after nowUs.
+func sentAt(v uint64, nowUs int64) int64 {
+	return nowUs - int64((uint64(nowUs)-v)&timeMask)
+}
 
 // ackSpan is what one feedback packet reported received: its bytes and the arrival
 // times (receiver's clock, us) of the first and last.
@@ -128,9 +138,7 @@ func New(cfg Config) *Estimator {
 // Sent records a packet sent with transport-wide sequence number seq, size bytes on the
 // wire, at monotonic time at (ns).
 func (e *Estimator) Sent(seq uint16, size int, at int64) {
-	s := &e.hist[seq%histSize]
-	s.at.Store(at)
-	s.meta.Store(uint32(seq)<<16 | uint32(min(size, sizeMask))) // after at: a reader that sees this seq sees its time
+	e.hist[seq%histSize].v.Store(packSlot(seq, size, at/1000))
 }
 
 // Target is the current estimate, bit/s.
@@ -147,15 +155,14 @@ func (e *Estimator) OnFeedback(pkt []byte, now int64) error {
 	var lost, total, bytes, nq int
 	var qsum float64
 	first, last := int64(math.MaxInt64), int64(math.MinInt64)
-	sec := now / int64(time.Second)
+	sec, nowUs := now/int64(time.Second), now/1000
 	err := eachStatus(pkt, func(seq uint16, received bool, arrival int64) {
 		s := &e.hist[seq%histSize]
-		meta := s.meta.Load()
-		if uint16(meta>>16) != seq || meta&reportedBit != 0 {
+		v := s.v.Load()
+		if v == 0 || uint16(v>>48) != seq || v&reportedBit != 0 {
 			return // not sent by us lately, or reported before
 		}
-		at := s.at.Load()
-		if !s.meta.CompareAndSwap(meta, meta|reportedBit) {
+		if !s.v.CompareAndSwap(v, v|reportedBit) {
 			return // overwritten meanwhile
 		}
 		total++
@@ -163,9 +170,9 @@ func (e *Estimator) OnFeedback(pkt []byte, now int64) error {
 			lost++
 			return
 		}
-		bytes += int(meta & sizeMask)
+		bytes += int(v >> timeBits & sizeMask)
 		first, last = min(first, arrival), max(last, arrival)
-		owd := arrival - at/1000
+		owd := arrival - sentAt(v, nowUs)
 		qsum += float64(owd - e.observeDelay(owd, sec))
 		nq++
 	})

@@ -8,7 +8,7 @@
 // It replaces pion's GCC interceptor (design decision 53): that one keeps a map entry and
 // a list element per packet sent and parses feedback into a slice of objects per packet,
 // which cost the server a fifth of its CPU per forwarded packet and nearly all of its
-// allocations (docs/benchmarks.md). Here a packet sent is two atomic stores into a ring,
+// allocations (docs/benchmarks.md). Here a packet sent is one atomic store into a ring,
 // and feedback is read in place, allocating nothing.
 package bwe
 

@@ -65,6 +65,11 @@ type directTx struct {
 	dtls    atomic.Pointer[webrtc.DTLSTransport]
 	remote  atomic.Pointer[netip.AddrPort]
 	sent    atomic.Int64 // packets sent directly (tests, Stats)
+	// viaPion are the streams (SSRC) a packet of which went through pion's SRTP before
+	// this path was ready: they stay there (pion's context holds their rollover counter).
+	// Copy-on-write, written under pionMu; almost always empty.
+	viaPion atomic.Pointer[map[uint32]bool]
+	pionMu  sync.Mutex
 
 	sock   *rawudp.Socket // the SFU's socket, written with sendto(2) directly (rawudp)
 	snd    *rawudp.Sender // under wmu
@@ -78,6 +83,7 @@ type directTx struct {
 // SFU's socket is not a *net.UDPConn).
 func newDirectTx(sock *rawudp.Socket, m *Metrics) *directTx {
 	t := &directTx{m: m, sock: sock, snd: rawudp.NewSender()}
+	t.viaPion.Store(&map[uint32]bool{})
 	if sock == nil {
 		t.state.Store(directDisabled)
 	}
@@ -368,8 +374,27 @@ func (t *directTx) write(h *rtp.Header, payload []byte) (int, error) {
 	return len(payload), nil
 }
 
+// takes reports whether a packet of stream ssrc goes by this path: it is ready and the
+// stream has not gone through pion's.
+func (t *directTx) takes(ssrc uint32) bool {
+	if m := *t.viaPion.Load(); len(m) != 0 && m[ssrc] {
+		return false
+	}
+	return t.ready()
+}
+
+// leftToPion records that a packet of stream ssrc went through pion's SRTP.
+func (t *directTx) leftToPion(ssrc uint32) {
+	t.pionMu.Lock()
+	defer t.pionMu.Unlock()
+	if !(*t.viaPion.Load())[ssrc] {
+		editMap(&t.viaPion, func(m map[uint32]bool) { m[ssrc] = true })
+	}
+}
+
 // directInterceptor puts a connection's directTx under its interceptors (registered
-// first: innermost).
+// first: innermost). The down tracks write to the path themselves when it takes their
+// stream (downTrack.writeRTP); what comes down pion's chain is what it did not take.
 type directInterceptor struct {
 	interceptor.NoOp
 	t *directTx
@@ -377,22 +402,20 @@ type directInterceptor struct {
 
 func (i *directInterceptor) NewInterceptor(string) (interceptor.Interceptor, error) { return i, nil }
 
-func (i *directInterceptor) BindLocalStream(_ *interceptor.StreamInfo, next interceptor.RTPWriter) interceptor.RTPWriter {
-	var pion atomic.Bool // a packet of this stream went through pion's SRTP: stay there
+func (i *directInterceptor) BindLocalStream(info *interceptor.StreamInfo, next interceptor.RTPWriter) interceptor.RTPWriter {
+	ssrc := info.SSRC
 	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
-		if !pion.Load() {
-			if i.t.ready() {
-				return i.t.write(h, payload)
-			}
-			if i.t.state.Load() == directClosed {
-				return 0, io.ErrClosedPipe
-			}
+		if i.t.takes(ssrc) {
+			return i.t.write(h, payload)
+		}
+		if i.t.state.Load() == directClosed {
+			return 0, io.ErrClosedPipe
 		}
 		// pion's SRTP writer drops a packet (0, nil) until its session is up; a packet it
 		// wrote went through its context, whose rollover counter is now the stream's.
 		n, err := next.Write(h, payload, a)
 		if n > 0 {
-			pion.Store(true)
+			i.t.leftToPion(ssrc)
 		}
 		return n, err
 	})

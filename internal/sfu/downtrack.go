@@ -104,6 +104,12 @@ type writerState struct {
 	lastWall int64
 	// Counted here and added to the metrics in batches.
 	fwdPackets, fwdBytes int
+	// For the sender reports: packets and payload bytes written (retransmissions too, as
+	// RFC 3550 counts), and the RTP time and monotonic time of the last write.
+	srPackets, srOctets uint32
+	srTS                uint32
+	srAt                int64
+	wroteAt             int64 // monotonic time of the last write
 	// sentVideo holds the video packets written last, by their sequence number as sent
 	// (modulo nackBuffer), for retransmission on a subscriber's NACK (resend). Each entry
 	// holds a reference to the publisher's packet: no copy, and the subscribers of one
@@ -413,12 +419,12 @@ func (d *downTrack) send(p *packet, b *binding, payload []byte, pic uint16, tl0 
 	if b.twccID != 0 {
 		twcc = uint16(d.sub.twccSeq.Add(1))
 	}
-	if _, err := b.ws.WriteRTP(d.header(b, seq, ts, twcc, p.hdr.Marker), payload); err != nil {
+	if err := d.writeRTP(b, d.header(b, seq, ts, twcc, p.hdr.Marker), payload); err != nil {
 		d.m.dropWriteError.Inc()
 		return
 	}
 	if b.twccID != 0 {
-		d.sub.est.Sent(twcc, len(payload)+rtpOverhead, monotime())
+		d.sub.est.Sent(twcc, len(payload)+rtpOverhead, w.wroteAt)
 	}
 	if d.kind == webrtc.RTPCodecTypeVideo {
 		e := &w.sentVideo[seq%nackBuffer]
@@ -433,6 +439,59 @@ func (d *downTrack) send(p *packet, b *binding, payload []byte, pic uint16, tl0 
 	if w.fwdPackets >= 64 {
 		d.flushCounts()
 	}
+}
+
+// writeRTP writes one packet (with mu held): by the subscriber's direct send path when it
+// takes the stream, which is the usual case, else down pion's chain (its SRTP session;
+// the direct path's interceptor under it). The direct path is called here rather than
+// from the bottom of pion's chain to spare each packet the chain's calls (decision 53).
+// Either way it is counted for the sender reports.
+func (d *downTrack) writeRTP(b *binding, h *rtp.Header, payload []byte) error {
+	var err error
+	if tx := d.sub.direct.Load(); tx != nil && tx.takes(b.ssrc) {
+		_, err = tx.write(h, payload)
+	} else {
+		_, err = b.ws.WriteRTP(h, payload)
+	}
+	if err != nil {
+		return err
+	}
+	w := &d.w
+	w.wroteAt = monotime()
+	if w.srPackets == 0 || int32(h.Timestamp-w.srTS) >= 0 { // not a retransmission's older time
+		w.srTS, w.srAt = h.Timestamp, w.wroteAt
+	}
+	w.srPackets++
+	w.srOctets += uint32(len(payload))
+	return nil
+}
+
+// senderReport is the down track's RTCP sender report at wall-clock time now and
+// monotonic time mono: the RTP time of the last packet written, moved on by the time
+// since it was written, against now's NTP time, and the packets and payload bytes written
+// (RFC 3550, 6.4.1). The receiver aligns audio and video by it. ok is false before the
+// first packet. It takes mu: the writer's state is the writer's.
+func (d *downTrack) senderReport(now time.Time, mono int64) (sr rtcp.SenderReport, ok bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	b := d.bind.Load()
+	if b == nil || d.w.srPackets == 0 {
+		return sr, false
+	}
+	step := uint32((mono - d.w.srAt) * int64(b.clockRate) / int64(time.Second))
+	return rtcp.SenderReport{
+		SSRC: b.ssrc, NTPTime: ntpTime(now), RTPTime: d.w.srTS + step,
+		PacketCount: d.w.srPackets, OctetCount: d.w.srOctets,
+	}, true
+}
+
+// ntpTime is t in NTP's 64-bit fixed point (seconds since 1900, then the fraction).
+func ntpTime(t time.Time) uint64 {
+	const unixToNTP = 2_208_988_800
+	ns := t.UnixNano()
+	sec := uint64(ns/int64(time.Second)) + unixToNTP
+	frac := (uint64(ns%int64(time.Second)) << 32) / uint64(time.Second)
+	return sec<<32 | frac
 }
 
 // header is the writer's RTP header, filled for a packet to the subscriber. The only
@@ -489,7 +548,7 @@ func (d *downTrack) resend(nacks []rtcp.NackPair) {
 			if e.p.vp8.hasPicID || e.p.vp8.hasTL0 {
 				payload = d.rewritten(e.p, e.pic, e.tl0)
 			}
-			if _, err := b.ws.WriteRTP(d.header(b, e.seq, e.ts, e.twcc, e.p.hdr.Marker), payload); err != nil {
+			if err := d.writeRTP(b, d.header(b, e.seq, e.ts, e.twcc, e.p.hdr.Marker), payload); err != nil {
 				d.m.dropWriteError.Inc()
 				return
 			}

@@ -489,3 +489,13 @@ func TestTransportWideNumbers(t *testing.T) {
 func testSubscriber() *participant {
 	return &participant{est: bwe.New(bwe.Config{Initial: 1_000_000})}
 }
+
+// TestNTPTime: the Unix epoch and half a second after it in NTP's fixed point.
+func TestNTPTime(t *testing.T) {
+	if got := ntpTime(time.Unix(0, 0)); got != 2_208_988_800<<32 {
+		t.Errorf("epoch: %#x", got)
+	}
+	if got := ntpTime(time.Unix(1, 500_000_000)); got != (2_208_988_801<<32 | 1<<31) {
+		t.Errorf("1.5 s: %#x", got)
+	}
+}

@@ -52,7 +52,9 @@ func testNACKAnswered(t *testing.T, subscriberRole webrtc.DTLSRole) {
 	up := &upTrack{publisher: "prt_pub", source: SourceCamera, kind: webrtc.RTPCodecTypeVideo, m: m,
 		codec: webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}}}
 	up.downs.Store(&[]*downTrack{})
-	d := newDownTrack(up, testSubscriber())
+	sub := testSubscriber()
+	sub.direct.Store(tx) // the down track writes to it itself when it takes the stream
+	d := newDownTrack(up, sub)
 	sender, err := sfuPC.AddTrack(d)
 	if err != nil {
 		t.Fatal(err)
@@ -94,8 +96,25 @@ func testNACKAnswered(t *testing.T, subscriberRole webrtc.DTLSRole) {
 	}
 	got := make(chan rx, 1024)
 	ssrc := make(chan uint32, 1)
-	subPC.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	reports := make(chan rtcp.SenderReport, 16)
+	subPC.OnTrack(func(tr *webrtc.TrackRemote, rcv *webrtc.RTPReceiver) {
 		ssrc <- uint32(tr.SSRC())
+		go func() { // ends when the connection closes
+			for {
+				pkts, _, err := rcv.ReadRTCP()
+				if err != nil {
+					return
+				}
+				for _, p := range pkts {
+					if sr, ok := p.(*rtcp.SenderReport); ok {
+						select {
+						case reports <- *sr:
+						default:
+						}
+					}
+				}
+			}
+		}()
 		for {
 			p, _, err := tr.ReadRTP()
 			if err != nil {
@@ -225,6 +244,26 @@ loop:
 	}
 	if n := counterValue(m.nackMissed); n != 1 {
 		t.Errorf("nack missed counter %v, want 1", n)
+	}
+
+	// A sender report (the participant sends them every 1.2 s): the stream's SSRC, every
+	// packet written counted (the retransmission too; the first writes may have come
+	// before the subscriber could decrypt), the RTP time of the last packet
+	// moved on by the time since, against the wall clock's NTP time.
+	lastTS := first[last].ts
+	if err := writeSenderReports(sfuPC, []*downTrack{d}, time.Now(), monotime()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case sr := <-reports:
+		ahead := int32(sr.RTPTime - lastTS)
+		ntpSec := int64(sr.NTPTime>>32) - 2_208_988_800
+		if sr.SSRC != media || sr.PacketCount < uint32(len(first)+1) || sr.PacketCount > uint32(len(sentPkts)+1) || ahead < 90_000 || ahead > 5*90_000 ||
+			ntpSec < time.Now().Unix()-2 || ntpSec > time.Now().Unix()+1 {
+			t.Errorf("sender report %+v: want ssrc %d, at least the %d packets received and a retransmission, RTP time 1-5 s (90 kHz) after the last packet's %d (is %d ahead), NTP time now", sr, media, len(first)+1, lastTS, ahead)
+		}
+	case <-time.After(2 * time.Second):
+		t.Error("no sender report reached the subscriber")
 	}
 
 	// As the DTLS server the SFU sent everything by the direct path, and the subscriber

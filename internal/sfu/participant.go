@@ -12,7 +12,7 @@ import (
 	"github.com/bedside/bedside/internal/bwe"
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/nack"
-	"github.com/pion/interceptor/pkg/report"
+	"github.com/pion/rtcp"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
@@ -185,6 +185,7 @@ func (p *participant) run() {
 	defer p.shutdown()
 	alloc := time.NewTicker(allocateEvery)
 	defer alloc.Stop()
+	ticks := 0
 	for {
 		var gone <-chan time.Time
 		if p.goneTimer != nil {
@@ -211,6 +212,9 @@ func (p *participant) run() {
 			}
 		case <-alloc.C:
 			p.allocate()
+			if ticks++; ticks%reportEvery == 0 {
+				p.sendReports()
+			}
 		}
 	}
 }
@@ -715,6 +719,51 @@ func (p *participant) allocate() {
 	}
 }
 
+// --- sender reports ------------------------------------------------------------------------
+
+// reportEvery is how often, in allocation ticks, the sub connection carries its tracks'
+// sender reports: 1.2 s (browsers send theirs every second).
+const reportEvery = 4
+
+// maxReportsPerPacket keeps a compound packet of sender reports (28 bytes each) under
+// 1200 bytes with SRTCP's index and tag.
+const maxReportsPerPacket = 40
+
+// sendReports sends a sender report for every down track that has written a packet.
+func (p *participant) sendReports() {
+	if p.sub == nil {
+		return
+	}
+	downs := make([]*downTrack, 0, len(p.subs))
+	for _, d := range p.subs {
+		downs = append(downs, d)
+	}
+	if err := writeSenderReports(p.sub, downs, time.Now(), monotime()); err != nil {
+		p.log.Debug("sfu: sender reports", "err", err)
+	}
+}
+
+// writeSenderReports writes the down tracks' sender reports on pc, in compound packets of
+// at most maxReportsPerPacket.
+func writeSenderReports(pc *webrtc.PeerConnection, downs []*downTrack, now time.Time, mono int64) error {
+	batch := make([]rtcp.Packet, 0, maxReportsPerPacket)
+	for _, d := range downs {
+		if sr, ok := d.senderReport(now, mono); ok {
+			batch = append(batch, &sr)
+		}
+		if len(batch) == maxReportsPerPacket {
+			if err := pc.WriteRTCP(batch); err != nil {
+				return err
+			}
+			batch = batch[:0]
+		}
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+	return pc.WriteRTCP(batch)
+}
+
 // --- the end -----------------------------------------------------------------------------
 
 // shutdown closes everything the participant owns and takes it out of the room.
@@ -773,15 +822,12 @@ func (s *SFU) api(sub bool, tx *directTx, rx *directRx) (*webrtc.API, error) {
 	if sub {
 		ir.Add(&directInterceptor{t: tx}) // innermost: below everything pion would do to the packet
 		tx.configure(&se)
-		// No bandwidth estimator here: the participant's own (internal/bwe, decision 53) is
-		// fed by the down tracks. No NACK interceptor: the down tracks answer NACKs
-		// themselves (downTrack.resend); the codec's feedback above offers nack and nack
-		// pli. Sender reports only: the sub connection receives no media to report on.
-		sr, err := report.NewSenderInterceptor()
-		if err != nil {
-			return nil, err
-		}
-		ir.Add(sr)
+		// Nothing else: the down tracks write to the direct path themselves, past pion's
+		// chain, so what the interceptors would do is done here (decision 53). The
+		// participant's own estimator (internal/bwe) is fed by the down tracks; they answer
+		// NACKs themselves (downTrack.resend; the codec's feedback above offers nack and
+		// nack pli); the participant sends their sender reports (sendReports). The sub
+		// connection receives no media: no receiver reports.
 		// The transport-wide sequence number: the down tracks write it themselves
 		// (downTrack.header), so that a retransmission is the same packet, byte for byte, as
 		// the original (pion's interceptor would give it a new number: with AES-GCM, the

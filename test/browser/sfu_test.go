@@ -116,8 +116,9 @@ const sfuReceivedJS = `(async () => {
 	for (const tr of sub.getTransceivers()) {
 		const info = call.sfu.tracks.get(tr.mid);
 		if (!info) continue;
-		const o = out[info.participant] || (out[info.participant] = {audio: 0, frames: 0, width: 0});
+		const o = out[info.participant] || (out[info.participant] = {audio: 0, frames: 0, width: 0, reports: 0});
 		(await tr.receiver.getStats()).forEach((s) => {
+			if (s.type === 'remote-outbound-rtp') o.reports += s.reportsSent || 0; // the SFU's sender reports
 			if (s.type !== 'inbound-rtp') return;
 			if (info.source === 'audio') o.audio += s.packetsReceived || 0;
 			if (info.source === 'camera') { o.frames += s.framesDecoded || 0; o.width = Math.max(o.width, s.frameWidth || 0); }
@@ -127,9 +128,10 @@ const sfuReceivedJS = `(async () => {
 })()`
 
 type received struct {
-	Audio  int `json:"audio"`
-	Frames int `json:"frames"`
-	Width  int `json:"width"`
+	Audio   int `json:"audio"`
+	Frames  int `json:"frames"`
+	Width   int `json:"width"`
+	Reports int `json:"reports"` // sender reports received for the publisher's tracks
 }
 
 // receivesAllJS is true when the page receives each of ids through the SFU (audio packets
@@ -230,6 +232,29 @@ func TestSFUFourBrowsers(t *testing.T) {
 		p.logf("receives %s", strings.Join(parts, "; "))
 	}
 	t.Logf("all four receiving each other through the SFU %v after the last admission", time.Since(start).Round(time.Millisecond))
+	// Sender reports for every track (the SFU writes them itself, decision 53; Chromium
+	// aligns audio and video by them): a few seconds in, each page has had several for
+	// each publisher's audio and camera.
+	for name, p := range pages {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			got := mustEval[map[string]received](p, sfuReceivedJS)
+			short := ""
+			for _, id := range ids {
+				if r, ok := got[id]; ok && r.Reports < 4 {
+					short = fmt.Sprintf("%s: %d sender reports for %s's tracks", name, r.Reports, id)
+				}
+			}
+			if short == "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Error(short)
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
 	logSFU(t, srv, r.visitID)
 	if _, n := srv.SFU().Counts(); n != 4 {
 		t.Errorf("%d participants in the SFU", n)
