@@ -224,6 +224,22 @@ func TestSFUFourParticipants(t *testing.T) {
 			t.Errorf("%s's packets: %d taken by the direct receive path, %d came through pion's", name, n, pion)
 		}
 	}
+	// Every subscriber's transport-wide feedback reaches its estimator (decision 53): the
+	// packets it reports are found among those sent, so the estimator knows a received rate.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, name := range []string{"clinician", "patient", "interpreter", "student"} {
+		for {
+			e, ok := srv.SFU().Stats(p.vs.visit.ID).Estimators[p.ids[name]]
+			if ok && e.State != "start" && e.Received > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("%s's estimator after its feedback: %v (present %v)", name, e, ok)
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	// The metrics count what the SFU does.
 	metrics := get(t, "http://"+srv.MetricsAddr().String()+"/metrics")
 	for _, want := range []string{
@@ -232,6 +248,7 @@ func TestSFUFourParticipants(t *testing.T) {
 		`bedside_sfu_layer_switches_total`, `bedside_sfu_keyframe_requests_total`,
 		`bedside_sfu_visit_subscribers{visit="` + p.vs.visit.ID + `"} 4`,
 		`bedside_sfu_pub_connections_total{receive_path="direct"} 3`,
+		`bedside_sfu_feedback_invalid_total 0`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)

@@ -259,6 +259,12 @@ func TestSFUFourBrowsers(t *testing.T) {
 	if _, n := srv.SFU().Counts(); n != 4 {
 		t.Errorf("%d participants in the SFU", n)
 	}
+	// Chromium's transport-wide feedback reaches each subscriber's estimator (decision 53).
+	for name, id := range ids {
+		if e, ok := srv.SFU().Stats(r.visitID).Estimators[id]; !ok || e.State == "start" || e.Received == 0 {
+			t.Errorf("%s's estimator after Chromium's feedback: %v (present %v)", name, e, ok)
+		}
+	}
 	// Chromium answers the SFU's offers "active": the SFU is the DTLS server, and its own
 	// SRTP and socket writes (the direct path) carried what everyone decoded.
 	if d := srv.SFU().Stats(r.visitID).Direct; len(d) != 4 {
