@@ -71,13 +71,20 @@ type directTx struct {
 	viaPion atomic.Pointer[map[uint32]bool]
 	pionMu  sync.Mutex
 
-	sock   *rawudp.Socket // the SFU's socket, written with sendto(2) directly (rawudp)
-	snd    *rawudp.Sender // under wmu
-	wmu    sync.Mutex     // serialises ctx, snd and the buffers
-	ctx    *srtp.Context
+	sock *rawudp.Socket // the SFU's socket, written with sendto(2) directly (rawudp)
+	snd  *rawudp.Sender // under wmu
+	wmu  sync.Mutex     // serialises ctx and snd
+	ctx  *srtp.Context
+}
+
+// txBuf is a packet's plain and encrypted forms on their way out. Pooled, not one per
+// subscriber: see scratch (downtrack.go).
+type txBuf struct {
 	plain  [maxPacket + 64]byte
 	cipher [maxPacket + 128]byte
 }
+
+var txPool = sync.Pool{New: func() any { return new(txBuf) }}
 
 // newDirectTx makes a sub connection's direct path, sending on sock (nil: none, the
 // SFU's socket is not a *net.UDPConn).
@@ -355,15 +362,17 @@ func (t *directTx) write(h *rtp.Header, payload []byte) (int, error) {
 	remote := t.remote.Load()
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
-	n, err := h.MarshalTo(t.plain[:])
+	buf := txPool.Get().(*txBuf)
+	defer txPool.Put(buf)
+	n, err := h.MarshalTo(buf.plain[:])
 	if err != nil {
 		return 0, err
 	}
-	if n+len(payload) > len(t.plain) {
+	if n+len(payload) > len(buf.plain) {
 		return 0, errors.New("sfu: packet too large")
 	}
-	n += copy(t.plain[n:], payload)
-	out, err := t.ctx.EncryptRTP(t.cipher[:0], t.plain[:n], h)
+	n += copy(buf.plain[n:], payload)
+	out, err := t.ctx.EncryptRTP(buf.cipher[:0], buf.plain[:n], h)
 	if err != nil {
 		return 0, err
 	}
