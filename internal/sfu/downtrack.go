@@ -108,7 +108,6 @@ type writerState struct {
 	srPackets, srOctets uint32
 	srTS                uint32
 	srAt                int64
-	wroteAt             int64 // monotonic time of the last write
 	// sentVideo holds the video packets written last, by their sequence number as sent
 	// (modulo nackBuffer), for retransmission on a subscriber's NACK (resend). Each entry
 	// holds a reference to the publisher's packet: no copy, and the subscribers of one
@@ -345,21 +344,14 @@ func (d *downTrack) write(p *packet) {
 		// sequence number space.
 		w.segStart = p.hdr.SequenceNumber - 4096
 	}
-	payload := p.payload
 	pic := (p.vp8.picID + w.picOff) & p.vp8.picIDMask()
 	tl0 := p.vp8.tl0 + w.tl0Off
-	var sb *scratch
-	if p.vp8.hasPicID || p.vp8.hasTL0 {
-		sb = scratchPool.Get().(*scratch)
-		payload = rewritten(sb, p, pic, tl0)
-		if d.newer(p) {
-			w.lastPic, w.lastTL0 = pic, tl0
-		}
+	payload, sb := rewrittenPayload(p, pic, tl0)
+	if sb != nil && d.newer(p) {
+		w.lastPic, w.lastTL0 = pic, tl0
 	}
 	d.send(p, b, payload, pic, tl0)
-	if sb != nil {
-		scratchPool.Put(sb)
-	}
+	putScratch(sb)
 	if tgt != w.cur && tgt < 0 && p.hdr.Marker {
 		// Paused: stop at the end of this frame.
 		w.cur = -1
@@ -406,11 +398,23 @@ type scratch [maxPacket]byte
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 
-// rewritten is p's payload with the VP8 picture id and TL0PICIDX given, in sb.
-func rewritten(sb *scratch, p *packet, pic uint16, tl0 uint8) []byte {
+// rewrittenPayload is what p carries to a subscriber: its payload, or, where its VP8
+// descriptor has a picture id or TL0PICIDX, a copy holding pic and tl0 in a pooled buffer,
+// which the caller gives back with putScratch once written (nil: nothing to give back).
+func rewrittenPayload(p *packet, pic uint16, tl0 uint8) ([]byte, *scratch) {
+	if !p.vp8.hasPicID && !p.vp8.hasTL0 {
+		return p.payload, nil
+	}
+	sb := scratchPool.Get().(*scratch)
 	n := copy(sb[:], p.payload)
 	rewriteVP8(sb[:n], &p.vp8, pic, tl0)
-	return sb[:n]
+	return sb[:n], sb
+}
+
+func putScratch(sb *scratch) {
+	if sb != nil {
+		scratchPool.Put(sb)
+	}
 }
 
 // send writes p with the rewritten header (and payload: pic and tl0 are what it holds),
@@ -429,12 +433,13 @@ func (d *downTrack) send(p *packet, b *binding, payload []byte, pic uint16, tl0 
 	if b.twccID != 0 {
 		twcc = uint16(d.sub.twccSeq.Add(1))
 	}
-	if err := d.writeRTP(b, d.header(b, seq, ts, twcc, p.hdr.Marker), payload); err != nil {
+	at, err := d.writeRTP(b, d.header(b, seq, ts, twcc, p.hdr.Marker), payload)
+	if err != nil {
 		d.m.dropWriteError.Inc()
 		return
 	}
 	if b.twccID != 0 {
-		d.sub.est.Sent(twcc, len(payload)+rtpOverhead, w.wroteAt)
+		d.sub.est.Sent(twcc, len(payload)+rtpOverhead, at)
 	}
 	if d.kind == webrtc.RTPCodecTypeVideo {
 		e := &w.sentVideo[seq%nackBuffer]
@@ -454,26 +459,25 @@ func (d *downTrack) send(p *packet, b *binding, payload []byte, pic uint16, tl0 
 // writeRTP writes one packet (with mu held): by the subscriber's direct send path when it
 // takes the stream, which is the usual case, else down pion's chain (its SRTP session;
 // the direct path's interceptor under it). The direct path is called here rather than
-// from the bottom of pion's chain to spare each packet the chain's calls (decision 53).
-// Either way it is counted for the sender reports.
-func (d *downTrack) writeRTP(b *binding, h *rtp.Header, payload []byte) error {
-	var err error
+// from the bottom of pion's chain to spare each packet the chain's calls (decision 54).
+// Either way it is counted for the sender reports. at is when it was written (monotime).
+func (d *downTrack) writeRTP(b *binding, h *rtp.Header, payload []byte) (at int64, err error) {
 	if tx := d.sub.direct.Load(); tx != nil && tx.takes(b.ssrc) {
 		_, err = tx.write(h, payload)
 	} else {
 		_, err = b.ws.WriteRTP(h, payload)
 	}
 	if err != nil {
-		return err
+		return 0, err
 	}
+	at = monotime()
 	w := &d.w
-	w.wroteAt = monotime()
 	if w.srPackets == 0 || int32(h.Timestamp-w.srTS) >= 0 { // not a retransmission's older time
-		w.srTS, w.srAt = h.Timestamp, w.wroteAt
+		w.srTS, w.srAt = h.Timestamp, at
 	}
 	w.srPackets++
 	w.srOctets += uint32(len(payload))
-	return nil
+	return at, nil
 }
 
 // senderReport is the down track's RTCP sender report at wall-clock time now and
@@ -554,16 +558,9 @@ func (d *downTrack) resend(nacks []rtcp.NackPair) {
 				d.m.nackMissed.Inc()
 				continue
 			}
-			payload := e.p.payload
-			var sb *scratch
-			if e.p.vp8.hasPicID || e.p.vp8.hasTL0 {
-				sb = scratchPool.Get().(*scratch)
-				payload = rewritten(sb, e.p, e.pic, e.tl0)
-			}
-			err := d.writeRTP(b, d.header(b, e.seq, e.ts, e.twcc, e.p.hdr.Marker), payload)
-			if sb != nil {
-				scratchPool.Put(sb)
-			}
+			payload, sb := rewrittenPayload(e.p, e.pic, e.tl0)
+			_, err := d.writeRTP(b, d.header(b, e.seq, e.ts, e.twcc, e.p.hdr.Marker), payload)
+			putScratch(sb)
 			if err != nil {
 				d.m.dropWriteError.Inc()
 				return
