@@ -100,13 +100,14 @@ func TestEachStatus(t *testing.T) {
 	}
 }
 
-// TestPackets: a compound packet is split where its lengths say, and a length beyond the
-// datagram is an error.
-func TestPackets(t *testing.T) {
+// TestFeedbackInCompound: split as the down tracks split a compound packet (pion's
+// rtcp.AppendRawPackets, which refuses a length beyond the datagram), a receiver report
+// is not taken for feedback and the feedback packet is, with its media SSRC.
+func TestFeedbackInCompound(t *testing.T) {
 	rr, _ := (&rtcp.ReceiverReport{SSRC: 1}).Marshal()
 	fb := feedback(t, map[uint16]int64{10: 1000, 12: 3000}, 10, 13)[0]
-	var got [][]byte
-	if err := Packets(append(append([]byte{}, rr...), fb...), func(p []byte) { got = append(got, p) }); err != nil {
+	got, err := rtcp.AppendRawPackets(nil, append(append([]byte{}, rr...), fb...))
+	if err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 2 || len(got[0]) != len(rr) || len(got[1]) != len(fb) {
@@ -115,7 +116,10 @@ func TestPackets(t *testing.T) {
 	if _, ok := Feedback(got[0]); ok {
 		t.Error("a receiver report taken for feedback")
 	}
-	if err := Packets(fb[:len(fb)-4], func([]byte) {}); err == nil {
+	if ssrc, ok := Feedback(got[1]); !ok || ssrc != 7 {
+		t.Errorf("feedback: %d, %v", ssrc, ok)
+	}
+	if _, err := rtcp.AppendRawPackets(nil, fb[:len(fb)-4]); err == nil {
 		t.Error("a truncated packet passed")
 	}
 }

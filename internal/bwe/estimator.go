@@ -102,8 +102,7 @@ type Estimator struct {
 	increase int64   // the last growth step (monotonic ns)
 	state    string
 
-	target atomic.Int64
-	stats  atomic.Pointer[Stats]
+	stats atomic.Pointer[Stats]
 }
 
 // Stats is the estimator's state, for the room's statistics and debugging.
@@ -130,7 +129,6 @@ func New(cfg Config) *Estimator {
 	}
 	cfg.Initial = min(max(cfg.Initial, cfg.Min), cfg.Max)
 	e := &Estimator{cfg: cfg, rate: float64(cfg.Initial), state: "start"}
-	e.target.Store(int64(cfg.Initial))
 	e.stats.Store(&Stats{Target: cfg.Initial, State: e.state})
 	return e
 }
@@ -142,7 +140,7 @@ func (e *Estimator) Sent(seq uint16, size int, at int64) {
 }
 
 // Target is the current estimate, bit/s.
-func (e *Estimator) Target() int { return int(e.target.Load()) }
+func (e *Estimator) Target() int { return e.stats.Load().Target }
 
 // Stats is the estimator's state after the last feedback.
 func (e *Estimator) Stats() Stats { return *e.stats.Load() }
@@ -203,7 +201,6 @@ func (e *Estimator) OnFeedback(pkt []byte, now int64) error {
 	}
 	received := e.receivedRate()
 	e.control(now, received)
-	e.target.Store(int64(e.rate))
 	e.stats.Store(&Stats{Target: int(e.rate), Received: int(received), Loss: e.loss, QueueMs: e.queue / 1000, State: e.state})
 	return nil
 }

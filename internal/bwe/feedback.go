@@ -36,23 +36,6 @@ func Feedback(pkt []byte) (mediaSSRC uint32, ok bool) {
 	return binary.BigEndian.Uint32(pkt[8:]), true
 }
 
-// Packets splits a compound RTCP packet into its packets and calls f with each (header
-// first). It stops at the first malformed length and reports it.
-func Packets(b []byte, f func(pkt []byte)) error {
-	for len(b) > 0 {
-		if len(b) < 4 || b[0]>>6 != 2 {
-			return errors.New("bwe: malformed RTCP")
-		}
-		n := (int(binary.BigEndian.Uint16(b[2:])) + 1) * 4
-		if n > len(b) {
-			return errors.New("bwe: RTCP length beyond the datagram")
-		}
-		f(b[:n])
-		b = b[n:]
-	}
-	return nil
-}
-
 // Status symbols of transport-wide feedback.
 const (
 	notReceived = 0

@@ -597,28 +597,32 @@ func (d *downTrack) forgetSent() {
 // place (bwe.Feedback); only the rest is parsed by pion (which allocates per packet).
 func (d *downTrack) readRTCP() {
 	buf := make([]byte, 1500)
+	var raw []rtcp.RawPacket // the packets of a compound packet, in buf
 	for {
 		n, _, err := d.sender.Read(buf)
 		if err != nil {
 			return
 		}
-		bwe.Packets(buf[:n], func(pkt []byte) {
+		if raw, err = rtcp.AppendRawPackets(raw[:0], buf[:n]); err != nil {
+			continue
+		}
+		for _, pkt := range raw {
 			if ssrc, ok := bwe.Feedback(pkt); ok {
 				if d.ours(ssrc) {
 					if err := d.sub.est.OnFeedback(pkt, monotime()); err != nil {
 						d.m.feedbackInvalid.Inc()
 					}
 				}
-				return
+				continue
 			}
-			pkts, err := rtcp.Unmarshal(pkt)
+			msgs, err := rtcp.Unmarshal(pkt)
 			if err != nil {
-				return
+				continue
 			}
-			for _, pkt := range pkts {
-				d.onRTCP(pkt)
+			for _, m := range msgs {
+				d.onRTCP(m)
 			}
-		})
+		}
 	}
 }
 
