@@ -240,6 +240,14 @@ func TestSFUFourParticipants(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
+	// And their RTCP (the feedback above among it) came back by the direct path (decision
+	// 55): read and acted on by the SFU's socket reader, not by pion's.
+	st = srv.SFU().Stats(p.vs.visit.ID)
+	for _, name := range []string{"clinician", "patient", "interpreter", "student"} {
+		if n, pion := st.RTCPDirect[p.ids[name]], st.RTCPByPion[p.ids[name]]; n <= pion {
+			t.Errorf("%s's RTCP: %d datagrams taken by the direct path, %d reads from pion's", name, n, pion)
+		}
+	}
 	// The metrics count what the SFU does.
 	metrics := get(t, "http://"+srv.MetricsAddr().String()+"/metrics")
 	for _, want := range []string{

@@ -17,6 +17,7 @@ import (
 	"github.com/pion/dtls/v3/pkg/protocol/extension"
 	"github.com/pion/dtls/v3/pkg/protocol/handshake"
 	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/srtp/v3"
@@ -34,7 +35,16 @@ import (
 // the selected candidate pair's remote address from the SFU's own UDP socket (the one
 // under the ICE mux, so the packets come from the address the subscriber's ICE chose).
 // Everything above it (the transport-wide sequence number, sender reports, the
-// bandwidth estimator's record) is unchanged; RTCP stays with pion.
+// bandwidth estimator's record) is unchanged.
+//
+// The subscriber's RTCP (transport-wide feedback, NACKs, picture loss, receiver reports)
+// comes back the same way (design decision 55): the SFU's socket reader (rxConn.take)
+// gives an RTCP datagram from the selected pair's remote address to the path, which
+// decrypts it with a second context of its own (the subscriber's SRTCP keys, pion's
+// replay window) and acts on it there and then (handleRTCP): no hand-off to pion's UDP
+// mux, ICE connection, SRTP session and each down track's reader. What it does not take
+// (another address, before the path is up, what it cannot authenticate) pion reads and
+// the down tracks' readers act on as before (downTrack.readRTCP).
 //
 // pion does not export its DTLS connection's keying material, so directTx derives it as
 // the DTLS exporter does (RFC 5705, "EXTRACTOR-dtls_srtp"): from the master secret and
@@ -75,6 +85,24 @@ type directTx struct {
 	snd  *rawudp.Sender // under wmu
 	wmu  sync.Mutex     // serialises ctx and snd
 	ctx  *srtp.Context
+
+	// The subscriber's RTCP (decision 55). conn routes it here by the remote address;
+	// rctx, rhdr, raw and rfails are the socket reader's (rctx is set before state
+	// becomes directReady, and no route exists before).
+	conn    *rxConn // nil: no direct path for RTCP (unit tests, a socket not *net.UDPConn)
+	routeMu sync.Mutex
+	routed  netip.AddrPort // the address routed to this path (under routeMu)
+	rctx    *srtp.Context
+	rhdr    rtcp.Header
+	raw     []rtcp.RawPacket
+	rfails  int
+	rtcpOff atomic.Bool // the subscriber's RTCP failed rxFailLimit times in a row here: pion's for good
+	// tracks are the down tracks bound on the connection, by SSRC (copy-on-write,
+	// written under tracksMu): what a message names.
+	tracks   atomic.Pointer[map[uint32]*downTrack]
+	tracksMu sync.Mutex
+	rtcpIn   atomic.Int64 // RTCP datagrams taken (Stats, tests)
+	rtcpPion atomic.Int64 // RTCP datagrams the down tracks read from pion instead (Stats, tests)
 }
 
 // txBuf is a packet's plain and encrypted forms on their way out. Pooled, not one per
@@ -86,11 +114,12 @@ type txBuf struct {
 
 var txPool = sync.Pool{New: func() any { return new(txBuf) }}
 
-// newDirectTx makes a sub connection's direct path, sending on sock (nil: none, the
-// SFU's socket is not a *net.UDPConn).
-func newDirectTx(sock *rawudp.Socket, m *Metrics) *directTx {
-	t := &directTx{m: m, sock: sock, snd: rawudp.NewSender()}
+// newDirectTx makes a sub connection's direct path, sending on sock and taking RTCP from
+// conn (nil: none, the SFU's socket is not a *net.UDPConn).
+func newDirectTx(sock *rawudp.Socket, conn *rxConn, m *Metrics) *directTx {
+	t := &directTx{m: m, sock: sock, conn: conn, snd: rawudp.NewSender()}
 	t.viaPion.Store(&map[uint32]bool{})
+	t.tracks.Store(&map[uint32]*downTrack{})
 	if sock == nil {
 		t.state.Store(directDisabled)
 	}
@@ -112,6 +141,7 @@ type dtlsSecrets struct {
 	suite        uint16
 	profile      srtp.ProtectionProfile
 	serverHello  bool
+	keys         *srtp.Config // derived from the above, which are then cleared
 }
 
 // configure sets the DTLS hooks on a connection's setting engine.
@@ -129,10 +159,16 @@ func (t *directTx) attach(pc *webrtc.PeerConnection) {
 	t.dtls.Store(d)
 	d.OnStateChange(func(s webrtc.DTLSTransportState) {
 		if s == webrtc.DTLSTransportStateClosed || s == webrtc.DTLSTransportStateFailed {
-			t.state.Store(directClosed)
+			t.close()
 		}
 	})
 	d.ICETransport().OnSelectedCandidatePairChange(t.setRemote)
+}
+
+// close ends the path: nothing more is sent or taken.
+func (t *directTx) close() {
+	t.state.Store(directClosed)
+	t.route()
 }
 
 // setRemote follows the selected candidate pair. A remote candidate whose address is not
@@ -144,7 +180,28 @@ func (t *directTx) setRemote(p *webrtc.ICECandidatePair) {
 	if a, err := netip.ParseAddr(p.Remote.Address); err == nil {
 		ap := netip.AddrPortFrom(a.Unmap(), p.Remote.Port)
 		t.remote.Store(&ap)
+		t.route()
 	}
+}
+
+// route points the socket reader's RTCP route at the path's current remote address while
+// the path is ready and takes RTCP, and removes it otherwise. The socket reader calls it
+// too (rtcpOff): it waits for nothing but the routes' short locks.
+func (t *directTx) route() {
+	if t.conn == nil {
+		return
+	}
+	t.routeMu.Lock()
+	defer t.routeMu.Unlock()
+	var to netip.AddrPort
+	if r := t.remote.Load(); r != nil && t.state.Load() == directReady && t.rctx != nil && !t.rtcpOff.Load() {
+		to = *r
+	}
+	if to == t.routed {
+		return
+	}
+	t.conn.routeRTCP(to, t.routed, t)
+	t.routed = to
 }
 
 // keyLog receives the handshake's key-log line (NSS format: CLIENT_RANDOM, the client
@@ -258,9 +315,76 @@ func (t *directTx) ready() bool {
 		return false
 	}
 	t.ctx = ctx
+	if t.conn != nil {
+		// The subscriber's RTCP: pion's SRTCP replay window. Without it, pion's path
+		// reads it all.
+		if t.rctx, err = t.keys.context(&t.cryptex, true, srtp.SRTCPReplayProtection(rtcpReplayWindow)); err != nil {
+			t.rctx = nil
+		}
+	}
 	t.state.Store(directReady)
 	t.m.sendPath.WithLabelValues("direct").Inc()
+	if t.rctx != nil {
+		t.route()
+	}
 	return true
+}
+
+// rtcpReplayWindow is pion's SRTCP session's replay window, which the path keeps.
+const rtcpReplayWindow = 64
+
+// takeRTCP decrypts an RTCP datagram from the subscriber and acts on it; false leaves it
+// to pion. Called by the socket reader only.
+func (t *directTx) takeRTCP(b []byte) bool {
+	if t.state.Load() != directReady || t.rctx == nil {
+		return false
+	}
+	if len(b) > maxPacket {
+		return false // no RTCP packet of ours is this large: pion's to judge
+	}
+	buf := rxPool.Get().(*rxBuf)
+	defer rxPool.Put(buf)
+	out, err := t.rctx.DecryptRTCP(buf.b[:0], b, &t.rhdr)
+	if err != nil {
+		if !errors.Is(err, srtp.ErrFailedToVerifyAuthTag) {
+			return true // a replay, or malformed: pion would drop it too
+		}
+		// Not the subscriber's (a forgery, or another connection's peer behind the
+		// same address after a change): pion decides. Persistent failures end the route.
+		if t.rfails++; t.rfails == rxFailLimit {
+			t.rtcpOff.Store(true)
+			t.route()
+		}
+		return false
+	}
+	t.rfails = 0
+	t.rtcpIn.Add(1)
+	t.raw, err = rtcp.AppendRawPackets(t.raw[:0], out)
+	if err != nil {
+		return true
+	}
+	for _, pkt := range t.raw {
+		handleRTCP(pkt, t.track, t.m)
+	}
+	return true
+}
+
+// track is the down track bound to ssrc on this connection, if any.
+func (t *directTx) track(ssrc uint32) *downTrack { return (*t.tracks.Load())[ssrc] }
+
+// bindTrack and unbindTrack follow the down tracks pion binds to the connection.
+func (t *directTx) bindTrack(ssrc uint32, d *downTrack) {
+	t.tracksMu.Lock()
+	defer t.tracksMu.Unlock()
+	editMap(&t.tracks, func(m map[uint32]*downTrack) { m[ssrc] = d })
+}
+
+func (t *directTx) unbindTrack(ssrc uint32, d *downTrack) {
+	t.tracksMu.Lock()
+	defer t.tracksMu.Unlock()
+	if (*t.tracks.Load())[ssrc] == d {
+		editMap(&t.tracks, func(m map[uint32]*downTrack) { delete(m, ssrc) })
+	}
 }
 
 var errNoDirect = errors.New("sfu: no direct path (not the DTLS server, or unknown suite or profile)")
@@ -338,10 +462,15 @@ func sdpCryptex(text string) srtp.CryptexMode {
 }
 
 // derive gives the SRTP keys of the handshake seen (the SFU the server: "local" are the
-// SFU's, "remote" the peer's), once: the master secret is cleared after.
+// SFU's, "remote" the peer's). The master secret is cleared once they are derived; the
+// keys are kept for a second context (the direct send path makes one to encrypt its
+// media and one to decrypt the subscriber's RTCP), as pion's SRTP sessions keep theirs.
 func (k *dtlsSecrets) derive() (srtp.Config, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.keys != nil {
+		return *k.keys, nil
+	}
 	h := prfHash(k.suite)
 	if !k.serverHello || h == nil || k.profile == 0 || len(k.masterSecret) == 0 || len(k.clientRandom) != 32 {
 		return srtp.Config{}, errNoDirect
@@ -354,6 +483,7 @@ func (k *dtlsSecrets) derive() (srtp.Config, error) {
 	// The secrets are not needed again.
 	clear(k.masterSecret)
 	k.masterSecret = nil
+	k.keys = &cfg
 	return cfg, nil
 }
 

@@ -69,6 +69,9 @@ type rxConn struct {
 	rd     *rawudp.BatchReader                  // used by the mux's one reading goroutine
 	mu     sync.Mutex                           // serialises changes of routes
 	routes atomic.Pointer[map[uint32]*directRx] // by SSRC
+	// rtcp routes subscribers' RTCP to their sub connection's direct path by the address it
+	// comes from (decision 55, direct.go). Copy-on-write, written under mu.
+	rtcp atomic.Pointer[map[netip.AddrPort]*directTx]
 }
 
 // rxBatch is how many datagrams one read of the SFU's socket returns at most; rxMTU the
@@ -85,18 +88,46 @@ func newRxConn(udp *net.UDPConn) (*rxConn, error) {
 	}
 	c := &rxConn{UDPConn: udp, rd: rd}
 	c.routes.Store(&map[uint32]*directRx{})
+	c.rtcp.Store(&map[netip.AddrPort]*directTx{})
 	rd.Take = c.take
 	return c, nil
 }
 
 // take is offered every datagram read: an RTP packet (version 2; not RTCP, whose packet
-// types 192..223 are where RTP has marker and type) of a routed SSRC goes to its path.
-func (c *rxConn) take(b []byte, _ int, _ netip.AddrPort) bool {
-	if len(b) < 12 || b[0]&0xc0 != 0x80 || (b[1] >= 192 && b[1] <= 223) {
+// types 192..223 are where RTP has marker and type) of a routed SSRC goes to its path, an
+// RTCP packet from a routed address to its sub connection's.
+func (c *rxConn) take(b []byte, _ int, from netip.AddrPort) bool {
+	if len(b) < 8 || b[0]&0xc0 != 0x80 {
+		return false
+	}
+	if b[1] >= 192 && b[1] <= 223 {
+		m := *c.rtcp.Load()
+		if len(m) == 0 {
+			return false
+		}
+		t := m[netip.AddrPortFrom(from.Addr().Unmap(), from.Port())]
+		return t != nil && t.takeRTCP(b)
+	}
+	if len(b) < 12 {
 		return false
 	}
 	rx := (*c.routes.Load())[binary.BigEndian.Uint32(b[8:12])]
 	return rx != nil && rx.take(b)
+}
+
+// routeRTCP moves t's RTCP route from the address old to to (either may be the zero
+// address: none).
+func (c *rxConn) routeRTCP(to, old netip.AddrPort, t *directTx) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	editMap(&c.rtcp, func(m map[netip.AddrPort]*directTx) {
+		if old.IsValid() && m[old] == t {
+			delete(m, old)
+		}
+		if to.IsValid() {
+			m[to] = t
+		}
+	})
 }
 
 // ReadFromAddrPort is what pion's UDP mux reads with (ice.AddrPortReaderWriter).

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
+	"github.com/pion/webrtc/v4"
 )
 
 // blockingReader stands for pion's SRTP stream under the direct receive path: nothing
@@ -137,5 +140,115 @@ func TestRxConnNeverFailsOnSize(t *testing.T) {
 	n, _, err = c.ReadFromAddrPort(buf)
 	if err != nil || string(buf[:n]) != "next" {
 		t.Fatalf("the next datagram: %q, %v", buf[:n], err)
+	}
+}
+
+// TestDirectRTCPTake: what the socket reader does with a subscriber's RTCP (decision 55).
+// A datagram from the address routed to a sub connection's direct path is decrypted and
+// acted on there (here a REMB, kept as the subscriber's estimate), also when the socket
+// gives the address IPv4-mapped; a replayed one is dropped; one from another address, or
+// RTP from the routed one, is left to the other routes and pion; datagrams that do not
+// authenticate go to pion and, after rxFailLimit in a row, so does the route; closing the
+// path removes its route.
+func TestDirectRTCPTake(t *testing.T) {
+	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	c, err := newRxConn(udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, salt := bytes.Repeat([]byte{7}, 16), bytes.Repeat([]byte{9}, 12)
+	profile := srtp.ProtectionProfileAeadAes128Gcm
+	subscriber, err := srtp.CreateContext(key, salt, profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forger, err := srtp.CreateContext(bytes.Repeat([]byte{8}, 16), salt, profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := func(remote netip.AddrPort) *directTx {
+		t.Helper()
+		tx := newDirectTx(nil, c, NewMetrics(nil))
+		if tx.rctx, err = srtp.CreateContext(key, salt, profile, srtp.SRTCPReplayProtection(rtcpReplayWindow)); err != nil {
+			t.Fatal(err)
+		}
+		tx.remote.Store(&remote)
+		tx.state.Store(directReady) // as ready() does once DTLS is up
+		tx.route()
+		return tx
+	}
+	from := netip.MustParseAddrPort("127.0.0.1:40000")
+	tx := path(from)
+	_, d, _ := testTrack(t, webrtc.RTPCodecTypeVideo)
+	tx.bindTrack(5555, d)
+	remb := func(ctx *srtp.Context, bitrate float32) []byte {
+		t.Helper()
+		plain, err := rtcp.Marshal([]rtcp.Packet{
+			&rtcp.ReceiverReport{SSRC: 1},
+			&rtcp.ReceiverEstimatedMaximumBitrate{SenderSSRC: 1, Bitrate: bitrate, SSRCs: []uint32{5555}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := ctx.EncryptRTCP(nil, plain, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+
+	first := remb(subscriber, 300_000)
+	if !c.take(first, 0, from) || d.sub.remb.Load() != 300_000 {
+		t.Fatalf("a REMB from the routed address: subscriber's estimate %d, want 300000", d.sub.remb.Load())
+	}
+	mapped := netip.AddrPortFrom(netip.AddrFrom16(from.Addr().As16()), from.Port())
+	if !c.take(remb(subscriber, 200_000), 0, mapped) || d.sub.remb.Load() != 200_000 {
+		t.Fatalf("a REMB from the routed address, IPv4-mapped: estimate %d, want 200000", d.sub.remb.Load())
+	}
+	if !c.take(first, 0, from) || d.sub.remb.Load() != 200_000 {
+		t.Fatalf("a replayed REMB was acted on: estimate %d", d.sub.remb.Load())
+	}
+	if c.take(remb(subscriber, 100_000), 0, netip.MustParseAddrPort("127.0.0.1:40001")) {
+		t.Fatal("RTCP from an address not routed was taken")
+	}
+	rtpPkt, _ := (&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SSRC: 5555}, Payload: []byte("x")}).Marshal()
+	if c.take(rtpPkt, 0, from) {
+		t.Fatal("RTP from the routed address was taken as its RTCP")
+	}
+	if n := tx.rtcpIn.Load(); n != 2 {
+		t.Fatalf("%d datagrams counted as taken, want 2", n)
+	}
+	for range 10 {
+		remb(forger, 1) // past the indexes seen: a forgery, not a replay
+	}
+	for i := range rxFailLimit {
+		if c.take(remb(forger, 1), 0, from) {
+			t.Fatalf("forged datagram %d was taken", i)
+		}
+	}
+	if len(*c.rtcp.Load()) != 0 {
+		t.Fatalf("after %d authentication failures the route is still there", rxFailLimit)
+	}
+	if c.take(remb(subscriber, 100_000), 0, from) || d.sub.remb.Load() != 200_000 {
+		t.Fatal("a path given back to pion took RTCP again")
+	}
+	tx.setRemote(&webrtc.ICECandidatePair{Remote: &webrtc.ICECandidate{Address: "127.0.0.1", Port: 40002}})
+	if len(*c.rtcp.Load()) != 0 {
+		t.Fatal("a path given back to pion was routed again when its pair changed")
+	}
+
+	// A second path follows its pair and goes with its connection.
+	other := path(netip.MustParseAddrPort("127.0.0.1:41000"))
+	other.setRemote(&webrtc.ICECandidatePair{Remote: &webrtc.ICECandidate{Address: "127.0.0.1", Port: 41001}})
+	if m := *c.rtcp.Load(); len(m) != 1 || m[netip.MustParseAddrPort("127.0.0.1:41001")] != other {
+		t.Fatalf("routes after the pair changed: %v", m)
+	}
+	other.close()
+	if len(*c.rtcp.Load()) != 0 {
+		t.Fatal("a closed path is still routed")
 	}
 }

@@ -151,11 +151,19 @@ func newDownTrack(up *upTrack, sub *participant) *downTrack {
 
 // webrtc.TrackLocal
 
-func (d *downTrack) ID() string                            { return d.trackID }
-func (d *downTrack) RID() string                           { return "" }
-func (d *downTrack) StreamID() string                      { return d.stream }
-func (d *downTrack) Kind() webrtc.RTPCodecType             { return d.kind }
-func (d *downTrack) Unbind(webrtc.TrackLocalContext) error { d.bind.Store(nil); return nil }
+func (d *downTrack) ID() string                { return d.trackID }
+func (d *downTrack) RID() string               { return "" }
+func (d *downTrack) StreamID() string          { return d.stream }
+func (d *downTrack) Kind() webrtc.RTPCodecType { return d.kind }
+
+// Unbind forgets the binding (and the SSRC the connection's direct path knew it by).
+func (d *downTrack) Unbind(ctx webrtc.TrackLocalContext) error {
+	d.bind.Store(nil)
+	if tx := d.sub.direct.Load(); tx != nil {
+		tx.unbindTrack(uint32(ctx.SSRC()), d)
+	}
+	return nil
+}
 
 var errNoCodec = errors.New("sfu: the subscriber accepts no codec of this track")
 
@@ -170,6 +178,9 @@ func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 	for _, c := range ctx.CodecParameters() {
 		if strings.EqualFold(c.MimeType, d.up.codec.MimeType) {
 			d.bind.Store(&binding{ssrc: uint32(ctx.SSRC()), pt: uint8(c.PayloadType), clockRate: c.ClockRate, twccID: twccID, ws: ctx.WriteStream()})
+			if tx := d.sub.direct.Load(); tx != nil {
+				tx.bindTrack(uint32(ctx.SSRC()), d)
+			}
 			return c, nil
 		}
 	}
@@ -588,58 +599,80 @@ func (d *downTrack) forgetSent() {
 	}
 }
 
-// readRTCP reads what the subscriber says about this track: transport-wide feedback goes
-// to the subscriber's estimator; a picture loss or full intra request asks the publisher
-// for a key frame; REMB is the subscriber's estimate where it offers no transport-wide
-// feedback; a NACK is answered from the packets kept (resend). Each message's media SSRC
-// is checked, as a compound packet may be given to every track it speaks of. It ends when
-// the sender stops. Transport-wide feedback, most of what a subscriber sends, is read in
-// place (bwe.Feedback); only the rest is parsed by pion (which allocates per packet).
+// readRTCP reads what pion's path gives of the subscriber's RTCP about this track: all of
+// it when the connection has no direct path, else what that path did not take (decision
+// 55: another address, or before the path was up). pion hands a compound packet to the
+// reader of every track it names; each reader acts on the messages about its own.
 func (d *downTrack) readRTCP() {
 	buf := make([]byte, 1500)
 	var raw []rtcp.RawPacket // the packets of a compound packet, in buf
+	self := func(ssrc uint32) *downTrack {
+		if d.ours(ssrc) {
+			return d
+		}
+		return nil
+	}
 	for {
 		n, _, err := d.sender.Read(buf)
 		if err != nil {
 			return
 		}
+		if tx := d.sub.direct.Load(); tx != nil {
+			tx.rtcpPion.Add(1)
+		}
 		if raw, err = rtcp.AppendRawPackets(raw[:0], buf[:n]); err != nil {
 			continue
 		}
 		for _, pkt := range raw {
-			if ssrc, ok := bwe.Feedback(pkt); ok {
-				if d.ours(ssrc) {
-					if err := d.sub.est.OnFeedback(pkt, monotime()); err != nil {
-						d.m.feedbackInvalid.Inc()
-					}
-				}
-				continue
-			}
-			msgs, err := rtcp.Unmarshal(pkt)
-			if err != nil {
-				continue
-			}
-			for _, m := range msgs {
-				d.onRTCP(m)
-			}
+			handleRTCP(pkt, self, d.m)
 		}
 	}
 }
 
-// onRTCP acts on one message other than transport-wide feedback.
-func (d *downTrack) onRTCP(pkt rtcp.Packet) {
-	switch x := pkt.(type) {
-	case *rtcp.PictureLossIndication:
-		if d.ours(x.MediaSSRC) {
-			d.up.requestKeyframe(int(d.current.Load()))
+// handleRTCP acts on one RTCP packet from a subscriber, on either path: transport-wide
+// feedback goes to the subscriber's estimator, a NACK is answered from the track's cache,
+// a picture loss or FIR asks the publisher for a key frame (rate-limited), a REMB is kept
+// as the subscriber's estimate where it has no feedback. find gives the down track a
+// message is about (nil: none of the caller's).
+func handleRTCP(pkt []byte, find func(ssrc uint32) *downTrack, m *Metrics) {
+	if ssrc, ok := bwe.Feedback(pkt); ok {
+		if d := find(ssrc); d != nil {
+			if err := d.sub.est.OnFeedback(pkt, monotime()); err != nil {
+				m.feedbackInvalid.Inc()
+			}
 		}
-	case *rtcp.FullIntraRequest:
-		d.up.requestKeyframe(int(d.current.Load()))
-	case *rtcp.ReceiverEstimatedMaximumBitrate:
-		d.sub.remb.Store(int64(x.Bitrate))
-	case *rtcp.TransportLayerNack:
-		if d.kind == webrtc.RTPCodecTypeVideo && d.ours(x.MediaSSRC) {
-			d.resend(x.Nacks)
+		return
+	}
+	if len(pkt) < 2 || (pkt[1] != uint8(rtcp.TypeTransportSpecificFeedback) && pkt[1] != uint8(rtcp.TypePayloadSpecificFeedback)) {
+		return // receiver reports, descriptions, byes: nothing to act on
+	}
+	msgs, err := rtcp.Unmarshal(pkt)
+	if err != nil {
+		return
+	}
+	for _, msg := range msgs {
+		switch x := msg.(type) {
+		case *rtcp.PictureLossIndication:
+			if d := find(x.MediaSSRC); d != nil {
+				d.up.requestKeyframe(int(d.current.Load()))
+			}
+		case *rtcp.FullIntraRequest:
+			for _, e := range x.FIR {
+				if d := find(e.SSRC); d != nil {
+					d.up.requestKeyframe(int(d.current.Load()))
+				}
+			}
+		case *rtcp.ReceiverEstimatedMaximumBitrate:
+			for _, ssrc := range x.SSRCs {
+				if d := find(ssrc); d != nil {
+					d.sub.remb.Store(int64(x.Bitrate))
+					break
+				}
+			}
+		case *rtcp.TransportLayerNack:
+			if d := find(x.MediaSSRC); d != nil && d.kind == webrtc.RTPCodecTypeVideo {
+				d.resend(x.Nacks)
+			}
 		}
 	}
 }

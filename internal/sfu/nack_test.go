@@ -19,9 +19,9 @@ import (
 // that packet again, through the sub connection's real chain (interceptors, SRTP), with
 // the same sequence number, timestamp and rewritten payload (picture id); a NACK for a
 // packet older than the nackBuffer packets kept, or for another track, is not. When the
-// down track closes it lets go of the publisher's packets it kept. Both send paths: the
-// direct one (the subscriber answers "active", as browsers do, and the SFU is the DTLS
-// server) and pion's (the subscriber answers "passive").
+// down track closes it lets go of the publisher's packets it kept. Both paths: the direct
+// ones (the subscriber answers "active", as browsers do, and the SFU is the DTLS server:
+// media out and the NACKs in) and pion's (the subscriber answers "passive").
 func TestNACKAnswered(t *testing.T) {
 	t.Run("direct", func(t *testing.T) { testNACKAnswered(t, webrtc.DTLSRoleClient) })
 	t.Run("pion", func(t *testing.T) { testNACKAnswered(t, webrtc.DTLSRoleServer) })
@@ -37,7 +37,7 @@ func testNACKAnswered(t *testing.T, subscriberRole webrtc.DTLSRole) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	tx := newDirectTx(s.sock, NewMetrics(nil))
+	tx := newDirectTx(s.sock, s.rxc, NewMetrics(nil))
 	api, err := s.api(true, tx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -273,6 +273,14 @@ loop:
 		t.Errorf("%d packets sent by the direct path, want at least the %d received", n, len(first))
 	case subscriberRole == webrtc.DTLSRoleServer && n != 0:
 		t.Errorf("%d packets sent by the direct path where the SFU was the DTLS client", n)
+	}
+	// The NACKs (and the receiver reports of pion's default interceptors) came back by the
+	// direct path too (decision 55), read by the socket reader; as the client, by pion's.
+	switch in, pion := tx.rtcpIn.Load(), tx.rtcpPion.Load(); {
+	case subscriberRole == webrtc.DTLSRoleClient && (in < 3 || pion != 0):
+		t.Errorf("the subscriber's RTCP: %d datagrams taken by the direct path, %d read from pion's; want the 3 NACKs and all else direct", in, pion)
+	case subscriberRole == webrtc.DTLSRoleServer && (in != 0 || pion < 2):
+		t.Errorf("the subscriber's RTCP: %d datagrams taken by the direct path, %d read from pion's; want the 2 NACKs of this track and all else from pion", in, pion)
 	}
 
 	d.close()

@@ -495,7 +495,7 @@ func (p *participant) ensureSub() bool {
 	if p.sub != nil {
 		return true
 	}
-	tx := newDirectTx(p.s.sock, p.s.m)
+	tx := newDirectTx(p.s.sock, p.s.rxc, p.s.m)
 	api, err := p.s.api(true, tx, nil)
 	if err == nil {
 		p.sub, err = api.NewPeerConnection(webrtc.Configuration{})
@@ -784,6 +784,9 @@ func (p *participant) shutdown() {
 				p.log.Debug("sfu: close", "err", err)
 			}
 		}
+	}
+	if tx := p.direct.Load(); tx != nil {
+		tx.close() // as its DTLS transport's closing does: its RTCP route goes
 	}
 	p.readers.Wait()
 	p.rtcpReaders.Wait()

@@ -48,6 +48,10 @@ type RoomStats struct {
 	// ReceivedByPion are the packets of each publisher's bound streams that came through
 	// pion's path instead (before the direct path took them, or left to pion).
 	ReceivedByPion map[string]int64
+	// RTCPDirect are the RTCP datagrams from each subscriber taken by its direct path
+	// (decision 55); RTCPByPion the reads of its down tracks from pion's path instead (a
+	// datagram pion gives to two tracks counts twice).
+	RTCPDirect, RTCPByPion map[string]int64
 }
 
 // Stats returns a snapshot of a visit's room (zero when it has none).
@@ -57,7 +61,8 @@ func (s *SFU) Stats(visitID string) RoomStats {
 		return RoomStats{}
 	}
 	ups, ps := r.snapshot()
-	out := RoomStats{Estimates: map[string]int{}, Estimators: map[string]bwe.Stats{}, Direct: map[string]int64{}, Received: map[string]int64{}, ReceivedByPion: map[string]int64{}}
+	out := RoomStats{Estimates: map[string]int{}, Estimators: map[string]bwe.Stats{}, Direct: map[string]int64{}, Received: map[string]int64{}, ReceivedByPion: map[string]int64{},
+		RTCPDirect: map[string]int64{}, RTCPByPion: map[string]int64{}}
 	now := monotime()
 	for _, up := range ups {
 		pub := Publication{Participant: up.publisher, Source: up.source}
@@ -90,6 +95,8 @@ func (s *SFU) Stats(visitID string) RoomStats {
 		}
 		if tx := p.direct.Load(); tx != nil {
 			out.Direct[p.id] = tx.sent.Load()
+			out.RTCPDirect[p.id] = tx.rtcpIn.Load()
+			out.RTCPByPion[p.id] = tx.rtcpPion.Load()
 		}
 		if rx := p.directRx.Load(); rx != nil {
 			out.Received[p.id] = rx.taken.Load()

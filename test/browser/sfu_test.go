@@ -289,6 +289,17 @@ func TestSFUFourBrowsers(t *testing.T) {
 			}
 		}
 	}
+	// Their RTCP came back by the direct path (decision 55) too: what pion's path read is
+	// what arrived before the path was up, or from another address.
+	if st := srv.SFU().Stats(r.visitID); len(st.RTCPDirect) != 4 {
+		t.Errorf("direct RTCP path for %d subscribers, want 4: %v", len(st.RTCPDirect), st.RTCPDirect)
+	} else {
+		for id, n := range st.RTCPDirect {
+			if n <= st.RTCPByPion[id] {
+				t.Errorf("%s: %d RTCP datagrams by the direct path, %d reads from pion's", id, n, st.RTCPByPion[id])
+			}
+		}
+	}
 	// Chat goes through the server in SFU mode and reaches everyone.
 	chat(interpreter.page, r.clinician, "I will translate.")
 	r.patient.waitFor("the chat message through the server", `[...document.querySelectorAll('#chat-log li.chat-other')].some((li) =>
@@ -338,6 +349,7 @@ func logSFU(t testing.TB, srv *apptest.Server, visitID string) {
 	}
 	t.Logf("SFU packets sent by the direct path: %v", st.Direct)
 	t.Logf("SFU packets received by the direct path: %v, by pion's: %v", st.Received, st.ReceivedByPion)
+	t.Logf("SFU RTCP from subscribers by the direct path: %v, reads from pion's: %v", st.RTCPDirect, st.RTCPByPion)
 }
 
 // frameWatchJS records, per remote participant, the times at which the tile shows a new
