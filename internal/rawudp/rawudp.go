@@ -273,3 +273,105 @@ func (s *Sender) sendto(fd uintptr) bool {
 		return true
 	}
 }
+
+// BatchSender sends several datagrams, each to its own address, with one sendmmsg(2): a
+// fan-out's writes in one system call instead of one each. The datagrams' bytes must stay
+// as they are until Flush. One goroutine at a time uses a BatchSender.
+type BatchSender struct {
+	hdrs   []unix.Mmsghdr
+	iovs   []unix.Iovec
+	names  []unix.RawSockaddrInet6
+	n      int // datagrams added
+	sent   int // of them, attempted by the current Flush
+	failed int
+	err    error
+	fn     func(fd uintptr) bool // s.send, made once (a method value allocates)
+}
+
+// NewBatchSender makes a BatchSender of up to size datagrams a batch.
+func NewBatchSender(size int) *BatchSender {
+	s := &BatchSender{
+		hdrs:  make([]unix.Mmsghdr, size),
+		iovs:  make([]unix.Iovec, size),
+		names: make([]unix.RawSockaddrInet6, size),
+	}
+	for i := range s.hdrs {
+		s.hdrs[i].Hdr.Iov = &s.iovs[i]
+		s.hdrs[i].Hdr.SetIovlen(1)
+		s.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&s.names[i]))
+	}
+	s.fn = s.send
+	return s
+}
+
+// Len is the number of datagrams added since the last Flush; Full says no more fit.
+func (s *BatchSender) Len() int   { return s.n }
+func (s *BatchSender) Full() bool { return s.n == len(s.hdrs) }
+
+// Add adds b, to be sent to to from u. It returns false, adding nothing, when the batch is
+// full or the address is one a batch cannot hold (an IPv6 address with a zone, or not
+// IPv4 on an IPv4 socket): the caller sends that datagram by itself (Sender).
+func (s *BatchSender) Add(u *Socket, b []byte, to netip.AddrPort) bool {
+	if s.n == len(s.hdrs) || len(b) == 0 {
+		return false
+	}
+	ip := to.Addr()
+	h := &s.hdrs[s.n]
+	if u.six {
+		if ip.Zone() != "" {
+			return false
+		}
+		s.names[s.n] = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: htons(to.Port()), Addr: ip.As16()}
+		h.Hdr.Namelen = unix.SizeofSockaddrInet6
+	} else {
+		if !ip.Is4() && !ip.Is4In6() {
+			return false
+		}
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&s.names[s.n]))
+		*sa = unix.RawSockaddrInet4{Family: unix.AF_INET, Port: htons(to.Port()), Addr: ip.As4()}
+		h.Hdr.Namelen = unix.SizeofSockaddrInet4
+	}
+	s.iovs[s.n].Base = unsafe.SliceData(b)
+	s.iovs[s.n].SetLen(len(b))
+	s.n++
+	return true
+}
+
+// Flush sends the datagrams added, on u, and empties the batch. A datagram the kernel does
+// not take (a full socket buffer: dropped, as a congested link would) is skipped and the
+// rest still sent; failed counts those, err is the first such error.
+func (s *BatchSender) Flush(u *Socket) (failed int, err error) {
+	if s.n == 0 {
+		return 0, nil
+	}
+	s.sent, s.failed, s.err = 0, 0, nil
+	if werr := u.raw.Write(s.fn); werr != nil { // the socket is closed
+		s.failed, s.err = s.n-s.sent, werr
+	}
+	for i := range s.n {
+		s.iovs[i].Base = nil // the bytes were the caller's
+	}
+	s.n = 0
+	return s.failed, s.err
+}
+
+func (s *BatchSender) send(fd uintptr) bool {
+	for s.sent < s.n {
+		r, _, errno := sys6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.hdrs[s.sent])), uintptr(s.n-s.sent), 0, 0, 0)
+		switch {
+		case errno == unix.EINTR:
+			continue
+		case errno != 0 || r == 0:
+			// sendmmsg fails only when its first datagram does (a later failure ends the
+			// call early, and the next call reports it): that one is skipped.
+			if s.err == nil {
+				s.err = &net.OpError{Op: "write", Net: "udp", Err: errno}
+			}
+			s.failed++
+			s.sent++
+		default:
+			s.sent += int(r)
+		}
+	}
+	return true
+}

@@ -81,7 +81,7 @@ func BenchmarkFanout(b *testing.B) {
 				p.payload = p.buf[:n]
 				for _, d := range *up.downs.Load() {
 					if d.wants(0) {
-						d.deliver(p, retry)
+						d.deliver(p, retry, nil)
 					}
 				}
 				p.release()

@@ -487,30 +487,89 @@ func (k *dtlsSecrets) derive() (srtp.Config, error) {
 	return cfg, nil
 }
 
-// write encrypts one packet and sends it to the subscriber.
-func (t *directTx) write(h *rtp.Header, payload []byte) (int, error) {
+// write encrypts one packet and sends it to the subscriber: at once, or (f not nil) in
+// the fan-out's batch, which its reader sends with one system call (decision 56).
+func (t *directTx) write(h *rtp.Header, payload []byte, f *fanout) (int, error) {
 	remote := t.remote.Load()
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	buf := txPool.Get().(*txBuf)
-	defer txPool.Put(buf)
 	n, err := h.MarshalTo(buf.plain[:])
+	if err == nil && n+len(payload) > len(buf.plain) {
+		err = errors.New("sfu: packet too large")
+	}
+	var out []byte
+	if err == nil {
+		n += copy(buf.plain[n:], payload)
+		out, err = t.ctx.EncryptRTP(buf.cipher[:0], buf.plain[:n], h)
+	}
 	if err != nil {
+		txPool.Put(buf)
 		return 0, err
 	}
-	if n+len(payload) > len(buf.plain) {
-		return 0, errors.New("sfu: packet too large")
+	if f != nil && f.add(t.sock, buf, out, *remote) {
+		t.sent.Add(1)
+		return len(payload), nil // the batch gives buf back
 	}
-	n += copy(buf.plain[n:], payload)
-	out, err := t.ctx.EncryptRTP(buf.cipher[:0], buf.plain[:n], h)
+	err = t.snd.Send(t.sock, out, *remote)
+	txPool.Put(buf)
 	if err != nil {
-		return 0, err
-	}
-	if err := t.snd.Send(t.sock, out, *remote); err != nil {
 		return 0, err
 	}
 	t.sent.Add(1)
 	return len(payload), nil
+}
+
+// fanout is a layer reader's batch of direct writes (design decision 56): the packets one
+// incoming packet becomes for its subscribers, encrypted by their paths and sent with
+// one sendmmsg(2) when the reader has delivered it to everyone (or the batch is full),
+// instead of a system call each. Each down track's packets keep their order (a down
+// track gets at most one packet of a reader's batch, and the reader flushes before its
+// next); a datagram the kernel refuses is counted as a write error, as before. The
+// packet's record in the estimator and the sender report's counts are made when it is
+// encrypted, a fraction of a millisecond before it leaves.
+type fanout struct {
+	snd  *rawudp.BatchSender
+	sock *rawudp.Socket
+	bufs [fanoutBatch]*txBuf
+	m    *Metrics
+}
+
+// fanoutBatch is the most datagrams one system call of a fan-out sends.
+const fanoutBatch = 64
+
+func newFanout(m *Metrics) *fanout {
+	return &fanout{snd: rawudp.NewBatchSender(fanoutBatch), m: m}
+}
+
+// add puts a packet encrypted in buf (out) into the batch, sending what is there first
+// when it is full or was for another socket; false when the batch cannot hold it (the
+// caller sends it and keeps buf).
+func (f *fanout) add(sock *rawudp.Socket, buf *txBuf, out []byte, to netip.AddrPort) bool {
+	if f.snd.Full() || (f.sock != sock && f.snd.Len() > 0) {
+		f.flush()
+	}
+	i := f.snd.Len()
+	if !f.snd.Add(sock, out, to) {
+		return false
+	}
+	f.sock, f.bufs[i] = sock, buf
+	return true
+}
+
+// flush sends the batch and gives its buffers back.
+func (f *fanout) flush() {
+	n := f.snd.Len()
+	if n == 0 {
+		return
+	}
+	if failed, _ := f.snd.Flush(f.sock); failed > 0 {
+		f.m.dropWriteError.Add(float64(failed))
+	}
+	for i := range n {
+		txPool.Put(f.bufs[i])
+		f.bufs[i] = nil
+	}
 }
 
 // takes reports whether a packet of stream ssrc goes by this path: it is ready and the
@@ -545,7 +604,7 @@ func (i *directInterceptor) BindLocalStream(info *interceptor.StreamInfo, next i
 	ssrc := info.SSRC
 	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
 		if i.t.takes(ssrc) {
-			return i.t.write(h, payload)
+			return i.t.write(h, payload, nil)
 		}
 		if i.t.state.Load() == directClosed {
 			return 0, io.ErrClosedPipe

@@ -108,6 +108,8 @@ type writerState struct {
 	srPackets, srOctets uint32
 	srTS                uint32
 	srAt                int64
+	// fan is the batch of the reader writing through deliver (nil: write at once).
+	fan *fanout
 	// sentVideo holds the video packets written last, by their sequence number as sent
 	// (modulo nackBuffer), for retransmission on a subscriber's NACK (resend). Each entry
 	// holds a reference to the publisher's packet: no copy, and the subscribers of one
@@ -199,13 +201,15 @@ func (d *downTrack) wants(l int) bool {
 // the packet goes through the queue (enqueue) and the writer, so that a subscriber whose
 // writes stall holds up neither the reader nor the other subscribers for longer than one
 // write. The caller keeps its reference; deliver takes its own when it queues.
-func (d *downTrack) deliver(p *packet, retry *time.Timer) {
+func (d *downTrack) deliver(p *packet, retry *time.Timer, f *fanout) {
 	if d.pending.Load() == 0 && d.mu.TryLock() {
 		if d.pending.Load() == 0 {
 			select {
 			case <-d.done:
 			default:
+				d.w.fan = f // the reader's batch, for this write only
 				d.write(p)
+				d.w.fan = nil
 			}
 			d.mu.Unlock()
 			return
@@ -474,7 +478,7 @@ func (d *downTrack) send(p *packet, b *binding, payload []byte, pic uint16, tl0 
 // Either way it is counted for the sender reports. at is when it was written (monotime).
 func (d *downTrack) writeRTP(b *binding, h *rtp.Header, payload []byte) (at int64, err error) {
 	if tx := d.sub.direct.Load(); tx != nil && tx.takes(b.ssrc) {
-		_, err = tx.write(h, payload)
+		_, err = tx.write(h, payload, d.w.fan)
 	} else {
 		_, err = b.ws.WriteRTP(h, payload)
 	}

@@ -406,15 +406,15 @@ func TestDeliverInOrder(t *testing.T) {
 	for range 4 {
 		ps = append(ps, g.frame()...)
 	}
-	d.deliver(ps[0], timer) // idle: written at once, by the caller
+	d.deliver(ps[0], timer, nil) // idle: written at once, by the caller
 	if len(fw.out) != 1 || len(d.queue) != 0 {
 		t.Fatalf("idle: %d written, %d queued; want 1 written", len(fw.out), len(d.queue))
 	}
 	d.mu.Lock() // the writer is busy with a packet
-	d.deliver(ps[1], timer)
-	d.deliver(ps[2], timer)
+	d.deliver(ps[1], timer, nil)
+	d.deliver(ps[2], timer, nil)
 	d.mu.Unlock()
-	d.deliver(ps[3], timer) // nobody writing, but packets wait: queued behind them
+	d.deliver(ps[3], timer, nil) // nobody writing, but packets wait: queued behind them
 	if len(d.queue) != 3 || len(fw.out) != 1 {
 		t.Fatalf("busy: %d queued, %d written; want 3 queued", len(d.queue), len(fw.out))
 	}
@@ -424,7 +424,7 @@ func TestDeliverInOrder(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	for _, p := range ps[4:] {
-		d.deliver(p, timer) // idle again: written at once
+		d.deliver(p, timer, nil) // idle again: written at once
 	}
 	d.close()
 	if len(fw.out) != len(ps) {

@@ -167,7 +167,7 @@ func testNACKAnswered(t *testing.T, subscriberRole webrtc.DTLSRole) {
 		p := g.frame()[0]
 		p.ref() // the test's, to see the down track give its own back
 		sentPkts = append(sentPkts, p)
-		d.deliver(p, retry)
+		d.deliver(p, retry, nil)
 		p.release() // the reader's
 	}
 	var media uint32

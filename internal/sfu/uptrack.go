@@ -135,6 +135,7 @@ func (up *upTrack) read(l int, t *webrtc.TrackRemote) {
 	retry.Stop()
 	defer retry.Stop()
 	var level int32
+	f := newFanout(up.m) // the direct writes of each packet, sent together (decision 56)
 	for {
 		p := getPacket()
 		n, _, err := t.Read(p.buf[:])
@@ -167,9 +168,10 @@ func (up *upTrack) read(l int, t *webrtc.TrackRemote) {
 		}
 		for _, d := range *up.downs.Load() {
 			if d.wants(l) {
-				d.deliver(p, retry)
+				d.deliver(p, retry, f)
 			}
 		}
+		f.flush()
 		p.release()
 	}
 }
