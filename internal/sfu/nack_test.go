@@ -19,7 +19,8 @@ import (
 // that packet again, through the sub connection's real chain (interceptors, SRTP), with
 // the same sequence number, timestamp and rewritten payload (picture id); a NACK for a
 // packet older than the nackBuffer packets kept, or for another track, is not. When the
-// down track closes it lets go of the publisher's packets it kept. Both paths: the direct
+// down track closes it lets go of the publisher's packets it kept. The originals are sent
+// through a layer reader's batch, the retransmission at once. Both paths: the direct
 // ones (the subscriber answers "active", as browsers do, and the SFU is the DTLS server:
 // media out and the NACKs in) and pion's (the subscriber answers "passive").
 func TestNACKAnswered(t *testing.T) {
@@ -163,11 +164,13 @@ func testNACKAnswered(t *testing.T, subscriberRole webrtc.DTLSRole) {
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()
 	var sentPkts []*packet
+	fan := newFanout(m) // as a layer reader does: the originals go out in its batch (decision 56)
 	send := func() {
 		p := g.frame()[0]
 		p.ref() // the test's, to see the down track give its own back
 		sentPkts = append(sentPkts, p)
-		d.deliver(p, retry, nil)
+		d.deliver(p, retry, fan)
+		fan.flush()
 		p.release() // the reader's
 	}
 	var media uint32
