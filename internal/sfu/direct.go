@@ -101,8 +101,11 @@ type directTx struct {
 	// written under tracksMu): what a message names.
 	tracks   atomic.Pointer[map[uint32]*downTrack]
 	tracksMu sync.Mutex
-	rtcpIn   atomic.Int64 // RTCP datagrams taken (Stats, tests)
-	rtcpPion atomic.Int64 // RTCP datagrams the down tracks read from pion instead (Stats, tests)
+	// reportsByPion: a sender report went through pion's SRTCP (the path was not up):
+	// they all do from then on.
+	reportsByPion atomic.Bool
+	rtcpIn        atomic.Int64 // RTCP datagrams taken (Stats, tests)
+	rtcpPion      atomic.Int64 // RTCP datagrams the down tracks read from pion instead (Stats, tests)
 }
 
 // txBuf is a packet's plain and encrypted forms on their way out. Pooled, not one per
@@ -328,6 +331,30 @@ func (t *directTx) ready() bool {
 		t.route()
 	}
 	return true
+}
+
+// reportsDirect reports whether the sender reports go by this path: it is up, and none
+// went through pion's SRTCP context before (the reports' SRTCP index, per sender SSRC,
+// must come from one context; a report through pion happens only before the path is up).
+func (t *directTx) reportsDirect() bool { return !t.reportsByPion.Load() && t.ready() }
+
+// writeRTCP encrypts a compound RTCP packet of ours (sender reports) and sends it to the
+// subscriber: no hand-off to pion's SRTCP session, ICE connection and UDP mux, and no
+// system call the scheduler is told about (decision 52).
+func (t *directTx) writeRTCP(plain []byte) error {
+	remote := t.remote.Load()
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	buf := txPool.Get().(*txBuf)
+	defer txPool.Put(buf)
+	if len(plain) > maxPacket {
+		return errors.New("sfu: RTCP packet too large")
+	}
+	out, err := t.ctx.EncryptRTCP(buf.cipher[:0], plain, nil)
+	if err != nil {
+		return err
+	}
+	return t.snd.Send(t.sock, out, *remote)
 }
 
 // rtcpReplayWindow is pion's SRTCP session's replay window, which the path keeps.

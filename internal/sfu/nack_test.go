@@ -254,7 +254,7 @@ loop:
 	// before the subscriber could decrypt), the RTP time of the last packet
 	// moved on by the time since, against the wall clock's NTP time.
 	lastTS := first[last].ts
-	if err := writeSenderReports(sfuPC, []*downTrack{d}, time.Now(), monotime()); err != nil {
+	if err := writeSenderReports(sfuPC, tx, []*downTrack{d}, time.Now(), monotime()); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -269,6 +269,11 @@ loop:
 		t.Error("no sender report reached the subscriber")
 	}
 
+	// The report went by the direct path too where there is one (directTx.writeRTCP), by
+	// pion's where not.
+	if byPion := tx.reportsByPion.Load(); byPion != (subscriberRole == webrtc.DTLSRoleServer) {
+		t.Errorf("sender report through pion's SRTCP: %v, with the subscriber the DTLS %v", byPion, subscriberRole)
+	}
 	// As the DTLS server the SFU sent everything by the direct path, and the subscriber
 	// decrypted it; as the client, nothing.
 	switch n := tx.sent.Load(); {

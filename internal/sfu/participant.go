@@ -738,21 +738,37 @@ func (p *participant) sendReports() {
 	for _, d := range p.subs {
 		downs = append(downs, d)
 	}
-	if err := writeSenderReports(p.sub, downs, time.Now(), monotime()); err != nil {
+	if err := writeSenderReports(p.sub, p.direct.Load(), downs, time.Now(), monotime()); err != nil {
 		p.log.Debug("sfu: sender reports", "err", err)
 	}
 }
 
-// writeSenderReports writes the down tracks' sender reports on pc, in compound packets of
-// at most maxReportsPerPacket.
-func writeSenderReports(pc *webrtc.PeerConnection, downs []*downTrack, now time.Time, mono int64) error {
+// writeSenderReports writes the down tracks' sender reports in compound packets of at
+// most maxReportsPerPacket: by the connection's direct path tx when it is up, else on pc
+// through pion (whose SRTCP context then keeps the connection's reports: see
+// directTx.writeRTCP).
+func writeSenderReports(pc *webrtc.PeerConnection, tx *directTx, downs []*downTrack, now time.Time, mono int64) error {
 	batch := make([]rtcp.Packet, 0, maxReportsPerPacket)
+	write := func() error {
+		if tx != nil && tx.reportsDirect() {
+			b, err := rtcp.Marshal(batch)
+			if err != nil {
+				return err
+			}
+			return tx.writeRTCP(b)
+		}
+		err := pc.WriteRTCP(batch)
+		if err == nil && tx != nil {
+			tx.reportsByPion.Store(true)
+		}
+		return err
+	}
 	for _, d := range downs {
 		if sr, ok := d.senderReport(now, mono); ok {
 			batch = append(batch, &sr)
 		}
 		if len(batch) == maxReportsPerPacket {
-			if err := pc.WriteRTCP(batch); err != nil {
+			if err := write(); err != nil {
 				return err
 			}
 			batch = batch[:0]
@@ -761,7 +777,7 @@ func writeSenderReports(pc *webrtc.PeerConnection, downs []*downTrack, now time.
 	if len(batch) == 0 {
 		return nil
 	}
-	return pc.WriteRTCP(batch)
+	return write()
 }
 
 // --- the end -----------------------------------------------------------------------------
