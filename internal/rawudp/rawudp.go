@@ -1,7 +1,7 @@
 // Package rawudp reads and writes UDP sockets with raw, non-blocking system calls
-// (recvmmsg, sendto) inside Go's network poller: no allocation, and no entry into the
-// scheduler's system-call state per datagram. The TURN relay's fast path (design decision
-// 49) and the SFU's socket (decisions 50 to 52) use it. Linux only.
+// (recvmmsg, sendto, sendmmsg) inside Go's network poller: no allocation, and no entry
+// into the scheduler's system-call state per datagram. The TURN relay's fast path (design
+// decision 49) and the SFU's socket (decisions 50 to 52 and 56) use it. Linux only.
 //
 // Why raw: a goroutine entering a system call wakes the runtime's sysmon thread when it
 // sleeps (the process was idle), which then polls every 20 us for a millisecond; on a
@@ -21,8 +21,8 @@ import (
 )
 
 // sys6 makes a system call without telling the scheduler (RawSyscall6): it is only used
-// for calls that cannot block (recvmmsg with MSG_DONTWAIT, sendto on a non-blocking
-// socket), where entering and leaving the scheduler's syscall state costs more than the
+// for calls that cannot block (recvmmsg with MSG_DONTWAIT, sendto and sendmmsg on a
+// non-blocking socket), where entering and leaving the scheduler's syscall state costs more than the
 // call itself at tens of thousands of packets a second.
 func sys6(trap, a1, a2, a3, a4, a5, a6 uintptr) (uintptr, uintptr, syscall.Errno) {
 	return unix.RawSyscall6(trap, a1, a2, a3, a4, a5, a6)
