@@ -106,19 +106,27 @@ func TestDirectReceiveTake(t *testing.T) {
 	rx.wait()
 }
 
-// TestRxConnNeverFailsOnSize: pion's UDP mux stops reading the SFU's socket, and every
-// connection with it, at the first read error; a datagram longer than its buffer is
-// returned truncated, as a socket read would, and the next one still comes.
-func TestRxConnNeverFailsOnSize(t *testing.T) {
+// loopbackRxConn is the SFU's socket as its reader sees it, on a loopback port; closed
+// when the test ends.
+func loopbackRxConn(t *testing.T) (*net.UDPConn, *rxConn) {
+	t.Helper()
 	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer udp.Close()
+	t.Cleanup(func() { udp.Close() })
 	c, err := newRxConn(udp)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return udp, c
+}
+
+// TestRxConnNeverFailsOnSize: pion's UDP mux stops reading the SFU's socket, and every
+// connection with it, at the first read error; a datagram longer than its buffer is
+// returned truncated, as a socket read would, and the next one still comes.
+func TestRxConnNeverFailsOnSize(t *testing.T) {
+	udp, c := loopbackRxConn(t)
 	src, err := net.DialUDP("udp4", nil, udp.LocalAddr().(*net.UDPAddr))
 	if err != nil {
 		t.Fatal(err)
@@ -151,15 +159,7 @@ func TestRxConnNeverFailsOnSize(t *testing.T) {
 // authenticate go to pion and, after rxFailLimit in a row, so does the route; closing the
 // path removes its route.
 func TestDirectRTCPTake(t *testing.T) {
-	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer udp.Close()
-	c, err := newRxConn(udp)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, c := loopbackRxConn(t)
 	key, salt := bytes.Repeat([]byte{7}, 16), bytes.Repeat([]byte{9}, 12)
 	profile := srtp.ProtectionProfileAeadAes128Gcm
 	subscriber, err := srtp.CreateContext(key, salt, profile)

@@ -280,26 +280,11 @@ func TestSFUFourBrowsers(t *testing.T) {
 	// their pub offers "passive", so it is the DTLS server there too. pion's path carries
 	// only the first packets of each stream (and Chromium sends from more than one
 	// address: the path must not care).
-	if st := srv.SFU().Stats(r.visitID); len(st.Received) != 4 {
-		t.Errorf("direct receive path for %d publishers, want 4: %v", len(st.Received), st.Received)
-	} else {
-		for id, n := range st.Received {
-			if n <= st.ReceivedByPion[id] {
-				t.Errorf("%s: %d packets by the direct receive path, %d by pion's", id, n, st.ReceivedByPion[id])
-			}
-		}
-	}
+	st := srv.SFU().Stats(r.visitID)
+	mostlyDirect(t, "packets received", st.Received, st.ReceivedByPion)
 	// Their RTCP came back by the direct path (decision 55) too: what pion's path read is
 	// what arrived before the path was up, or from another address.
-	if st := srv.SFU().Stats(r.visitID); len(st.RTCPDirect) != 4 {
-		t.Errorf("direct RTCP path for %d subscribers, want 4: %v", len(st.RTCPDirect), st.RTCPDirect)
-	} else {
-		for id, n := range st.RTCPDirect {
-			if n <= st.RTCPByPion[id] {
-				t.Errorf("%s: %d RTCP datagrams by the direct path, %d reads from pion's", id, n, st.RTCPByPion[id])
-			}
-		}
-	}
+	mostlyDirect(t, "RTCP datagrams", st.RTCPDirect, st.RTCPByPion)
 	// Chat goes through the server in SFU mode and reaches everyone.
 	chat(interpreter.page, r.clinician, "I will translate.")
 	r.patient.waitFor("the chat message through the server", `[...document.querySelectorAll('#chat-log li.chat-other')].some((li) =>
@@ -326,6 +311,21 @@ func TestSFUFourBrowsers(t *testing.T) {
 		`!document.querySelector('#remotes video[data-peer-id=%q][data-source="screen"]')`, ids["clinician"]))
 	for _, p := range pages {
 		p.assertNoExceptions()
+	}
+}
+
+// mostlyDirect checks that each of the four participants has counts on a direct path
+// (direct) above those through pion's (byPion).
+func mostlyDirect(t testing.TB, what string, direct, byPion map[string]int64) {
+	t.Helper()
+	if len(direct) != 4 {
+		t.Errorf("%s: a direct path for %d participants, want 4: %v", what, len(direct), direct)
+		return
+	}
+	for id, n := range direct {
+		if n <= byPion[id] {
+			t.Errorf("%s of %s: %d by the direct path, %d by pion's", what, id, n, byPion[id])
+		}
 	}
 }
 
