@@ -9,6 +9,7 @@
 # Publishers send the camera in three simulcast layers, as browsers do (BENCH_SIMULCAST=0:
 # the top layer alone). BENCH_SERVER_ENV holds environment variables for the server only,
 # e.g. BENCH_SERVER_ENV="GOGC=200". An empty BENCH_FANOUT or BENCH_ROOMS skips that scenario.
+# BENCH_SRTP_FLOOR=1 measures the SRTP floor too (the relay with SRTP, `--srtp-floor`).
 #
 # bedside bench starts and stops its own server and floor relay (loopback only, temporary
 # data directory), pins them to CPU 0 and itself to CPU 1 (BENCH_SERVER_CPUS,
@@ -26,6 +27,7 @@ SERVER_CPUS=${BENCH_SERVER_CPUS:-0}
 LOAD_CPUS=${BENCH_LOAD_CPUS:-1}
 SIMULCAST=${BENCH_SIMULCAST:-1}
 SERVER_ENV=${BENCH_SERVER_ENV:-}
+SRTP_FLOOR=${BENCH_SRTP_FLOOR:-0}
 OUT=${BENCH_OUT:-$(mktemp -d /tmp/bench-sfu-XXXXXX)}
 mkdir -p "$OUT"
 
@@ -33,6 +35,9 @@ go build -o "$OUT/bedside" ./cmd/bedside
 common=(--repeat "$REPEAT" --duration "$DURATION" --warmup "$WARMUP" --server-cpus "$SERVER_CPUS" --load-cpus "$LOAD_CPUS")
 if [ "$SIMULCAST" = 1 ]; then
   common+=(--simulcast)
+fi
+if [ "$SRTP_FLOOR" = 1 ]; then
+  common+=(--srtp-floor)
 fi
 for kv in $SERVER_ENV; do
   common+=(--server-env "$kv")

@@ -53,6 +53,7 @@ type Config struct {
 	ProfileDir string
 
 	Floor          bool // measure the bare UDP relay too
+	SRTPFloor      bool // and the SRTP floor (the relay with SRTP, relay.go)
 	RelayInProcess bool // run the floor relay in this process (tests)
 	Exe            string
 
@@ -164,8 +165,8 @@ func (t topology) members() int {
 	return n
 }
 
-// Run runs the bench: for each repeat, the floor (if on) and then the server, each with a
-// fresh process, the same scenario and the same packets.
+// Run runs the bench: for each repeat, the floor (if on), the SRTP floor (if on) and then
+// the server, each with a fresh process, the same scenario and the same packets.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -192,11 +193,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		var r RunResult
 		if cfg.Floor {
 			cfg.progress("run %d/%d: floor (bare UDP relay)", i+1, cfg.Repeat)
-			f, err := runFloor(ctx, cfg)
+			f, err := runFloor(ctx, cfg, false)
 			if err != nil {
 				return rep, fmt.Errorf("floor: %w", err)
 			}
 			r.Floor = &f
+		}
+		if cfg.SRTPFloor {
+			cfg.progress("run %d/%d: srtp floor (the UDP relay with SRTP)", i+1, cfg.Repeat)
+			f, err := runFloor(ctx, cfg, true)
+			if err != nil {
+				return rep, fmt.Errorf("srtp floor: %w", err)
+			}
+			r.SRTPFloor = &f
 		}
 		cfg.progress("run %d/%d: server (policy %s)", i+1, cfg.Repeat, cfg.policyName())
 		s, err := runServer(ctx, cfg, i+1)

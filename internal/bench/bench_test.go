@@ -17,7 +17,7 @@ import (
 )
 
 // TestBenchSmall runs a tiny scenario for a second against an in-process server, the floor
-// relay in-process too, and checks that the report is sane: packets forwarded, latencies
+// relay (bare and with SRTP) in-process too, and checks that the report is sane: packets forwarded, latencies
 // measured, loss within bounds. It asserts no timing: that is the bench's job.
 func TestBenchSmall(t *testing.T) {
 	opt := goleak.IgnoreCurrent()
@@ -37,15 +37,17 @@ func TestBenchSmall(t *testing.T) {
 	cfg.Policy = "sfu"
 	cfg.Duration, cfg.Warmup, cfg.Repeat = time.Second, 200*time.Millisecond, 1
 	cfg.Server, cfg.Email, cfg.Password, cfg.ServerPID = srv.URL(), email, pw, os.Getpid()
-	cfg.RelayInProcess = true
+	cfg.RelayInProcess, cfg.SRTPFloor = true, true
 	rep, err := bench.Run(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Runs) != 1 || rep.Runs[0].Floor == nil || rep.Runs[0].Server == nil {
+	if len(rep.Runs) != 1 || rep.Runs[0].Floor == nil || rep.Runs[0].SRTPFloor == nil || rep.Runs[0].Server == nil {
 		t.Fatalf("runs: %+v", rep.Runs)
 	}
-	for _, p := range []*bench.PhaseResult{rep.Runs[0].Floor, rep.Runs[0].Server} {
+	// The SRTP floor's packets arrive only if the relay and the members agree on keys
+	// both ways: received counts only what decrypted.
+	for _, p := range []*bench.PhaseResult{rep.Runs[0].Floor, rep.Runs[0].SRTPFloor, rep.Runs[0].Server} {
 		// 2 subscribers of about 110 packets/s for about a second.
 		if p.Received < 100 || p.Expected < p.Received {
 			t.Errorf("%s: received %d of %d expected", p.Name, p.Received, p.Expected)
@@ -61,11 +63,14 @@ func TestBenchSmall(t *testing.T) {
 			t.Errorf("%s: CPU %v s, %v us per packet", p.Name, p.ServerCPU, p.CPUPerPacket)
 		}
 	}
+	if r := rep.Runs[0]; r.SRTPFloorCPURatio <= 0 || r.ServerSRTPRatio <= 0 {
+		t.Errorf("SRTP floor ratios: %v, %v", r.SRTPFloorCPURatio, r.ServerSRTPRatio)
+	}
 	if s := rep.Runs[0].Server; s.JoinsMeasured != 2 || s.JoinP50 <= 0 {
 		t.Errorf("join times: %d measured, p50 %v ms", s.JoinsMeasured, s.JoinP50)
 	}
 	var text, js bytes.Buffer
-	if err := rep.WriteText(&text); err != nil || !strings.Contains(text.String(), "median") {
+	if err := rep.WriteText(&text); err != nil || !strings.Contains(text.String(), "median") || !strings.Contains(text.String(), "srtp floor") {
 		t.Errorf("text report (%v):\n%s", err, text.String())
 	}
 	if err := rep.WriteJSON(&js); err != nil {

@@ -19,7 +19,10 @@ visits over the real protocol, publish synthetic Opus and VP8 (a send time in ev
 payload), subscribe, and report join time (WebSocket open to first RTP), one-way forwarding
 latency p50/p99, loss, server CPU per forwarded packet and per forwarded Mbit/s, and server
 memory per participant. In the same run, the same packets go through a bare UDP relay (the
-floor) with the same rooms, so the server's cost is also a ratio to it.
+floor) with the same rooms, so the server's cost is also a ratio to it. With --srtp-floor,
+the relay runs once more with SRTP (AES-256-GCM: it decrypts each packet and encrypts it
+for every receiver), which separates the cryptography any SRTP forwarder must do from the
+rest of the server's cost.
 
 By default it starts its own server ("bedside serve" in a child process, temporary data
 directory, its own clinician account) and removes it afterwards. Server and floor relay run
@@ -62,6 +65,7 @@ func Command(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.BoolVar(&cfg.Profile.Simulcast, "simulcast", cfg.Profile.Simulcast, "send the camera to the SFU in three layers q, h, f (f: --video-packets x --video-size); false: the top layer alone")
 	fs.BoolVar(&cfg.Profile.AnySeq, "any-seq", false, "start RTP sequence numbers anywhere in 0..65535 (default: 1..32767, as Chrome)")
 	fs.BoolVar(&cfg.Floor, "floor", cfg.Floor, "measure the bare UDP relay too")
+	fs.BoolVar(&cfg.SRTPFloor, "srtp-floor", cfg.SRTPFloor, "measure the SRTP floor too: the relay decrypting and encrypting every packet, as any SRTP forwarder must")
 	fs.StringVar(&cfg.Server, "server", "", "URL of a running server to measure instead (loopback only), with --email and --password")
 	fs.StringVar(&cfg.Email, "email", "", "--server: a clinician account without a second factor")
 	fs.StringVar(&cfg.Password, "password", "", "--server: its password")

@@ -10,12 +10,17 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
 )
 
-// runFloor measures the bare UDP relay with the scenario's rooms and packets.
-func runFloor(ctx context.Context, cfg Config) (PhaseResult, error) {
+// runFloor measures the bare UDP relay with the scenario's rooms and packets; withSRTP,
+// the SRTP floor (relay.go): the members encrypt what they send and decrypt what they
+// receive, with the relay's keys for them.
+func runFloor(ctx context.Context, cfg Config, withSRTP bool) (PhaseResult, error) {
 	topo := cfg.topology()
-	req := relayRequest{}
+	req := relayRequest{SRTP: withSRTP}
 	for _, r := range topo.rooms {
 		req.Rooms = append(req.Rooms, len(r))
 	}
@@ -65,12 +70,33 @@ func runFloor(ctx context.Context, cfg Config) (PhaseResult, error) {
 			if _, err := c.Write(relayHello(ri, mi)); err != nil { // the relay learns our address
 				return PhaseResult{}, err
 			}
+			var in, out *srtp.Context // the member's SRTP floor contexts: from the relay, to it
+			if withSRTP {
+				if in, err = floorContext(ri, mi, false, srtp.SRTPReplayProtection(64)); err != nil {
+					return PhaseResult{}, err
+				}
+				if out, err = floorContext(ri, mi, true); err != nil {
+					return PhaseResult{}, err
+				}
+			}
 			var pub *publisher
 			if ro.publish {
 				// The top layer only: what the SFU forwards to a subscriber.
 				pub = newPublisher(pubIdx, cfg.Profile, l.w, false)
 				pubIdx++
 				write := func(b []byte) error { _, err := c.Write(b); return err }
+				if out != nil {
+					// The publisher's one goroutine writes: one buffer.
+					sealed := make([]byte, 0, 1500)
+					write = func(b []byte) error {
+						p, err := out.EncryptRTP(sealed[:0], b, nil)
+						if err != nil {
+							return err
+						}
+						_, err = c.Write(p)
+						return err
+					}
+				}
 				pub.writeAudio = write
 				for i := range pub.writeVideo {
 					pub.writeVideo[i] = write
@@ -78,7 +104,7 @@ func runFloor(ctx context.Context, cfg Config) (PhaseResult, error) {
 				pub.start()
 				pubs = append(pubs, pub)
 			}
-			fr := &floorRx{w: l.w, bySSRC: map[uint32]*trackRx{}}
+			fr := &floorRx{w: l.w, bySSRC: map[uint32]*trackRx{}, srtp: in}
 			if ro.subscribe {
 				subs = append(subs, &subscriber{tracks: fr.tracks})
 			}
@@ -103,7 +129,11 @@ func runFloor(ctx context.Context, cfg Config) (PhaseResult, error) {
 	if err := l.ready(ctx, cfg.JoinTimeout); err != nil {
 		return PhaseResult{}, err
 	}
-	return l.measure(ctx, cfg, "floor")
+	name := "floor"
+	if withSRTP {
+		name = "srtp floor"
+	}
+	return l.measure(ctx, cfg, name)
 }
 
 // roomStreams returns, for each member of a room, what it should receive: from every other
@@ -143,13 +173,18 @@ func roomStreams(room []role, pubs []*publisher) [][]want {
 // floorRx reads one floor member's socket; each SSRC is a track.
 type floorRx struct {
 	w      *window
+	srtp   *srtp.Context // the SRTP floor's, to decrypt (nil: plain RTP)
 	mu     sync.Mutex
 	bySSRC map[uint32]*trackRx
 }
 
 func (f *floorRx) read(c *net.UDPConn) {
 	buf := make([]byte, 1500)
-	var oob [128]byte
+	var (
+		oob   [128]byte
+		plain [1500]byte
+		hdr   rtp.Header
+	)
 	for {
 		n, oobn, _, _, err := c.ReadMsgUDP(buf, oob[:])
 		at := now()
@@ -160,6 +195,12 @@ func (f *floorRx) read(c *net.UDPConn) {
 		if n < 12 {
 			continue
 		}
+		pkt := buf[:n]
+		if f.srtp != nil {
+			if pkt, err = f.srtp.DecryptRTP(plain[:0], pkt, &hdr); err != nil {
+				continue // counted as lost
+			}
+		}
 		ssrc := uint32(buf[8])<<24 | uint32(buf[9])<<16 | uint32(buf[10])<<8 | uint32(buf[11])
 		f.mu.Lock()
 		t := f.bySSRC[ssrc]
@@ -168,7 +209,7 @@ func (f *floorRx) read(c *net.UDPConn) {
 			f.bySSRC[ssrc] = t
 		}
 		f.mu.Unlock()
-		t.packet(buf[:n], at, sock)
+		t.packet(pkt, at, sock)
 	}
 }
 

@@ -130,23 +130,30 @@ func (r *PhaseResult) finish() {
 	}
 }
 
-// RunResult is one repeat: the floor and the server, one after the other.
+// RunResult is one repeat: the floor, the SRTP floor and the server, one after the other.
 type RunResult struct {
-	Floor  *PhaseResult `json:"floor,omitempty"`
-	Server *PhaseResult `json:"server"`
+	Floor     *PhaseResult `json:"floor,omitempty"`
+	SRTPFloor *PhaseResult `json:"srtp_floor,omitempty"`
+	Server    *PhaseResult `json:"server"`
 	// Server / floor, when both were measured.
 	CPUPerPacketRatio float64 `json:"cpu_per_packet_ratio,omitempty"`
 	LatencyP50Ratio   float64 `json:"latency_p50_ratio,omitempty"`
 	LatencyP99Ratio   float64 `json:"latency_p99_ratio,omitempty"`
+	// CPU per forwarded packet, SRTP floor / floor and server / SRTP floor, when measured.
+	SRTPFloorCPURatio float64 `json:"srtp_floor_cpu_ratio,omitempty"`
+	ServerSRTPRatio   float64 `json:"server_srtp_floor_cpu_ratio,omitempty"`
 }
 
 // Summary is the medians over the repeats.
 type Summary struct {
 	Floor             *PhaseResult `json:"floor,omitempty"`
+	SRTPFloor         *PhaseResult `json:"srtp_floor,omitempty"`
 	Server            *PhaseResult `json:"server"`
 	CPUPerPacketRatio float64      `json:"cpu_per_packet_ratio,omitempty"`
 	LatencyP50Ratio   float64      `json:"latency_p50_ratio,omitempty"`
 	LatencyP99Ratio   float64      `json:"latency_p99_ratio,omitempty"`
+	SRTPFloorCPURatio float64      `json:"srtp_floor_cpu_ratio,omitempty"`
+	ServerSRTPRatio   float64      `json:"server_srtp_floor_cpu_ratio,omitempty"`
 }
 
 // Report is a whole bench run.
@@ -217,6 +224,14 @@ func (r *Report) add(run RunResult) {
 		run.LatencyP50Ratio = ratio(run.Server.LatencyP50, run.Floor.LatencyP50)
 		run.LatencyP99Ratio = ratio(run.Server.LatencyP99, run.Floor.LatencyP99)
 	}
+	if run.SRTPFloor != nil {
+		if run.Floor != nil {
+			run.SRTPFloorCPURatio = ratio(run.SRTPFloor.CPUPerPacket, run.Floor.CPUPerPacket)
+		}
+		if run.Server != nil {
+			run.ServerSRTPRatio = ratio(run.Server.CPUPerPacket, run.SRTPFloor.CPUPerPacket)
+		}
+	}
 	r.Runs = append(r.Runs, run)
 }
 
@@ -230,11 +245,20 @@ func ratio(a, b float64) float64 {
 // summarize fills Median: every figure's median over the repeats, and the median of the
 // per-run ratios (not the ratio of medians).
 func (r *Report) summarize() {
-	var floors, servers []*PhaseResult
-	var cpuR, p50R, p99R []float64
+	var floors, srtpFloors, servers []*PhaseResult
+	var cpuR, p50R, p99R, srtpR, serverSRTPR []float64
 	for _, run := range r.Runs {
 		if run.Floor != nil {
 			floors = append(floors, run.Floor)
+		}
+		if run.SRTPFloor != nil {
+			srtpFloors = append(srtpFloors, run.SRTPFloor)
+		}
+		if run.SRTPFloorCPURatio > 0 {
+			srtpR = append(srtpR, run.SRTPFloorCPURatio)
+		}
+		if run.ServerSRTPRatio > 0 {
+			serverSRTPR = append(serverSRTPR, run.ServerSRTPRatio)
 		}
 		servers = append(servers, run.Server)
 		if run.CPUPerPacketRatio > 0 {
@@ -249,6 +273,11 @@ func (r *Report) summarize() {
 	if len(floors) > 0 {
 		r.Median.Floor = medianPhase(floors)
 	}
+	if len(srtpFloors) > 0 {
+		r.Median.SRTPFloor = medianPhase(srtpFloors)
+	}
+	r.Median.SRTPFloorCPURatio = zeroNaN(median(srtpR))
+	r.Median.ServerSRTPRatio = zeroNaN(median(serverSRTPR))
 	r.Median.CPUPerPacketRatio = zeroNaN(median(cpuR))
 	r.Median.LatencyP50Ratio = zeroNaN(median(p50R))
 	r.Median.LatencyP99Ratio = zeroNaN(median(p99R))
@@ -370,14 +399,16 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	for i, run := range r.Runs {
 		row(fmt.Sprint(i+1), run.Floor)
+		row(fmt.Sprint(i+1), run.SRTPFloor)
 		row(fmt.Sprint(i+1), run.Server)
 	}
 	row("median", r.Median.Floor)
+	row("median", r.Median.SRTPFloor)
 	row("median", r.Median.Server)
 	tw.Flush()
 	lossLines := 0
 	for i, run := range r.Runs {
-		for _, p := range []*PhaseResult{run.Floor, run.Server} {
+		for _, p := range []*PhaseResult{run.Floor, run.SRTPFloor, run.Server} {
 			if p == nil || (p.Loss == 0 && p.SeqLoss == 0 && p.SeqJumps == 0 && p.ServerSocketDrops == 0 && p.ClientSocketDrops == 0 && p.NotStarted == 0) {
 				continue
 			}
@@ -408,6 +439,12 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.Median.CPUPerPacketRatio > 0 {
 		fmt.Fprintf(w, "\nserver / floor (median of per-run ratios): CPU per forwarded packet %.2fx, latency p50 %.2fx, p99 %.2fx\n",
 			r.Median.CPUPerPacketRatio, r.Median.LatencyP50Ratio, r.Median.LatencyP99Ratio)
+	}
+	if r.Median.SRTPFloorCPURatio > 0 {
+		fmt.Fprintf(w, "srtp floor / floor: CPU per forwarded packet %.2fx (the cryptography's share of any SRTP forwarder)\n", r.Median.SRTPFloorCPURatio)
+	}
+	if r.Median.ServerSRTPRatio > 0 {
+		fmt.Fprintf(w, "server / srtp floor: CPU per forwarded packet %.2fx\n", r.Median.ServerSRTPRatio)
 	}
 	return nil
 }
