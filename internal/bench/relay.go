@@ -101,7 +101,7 @@ func RunRelay(ctx context.Context, in io.Reader, out io.Writer) error {
 
 func relayLoop(c *net.UDPConn, sizes []int, withSRTP bool) {
 	rooms := make([][]netip.AddrPort, len(sizes)) // member addresses (zero: no hello yet)
-	var rx, tx [][]*srtp.Context                   // per member (SRTP floor): from it, to it
+	var rx, tx [][]*srtp.Context                  // per member (SRTP floor): from it, to it
 	for i, n := range sizes {
 		rooms[i] = make([]netip.AddrPort, n)
 		if withSRTP {
