@@ -3,6 +3,7 @@
 package browser
 
 import (
+	"context"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -193,4 +194,101 @@ func cameraLayer(st sfu.RoomStats, participant string, l int) sfu.LayerStats {
 		}
 	}
 	return sfu.LayerStats{}
+}
+
+// TestNetnsSFUUDPBlocked: the patient's network lets no UDP through (a hospital guest
+// network). The call starts peer to peer through the relay over TCP; when a caregiver is
+// admitted it moves to the SFU, which the patient reaches through the same relay. The
+// relay's peer policy denies this address range, and only the two other hosts are
+// allow-listed (for the peer-to-peer part): the relay lets its clients reach the SFU because
+// it allows exactly the SFU's addresses and port (design decision 45). Everyone receives
+// everyone through the SFU; the patient's two SFU connections use a relay candidate over
+// TCP, and the visit (what the clinician's summary shows) says so.
+func TestNetnsSFUUDPBlocked(t *testing.T) {
+	n := newNetwork(t)
+	n.blockUDP()
+	_, execC := n.addHost(t, "c", "toc", "198.18.3.2", "198.18.3.1")
+	cam := fakeCamera(t, 320, 180)
+	var srv *apptest.Server
+	n.serverThread.Do(func() {
+		srv = apptest.Start(t, apptest.Options{
+			HTTPAddr: serverIP + ":0",
+			App:      app.Options{TURNSockets: n.serverThread.Do},
+			Config: func(c *config.Config) {
+				c.PublicURL = "http://" + serverIP + ":0"
+				c.STUNAddr = serverIP + ":0"
+				c.ICEHost = serverIP
+				c.SFUUDPAddr = ":0" // every address of R
+				// The clinician's and the caregiver's hosts, for the relayed peer-to-peer
+				// call; none of R's addresses, where the SFU is.
+				c.TURNAllowPeers = clinIP + "/32,198.18.3.2/32"
+			},
+		})
+	})
+	if srv == nil {
+		t.FailNow()
+	}
+	secure := chromedp.Flag("unsafely-treat-insecure-origin-as-secure", srv.URL())
+	r := newRigWith(t, rigOptions{
+		start:     func(testing.TB) *apptest.Server { return srv },
+		clinician: []chromedp.ExecAllocatorOption{chromedp.ExecPath(n.clinicianExec), secure, cam},
+		patient:   []chromedp.ExecAllocatorOption{chromedp.ExecPath(n.patientExec), secure, cam},
+	})
+	caregiver := &person{page: newPage(t, "caregiver", chromedp.ExecPath(execC), secure, cam), name: "Carl"}
+	startCall(r)
+	patientID := r.patientID
+	clinicianID := mustEval[string](r.clinician, `window.bedside.call.selfId`)
+	if p := pairOf(r.patient); p.Local != "relay" || (p.RelayProtocol != "tcp" && p.RelayProtocol != "tls") {
+		t.Fatalf("the patient's peer-to-peer pair %+v: want a relay candidate reached over TCP or TLS", p)
+	}
+
+	joinLink(caregiver.page, r.invite("participant"), caregiver.name, false)
+	caregiver.id = r.admitNamed(caregiver.name)
+	admitted := time.Now()
+	everyone := map[*page][]string{
+		r.clinician:    {patientID, caregiver.id},
+		r.patient:      {clinicianID, caregiver.id},
+		caregiver.page: {clinicianID, patientID},
+	}
+	for p, ids := range everyone {
+		waitReceivesAll(p, ids, 60*time.Second)
+	}
+	t.Logf("admission of the caregiver to everyone receiving through the SFU: %v", time.Since(admitted).Round(time.Millisecond))
+
+	// The patient's SFU connections, as its browser sees them.
+	for _, which := range []string{"pub", "sub"} {
+		js := strings.Replace(selectedPairJS, "[...window.bedside.call.pcs.values()][0]",
+			fmt.Sprintf("(window.bedside.call.sfu && window.bedside.call.sfu.%s && window.bedside.call.sfu.%s.pc)", which, which), 1)
+		r.patient.waitFor("a selected pair on the SFU "+which+" connection", js+`.then((x) => x !== null)`)
+		p := mustEval[netPair](r.patient, js)
+		r.patient.logf("SFU %s connection: %+v", which, p)
+		if p.Local != "relay" || (p.RelayProtocol != "tcp" && p.RelayProtocol != "tls") {
+			t.Errorf("the patient's SFU %s pair %+v: want a relay candidate reached over TCP or TLS", which, p)
+		}
+	}
+	// What the visit records (what the clinician's summary is made from): the patient's two
+	// SFU connections, relayed over TCP or TLS.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		conns, err := srv.Visits().Connections(context.Background(), r.visitID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		relayed := map[string]bool{}
+		for _, c := range conns {
+			if c.ParticipantID == patientID && c.Local.Relayed() && (c.Local.RelayProtocol == "tcp" || c.Local.RelayProtocol == "tls") {
+				relayed[c.PeerID] = true
+			}
+		}
+		if relayed["sfu:pub"] && relayed["sfu:sub"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the patient's recorded connections: %+v; want sfu:pub and sfu:sub relayed over TCP or TLS", conns)
+		}
+		time.Sleep(pollEvery)
+	}
+	for _, p := range []*page{r.clinician, r.patient, caregiver.page} {
+		p.assertNoExceptions()
+	}
 }
