@@ -54,6 +54,7 @@ func TestHelloRequired(t *testing.T) {
 		`{"type":"admit","participant":"prt_abc"}`,
 		`{"type":"end"}`,
 		`{"type":"leave"}`,
+		`{"type":"ping"}`,
 	} {
 		var in struct{ Type string }
 		json.Unmarshal([]byte(m), &in)
@@ -321,6 +322,28 @@ func TestLiveness(t *testing.T) {
 	clin.send(fmt.Sprintf(`{"type":"signal","to":%q,"candidate":null}`, patID))
 	clin.expectError(CodeNotFound, "signal")
 	eventually(t, "the clinician is the only client", func() bool { return h.srv.Clients() == 1 })
+}
+
+// TestPing: anyone who has said hello, admitted or waiting, gets a pong for each ping, and
+// nobody else hears of it.
+func TestPing(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	clin := h.dial("clinician")
+	clin.hello(h.visit.ID)
+	pat := h.dial(h.patient("Ada"))
+	pat.hello(h.visit.ID)
+	clin.expect("waiting")
+	for _, c := range []*conn{clin, pat, clin} {
+		c.send(`{"type":"ping"}`)
+		if m := c.expect("pong"); len(m.m) != 1 {
+			t.Errorf("pong %s: want the type alone", m)
+		}
+	}
+	clin.quiet(200 * time.Millisecond)
+	pat.quiet(0)
+	pat.send(`{"type":"ping","extra":1}`)
+	pat.expectError(CodeInvalid, "ping")
 }
 
 // TestSlowClient: a client that does not read while messages pile up for it is closed;

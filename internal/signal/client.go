@@ -432,6 +432,8 @@ func (c *client) handle(ctx context.Context, in readResult) {
 		err = c.presence.End(ctx)
 	case "leave":
 		c.presence.Leave(ctx)
+	case "ping":
+		c.queue(PongMsg{Type: "pong"})
 	case "connection":
 		err = c.connection(ctx, msg)
 	}

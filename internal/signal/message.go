@@ -109,7 +109,7 @@ func invalid(format string, args ...any) *ProtocolError {
 
 // clientTypes are the message types a client may send (docs/protocol.md). Decode accepts
 // these and no others, and each has an entry in messagePolicy (TestEveryMessageHasPolicy).
-var clientTypes = []string{"hello", "signal", "admit", "remove", "end", "leave", "connection", "video_size", "chat"}
+var clientTypes = []string{"hello", "signal", "admit", "remove", "end", "leave", "connection", "video_size", "chat", "ping"}
 
 var (
 	sessionRE = regexp.MustCompile(`^[A-Za-z0-9_-]{8,64}$`)
@@ -298,7 +298,7 @@ func Decode(data []byte) (Incoming, error) {
 		if strings.TrimSpace(in.Text) == "" || utf8.RuneCountInString(in.Text) > MaxChat || !utf8.ValidString(in.Text) {
 			return in, invalid("text must be 1 to %d characters.", MaxChat)
 		}
-	case "end", "leave":
+	case "end", "leave", "ping":
 	default:
 		return in, &ProtocolError{CodeUnknownType, fmt.Sprintf("Unknown message type %q.", truncate(typ, 32))}
 	}
@@ -483,6 +483,11 @@ type EndedMsg struct {
 type ByeMsg struct {
 	Type   string `json:"type"`
 	Reason string `json:"reason"`
+}
+
+// PongMsg answers a client's ping (docs/protocol.md, Transport: liveness).
+type PongMsg struct {
+	Type string `json:"type"`
 }
 
 type ErrorMsg struct {

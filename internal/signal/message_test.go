@@ -141,6 +141,7 @@ func goldenMessages(t *testing.T) map[string]any {
 		"bye_left":                 member(func(c *client) { c.Bye("left") }),
 		"error":                    errorMsg(CodeNotAdmitted, "You have not been admitted yet.", "signal"),
 		"error_no_reply_to":        errorMsg(CodeBadJSON, "The message is not a JSON object.", ""),
+		"pong":                     PongMsg{Type: "pong"},
 	}
 }
 
@@ -181,7 +182,7 @@ func TestGoldenServerMessages(t *testing.T) {
 		json.Unmarshal(encode(v), &m)
 		types[m.Type] = true
 	}
-	for _, typ := range []string{"welcome", "admitted", "waiting", "peer", "signal", "ice_servers", "ended", "bye", "error", "mode", "tracks", "layers", "speakers", "chat"} {
+	for _, typ := range []string{"welcome", "admitted", "waiting", "peer", "signal", "ice_servers", "ended", "bye", "error", "mode", "tracks", "layers", "speakers", "chat", "pong"} {
 		if !types[typ] {
 			t.Errorf("no golden file for %q", typ)
 		}
@@ -211,6 +212,7 @@ var goldenInputs = map[string]Incoming{
 	"remove":                {Type: "remove", Participant: "prt_7hm2zq8rnc4bxd6e"},
 	"end":                   {Type: "end"},
 	"leave":                 {Type: "leave"},
+	"ping":                  {Type: "ping"},
 	"connection_relay": {Type: "connection", Peer: "prt_7hm2zq8rnc4bxd6e",
 		Local:  &Candidate{Type: "relay", Protocol: "udp", RelayProtocol: "tls"},
 		Remote: &Candidate{Type: "host", Protocol: "udp"}},

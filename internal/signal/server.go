@@ -47,6 +47,8 @@ var messagePolicy = map[string]auth.Action{
 	"remove": auth.ActVisitRemove,
 	"end":    auth.ActVisitEnd,
 	"leave":  auth.ActNone,
+	// The client's liveness check: anyone who has said hello.
+	"ping": auth.ActNone,
 	// The selected candidate pair: the same action as signal (admitted participants).
 	"connection": auth.ActVisitSignal,
 	// The size at which a video is shown (SFU layer choice) and chat through the server:

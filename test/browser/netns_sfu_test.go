@@ -12,11 +12,16 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/bedside/bedside/internal/app"
 	"github.com/bedside/bedside/internal/app/apptest"
 	"github.com/bedside/bedside/internal/config"
 	"github.com/bedside/bedside/internal/sfu"
 )
+
+// sfuNetServer starts the server inside R with the SFU on every address of R (each host
+// reaches it on its own side) and the relay allowed to send to allowPeers.
+func sfuNetServer(t *testing.T, n *network, allowPeers string) *apptest.Server {
+	return startNetServer(t, n, func(c *config.Config) { c.SFUUDPAddr, c.TURNAllowPeers = ":0", allowPeers })
+}
 
 // addHost adds a host namespace joined to the router namespace R by a veth (R's end is
 // named peer), and returns its name and a Chromium wrapper that runs inside it.
@@ -66,23 +71,7 @@ func TestNetnsSFULayers(t *testing.T) {
 	n := newNetwork(t)
 	_, execC := n.addHost(t, "c", "toc", "198.18.3.2", "198.18.3.1")
 	cam := fakeCamera(t, 960, 540)
-	var srv *apptest.Server
-	n.serverThread.Do(func() {
-		srv = apptest.Start(t, apptest.Options{
-			HTTPAddr: serverIP + ":0",
-			App:      app.Options{TURNSockets: n.serverThread.Do},
-			Config: func(c *config.Config) {
-				c.PublicURL = "http://" + serverIP + ":0"
-				c.STUNAddr = serverIP + ":0"
-				c.ICEHost = serverIP
-				c.SFUUDPAddr = ":0" // every address of R: each host reaches its own side
-				c.TURNAllowPeers = "198.18.0.0/15"
-			},
-		})
-	})
-	if srv == nil {
-		t.FailNow()
-	}
+	srv := sfuNetServer(t, n, "198.18.0.0/15")
 	secure := chromedp.Flag("unsafely-treat-insecure-origin-as-secure", srv.URL())
 	// The observers' screens are high-density: their tiles, about 390x220 CSS pixels, need
 	// the top layer (540 rows) to look sharp.
@@ -209,25 +198,9 @@ func TestNetnsSFUUDPBlocked(t *testing.T) {
 	n.blockUDP()
 	_, execC := n.addHost(t, "c", "toc", "198.18.3.2", "198.18.3.1")
 	cam := fakeCamera(t, 320, 180)
-	var srv *apptest.Server
-	n.serverThread.Do(func() {
-		srv = apptest.Start(t, apptest.Options{
-			HTTPAddr: serverIP + ":0",
-			App:      app.Options{TURNSockets: n.serverThread.Do},
-			Config: func(c *config.Config) {
-				c.PublicURL = "http://" + serverIP + ":0"
-				c.STUNAddr = serverIP + ":0"
-				c.ICEHost = serverIP
-				c.SFUUDPAddr = ":0" // every address of R
-				// The clinician's and the caregiver's hosts, for the relayed peer-to-peer
-				// call; none of R's addresses, where the SFU is.
-				c.TURNAllowPeers = clinIP + "/32,198.18.3.2/32"
-			},
-		})
-	})
-	if srv == nil {
-		t.FailNow()
-	}
+	// The clinician's and the caregiver's hosts, for the relayed peer-to-peer call; none of
+	// R's addresses, where the SFU is.
+	srv := sfuNetServer(t, n, clinIP+"/32,198.18.3.2/32")
 	secure := chromedp.Flag("unsafely-treat-insecure-origin-as-secure", srv.URL())
 	r := newRigWith(t, rigOptions{
 		start:     func(testing.TB) *apptest.Server { return srv },
@@ -289,6 +262,123 @@ func TestNetnsSFUUDPBlocked(t *testing.T) {
 		time.Sleep(pollEvery)
 	}
 	for _, p := range []*page{r.clinician, r.patient, caregiver.page} {
+		p.assertNoExceptions()
+	}
+}
+
+// cutOff drops every packet into or out of a host (its network gone: a Wi-Fi drop, a
+// tunnel), until the returned function restores it.
+func (n *network) cutOff(ns string) (restore func()) {
+	return n.drop(ns, "bsdcut", `oifname != "lo"`, `iifname != "lo"`)
+}
+
+// TestNetnsSFUNetworkDrop: in a visit through the SFU, the networks of the patient (host
+// A) and of an observer (host C) go away, every packet dropped, the WebSockets' too, and
+// come back: first for 12 s (ICE resumes by itself), then for 40 s (longer than ICE and
+// the signalling wait: the SFU drops their connections and the pages rejoin it when their
+// WebSockets come back). Each time, without anyone reloading or rejoining by hand, the
+// patient and the observer receive the clinician again, the clinician receives the
+// patient, and the patient's video from the clinician comes back to the layer it had (the
+// SFU's estimate of the patient's link recovers from the loss it saw).
+func TestNetnsSFUNetworkDrop(t *testing.T) {
+	n := newNetwork(t)
+	nsC, execC := n.addHost(t, "c", "toc", "198.18.3.2", "198.18.3.1")
+	cam := fakeCamera(t, 640, 360)
+	srv := sfuNetServer(t, n, "198.18.0.0/15")
+	secure := chromedp.Flag("unsafely-treat-insecure-origin-as-secure", srv.URL())
+	r := newRigWith(t, rigOptions{
+		start:     func(testing.TB) *apptest.Server { return srv },
+		clinician: []chromedp.ExecAllocatorOption{chromedp.ExecPath(n.clinicianExec), secure, cam},
+		patient:   []chromedp.ExecAllocatorOption{chromedp.ExecPath(n.patientExec), secure, cam},
+	})
+	observer := &person{page: newPage(t, "observer", chromedp.ExecPath(execC), secure), name: "Olga"}
+	r.signIn()
+	mustEval[chromedp.Void](r.clinician, `(() => { document.getElementById('media-policy').value = 'sfu'; })()`)
+	r.createVisit("Ada Lovelace")
+	r.patientJoins("Ada")
+	patientID := r.admitNamed("Ada")
+	joinLink(observer.page, r.invite("observer"), observer.name, true)
+	observer.id = r.admitNamed(observer.name)
+	clinicianID := mustEval[string](r.clinician, `window.bedside.call.selfId`)
+	waitReceivesAll(r.patient, []string{clinicianID}, 45*time.Second)
+	waitReceivesAll(observer.page, []string{clinicianID, patientID}, 45*time.Second)
+	waitReceivesAll(r.clinician, []string{patientID}, 45*time.Second)
+	// The layer the patient receives once the estimate has settled: the largest the
+	// clinician's browser sends for its 640x360 camera (320 px: Chromium sends two layers
+	// at this size).
+	var before received
+	settle := time.Now().Add(30 * time.Second)
+	for {
+		before = mustEval[received](r.patient, subscriberJS(clinicianID))
+		if before.Width >= 320 || time.Now().After(settle) {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	r.patient.logf("receives the clinician at %d px before the drops", before.Width)
+	if before.Width == 0 {
+		t.Fatal("the patient decodes no video from the clinician")
+	}
+	selves := map[*page]string{}
+	for _, p := range []*page{r.patient, observer.page} {
+		selves[p] = mustEval[string](p, `window.bedside.call.selfId`)
+	}
+
+	// flowing waits until p receives peer's video and audio now (counted over a second,
+	// so that a connection replaced in between does not count backwards).
+	flowing := func(p *page, peer, what string, since time.Time, within time.Duration) {
+		t.Helper()
+		deadline := since.Add(within)
+		for {
+			a := mustEval[received](p, subscriberJS(peer))
+			time.Sleep(time.Second)
+			b := mustEval[received](p, subscriberJS(peer))
+			if b.Frames-a.Frames >= 10 && b.Audio-a.Audio >= 20 {
+				p.logf("%s again %v after the network came back", what, time.Since(since).Round(100*time.Millisecond))
+				return
+			}
+			if time.Now().After(deadline) {
+				logSFU(t, srv, r.visitID)
+				t.Fatalf("%s: not %v after the network came back (%d frames, %d audio packets in the last second)", what, within, b.Frames-a.Frames, b.Audio-a.Audio)
+			}
+		}
+	}
+	for _, outage := range []time.Duration{12 * time.Second, 40 * time.Second} {
+		t.Logf("cutting off the patient's and the observer's networks for %v", outage)
+		restoreA, restoreC := n.cutOff(n.a), n.cutOff(nsC)
+		time.Sleep(3 * time.Second)
+		mid := mustEval[received](r.patient, subscriberJS(clinicianID))
+		time.Sleep(outage - 3*time.Second)
+		if got := mustEval[received](r.patient, subscriberJS(clinicianID)); got.Frames-mid.Frames > 5 {
+			t.Fatalf("the patient decoded %d frames while its network was cut off: the cut did not cut", got.Frames-mid.Frames)
+		}
+		restoreA()
+		restoreC()
+		back := time.Now()
+		flowing(r.patient, clinicianID, "the patient receives the clinician", back, 30*time.Second)
+		flowing(observer.page, clinicianID, "the observer receives the clinician", back, 30*time.Second)
+		flowing(observer.page, patientID, "the observer receives the patient", back, 30*time.Second)
+		flowing(r.clinician, patientID, "the clinician receives the patient", back, 30*time.Second)
+		for p, self := range selves {
+			if got := mustEval[string](p, `window.bedside.call.selfId`); got != self {
+				t.Errorf("%s rejoined as %s (was %s)", p.person, got, self)
+			}
+		}
+		deadline := back.Add(45 * time.Second)
+		for {
+			got := mustEval[received](r.patient, subscriberJS(clinicianID))
+			if got.Width >= before.Width {
+				t.Logf("the patient receives the clinician at %d px again %v after the network came back", got.Width, time.Since(back).Round(100*time.Millisecond))
+				break
+			}
+			if time.Now().After(deadline) {
+				logSFU(t, srv, r.visitID)
+				t.Fatalf("45 s after the network came back the patient receives the clinician at %d px (was %d)", got.Width, before.Width)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	for _, p := range []*page{r.clinician, r.patient, observer.page} {
 		p.assertNoExceptions()
 	}
 }

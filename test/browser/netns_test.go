@@ -109,12 +109,19 @@ func (n *network) in(ns string, args ...string) {
 // blockUDP drops every UDP datagram into or out of the patient's host (a network that
 // allows only TCP, like a hospital guest network).
 func (n *network) blockUDP() {
+	n.drop(n.a, "bsdblock", "meta l4proto udp", "meta l4proto udp")
+}
+
+// drop makes a table in ns that drops the packets out of it matching out and into it
+// matching in (nft expressions), until the returned function deletes it.
+func (n *network) drop(ns, table, out, in string) (restore func()) {
 	n.t.Helper()
-	n.in(n.a, "nft", "add table inet bsdblock; "+
-		"add chain inet bsdblock out { type filter hook output priority 0; policy accept; }; "+
-		"add chain inet bsdblock in { type filter hook input priority 0; policy accept; }; "+
-		"add rule inet bsdblock out meta l4proto udp drop; "+
-		"add rule inet bsdblock in meta l4proto udp drop")
+	n.in(ns, "nft", "add table inet "+table+"; "+
+		"add chain inet "+table+" out { type filter hook output priority 0; policy accept; }; "+
+		"add chain inet "+table+" in { type filter hook input priority 0; policy accept; }; "+
+		"add rule inet "+table+" out "+out+" drop; "+
+		"add rule inet "+table+" in "+in+" drop")
+	return func() { n.in(ns, "nft", "delete table inet "+table) }
 }
 
 // chromiumIn writes a wrapper that starts Chromium inside ns, for chromedp's ExecPath
@@ -169,35 +176,41 @@ func (th *nsThread) Do(f func()) {
 	<-done
 }
 
-// netRig starts the server inside R (its listeners and every relay socket are made there)
-// and the two browsers in A and B, and returns the usual rig.
+// startNetServer starts the server inside R (its listeners and every relay socket are made
+// there) on the server address, the relay allowed to send to this test's hosts; tweak
+// changes the configuration further.
+func startNetServer(t testing.TB, n *network, tweak func(*config.Config)) *apptest.Server {
+	t.Helper()
+	var srv *apptest.Server
+	n.serverThread.Do(func() {
+		srv = apptest.Start(t, apptest.Options{
+			HTTPAddr: serverIP + ":0",
+			App:      app.Options{TURNSockets: n.serverThread.Do},
+			Config: func(c *config.Config) {
+				c.PublicURL = "http://" + serverIP + ":0" // the port bound
+				c.STUNAddr = serverIP + ":0"
+				c.ICEHost = serverIP
+				c.TURNAllowPeers = "198.18.0.0/15"
+				if tweak != nil {
+					tweak(c)
+				}
+			},
+		})
+	})
+	if srv == nil {
+		t.FailNow()
+	}
+	return srv
+}
+
+// netRig starts the server inside R and the two browsers in A and B, and returns the usual
+// rig.
 func netRig(t *testing.T, n *network, turnMode string) *rig {
 	t.Helper()
-	origin := "http://" + serverIP
-	start := func(t testing.TB) *apptest.Server {
-		var srv *apptest.Server
-		n.serverThread.Do(func() {
-			srv = apptest.Start(t, apptest.Options{
-				HTTPAddr: serverIP + ":0",
-				App:      app.Options{TURNSockets: n.serverThread.Do},
-				Config: func(c *config.Config) {
-					c.PublicURL = origin + ":0" // the port bound
-					c.STUNAddr = serverIP + ":0"
-					c.ICEHost = serverIP
-					c.TURN = turnMode
-					c.TURNAllowPeers = "198.18.0.0/15"
-				},
-			})
-		})
-		if srv == nil {
-			t.FailNow()
-		}
-		return srv
-	}
 	// The pages come from a plain-http address that is not localhost: tell Chromium to treat
 	// it as secure (camera access). The port is known only once the server runs, so the
 	// browsers start after it.
-	srv := start(t)
+	srv := startNetServer(t, n, func(c *config.Config) { c.TURN = turnMode })
 	secure := chromedp.Flag("unsafely-treat-insecure-origin-as-secure", srv.URL())
 	return newRigWith(t, rigOptions{
 		start:     func(testing.TB) *apptest.Server { return srv },
@@ -375,4 +388,52 @@ func TestNetnsUDPBlocked(t *testing.T) {
 func clinicianPacketsSent(p *page) int {
 	return mustEval[int](p, `(async () => { const pc = [...window.bedside.call.pcs.values()][0]; if (!pc) return 0;
 		const s = await pc.getStats(); let n = 0; s.forEach((v) => { if (v.type === 'outbound-rtp') n += v.packetsSent || 0; }); return n; })()`)
+}
+
+// cutSignalling drops the patient's TCP to and from the server's HTTP port (its WebSocket,
+// and nothing else: the relayed media is UDP) until the returned function restores it.
+func (n *network) cutSignalling(port string) (restore func()) {
+	return n.drop(n.a, "bsdsig", "ip daddr "+serverIP+" tcp dport "+port, "ip saddr "+serverIP+" tcp sport "+port)
+}
+
+// framesDecodedJS is the video frames the page has decoded over all its connections.
+const framesDecodedJS = `(async () => { let n = 0;
+	for (const pc of window.bedside.call.pcs.values()) {
+		(await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') n += s.framesDecoded || 0; });
+	}
+	return n; })()`
+
+// TestNetnsSignallingLost: the patient's path to the server's web port goes dead in the
+// middle of a relayed call (packets dropped, no reset: what a tunnel or a NAT that forgot
+// the connection does), while the media, on UDP through the relay, goes on. The page
+// notices by itself, as TCP would not until it next sent: within 20 s it says it is
+// reconnecting, the call going on meanwhile; when the path is back it is in the call again
+// within 15 s, on the same peer connection.
+func TestNetnsSignallingLost(t *testing.T) {
+	n := newNetwork(t)
+	r := netRig(t, n, "embedded")
+	startCall(r)
+	port := r.srv.URL()[strings.LastIndex(r.srv.URL(), ":")+1:]
+	pc0 := mustEval[string](r.patient, `(() => { window.__pc0 = [...window.bedside.call.pcs.values()][0]; return window.__pc0.connectionState; })()`)
+	if pc0 != "connected" {
+		t.Fatalf("the patient's connection is %s", pc0)
+	}
+	restore := n.cutSignalling(port)
+	cut := time.Now()
+	r.patient.waitForWithin("the page saying it reconnects", `document.getElementById('call-status').dataset.state === 'reconnecting'`, 20*time.Second)
+	r.patient.logf("says it is reconnecting %v after its path to the server went dead", time.Since(cut).Round(100*time.Millisecond))
+	before := mustEval[int](r.patient, framesDecodedJS)
+	time.Sleep(2 * time.Second)
+	if after := mustEval[int](r.patient, framesDecodedJS); after < before+20 {
+		t.Errorf("the call stopped while signalling was down: %d frames in 2 s", after-before)
+	}
+	restore()
+	back := time.Now()
+	r.patient.waitForWithin("the page in the call again", `document.getElementById('call-status').dataset.state === 'in_call' &&
+		window.bedside.call.signalling.state === 'open'`, 15*time.Second)
+	r.patient.logf("in the call again %v after the path came back", time.Since(back).Round(100*time.Millisecond))
+	if same := mustEval[bool](r.patient, `[...window.bedside.call.pcs.values()][0] === window.__pc0 && window.__pc0.connectionState === 'connected'`); !same {
+		t.Error("the patient's peer connection was replaced or is down after signalling came back")
+	}
+	r.patient.assertNoExceptions()
 }

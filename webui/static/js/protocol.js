@@ -19,6 +19,21 @@ const FATAL_HELLO_CODES = new Set(['forbidden', 'not_found']);
 const MAX_QUEUED = 500;
 
 /**
+ * Liveness (docs/protocol.md, Transport): the page cannot see the server's WebSocket pings,
+ * so it sends `ping` when it has heard nothing for PING_MS and gives the socket up when no
+ * answer comes within PONG_WAIT_MS (a network gone: TCP alone would notice only when it
+ * next sends, and then after its own retransmissions). An attempt whose socket has not
+ * opened within CONNECT_TIMEOUT_MS (its TCP handshake lost: the next retransmission may be
+ * many seconds away) or has not had `welcome` within WELCOME_TIMEOUT_MS of opening is given
+ * up too. Either way it reconnects with back-off.
+ */
+export const PING_MS = 5000;
+export const PONG_WAIT_MS = 6000;
+export const CONNECT_TIMEOUT_MS = 5000;
+export const WELCOME_TIMEOUT_MS = 15000;
+const LIVENESS_CHECK_MS = 1000;
+
+/**
  * @typedef {'clinician' | 'admin' | 'staff' | 'patient' | 'guest'} Role
  * @typedef {{id: string, role: string, name: string, session: string, polite: boolean, observer?: boolean}} Peer
  * @typedef {{id: string, name: string, since: string, role?: string, observer?: boolean}} WaitingEntry
@@ -280,6 +295,14 @@ export class Signalling extends Emitter {
     /** Why the server will close the socket, when it said so (`ended`, `bye`, fatal `error`). */
     /** @type {ClosedEvent | null} */
     this._final = null;
+    /** Liveness of the current socket (Date.now() times): attempt started, socket open (0: not
+     * yet), last heard, ping sent (0: none waiting). */
+    this._startedAt = 0;
+    this._openedAt = 0;
+    this._heardAt = 0;
+    this._pingAt = 0;
+    /** @type {ReturnType<typeof setInterval> | undefined} */
+    this._liveness = undefined;
   }
 
   /** Opens the connection (once; reconnects happen by themselves). */
@@ -334,7 +357,12 @@ export class Signalling extends Emitter {
       return;
     }
     this.ws = ws;
+    this._startedAt = this._heardAt = Date.now();
+    this._openedAt = this._pingAt = 0;
+    this._stopLiveness();
+    this._liveness = setInterval(() => this._checkLiveness(ws), LIVENESS_CHECK_MS);
     ws.onopen = () => {
+      this._openedAt = Date.now();
       /** @type {{type: 'hello', visit?: string, session: string}} */
       const hello = {type: 'hello', session: this.session};
       if (this.visit) hello.visit = this.visit;
@@ -342,6 +370,8 @@ export class Signalling extends Emitter {
     };
     ws.onmessage = (ev) => {
       if (ws !== this.ws) return;
+      this._heardAt = Date.now(); // anything at all, a pong or not
+      this._pingAt = 0;
       this._onMessage(ev.data);
     };
     ws.onclose = (ev) => {
@@ -351,6 +381,50 @@ export class Signalling extends Emitter {
     ws.onerror = () => {
       // A close event always follows; it decides what to do.
     };
+  }
+
+  /**
+   * Sends a ping when the server has been quiet for PING_MS, and gives the socket up when a
+   * ping went unanswered for PONG_WAIT_MS, or the attempt is late (CONNECT_TIMEOUT_MS,
+   * WELCOME_TIMEOUT_MS).
+   * Only a ping actually sent can time out, so timers slowed down in a background tab never
+   * make a live socket look dead.
+   * @param {WebSocket} ws
+   */
+  _checkLiveness(ws) {
+    if (ws !== this.ws) return;
+    const now = Date.now();
+    if (!this.ready) {
+      if (this._openedAt ? now - this._openedAt > WELCOME_TIMEOUT_MS : now - this._startedAt > CONNECT_TIMEOUT_MS) this._abandon();
+      return;
+    }
+    if (this._pingAt) {
+      if (now - this._pingAt > PONG_WAIT_MS) this._abandon();
+      return;
+    }
+    if (now - this._heardAt >= PING_MS && ws.readyState === this._WebSocket.OPEN) {
+      this._pingAt = now;
+      ws.send('{"type":"ping"}');
+    }
+  }
+
+  /** Gives the current socket up as dead (its events are ignored from now) and reconnects. */
+  _abandon() {
+    const ws = this.ws;
+    if (!ws) return;
+    this.ws = null;
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    try {
+      ws.close(4000, 'unresponsive');
+    } catch {
+      // Closing a socket that never opened may throw in some browsers; it is gone either way.
+    }
+    this._onClose(1006, 'unresponsive');
+  }
+
+  _stopLiveness() {
+    if (this._liveness !== undefined) clearInterval(this._liveness);
+    this._liveness = undefined;
   }
 
   /** @param {unknown} data */
@@ -406,6 +480,7 @@ export class Signalling extends Emitter {
   _onClose(code, reason) {
     this.ws = null;
     this.ready = false;
+    this._stopLiveness();
     if (this._stopped) return;
     if (this._final) {
       this._finish(this._final);
@@ -437,6 +512,7 @@ export class Signalling extends Emitter {
     this._queue = [];
     if (this._timer !== undefined) clearTimeout(this._timer);
     this._timer = undefined;
+    this._stopLiveness();
     const ws = this.ws;
     this.ws = null;
     if (ws && ws.readyState <= 1) ws.close(1000);
