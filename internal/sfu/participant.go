@@ -604,6 +604,15 @@ func (p *participant) onSubAnswer(sdp string) {
 func (p *participant) onPCState(which PC, s webrtc.PeerConnectionState) {
 	p.log.Debug("sfu: connection state", "pc", string(which), "state", s.String())
 	switch s {
+	case webrtc.PeerConnectionStateDisconnected:
+		// Nothing from the client for pion's disconnected timeout: its path is gone (a
+		// network that changed, or came back with other addresses). The SFU offers on sub,
+		// so it restarts ICE there now rather than when pion calls it failed, 25 s on (the
+		// client restarts pub itself). If the signalling is down too, the offer goes when it
+		// is back (negotiateSub waits for it).
+		if which == Sub {
+			p.subRestart = true
+		}
 	case webrtc.PeerConnectionStateFailed:
 		if !p.connected {
 			p.stop()

@@ -382,3 +382,72 @@ func TestNetnsSFUNetworkDrop(t *testing.T) {
 		p.assertNoExceptions()
 	}
 }
+
+// TestNetnsSFUAddressChange: in a visit through the SFU the patient's host changes its
+// address (a laptop moving from one Wi-Fi to another, a phone from Wi-Fi to mobile data).
+// Its WebSocket and its connections with the SFU all lose their path at once; without a
+// reload, the patient receives the clinician again and the clinician the patient.
+func TestNetnsSFUAddressChange(t *testing.T) {
+	n := newNetwork(t)
+	cam := fakeCamera(t, 320, 180)
+	srv := sfuNetServer(t, n, "198.18.0.0/15")
+	secure := chromedp.Flag("unsafely-treat-insecure-origin-as-secure", srv.URL())
+	r := newRigWith(t, rigOptions{
+		start:     func(testing.TB) *apptest.Server { return srv },
+		clinician: []chromedp.ExecAllocatorOption{chromedp.ExecPath(n.clinicianExec), secure, cam},
+		patient:   []chromedp.ExecAllocatorOption{chromedp.ExecPath(n.patientExec), secure, cam},
+	})
+	r.signIn()
+	mustEval[chromedp.Void](r.clinician, `(() => { document.getElementById('media-policy').value = 'sfu'; })()`)
+	r.createVisit("Ada Lovelace")
+	r.patientJoins("Ada")
+	patientID := r.admitNamed("Ada")
+	clinicianID := mustEval[string](r.clinician, `window.bedside.call.selfId`)
+	waitReceivesAll(r.patient, []string{clinicianID}, 45*time.Second)
+	waitReceivesAll(r.clinician, []string{patientID}, 45*time.Second)
+	self := mustEval[string](r.patient, `window.bedside.call.selfId`)
+
+	const newIP = "198.18.1.3"
+	n.ip("-n", n.a, "addr", "del", patientIP+"/24", "dev", "eth0")
+	n.ip("-n", n.a, "addr", "add", newIP+"/24", "dev", "eth0")
+	n.ip("-n", n.a, "route", "add", "default", "via", serverIP)
+	moved := time.Now()
+	// Both ways at once, sampled every second: media flows again when a second brings 10
+	// frames and 20 audio packets more (counted over a second, so that a connection
+	// replaced in between does not count backwards).
+	views := []struct {
+		p          *page
+		peer, what string
+		last       received
+		at         time.Duration
+	}{{p: r.patient, peer: clinicianID, what: "the patient receives the clinician"}, {p: r.clinician, peer: patientID, what: "the clinician receives the patient"}}
+	for i := range views {
+		views[i].last = mustEval[received](views[i].p, subscriberJS(views[i].peer))
+	}
+	for pending := len(views); pending > 0; {
+		time.Sleep(time.Second)
+		for i := range views {
+			v := &views[i]
+			if v.at > 0 {
+				continue
+			}
+			got := mustEval[received](v.p, subscriberJS(v.peer))
+			if got.Frames-v.last.Frames >= 10 && got.Audio-v.last.Audio >= 20 {
+				v.at = time.Since(moved)
+				pending--
+				v.p.logf("%s again %v after the address changed", v.what, v.at.Round(100*time.Millisecond))
+			}
+			v.last = got
+		}
+		if pending > 0 && time.Since(moved) > 30*time.Second {
+			logSFU(t, srv, r.visitID)
+			t.Fatalf("30 s after the address changed: %+v", views)
+		}
+	}
+	if got := mustEval[string](r.patient, `window.bedside.call.selfId`); got != self {
+		t.Errorf("the patient rejoined as %s (was %s)", got, self)
+	}
+	for _, p := range []*page{r.clinician, r.patient} {
+		p.assertNoExceptions()
+	}
+}

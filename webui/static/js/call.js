@@ -26,6 +26,13 @@ export const CONNECT_TIMEOUT_MS = 20000;
 const PAIR_CHECK_MS = 3000;
 
 /**
+ * A connection whose ICE has been disconnected this long restarts ICE (the path it had is
+ * gone: the network changed, or came back with other addresses); one whose ICE failed
+ * restarts at once. Browsers may stay disconnected for minutes before they call it failed.
+ */
+export const ICE_RESTART_AFTER_MS = 3000;
+
+/**
  * The camera's simulcast encodings in SFU mode, lowest first (docs/protocol.md): a quarter,
  * a half and the whole of the camera's resolution.
  */
@@ -211,6 +218,7 @@ export class Call extends Emitter {
         if (m.admitted) {
           this._setMode(m.mode, m.sfu_session ?? '');
           this._learnPeers(m.peers, true);
+          this._resendOffers();
         }
       }),
       s.on('admitted', (m) => {
@@ -357,9 +365,7 @@ export class Call extends Emitter {
     pc.onicecandidate = (ev) => {
       this._send(id, {candidate: ev.candidate ? ev.candidate.toJSON() : null});
     };
-    pc.oniceconnectionstatechange = () => {
-      if (pc.iceConnectionState === 'failed') pc.restartIce();
-    };
+    pc.oniceconnectionstatechange = restartWhenStuck(pc, conn.current);
     pc.onconnectionstatechange = () => this._connectionState(conn);
     pc.ontrack = (ev) => {
       const track = ev.track;
@@ -492,6 +498,22 @@ export class Call extends Emitter {
     conn.reportedPair = key;
     this.emit('pair', {peerId: conn.id, pair});
     if (this.admitted) this.signalling.send({type: 'connection', ...conn.report, local: pair.local, remote: pair.remote});
+  }
+
+  /**
+   * After the signalling came back on a new WebSocket: an offer of ours still waiting for
+   * its answer may have gone out on the old socket after its path had died (a page learns
+   * that only later), so it goes again. The other side answers an offer it has seen as it
+   * answers any other.
+   */
+  _resendOffers() {
+    const pub = this.sfu?.pub;
+    if (pub && pub.pc.signalingState === 'have-local-offer' && pub.pc.localDescription) {
+      this.signalling.send({type: 'signal', to: 'sfu', pc: 'pub', description: pub.pc.localDescription.toJSON(), sources: this._sources(pub.pc)});
+    }
+    for (const conn of this.conns.values()) {
+      if (conn.pc.signalingState === 'have-local-offer' && conn.pc.localDescription) this._sendDescription(conn);
+    }
   }
 
   /** @param {string} id */
@@ -706,9 +728,7 @@ export class Call extends Emitter {
         if (conn.current()) console.warn('bedside: pub offer failed', err);
       });
     };
-    pc.oniceconnectionstatechange = () => {
-      if (pc.iceConnectionState === 'failed' && conn.current()) pc.restartIce();
-    };
+    pc.oniceconnectionstatechange = restartWhenStuck(pc, conn.current);
   }
 
   /** @param {SfuConn} conn */
@@ -1167,6 +1187,36 @@ export class Call extends Emitter {
 const CANDIDATE_TYPES = ['host', 'srflx', 'prflx', 'relay'];
 const PROTOCOLS = ['udp', 'tcp'];
 const RELAY_PROTOCOLS = ['udp', 'tcp', 'tls'];
+
+/**
+ * The ICE state handler of a connection we restart ICE on (peer connections, and our pub
+ * connection with the SFU, where we are the offerer): at once when ICE failed, and when it
+ * has stayed disconnected for ICE_RESTART_AFTER_MS. current says whether the connection is
+ * still in use.
+ * @param {RTCPeerConnection} pc
+ * @param {() => boolean} current
+ * @returns {() => void}
+ */
+function restartWhenStuck(pc, current) {
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let timer;
+  return () => {
+    const state = pc.iceConnectionState;
+    if (timer !== undefined && state !== 'disconnected') {
+      clearTimeout(timer);
+      timer = undefined;
+    }
+    if (!current()) return;
+    if (state === 'failed') {
+      pc.restartIce();
+    } else if (state === 'disconnected' && timer === undefined) {
+      timer = setTimeout(() => {
+        timer = undefined;
+        if (current() && pc.iceConnectionState === 'disconnected') pc.restartIce();
+      }, ICE_RESTART_AFTER_MS);
+    }
+  };
+}
 
 /**
  * The selected candidate pair of a connection, in the form of the connection message, or null
