@@ -407,10 +407,7 @@ func TestNetnsSFUAddressChange(t *testing.T) {
 	waitReceivesAll(r.clinician, []string{patientID}, 45*time.Second)
 	self := mustEval[string](r.patient, `window.bedside.call.selfId`)
 
-	const newIP = "198.18.1.3"
-	n.ip("-n", n.a, "addr", "del", patientIP+"/24", "dev", "eth0")
-	n.ip("-n", n.a, "addr", "add", newIP+"/24", "dev", "eth0")
-	n.ip("-n", n.a, "route", "add", "default", "via", serverIP)
+	n.changeAddress("198.18.1.3")
 	moved := time.Now()
 	// Both ways at once, sampled every second: media flows again when a second brings 10
 	// frames and 20 audio packets more (counted over a second, so that a connection

@@ -437,3 +437,49 @@ func TestNetnsSignallingLost(t *testing.T) {
 	}
 	r.patient.assertNoExceptions()
 }
+
+// changeAddress moves the patient's host to another address on its network (a laptop on
+// another Wi-Fi, a phone on mobile data).
+func (n *network) changeAddress(newIP string) {
+	n.t.Helper()
+	n.ip("-n", n.a, "addr", "del", patientIP+"/24", "dev", "eth0")
+	n.ip("-n", n.a, "addr", "add", newIP+"/24", "dev", "eth0")
+	n.ip("-n", n.a, "route", "add", "default", "via", serverIP)
+}
+
+// TestNetnsAddressChange: in a relayed peer-to-peer visit the patient's host changes its
+// address; without a reload each side decodes the other's video again within 30 s.
+func TestNetnsAddressChange(t *testing.T) {
+	n := newNetwork(t)
+	r := netRig(t, n, "embedded")
+	startCall(r)
+	n.changeAddress("198.18.1.3")
+	moved := time.Now()
+	pages := []*page{r.patient, r.clinician}
+	last := map[*page]int{}
+	for _, p := range pages {
+		last[p] = mustEval[int](p, framesDecodedJS)
+	}
+	for done := map[*page]bool{}; len(done) < len(pages); {
+		time.Sleep(time.Second)
+		for _, p := range pages {
+			if done[p] {
+				continue
+			}
+			// Counted over a second, so that a connection replaced in between does not
+			// count backwards.
+			got := mustEval[int](p, framesDecodedJS)
+			if got-last[p] >= 10 {
+				done[p] = true
+				p.logf("decodes the other's video again %v after the patient's address changed", time.Since(moved).Round(100*time.Millisecond))
+			}
+			last[p] = got
+		}
+		if len(done) < len(pages) && time.Since(moved) > 30*time.Second {
+			t.Fatalf("30 s after the patient's address changed: video again on %d of 2 pages", len(done))
+		}
+	}
+	for _, p := range pages {
+		p.assertNoExceptions()
+	}
+}

@@ -314,10 +314,13 @@ export class Call extends Emitter {
       // The page was reloaded: its old connection is dead.
       this._drop(peer.id);
     } else if (conn) {
-      // The same page, only its WebSocket came back: keep the connection.
+      // The same page, only its WebSocket came back: keep the connection. An offer of ours
+      // still waiting for its answer may have been relayed to its old socket after that
+      // socket's path had died: it goes again.
       conn.info = peer;
       conn.polite = peer.polite;
       if (conn.pc.iceConnectionState === 'failed' && !peer.polite) conn.pc.restartIce();
+      else if (conn.pc.signalingState === 'have-local-offer' && conn.pc.localDescription) this._sendDescription(conn);
     }
     if (known) this.emit('peer-updated', {peer, present: true});
     else this.emit('peer-added', {peer});
