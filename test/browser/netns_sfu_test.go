@@ -272,6 +272,56 @@ func (n *network) cutOff(ns string) (restore func()) {
 	return n.drop(ns, "bsdcut", `oifname != "lo"`, `iifname != "lo"`)
 }
 
+// sfuNet is a visit with policy sfu across network namespaces: the clinician on host B
+// and the patient on host A, each with a fake camera, admitted; and, when asked for, a
+// guest on host C invited with a role and admitted too.
+type sfuNet struct {
+	n                      *network
+	srv                    *apptest.Server
+	r                      *rig
+	nsC                    string  // host C ("" without a guest)
+	guest                  *person // nil without one
+	clinicianID, patientID string
+}
+
+// newSFUNet sets it up: cameras of w x h; guestRole "participant" or "observer" (with a
+// camera only as a participant), or "" for no guest.
+func newSFUNet(t *testing.T, w, h int, guestRole, guestName string) *sfuNet {
+	t.Helper()
+	s := &sfuNet{n: newNetwork(t)}
+	var execC string
+	if guestRole != "" {
+		s.nsC, execC = s.n.addHost(t, "c", "toc", "198.18.3.2", "198.18.3.1")
+	}
+	cam := fakeCamera(t, w, h)
+	s.srv = sfuNetServer(t, s.n, "198.18.0.0/15")
+	secure := chromedp.Flag("unsafely-treat-insecure-origin-as-secure", s.srv.URL())
+	s.r = newRigWith(t, rigOptions{
+		start:     func(testing.TB) *apptest.Server { return s.srv },
+		clinician: []chromedp.ExecAllocatorOption{chromedp.ExecPath(s.n.clinicianExec), secure, cam},
+		patient:   []chromedp.ExecAllocatorOption{chromedp.ExecPath(s.n.patientExec), secure, cam},
+	})
+	if guestRole != "" {
+		opts := []chromedp.ExecAllocatorOption{chromedp.ExecPath(execC), secure}
+		if guestRole != "observer" {
+			opts = append(opts, cam)
+		}
+		s.guest = &person{page: newPage(t, guestRole, opts...), name: guestName}
+	}
+	r := s.r
+	r.signIn()
+	mustEval[chromedp.Void](r.clinician, `(() => { document.getElementById('media-policy').value = 'sfu'; })()`)
+	r.createVisit("Ada Lovelace")
+	r.patientJoins("Ada")
+	s.patientID = r.admitNamed("Ada")
+	if s.guest != nil {
+		joinLink(s.guest.page, r.invite(guestRole), s.guest.name, guestRole == "observer")
+		s.guest.id = r.admitNamed(s.guest.name)
+	}
+	s.clinicianID = mustEval[string](r.clinician, `window.bedside.call.selfId`)
+	return s
+}
+
 // TestNetnsSFUNetworkDrop: in a visit through the SFU, the networks of the patient (host
 // A) and of an observer (host C) go away, every packet dropped, the WebSockets' too, and
 // come back: first for 12 s (ICE resumes by itself), then for 40 s (longer than ICE and
@@ -281,25 +331,9 @@ func (n *network) cutOff(ns string) (restore func()) {
 // patient, and the patient's video from the clinician comes back to the layer it had (the
 // SFU's estimate of the patient's link recovers from the loss it saw).
 func TestNetnsSFUNetworkDrop(t *testing.T) {
-	n := newNetwork(t)
-	nsC, execC := n.addHost(t, "c", "toc", "198.18.3.2", "198.18.3.1")
-	cam := fakeCamera(t, 640, 360)
-	srv := sfuNetServer(t, n, "198.18.0.0/15")
-	secure := chromedp.Flag("unsafely-treat-insecure-origin-as-secure", srv.URL())
-	r := newRigWith(t, rigOptions{
-		start:     func(testing.TB) *apptest.Server { return srv },
-		clinician: []chromedp.ExecAllocatorOption{chromedp.ExecPath(n.clinicianExec), secure, cam},
-		patient:   []chromedp.ExecAllocatorOption{chromedp.ExecPath(n.patientExec), secure, cam},
-	})
-	observer := &person{page: newPage(t, "observer", chromedp.ExecPath(execC), secure), name: "Olga"}
-	r.signIn()
-	mustEval[chromedp.Void](r.clinician, `(() => { document.getElementById('media-policy').value = 'sfu'; })()`)
-	r.createVisit("Ada Lovelace")
-	r.patientJoins("Ada")
-	patientID := r.admitNamed("Ada")
-	joinLink(observer.page, r.invite("observer"), observer.name, true)
-	observer.id = r.admitNamed(observer.name)
-	clinicianID := mustEval[string](r.clinician, `window.bedside.call.selfId`)
+	sn := newSFUNet(t, 640, 360, "observer", "Olga")
+	n, srv, r, nsC, observer := sn.n, sn.srv, sn.r, sn.nsC, sn.guest
+	patientID, clinicianID := sn.patientID, sn.clinicianID
 	waitReceivesAll(r.patient, []string{clinicianID}, 45*time.Second)
 	waitReceivesAll(observer.page, []string{clinicianID, patientID}, 45*time.Second)
 	waitReceivesAll(r.clinician, []string{patientID}, 45*time.Second)
@@ -388,21 +422,9 @@ func TestNetnsSFUNetworkDrop(t *testing.T) {
 // Its WebSocket and its connections with the SFU all lose their path at once; without a
 // reload, the patient receives the clinician again and the clinician the patient.
 func TestNetnsSFUAddressChange(t *testing.T) {
-	n := newNetwork(t)
-	cam := fakeCamera(t, 320, 180)
-	srv := sfuNetServer(t, n, "198.18.0.0/15")
-	secure := chromedp.Flag("unsafely-treat-insecure-origin-as-secure", srv.URL())
-	r := newRigWith(t, rigOptions{
-		start:     func(testing.TB) *apptest.Server { return srv },
-		clinician: []chromedp.ExecAllocatorOption{chromedp.ExecPath(n.clinicianExec), secure, cam},
-		patient:   []chromedp.ExecAllocatorOption{chromedp.ExecPath(n.patientExec), secure, cam},
-	})
-	r.signIn()
-	mustEval[chromedp.Void](r.clinician, `(() => { document.getElementById('media-policy').value = 'sfu'; })()`)
-	r.createVisit("Ada Lovelace")
-	r.patientJoins("Ada")
-	patientID := r.admitNamed("Ada")
-	clinicianID := mustEval[string](r.clinician, `window.bedside.call.selfId`)
+	sn := newSFUNet(t, 320, 180, "", "")
+	n, srv, r := sn.n, sn.srv, sn.r
+	patientID, clinicianID := sn.patientID, sn.clinicianID
 	waitReceivesAll(r.patient, []string{clinicianID}, 45*time.Second)
 	waitReceivesAll(r.clinician, []string{patientID}, 45*time.Second)
 	self := mustEval[string](r.patient, `window.bedside.call.selfId`)
@@ -445,6 +467,40 @@ func TestNetnsSFUAddressChange(t *testing.T) {
 		t.Errorf("the patient rejoined as %s (was %s)", got, self)
 	}
 	for _, p := range []*page{r.clinician, r.patient} {
+		p.assertNoExceptions()
+	}
+}
+
+// TestNetnsSFUServerRestart: the server restarts in the middle of a visit through the SFU
+// (an upgrade); the SFU's sessions are gone with the process. Without a reload, every page
+// rejoins the SFU and receives the others again.
+func TestNetnsSFUServerRestart(t *testing.T) {
+	sn := newSFUNet(t, 320, 180, "participant", "Carl")
+	n, srv, r, caregiver := sn.n, sn.srv, sn.r, sn.guest
+	patientID, clinicianID := sn.patientID, sn.clinicianID
+	everyone := map[*page][]string{
+		r.clinician:    {patientID, caregiver.id},
+		r.patient:      {clinicianID, caregiver.id},
+		caregiver.page: {clinicianID, patientID},
+	}
+	for p, ids := range everyone {
+		waitReceivesAll(p, ids, 45*time.Second)
+	}
+	sessions := map[*page]string{}
+	for p := range everyone {
+		sessions[p] = mustEval[string](p, `window.bedside.call.sfu.session`)
+	}
+	n.serverThread.Do(func() { srv.Restart(t) })
+	restarted := time.Now()
+	for p, ids := range everyone {
+		// The restarted SFU knows nothing of the old sessions: the page is told a new one
+		// and makes new connections, whose counts start from nothing.
+		p.waitForWithin("a new SFU session", fmt.Sprintf(`window.bedside.call.sfu !== null && window.bedside.call.sfu.session !== %q`, sessions[p]), 30*time.Second)
+		waitReceivesAll(p, ids, 45*time.Second)
+		p.logf("receives everyone through the SFU again %v after the restart", time.Since(restarted).Round(100*time.Millisecond))
+	}
+	videoAgain(t, []*page{r.clinician, r.patient, caregiver.page}, "the server restarted", 10*time.Second)
+	for p := range everyone {
 		p.assertNoExceptions()
 	}
 }

@@ -454,8 +454,19 @@ func TestNetnsAddressChange(t *testing.T) {
 	r := netRig(t, n, "embedded")
 	startCall(r)
 	n.changeAddress("198.18.1.3")
-	moved := time.Now()
+	videoAgain(t, []*page{r.patient, r.clinician}, "the patient's address changed", 30*time.Second)
 	pages := []*page{r.patient, r.clinician}
+	for _, p := range pages {
+		p.assertNoExceptions()
+	}
+}
+
+// videoAgain waits until each page decodes video again (10 frames more in a second, counted
+// over a second so that a connection replaced in between does not count backwards), at
+// most within from now, and logs when.
+func videoAgain(t *testing.T, pages []*page, after string, within time.Duration) {
+	t.Helper()
+	since := time.Now()
 	last := map[*page]int{}
 	for _, p := range pages {
 		last[p] = mustEval[int](p, framesDecodedJS)
@@ -466,20 +477,35 @@ func TestNetnsAddressChange(t *testing.T) {
 			if done[p] {
 				continue
 			}
-			// Counted over a second, so that a connection replaced in between does not
-			// count backwards.
 			got := mustEval[int](p, framesDecodedJS)
 			if got-last[p] >= 10 {
 				done[p] = true
-				p.logf("decodes the other's video again %v after the patient's address changed", time.Since(moved).Round(100*time.Millisecond))
+				p.logf("decodes the other's video again %v after %s", time.Since(since).Round(100*time.Millisecond), after)
 			}
 			last[p] = got
 		}
-		if len(done) < len(pages) && time.Since(moved) > 30*time.Second {
-			t.Fatalf("30 s after the patient's address changed: video again on %d of 2 pages", len(done))
+		if len(done) < len(pages) && time.Since(since) > within {
+			t.Fatalf("%v after %s: video again on %d of %d pages", within, after, len(done), len(pages))
 		}
 	}
+}
+
+// TestNetnsServerRestart: the server restarts (an upgrade) in the middle of a relayed call.
+// The relay was in the server's process: its allocations and, with no secret configured,
+// the credentials that made them are gone. Without a reload both pages decode the other's
+// video again, through the restarted relay, and their signalling is back.
+func TestNetnsServerRestart(t *testing.T) {
+	n := newNetwork(t)
+	r := netRig(t, n, "embedded")
+	startCall(r)
+	n.serverThread.Do(func() { r.srv.Restart(t) })
+	pages := []*page{r.patient, r.clinician}
+	videoAgain(t, pages, "the server restarted", 45*time.Second)
 	for _, p := range pages {
+		p.waitFor("signalling open again", `window.bedside.call.signalling.state === 'open'`)
+		if pair := pairOf(p); pair.Local != "relay" && pair.Remote != "relay" {
+			t.Errorf("%s: pair %+v after the restart: want the relay", p.person, pair)
+		}
 		p.assertNoExceptions()
 	}
 }

@@ -6,7 +6,9 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -20,6 +22,9 @@ import (
 type Server struct {
 	*app.Service
 	Config config.Config
+
+	app app.Options
+	log *slog.Logger
 }
 
 // Options adjust the service; the zero value is the default configuration.
@@ -63,14 +68,45 @@ func Start(t testing.TB, opt Options) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
+	s := &Server{Service: svc, Config: cfg, app: opt.App, log: log}
+	t.Cleanup(func() { // the service running then: after Restart, the new one
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := svc.Shutdown(ctx); err != nil {
+		if err := s.Service.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
-	return &Server{Service: svc, Config: cfg}
+	return s
+}
+
+// Restart stops the service politely and starts it again with the same configuration and
+// data directory, on the same web and STUN/TURN ports and the same SFU port, as an
+// operator's restart (an upgrade) does. What lives only in the process is gone: the TURN
+// secret (when none is configured), allocations, the SFU's sessions. It must run where
+// Start ran (a network namespace's thread). Not safe while another goroutine uses the
+// Server.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Service.Shutdown(ctx); err != nil {
+		t.Fatalf("restart: shutdown: %v", err)
+	}
+	cfg := s.Config
+	cfg.HTTPAddr = s.Addr().String()
+	if host, _, err := net.SplitHostPort(cfg.STUNAddr); err == nil {
+		cfg.STUNAddr = net.JoinHostPort(host, strconv.Itoa(s.STUNPort()))
+	}
+	if sfu := s.SFU(); sfu != nil {
+		if host, _, err := net.SplitHostPort(cfg.SFUUDPAddr); err == nil {
+			cfg.SFUUDPAddr = net.JoinHostPort(host, strconv.Itoa(sfu.Port()))
+		}
+	}
+	svc, err := app.Start(context.Background(), cfg, s.log, s.app)
+	if err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	s.Service = svc
 }
 
 // AddUser creates an account directly in the database.
