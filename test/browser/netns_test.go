@@ -11,6 +11,7 @@
 package browser
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/bedside/bedside/internal/app"
 	"github.com/bedside/bedside/internal/app/apptest"
+	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/config"
 )
 
@@ -498,6 +500,7 @@ func TestNetnsServerRestart(t *testing.T) {
 	n := newNetwork(t)
 	r := netRig(t, n, "embedded")
 	startCall(r)
+	restartAt := time.Now().UTC()
 	n.serverThread.Do(func() { r.srv.Restart(t) })
 	pages := []*page{r.patient, r.clinician}
 	videoAgain(t, pages, "the server restarted", 45*time.Second)
@@ -507,5 +510,24 @@ func TestNetnsServerRestart(t *testing.T) {
 			t.Errorf("%s: pair %+v after the restart: want the relay", p.person, pair)
 		}
 		p.assertNoExceptions()
+	}
+	// The audit trail goes on across the restart: it verifies whole, and the restarted
+	// relay's allocation for the call is in it.
+	ctx := context.Background()
+	if rep, err := audit.Verify(ctx, r.srv.Store(), nil); err != nil || !rep.OK() {
+		t.Errorf("the trail does not verify after the restart: %+v %v", rep, err)
+	}
+	allocs, err := r.srv.Store().SearchAudit(ctx, audit.Query{Action: audit.TURNAllocate, From: restartAt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := 0
+	for _, a := range allocs {
+		if a.ActorID == r.patientID {
+			ours++
+		}
+	}
+	if ours == 0 {
+		t.Errorf("no relay allocation of the patient's recorded after the restart (%d of others)", len(allocs))
 	}
 }
