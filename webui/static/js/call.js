@@ -195,6 +195,8 @@ export class Call extends Emitter {
     this.activeSpeaker = '';
     /** @type {Array<() => void>} */
     this._unsubscribe = [];
+    /** The server said it was going away: at the next `welcome`, see _afterServerRestart. */
+    this._serverRestarted = false;
     /** Peers (and "sfu") whose connection did not connect within CONNECT_TIMEOUT_MS. */
     /** @type {Set<string>} */
     this.failedPeers = new Set();
@@ -219,7 +221,12 @@ export class Call extends Emitter {
           this._setMode(m.mode, m.sfu_session ?? '');
           this._learnPeers(m.peers, true);
           this._resendOffers();
+          if (this._serverRestarted) this._afterServerRestart();
         }
+        this._serverRestarted = false;
+      }),
+      s.on('bye', (m) => {
+        if (m.reason === 'server_shutdown') this._serverRestarted = true;
       }),
       s.on('admitted', (m) => {
         this.admitted = true;
@@ -516,6 +523,21 @@ export class Call extends Emitter {
     }
     for (const conn of this.conns.values()) {
       if (conn.pc.signalingState === 'have-local-offer' && conn.pc.localDescription) this._sendDescription(conn);
+    }
+  }
+
+  /**
+   * The server restarted (it said `bye` `server_shutdown`, and now `welcome`): its relay
+   * restarted with it, so a connection through it has lost its path, and the relay
+   * credentials it was made with may be void. ICE restarts now, with the new welcome's
+   * servers, rather than once the browser notices the path is gone (several seconds). The
+   * impolite side restarts, so that the two do not offer at once; a direct path is kept
+   * while the restart runs. (In SFU mode the new welcome brings a new SFU session, and with
+   * it new connections.)
+   */
+  _afterServerRestart() {
+    for (const conn of this.conns.values()) {
+      if (!conn.polite && conn.pc.signalingState === 'stable') conn.pc.restartIce();
     }
   }
 
