@@ -423,7 +423,7 @@ func (c *client) handle(ctx context.Context, in readResult) {
 	case "video_size":
 		err = c.presence.VideoSize(msg.Participant, msg.Source, msg.Width, msg.Height)
 	case "chat":
-		err = c.presence.Chat(msg.Text, time.Now())
+		err = c.presence.Chat(msg.ChatID, msg.Text, time.Now())
 	case "admit":
 		err = c.presence.Admit(ctx, msg.Participant)
 	case "remove":

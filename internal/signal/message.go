@@ -61,6 +61,7 @@ type Incoming struct {
 	Width       int               // video_size
 	Height      int               // video_size
 	Text        string            // chat
+	ChatID      string            // chat: the sender's id for the message (optional), for repeats
 }
 
 // SFU is the reserved peer id of the server's SFU in signal and connection messages.
@@ -116,7 +117,9 @@ var (
 	idRE      = regexp.MustCompile(`^[a-z]{3}_[a-z0-9]{1,40}$`)
 	// peerRE is a participant id or the SFU.
 	peerRE = regexp.MustCompile(`^([a-z]{3}_[a-z0-9]{1,40}|sfu)$`)
-	midRE  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+	// chatIDRE is a chat message's id, made by the sender.
+	chatIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{8,64}$`)
+	midRE    = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
 )
 
 // sources are the track sources a client may name.
@@ -291,8 +294,11 @@ func Decode(data []byte) (Incoming, error) {
 			return in, invalid("width and height are both 0 (hidden) or neither.")
 		}
 	case "chat":
-		allowed["text"] = true
+		allowed["text"], allowed["id"] = true, true
 		if in.Text, err = str("text", true, nil); err != nil {
+			return in, err
+		}
+		if in.ChatID, err = str("id", false, chatIDRE); err != nil {
 			return in, err
 		}
 		if strings.TrimSpace(in.Text) == "" || utf8.RuneCountInString(in.Text) > MaxChat || !utf8.ValidString(in.Text) {

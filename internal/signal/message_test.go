@@ -233,6 +233,7 @@ var goldenInputs = map[string]Incoming{
 	"video_size":        {Type: "video_size", Participant: "prt_7hm2zq8rnc4bxd6e", Source: "camera", Width: 640, Height: 360},
 	"video_size_hidden": {Type: "video_size", Participant: "prt_7hm2zq8rnc4bxd6e", Source: "screen"},
 	"chat":              {Type: "chat", Text: "Hello, can you hear me?"},
+	"chat_with_id":      {Type: "chat", Text: "Hello again", ChatID: "c_3kq9xw2mfa7cbn5d"},
 }
 
 func readInputs(t testing.TB) map[string][]byte {
@@ -415,6 +416,8 @@ func TestDecodeErrors(t *testing.T) {
 		{name: "chat empty", in: `{"type":"chat","text":"  "}`, code: CodeInvalid, inReplyTo: "chat", mentions: "text"},
 		{name: "chat too long", in: `{"type":"chat","text":"` + long(2001) + `"}`, code: CodeInvalid, inReplyTo: "chat", mentions: "text"},
 		{name: "chat with from", in: `{"type":"chat","text":"hi","from":"prt_x"}`, code: CodeInvalid, inReplyTo: "chat", mentions: "from"},
+		{name: "chat id too short", in: `{"type":"chat","text":"hi","id":"c_1"}`, code: CodeInvalid, inReplyTo: "chat", mentions: "id"},
+		{name: "chat id not a string", in: `{"type":"chat","text":"hi","id":7}`, code: CodeInvalid, inReplyTo: "chat", mentions: "id"},
 		{name: "over 64 KiB", in: `{"type":"signal",` + to + `,"description":{"type":"offer","sdp":"` + long(MaxMessage) + `"}}`, code: CodeTooLarge},
 		{name: "64 KiB + 1 of spaces", in: `{"type":"end"}` + strings.Repeat(" ", MaxMessage+1-14), code: CodeTooLarge},
 	} {

@@ -3,6 +3,7 @@ package visit
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/bedside/bedside/internal/audit"
@@ -188,12 +189,28 @@ func (p *Presence) VideoSize(publisherID, source string, width, height int) erro
 }
 
 // Chat sends a chat message to every other admitted, connected participant (the call's
-// chat when it goes through the SFU; between browsers it uses their data channels).
-func (p *Presence) Chat(text string, at time.Time) error {
+// chat when it goes through the SFU; between browsers it uses their data channels). id is
+// the sender's id for the message ("" for none): a page sends a message again when it
+// cannot know whether its old connection delivered it (docs/protocol.md), so a repeat of
+// one of the participant's last chatIDsKept ids, on any of its connections, is dropped.
+func (p *Presence) Chat(id, text string, at time.Time) error {
 	p.r.mu.Lock()
 	defer p.r.mu.Unlock()
 	if err := p.checkAdmitted(); err != nil {
 		return err
+	}
+	if id != "" {
+		seen := p.r.chatIDs[p.mem.p.ID]
+		if slices.Contains(seen, id) {
+			return nil
+		}
+		if len(seen) >= chatIDsKept {
+			seen = seen[1:]
+		}
+		if p.r.chatIDs == nil {
+			p.r.chatIDs = map[string][]string{}
+		}
+		p.r.chatIDs[p.mem.p.ID] = append(seen, id)
 	}
 	for _, o := range p.r.sorted() {
 		if o != p.mem && o.admitted {
@@ -202,6 +219,9 @@ func (p *Presence) Chat(text string, at time.Time) error {
 	}
 	return nil
 }
+
+// chatIDsKept is how many chat ids of each participant a room remembers.
+const chatIDsKept = 64
 
 // Mode is the live call's media mode ("" when nobody is connected).
 func (m *Manager) Mode(visitID string) string {

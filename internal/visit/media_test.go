@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -194,14 +195,37 @@ func TestModeObserver(t *testing.T) {
 	if got := fm.take(); !slices.Equal(got, []string{"disconnected " + p.ID}) {
 		t.Errorf("a lost connection: %v", got)
 	}
-	_, _, w := c.connect(t, p.ID, "obs-session-1")
+	_, obs, w := c.connect(t, p.ID, "obs-session-1")
 	if w.Media.Mode != visit.ModeSFU || w.Media.SFUSession == "" {
 		t.Errorf("back: %+v", w.Media)
 	}
-	// Chat through the server reaches the others.
+	// Chat through the server reaches the others. A repeat of a message's id (a page
+	// sending again what its old connection may have delivered) is dropped, also when it
+	// comes on the sender's next connection.
 	c.doc.take()
-	if err := c.docPr.Chat("hello", time.Unix(0, 0)); err != nil {
-		t.Fatal(err)
+	obs.take()
+	send := func(pr *visit.Presence, id, text string) {
+		t.Helper()
+		if err := pr.Chat(id, text, time.Unix(0, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(c.docPr, "", "hello")
+	send(c.docPr, "", "hello") // no id: nothing to know it by
+	send(c.docPr, "m-0000000001", "one")
+	send(c.docPr, "m-0000000001", "one")
+	doc2, _, _ := c.connect(t, c.docID, "doc-session-1") // the clinician's WebSocket came back
+	send(doc2, "m-0000000001", "one")
+	send(doc2, "m-0000000002", "two")
+	from := "chat from " + c.docID + ": "
+	var got []string
+	for _, ev := range obs.take() {
+		if strings.HasPrefix(ev, "chat ") {
+			got = append(got, ev)
+		}
+	}
+	if want := []string{from + "hello", from + "hello", from + "one", from + "two"}; !slices.Equal(got, want) {
+		t.Errorf("the observer got %q, want %q", got, want)
 	}
 }
 

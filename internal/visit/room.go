@@ -90,11 +90,12 @@ type room struct {
 	id string
 
 	mu      sync.Mutex
-	closed  bool               // ended or shut down; a new room is made for the next connection
-	members map[string]*member // connected participants, by participant id
-	state   store.VisitState   // as last written to the store
-	policy  store.MediaPolicy  // auto, p2p or sfu
-	mode    string             // ModeP2P or ModeSFU; once SFU, it stays
+	closed  bool                // ended or shut down; a new room is made for the next connection
+	members map[string]*member  // connected participants, by participant id
+	state   store.VisitState    // as last written to the store
+	policy  store.MediaPolicy   // auto, p2p or sfu
+	mode    string              // ModeP2P or ModeSFU; once SFU, it stays
+	chatIDs map[string][]string // the last chat ids of each participant (Presence.Chat)
 }
 
 type member struct {

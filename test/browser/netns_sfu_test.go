@@ -504,3 +504,36 @@ func TestNetnsSFUServerRestart(t *testing.T) {
 		p.assertNoExceptions()
 	}
 }
+
+// TestNetnsSFUChatNotLost: through the SFU, chat goes by the server. The patient's path to
+// the web port goes dead (no reset) and the patient writes a message before the page can
+// know: the message went into a dead socket. When the path is back, the clinician gets it
+// (once).
+func TestNetnsSFUChatNotLost(t *testing.T) {
+	sn := newSFUNet(t, 320, 180, "", "")
+	r := sn.r
+	waitReceivesAll(r.patient, []string{sn.clinicianID}, 45*time.Second)
+	waitReceivesAll(r.clinician, []string{sn.patientID}, 45*time.Second)
+	chat(r.patient, r.clinician, "Before the cut.")
+
+	port := sn.srv.URL()[strings.LastIndex(sn.srv.URL(), ":")+1:]
+	restore := sn.n.cutSignalling(port)
+	const text = "I feel dizzy when I stand up."
+	r.patient.waitFor("the chat open", `window.bedside.call.chatOpen()`)
+	r.patient.typeInto("#chat-input", text)
+	r.patient.click("#chat-send")
+	r.patient.waitFor("the input cleared after sending", `document.getElementById('chat-input').value === ''`)
+	r.patient.waitForWithin("the page saying it reconnects", `document.getElementById('call-status').dataset.state === 'reconnecting'`, 20*time.Second)
+	restore()
+	back := time.Now()
+	got := fmt.Sprintf(`[...document.querySelectorAll('#chat-log li.chat-other')].filter((li) => li.querySelector('.chat-text').textContent === %q).length`, text)
+	r.clinician.waitForWithin("the message written during the cut", got+` > 0`, 20*time.Second)
+	r.clinician.logf("got the message written during the cut %v after the path came back", time.Since(back).Round(100*time.Millisecond))
+	time.Sleep(2 * time.Second)
+	if n := mustEval[int](r.clinician, got); n != 1 {
+		t.Errorf("the message arrived %d times", n)
+	}
+	for _, p := range []*page{r.clinician, r.patient} {
+		p.assertNoExceptions()
+	}
+}

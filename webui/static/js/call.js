@@ -4,7 +4,7 @@
 // receives the others'), switching make-before-break. Trickle ICE, ICE restart, chat, mute /
 // camera off, screen share, the connect watchdog, connection reports and stats.
 
-import {Emitter} from './protocol.js';
+import {Emitter, randomId} from './protocol.js';
 
 /** @typedef {import('./protocol.js').Signalling} Signalling */
 /** @typedef {import('./protocol.js').Peer} Peer */
@@ -1013,7 +1013,9 @@ export class Call extends Emitter {
       // Through the server: there are no data channels with the SFU.
       const present = [...this.peers.keys()].filter((id) => !this.absent.has(id)).length;
       if (present > 0 && this.signalling.ready) {
-        this.signalling.send({type: 'chat', text: clean});
+        // The id lets the server drop it when the page sends it again, not knowing whether
+        // a connection that turned out dead had delivered it (protocol.js).
+        this.signalling.send({type: 'chat', text: clean, id: newChatId()});
         sent = present;
       }
     } else {
@@ -1212,6 +1214,14 @@ export class Call extends Emitter {
 const CANDIDATE_TYPES = ['host', 'srflx', 'prflx', 'relay'];
 const PROTOCOLS = ['udp', 'tcp'];
 const RELAY_PROTOCOLS = ['udp', 'tcp', 'tls'];
+
+/**
+ * A chat message's id: "c_" and 16 random base64url characters.
+ * @returns {string}
+ */
+function newChatId() {
+  return randomId('c_', 12);
+}
 
 /**
  * The ICE state handler of a connection we restart ICE on (peer connections, and our pub

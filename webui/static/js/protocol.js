@@ -76,7 +76,7 @@ const LIVENESS_CHECK_MS = 1000;
  *       sources?: Record<string, Source>}
  *   | {type: 'signal', to: string, pc?: 'pub' | 'sub', candidate: RTCIceCandidateInit | null}
  *   | {type: 'video_size', participant: string, source: 'camera' | 'screen', width: number, height: number}
- *   | {type: 'chat', text: string}
+ *   | {type: 'chat', text: string, id?: string}
  *   | {type: 'admit', participant: string}
  *   | {type: 'remove', participant: string}
  *   | {type: 'end'}
@@ -137,12 +137,21 @@ export class Emitter {
  * @returns {string}
  */
 export function newSessionId() {
-  const bytes = new Uint8Array(16);
+  return randomId('s_', 16);
+}
+
+/**
+ * prefix and n random bytes in base64url.
+ * @param {string} prefix
+ * @param {number} n
+ * @returns {string}
+ */
+export function randomId(prefix, n) {
+  const bytes = new Uint8Array(n);
   crypto.getRandomValues(bytes);
   let bin = '';
   for (const b of bytes) bin += String.fromCharCode(b);
-  const b64 = btoa(bin).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
-  return 's_' + b64;
+  return prefix + btoa(bin).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
 }
 
 /**
@@ -303,6 +312,15 @@ export class Signalling extends Emitter {
     this._pingAt = 0;
     /** @type {ReturnType<typeof setInterval> | undefined} */
     this._liveness = undefined;
+    /**
+     * Chat messages (their JSON) sent on the current socket that no pong has confirmed yet,
+     * and how many of them the ping waiting for its pong covers. The server answers in
+     * order, so a pong confirms everything sent before its ping; what is unconfirmed when
+     * the socket turns out dead goes again after the next `welcome` (docs/protocol.md).
+     * @type {string[]}
+     */
+    this._unconfirmed = [];
+    this._pingCovers = 0;
   }
 
   /** Opens the connection (once; reconnects happen by themselves). */
@@ -320,7 +338,7 @@ export class Signalling extends Emitter {
     if (this._stopped) return;
     const text = JSON.stringify(msg);
     if (this.ready && this.ws && this.ws.readyState === this._WebSocket.OPEN) {
-      this.ws.send(text);
+      this._write(this.ws, text);
       return;
     }
     this._queue.push(text);
@@ -358,7 +376,8 @@ export class Signalling extends Emitter {
     }
     this.ws = ws;
     this._startedAt = this._heardAt = Date.now();
-    this._openedAt = this._pingAt = 0;
+    this._openedAt = this._pingAt = this._pingCovers = 0;
+    this._unconfirmed = [];
     this._stopLiveness();
     this._liveness = setInterval(() => this._checkLiveness(ws), LIVENESS_CHECK_MS);
     ws.onopen = () => {
@@ -370,8 +389,7 @@ export class Signalling extends Emitter {
     };
     ws.onmessage = (ev) => {
       if (ws !== this.ws) return;
-      this._heardAt = Date.now(); // anything at all, a pong or not
-      this._pingAt = 0;
+      this._heardAt = Date.now(); // anything at all, a pong or not, shows the socket lives
       this._onMessage(ev.data);
     };
     ws.onclose = (ev) => {
@@ -399,13 +417,12 @@ export class Signalling extends Emitter {
       return;
     }
     if (this._pingAt) {
-      if (now - this._pingAt > PONG_WAIT_MS) this._abandon();
+      // Nothing heard since the ping went: the socket is dead. (Anything heard after it
+      // shows the socket lives; its pong is on the way, behind it.)
+      if (this._heardAt < this._pingAt && now - this._pingAt > PONG_WAIT_MS) this._abandon();
       return;
     }
-    if (now - this._heardAt >= PING_MS && ws.readyState === this._WebSocket.OPEN) {
-      this._pingAt = now;
-      ws.send('{"type":"ping"}');
-    }
+    if (now - this._heardAt >= PING_MS) this._ping(ws);
   }
 
   /** Gives the current socket up as dead (its events are ignored from now) and reconnects. */
@@ -422,6 +439,13 @@ export class Signalling extends Emitter {
     this._onClose(1006, 'unresponsive');
   }
 
+  /** The chat messages no pong confirmed go first when the connection is back. */
+  _requeueUnconfirmed() {
+    if (this._unconfirmed.length) this._queue.unshift(...this._unconfirmed);
+    this._unconfirmed = [];
+    this._pingCovers = 0;
+  }
+
   _stopLiveness() {
     if (this._liveness !== undefined) clearInterval(this._liveness);
     this._liveness = undefined;
@@ -434,6 +458,10 @@ export class Signalling extends Emitter {
     try {
       raw = JSON.parse(data);
     } catch {
+      return;
+    }
+    if (isObject(raw) && raw.type === 'pong') {
+      this._onPong();
       return;
     }
     const msg = validate(raw);
@@ -473,7 +501,40 @@ export class Signalling extends Emitter {
   _flush() {
     const queued = this._queue;
     this._queue = [];
-    for (const text of queued) this.ws?.send(text);
+    for (const text of queued) if (this.ws) this._write(this.ws, text);
+  }
+
+  /**
+   * Sends a message's JSON on the socket; a chat message is kept until a pong confirms it,
+   * and a ping goes after it if none is waiting.
+   * @param {WebSocket} ws
+   * @param {string} text
+   */
+  _write(ws, text) {
+    ws.send(text);
+    if (text.startsWith('{"type":"chat"')) {
+      this._unconfirmed.push(text);
+      this._ping(ws);
+    }
+  }
+
+  /**
+   * Sends a ping unless one is waiting for its pong.
+   * @param {WebSocket} ws
+   */
+  _ping(ws) {
+    if (this._pingAt || ws.readyState !== this._WebSocket.OPEN) return;
+    this._pingAt = Date.now();
+    this._pingCovers = this._unconfirmed.length;
+    ws.send('{"type":"ping"}');
+  }
+
+  /** A pong: what was sent before its ping arrived. */
+  _onPong() {
+    this._pingAt = 0;
+    this._unconfirmed.splice(0, this._pingCovers);
+    this._pingCovers = 0;
+    if (this._unconfirmed.length && this.ws) this._ping(this.ws);
   }
 
   /** @param {number} code @param {string} reason */
@@ -481,6 +542,7 @@ export class Signalling extends Emitter {
     this.ws = null;
     this.ready = false;
     this._stopLiveness();
+    if (code === 1006) this._requeueUnconfirmed(); // lost with the connection, perhaps
     if (this._stopped) return;
     if (this._final) {
       this._finish(this._final);
