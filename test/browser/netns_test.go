@@ -533,3 +533,22 @@ func TestNetnsServerRestart(t *testing.T) {
 		t.Errorf("no relay allocation of the patient's recorded after the restart (%d of others)", len(allocs))
 	}
 }
+
+// TestNetnsNetworkDrop: in a relayed 1:1 call the patient's network goes away for 40 s
+// (every packet dropped, the WebSocket's too: longer than ICE's consent and the server's
+// wait for the WebSocket) and comes back. Without a reload, both pages decode the other's
+// video again within 15 s, and the patient's signalling is open again.
+func TestNetnsNetworkDrop(t *testing.T) {
+	n := newNetwork(t)
+	r := netRig(t, n, "embedded")
+	startCall(r)
+	restore := n.cutOff(n.a)
+	time.Sleep(40 * time.Second)
+	restore()
+	pages := []*page{r.patient, r.clinician}
+	videoAgain(t, pages, "the patient's network came back", 15*time.Second)
+	r.patient.waitFor("signalling open again", `window.bedside.call.signalling.state === 'open'`)
+	for _, p := range pages {
+		p.assertNoExceptions()
+	}
+}
