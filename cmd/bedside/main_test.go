@@ -179,18 +179,34 @@ func TestServeSIGTERMAndLogHygiene(t *testing.T) {
 	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	for _, call := range []*client.Call{dcall, pcall} {
+	for i, call := range []*client.Call{dcall, pcall} {
 		var bye struct{ Reason string }
-		found := false
-		for m := range call.Events {
-			if m.Type == "bye" {
-				json.Unmarshal(m.Raw, &bye)
-				found = true
-				break
+		var seen []string
+	wait:
+		for {
+			select {
+			case m := <-call.Events:
+				seen = append(seen, m.Type)
+				if m.Type == "bye" {
+					json.Unmarshal(m.Raw, &bye)
+					break wait
+				}
+			case <-ctx.Done():
+				var errs []error
+				for len(errs) < 2 {
+					select {
+					case err := <-runs:
+						errs = append(errs, err)
+						continue
+					case <-time.After(time.Second):
+					}
+					break
+				}
+				t.Fatalf("call %d: no bye after SIGTERM; messages: %v; calls ended with %v", i, seen, errs)
 			}
 		}
-		if !found || bye.Reason != "server_shutdown" {
-			t.Fatalf("no bye server_shutdown: %+v", bye)
+		if bye.Reason != "server_shutdown" {
+			t.Fatalf("call %d: bye %+v, want server_shutdown", i, bye)
 		}
 	}
 	for i := 0; i < 2; i++ {

@@ -58,7 +58,8 @@ type Call struct {
 	// Events receives every message other than signal, in order (buffered; a test that
 	// does not read it only loses events, never blocks the call).
 	Events chan Message
-	// Err is the last error making a peer connection (read after Run returns).
+	// Err is the last error making a peer connection or handling a peer's signal (read
+	// after Run returns).
 	Err error
 	// Layers are the camera's simulcast layers in SFU mode (set before Run; default
 	// DefaultLayers; one layer without a rid sends no simulcast).
@@ -222,7 +223,10 @@ func (c *Call) handle(ctx context.Context, m Message) error {
 			}
 		}
 		if err := p.HandleSignal(s); err != nil {
-			return fmt.Errorf("signal from %s: %w", s.From, err)
+			// Not the end of the call: a signal can race the peer connection's end (the
+			// other side closing it at shutdown while its last offer is on the way), and
+			// the messages after it (a bye) must still be read.
+			c.Err = fmt.Errorf("signal from %s: %w", s.From, err)
 		}
 		return nil
 	case "admitted":
