@@ -113,13 +113,12 @@ func invalid(format string, args ...any) *ProtocolError {
 var clientTypes = []string{"hello", "signal", "admit", "remove", "end", "leave", "connection", "video_size", "chat", "ping"}
 
 var (
-	sessionRE = regexp.MustCompile(`^[A-Za-z0-9_-]{8,64}$`)
-	idRE      = regexp.MustCompile(`^[a-z]{3}_[a-z0-9]{1,40}$`)
+	// clientIDRE is an id a client makes: its page load's session, a chat message's id.
+	clientIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{8,64}$`)
+	idRE       = regexp.MustCompile(`^[a-z]{3}_[a-z0-9]{1,40}$`)
 	// peerRE is a participant id or the SFU.
 	peerRE = regexp.MustCompile(`^([a-z]{3}_[a-z0-9]{1,40}|sfu)$`)
-	// chatIDRE is a chat message's id, made by the sender.
-	chatIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{8,64}$`)
-	midRE    = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+	midRE  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
 )
 
 // sources are the track sources a client may name.
@@ -169,7 +168,7 @@ func Decode(data []byte) (Incoming, error) {
 		if in.Visit, err = str("visit", false, idRE); err != nil {
 			return in, err
 		}
-		if in.Session, err = str("session", true, sessionRE); err != nil {
+		if in.Session, err = str("session", true, clientIDRE); err != nil {
 			return in, err
 		}
 	case "signal":
@@ -298,7 +297,7 @@ func Decode(data []byte) (Incoming, error) {
 		if in.Text, err = str("text", true, nil); err != nil {
 			return in, err
 		}
-		if in.ChatID, err = str("id", false, chatIDRE); err != nil {
+		if in.ChatID, err = str("id", false, clientIDRE); err != nil {
 			return in, err
 		}
 		if strings.TrimSpace(in.Text) == "" || utf8.RuneCountInString(in.Text) > MaxChat || !utf8.ValidString(in.Text) {

@@ -500,7 +500,7 @@ func FuzzDecode(f *testing.F) {
 		}
 		switch in.Type {
 		case "hello":
-			if !sessionRE.MatchString(in.Session) || in.Visit != "" && !idRE.MatchString(in.Visit) {
+			if !clientIDRE.MatchString(in.Session) || in.Visit != "" && !idRE.MatchString(in.Visit) {
 				t.Fatalf("hello with session %q visit %q", in.Session, in.Visit)
 			}
 		case "signal":
