@@ -62,6 +62,7 @@ const LIVENESS_CHECK_MS = 1000;
  * @typedef {{type: 'bye', reason: string}} ByeMsg
  * @typedef {{type: 'error', code: string, message: string, in_reply_to?: string}} ErrorMsg
  * @typedef {'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'} ConnState
+ * @typedef {{text: string, confirm: boolean}} Outgoing
  * @typedef {{state: ConnState, attempt: number, delayMs?: number}} StateEvent
  * @typedef {{reason: 'ended' | 'replaced' | 'left' | 'error' | 'stopped', code?: string, message?: string}} ClosedEvent
  *
@@ -299,7 +300,8 @@ export class Signalling extends Emitter {
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     this._timer = undefined;
     this._stopped = false;
-    /** @type {string[]} */
+    /** Messages waiting for the connection: their JSON, and whether a pong must confirm it.
+     * @type {Outgoing[]} */
     this._queue = [];
     /** Why the server will close the socket, when it said so (`ended`, `bye`, fatal `error`). */
     /** @type {ClosedEvent | null} */
@@ -336,12 +338,12 @@ export class Signalling extends Emitter {
    */
   send(msg) {
     if (this._stopped) return;
-    const text = JSON.stringify(msg);
+    const out = {text: JSON.stringify(msg), confirm: msg.type === 'chat'};
     if (this.ready && this.ws && this.ws.readyState === this._WebSocket.OPEN) {
-      this._write(this.ws, text);
+      this._write(this.ws, out);
       return;
     }
-    this._queue.push(text);
+    this._queue.push(out);
     if (this._queue.length > MAX_QUEUED) this._queue.shift();
   }
 
@@ -441,7 +443,7 @@ export class Signalling extends Emitter {
 
   /** The chat messages no pong confirmed go first when the connection is back. */
   _requeueUnconfirmed() {
-    if (this._unconfirmed.length) this._queue.unshift(...this._unconfirmed);
+    if (this._unconfirmed.length) this._queue.unshift(...this._unconfirmed.map((text) => ({text, confirm: true})));
     this._unconfirmed = [];
     this._pingCovers = 0;
   }
@@ -501,19 +503,19 @@ export class Signalling extends Emitter {
   _flush() {
     const queued = this._queue;
     this._queue = [];
-    for (const text of queued) if (this.ws) this._write(this.ws, text);
+    for (const out of queued) if (this.ws) this._write(this.ws, out);
   }
 
   /**
-   * Sends a message's JSON on the socket; a chat message is kept until a pong confirms it,
-   * and a ping goes after it if none is waiting.
+   * Sends a message's JSON on the socket; one to confirm (chat) is kept until a pong
+   * confirms it, and a ping goes after it if none is waiting.
    * @param {WebSocket} ws
-   * @param {string} text
+   * @param {Outgoing} out
    */
-  _write(ws, text) {
-    ws.send(text);
-    if (text.startsWith('{"type":"chat"')) {
-      this._unconfirmed.push(text);
+  _write(ws, out) {
+    ws.send(out.text);
+    if (out.confirm) {
+      this._unconfirmed.push(out.text);
       this._ping(ws);
     }
   }
