@@ -518,9 +518,7 @@ export class Call extends Emitter {
    */
   _resendOffers() {
     const pub = this.sfu?.pub;
-    if (pub && pub.pc.signalingState === 'have-local-offer' && pub.pc.localDescription) {
-      this.signalling.send({type: 'signal', to: 'sfu', pc: 'pub', description: pub.pc.localDescription.toJSON(), sources: this._sources(pub.pc)});
-    }
+    if (pub && pub.pc.signalingState === 'have-local-offer') this._sendPubOffer(pub.pc);
     for (const conn of this.conns.values()) {
       if (conn.pc.signalingState === 'have-local-offer' && conn.pc.localDescription) this._sendDescription(conn);
     }
@@ -761,7 +759,15 @@ export class Call extends Emitter {
     const pc = conn.pc;
     if (!conn.current() || pc.signalingState !== 'stable') return;
     await pc.setLocalDescription();
-    if (!pc.localDescription || !conn.current()) return;
+    if (conn.current()) this._sendPubOffer(pc);
+  }
+
+  /**
+   * Sends the pub connection's offer (its local description) with the sources of its tracks.
+   * @param {RTCPeerConnection} pc
+   */
+  _sendPubOffer(pc) {
+    if (!pc.localDescription) return;
     this.signalling.send({type: 'signal', to: 'sfu', pc: 'pub', description: pc.localDescription.toJSON(), sources: this._sources(pc)});
   }
 
