@@ -52,6 +52,7 @@ type page struct {
 	mu         sync.Mutex
 	done       bool     // the test is over: log nothing more
 	exceptions []string // uncaught exceptions, for assertNoExceptions
+	failedSigs []string // descriptions the page could not apply, for assertNoFailedSignals
 	quietLines []string // console lines not logged at once (benchmarks), shown on failure
 	output     bytes.Buffer
 }
@@ -216,7 +217,25 @@ func (p *page) console(m chromedp.ConsoleMessage) {
 		p.exceptions = append(p.exceptions, line)
 		p.mu.Unlock()
 	}
+	if strings.Contains(line, "signal failed") { // call.js: a description it could not apply
+		p.mu.Lock()
+		p.failedSigs = append(p.failedSigs, line)
+		p.mu.Unlock()
+	}
 	p.logf("console %s", line)
+}
+
+// assertNoFailedSignals fails the test if the page could not apply a description it was
+// sent (an answer to an offer already answered, an offer in the wrong state): after a
+// network change the pages should send each offer once more at most, and only when the
+// first may have been lost.
+func (p *page) assertNoFailedSignals() {
+	p.tb.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.failedSigs) > 0 {
+		p.tb.Errorf("%s: descriptions the page could not apply:\n%s", p.person, strings.Join(p.failedSigs, "\n"))
+	}
 }
 
 // assertNoExceptions fails the test if the page threw an exception nothing caught.

@@ -263,6 +263,7 @@ func TestNetnsSFUUDPBlocked(t *testing.T) {
 	}
 	for _, p := range []*page{r.clinician, r.patient, caregiver.page} {
 		p.assertNoExceptions()
+		p.assertNoFailedSignals()
 	}
 }
 
@@ -414,6 +415,7 @@ func TestNetnsSFUNetworkDrop(t *testing.T) {
 	}
 	for _, p := range []*page{r.clinician, r.patient, observer.page} {
 		p.assertNoExceptions()
+		p.assertNoFailedSignals()
 	}
 }
 
@@ -429,6 +431,8 @@ func TestNetnsSFUAddressChange(t *testing.T) {
 	waitReceivesAll(r.clinician, []string{patientID}, 45*time.Second)
 	self := mustEval[string](r.patient, `window.bedside.call.selfId`)
 
+	watchSignallingLoss(r.patient)
+	movedInPage := pageNow(r.patient)
 	n.changeAddress("198.18.1.3")
 	moved := time.Now()
 	// Both ways at once, sampled every second: media flows again when a second brings 10
@@ -463,11 +467,15 @@ func TestNetnsSFUAddressChange(t *testing.T) {
 			t.Fatalf("30 s after the address changed: %+v", views)
 		}
 	}
+	lost := signallingLostAfter(r.patient, movedInPage)
+	r.patient.logf("gave its signalling's socket up %v after the address changed", lost.Round(100*time.Millisecond))
+	assertProbed(t, lost)
 	if got := mustEval[string](r.patient, `window.bedside.call.selfId`); got != self {
 		t.Errorf("the patient rejoined as %s (was %s)", got, self)
 	}
 	for _, p := range []*page{r.clinician, r.patient} {
 		p.assertNoExceptions()
+		p.assertNoFailedSignals()
 	}
 }
 
@@ -502,6 +510,7 @@ func TestNetnsSFUServerRestart(t *testing.T) {
 	videoAgain(t, []*page{r.clinician, r.patient, caregiver.page}, "the server restarted", 10*time.Second)
 	for p := range everyone {
 		p.assertNoExceptions()
+		p.assertNoFailedSignals()
 	}
 }
 
@@ -535,5 +544,6 @@ func TestNetnsSFUChatNotLost(t *testing.T) {
 	}
 	for _, p := range []*page{r.clinician, r.patient} {
 		p.assertNoExceptions()
+		p.assertNoFailedSignals()
 	}
 }

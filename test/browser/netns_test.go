@@ -284,7 +284,9 @@ func TestNetnsCallNeedsRelay(t *testing.T) {
 		t.Errorf("visit summary: %q", text)
 	}
 	r.patient.assertNoExceptions()
+	r.patient.assertNoFailedSignals()
 	r.clinician.assertNoExceptions()
+	r.clinician.assertNoFailedSignals()
 }
 
 // TestNetnsTURNOffFails: with the relay switched off the same visit cannot connect, and both
@@ -438,7 +440,39 @@ func TestNetnsSignallingLost(t *testing.T) {
 		t.Error("the patient's peer connection was replaced or is down after signalling came back")
 	}
 	r.patient.assertNoExceptions()
+	r.patient.assertNoFailedSignals()
 }
+
+// watchSignallingLoss starts recording, in the page, when its signalling next leaves the
+// open state (it gave up its socket, or the socket closed); signallingLostAfter reads it.
+func watchSignallingLoss(p *page) {
+	mustEval[bool](p, `(() => { window.__signallingLostAt = 0; const s = window.bedside.call.signalling;
+		s.on('state', (e) => { if (e.state !== 'open' && !window.__signallingLostAt) window.__signallingLostAt = Date.now(); }); return true; })()`)
+}
+
+// signallingLostAfter is how long after since (a time of the page's clock, from pageNow)
+// the page's signalling left the open state, or 0 if it has not.
+func signallingLostAfter(p *page, since int64) time.Duration {
+	at := mustEval[int64](p, `window.__signallingLostAt`)
+	if at == 0 {
+		return 0
+	}
+	return time.Duration(at-since) * time.Millisecond
+}
+
+// assertProbed checks that a page whose address changed gave its dead signalling socket up
+// within 10 s: its connections' ICE goes disconnected about 6 s after the change, and the
+// page then probes the socket, which has 2 s to answer (decision 59). Without the probe it
+// would wait for its next ping to go unanswered: 12-13 s in these tests.
+func assertProbed(t *testing.T, lost time.Duration) {
+	t.Helper()
+	if lost <= 0 || lost > 10*time.Second {
+		t.Errorf("the patient's page gave its socket up %v after the address changed (0: never); want within 10 s", lost)
+	}
+}
+
+// pageNow is the page's clock (Date.now()).
+func pageNow(p *page) int64 { return mustEval[int64](p, `Date.now()`) }
 
 // changeAddress moves the patient's host to another address on its network (a laptop on
 // another Wi-Fi, a phone on mobile data).
@@ -455,11 +489,17 @@ func TestNetnsAddressChange(t *testing.T) {
 	n := newNetwork(t)
 	r := netRig(t, n, "embedded")
 	startCall(r)
+	watchSignallingLoss(r.patient)
+	moved := pageNow(r.patient)
 	n.changeAddress("198.18.1.3")
 	videoAgain(t, []*page{r.patient, r.clinician}, "the patient's address changed", 30*time.Second)
+	lost := signallingLostAfter(r.patient, moved)
+	r.patient.logf("gave its signalling's socket up %v after the address changed", lost.Round(100*time.Millisecond))
+	assertProbed(t, lost)
 	pages := []*page{r.patient, r.clinician}
 	for _, p := range pages {
 		p.assertNoExceptions()
+		p.assertNoFailedSignals()
 	}
 }
 
@@ -512,6 +552,7 @@ func TestNetnsServerRestart(t *testing.T) {
 			t.Errorf("%s: pair %+v after the restart: want the relay", p.person, pair)
 		}
 		p.assertNoExceptions()
+		p.assertNoFailedSignals()
 	}
 	// The audit trail goes on across the restart: it verifies whole, and the restarted
 	// relay's allocation for the call is in it.
@@ -550,5 +591,6 @@ func TestNetnsNetworkDrop(t *testing.T) {
 	r.patient.waitFor("signalling open again", `window.bedside.call.signalling.state === 'open'`)
 	for _, p := range pages {
 		p.assertNoExceptions()
+		p.assertNoFailedSignals()
 	}
 }

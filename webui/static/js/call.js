@@ -167,6 +167,12 @@ export class Call extends Emitter {
     this.pcs = new Map();
     /** @type {Map<string, PeerConn>} */
     this.conns = new Map();
+    /**
+     * For each connection's latest description sent: the signalling's `welcome` after which
+     * it went (Signalling.send), to tell an offer lost with a dead socket from one queued.
+     * @type {WeakMap<RTCPeerConnection, number>}
+     */
+    this._sentAfter = new WeakMap();
     /** Admitted peers the server told us about, by id. */
     /** @type {Map<string, Peer>} */
     this.peers = new Map();
@@ -373,9 +379,9 @@ export class Call extends Emitter {
       }
     };
     pc.onicecandidate = (ev) => {
-      this._send(id, {candidate: ev.candidate ? ev.candidate.toJSON() : null});
+      this._send(id, {candidate: ev.candidate ? ev.candidate.toJSON() : null}, conn.current);
     };
-    pc.oniceconnectionstatechange = restartWhenStuck(pc, conn.current);
+    pc.oniceconnectionstatechange = restartWhenStuck(pc, conn.current, () => this.signalling.probe());
     pc.onconnectionstatechange = () => this._connectionState(conn);
     pc.ontrack = (ev) => {
       const track = ev.track;
@@ -442,7 +448,8 @@ export class Call extends Emitter {
   _sendDescription(conn) {
     const d = conn.pc.localDescription;
     if (!d || this.closed) return;
-    this.signalling.send({type: 'signal', to: conn.id, description: d.toJSON(), sources: this._sources(conn.pc)});
+    const at = this.signalling.send({type: 'signal', to: conn.id, description: d.toJSON(), sources: this._sources(conn.pc)}, conn.current);
+    this._sentAfter.set(conn.pc, at);
   }
 
   /**
@@ -514,13 +521,16 @@ export class Call extends Emitter {
    * After the signalling came back on a new WebSocket: an offer of ours still waiting for
    * its answer may have gone out on the old socket after its path had died (a page learns
    * that only later), so it goes again. The other side answers an offer it has seen as it
-   * answers any other.
+   * answers any other. An offer that waited in the signalling's queue for this socket (made
+   * while the page was reconnecting) goes now anyway and is not sent twice.
    */
   _resendOffers() {
+    /** @param {RTCPeerConnection} pc */
+    const lost = (pc) => pc.signalingState === 'have-local-offer' && (this._sentAfter.get(pc) ?? 0) < this.signalling.welcomes;
     const pub = this.sfu?.pub;
-    if (pub && pub.pc.signalingState === 'have-local-offer') this._sendPubOffer(pub.pc);
+    if (pub && lost(pub.pc)) this._sendPubOffer(pub);
     for (const conn of this.conns.values()) {
-      if (conn.pc.signalingState === 'have-local-offer' && conn.pc.localDescription) this._sendDescription(conn);
+      if (lost(conn.pc) && conn.pc.localDescription) this._sendDescription(conn);
     }
   }
 
@@ -559,10 +569,11 @@ export class Call extends Emitter {
   /**
    * @param {string} to
    * @param {{candidate: RTCIceCandidateInit | null}} body
+   * @param {() => boolean} current whether the connection it is about is still in use
    */
-  _send(to, body) {
+  _send(to, body, current) {
     if (this.closed) return;
-    this.signalling.send({type: 'signal', to, ...body});
+    this.signalling.send({type: 'signal', to, ...body}, current);
   }
 
   /** @param {SignalMsg} msg */
@@ -722,10 +733,15 @@ export class Call extends Emitter {
     this._watch(conn);
     pc.onicecandidate = (ev) => {
       if (!conn.current()) return;
-      this.signalling.send({type: 'signal', to: 'sfu', pc: which, candidate: ev.candidate ? ev.candidate.toJSON() : null});
+      this.signalling.send({type: 'signal', to: 'sfu', pc: which, candidate: ev.candidate ? ev.candidate.toJSON() : null}, conn.current);
     };
     pc.onconnectionstatechange = () => {
       if (conn.current()) this._connectionState(conn);
+    };
+    // The SFU restarts sub's ICE; its path going quiet is still a sign that the network
+    // changed, the signalling's socket with it (pub's handler, below, does the same).
+    pc.oniceconnectionstatechange = () => {
+      if (conn.current() && (pc.iceConnectionState === 'disconnected' || pc.iceConnectionState === 'failed')) this.signalling.probe();
     };
     return conn;
   }
@@ -751,7 +767,7 @@ export class Call extends Emitter {
         if (conn.current()) console.warn('bedside: pub offer failed', err);
       });
     };
-    pc.oniceconnectionstatechange = restartWhenStuck(pc, conn.current);
+    pc.oniceconnectionstatechange = restartWhenStuck(pc, conn.current, () => this.signalling.probe());
   }
 
   /** @param {SfuConn} conn */
@@ -759,16 +775,18 @@ export class Call extends Emitter {
     const pc = conn.pc;
     if (!conn.current() || pc.signalingState !== 'stable') return;
     await pc.setLocalDescription();
-    if (conn.current()) this._sendPubOffer(pc);
+    if (conn.current()) this._sendPubOffer(conn);
   }
 
   /**
    * Sends the pub connection's offer (its local description) with the sources of its tracks.
-   * @param {RTCPeerConnection} pc
+   * @param {SfuConn} conn
    */
-  _sendPubOffer(pc) {
+  _sendPubOffer(conn) {
+    const pc = conn.pc;
     if (!pc.localDescription) return;
-    this.signalling.send({type: 'signal', to: 'sfu', pc: 'pub', description: pc.localDescription.toJSON(), sources: this._sources(pc)});
+    const at = this.signalling.send({type: 'signal', to: 'sfu', pc: 'pub', description: pc.localDescription.toJSON(), sources: this._sources(pc)}, conn.current);
+    this._sentAfter.set(pc, at);
   }
 
   /** @param {SignalMsg} msg */
@@ -801,7 +819,7 @@ export class Call extends Emitter {
       if (d.type === 'offer') {
         await pc.setLocalDescription();
         if (pc.localDescription && conn.current()) {
-          this.signalling.send({type: 'signal', to: 'sfu', pc: 'sub', description: pc.localDescription.toJSON()});
+          this.signalling.send({type: 'signal', to: 'sfu', pc: 'sub', description: pc.localDescription.toJSON()}, conn.current);
         }
         this._pruneSfuTracks();
       }
@@ -1233,12 +1251,15 @@ function newChatId() {
  * The ICE state handler of a connection we restart ICE on (peer connections, and our pub
  * connection with the SFU, where we are the offerer): at once when ICE failed, and when it
  * has stayed disconnected for ICE_RESTART_AFTER_MS. current says whether the connection is
- * still in use.
+ * still in use; quiet is called whenever its ICE goes disconnected or failed (the page then
+ * probes its signalling, which a restart needs and which a changed network has likely
+ * broken too: decision 59).
  * @param {RTCPeerConnection} pc
  * @param {() => boolean} current
+ * @param {() => void} quiet
  * @returns {() => void}
  */
-function restartWhenStuck(pc, current) {
+function restartWhenStuck(pc, current, quiet) {
   /** @type {ReturnType<typeof setTimeout> | undefined} */
   let timer;
   return () => {
@@ -1248,6 +1269,7 @@ function restartWhenStuck(pc, current) {
       timer = undefined;
     }
     if (!current()) return;
+    if (state === 'failed' || state === 'disconnected') quiet();
     if (state === 'failed') {
       pc.restartIce();
     } else if (state === 'disconnected' && timer === undefined) {

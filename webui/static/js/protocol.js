@@ -29,6 +29,12 @@ const MAX_QUEUED = 500;
  */
 export const PING_MS = 5000;
 export const PONG_WAIT_MS = 6000;
+/**
+ * How long a probe waits for its pong (`probe`): when a peer connection's ICE says its path
+ * went quiet, the network has likely changed under the page and the socket with it, and a
+ * live socket answers well within this.
+ */
+export const PROBE_WAIT_MS = 2000;
 export const CONNECT_TIMEOUT_MS = 5000;
 export const WELCOME_TIMEOUT_MS = 15000;
 const LIVENESS_CHECK_MS = 1000;
@@ -62,7 +68,7 @@ const LIVENESS_CHECK_MS = 1000;
  * @typedef {{type: 'bye', reason: string}} ByeMsg
  * @typedef {{type: 'error', code: string, message: string, in_reply_to?: string}} ErrorMsg
  * @typedef {'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'} ConnState
- * @typedef {{text: string, confirm: boolean}} Outgoing
+ * @typedef {{text: string, confirm: boolean, current?: () => boolean}} Outgoing
  * @typedef {{state: ConnState, attempt: number, delayMs?: number}} StateEvent
  * @typedef {{reason: 'ended' | 'replaced' | 'left' | 'error' | 'stopped', code?: string, message?: string}} ClosedEvent
  *
@@ -307,11 +313,12 @@ export class Signalling extends Emitter {
     /** @type {ClosedEvent | null} */
     this._final = null;
     /** Liveness of the current socket (Date.now() times): attempt started, socket open (0: not
-     * yet), last heard, ping sent (0: none waiting). */
+     * yet), last heard, ping sent (0: none waiting), and when that ping's pong is due. */
     this._startedAt = 0;
     this._openedAt = 0;
     this._heardAt = 0;
     this._pingAt = 0;
+    this._pongBy = 0;
     /** @type {ReturnType<typeof setInterval> | undefined} */
     this._liveness = undefined;
     /**
@@ -323,6 +330,8 @@ export class Signalling extends Emitter {
      */
     this._unconfirmed = [];
     this._pingCovers = 0;
+    /** How many `welcome`s this connection has had (one per socket that got that far). */
+    this.welcomes = 0;
   }
 
   /** Opens the connection (once; reconnects happen by themselves). */
@@ -333,23 +342,47 @@ export class Signalling extends Emitter {
   }
 
   /**
-   * Sends a message now, or after the next `welcome` while the connection is down.
+   * Sends a message now, or after the next `welcome` while the connection is down. Returns
+   * the number of the `welcome` (`welcomes`) after which it goes: the current one when sent
+   * now, the next when queued. A page re-sending what may have been lost with a dead socket
+   * (call.js, `_resendOffers`) re-sends only what went before the latest `welcome`.
+   * A message about something that may be gone by the time the connection is back (a
+   * description or candidate of a peer connection the page may replace meanwhile) comes
+   * with current: if it waits, it goes only if current() still says yes after `welcome`.
    * @param {ClientMsg} msg
+   * @param {() => boolean} [current]
+   * @returns {number}
    */
-  send(msg) {
-    if (this._stopped) return;
-    const out = {text: JSON.stringify(msg), confirm: msg.type === 'chat'};
+  send(msg, current) {
+    if (this._stopped) return this.welcomes;
+    /** @type {Outgoing} */
+    const out = {text: JSON.stringify(msg), confirm: msg.type === 'chat', current};
     if (this.ready && this.ws && this.ws.readyState === this._WebSocket.OPEN) {
       this._write(this.ws, out);
-      return;
+      return this.welcomes;
     }
     this._queue.push(out);
     if (this._queue.length > MAX_QUEUED) this._queue.shift();
+    return this.welcomes + 1;
   }
 
   /** Closes the connection for good: no reconnect. */
   close() {
     this._finish({reason: 'stopped'});
+  }
+
+  /**
+   * Asks the server for a pong now and gives the socket up if none comes within
+   * PROBE_WAIT_MS (a ping already waiting has its wait cut to that): for when something
+   * else says the network may have changed, such as a peer connection's ICE going
+   * `disconnected`. Without it the page would find a dead socket only PING_MS +
+   * PONG_WAIT_MS after it last heard the server.
+   */
+  probe() {
+    const ws = this.ws;
+    if (!this.ready || !ws) return;
+    this._ping(ws);
+    if (this._pingAt) this._pongBy = Math.min(this._pongBy, Date.now() + PROBE_WAIT_MS);
   }
 
   /** Skips the rest of the current back-off wait (for example when the network returns). */
@@ -421,7 +454,7 @@ export class Signalling extends Emitter {
     if (this._pingAt) {
       // Nothing heard since the ping went: the socket is dead. (Anything heard after it
       // shows the socket lives; its pong is on the way, behind it.)
-      if (this._heardAt < this._pingAt && now - this._pingAt > PONG_WAIT_MS) this._abandon();
+      if (this._heardAt < this._pingAt && now > this._pongBy) this._abandon();
       return;
     }
     if (now - this._heardAt >= PING_MS) this._ping(ws);
@@ -470,6 +503,7 @@ export class Signalling extends Emitter {
     if (!msg) return;
     switch (msg.type) {
       case 'welcome':
+        this.welcomes++;
         this.ready = true;
         this.attempt = 0;
         this._setState('open');
@@ -500,10 +534,14 @@ export class Signalling extends Emitter {
     }
   }
 
+  /**
+   * Sends what waited for the connection, after `welcome` has been handled (which may
+   * have replaced the connections some of it was about: those are dropped).
+   */
   _flush() {
     const queued = this._queue;
     this._queue = [];
-    for (const out of queued) if (this.ws) this._write(this.ws, out);
+    for (const out of queued) if (this.ws && (!out.current || out.current())) this._write(this.ws, out);
   }
 
   /**
@@ -527,6 +565,7 @@ export class Signalling extends Emitter {
   _ping(ws) {
     if (this._pingAt || ws.readyState !== this._WebSocket.OPEN) return;
     this._pingAt = Date.now();
+    this._pongBy = this._pingAt + PONG_WAIT_MS;
     this._pingCovers = this._unconfirmed.length;
     ws.send('{"type":"ping"}');
   }
