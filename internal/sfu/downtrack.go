@@ -34,6 +34,36 @@ const (
 
 var epoch = time.Now()
 
+// Periodic work that many goroutines do alike (each participant's layer allocation, each
+// room's active speakers) runs in one of tickSlots phases of its period, shared by all
+// (untilSlot): their timers fire together, a few wake-ups of an idle server per period
+// rather than one for each goroutine, and the work of one wake-up is a slot's share,
+// not everyone's at once (which delayed packets behind it: docs/benchmarks.md).
+const tickSlots = 8
+
+// nextSlot hands out the slots in turn.
+var nextSlot atomic.Uint32
+
+// tickSlot is a new goroutine's phase within period.
+func tickSlot(period time.Duration) time.Duration {
+	return time.Duration(nextSlot.Add(1)%tickSlots) * (period / tickSlots)
+}
+
+// untilSlot is the time until the next instant, since epoch, that is phase past a
+// multiple of period.
+func untilSlot(period, phase time.Duration) time.Duration {
+	return slotAfter(time.Since(epoch), period, phase)
+}
+
+// slotAfter is untilSlot at the time now since epoch: in (0, period].
+func slotAfter(now, period, phase time.Duration) time.Duration {
+	past := (now - phase) % period // in (-period, period)
+	if past < 0 {
+		past += period
+	}
+	return period - past
+}
+
 // monotime is monotonic nanoseconds since the process started.
 func monotime() int64 { return int64(time.Since(epoch)) }
 

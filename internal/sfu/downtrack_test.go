@@ -499,3 +499,34 @@ func TestNTPTime(t *testing.T) {
 		t.Errorf("1.5 s: %#x", got)
 	}
 }
+
+// TestTickSlots: goroutines of the same slot wake at the same instants whenever they
+// start, those of different slots at different ones, and the first wait is never longer
+// than the period.
+func TestTickSlots(t *testing.T) {
+	const period = 300 * time.Millisecond
+	phases := map[time.Duration]bool{}
+	for range tickSlots {
+		phases[tickSlot(period)] = true
+	}
+	if len(phases) != tickSlots {
+		t.Fatalf("%d slots handed out in turn gave %d phases: %v", tickSlots, len(phases), phases)
+	}
+	for _, c := range []struct{ now, phase, want time.Duration }{
+		{10 * time.Millisecond, 0, 290 * time.Millisecond},
+		{10 * time.Millisecond, 37500 * time.Microsecond, 27500 * time.Microsecond}, // before the first slot
+		{337500 * time.Microsecond, 37500 * time.Microsecond, period},               // at a slot: the next one
+		{338 * time.Millisecond, 37500 * time.Microsecond, 299500 * time.Microsecond},
+		{10*period + time.Millisecond, 150 * time.Millisecond, 149 * time.Millisecond},
+	} {
+		if got := slotAfter(c.now, period, c.phase); got != c.want {
+			t.Errorf("slotAfter(%v, %v, %v) = %v, want %v", c.now, period, c.phase, got, c.want)
+		}
+	}
+	// Two goroutines of one slot that start at different times wake together.
+	phase := 75 * time.Millisecond
+	a, b := 1234*time.Millisecond, 1270*time.Millisecond // both before 1.275 s
+	if at, bt := a+slotAfter(a, period, phase), b+slotAfter(b, period, phase); at != bt {
+		t.Errorf("same slot, started at %v and %v: wake at %v and %v", a, b, at, bt)
+	}
+}

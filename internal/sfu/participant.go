@@ -183,7 +183,8 @@ func (p *participant) sink() Sink {
 func (p *participant) run() {
 	defer close(p.done)
 	defer p.shutdown()
-	alloc := time.NewTicker(allocateEvery)
+	phase := tickSlot(allocateEvery)
+	alloc := time.NewTimer(untilSlot(allocateEvery, phase))
 	defer alloc.Stop()
 	ticks := 0
 	for {
@@ -211,6 +212,7 @@ func (p *participant) run() {
 				p.negotiateSub()
 			}
 		case <-alloc.C:
+			alloc.Reset(untilSlot(allocateEvery, phase))
 			p.allocate()
 			if ticks++; ticks%reportEvery == 0 {
 				p.sendReports()

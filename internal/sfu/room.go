@@ -194,7 +194,8 @@ func (r *room) close() {
 
 // run is the room's ticker: active speakers, layer bitrates and dynacast.
 func (r *room) run() {
-	t := time.NewTicker(speakerEvery)
+	phase := tickSlot(speakerEvery)
+	t := time.NewTimer(untilSlot(speakerEvery, phase))
 	defer t.Stop()
 	var n int
 	for {
@@ -202,6 +203,7 @@ func (r *room) run() {
 		case <-r.done:
 			return
 		case now := <-t.C:
+			t.Reset(untilSlot(speakerEvery, phase))
 			n++
 			ups, ps := r.snapshot()
 			r.detectSpeakers(ups, ps)
