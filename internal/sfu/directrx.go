@@ -67,6 +67,8 @@ var rxPool = sync.Pool{New: func() any { return new(rxBuf) }}
 type rxConn struct {
 	*net.UDPConn
 	rd     *rawudp.BatchReader                  // used by the mux's one reading goroutine
+	sock   *rawudp.Socket                       // what pion writes goes by sendto(2) directly
+	send   sync.Pool                            // of *rawudp.Sender: pion writes from several goroutines
 	mu     sync.Mutex                           // serialises changes of routes
 	routes atomic.Pointer[map[uint32]*directRx] // by SSRC
 	// rtcp routes subscribers' RTCP to their sub connection's direct path by the address it
@@ -86,7 +88,11 @@ func newRxConn(udp *net.UDPConn) (*rxConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &rxConn{UDPConn: udp, rd: rd}
+	sock, err := rawudp.NewSocket(udp)
+	if err != nil {
+		return nil, err
+	}
+	c := &rxConn{UDPConn: udp, rd: rd, sock: sock}
 	c.routes.Store(&map[uint32]*directRx{})
 	c.rtcp.Store(&map[netip.AddrPort]*directTx{})
 	rd.Take = c.take
@@ -141,8 +147,28 @@ func (c *rxConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
 	return copy(b, d), from, nil
 }
 
+// WriteToAddrPort is what pion's UDP mux writes with (STUN, DTLS, and RTP and RTCP not on
+// the direct paths). It writes with rawudp, as the direct paths do: a system call the
+// scheduler is not told about, which does not wake Go's sysmon from its sleep (a
+// sendto(2) on a UDP socket does not block).
 func (c *rxConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) {
-	return c.WriteToUDPAddrPort(b, addr)
+	s, _ := c.send.Get().(*rawudp.Sender)
+	if s == nil {
+		s = rawudp.NewSender()
+	}
+	err := s.Send(c.sock, b, addr)
+	c.send.Put(s)
+	if err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+func (c *rxConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if a, ok := addr.(*net.UDPAddr); ok {
+		return c.WriteToAddrPort(b, a.AddrPort())
+	}
+	return c.UDPConn.WriteTo(b, addr)
 }
 
 func (c *rxConn) ReadFrom(b []byte) (int, net.Addr, error) {

@@ -2,9 +2,11 @@ package sfu
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -250,5 +252,60 @@ func TestDirectRTCPTake(t *testing.T) {
 	other.close()
 	if len(*c.rtcp.Load()) != 0 {
 		t.Fatal("a closed path is still routed")
+	}
+}
+
+// TestRxConnWrites: what pion writes through the SFU's socket (STUN, DTLS, packets not on
+// the direct paths), by either of the mux's write methods, arrives whole at the address
+// it was written to, from several goroutines at once.
+func TestRxConnWrites(t *testing.T) {
+	_, c := loopbackRxConn(t)
+	dst, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	to := dst.LocalAddr().(*net.UDPAddr)
+	const writers, each = 4, 25
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				m := fmt.Appendf(nil, "w%d-%d", w, i)
+				var n int
+				var err error
+				if i%2 == 0 {
+					n, err = c.WriteToAddrPort(m, to.AddrPort())
+				} else {
+					n, err = c.WriteTo(m, to)
+				}
+				if err != nil || n != len(m) {
+					t.Errorf("write %s: %d, %v", m, n, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	got := map[string]bool{}
+	buf := make([]byte, 64)
+	dst.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for len(got) < writers*each {
+		n, from, err := dst.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("after %d of %d datagrams: %v", len(got), writers*each, err)
+		}
+		if from.Port() != uint16(c.LocalAddr().(*net.UDPAddr).Port) {
+			t.Errorf("datagram from %v, not the SFU's socket", from)
+		}
+		got[string(buf[:n])] = true
+	}
+	for w := range writers {
+		for i := range each {
+			if m := fmt.Sprintf("w%d-%d", w, i); !got[m] {
+				t.Errorf("%s did not arrive", m)
+			}
+		}
 	}
 }
