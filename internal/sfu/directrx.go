@@ -149,8 +149,10 @@ func (c *rxConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
 
 // WriteToAddrPort is what pion's UDP mux writes with (STUN, DTLS, and RTP and RTCP not on
 // the direct paths). It writes with rawudp, as the direct paths do: a system call the
-// scheduler is not told about, which does not wake Go's sysmon from its sleep (a
-// sendto(2) on a UDP socket does not block).
+// scheduler is not told about, which does not wake Go's sysmon from its sleep (decision
+// 61). Such a sendto(2) does not block: when the socket's send buffer is full the datagram
+// is dropped with an error, where net would have waited; STUN and DTLS send again, and
+// media and RTCP are dropped as a congested link would.
 func (c *rxConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) {
 	s, _ := c.send.Get().(*rawudp.Sender)
 	if s == nil {
