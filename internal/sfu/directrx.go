@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
@@ -150,9 +151,9 @@ func (c *rxConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
 // WriteToAddrPort is what pion's UDP mux writes with (STUN, DTLS, and RTP and RTCP not on
 // the direct paths). It writes with rawudp, as the direct paths do: a system call the
 // scheduler is not told about, which does not wake Go's sysmon from its sleep (decision
-// 61). Such a sendto(2) does not block: when the socket's send buffer is full the datagram
-// is dropped with an error, where net would have waited; STUN and DTLS send again, and
-// media and RTCP are dropped as a congested link would.
+// 61). Such a sendto(2) does not wait: when the socket's send buffer is full (a burst of
+// fan-outs) it fails, and then the write goes by net, which waits for room, as pion
+// expects (a DTLS flight that fails to be written fails the handshake).
 func (c *rxConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) {
 	s, _ := c.send.Get().(*rawudp.Sender)
 	if s == nil {
@@ -160,6 +161,9 @@ func (c *rxConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) {
 	}
 	err := s.Send(c.sock, b, addr)
 	c.send.Put(s)
+	if errors.Is(err, syscall.EAGAIN) {
+		return c.WriteToUDPAddrPort(b, addr)
+	}
 	if err != nil {
 		return 0, err
 	}
