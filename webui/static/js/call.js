@@ -741,7 +741,7 @@ export class Call extends Emitter {
     // The SFU restarts sub's ICE; its path going quiet is still a sign that the network
     // changed, the signalling's socket with it (pub's handler, below, does the same).
     pc.oniceconnectionstatechange = () => {
-      if (conn.current() && (pc.iceConnectionState === 'disconnected' || pc.iceConnectionState === 'failed')) this.signalling.probe();
+      if (conn.current() && iceQuiet(pc)) this.signalling.probe();
     };
     return conn;
   }
@@ -1248,12 +1248,22 @@ function newChatId() {
 }
 
 /**
+ * Whether a connection's ICE says its path went quiet (`disconnected` or `failed`): the
+ * page then probes its signalling, which a changed network has likely broken too
+ * (decision 59).
+ * @param {RTCPeerConnection} pc
+ * @returns {boolean}
+ */
+function iceQuiet(pc) {
+  return pc.iceConnectionState === 'disconnected' || pc.iceConnectionState === 'failed';
+}
+
+/**
  * The ICE state handler of a connection we restart ICE on (peer connections, and our pub
  * connection with the SFU, where we are the offerer): at once when ICE failed, and when it
  * has stayed disconnected for ICE_RESTART_AFTER_MS. current says whether the connection is
- * still in use; quiet is called whenever its ICE goes disconnected or failed (the page then
- * probes its signalling, which a restart needs and which a changed network has likely
- * broken too: decision 59).
+ * still in use; quiet is called whenever its ICE goes quiet (iceQuiet: the page probes its
+ * signalling, which a restart needs).
  * @param {RTCPeerConnection} pc
  * @param {() => boolean} current
  * @param {() => void} quiet
@@ -1269,7 +1279,7 @@ function restartWhenStuck(pc, current, quiet) {
       timer = undefined;
     }
     if (!current()) return;
-    if (state === 'failed' || state === 'disconnected') quiet();
+    if (iceQuiet(pc)) quiet();
     if (state === 'failed') {
       pc.restartIce();
     } else if (state === 'disconnected' && timer === undefined) {

@@ -322,11 +322,11 @@ export class Signalling extends Emitter {
     /** @type {ReturnType<typeof setInterval> | undefined} */
     this._liveness = undefined;
     /**
-     * Chat messages (their JSON) sent on the current socket that no pong has confirmed yet,
-     * and how many of them the ping waiting for its pong covers. The server answers in
-     * order, so a pong confirms everything sent before its ping; what is unconfirmed when
-     * the socket turns out dead goes again after the next `welcome` (docs/protocol.md).
-     * @type {string[]}
+     * Chat messages sent on the current socket that no pong has confirmed yet, and how many
+     * of them the ping waiting for its pong covers. The server answers in order, so a pong
+     * confirms everything sent before its ping; what is unconfirmed when the socket turns
+     * out dead goes again after the next `welcome` (docs/protocol.md).
+     * @type {Outgoing[]}
      */
     this._unconfirmed = [];
     this._pingCovers = 0;
@@ -476,7 +476,7 @@ export class Signalling extends Emitter {
 
   /** The chat messages no pong confirmed go first when the connection is back. */
   _requeueUnconfirmed() {
-    if (this._unconfirmed.length) this._queue.unshift(...this._unconfirmed.map((text) => ({text, confirm: true})));
+    this._queue.unshift(...this._unconfirmed);
     this._unconfirmed = [];
     this._pingCovers = 0;
   }
@@ -553,7 +553,7 @@ export class Signalling extends Emitter {
   _write(ws, out) {
     ws.send(out.text);
     if (out.confirm) {
-      this._unconfirmed.push(out.text);
+      this._unconfirmed.push(out);
       this._ping(ws);
     }
   }
