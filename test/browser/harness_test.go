@@ -231,20 +231,23 @@ func (p *page) console(m chromedp.ConsoleMessage) {
 // first may have been lost.
 func (p *page) assertNoFailedSignals() {
 	p.tb.Helper()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.failedSigs) > 0 {
-		p.tb.Errorf("%s: descriptions the page could not apply:\n%s", p.person, strings.Join(p.failedSigs, "\n"))
-	}
+	p.assertNoLines(&p.failedSigs, "descriptions the page could not apply")
 }
 
 // assertNoExceptions fails the test if the page threw an exception nothing caught.
 func (p *page) assertNoExceptions() {
 	p.tb.Helper()
+	p.assertNoLines(&p.exceptions, "uncaught exceptions in the page")
+}
+
+// assertNoLines fails the test, saying what they are, if the page's console gave any of
+// these lines (a list of p's, read under its lock).
+func (p *page) assertNoLines(lines *[]string, what string) {
+	p.tb.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.exceptions) > 0 {
-		p.tb.Errorf("%s: uncaught exceptions in the page:\n%s", p.person, strings.Join(p.exceptions, "\n"))
+	if len(*lines) > 0 {
+		p.tb.Errorf("%s: %s:\n%s", p.person, what, strings.Join(*lines, "\n"))
 	}
 }
 
