@@ -649,6 +649,12 @@ func TestRemove(t *testing.T) {
 	}
 	expect(t, "removed waiting patient", wf, "ended removed")
 	expect(t, "clinician", c.doc, "waiting []")
+	// A remove sent again (the page's socket died before it heard back) is done already:
+	// no error, no second departure, nothing more told to anyone.
+	if err := c.docPr.Remove(ctx, pid); err != nil {
+		t.Errorf("removing a removed participant again = %v, want nil", err)
+	}
+	expect(t, "clinician after a second remove", c.doc)
 	if got := dep.take(); !slices.Equal(got, []string{pid + " removed", wid + " removed"}) {
 		t.Errorf("departures %v", got)
 	}

@@ -305,6 +305,11 @@ func (m *Manager) Remove(ctx context.Context, visitID, participantID string) err
 	if p.UserID != "" {
 		return ErrWrongState // the clinician's own place is not removed; end the visit instead
 	}
+	if p.RemovedAt != nil {
+		// Done already: a remove sent again after a reconnect (the page could not know the
+		// first arrived) is not an error, and is neither logged nor audited twice.
+		return nil
+	}
 	if err := m.st.RemoveParticipant(ctx, participantID, m.now().UTC()); err != nil {
 		return fmt.Errorf("remove %s: %w", participantID, err)
 	}

@@ -397,7 +397,12 @@ func clinicianPacketsSent(p *page) int {
 // cutSignalling drops the patient's TCP to and from the server's HTTP port (its WebSocket,
 // and nothing else: the relayed media is UDP) until the returned function restores it.
 func (n *network) cutSignalling(port string) (restore func()) {
-	return n.drop(n.a, "bsdsig", "ip daddr "+serverIP+" tcp dport "+port, "ip saddr "+serverIP+" tcp sport "+port)
+	return n.cutSignallingOf(n.a, port)
+}
+
+// cutSignallingOf is cutSignalling for the host in namespace ns.
+func (n *network) cutSignallingOf(ns, port string) (restore func()) {
+	return n.drop(ns, "bsdsig", "ip daddr "+serverIP+" tcp dport "+port, "ip saddr "+serverIP+" tcp sport "+port)
 }
 
 // framesDecodedJS is the video frames the page has decoded over all its connections.
@@ -481,6 +486,70 @@ func (n *network) changeAddress(newIP string) {
 	n.ip("-n", n.a, "addr", "del", patientIP+"/24", "dev", "eth0")
 	n.ip("-n", n.a, "addr", "add", newIP+"/24", "dev", "eth0")
 	n.ip("-n", n.a, "route", "add", "default", "via", serverIP)
+}
+
+// TestNetnsClinicianClicksNotLost: the clinician's path to the web port goes dead (no
+// reset) just before they admit the waiting patient, and again before they remove the
+// patient from the call: each click went into a dead socket that the page did not yet know
+// was dead. Each time the path comes back only after the server has given the old socket
+// up (so nothing sent on it can still arrive), and without the clinician clicking again the
+// patient is admitted (the call connects), and later removed.
+func TestNetnsClinicianClicksNotLost(t *testing.T) {
+	n := newNetwork(t)
+	r := netRig(t, n, "embedded")
+	r.signIn()
+	r.createVisit("Ada Lovelace")
+	r.patientJoins("Ada")
+	port := r.srv.URL()[strings.LastIndex(r.srv.URL(), ":")+1:]
+	c := r.clinician
+	c.waitFor("Ada in #waiting", `document.querySelectorAll('#waiting li[data-participant-id]').length === 1`)
+	if _, members := r.srv.Visits().LiveCounts(); members != 2 {
+		t.Fatalf("%d members connected before the cut, want 2", members)
+	}
+
+	// cutThenClick cuts the clinician's path, clicks, waits for the page to reconnect and the
+	// server to drop the old socket (it pings every 5 s and gives up 10 s after an
+	// unanswered one), and restores the path.
+	cutThenClick := func(what, sel string) {
+		t.Helper()
+		restore := n.cutSignallingOf(n.b, port)
+		c.click(sel)
+		c.waitForWithin("the page saying it reconnects after "+what, `document.getElementById('call-status').dataset.state === 'reconnecting'`, 20*time.Second)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if _, members := r.srv.Visits().LiveCounts(); members == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				restore()
+				t.Fatalf("the server still had the clinician's old socket 30 s after the cut")
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		restore()
+	}
+
+	patientLi := `#waiting li[data-participant-id] button.admit`
+	cutThenClick("Admit", patientLi)
+	back := time.Now()
+	waitInCall(r.patient)
+	waitInCall(r.clinician)
+	c.logf("the patient admitted and in the call %v after the path came back", time.Since(back).Round(100*time.Millisecond))
+	r.patientID = mustEval[string](c, `[...window.bedside.call.peers.keys()][0]`)
+
+	cutThenClick("Remove", fmt.Sprintf(`#remotes .remove-participant[data-peer-id=%q]`, r.patientID))
+	back = time.Now()
+	r.patient.waitForWithin("the patient told they were removed", visible("stage-ended")+` &&
+		document.getElementById('ended').textContent.includes('removed')`, 30*time.Second)
+	c.logf("the patient removed %v after the path came back", time.Since(back).Round(100*time.Millisecond))
+	p, err := r.srv.Store().ParticipantByID(context.Background(), r.patientID)
+	if err != nil || p.RemovedAt == nil {
+		t.Fatalf("participant after removal: %+v, %v", p, err)
+	}
+	for _, pg := range []*page{r.clinician, r.patient} {
+		pg.assertNoExceptions()
+		pg.assertNoFailedSignals()
+	}
 }
 
 // TestNetnsAddressChange: in a relayed peer-to-peer visit the patient's host changes its

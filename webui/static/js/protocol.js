@@ -19,6 +19,14 @@ const FATAL_HELLO_CODES = new Set(['forbidden', 'not_found']);
 const MAX_QUEUED = 500;
 
 /**
+ * Messages a pong must confirm: sent into a socket that turns out dead, they go again after
+ * the next `welcome` (with their `current` check, if they have one). What a person typed or
+ * clicked and would otherwise find silently undone: chat, admitting someone, removing them.
+ * (`end` has its own fallback over HTTP, visit.js.)
+ */
+const CONFIRMED = new Set(['chat', 'admit', 'remove']);
+
+/**
  * Liveness (docs/protocol.md, Transport): the page cannot see the server's WebSocket pings,
  * so it sends `ping` when it has heard nothing for PING_MS and gives the socket up when no
  * answer comes within PONG_WAIT_MS (a network gone: TCP alone would notice only when it
@@ -322,10 +330,10 @@ export class Signalling extends Emitter {
     /** @type {ReturnType<typeof setInterval> | undefined} */
     this._liveness = undefined;
     /**
-     * Chat messages sent on the current socket that no pong has confirmed yet, and how many
-     * of them the ping waiting for its pong covers. The server answers in order, so a pong
-     * confirms everything sent before its ping; what is unconfirmed when the socket turns
-     * out dead goes again after the next `welcome` (docs/protocol.md).
+     * Messages to confirm (CONFIRMED) sent on the current socket that no pong has confirmed
+     * yet, and how many of them the ping waiting for its pong covers. The server answers in
+     * order, so a pong confirms everything sent before its ping; what is unconfirmed when the
+     * socket turns out dead goes again after the next `welcome` (docs/protocol.md).
      * @type {Outgoing[]}
      */
     this._unconfirmed = [];
@@ -356,7 +364,7 @@ export class Signalling extends Emitter {
   send(msg, current) {
     if (this._stopped) return this.welcomes;
     /** @type {Outgoing} */
-    const out = {text: JSON.stringify(msg), confirm: msg.type === 'chat', current};
+    const out = {text: JSON.stringify(msg), confirm: CONFIRMED.has(msg.type), current};
     if (this.ready && this.ws && this.ws.readyState === this._WebSocket.OPEN) {
       this._write(this.ws, out);
       return this.welcomes;
@@ -474,7 +482,7 @@ export class Signalling extends Emitter {
     this._onClose(1006, 'unresponsive');
   }
 
-  /** The chat messages no pong confirmed go first when the connection is back. */
+  /** The messages no pong confirmed go first when the connection is back. */
   _requeueUnconfirmed() {
     this._queue.unshift(...this._unconfirmed);
     this._unconfirmed = [];
@@ -545,7 +553,7 @@ export class Signalling extends Emitter {
   }
 
   /**
-   * Sends a message's JSON on the socket; one to confirm (chat) is kept until a pong
+   * Sends a message's JSON on the socket; one to confirm (CONFIRMED) is kept until a pong
    * confirms it, and a ping goes after it if none is waiting.
    * @param {WebSocket} ws
    * @param {Outgoing} out

@@ -121,7 +121,8 @@ function renderWaiting() {
         setError(waitingError, '');
         admit.disabled = true;
         admit.textContent = 'Admitting…';
-        signalling.send({type: 'admit', participant});
+        // Sent again after a reconnect if the socket was dead, while they still wait.
+        signalling.send({type: 'admit', participant}, () => waiting.some((x) => x.id === participant));
       });
       li.append(who, since, admit);
       waitingList.append(li);
@@ -399,7 +400,9 @@ async function start() {
   view = new CallView(call, {
     onRemove: (peer) => {
       if (confirm(`Remove ${peer.name || 'this participant'} from the visit? They cannot come back with their link's session.`)) {
-        signalling?.send({type: 'remove', participant: peer.id});
+        // Sent again after a reconnect if the socket was dead, unless they left meanwhile
+        // (the server takes a second remove of the same person as done).
+        signalling?.send({type: 'remove', participant: peer.id}, () => call?.peers.has(peer.id) ?? false);
       }
     },
   });
