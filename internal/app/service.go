@@ -133,7 +133,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 	if s.sfu != nil {
 		sfuAddrs = s.sfu.Addresses()
 	}
-	if s.turn, err = startTURN(cfg, log.With("part", "turn"), s.registry, s.audit, opt.TURNSockets, sfuAddrs); err != nil {
+	if s.turn, err = startTURN(cfg, log.With("part", "turn"), s.registry, turnAudit{s.audit, s.store}, opt.TURNSockets, sfuAddrs); err != nil {
 		return nil, err
 	}
 	s.signal = signal.NewServer(signal.Config{

@@ -173,3 +173,23 @@ func newAppMetrics(reg prometheus.Registerer) *appMetrics {
 	reg.MustRegister(m.connections)
 	return m
 }
+
+// turnAudit names the visit in the relay's audit events: the relay knows a credential's
+// participant (the actor), the store knows that participant's visit, so that a visit's
+// trail shows when its people used the relay. A name the store does not know (the device
+// check's credential, a forged username) leaves the visit empty.
+type turnAudit struct {
+	rec audit.Recorder
+	st  interface {
+		ParticipantByID(ctx context.Context, id string) (store.Participant, error)
+	}
+}
+
+func (a turnAudit) Record(ctx context.Context, e audit.Event) error {
+	if e.VisitID == "" && e.ActorRole == "participant" && e.ActorID != "" {
+		if p, err := a.st.ParticipantByID(ctx, e.ActorID); err == nil {
+			e.VisitID = p.VisitID
+		}
+	}
+	return a.rec.Record(ctx, e)
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/pion/stun/v4"
 
 	"github.com/bedside/bedside/internal/app/apptest"
+	"github.com/bedside/bedside/internal/audit"
 	"github.com/bedside/bedside/internal/client"
 	"github.com/bedside/bedside/internal/config"
 )
@@ -156,6 +157,24 @@ func TestPrivacyVisitRelaysAndRevokes(t *testing.T) {
 	t.Logf("the removed patient's relays closed %v after the API call", time.Since(removedAt).Round(time.Millisecond))
 	if code := allocate(t, relay.Port(), cred.Username, cred.Credential); code != stun.CodeUnauthorized {
 		t.Errorf("allocation with the removed patient's credential: %d, want 401", code)
+	}
+
+	// The visit's audit trail has the relay's events about its patient (the relay itself
+	// knows only the participant): the allocation, its closing, the refused credential.
+	evs, err := srv.Store().SearchAudit(ctx, audit.Query{VisitID: v.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[audit.Action]int{}
+	for _, e := range evs {
+		if e.ActorID == patientID && strings.HasPrefix(string(e.Action), "turn.") {
+			got[e.Action]++
+		}
+	}
+	for _, a := range []audit.Action{audit.TURNAllocate, audit.TURNDelete, audit.TURNRefused} {
+		if got[a] == 0 {
+			t.Errorf("the visit's trail has no %s of the patient (has %v)", a, got)
+		}
 	}
 	stop()
 	<-done

@@ -637,6 +637,9 @@ func TestNetnsServerRestart(t *testing.T) {
 	for _, a := range allocs {
 		if a.ActorID == r.patientID {
 			ours++
+			if a.VisitID != r.visitID {
+				t.Errorf("the patient's relay allocation names visit %q, want %q", a.VisitID, r.visitID)
+			}
 		}
 	}
 	if ours == 0 {
