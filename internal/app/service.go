@@ -154,6 +154,10 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 		cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "0") + strconv.Itoa(s.ln.Addr().(*net.TCPAddr).Port)
 		s.cfg.PublicURL = cfg.PublicURL
 	}
+	proxies, err := cfg.TrustedProxyList() // checked by the configuration's validation
+	if err != nil {
+		return nil, err
+	}
 	if s.web, err = web.New(web.Config{
 		Sessions:  sessions,
 		Visits:    s.visits,
@@ -167,6 +171,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 		Audit:     s.audit,
 
 		AllowedOrigins: cfg.Origins(),
+		TrustedProxies: proxies,
 	}); err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -83,6 +84,7 @@ type Config struct {
 	// Security (docs/security.md).
 	RequireMFA           bool          // clinicians and admins must use a second factor
 	AllowedOrigins       string        // comma-separated extra origins (scheme://host[:port]) trusted for state changes and WebSockets
+	TrustedProxies       string        // comma-separated addresses or CIDR prefixes of reverse proxies whose X-Forwarded-For is believed
 	DataKeyFile          string        // AES-256 key encrypting patient fields; default <data-dir>/data.key
 	Retention            time.Duration // visit data older than this is deleted (0: kept)
 	AuditKeyFile         string        // Ed25519 checkpoint signing key; default <data-dir>/audit-signing.key
@@ -147,6 +149,7 @@ func (c *Config) options() []option {
 		{"log-format", "json or text", (*stringValue)(&c.LogFormat)},
 		{"require-mfa", "clinicians and admins must sign in with a second factor (TOTP or passkey)", (*boolValue)(&c.RequireMFA)},
 		{"allowed-origins", "comma-separated extra origins (https://host[:port]) allowed to make state changes and open WebSockets, beside public-url's own", (*stringValue)(&c.AllowedOrigins)},
+		{"trusted-proxies", "comma-separated addresses or CIDR prefixes of the reverse proxies in front of the web port: for a request from one, the client's address (rate limits, audit) is taken from X-Forwarded-For (default: none; the TCP peer is the client)", (*stringValue)(&c.TrustedProxies)},
 		{"data-key-file", "file holding the key that encrypts patient names at rest (made on first start, mode 0600; default <data-dir>/data.key)", (*stringValue)(&c.DataKeyFile)},
 		{"retention", "delete visits and their participants this long after the visit (e.g. 720h); 0 keeps them. The audit trail is kept", (*durationValue)(&c.Retention)},
 		{"audit-key-file", "Ed25519 key signing audit checkpoints (made on first start, mode 0600; default <data-dir>/audit-signing.key)", (*stringValue)(&c.AuditKeyFile)},
@@ -434,6 +437,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("allowed-origins: invalid value %q: want comma-separated origins such as https://portal.clinic.example", o)
 		}
 	}
+	if _, err := c.TrustedProxyList(); err != nil {
+		return err
+	}
 	if c.DataKeyFile == "" {
 		c.DataKeyFile = filepath.Join(c.DataDir, "data.key")
 	}
@@ -505,6 +511,11 @@ func (c *Config) TLS() bool { return c.TLSCert != "" && c.TLSKey != "" || c.ACME
 
 // ACMEList is acme-domains as a list.
 func (c *Config) ACMEList() []string { return splitList(c.ACMEDomains) }
+
+// TrustedProxyList parses trusted-proxies.
+func (c *Config) TrustedProxyList() ([]netip.Prefix, error) {
+	return prefixList("trusted-proxies", c.TrustedProxies)
+}
 
 // Origins is allowed-origins as a list.
 func (c *Config) Origins() []string { return splitList(c.AllowedOrigins) }

@@ -106,8 +106,14 @@ func (c *Config) TURNPortRange() (lo, hi uint16, err error) {
 
 // TURNAllowList parses turn-allow-peers.
 func (c *Config) TURNAllowList() ([]netip.Prefix, error) {
+	return prefixList("turn-allow-peers", c.TURNAllowPeers)
+}
+
+// prefixList parses a comma-separated list of addresses and CIDR prefixes (an address is
+// a prefix of its full length); name is the option's, for the error.
+func prefixList(name, list string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
-	for f := range strings.SplitSeq(c.TURNAllowPeers, ",") {
+	for f := range strings.SplitSeq(list, ",") {
 		f = strings.TrimSpace(f)
 		if f == "" {
 			continue
@@ -115,14 +121,14 @@ func (c *Config) TURNAllowList() ([]netip.Prefix, error) {
 		if !strings.Contains(f, "/") {
 			a, err := netip.ParseAddr(f)
 			if err != nil {
-				return nil, fmt.Errorf("turn-allow-peers: invalid value %q: not an address or CIDR prefix", f)
+				return nil, fmt.Errorf("%s: invalid value %q: not an address or CIDR prefix", name, f)
 			}
 			out = append(out, netip.PrefixFrom(a, a.BitLen()))
 			continue
 		}
 		p, err := netip.ParsePrefix(f)
 		if err != nil {
-			return nil, fmt.Errorf("turn-allow-peers: invalid value %q: not an address or CIDR prefix", f)
+			return nil, fmt.Errorf("%s: invalid value %q: not an address or CIDR prefix", name, f)
 		}
 		out = append(out, p.Masked())
 	}

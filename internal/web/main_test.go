@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -107,6 +108,7 @@ type options struct {
 	tls        bool // Config.TLS
 	requireMFA bool // clinicians and admins must have a second factor
 	origins    []string
+	proxies    []netip.Prefix // Config.TrustedProxies
 }
 
 func newHarness(t testing.TB, opt options) *harness {
@@ -166,6 +168,7 @@ func (h *harness) start(t testing.TB) {
 	h.srv, err = New(Config{
 		Sessions: h.sessions, Visits: h.visits, Users: st, Signal: h.sig,
 		PublicURL: h.publicURL, TLS: opt.tls, Now: h.clk.Now, Audit: h.audit, AllowedOrigins: opt.origins,
+		TrustedProxies: opt.proxies,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -129,6 +130,10 @@ type Config struct {
 	// AllowedOrigins are origins other than PublicURL's trusted for state changes (the
 	// WebSocket gets the same list).
 	AllowedOrigins []string
+	// TrustedProxies are the reverse proxies in front of the server: for a request from
+	// one, the client's address is taken from X-Forwarded-For (clientAddr). Empty: the TCP
+	// peer is the client, and X-Forwarded-For is ignored (anyone can write it).
+	TrustedProxies []netip.Prefix
 	// CheckICE is the ICE configuration of a patient's device check (short-lived relay
 	// credentials for the visit); nil = STUN and TURN are not offered.
 	CheckICE  func(v store.Visit) ICEConfig
@@ -303,7 +308,7 @@ func (s *Server) emergency(ctx context.Context, u store.User) (bool, error) {
 func (s *Server) authorize(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := &caller{}
-		r = r.WithContext(audit.WithActor(r.Context(), audit.Actor{Addr: clientAddr(r), UserAgent: r.UserAgent()}))
+		r = r.WithContext(audit.WithActor(r.Context(), audit.Actor{Addr: s.clientAddr(r), UserAgent: r.UserAgent()}))
 		if rt.action != auth.ActNone {
 			p, err := s.principal(r)
 			if err != nil {
@@ -354,13 +359,48 @@ func (s *Server) authorize(rt route) http.Handler {
 	})
 }
 
-// clientAddr is the request's client IP address, without the port.
-func clientAddr(r *http.Request) string {
+// clientAddr is the request's client IP address, without the port: the TCP peer, or, when
+// the peer is a trusted proxy, the nearest address in X-Forwarded-For that is not one (read
+// from the right: each proxy appends the address it had the request from, and only the
+// entries our own proxies appended can be believed; what the client wrote is to their
+// left). A malformed entry stops the walk at the last proxy believed.
+func (s *Server) clientAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
 	}
-	return host
+	if len(s.cfg.TrustedProxies) == 0 {
+		return host
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil || !s.trustedProxy(a) {
+		return host
+	}
+	var hops []string
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(v, ",")...)
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		h, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break
+		}
+		a = h.Unmap()
+		if !s.trustedProxy(a) {
+			break
+		}
+	}
+	return a.String()
+}
+
+func (s *Server) trustedProxy(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range s.cfg.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // actorOf is the audit actor of a signed-in user's request.
