@@ -33,6 +33,8 @@ func TestTrustedProxies(t *testing.T) {
 		{"198.51.100.1, 203.0.113.7", "203.0.113.7"}, // the left one is what the client wrote
 		{"203.0.113.7, 10.1.2.3", "203.0.113.7"},     // past a second proxy of ours
 		{"2001:db8::5", "2001:db8::5"},
+		{"203.0.113.8:51234", "203.0.113.8"}, // with a port, as some load balancers write it
+		{"[2001:db8::6]:443", "2001:db8::6"},
 		{"::ffff:203.0.113.9", "203.0.113.9"},
 		{"10.9.9.9", "10.9.9.9"},           // a client inside the proxies' range
 		{"nonsense, 10.1.2.3", "10.1.2.3"}, // stops at the last proxy believed

@@ -381,7 +381,7 @@ func (s *Server) clientAddr(r *http.Request) string {
 		hops = append(hops, strings.Split(v, ",")...)
 	}
 	for i := len(hops) - 1; i >= 0; i-- {
-		h, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		h, err := hopAddr(strings.TrimSpace(hops[i]))
 		if err != nil {
 			break
 		}
@@ -391,6 +391,16 @@ func (s *Server) clientAddr(r *http.Request) string {
 		}
 	}
 	return a.String()
+}
+
+// hopAddr is one X-Forwarded-For entry's address: an address, or (as some load balancers
+// write it) an address and port.
+func hopAddr(h string) (netip.Addr, error) {
+	if a, err := netip.ParseAddr(h); err == nil {
+		return a, nil
+	}
+	ap, err := netip.ParseAddrPort(h)
+	return ap.Addr(), err
 }
 
 func (s *Server) trustedProxy(a netip.Addr) bool {
