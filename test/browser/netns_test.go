@@ -252,12 +252,18 @@ func pairOf(p *page) netPair {
 	return mustEval[netPair](p, selectedPairJS)
 }
 
-// startCall runs the visit up to media flowing both ways.
-func startCall(r *rig) {
+// patientWaits runs the visit up to the patient, Ada, in the waiting room.
+func patientWaits(r *rig) {
 	r.t.Helper()
 	r.signIn()
 	r.createVisit("Ada Lovelace")
 	r.patientJoins("Ada")
+}
+
+// startCall runs the visit up to media flowing both ways.
+func startCall(r *rig) {
+	r.t.Helper()
+	patientWaits(r)
 	r.admit("Ada")
 	waitInCall(r.patient)
 	waitInCall(r.clinician)
@@ -294,9 +300,7 @@ func TestNetnsCallNeedsRelay(t *testing.T) {
 func TestNetnsTURNOffFails(t *testing.T) {
 	n := newNetwork(t)
 	r := netRig(t, n, "off")
-	r.signIn()
-	r.createVisit("Ada Lovelace")
-	r.patientJoins("Ada")
+	patientWaits(r)
 	r.admit("Ada")
 	r.patient.waitFor("the call stage", visible("stage-call"))
 	start := time.Now()
@@ -497,9 +501,7 @@ func (n *network) changeAddress(newIP string) {
 func TestNetnsClinicianClicksNotLost(t *testing.T) {
 	n := newNetwork(t)
 	r := netRig(t, n, "embedded")
-	r.signIn()
-	r.createVisit("Ada Lovelace")
-	r.patientJoins("Ada")
+	patientWaits(r)
 	port := r.srv.URL()[strings.LastIndex(r.srv.URL(), ":")+1:]
 	c := r.clinician
 	c.waitFor("Ada in #waiting", `document.querySelectorAll('#waiting li[data-participant-id]').length === 1`)
