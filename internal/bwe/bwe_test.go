@@ -100,6 +100,34 @@ func TestEachStatus(t *testing.T) {
 	}
 }
 
+// TestMalformedReportsNothing: a packet malformed half-way (its deltas cut short, or an
+// invalid status symbol after valid ones) reports none of its packets, not its first part:
+// the estimator would otherwise take those for reported and lost or arrived.
+func TestMalformedReportsNothing(t *testing.T) {
+	good := feedback(t, map[uint16]int64{10: 1000, 11: 1500, 13: 3000, 14: 90_000}, 10, 15)[0]
+	if err := eachStatus(good, func(uint16, bool, int64) {}); err != nil {
+		t.Fatalf("the well-formed packet: %v", err)
+	}
+	short := append([]byte{}, good...)
+	short = short[:len(short)-4] // the large delta of seq 14 and the padding cut off
+	short[0] &^= 0x20            // no padding bit any more
+	bad := append([]byte{}, good...)
+	bad[0] &^= 0x20 // no padding
+	// One chunk: a two-bit status vector whose third symbol is 3, no valid status.
+	bad[14], bad[15] = 0, 7
+	bad[20], bad[21] = 0xc0|0x10|0x04|0x03, 0x00 // symbols 1, 1, 3, 0, 0, 0, 0
+	bad = append(bad[:22], 4, 2)                 // the two small deltas
+	for name, p := range map[string][]byte{"deltas cut short": short, "an invalid symbol": bad} {
+		n := 0
+		if err := eachStatus(p, func(uint16, bool, int64) { n++ }); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+		if n != 0 {
+			t.Errorf("%s: %d packets reported", name, n)
+		}
+	}
+}
+
 // TestFeedbackInCompound: split as the down tracks split a compound packet (pion's
 // rtcp.AppendRawPackets, which refuses a length beyond the datagram), a receiver report
 // is not taken for feedback and the feedback packet is, with its media SSRC.
@@ -131,7 +159,10 @@ func FuzzEachStatus(f *testing.F) {
 	f.Add(make([]byte, twccMinSize))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		n := 0
-		eachStatus(b, func(uint16, bool, int64) { n++ })
+		err := eachStatus(b, func(uint16, bool, int64) { n++ })
+		if err != nil && n > 0 {
+			t.Fatalf("%d statuses reported from a packet then refused: %v", n, err)
+		}
 		if len(b) >= 16 && n > int(b[14])<<8|int(b[15]) {
 			t.Fatalf("%d statuses, %d declared", n, int(b[14])<<8|int(b[15]))
 		}

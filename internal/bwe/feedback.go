@@ -61,17 +61,29 @@ func eachStatus(pkt []byte, f func(seq uint16, received bool, arrivalUs int64)) 
 	base := binary.BigEndian.Uint16(pkt[12:])
 	count := int(binary.BigEndian.Uint16(pkt[14:]))
 	ref := int64(int32(binary.BigEndian.Uint32(pkt[16:])) >> 8) // 24-bit signed, 64 ms units
-	// Two passes over the chunks: the first finds where the deltas start (after the last
-	// chunk), the second reads statuses and deltas together.
-	pos, seen := twccMinSize, 0
+	// Two passes over the chunks: the first checks the whole packet (every symbol valid,
+	// every delta there) and finds where the deltas start (after the last chunk), so that
+	// a packet malformed half-way reports nothing rather than its first part; the second
+	// reads statuses and deltas together.
+	pos, seen, need := twccMinSize, 0, 0
 	for seen < count {
 		if pos+2 > len(pkt) {
 			return errFeedback
 		}
-		seen += chunkLen(binary.BigEndian.Uint16(pkt[pos:]))
+		chunk := binary.BigEndian.Uint16(pkt[pos:])
+		n := min(chunkLen(chunk), count-seen)
+		b, ok := deltaBytes(chunk, n)
+		if !ok {
+			return errFeedback
+		}
+		seen += n
+		need += b
 		pos += 2
 	}
 	deltas := pos
+	if deltas+need > len(pkt) {
+		return errFeedback
+	}
 	at := ref * 64_000
 	seq, left := base, count
 	for c := twccMinSize; left > 0; c += 2 {
@@ -82,28 +94,38 @@ func eachStatus(pkt []byte, f func(seq uint16, received bool, arrivalUs int64)) 
 			switch sym {
 			case notReceived:
 				f(seq, false, 0)
-			case smallDelta:
-				if deltas+1 > len(pkt) {
-					return errFeedback
-				}
+			case smallDelta: // the first pass checked that the delta is there
 				at += int64(pkt[deltas]) * 250
 				deltas++
 				f(seq, true, at)
 			case largeDelta:
-				if deltas+2 > len(pkt) {
-					return errFeedback
-				}
 				at += int64(int16(binary.BigEndian.Uint16(pkt[deltas:]))) * 250
 				deltas += 2
 				f(seq, true, at)
-			default:
-				return errFeedback
 			}
 			seq++
 		}
 		left -= n
 	}
 	return nil
+}
+
+// deltaBytes is how many bytes of receive deltas the first n packets of a chunk have, and
+// false if one of their symbols is not a valid status.
+func deltaBytes(c uint16, n int) (int, bool) {
+	if c&0x8000 == 0 { // run length: one symbol for all
+		sym := chunkSymbol(c, 0)
+		return n * sym, sym <= largeDelta // 0, 1 or 2 bytes each
+	}
+	b := 0
+	for i := range n {
+		sym := chunkSymbol(c, i)
+		if sym > largeDelta {
+			return 0, false
+		}
+		b += sym
+	}
+	return b, true
 }
 
 // chunkLen is how many packets a packet status chunk speaks of.
