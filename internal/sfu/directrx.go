@@ -38,8 +38,10 @@ import (
 //
 // What the path does not take stays with pion: STUN, DTLS, RTCP, streams pion has not
 // bound yet (a new SSRC: pion reads its first packets to learn its rid), and a stream whose
-// packets our context cannot authenticate (its rollover counter moved on before we took
-// it: after rxFailLimit failures in a row it goes back to pion for good). A replayed packet
+// packets our context cannot authenticate from the start (its rollover counter moved on
+// before we took it: after rxFailLimit failures in a row, before any packet of the stream
+// authenticated here, it goes back to pion for good; later failures are forgeries or
+// damage, left to pion to drop, and the stream stays). A replayed packet
 // (the same replay window as pion's session) is dropped, as pion would. pion's SRTP stream
 // of a taken SSRC is still read (the pump): packets that were already on their way through
 // pion when the path took the stream come out there, into the same queue.
@@ -221,10 +223,11 @@ type directRx struct {
 
 // rxStream is one incoming SSRC.
 type rxStream struct {
-	q     chan *rxBuf
-	done  chan struct{} // closed when pion's stream has ended
-	fails int           // the socket reader's
-	pion  atomic.Bool   // back to pion's path for good
+	q      chan *rxBuf
+	done   chan struct{} // closed when pion's stream has ended
+	fails  int           // authentication failures in a row before authed (the socket reader's)
+	authed bool          // a packet of the stream has authenticated here (the socket reader's)
+	pion   atomic.Bool   // back to pion's path for good
 }
 
 func newDirectRx(conn *rxConn, m *Metrics) *directRx {
@@ -304,14 +307,20 @@ func (rx *directRx) take(b []byte) bool {
 		if !errors.Is(err, srtp.ErrFailedToVerifyAuthTag) {
 			return true // a replay, or malformed: pion would drop it too
 		}
-		// Perhaps a rollover counter that moved on before the path took the stream
-		// (pion's context knows it), or a forgery: pion decides.
-		if st.fails++; st.fails >= rxFailLimit {
-			st.pion.Store(true)
+		// Before the stream's first packet authenticated here: perhaps a rollover
+		// counter that moved on before the path took the stream (pion's context knows
+		// it), or a forgery; pion decides, and after rxFailLimit in a row has the stream.
+		// After it, our context follows the stream as well as pion's would: a failure is
+		// a forgery or damage, and leaves the stream here (a forger who knows the SSRC
+		// cannot push it to the slower path).
+		if !st.authed {
+			if st.fails++; st.fails >= rxFailLimit {
+				st.pion.Store(true)
+			}
 		}
 		return false
 	}
-	st.fails = 0
+	st.fails, st.authed = 0, true
 	buf.n = len(out)
 	select {
 	case st.q <- buf:

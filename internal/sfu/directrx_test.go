@@ -29,9 +29,11 @@ func (r blockingReader) Read([]byte, interceptor.Attributes) (int, interceptor.A
 // TestDirectReceiveTake: what the socket reader does with a publisher's packets on the
 // direct receive path. A packet of a bound stream is decrypted into the stream's queue and
 // read by the interceptors above, intact; a replayed one is dropped (as pion's session
-// drops it); one of an unbound SSRC is left to pion; a stream whose packets do not
-// authenticate (here: its rollover counter moved on before the path saw it) goes back to
-// pion after rxFailLimit of them; and the reader ends when pion's stream does.
+// drops it); one of an unbound SSRC is left to pion; forgeries of a stream that has
+// authenticated are left to pion and the stream stays, however many come; a stream whose
+// packets do not authenticate from the start (here: its rollover counter moved on before
+// the path saw it) goes back to pion after rxFailLimit of them; and the reader ends when
+// pion's stream does.
 func TestDirectReceiveTake(t *testing.T) {
 	key, salt := bytes.Repeat([]byte{7}, 16), bytes.Repeat([]byte{9}, 12)
 	profile := srtp.ProtectionProfileAeadAes128Gcm
@@ -80,6 +82,32 @@ func TestDirectReceiveTake(t *testing.T) {
 	if rx.take(encrypt(2222, 5, "other")) {
 		t.Fatal("a packet of an unbound SSRC was taken")
 	}
+	// Forgeries of the stream (its SSRC, another key) after it authenticated here: each
+	// left to pion (which drops it), and the stream stays on the path however many come.
+	forger, err := srtp.CreateContext(bytes.Repeat([]byte{1}, 16), salt, profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 * rxFailLimit {
+		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(200 + i), SSRC: 1111}, Payload: []byte("forged")}
+		plain, _ := p.Marshal()
+		forged, err := forger.EncryptRTP(nil, plain, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rx.take(forged) {
+			t.Fatalf("forgery %d was taken", i)
+		}
+	}
+	if (*rx.streams.Load())[1111].pion.Load() {
+		t.Fatal("forgeries sent an authenticated stream back to pion")
+	}
+	if !rx.take(encrypt(1111, 101, "second")) {
+		t.Fatal("the stream's next packet after the forgeries was not taken")
+	}
+	if n, _, err := reader.Read(buf, nil); err != nil || got.Unmarshal(buf[:n]) != nil || string(got.Payload) != "second" {
+		t.Fatalf("read after the forgeries: %v, payload %q", err, got.Payload)
+	}
 	// A second stream, bound after its numbers wrapped once (rollover counter 1 for the
 	// sender, 0 for the path's context): its packets fail authentication and go to pion.
 	rx.bind(3333, blockingReader{closed})
@@ -97,8 +125,8 @@ func TestDirectReceiveTake(t *testing.T) {
 	if rx.take(encrypt(3333, 20, "later")) {
 		t.Fatal("a stream given back to pion was taken again")
 	}
-	if rx.taken.Load() != 1 {
-		t.Fatalf("taken %d, want 1", rx.taken.Load())
+	if rx.taken.Load() != 2 {
+		t.Fatalf("taken %d, want 2", rx.taken.Load())
 	}
 	// pion's stream ends (the connection closed): so does the reader.
 	close(closed)
