@@ -462,3 +462,80 @@ func TestSFUSwitchGap(t *testing.T) {
 		t.Errorf("the visit's mode: %s", got)
 	}
 }
+
+// p2pReceivedJS is, per peer, what the page decoded and received on its peer connection to
+// that peer (P2P mode): video frames and audio packets.
+const p2pReceivedJS = `(async () => {
+	const out = {};
+	for (const [id, conn] of window.bedside.call.conns) {
+		const o = out[id] = {audio: 0, frames: 0, width: 0, reports: 0};
+		(await conn.pc.getStats()).forEach((s) => {
+			if (s.type !== 'inbound-rtp') return;
+			if (s.kind === 'audio') o.audio += s.packetsReceived || 0;
+			if (s.kind === 'video') { o.frames += s.framesDecoded || 0; o.width = Math.max(o.width, s.frameWidth || 0); }
+		});
+	}
+	return out;
+})()`
+
+// TestP2PPolicyThreeBrowsers: a visit whose policy is p2p stays peer to peer when a third
+// person (a caregiver with a guest link) is admitted: the three browsers make a mesh, each
+// decodes both others' video and receives their audio on its own peer connections, and
+// the server's SFU carries nothing for the visit.
+func TestP2PPolicyThreeBrowsers(t *testing.T) {
+	cam := fakeCamera(t, 320, 180)
+	srv := apptest.Start(t, apptest.Options{})
+	r := newRigWith(t, rigOptions{start: func(testing.TB) *apptest.Server { return srv },
+		clinician: []chromedp.ExecAllocatorOption{cam}, patient: []chromedp.ExecAllocatorOption{cam}})
+	caregiver := &person{page: newPage(t, "caregiver", cam), name: "Carl"}
+	r.signIn()
+	mustEval[chromedp.Void](r.clinician, `(() => { document.getElementById('media-policy').value = 'p2p'; })()`)
+	r.createVisit("Ada Lovelace")
+	if v, err := srv.Store().VisitByID(t.Context(), r.visitID); err != nil || v.Policy != store.PolicyP2P {
+		t.Fatalf("visit created with policy %q (%v)", v.Policy, err)
+	}
+	r.patientJoins("Ada")
+	patientID := r.admitNamed("Ada")
+	joinLink(caregiver.page, r.invite("participant"), caregiver.name, false)
+	caregiver.id = r.admitNamed(caregiver.name)
+	ids := map[string]string{"clinician": mustEval[string](r.clinician, `window.bedside.call.selfId`), "patient": patientID, "caregiver": caregiver.id}
+	pages := map[string]*page{"clinician": r.clinician, "patient": r.patient, "caregiver": caregiver.page}
+	for name, p := range pages {
+		want := 0
+		for n := range ids {
+			if n != name {
+				want++
+			}
+		}
+		deadline := time.Now().Add(45 * time.Second)
+		for {
+			got := mustEval[map[string]received](p, p2pReceivedJS)
+			ok := mustEval[string](p, `window.bedside.call.mode`) == "p2p" && len(got) == want
+			for n, id := range ids {
+				if n != name && (got[id].Frames < 10 || got[id].Audio < 50) {
+					ok = false
+				}
+			}
+			if ok {
+				p.logf("receives peer to peer %v", got)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: after 45 s in mode %s, peer to peer: %v (want video and audio from %d peers)", name,
+					mustEval[string](p, `window.bedside.call.mode`), got, want)
+			}
+			time.Sleep(pollEvery)
+		}
+		p.waitFor("a remote video playing for each peer", fmt.Sprintf(`[...document.querySelectorAll('#remotes video[data-peer-id]')].filter((v) =>
+			!v.paused && v.readyState >= 2 && v.videoWidth > 0).length === %d`, want))
+	}
+	if got := srv.Visits().Mode(r.visitID); got != "p2p" {
+		t.Errorf("the visit's mode is %q, want p2p", got)
+	}
+	if _, n := srv.SFU().Counts(); n != 0 {
+		t.Errorf("%d participants in the SFU in a visit of policy p2p", n)
+	}
+	for _, p := range pages {
+		p.assertNoExceptions()
+	}
+}
