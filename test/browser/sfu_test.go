@@ -309,8 +309,59 @@ func TestSFUFourBrowsers(t *testing.T) {
 	r.clinician.click("#share-screen")
 	r.patient.waitFor("the screen tile gone when sharing stops", fmt.Sprintf(
 		`!document.querySelector('#remotes video[data-peer-id=%q][data-source="screen"]')`, ids["clinician"]))
+
+	// The interpreter leaves: the others' tiles of the interpreter go, the SFU has three
+	// people, and the three still receive each other. The interpreter then rejoins from
+	// the page ("Rejoin the visit"): admission is remembered for the visit (docs/
+	// protocol.md), so straight back in, and all four receive each other again, nobody
+	// else reloading.
+	interpreter.page.click("#leave")
+	interpreter.page.waitFor("the page saying they left", visible("stage-ended")+` && !document.getElementById('rejoin').hidden`)
+	rest := map[string]*page{"clinician": r.clinician, "patient": r.patient, "caregiver": caregiver.page}
+	for _, p := range rest {
+		p.waitFor("the interpreter's tile gone", fmt.Sprintf(`!document.querySelector('#remotes video[data-peer-id=%q]')`, interpreter.id))
+	}
+	waitSFUCount(t, srv, 3)
+	for name, p := range rest {
+		var others []string
+		for n, id := range ids {
+			if n != name && n != "interpreter" {
+				others = append(others, id)
+			}
+		}
+		waitReceivesAll(p, others, 20*time.Second)
+	}
+	back := time.Now()
+	interpreter.page.click("#rejoin")
+	for name, p := range pages {
+		var others []string
+		for n, id := range ids {
+			if n != name {
+				others = append(others, id)
+			}
+		}
+		waitReceivesAll(p, others, 45*time.Second)
+	}
+	t.Logf("all four receiving each other again %v after the interpreter clicked Rejoin", time.Since(back).Round(time.Millisecond))
+	waitSFUCount(t, srv, 4)
 	for _, p := range pages {
 		p.assertNoExceptions()
+	}
+}
+
+// waitSFUCount waits up to 10 s for the SFU to have n participants.
+func waitSFUCount(t *testing.T, srv *apptest.Server, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, got := srv.SFU().Counts()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d participants in the SFU after 10 s, want %d", got, n)
+		}
+		time.Sleep(pollEvery)
 	}
 }
 
