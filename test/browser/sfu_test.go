@@ -344,6 +344,40 @@ func TestSFUFourBrowsers(t *testing.T) {
 	}
 	t.Logf("all four receiving each other again %v after the interpreter clicked Rejoin", time.Since(back).Round(time.Millisecond))
 	waitSFUCount(t, srv, 4)
+
+	// The clinician reloads the visit page (a new page session): back in the call through
+	// the SFU, receiving everyone, and everyone receives the clinician again.
+	back = time.Now()
+	r.clinician.step("reload the clinician's page", chromedp.Reload())
+	var others []string
+	for n, id := range ids {
+		if n != "clinician" {
+			others = append(others, id)
+		}
+	}
+	waitReceivesAll(r.clinician, others, 45*time.Second)
+	t.Logf("the clinician receiving everyone %v after the reload", time.Since(back).Round(time.Millisecond))
+	waitSFUCount(t, srv, 4)
+	// The others decode the clinician's new publication: frames keep coming (those of the
+	// page before the reload stopped with it).
+	for name, p := range pages {
+		if name == "clinician" {
+			continue
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		before := mustEval[map[string]received](p, sfuReceivedJS)[ids["clinician"]].Frames
+		for {
+			time.Sleep(time.Second)
+			now := mustEval[map[string]received](p, sfuReceivedJS)[ids["clinician"]].Frames
+			if now-before >= 10 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the clinician's frames went from %d to %d in the 30 s after the reload", name, before, now)
+			}
+			before = now
+		}
+	}
 	for _, p := range pages {
 		p.assertNoExceptions()
 	}
