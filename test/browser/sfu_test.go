@@ -378,6 +378,18 @@ func TestSFUFourBrowsers(t *testing.T) {
 			before = now
 		}
 	}
+
+	// The clinician removes the interpreter: told so, gone from the others' pages and
+	// from the SFU.
+	r.clinician.click(fmt.Sprintf(`#remotes .remove-participant[data-peer-id=%q]`, ids["interpreter"]))
+	interpreter.page.waitFor("the interpreter told they were removed", visible("stage-ended")+` &&
+		document.getElementById('ended').textContent.includes('removed')`)
+	for name, p := range pages {
+		if name != "interpreter" {
+			p.waitFor("the interpreter's tile gone after the removal", fmt.Sprintf(`!document.querySelector('#remotes video[data-peer-id=%q]')`, ids["interpreter"]))
+		}
+	}
+	waitSFUCount(t, srv, 3)
 	for _, p := range pages {
 		p.assertNoExceptions()
 	}
