@@ -69,8 +69,9 @@ type Service struct {
 // Options are test hooks; the zero value is right for production.
 type Options struct {
 	Now func() time.Time
-	// PingEvery and PongWait override the signalling liveness timing.
-	PingEvery, PongWait time.Duration
+	// PingEvery and PongWait override the signalling liveness timing; KeepAliveEvery how
+	// often a clinician in a call keeps the sign-in session alive (signal.KeepAliveEvery).
+	PingEvery, PongWait, KeepAliveEvery time.Duration
 	// TURNSockets, if set, runs the creation of each relay socket (network-namespace tests
 	// make them inside the server's namespace).
 	TURNSockets func(create func())
@@ -145,6 +146,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 		Log:            log.With("part", "signal"),
 		PingEvery:      opt.PingEvery,
 		PongWait:       opt.PongWait,
+		KeepAliveEvery: opt.KeepAliveEvery,
 	})
 	if s.ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("http-addr: %w", err)

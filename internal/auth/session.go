@@ -226,6 +226,28 @@ func (s *Sessions) LookupAny(ctx context.Context, token string) (Principal, erro
 	return Principal{User: u, Stage: stage, IDHash: h, Challenge: sess.Challenge}, nil
 }
 
+// KeepAlive refreshes the idle timer of the session with this id hash (Principal.IDHash)
+// if it is still open: neither idle too long, nor past its lifetime, nor ended (signed
+// out, ended by an admin). It never brings a session back. The signalling calls it while
+// a signed-in clinician is in a call (docs/security.md, "Sessions").
+func (s *Sessions) KeepAlive(ctx context.Context, idHash []byte) error {
+	sess, err := s.st.SessionByHash(ctx, idHash)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("session: %w", err)
+	}
+	now := s.now().UTC()
+	if !now.Before(sess.ExpiresAt) || now.Sub(sess.LastSeenAt) >= s.idle {
+		return nil // gone already; the next lookup ends it
+	}
+	if err := s.st.TouchSession(ctx, idHash, now); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("session touch: %w", err)
+	}
+	return nil
+}
+
 // Complete ends a partial session whose second factor was just given (or set up) and opens
 // a full one in its place, under a new id.
 func (s *Sessions) Complete(ctx context.Context, token string) (Grant, error) {

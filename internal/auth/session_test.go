@@ -244,6 +244,56 @@ func TestAbsoluteLifetime(t *testing.T) {
 	}
 }
 
+// TestKeepAlive: what the signalling does while a clinician is in a call keeps the session
+// from idling out (an hour without a request), but never past its lifetime, and never
+// brings back a session that idled out, was signed out or is unknown.
+func TestKeepAlive(t *testing.T) {
+	f := newSessions(t)
+	ctx := context.Background()
+	tok := f.signIn(t)
+	h := auth.HashToken(tok)
+	start := f.clock.Now()
+	for range 6 { // an hour in a call, kept alive every 10 minutes
+		f.clock.Advance(10 * time.Minute)
+		if err := f.sessions.KeepAlive(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.clock.Advance(idle - time.Second)
+	if _, err := f.sessions.Lookup(ctx, tok); err != nil {
+		t.Fatalf("%v after sign-in, kept alive until %v before: %v", f.clock.Now().Sub(start), idle-time.Second, err)
+	}
+	// Idle out, then a keep-alive: it stays ended.
+	f.clock.Advance(idle)
+	if err := f.sessions.KeepAlive(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.sessions.Lookup(ctx, tok); !errors.Is(err, auth.ErrNoSession) {
+		t.Fatalf("a keep-alive after the idle time brought the session back: %v", err)
+	}
+	// Signed out: a keep-alive does nothing; nor for an unknown session.
+	tok2 := f.signIn(t)
+	if err := f.sessions.SignOut(ctx, tok2); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sessions.KeepAlive(ctx, auth.HashToken(tok2)); err != nil || f.stored(t, tok2) {
+		t.Fatalf("keep-alive of a signed-out session: %v, stored %v", err, f.stored(t, tok2))
+	}
+	if err := f.sessions.KeepAlive(ctx, auth.HashToken(auth.NewToken())); err != nil {
+		t.Fatalf("keep-alive of an unknown session: %v", err)
+	}
+	// Not past the lifetime, kept alive or not.
+	tok3 := f.signIn(t)
+	start = f.clock.Now()
+	for f.clock.Now().Sub(start) < lifetime {
+		f.clock.Advance(10 * time.Minute)
+		f.sessions.KeepAlive(ctx, auth.HashToken(tok3))
+	}
+	if _, err := f.sessions.Lookup(ctx, tok3); !errors.Is(err, auth.ErrNoSession) {
+		t.Fatalf("kept alive past its lifetime: %v", err)
+	}
+}
+
 func TestSignOut(t *testing.T) {
 	f := newSessions(t)
 	ctx := context.Background()

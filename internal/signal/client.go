@@ -230,6 +230,14 @@ func (c *client) run(ctx context.Context) {
 			c.refresh.Stop()
 		}
 	}()
+	// A signed-in user in a call keeps the sign-in session from idling out: the call is
+	// the activity (docs/security.md, "Sessions").
+	var keepAlive <-chan time.Time
+	if c.id.KeepAlive != nil {
+		t := time.NewTicker(c.s.cfg.KeepAliveEvery)
+		defer t.Stop()
+		keepAlive = t.C
+	}
 
 	for {
 		var refresh <-chan time.Time
@@ -254,6 +262,12 @@ func (c *client) run(ctx context.Context) {
 			c.refresh = nil
 			if !c.sendICE(ctx, false) {
 				return
+			}
+		case <-keepAlive:
+			if c.presence != nil && c.presence.InCall() {
+				if err := c.id.KeepAlive(ctx); err != nil {
+					c.log.Warn("cannot keep the sign-in session alive", "err", err)
+				}
 			}
 		case in := <-inbox:
 			if in.err != nil {

@@ -31,6 +31,11 @@ const (
 	outboxSize = 64              // see docs/protocol.md: a full outbox closes the connection
 )
 
+// KeepAliveEvery is how often a signed-in user's connection refreshes the idle timer of
+// its sign-in session while the user is in a call (visit.Identity.KeepAlive): well inside
+// the shortest idle time (docs/security.md, "Sessions").
+const KeepAliveEvery = time.Minute
+
 // Message rate limit per connection: a burst of candidates at call set-up fits; a flood
 // does not.
 const (
@@ -105,8 +110,9 @@ type Config struct {
 	// Audit records what only the signalling sees (break-glass joins, the candidate pair
 	// each peer connection uses). nil = audit.Discard.
 	Audit audit.Recorder
-	// PingEvery, PongWait and WriteWait override the timing (tests); zero = the defaults.
-	PingEvery, PongWait, WriteWait time.Duration
+	// PingEvery, PongWait, WriteWait and KeepAliveEvery override the timing (tests); zero =
+	// the defaults.
+	PingEvery, PongWait, WriteWait, KeepAliveEvery time.Duration
 }
 
 // Server is the signalling endpoint behind GET /api/v1/ws.
@@ -137,6 +143,9 @@ func NewServer(cfg Config) *Server {
 	}
 	if cfg.WriteWait == 0 {
 		cfg.WriteWait = WriteWait
+	}
+	if cfg.KeepAliveEvery == 0 {
+		cfg.KeepAliveEvery = KeepAliveEvery
 	}
 	return &Server{cfg: cfg, log: cfg.Log, clients: map[*client]struct{}{}, shutdown: make(chan struct{})}
 }

@@ -71,6 +71,10 @@ type Identity struct {
 	Participant *store.Participant
 	// Emergency: the account holds an active break-glass grant (see auth.CanOnVisitEmergency).
 	Emergency bool
+	// KeepAlive, for a signed-in user, refreshes the idle timer of the sign-in session the
+	// connection was opened with (never past its end). The signalling calls it while the
+	// user is in a call (Presence.InCall). nil for participants' links.
+	KeepAlive func(ctx context.Context) error
 }
 
 // Welcome is what a member learns when it connects.
@@ -436,6 +440,22 @@ func (p *Presence) Admitted() bool {
 	p.r.mu.Lock()
 	defer p.r.mu.Unlock()
 	return p.current() && p.mem.admitted
+}
+
+// InCall reports whether this member is in a call: admitted, still current, and someone
+// else admitted is connected.
+func (p *Presence) InCall() bool {
+	p.r.mu.Lock()
+	defer p.r.mu.Unlock()
+	if !p.current() || !p.mem.admitted {
+		return false
+	}
+	for _, m := range p.r.members {
+		if m != p.mem && m.admitted {
+			return true
+		}
+	}
+	return false
 }
 
 // current reports whether this presence is still the room's member for its participant

@@ -702,3 +702,29 @@ func TestRemove(t *testing.T) {
 	c.docPr.Disconnect(ctx)
 	liveCounts(t, e.m, 0, 0)
 }
+
+// TestInCall: a member is in a call while admitted with someone else admitted connected:
+// not alone, not with a patient still waiting, not after the others left.
+func TestInCall(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, visit.Config{})
+	c := newCall(t, e)
+	if c.docPr.InCall() {
+		t.Error("the clinician alone is in a call")
+	}
+	pp, _, _ := c.patient(t, "Ada", "ada-session-1")
+	if c.docPr.InCall() || pp.InCall() {
+		t.Error("in a call with the patient still waiting")
+	}
+	if err := c.docPr.Admit(ctx, pp.Participant().ID); err != nil {
+		t.Fatal(err)
+	}
+	if !c.docPr.InCall() || !pp.InCall() {
+		t.Errorf("after the admission: clinician in a call %v, patient %v", c.docPr.InCall(), pp.InCall())
+	}
+	pp.Leave(ctx)
+	if c.docPr.InCall() {
+		t.Error("still in a call after the patient left")
+	}
+	c.docPr.Disconnect(ctx)
+}

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -752,12 +753,15 @@ func (s *Server) linkICE(w http.ResponseWriter, r *http.Request, _ *caller) {
 // ?as=participant, so that a browser that also holds a staff session joins as the patient.
 func (s *Server) identify(r *http.Request) (visit.Identity, error) {
 	if r.URL.Query().Get("as") != "participant" {
-		u, err := s.user(r)
+		p, err := s.principal(r)
 		if err != nil {
 			return visit.Identity{}, err
 		}
-		if u != nil {
-			return visit.Identity{User: u}, nil
+		if p != nil && p.Stage == auth.StageFull {
+			u, h := p.User, p.IDHash
+			return visit.Identity{User: &u, KeepAlive: func(ctx context.Context) error {
+				return s.cfg.Sessions.KeepAlive(ctx, h)
+			}}, nil
 		}
 	}
 	if c := s.cookie(r, ParticipantCookie); c != "" {

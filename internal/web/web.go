@@ -34,6 +34,7 @@ type Sessions interface {
 	LookupAny(ctx context.Context, token string) (auth.Principal, error)
 	Complete(ctx context.Context, token string) (auth.Grant, error)
 	SignOut(ctx context.Context, token string) error
+	KeepAlive(ctx context.Context, idHash []byte) error
 	MFARequired(role store.Role) bool
 }
 

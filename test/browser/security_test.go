@@ -45,7 +45,9 @@ func (c *fakeClock) Advance(d time.Duration) {
 func newClockRig(t *testing.T, requireMFA bool) (*rig, *fakeClock) {
 	t.Helper()
 	clk := &fakeClock{t: time.Now().UTC().Truncate(time.Second)}
-	srv := apptest.Start(t, apptest.Options{App: app.Options{Now: clk.Now}, RequireMFA: requireMFA})
+	// A clinician in a call keeps the session alive every 200 ms here (a minute in
+	// production), so that a test can move the clock by minutes between them.
+	srv := apptest.Start(t, apptest.Options{App: app.Options{Now: clk.Now, KeepAliveEvery: 200 * time.Millisecond}, RequireMFA: requireMFA})
 	srv.AddUser(t, clinicianEmail, "Dr Rivera", store.RoleClinician, clinicianPassword)
 	return &rig{t: t, srv: srv, clinician: newPage(t, "clinician"), patient: newPage(t, "patient")}, clk
 }
@@ -122,8 +124,10 @@ func TestTOTPEnrollmentAndSignIn(t *testing.T) {
 }
 
 // TestIdleLogoff: a console left alone for the idle time is signed out on the server; its
-// next request leads to /signin. A call in progress goes on through an idle logoff; what
-// needs the server anew (an API request) needs a fresh sign-in.
+// next request leads to /signin. A call is activity: forty minutes of it without a request
+// do not sign the clinician out. A session ended on the server in the middle of a call (an
+// admin ends it) does not end the call; what needs the server anew (an API request) needs
+// a fresh sign-in.
 func TestIdleLogoff(t *testing.T) {
 	r, clk := newClockRig(t, false)
 	r.signIn()
@@ -159,9 +163,25 @@ func TestIdleLogoff(t *testing.T) {
 		}
 		time.Sleep(pollEvery)
 	}
-	clk.Advance(16 * time.Minute)
-	if s := mustEval[int](r.clinician, `fetch('/api/v1/visits', {credentials: 'same-origin'}).then((res) => res.status)`); s != 401 {
-		t.Fatalf("an API request after the idle time: %d, want 401", s)
+	apiStatus := func() int {
+		return mustEval[int](r.clinician, `fetch('/api/v1/visits', {credentials: 'same-origin'}).then((res) => res.status)`)
+	}
+	for range 8 { // forty minutes of the call, the signalling keeping the session alive
+		clk.Advance(5 * time.Minute)
+		time.Sleep(time.Second)
+	}
+	if s := apiStatus(); s != 200 {
+		t.Fatalf("an API request after forty minutes in a call: %d, want 200 (the call keeps the session)", s)
+	}
+	u, err := r.srv.Store().UserByEmail(context.Background(), clinicianEmail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.srv.Store().DeleteUserSessions(context.Background(), u.ID); err != nil {
+		t.Fatal(err)
+	}
+	if s := apiStatus(); s != 401 {
+		t.Fatalf("an API request after the sessions were ended: %d, want 401", s)
 	}
 	frames := func(p *page) int {
 		n := 0
@@ -171,10 +191,10 @@ func TestIdleLogoff(t *testing.T) {
 		return n
 	}
 	before := frames(r.clinician)
-	r.clinician.waitFor("frames still decoded after the idle logoff", `(async () => {
+	r.clinician.waitFor("frames still decoded after the sessions were ended", `(async () => {
 		const s = await `+statsJS+`; return s.reduce((n, x) => n + x.framesDecoded, 0) > `+strconv.Itoa(before+30)+`; })()`)
 	if st := mustEval[string](r.clinician, `document.getElementById('call-status').dataset.state`); st != "in_call" {
-		t.Errorf("the clinician's call status after the idle logoff: %s", st)
+		t.Errorf("the clinician's call status after the sessions were ended: %s", st)
 	}
 }
 
