@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -184,10 +185,7 @@ func jsStrings(ss []string) string {
 // everyone else's video and receives their audio; chat goes through the server; the active
 // speaker is shown.
 func TestSFUFourBrowsers(t *testing.T) {
-	cam := fakeCamera(t, 320, 180)
-	srv := apptest.Start(t, apptest.Options{})
-	r := newRigWith(t, rigOptions{start: func(testing.TB) *apptest.Server { return srv },
-		clinician: []chromedp.ExecAllocatorOption{cam}, patient: []chromedp.ExecAllocatorOption{cam}})
+	r, srv, cam := cameraRig(t)
 	caregiver := &person{page: newPage(t, "caregiver", cam), name: "Carl"}
 	interpreter := &person{page: newPage(t, "interpreter", cam), name: "Ines"}
 	r.signIn()
@@ -209,13 +207,7 @@ func TestSFUFourBrowsers(t *testing.T) {
 	pages := map[string]*page{"clinician": r.clinician, "patient": r.patient, "caregiver": caregiver.page, "interpreter": interpreter.page}
 	start := time.Now()
 	for name, p := range pages {
-		var others []string
-		for n, id := range ids {
-			if n != name {
-				others = append(others, id)
-			}
-		}
-		waitReceivesAll(p, others, 60*time.Second)
+		waitReceivesAll(p, othersOf(ids, name), 60*time.Second)
 		if n := mustEval[int](p, `window.bedside.call.conns.size`); n != 0 || mustEval[string](p, `window.bedside.call.mode`) != "sfu" {
 			t.Errorf("%s: %d peer connections in a visit of policy sfu", name, n)
 		}
@@ -323,24 +315,12 @@ func TestSFUFourBrowsers(t *testing.T) {
 	}
 	waitSFUCount(t, srv, 3)
 	for name, p := range rest {
-		var others []string
-		for n, id := range ids {
-			if n != name && n != "interpreter" {
-				others = append(others, id)
-			}
-		}
-		waitReceivesAll(p, others, 20*time.Second)
+		waitReceivesAll(p, othersOf(ids, name, "interpreter"), 20*time.Second)
 	}
 	back := time.Now()
 	interpreter.page.click("#rejoin")
 	for name, p := range pages {
-		var others []string
-		for n, id := range ids {
-			if n != name {
-				others = append(others, id)
-			}
-		}
-		waitReceivesAll(p, others, 45*time.Second)
+		waitReceivesAll(p, othersOf(ids, name), 45*time.Second)
 	}
 	t.Logf("all four receiving each other again %v after the interpreter clicked Rejoin", time.Since(back).Round(time.Millisecond))
 	waitSFUCount(t, srv, 4)
@@ -349,13 +329,7 @@ func TestSFUFourBrowsers(t *testing.T) {
 	// the SFU, receiving everyone, and everyone receives the clinician again.
 	back = time.Now()
 	r.clinician.step("reload the clinician's page", chromedp.Reload())
-	var others []string
-	for n, id := range ids {
-		if n != "clinician" {
-			others = append(others, id)
-		}
-	}
-	waitReceivesAll(r.clinician, others, 45*time.Second)
+	waitReceivesAll(r.clinician, othersOf(ids, "clinician"), 45*time.Second)
 	t.Logf("the clinician receiving everyone %v after the reload", time.Since(back).Round(time.Millisecond))
 	waitSFUCount(t, srv, 4)
 	// The others decode the clinician's new publication: frames keep coming (those of the
@@ -393,6 +367,28 @@ func TestSFUFourBrowsers(t *testing.T) {
 	for _, p := range pages {
 		p.assertNoExceptions()
 	}
+}
+
+// cameraRig is a rig on a server of its own whose clinician and patient have a 320x180
+// fake camera, and that camera for more pages.
+func cameraRig(t *testing.T) (*rig, *apptest.Server, chromedp.ExecAllocatorOption) {
+	t.Helper()
+	cam := fakeCamera(t, 320, 180)
+	srv := apptest.Start(t, apptest.Options{})
+	r := newRigWith(t, rigOptions{start: func(testing.TB) *apptest.Server { return srv },
+		clinician: []chromedp.ExecAllocatorOption{cam}, patient: []chromedp.ExecAllocatorOption{cam}})
+	return r, srv, cam
+}
+
+// othersOf is the ids of everyone in ids (by name) but name and those named in skip.
+func othersOf(ids map[string]string, name string, skip ...string) []string {
+	var out []string
+	for n, id := range ids {
+		if n != name && !slices.Contains(skip, n) {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // waitSFUCount waits up to 10 s for the SFU to have n participants.
@@ -502,10 +498,7 @@ func frameGap(p *page, peer string, from float64) (gap time.Duration, frames int
 // SFU, and the longest time either of the first two sees no new frame of the other stays
 // under a second.
 func TestSFUSwitchGap(t *testing.T) {
-	cam := fakeCamera(t, 320, 180)
-	srv := apptest.Start(t, apptest.Options{})
-	r := newRigWith(t, rigOptions{start: func(testing.TB) *apptest.Server { return srv },
-		clinician: []chromedp.ExecAllocatorOption{cam}, patient: []chromedp.ExecAllocatorOption{cam}})
+	r, srv, cam := cameraRig(t)
 	caregiver := &person{page: newPage(t, "caregiver", cam), name: "Carl"}
 	r.signIn()
 	r.createVisit("Ada Lovelace")
@@ -580,10 +573,7 @@ const p2pReceivedJS = `(async () => {
 // decodes both others' video and receives their audio on its own peer connections, and
 // the server's SFU carries nothing for the visit.
 func TestP2PPolicyThreeBrowsers(t *testing.T) {
-	cam := fakeCamera(t, 320, 180)
-	srv := apptest.Start(t, apptest.Options{})
-	r := newRigWith(t, rigOptions{start: func(testing.TB) *apptest.Server { return srv },
-		clinician: []chromedp.ExecAllocatorOption{cam}, patient: []chromedp.ExecAllocatorOption{cam}})
+	r, srv, cam := cameraRig(t)
 	caregiver := &person{page: newPage(t, "caregiver", cam), name: "Carl"}
 	r.signIn()
 	mustEval[chromedp.Void](r.clinician, `(() => { document.getElementById('media-policy').value = 'p2p'; })()`)
