@@ -517,17 +517,7 @@ func TestNetnsClinicianClicksNotLost(t *testing.T) {
 		restore := n.cutSignallingOf(n.b, port)
 		c.click(sel)
 		c.waitForWithin("the page saying it reconnects after "+what, `document.getElementById('call-status').dataset.state === 'reconnecting'`, 20*time.Second)
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			if _, members := r.srv.Visits().LiveCounts(); members == 1 {
-				break
-			}
-			if time.Now().After(deadline) {
-				restore()
-				t.Fatalf("the server still had the clinician's old socket 30 s after the cut")
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		waitMembers(t, r, 1, restore)
 		restore()
 	}
 
@@ -547,6 +537,61 @@ func TestNetnsClinicianClicksNotLost(t *testing.T) {
 	p, err := r.srv.Store().ParticipantByID(context.Background(), r.patientID)
 	if err != nil || p.RemovedAt == nil {
 		t.Fatalf("participant after removal: %+v, %v", p, err)
+	}
+	for _, pg := range []*page{r.clinician, r.patient} {
+		pg.assertNoExceptions()
+		pg.assertNoFailedSignals()
+	}
+}
+
+// waitMembers waits up to 30 s for the server to have n members connected (to have given
+// up a dead socket, which takes it up to 15 s); restore runs before a failure.
+func waitMembers(t *testing.T, r *rig, n int, restore func()) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, members := r.srv.Visits().LiveCounts(); members == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			restore()
+			_, members := r.srv.Visits().LiveCounts()
+			t.Fatalf("%d members connected 30 s after the cut, want %d (the dead socket given up)", members, n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestNetnsPatientLeaveNotLost: the patient's path to the web port goes dead (no reset) and
+// the patient clicks Leave before the page can know: the leave went into a dead socket. The
+// page says at once that they left, camera off. When the path is back (after the server has
+// given the old socket up, so that nothing on it can still arrive), the clinician's page
+// sees the patient leave (not only "connection lost"), and the visit records it.
+func TestNetnsPatientLeaveNotLost(t *testing.T) {
+	n := newNetwork(t)
+	r := netRig(t, n, "embedded")
+	startCall(r)
+	port := r.srv.URL()[strings.LastIndex(r.srv.URL(), ":")+1:]
+	restore := n.cutSignalling(port)
+	r.patient.click("#leave")
+	r.patient.waitFor("the page saying they left, camera off", visible("stage-ended")+` && !document.getElementById('rejoin').hidden &&
+		!document.querySelector('video')?.srcObject`)
+	waitMembers(t, r, 1, restore)
+	present := fmt.Sprintf(`window.bedside.call.peers.has(%q)`, r.patientID)
+	if !mustEval[bool](r.clinician, present) {
+		t.Fatal("the clinician's page forgot the patient before the leave could arrive")
+	}
+	restore()
+	back := time.Now()
+	r.clinician.waitForWithin("the patient gone from the clinician's page (left, not lost)", `!`+present, 45*time.Second)
+	r.clinician.logf("the patient's leave arrived %v after the path came back", time.Since(back).Round(100*time.Millisecond))
+	p, err := r.srv.Store().ParticipantByID(context.Background(), r.patientID)
+	if err != nil || p.LeftAt == nil {
+		t.Fatalf("participant after the leave: %+v, %v", p, err)
+	}
+	// The page did not go back into the call on its reconnect.
+	if !mustEval[bool](r.patient, visible("stage-ended")) {
+		t.Error("the patient's page left the ended stage when its leave went through")
 	}
 	for _, pg := range []*page{r.clinician, r.patient} {
 		pg.assertNoExceptions()

@@ -85,9 +85,10 @@ function clinicianName() {
 
 /**
  * The end of the page's life: the visit ended, the link stopped working, or the patient left.
+ * keepSignalling leaves the signalling to its caller (a `leave` still on its way).
  * @param {string} headline
  * @param {string} detail
- * @param {{state?: 'ended' | 'error', rejoin?: boolean}} [opts]
+ * @param {{state?: 'ended' | 'error', rejoin?: boolean, keepSignalling?: boolean}} [opts]
  */
 function finish(headline, detail, opts = {}) {
   if (finished) return;
@@ -98,7 +99,7 @@ function finish(headline, detail, opts = {}) {
   setCallStatus(opts.state ?? 'ended', headline);
   view?.stop();
   call?.close();
-  signalling?.close();
+  if (!opts.keepSignalling) signalling?.close();
   connectError.hidden = true;
   meter?.stop();
   stopStream(stream);
@@ -368,10 +369,12 @@ function startCall(local, admitted = false) {
 
   signalling.on('state', updateStatus);
   signalling.on('welcome', (m) => {
+    if (finished) return; // a reconnect that only carries the page's `leave`
     show(m.admitted ? stageCall : stageWaiting);
     updateStatus();
   });
   signalling.on('admitted', () => {
+    if (finished) return;
     show(stageCall);
     waitingPreview.srcObject = null;
     updateStatus();
@@ -393,8 +396,7 @@ function startCall(local, admitted = false) {
     } else if (ev.reason === 'ended' || ev.code === 'visit_ended') {
       finishEnded();
     } else if (ev.reason === 'left') {
-      finish('You have left the visit.', 'Your camera and microphone are off. To go back in, press "Rejoin the visit".',
-        {rejoin: true});
+      finish(...leftText, {rejoin: true});
     } else if (ev.reason === 'replaced') {
       finish('This visit is open in another window.', 'You joined from another window or tab, so this one stopped. ' +
         'You can close this page.', {state: 'error'});
@@ -415,18 +417,34 @@ function startCall(local, admitted = false) {
   window.addEventListener('online', () => signalling?.reconnectNow());
 }
 
+/** What the page says once the patient left. */
+const leftText = /** @type {const} */ (['You have left the visit.',
+  'Your camera and microphone are off. To go back in, press "Rejoin the visit".']);
+
+/**
+ * How long a page whose patient left keeps its signalling for the `leave` to reach the
+ * server (through a reconnect, if the socket was dead or down).
+ */
+const LEAVE_WAIT_MS = 30_000;
+
 /** @param {string} question */
 function leaveVisit(question) {
   if (finished || leaving) return;
   if (!confirm(question)) return;
   leaving = true;
-  if (signalling && signalling.ready) {
-    signalling.send({type: 'leave'});
-    // The server answers bye "left"; do not wait for ever if it does not.
-    setTimeout(() => finish('You have left the visit.', 'Your camera and microphone are off.', {rejoin: true}), 3000);
-  } else {
-    finish('You have left the visit.', 'Your camera and microphone are off.', {rejoin: true});
+  const s = signalling;
+  if (!s) {
+    finish(...leftText, {rejoin: true});
+    return;
   }
+  // The server must hear it, or the others see a connection lost rather than someone who
+  // left. `leave` is confirmed like chat: sent into a socket that turns out dead, or while
+  // the page reconnects, it goes after the next `welcome`. The page says at once that the
+  // patient left (camera and microphone off) and keeps only its signalling for that; the
+  // server's answer (bye "left") closes it, or LEAVE_WAIT_MS does.
+  s.send({type: 'leave'});
+  finish(...leftText, {rejoin: true, keepSignalling: true});
+  setTimeout(() => s.close(), LEAVE_WAIT_MS);
 }
 
 leave.addEventListener('click', () => leaveVisit('Leave the visit?'));

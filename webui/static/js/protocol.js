@@ -21,10 +21,10 @@ const MAX_QUEUED = 500;
 /**
  * Messages a pong must confirm: sent into a socket that turns out dead, they go again after
  * the next `welcome` (with their `current` check, if they have one). What a person typed or
- * clicked and would otherwise find silently undone: chat, admitting someone, removing them.
- * (`end` has its own fallback over HTTP, visit.js.)
+ * clicked and would otherwise find silently undone: chat, admitting someone, removing them,
+ * leaving. (`end` has its own fallback over HTTP, visit.js.)
  */
-const CONFIRMED = new Set(['chat', 'admit', 'remove']);
+const CONFIRMED = new Set(['chat', 'admit', 'remove', 'leave']);
 
 /**
  * Liveness (docs/protocol.md, Transport): the page cannot see the server's WebSocket pings,
