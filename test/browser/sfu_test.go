@@ -364,6 +364,19 @@ func TestSFUFourBrowsers(t *testing.T) {
 		}
 	}
 	waitSFUCount(t, srv, 3)
+
+	// The clinician ends the visit: every page says so and lets camera and microphone go,
+	// and the SFU has nobody left.
+	r.clinician.click("#end-visit")
+	r.clinician.waitFor("#ended shown", visible("ended")+` && document.getElementById('call-status').dataset.state === 'ended'`)
+	for _, p := range []*page{r.patient, caregiver.page} {
+		p.waitFor("the ended stage", visible("stage-ended")+` && `+visible("ended"))
+	}
+	for _, p := range []*page{r.clinician, r.patient, caregiver.page} {
+		p.waitFor("camera and microphone released", `window.bedside.call.localStream.getTracks().every((t) => t.readyState === 'ended')`)
+	}
+	waitVisitState(t, srv, r.visitID, store.VisitEnded)
+	waitSFUCount(t, srv, 0)
 	for _, p := range pages {
 		p.assertNoExceptions()
 	}
