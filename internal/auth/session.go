@@ -196,12 +196,8 @@ func (s *Sessions) LookupAny(ctx context.Context, token string) (Principal, erro
 		return Principal{}, fmt.Errorf("session: %w", err)
 	}
 	now := s.now().UTC()
-	if ended := !now.Before(sess.ExpiresAt); ended || now.Sub(sess.LastSeenAt) >= s.idle {
+	if reason := s.ended(sess, now); reason != "" {
 		s.st.DeleteSession(ctx, h)
-		reason := "idle"
-		if ended {
-			reason = "lifetime"
-		}
 		e := audit.EventFrom(ctx, audit.SessionExpired)
 		e.Time, e.ActorID, e.ActorRole, e.SubjectID, e.Outcome = now, sess.UserID, "", sess.UserID, reason
 		s.opt.Audit.Record(ctx, e)
@@ -215,8 +211,8 @@ func (s *Sessions) LookupAny(ctx context.Context, token string) (Principal, erro
 		return Principal{}, ErrNoSession
 	}
 	if now.Sub(sess.LastSeenAt) >= touchEvery {
-		if err := s.st.TouchSession(ctx, h, now); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return Principal{}, fmt.Errorf("session touch: %w", err)
+		if err := s.touch(ctx, h, now); err != nil {
+			return Principal{}, err
 		}
 	}
 	stage := Stage(sess.Stage)
@@ -239,9 +235,25 @@ func (s *Sessions) KeepAlive(ctx context.Context, idHash []byte) error {
 		return fmt.Errorf("session: %w", err)
 	}
 	now := s.now().UTC()
-	if !now.Before(sess.ExpiresAt) || now.Sub(sess.LastSeenAt) >= s.idle {
+	if s.ended(sess, now) != "" {
 		return nil // gone already; the next lookup ends it
 	}
+	return s.touch(ctx, idHash, now)
+}
+
+// ended says why a session is over at now ("lifetime" or "idle"), or "" while it lasts.
+func (s *Sessions) ended(sess store.Session, now time.Time) string {
+	switch {
+	case !now.Before(sess.ExpiresAt):
+		return "lifetime"
+	case now.Sub(sess.LastSeenAt) >= s.idle:
+		return "idle"
+	}
+	return ""
+}
+
+// touch records activity on a session now (one deleted meanwhile is not an error).
+func (s *Sessions) touch(ctx context.Context, idHash []byte, now time.Time) error {
 	if err := s.st.TouchSession(ctx, idHash, now); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("session touch: %w", err)
 	}
