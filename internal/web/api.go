@@ -56,7 +56,7 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request, _ *caller) {
 		return
 	}
 	ctx := r.Context()
-	addrKey, acctKey := auth.Key{Rule: auth.RuleSignInAddress, ID: s.clientAddr(r)}, auth.AccountKey(body.Email)
+	addrKey, acctKey := auth.Key{Rule: auth.RuleSignInAddress, ID: requestAddr(r)}, auth.AccountKey(body.Email)
 	if err := s.cfg.Limiter.Check(ctx, addrKey, acctKey); err != nil {
 		s.refused(r, err, "sign_in", "")
 		s.fail(w, r, err)
@@ -673,7 +673,7 @@ func (s *Server) joinLink(w http.ResponseWriter, r *http.Request, _ *caller) {
 // wrong secret against its visit.
 func (s *Server) linkGuard(r *http.Request, token string) error {
 	ctx := r.Context()
-	keys := []auth.Key{{Rule: auth.RuleLinkAddress, ID: s.clientAddr(r)}}
+	keys := []auth.Key{{Rule: auth.RuleLinkAddress, ID: requestAddr(r)}}
 	visitID := ""
 	if l, err := s.cfg.Visits.ResolveLink(ctx, token); err == nil || !errors.Is(err, visit.ErrLinkUnknown) {
 		visitID = l.Visit.ID
@@ -711,7 +711,7 @@ func (s *Server) linkFailed(r *http.Request, err error) {
 		s.record(r, audit.Event{Action: audit.LinkFailed, Outcome: code})
 	}
 	if code == "link_unknown" {
-		s.failed(r, "", "link", auth.Key{Rule: auth.RuleLinkAddress, ID: s.clientAddr(r)})
+		s.failed(r, "", "link", auth.Key{Rule: auth.RuleLinkAddress, ID: requestAddr(r)})
 	}
 }
 

@@ -394,6 +394,10 @@ func (s *Server) clientAddr(r *http.Request) string {
 	return a.String()
 }
 
+// requestAddr is the client address authorize found for the request (clientAddr, once per
+// request): what the per-address limits count is what the audit trail records.
+func requestAddr(r *http.Request) string { return audit.ActorFrom(r.Context()).Addr }
+
 // hopAddr is one X-Forwarded-For entry's address: an address, or (as some load balancers
 // write it) an address and port.
 func hopAddr(h string) (netip.Addr, error) {
