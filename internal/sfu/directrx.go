@@ -25,9 +25,9 @@ import (
 // pion's UDP mux, reading through rxConn) decrypts the publisher's media packets itself,
 // with an SRTP context of its own made from the same DTLS keying material (derived as the
 // direct send path does: the SFU is the DTLS server of its pub connections too), and puts
-// them straight into the stream's queue, which the innermost interceptor of the pub
-// connection reads. Everything above it (the NACK generator, receiver reports, the
-// transport-wide feedback, the track's reader) is unchanged.
+// them straight into the stream's queue, which the only interceptor of the pub connection
+// reads for the track's reader. The feedback to the publisher (transport-wide, NACKs,
+// receiver reports) is recorded on the way into the queue (rxfeedback.go, decision 64).
 //
 // A packet is found its connection by its SSRC (streams pion has bound), not by the address
 // it came from: a browser may send on any candidate pair that passed its checks, not only
@@ -219,6 +219,7 @@ type directRx struct {
 	taken   atomic.Int64  // packets taken (Stats, tests)
 	pumped  atomic.Int64  // packets of bound streams that came through pion (Stats, tests)
 	pumps   sync.WaitGroup
+	fb      *rxFeedback // the receive side: what the publisher is told of what arrived
 }
 
 // rxStream is one incoming SSRC.
@@ -231,7 +232,7 @@ type rxStream struct {
 }
 
 func newDirectRx(conn *rxConn, m *Metrics) *directRx {
-	rx := &directRx{conn: conn, m: m}
+	rx := &directRx{conn: conn, m: m, fb: newRxFeedback()}
 	rx.streams.Store(&map[uint32]*rxStream{})
 	return rx
 }
@@ -322,6 +323,7 @@ func (rx *directRx) take(b []byte) bool {
 	}
 	st.fails, st.authed = 0, true
 	buf.n = len(out)
+	rx.fb.arrived(out, monotime())
 	select {
 	case st.q <- buf:
 		rx.taken.Add(1)
@@ -332,9 +334,13 @@ func (rx *directRx) take(b []byte) bool {
 	return true
 }
 
-// bind gives an incoming stream its queue: the reader the interceptors above read. pion's
-// own stream (next) is pumped into the same queue until it ends, which ends the reader.
-func (rx *directRx) bind(ssrc uint32, next interceptor.RTPReader) interceptor.RTPReader {
+// bind gives an incoming stream its queue: the reader the track's reader reads through
+// pion (there are no interceptors above it: decision 64). pion's own stream (next) is
+// pumped into the same queue until it ends, which ends the reader. Every packet put in the
+// queue, by either, is recorded for the feedback to the publisher.
+func (rx *directRx) bind(info *interceptor.StreamInfo, next interceptor.RTPReader) interceptor.RTPReader {
+	ssrc := info.SSRC
+	rx.fb.bind(info)
 	st := &rxStream{q: make(chan *rxBuf, rxQueue), done: make(chan struct{})}
 	rx.mu.Lock()
 	editMap(&rx.streams, func(m map[uint32]*rxStream) { m[ssrc] = st })
@@ -356,6 +362,7 @@ func (rx *directRx) bind(ssrc uint32, next interceptor.RTPReader) interceptor.RT
 			}
 			buf.n = n
 			rx.pumped.Add(1)
+			rx.fb.arrived(buf.b[:n], monotime())
 			select {
 			case st.q <- buf:
 			default:
@@ -365,11 +372,6 @@ func (rx *directRx) bind(ssrc uint32, next interceptor.RTPReader) interceptor.RT
 		}
 	}()
 
-	var (
-		mu    sync.Mutex
-		attrs = make(interceptor.Attributes, 2)
-	)
-	// The attributes map is lent as attrLender does (attrs.go).
 	return interceptor.RTPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
 		var buf *rxBuf
 		select {
@@ -387,11 +389,6 @@ func (rx *directRx) bind(ssrc uint32, next interceptor.RTPReader) interceptor.RT
 		if short {
 			return 0, nil, io.ErrShortBuffer
 		}
-		if a == nil && mu.TryLock() {
-			defer mu.Unlock()
-			clear(attrs)
-			a = attrs
-		}
 		return n, a, nil
 	})
 }
@@ -404,6 +401,7 @@ func (rx *directRx) unbind(ssrc uint32) {
 		return
 	}
 	editMap(&rx.streams, func(m map[uint32]*rxStream) { delete(m, ssrc) })
+	rx.fb.unbind(ssrc)
 	if rx.conn != nil {
 		rx.conn.route(ssrc, nil, rx)
 	}
@@ -412,8 +410,8 @@ func (rx *directRx) unbind(ssrc uint32) {
 // wait waits for the pumps (after the connection has closed).
 func (rx *directRx) wait() { rx.pumps.Wait() }
 
-// rxInterceptor puts a pub connection's directRx under its interceptors (registered
-// first: innermost).
+// rxInterceptor puts a pub connection's directRx under pion's track reader: the only
+// interceptor of a pub connection.
 type rxInterceptor struct {
 	interceptor.NoOp
 	rx *directRx
@@ -422,7 +420,7 @@ type rxInterceptor struct {
 func (i *rxInterceptor) NewInterceptor(string) (interceptor.Interceptor, error) { return i, nil }
 
 func (i *rxInterceptor) BindRemoteStream(info *interceptor.StreamInfo, reader interceptor.RTPReader) interceptor.RTPReader {
-	return i.rx.bind(info.SSRC, reader)
+	return i.rx.bind(info, reader)
 }
 
 func (i *rxInterceptor) UnbindRemoteStream(info *interceptor.StreamInfo) { i.rx.unbind(info.SSRC) }

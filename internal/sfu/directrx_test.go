@@ -48,7 +48,7 @@ func TestDirectReceiveTake(t *testing.T) {
 	}
 	rx.state.Store(directReady)
 	closed := make(chan struct{})
-	reader := rx.bind(1111, blockingReader{closed})
+	reader := rx.bind(&interceptor.StreamInfo{SSRC: 1111}, blockingReader{closed})
 	encrypt := func(ssrc uint32, seq uint16, payload string) []byte {
 		t.Helper()
 		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq, Timestamp: 90, SSRC: ssrc}, Payload: []byte(payload)}
@@ -68,13 +68,16 @@ func TestDirectReceiveTake(t *testing.T) {
 		t.Fatal("a packet of a bound stream was left to pion")
 	}
 	buf := make([]byte, 1500)
-	n, a, err := reader.Read(buf, nil)
+	n, _, err := reader.Read(buf, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got rtp.Packet
-	if err := got.Unmarshal(buf[:n]); err != nil || string(got.Payload) != "first" || got.SequenceNumber != 100 || a == nil {
-		t.Fatalf("read %d bytes: %v, payload %q seq %d, attributes %v", n, err, got.Payload, got.SequenceNumber, a)
+	if err := got.Unmarshal(buf[:n]); err != nil || string(got.Payload) != "first" || got.SequenceNumber != 100 {
+		t.Fatalf("read %d bytes: %v, payload %q seq %d", n, err, got.Payload, got.SequenceNumber)
+	}
+	if st := rx.fb.streams[1111]; st == nil || st.received != 1 || st.max != 100 {
+		t.Fatalf("the packet taken was not recorded for the feedback: %+v", st)
 	}
 	if !rx.take(first) || len((*rx.streams.Load())[1111].q) != 0 {
 		t.Fatal("a replayed packet was not dropped")
@@ -110,7 +113,7 @@ func TestDirectReceiveTake(t *testing.T) {
 	}
 	// A second stream, bound after its numbers wrapped once (rollover counter 1 for the
 	// sender, 0 for the path's context): its packets fail authentication and go to pion.
-	rx.bind(3333, blockingReader{closed})
+	rx.bind(&interceptor.StreamInfo{SSRC: 3333}, blockingReader{closed})
 	for seq := 65530; seq < 65536; seq++ {
 		encrypt(3333, uint16(seq), "before") // the sender's counter moves on
 	}

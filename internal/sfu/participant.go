@@ -11,7 +11,6 @@ import (
 
 	"github.com/bedside/bedside/internal/bwe"
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/rtcp"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
@@ -186,6 +185,9 @@ func (p *participant) run() {
 	phase := tickSlot(allocateEvery)
 	alloc := time.NewTimer(untilSlot(allocateEvery, phase))
 	defer alloc.Stop()
+	fbPhase := tickSlot(feedbackEvery)
+	fb := time.NewTimer(untilSlot(feedbackEvery, fbPhase))
+	defer fb.Stop()
 	ticks := 0
 	for {
 		var gone <-chan time.Time
@@ -211,6 +213,9 @@ func (p *participant) run() {
 			if p.subDirty || p.subRestart {
 				p.negotiateSub()
 			}
+		case <-fb.C:
+			fb.Reset(untilSlot(feedbackEvery, fbPhase))
+			p.sendFeedback()
 		case <-alloc.C:
 			alloc.Reset(untilSlot(allocateEvery, phase))
 			p.allocate()
@@ -381,10 +386,9 @@ func (p *participant) stillReceiving(up *upTrack) bool {
 }
 
 func (p *participant) newPub() (*webrtc.PeerConnection, error) {
-	var rx *directRx // none where the SFU's socket is not a *net.UDPConn (tests)
-	if p.s.rxc != nil {
-		rx = newDirectRx(p.s.rxc, p.s.m)
-	}
+	// Where the SFU's socket is not a *net.UDPConn (tests) the path has no socket: every
+	// packet comes through pion into its queues.
+	rx := newDirectRx(p.s.rxc, p.s.m)
 	api, err := p.s.api(false, nil, rx)
 	if err != nil {
 		return nil, err
@@ -393,11 +397,9 @@ func (p *participant) newPub() (*webrtc.PeerConnection, error) {
 	if err != nil {
 		return nil, err
 	}
-	if rx != nil {
-		rx.attach(pc)
-		p.rxs = append(p.rxs, rx)
-		p.directRx.Store(rx)
-	}
+	rx.attach(pc)
+	p.rxs = append(p.rxs, rx)
+	p.directRx.Store(rx)
 	p.wirePC(pc, Pub)
 	pc.OnTrack(func(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) { p.mail.put(evTrack{t, r}) })
 	return pc, nil
@@ -466,28 +468,51 @@ func (p *participant) onTrack(t *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 			p.mail.put(evLayerEnded{up})
 		}
 	}()
+	rx := p.directRx.Load() // the receive side of the connection the track came on
 	p.rtcpReaders.Add(1)
-	go func() { defer p.rtcpReaders.Done(); drainRTCP(recv, t.RID()) }() // ends with the receiver
+	go func() { defer p.rtcpReaders.Done(); readRTCP(recv, t.RID(), rx) }() // ends with the receiver
 	if fresh {
 		p.log.Info("sfu: publishing", "source", string(src), "simulcast", up.simulcast)
 		p.r.publish(up)
 	}
 }
 
-// drainRTCP reads a layer's RTCP (the publisher's sender reports), which keeps pion's
-// interceptors informed.
-func drainRTCP(r *webrtc.RTPReceiver, rid string) {
+// readRTCP reads a layer's RTCP: the publisher's sender reports go to the receive side
+// (the delay since the last one is in our receiver reports).
+func readRTCP(r *webrtc.RTPReceiver, rid string, rx *directRx) {
 	buf := make([]byte, 1500)
 	for {
+		var n int
 		var err error
 		if rid == "" {
-			_, _, err = r.Read(buf)
+			n, _, err = r.Read(buf)
 		} else {
-			_, _, err = r.ReadSimulcast(buf, rid)
+			n, _, err = r.ReadSimulcast(buf, rid)
 		}
 		if err != nil {
 			return
 		}
+		pkts, err := rtcp.Unmarshal(buf[:n])
+		if err != nil {
+			continue
+		}
+		for _, pk := range pkts {
+			if sr, ok := pk.(*rtcp.SenderReport); ok {
+				rx.fb.senderReport(sr, monotime())
+			}
+		}
+	}
+}
+
+// sendFeedback sends the pub connection's feedback of this tick (rxfeedback.go).
+func (p *participant) sendFeedback() {
+	rx := p.directRx.Load()
+	if rx == nil || p.pub == nil {
+		return
+	}
+	pc := p.pub
+	if err := sendFeedback(rx.fb.build(monotime()), pc.WriteRTCP); err != nil {
+		p.log.Debug("sfu: feedback to the publisher", "err", err)
 	}
 }
 
@@ -847,7 +872,6 @@ func (s *SFU) api(sub bool, tx *directTx, rx *directRx) (*webrtc.API, error) {
 		return nil, err
 	}
 	ir := &interceptor.Registry{}
-	lf := pionLogger(s.log)
 	se := s.settingEngine()
 	if sub {
 		ir.Add(&directInterceptor{t: tx}) // innermost: below everything pion would do to the packet
@@ -858,31 +882,19 @@ func (s *SFU) api(sub bool, tx *directTx, rx *directRx) (*webrtc.API, error) {
 		// NACKs themselves (downTrack.resend; the codec's feedback above offers nack and
 		// nack pli); the participant sends their sender reports (sendReports). The sub
 		// connection receives no media: no receiver reports.
-		// The transport-wide sequence number: the down tracks write it themselves
-		// (downTrack.header), so that a retransmission is the same packet, byte for byte, as
-		// the original (pion's interceptor would give it a new number: with AES-GCM, the
-		// same nonce over a different header).
-		for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
-			if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, kind); err != nil {
-				return nil, err
-			}
-		}
+		// The transport-wide sequence number (registered below for both connections): the
+		// down tracks write it themselves (downTrack.header), so that a retransmission is
+		// the same packet, byte for byte, as the original (pion's interceptor would give it
+		// a new number: with AES-GCM, the same nonce over a different header).
 	} else {
-		if rx != nil {
-			// First: the innermost reader, which lends the map the others fill (as
-			// attrLender does). The SFU is the DTLS server, for the keys (decision 51).
-			ir.Add(&rxInterceptor{rx: rx})
-			rx.keys.configure(&se)
-			if err := se.SetAnsweringDTLSRole(webrtc.DTLSRoleServer); err != nil {
-				return nil, err
-			}
-		} else {
-			ir.Add(&attrLender{}) // first: the innermost reader, whose map the others fill
-		}
-		if err := webrtc.ConfigureNackWithOptions(m, ir, []nack.GeneratorOption{nack.WithGeneratorLoggerFactory(lf)}); err != nil {
-			return nil, err
-		}
-		if err := webrtc.ConfigureRTCPReports(ir); err != nil {
+		// The only interceptor: the receive path's queues, under the track readers. What
+		// pion's NACK generator, receiver reports and transport-wide feedback did is done
+		// by the receive side (rxfeedback.go, decision 64); the codecs' feedback above
+		// offers transport-cc, nack and nack pli. The SFU is the DTLS server, for the keys
+		// (decision 51).
+		ir.Add(&rxInterceptor{rx: rx})
+		rx.keys.configure(&se)
+		if err := se.SetAnsweringDTLSRole(webrtc.DTLSRoleServer); err != nil {
 			return nil, err
 		}
 		if err := webrtc.ConfigureSimulcastExtensionHeaders(m); err != nil {
@@ -891,7 +903,9 @@ func (s *SFU) api(sub bool, tx *directTx, rx *directRx) (*webrtc.API, error) {
 		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: audioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
 			return nil, err
 		}
-		if err := webrtc.ConfigureTWCCSender(m, ir); err != nil {
+	}
+	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
+		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, kind); err != nil {
 			return nil, err
 		}
 	}
