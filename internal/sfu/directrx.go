@@ -232,7 +232,7 @@ type rxStream struct {
 }
 
 func newDirectRx(conn *rxConn, m *Metrics) *directRx {
-	rx := &directRx{conn: conn, m: m, fb: newRxFeedback()}
+	rx := &directRx{conn: conn, m: m, fb: newRxFeedback(m)}
 	rx.streams.Store(&map[uint32]*rxStream{})
 	return rx
 }

@@ -15,6 +15,7 @@ type Metrics struct {
 	keyframeRequests prometheus.Counter
 	retransmitted    prometheus.Counter
 	nackMissed       prometheus.Counter
+	nacksSent        prometheus.Counter
 	feedbackInvalid  prometheus.Counter
 	sendPath         *prometheus.CounterVec
 	receivePath      *prometheus.CounterVec
@@ -62,6 +63,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "bedside_sfu_nack_missed_packets_total",
 			Help: "Video packets subscribers asked for (NACK) that the SFU no longer kept, or never sent to them.",
 		}),
+		nacksSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bedside_sfu_publisher_nacked_packets_total",
+			Help: "Video packets the SFU asked publishers to send again (NACK): lost on their way in, each counted once per asking (at most 10).",
+		}),
 		feedbackInvalid: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bedside_sfu_feedback_invalid_total",
 			Help: "Transport-wide congestion control feedback packets from subscribers that could not be read (the estimator ignored them).",
@@ -80,7 +85,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"visit"}),
 	}
 	if reg != nil {
-		reg.MustRegister(fwdPackets, fwdBytes, dropped, m.layerSwitches, m.keyframeRequests, m.retransmitted, m.nackMissed, m.feedbackInvalid, m.sendPath, m.receivePath, m.subscribers)
+		reg.MustRegister(fwdPackets, fwdBytes, dropped, m.layerSwitches, m.keyframeRequests, m.retransmitted, m.nackMissed, m.nacksSent, m.feedbackInvalid, m.sendPath, m.receivePath, m.subscribers)
 	}
 	return m
 }

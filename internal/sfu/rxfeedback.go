@@ -54,11 +54,12 @@ type rxFeedback struct {
 	streams map[uint32]*rxStats
 	ticks   int
 	nacks   []uint16 // scratch of build
+	m       *Metrics
 }
 
-func newRxFeedback() *rxFeedback {
+func newRxFeedback(m *Metrics) *rxFeedback {
 	ssrc := rand.Uint32()
-	return &rxFeedback{ssrc: ssrc, rec: twcc.NewRecorder(ssrc), streams: map[uint32]*rxStats{}}
+	return &rxFeedback{ssrc: ssrc, rec: twcc.NewRecorder(ssrc), streams: map[uint32]*rxStats{}, m: m}
 }
 
 // rxStats is one incoming stream's receive statistics (RFC 3550 A.3, A.8) and its log of
@@ -284,6 +285,7 @@ func (f *rxFeedback) build(now int64) []rtcp.Packet {
 	for _, st := range f.streams {
 		f.nacks = st.missing(f.nacks[:0])
 		if len(f.nacks) > 0 {
+			f.m.nacksSent.Add(float64(len(f.nacks)))
 			out = append(out, &rtcp.TransportLayerNack{SenderSSRC: f.ssrc, MediaSSRC: st.ssrc, Nacks: rtcp.NackPairsFromSequenceNumbers(f.nacks)})
 		}
 	}

@@ -79,7 +79,8 @@ func receiverReport(pkts []rtcp.Packet, ssrc uint32) (rtcp.ReceptionReport, bool
 // and the last sender report with the delay since it. An audio stream (no NACK
 // negotiated) is never asked for again.
 func TestReceiveFeedback(t *testing.T) {
-	f := newRxFeedback()
+	m := NewMetrics(nil)
+	f := newRxFeedback(m)
 	f.bind(videoStream(10))
 	audio := videoStream(20)
 	audio.ClockRate, audio.RTCPFeedback = 48000, []interceptor.RTCPFeedback{{Type: "transport-cc"}}
@@ -163,6 +164,10 @@ func TestReceiveFeedback(t *testing.T) {
 	// Expected 65530..9 (16), received 15 (3 lost for good).
 	if r.LastSequenceNumber != 1<<16|9 || r.TotalLost != 1 || r.FractionLost != 256/16 {
 		t.Fatalf("report %+v: want highest 1<<16|9, 1 lost, fraction 16/256", r)
+	}
+	// Asked: 4 at the first tick, 3 and 7 at ticks 2 and 3, then 3 alone until tick 10.
+	if n, want := counterValue(m.nacksSent), float64(4+2+2+(nackTries-3)); n != want {
+		t.Fatalf("publisher_nacked_packets_total %v, want the %v asks made", n, want)
 	}
 	if r.LastSenderReport != 0x33445566 || r.Delay != uint32(feedbackEvery.Seconds()*65536) {
 		t.Fatalf("report %+v: want LSR 0x33445566, DLSR %v", r, feedbackEvery)
@@ -436,6 +441,9 @@ func TestPublisherFeedback(t *testing.T) {
 		sent, seq, nacks, twccCount, lossReport, delayReport)
 	if nacks[lost] == 0 || len(nacks) != 1 || nacks[lost] > nackTries {
 		t.Fatalf("NACKs %v: want %d asked for, at most %d times, and nothing else", nacks, lost, nackTries)
+	}
+	if n := counterValue(s.m.nacksSent); n < float64(nacks[lost]) {
+		t.Fatalf("publisher_nacked_packets_total %v, the publisher read %d", n, nacks[lost])
 	}
 	if twccCount < 60 {
 		t.Fatalf("transport-wide feedback for %d packets of %d sent", twccCount, sent)
