@@ -414,7 +414,23 @@ func TestPublisherFeedback(t *testing.T) {
 		}
 	}()
 
-	// 30 frames a second of one packet each for 3 s, sequence number 1005 never sent.
+	connected := make(chan struct{})
+	var once sync.Once
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		if st == webrtc.PeerConnectionStateConnected {
+			once.Do(func() { close(connected) })
+		}
+	})
+	if pc.ConnectionState() == webrtc.PeerConnectionStateConnected {
+		once.Do(func() { close(connected) })
+	}
+	select {
+	case <-connected: // what is written before goes nowhere
+	case <-time.After(5 * time.Second):
+		t.Fatal("the publisher did not connect to the SFU")
+	}
+
+	// 30 frames a second of one packet each, sequence number 1005 never sent.
 	const lost = 1005
 	deadline := time.Now().Add(10 * time.Second)
 	seq, sent := uint16(1000), 0
@@ -434,6 +450,19 @@ func TestPublisherFeedback(t *testing.T) {
 		if done && seq > lost+60 {
 			break
 		}
+	}
+	// Every packet sent reached the layer's reader: the first, which pion read itself and
+	// kept (for the payload type), through pion, and the rest from the queue.
+	var read int64
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if st := s.Stats("vis_fb"); len(st.Publications) == 1 && len(st.Publications[0].Layers) == 1 {
+			if read = st.Publications[0].Layers[0].Packets; read == int64(sent) {
+				break
+			}
+		}
+	}
+	if read != int64(sent) {
+		t.Fatalf("the layer's reader read %d packets of the %d sent", read, sent)
 	}
 	mu.Lock()
 	defer mu.Unlock()

@@ -9,9 +9,10 @@ import (
 // LayerStats is one layer of a publication as the SFU receives it.
 type LayerStats struct {
 	RID           string
-	Active        bool // packets arriving
-	Bitrate       int  // bit/s, measured
-	Width, Height int  // from its last key frame
+	Active        bool  // packets arriving
+	Bitrate       int   // bit/s, measured
+	Width, Height int   // from its last key frame
+	Packets       int64 // read by the layer's reader
 }
 
 // Publication is one published track.
@@ -77,7 +78,7 @@ func (s *SFU) Stats(visitID string) RoomStats {
 			ly := &up.layers[i]
 			pub.Layers = append(pub.Layers, LayerStats{
 				RID: ly.rid, Active: now-ly.last.Load() < int64(layerIdle), Bitrate: int(ly.bps.Load()),
-				Width: int(ly.width.Load()), Height: int(ly.height.Load()),
+				Width: int(ly.width.Load()), Height: int(ly.height.Load()), Packets: int64(ly.packets.Load()),
 			})
 		}
 		out.Publications = append(out.Publications, pub)
