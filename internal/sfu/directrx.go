@@ -46,7 +46,7 @@ import (
 // of a taken SSRC is still read (the pump): packets that were already on their way through
 // pion when the path took the stream come out there, into the same queue.
 
-// rxQueue is a stream's queue between the socket reader and the layer's reader: more
+// rxQueue is a stream's queue between the socket reader and the track's reader: more
 // than a second of the top layer.
 const rxQueue = 512
 
@@ -56,8 +56,8 @@ const rxFailLimit = 8
 // rxReplayWindow is pion's SRTP session's replay window, which the path keeps.
 const rxReplayWindow = 64
 
-// rxBuf is a scratch buffer of a decryption (subscribers' RTCP, direct.go).
 type rxBuf struct {
+	n int
 	b [maxPacket]byte
 }
 
@@ -224,9 +224,8 @@ type directRx struct {
 
 // rxStream is one incoming SSRC.
 type rxStream struct {
-	q      chan *packet  // decrypted, size set; whoever takes one releases it
+	q      chan *rxBuf
 	done   chan struct{} // closed when pion's stream has ended
-	served atomic.Int64  // packets read through pion's chain (its probing and peeking)
 	fails  int           // authentication failures in a row before authed (the socket reader's)
 	authed bool          // a packet of the stream has authenticated here (the socket reader's)
 	pion   atomic.Bool   // back to pion's path for good
@@ -299,13 +298,13 @@ func (rx *directRx) take(b []byte) bool {
 		rx.m.dropReceiveQueue.Inc()
 		return true
 	}
-	p := getPacket()
-	out, err := rx.ctx.DecryptRTP(p.buf[:0], b, &rx.hdr)
-	if err == nil && (len(out) > 0 && &out[0] != &p.buf[0]) {
+	buf := rxPool.Get().(*rxBuf)
+	out, err := rx.ctx.DecryptRTP(buf.b[:0], b, &rx.hdr)
+	if err == nil && (len(out) > 0 && &out[0] != &buf.b[0]) {
 		err = io.ErrShortBuffer // cannot happen: decrypted is never longer than encrypted
 	}
 	if err != nil {
-		p.release()
+		rxPool.Put(buf)
 		if !errors.Is(err, srtp.ErrFailedToVerifyAuthTag) {
 			return true // a replay, or malformed: pion would drop it too
 		}
@@ -323,48 +322,26 @@ func (rx *directRx) take(b []byte) bool {
 		return false
 	}
 	st.fails, st.authed = 0, true
-	p.size = len(out)
+	buf.n = len(out)
 	rx.fb.arrived(out, monotime())
 	select {
-	case st.q <- p:
+	case st.q <- buf:
 		rx.taken.Add(1)
 	default:
-		p.release()
+		rxPool.Put(buf)
 		rx.m.dropReceiveQueue.Inc()
 	}
 	return true
 }
 
-// stream is the queue of an incoming SSRC, nil if it is not bound.
-func (rx *directRx) stream(ssrc uint32) *rxStream { return (*rx.streams.Load())[ssrc] }
-
-// next waits for the stream's next packet; io.EOF once pion's stream has ended and the
-// queue is empty.
-func (st *rxStream) next() (*packet, error) {
-	select {
-	case p := <-st.q:
-		return p, nil
-	case <-st.done:
-		select {
-		case p := <-st.q:
-			return p, nil
-		default:
-			return nil, io.EOF
-		}
-	}
-}
-
-// bind gives an incoming stream its queue, and returns the reader pion reads it with: pion
-// reads the first packets itself (to learn a simulcast stream's rid, or a track's payload
-// type) and keeps them for the track's first reads (counted in served); the layer's reader
-// then reads the queue directly (upTrack.read). There are no interceptors above it
-// (decision 64). pion's own stream (next) is pumped into the same queue until it ends,
-// which ends the readers. Every packet put in the queue, by either, is recorded for the
-// feedback to the publisher.
+// bind gives an incoming stream its queue: the reader the track's reader reads through
+// pion (there are no interceptors above it: decision 64). pion's own stream (next) is
+// pumped into the same queue until it ends, which ends the reader. Every packet put in the
+// queue, by either, is recorded for the feedback to the publisher.
 func (rx *directRx) bind(info *interceptor.StreamInfo, next interceptor.RTPReader) interceptor.RTPReader {
 	ssrc := info.SSRC
 	rx.fb.bind(info)
-	st := &rxStream{q: make(chan *packet, rxQueue), done: make(chan struct{})}
+	st := &rxStream{q: make(chan *rxBuf, rxQueue), done: make(chan struct{})}
 	rx.mu.Lock()
 	editMap(&rx.streams, func(m map[uint32]*rxStream) { m[ssrc] = st })
 	if rx.conn != nil && rx.state.Load() != directClosed {
@@ -377,33 +354,38 @@ func (rx *directRx) bind(info *interceptor.StreamInfo, next interceptor.RTPReade
 		defer rx.pumps.Done()
 		defer close(st.done)
 		for {
-			p := getPacket()
-			n, _, err := next.Read(p.buf[:], nil)
+			buf := rxPool.Get().(*rxBuf)
+			n, _, err := next.Read(buf.b[:], nil)
 			if err != nil {
-				p.release()
+				rxPool.Put(buf)
 				return
 			}
-			p.size = n
+			buf.n = n
 			rx.pumped.Add(1)
-			rx.fb.arrived(p.buf[:n], monotime())
+			rx.fb.arrived(buf.b[:n], monotime())
 			select {
-			case st.q <- p:
+			case st.q <- buf:
 			default:
-				p.release()
+				rxPool.Put(buf)
 				rx.m.dropReceiveQueue.Inc()
 			}
 		}
 	}()
 
 	return interceptor.RTPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
-		p, err := st.next()
-		if err != nil {
-			return 0, nil, err
+		var buf *rxBuf
+		select {
+		case buf = <-st.q:
+		case <-st.done:
+			select {
+			case buf = <-st.q:
+			default:
+				return 0, nil, io.EOF
+			}
 		}
-		st.served.Add(1)
-		n := copy(b, p.buf[:p.size])
-		short := n < p.size
-		p.release()
+		n := copy(b, buf.b[:buf.n])
+		short := n < buf.n
+		rxPool.Put(buf)
 		if short {
 			return 0, nil, io.ErrShortBuffer
 		}

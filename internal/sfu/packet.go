@@ -16,7 +16,6 @@ const maxPacket = 1500
 type packet struct {
 	refs    atomic.Int32
 	buf     [maxPacket]byte
-	size    int        // bytes in buf, as the receive path queued it
 	hdr     rtp.Header // parsed from buf; its extension payloads point into buf
 	payload []byte     // the RTP payload within buf, without padding
 	layer   int8       // the simulcast layer it came from (0 for a track without layers)

@@ -459,17 +459,16 @@ func (p *participant) onTrack(t *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 	ly := &up.layers[l]
 	ly.track.Store(t)
 	ly.ssrc.Store(uint32(t.SSRC()))
-	rx := p.directRx.Load() // the receive path of the connection the track came on
-	st := rx.stream(uint32(t.SSRC()))
 	up.live.Add(1)
 	p.readers.Add(1)
 	go func() { // ends when the pub connection closes or stops receiving this track
 		defer p.readers.Done()
-		up.read(l, t, st)
+		up.read(l, t)
 		if up.live.Add(-1) == 0 {
 			p.mail.put(evLayerEnded{up})
 		}
 	}()
+	rx := p.directRx.Load() // the receive side of the connection the track came on
 	p.rtcpReaders.Add(1)
 	go func() { defer p.rtcpReaders.Done(); readRTCP(recv, t.RID(), rx) }() // ends with the receiver
 	if fresh {

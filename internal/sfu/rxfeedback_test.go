@@ -451,8 +451,8 @@ func TestPublisherFeedback(t *testing.T) {
 			break
 		}
 	}
-	// Every packet sent reached the layer's reader: the first, which pion read itself and
-	// kept (for the payload type), through pion, and the rest from the queue.
+	// Every packet sent reached the layer's reader (the first, which pion read itself to
+	// learn its payload type, included).
 	var read int64
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		if st := s.Stats("vis_fb"); len(st.Publications) == 1 && len(st.Publications[0].Layers) == 1 {

@@ -125,11 +125,9 @@ func (up *upTrack) removeDown(d *downTrack) {
 }
 
 // read is the one reader of a layer: it reads, parses and hands each packet to the down
-// tracks that want this layer. It reads the stream's queue of the receive path (st) itself,
-// once it has read through pion the packets pion kept from its probing; without st, every
-// packet through pion. It ends when the publisher's connection closes or stops sending on
-// this transceiver; the participant's goroutine owns it (and waits for it).
-func (up *upTrack) read(l int, t *webrtc.TrackRemote, st *rxStream) {
+// tracks that want this layer. It ends when the publisher's connection closes or stops
+// sending on this transceiver; the participant's goroutine owns it (and waits for it).
+func (up *upTrack) read(l int, t *webrtc.TrackRemote) {
 	ly := &up.layers[l]
 	video := up.kind == webrtc.RTPCodecTypeVideo
 	// Audio gets a short retry when a queue is full (see downTrack.enqueue); one timer
@@ -139,27 +137,12 @@ func (up *upTrack) read(l int, t *webrtc.TrackRemote, st *rxStream) {
 	defer retry.Stop()
 	var level int32
 	f := newFanout(up.m) // the direct writes of each packet, sent together (decision 56)
-	var kept int64       // packets pion read before handing the track over, and returns first
-	if st != nil {
-		kept = st.served.Load()
-	}
 	for {
-		var p *packet
-		var n int
-		if st == nil || kept > 0 {
-			kept--
-			p = getPacket()
-			var err error
-			if n, _, err = t.Read(p.buf[:]); err != nil {
-				p.release()
-				return
-			}
-		} else {
-			var err error
-			if p, err = st.next(); err != nil {
-				return
-			}
-			n = p.size
+		p := getPacket()
+		n, _, err := t.Read(p.buf[:])
+		if err != nil {
+			p.release()
+			return
 		}
 		if !p.parse(n, video) {
 			p.release()
