@@ -185,14 +185,27 @@ func (p *participant) run() {
 	phase := tickSlot(allocateEvery)
 	alloc := time.NewTimer(untilSlot(allocateEvery, phase))
 	defer alloc.Stop()
+	// The feedback to the publisher: its timer runs once there is a pub connection (a
+	// participant who only receives, most of them in a large visit, never wakes for it).
 	fbPhase := tickSlot(feedbackEvery)
-	fb := time.NewTimer(untilSlot(feedbackEvery, fbPhase))
-	defer fb.Stop()
+	var fb *time.Timer
+	defer func() {
+		if fb != nil {
+			fb.Stop()
+		}
+	}()
 	ticks := 0
 	for {
 		var gone <-chan time.Time
 		if p.goneTimer != nil {
 			gone = p.goneTimer.C
+		}
+		if fb == nil && p.pub != nil {
+			fb = time.NewTimer(untilSlot(feedbackEvery, fbPhase))
+		}
+		var fbC <-chan time.Time
+		if fb != nil {
+			fbC = fb.C
 		}
 		select {
 		case <-p.ctx.Done():
@@ -213,7 +226,7 @@ func (p *participant) run() {
 			if p.subDirty || p.subRestart {
 				p.negotiateSub()
 			}
-		case <-fb.C:
+		case <-fbC:
 			fb.Reset(untilSlot(feedbackEvery, fbPhase))
 			p.sendFeedback()
 		case <-alloc.C:
