@@ -71,11 +71,12 @@ type rxStats struct {
 	clockRate float64
 
 	started  bool
-	cycles   uint32 // sequence number wrap-arounds, shifted: the top 16 bits of max
-	max      uint16 // the highest sequence number
-	base     uint32 // the first extended sequence number
-	received uint32 // packets received (late ones too; duplicates not)
-	transit  float64
+	cycles   uint32  // sequence number wrap-arounds, shifted: the top 16 bits of max
+	max      uint16  // the highest sequence number
+	base     uint32  // the first extended sequence number
+	received uint32  // packets received (late ones too; duplicates not)
+	lastAt   int64   // monotime of the last packet in order
+	lastTS   uint32  // and its RTP timestamp
 	jitter   float64 // in clock units
 
 	priorExpected, priorReceived uint32 // at the last report
@@ -153,13 +154,12 @@ func (st *rxStats) mark(seq uint16, got bool) {
 }
 
 func (st *rxStats) arrived(seq uint16, ts uint32, now int64) {
-	arrival := float64(now) * st.clockRate / 1e9 // in the clock's units
 	if !st.started {
 		st.started = true
 		st.max, st.base, st.consecutive = seq, uint32(seq), seq
 		st.mark(seq, true)
 		st.received = 1
-		st.transit = arrival - float64(ts)
+		st.lastAt, st.lastTS = now, ts
 		return
 	}
 	switch d := seq - st.max; {
@@ -185,14 +185,14 @@ func (st *rxStats) arrived(seq uint16, ts uint32, now int64) {
 		st.max = seq
 		st.mark(seq, true)
 		// Interarrival jitter (RFC 3550 A.8), of packets in order only: one sent again on
-		// a NACK is late by design.
-		transit := arrival - float64(ts)
-		dt := transit - st.transit
-		st.transit = transit
-		if dt < 0 {
-			dt = -dt
+		// a NACK is late by design. The difference of the transit times, in the clock's
+		// units, from differences (the timestamps' modulo 2^32: they wrap around).
+		d := float64(now-st.lastAt)*st.clockRate/1e9 - float64(int32(ts-st.lastTS))
+		st.lastAt, st.lastTS = now, ts
+		if d < 0 {
+			d = -d
 		}
-		st.jitter += (dt - st.jitter) / 16
+		st.jitter += (d - st.jitter) / 16
 	case st.max-seq < nackLog: // behind it, in the log: late, or sent again on a NACK
 		if st.has(seq) {
 			return // a duplicate

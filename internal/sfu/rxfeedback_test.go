@@ -88,8 +88,8 @@ func TestReceiveFeedback(t *testing.T) {
 	f.bind(videoStream(30)) // bound, nothing arrives: in no report
 
 	now := int64(time.Second)
-	tw := uint16(65000) // transport-wide numbers wrap too
-	ts := uint32(1000)
+	tw := uint16(65000)         // transport-wide numbers wrap too
+	ts := uint32(1<<32 - 5*900) // and timestamps, in the middle of the first packets
 	send := func(ssrc uint32, seq uint16) {
 		f.arrived(feedbackPacket(t, ssrc, seq, tw, ts), now)
 		tw++
