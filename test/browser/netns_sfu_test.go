@@ -67,6 +67,10 @@ func subscriberJS(peer string) string {
 // observers receive it through the SFU, one on host C with a free link, one on host A whose
 // link from the server is capped (tbf). The capped one is sent a lower layer while the free
 // one keeps the top layer; capped harder, its video pauses while its audio keeps arriving.
+// Then the publisher's side of the SFU's feedback: the clinician's browser has a round-trip
+// time from the SFU's receiver reports, and with its own link out capped (tbf on host B)
+// it is asked for the packets lost there (NACK) and sends them again; uncapped, its top
+// layer comes back.
 func TestNetnsSFULayers(t *testing.T) {
 	n := newNetwork(t)
 	_, execC := n.addHost(t, "c", "toc", "198.18.3.2", "198.18.3.1")
@@ -173,6 +177,65 @@ func TestNetnsSFULayers(t *testing.T) {
 		t.Errorf("%s (no cap) went down to %d px", free.name, fw)
 	}
 	n.shape("toa", "")
+	// What the publisher's browser is told of its packets (design decision 64): it reads
+	// a round-trip time from the SFU's receiver reports, and when its own link loses
+	// packets the SFU asks for them (NACK) and it sends them again.
+	before := mustEval[pubFeedback](r.clinician, pubFeedbackJS)
+	t.Logf("the clinician's browser, from the SFU's feedback: %+v", before)
+	if before.RTT <= 0 || before.RTT > 1 || before.Measurements == 0 {
+		t.Errorf("the publisher's browser has no round-trip time from the SFU's receiver reports: %+v", before)
+	}
+	// A tbf on the clinician's own link out (host B), narrower than the three layers:
+	// packets queue past its 10 ms and are dropped until the browser sends less.
+	n.in(n.b, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "800kbit", "burst", "4kb", "latency", "10ms")
+	lossDeadline := time.Now().Add(20 * time.Second)
+	var lossy pubFeedback
+	for {
+		time.Sleep(500 * time.Millisecond)
+		lossy = mustEval[pubFeedback](r.clinician, pubFeedbackJS)
+		if lossy.NACKs > before.NACKs && lossy.Retransmitted > before.Retransmitted {
+			break
+		}
+		if time.Now().After(lossDeadline) {
+			break
+		}
+	}
+	exec.Command("ip", "netns", "exec", n.b, "tc", "qdisc", "del", "dev", "eth0", "root").Run()
+	t.Logf("with the clinician's link out at 800 kbit/s: %+v", lossy)
+	if lossy.NACKs <= before.NACKs || lossy.Retransmitted <= before.Retransmitted {
+		t.Errorf("the publisher's link lost packets, and its browser got %d NACKs and sent %d packets again (before: %d, %d)",
+			lossy.NACKs-before.NACKs, lossy.Retransmitted-before.Retransmitted, before.NACKs, before.Retransmitted)
+	}
+	// The cap gone, the browser's estimate (the SFU's transport-wide feedback) brings the
+	// top layer back.
+	waitWidth(free, "the top layer once the publisher's link is free again", func(w int) bool { return w == 960 }, 45*time.Second)
+}
+
+// pubFeedbackJS is what a page's browser reads, on its pub connection to the SFU, of the
+// SFU's feedback on its video: NACKs received, packets sent again, and the round-trip time
+// (seconds) and how many times it was measured from the SFU's receiver reports.
+const pubFeedbackJS = `(async () => {
+	const o = {nacks: 0, retransmitted: 0, rtt: 0, measurements: 0};
+	const pub = window.bedside.call.sfu && window.bedside.call.sfu.pub;
+	if (!pub) return o;
+	(await pub.pc.getStats()).forEach((s) => {
+		if (s.type === 'outbound-rtp' && s.kind === 'video') {
+			o.nacks += s.nackCount || 0;
+			o.retransmitted += s.retransmittedPacketsSent || 0;
+		}
+		if (s.type === 'remote-inbound-rtp' && s.kind === 'video' && typeof s.roundTripTime === 'number') {
+			o.rtt = Math.max(o.rtt, s.roundTripTime);
+			o.measurements += s.roundTripTimeMeasurements || 0;
+		}
+	});
+	return o;
+})()`
+
+type pubFeedback struct {
+	NACKs         int     `json:"nacks"`
+	Retransmitted int     `json:"retransmitted"`
+	RTT           float64 `json:"rtt"`
+	Measurements  int     `json:"measurements"`
 }
 
 // cameraLayer is a layer of a participant's camera as the SFU receives it.
