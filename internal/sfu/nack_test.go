@@ -28,7 +28,9 @@ func TestNACKAnswered(t *testing.T) {
 	t.Run("pion", func(t *testing.T) { testNACKAnswered(t, webrtc.DTLSRoleServer) })
 }
 
-func testNACKAnswered(t *testing.T, subscriberRole webrtc.DTLSRole) {
+// loopbackSFU is an SFU on a UDP socket of its own on loopback, closed when the test ends.
+func loopbackSFU(t *testing.T) *SFU {
+	t.Helper()
 	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +39,21 @@ func testNACKAnswered(t *testing.T, subscriberRole webrtc.DTLSRole) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// loopbackPeer is the settings of a pion peer of loopbackSFU: UDP over IPv4, loopback
+// candidates.
+func loopbackPeer() webrtc.SettingEngine {
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	return se
+}
+
+func testNACKAnswered(t *testing.T, subscriberRole webrtc.DTLSRole) {
+	s := loopbackSFU(t)
 	tx := newDirectTx(s.sock, s.rxc, NewMetrics(nil))
 	api, err := s.api(true, tx, nil)
 	if err != nil {
@@ -75,9 +91,7 @@ func testNACKAnswered(t *testing.T, subscriberRole webrtc.DTLSRole) {
 	if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, webrtc.RTPCodecTypeVideo); err != nil {
 		t.Fatal(err)
 	}
-	se := webrtc.SettingEngine{}
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se := loopbackPeer()
 	// The originals arrived: without this the subscriber's SRTP would drop their
 	// retransmissions (same SSRC and sequence number) as replays.
 	se.DisableSRTPReplayProtection(true)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
-	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -294,15 +293,7 @@ func (s feedbackSink) Candidate(pc PC, c []byte) {
 // none for the others), and receiver reports with the loss and, once it has sent a
 // sender report, the report's time (LSR) and the delay since it.
 func TestPublisherFeedback(t *testing.T) {
-	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(Config{UDP: udp, IncludeLoopback: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := loopbackSFU(t)
 	sink := feedbackSink{answer: make(chan string, 1), candidates: make(chan []byte, 16)}
 	s.Join("vis_fb", Member{ID: "prt_pub", Session: "one", Sink: sink})
 
@@ -321,10 +312,7 @@ func TestPublisherFeedback(t *testing.T) {
 	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
 		t.Fatal(err)
 	}
-	se := webrtc.SettingEngine{}
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)).NewPeerConnection(webrtc.Configuration{})
+	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(loopbackPeer())).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
