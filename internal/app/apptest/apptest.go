@@ -51,7 +51,7 @@ func Start(t testing.TB, opt Options) *Server {
 	}
 	cfg.STUNAddr = "127.0.0.1:0"
 	cfg.SFUUDPAddr = "127.0.0.1:0"
-	cfg.DataDir = t.TempDir()
+	cfg.DataDir = dataDir(t)
 	cfg.RequireMFA = opt.RequireMFA
 	if opt.Config != nil {
 		opt.Config(&cfg)
@@ -77,6 +77,43 @@ func Start(t testing.TB, opt Options) *Server {
 		}
 	})
 	return s
+}
+
+// dataDir is a service's data directory, removed when the test ends, after the service
+// has stopped (its cleanup is registered first, so it runs last). Once in a CI run the
+// testing package's own removal of such a directory found an entry that had appeared while
+// it removed the others; which one is not said there. Here a removal that fails is tried
+// again, and the entries found in the way are named: in the log when a later try removes
+// them, as an error when none does.
+func dataDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "bedside-data-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		var late []string
+		for try := 1; ; try++ {
+			err := os.RemoveAll(dir)
+			if err == nil {
+				if late != nil {
+					t.Logf("data directory removed at try %d; in the way before: %v", try, late)
+				}
+				return
+			}
+			late = late[:0]
+			entries, _ := os.ReadDir(dir)
+			for _, e := range entries {
+				late = append(late, e.Name())
+			}
+			if try == 5 {
+				t.Errorf("data directory %s not removed: %v; left: %v", dir, err, late)
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	return dir
 }
 
 // Restart stops the service politely and starts it again with the same configuration and
