@@ -19,7 +19,8 @@ import (
 // interceptors for them read every packet through the track reader's chain, each parsing
 // the header again into an attributes map, and the transport-wide one hands every packet
 // to a goroutine of its own through a channel; each has its own ticker goroutine per
-// connection. That was a sixth of the server's CPU in rooms of 4 (docs/benchmarks.md).
+// connection: 12-17% of the server's CPU per forwarded packet in rooms of 4
+// (docs/benchmarks.md).
 // Here one mutex-guarded record per pub connection is updated where the packet is put in
 // its stream's queue (by the socket reader, or by the pump for what came through pion),
 // reading the few bytes it needs in place; the participant's goroutine sends the feedback
