@@ -229,6 +229,7 @@ type rxStream struct {
 	fails  int           // authentication failures in a row before authed (the socket reader's)
 	authed bool          // a packet of the stream has authenticated here (the socket reader's)
 	pion   atomic.Bool   // back to pion's path for good
+	stats  *rxStats      // what the feedback to the publisher records of it (rx.fb's)
 }
 
 func newDirectRx(conn *rxConn, m *Metrics) *directRx {
@@ -323,7 +324,7 @@ func (rx *directRx) take(b []byte) bool {
 	}
 	st.fails, st.authed = 0, true
 	buf.n = len(out)
-	rx.fb.arrived(out, monotime())
+	rx.fb.arrived(st.stats, out, monotime())
 	select {
 	case st.q <- buf:
 		rx.taken.Add(1)
@@ -340,8 +341,7 @@ func (rx *directRx) take(b []byte) bool {
 // queue, by either, is recorded for the feedback to the publisher.
 func (rx *directRx) bind(info *interceptor.StreamInfo, next interceptor.RTPReader) interceptor.RTPReader {
 	ssrc := info.SSRC
-	rx.fb.bind(info)
-	st := &rxStream{q: make(chan *rxBuf, rxQueue), done: make(chan struct{})}
+	st := &rxStream{q: make(chan *rxBuf, rxQueue), done: make(chan struct{}), stats: rx.fb.bind(info)}
 	rx.mu.Lock()
 	editMap(&rx.streams, func(m map[uint32]*rxStream) { m[ssrc] = st })
 	if rx.conn != nil && rx.state.Load() != directClosed {
@@ -362,7 +362,7 @@ func (rx *directRx) bind(info *interceptor.StreamInfo, next interceptor.RTPReade
 			}
 			buf.n = n
 			rx.pumped.Add(1)
-			rx.fb.arrived(buf.b[:n], monotime())
+			rx.fb.arrived(st.stats, buf.b[:n], monotime())
 			select {
 			case st.q <- buf:
 			default:

@@ -92,8 +92,9 @@ type rxStats struct {
 	consecutive uint16
 }
 
-// bind starts the statistics of a stream, with what pion negotiated for it.
-func (f *rxFeedback) bind(info *interceptor.StreamInfo) {
+// bind starts the statistics of a stream, with what pion negotiated for it; the stream's
+// queue keeps them, for arrived.
+func (f *rxFeedback) bind(info *interceptor.StreamInfo) *rxStats {
 	st := &rxStats{ssrc: info.SSRC, clockRate: float64(info.ClockRate)}
 	for _, e := range info.RTPHeaderExtensions {
 		if e.URI == sdp.TransportCCURI && e.ID > 0 && e.ID < 256 {
@@ -111,6 +112,7 @@ func (f *rxFeedback) bind(info *interceptor.StreamInfo) {
 	f.mu.Lock()
 	f.streams[info.SSRC] = st
 	f.mu.Unlock()
+	return st
 }
 
 func (f *rxFeedback) unbind(ssrc uint32) {
@@ -119,21 +121,17 @@ func (f *rxFeedback) unbind(ssrc uint32) {
 	f.mu.Unlock()
 }
 
-// arrived records a decrypted RTP packet of a bound stream, read at now (monotime).
-func (f *rxFeedback) arrived(b []byte, now int64) {
+// arrived records a decrypted RTP packet b of the stream st (bind's), read at now
+// (monotime). The caller found the stream by the packet's SSRC already.
+func (f *rxFeedback) arrived(st *rxStats, b []byte, now int64) {
 	if len(b) < 12 {
 		return
 	}
-	ssrc := binary.BigEndian.Uint32(b[8:12])
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	st := f.streams[ssrc]
-	if st == nil {
-		return
-	}
 	if st.twccID != 0 {
 		if ext := rtpExtension(b, st.twccID); len(ext) >= 2 {
-			f.rec.Record(ssrc, binary.BigEndian.Uint16(ext), now/1000)
+			f.rec.Record(st.ssrc, binary.BigEndian.Uint16(ext), now/1000)
 		}
 	}
 	st.arrived(binary.BigEndian.Uint16(b[2:4]), binary.BigEndian.Uint32(b[4:8]), now)

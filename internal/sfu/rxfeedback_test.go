@@ -80,17 +80,19 @@ func receiverReport(pkts []rtcp.Packet, ssrc uint32) (rtcp.ReceptionReport, bool
 func TestReceiveFeedback(t *testing.T) {
 	m := NewMetrics(nil)
 	f := newRxFeedback(m)
-	f.bind(videoStream(10))
 	audio := videoStream(20)
 	audio.ClockRate, audio.RTCPFeedback = 48000, []interceptor.RTCPFeedback{{Type: "transport-cc"}}
-	f.bind(audio)
-	f.bind(videoStream(30)) // bound, nothing arrives: in no report
+	bound := map[uint32]*rxStats{
+		10: f.bind(videoStream(10)),
+		20: f.bind(audio),
+		30: f.bind(videoStream(30)), // bound, nothing arrives: in no report
+	}
 
 	now := int64(time.Second)
 	tw := uint16(65000)         // transport-wide numbers wrap too
 	ts := uint32(1<<32 - 5*900) // and timestamps, in the middle of the first packets
 	send := func(ssrc uint32, seq uint16) {
-		f.arrived(feedbackPacket(t, ssrc, seq, tw, ts), now)
+		f.arrived(bound[ssrc], feedbackPacket(t, ssrc, seq, tw, ts), now)
 		tw++
 	}
 	// 65530..65535, 0..9 arrive but 65533, 2, 3 and 7; audio loses 501.
