@@ -8,6 +8,10 @@ import (
 	"math"
 	"slices"
 	"testing"
+	"time"
+
+	cdppage "github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
 
 	"github.com/bedside/bedside/internal/app/apptest"
 	"github.com/bedside/bedside/internal/store"
@@ -114,21 +118,7 @@ func BenchmarkAdmitToFirstFrame(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		// Not timed: a new visit, the clinician on its page, the patient in the waiting room.
-		v, token, err := srv.Visits().Create(ctx, visit.NewVisit{ClinicianID: doc.ID, PatientName: fmt.Sprintf("Patient %d", i)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		r.visitID, r.patientURL = v.ID, srv.PublicURL()+"/v/"+token
-		r.clinician.navigate(srv.URL() + "/console/visits/" + v.ID)
-		r.clinician.waitFor("the visit page, signalling open", `document.getElementById('call-status').dataset.state === 'waiting'`)
-		r.patient.navigate(r.patientURL)
-		r.patient.waitFor("the preview and #join", `!document.getElementById('join').disabled &&
-			document.getElementById('preview').videoWidth > 0`)
-		r.patient.typeInto("#patient-name-input", "Ada")
-		r.patient.click("#join")
-		r.patient.waitFor("the waiting room", `document.getElementById('call-status').dataset.state === 'waiting'`)
-		li := `#waiting li[data-participant-id] button.admit`
-		r.clinician.waitFor("the patient in #waiting", `!!document.querySelector('`+li+`')`)
+		v, li := r.benchVisit(doc.ID, store.PolicyAuto, fmt.Sprintf("Patient %d", i))
 		mustEval[any](r.clinician, watchFirstFrameJS)
 		mustEval[any](r.clinician, watchAdmitClickJS)
 		mustEval[any](r.patient, watchFirstFrameJS)
@@ -178,6 +168,62 @@ func BenchmarkAdmitToFirstFrame(b *testing.B) {
 		percentile(floorMs, 50), percentile(floorMs, 90), percentile(floorMs, 100))
 }
 
+// benchVisit makes a new visit of the given policy and brings both browsers to the point
+// where the clinician can admit the patient: the clinician on the visit's page, the patient
+// through the device check into the waiting room. It returns the visit and the selector of
+// the admit button.
+func (r *rig) benchVisit(clinicianID string, policy store.MediaPolicy, patientName string) (store.Visit, string) {
+	v, token, err := r.srv.Visits().Create(context.Background(), visit.NewVisit{ClinicianID: clinicianID, PatientName: patientName, Policy: policy})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.visitID, r.patientURL = v.ID, r.srv.PublicURL()+"/v/"+token
+	r.clinician.navigate(r.srv.URL() + "/console/visits/" + v.ID)
+	r.clinician.waitFor("the visit page, signalling open", `document.getElementById('call-status').dataset.state === 'waiting'`)
+	r.patient.navigate(r.patientURL)
+	r.patient.waitFor("the preview and #join", `!document.getElementById('join').disabled &&
+		document.getElementById('preview').videoWidth > 0`)
+	r.patient.typeInto("#patient-name-input", "Ada")
+	r.patient.click("#join")
+	r.patient.waitFor("the waiting room", `document.getElementById('call-status').dataset.state === 'waiting'`)
+	li := `#waiting li[data-participant-id] button.admit`
+	r.clinician.waitFor("the patient in #waiting", `!!document.querySelector('`+li+`')`)
+	return v, li
+}
+
+// ownPixels says which frames read (latency, width, time read from the pixels, RTP
+// timestamp) showed their own pixels. The callback draws what the element shows when it
+// runs, which can already be the next frame; then the time read from the pixels is a frame
+// later than the frame's RTP timestamp says. Between two frames that are their own, the
+// times read and the RTP timestamps (90 kHz, the capture clock) move on alike; a frame is
+// kept when it agrees so with both its neighbours within 5 ms (two frames in a row that
+// show their successors' pixels agree with each other, not with the frames around them; a
+// simulcast layer switch, which moves the RTP timestamps' offset, costs the two frames
+// beside it). Without RTP timestamps every frame is kept.
+func ownPixels(frames [][4]float64) []bool {
+	own := make([]bool, len(frames))
+	if len(frames) < 2 || frames[0][3] == 0 {
+		for i := range own {
+			own[i] = true
+		}
+		return own
+	}
+	// off[i]: the time read minus the RTP time, unwrapped, relative to the first frame's.
+	off := make([]float64, len(frames))
+	for i := 1; i < len(frames); i++ {
+		dv := math.Mod(frames[i][2]-frames[i-1][2]+1048576, 1048576)
+		if dv > 524288 {
+			dv -= 1048576
+		}
+		dr := float64(int32(uint32(int64(frames[i][3]))-uint32(int64(frames[i-1][3])))) / 90
+		off[i] = off[i-1] + dv - dr
+	}
+	for i := range frames {
+		own[i] = (i == 0 || math.Abs(off[i]-off[i-1]) <= 5) && (i+1 == len(frames) || math.Abs(off[i+1]-off[i]) <= 5)
+	}
+	return own
+}
+
 // percentile is the nearest-rank percentile (p in (0, 100]) of xs.
 func percentile(xs []float64, p float64) float64 {
 	if len(xs) == 0 {
@@ -187,4 +233,179 @@ func percentile(xs []float64, p float64) float64 {
 	slices.Sort(s)
 	i := int(math.Ceil(p/100*float64(len(s)))) - 1
 	return s[max(0, min(i, len(s)-1))]
+}
+
+// canvasCameraJS replaces the camera the page opens with a canvas that shows, in every
+// frame, the epoch millisecond at which it was drawn (modulo 2^20, with a 4-bit check) as
+// 24 black or white cells in a 6 x 4 grid: large enough to survive VP8 and the quarter-size
+// simulcast layer. Each frame is drawn and handed to the track at once (captureStream(0)
+// and requestFrame), every 33 ms, so its time is its capture time. The microphone stays the
+// fake device's. Installed before the page's own scripts run.
+const canvasCameraJS = `(() => {
+	const md = navigator.mediaDevices;
+	if (!md || md.__canvasCamera) return;
+	md.__canvasCamera = true;
+	const open = md.getUserMedia.bind(md);
+	const check = (v) => (v ^ (v >>> 4) ^ (v >>> 8) ^ (v >>> 12) ^ (v >>> 16)) & 15;
+	md.getUserMedia = async (c) => {
+		const s = await open(c);
+		if (!c || !c.video) return s;
+		for (const t of s.getVideoTracks()) t.stop();
+		const W = 640, H = 480;
+		const cv = document.createElement('canvas');
+		cv.width = W;
+		cv.height = H;
+		const g = cv.getContext('2d');
+		const track = cv.captureStream(0).getVideoTracks()[0];
+		const draw = () => {
+			if (track.readyState === 'ended') { clearInterval(timer); return; }
+			const v = Math.round(performance.timeOrigin + performance.now()) % 1048576;
+			const bits = v | (check(v) << 20);
+			for (let i = 0; i < 24; i++) {
+				g.fillStyle = (bits >>> i) & 1 ? '#fff' : '#000';
+				g.fillRect((i % 6) * W / 6, Math.floor(i / 6) * H / 4, W / 6, H / 4);
+			}
+			track.requestFrame();
+		};
+		const timer = setInterval(draw, 33);
+		draw();
+		return new MediaStream([...s.getAudioTracks(), track]);
+	};
+})()`
+
+// watchLatencyJS makes the page read the time out of every remote video frame presented
+// (requestVideoFrameCallback; the frame drawn into a canvas at its decoded size, each
+// cell's centre read) and note, for each frame whose check holds, the time from its capture
+// in the other browser to its presentation here (metadata.presentationTime: handed to the
+// compositor), and its width. Frames whose cells do not read back are counted apart, and
+// so are frames the element had already moved past when the callback ran (its current time
+// is no longer the frame's: the canvas would get a later frame's pixels).
+const watchLatencyJS = `(() => {
+	window.__lat = [];
+	window.__latBad = 0;
+	const check = (v) => (v ^ (v >>> 4) ^ (v >>> 8) ^ (v >>> 12) ^ (v >>> 16)) & 15;
+	const cv = document.createElement('canvas');
+	const g = cv.getContext('2d', {willReadFrequently: true});
+	const root = document.getElementById('remotes');
+	const watch = (v) => {
+		if (v.__latWatched) return;
+		v.__latWatched = true;
+		const frame = (now, md) => {
+			const w = md.width, h = md.height;
+			if (w > 0 && h > 0) {
+				if (cv.width !== w || cv.height !== h) { cv.width = w; cv.height = h; }
+				g.drawImage(v, 0, 0, w, h);
+				let bits = 0;
+				for (let i = 0; i < 24; i++) {
+					const x = Math.floor(((i % 6) + 0.5) * w / 6), y = Math.floor((Math.floor(i / 6) + 0.5) * h / 4);
+					const d = g.getImageData(x - 1, y - 1, 3, 3).data;
+					let sum = 0;
+					for (let k = 0; k < d.length; k += 4) sum += d[k];
+					if (sum / 9 > 128) bits |= 1 << i;
+				}
+				const val = bits & 1048575;
+				if (check(val) === bits >>> 20) {
+					const at = performance.timeOrigin + md.presentationTime;
+					// Modulo 2^20 ms (17 minutes); a frame read as up to 1 s early is a
+					// negative latency, kept as such.
+					let lat = ((at - val) % 1048576 + 1048576) % 1048576;
+					if (lat > 1048576 - 1000) lat -= 1048576;
+					window.__lat.push([lat, w, val, md.rtpTimestamp || 0]);
+				} else {
+					window.__latBad++;
+				}
+			}
+			v.requestVideoFrameCallback(frame);
+		};
+		v.requestVideoFrameCallback(frame);
+	};
+	root.querySelectorAll('video').forEach(watch);
+	new MutationObserver(() => root.querySelectorAll('video').forEach(watch))
+		.observe(root, {childList: true, subtree: true});
+	return null;
+})()`
+
+// BenchmarkCaptureToPresentation measures video latency in a visit, the way glass-to-glass
+// latency is measured without a camera and a screen: each browser's camera is a canvas
+// that shows its capture time (canvasCameraJS), and the other browser reads that time back
+// out of every frame it presents (watchLatencyJS). The figure is capture in one browser
+// (the frame drawn and handed to the track) to presentation in the other (the decoded frame
+// handed to the compositor): encoding, SFrame encryption, packetisation, the network path
+// (loopback; through the SFU or peer to peer), the receiver's jitter buffer, decryption and
+// decoding. A real camera's exposure and readout and a real display's scan-out come on top.
+// Both browsers run on one machine and one clock. Each iteration is a new visit of each
+// policy, peer to peer (auto, two people) and through the SFU (policy sfu), measured for
+// window after the first frame and warm-up.
+//
+//	go test -tags browser -run '^$' -bench CaptureToPresentation -benchtime 3x ./test/browser
+func BenchmarkCaptureToPresentation(b *testing.B) {
+	const warmup, window = 5 * time.Second, 10 * time.Second
+	srv := apptest.Start(b, apptest.Options{})
+	doc := srv.AddUser(b, clinicianEmail, "Dr Rivera", store.RoleClinician, clinicianPassword)
+	r := &rig{t: b, srv: srv, clinician: newPage(b, "clinician"), patient: newPage(b, "patient")}
+	for _, p := range []*page{r.clinician, r.patient} {
+		if _, err := chromedp.Call(p.ctx, cdppage.AddScriptToEvaluateOnNewDocument,
+			cdppage.AddScriptToEvaluateOnNewDocumentParams{Source: canvasCameraJS}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	r.signIn()
+	ctx := context.Background()
+
+	type sample struct{ ms, width float64 }
+	lat := map[store.MediaPolicy][]sample{}
+	bad, skipped := map[store.MediaPolicy]int{}, map[store.MediaPolicy]int{}
+	policies := []store.MediaPolicy{store.PolicyAuto, store.PolicySFU}
+	b.ResetTimer()
+	for i := range b.N {
+		for _, policy := range policies {
+			v, li := r.benchVisit(doc.ID, policy, fmt.Sprintf("Patient %d", i))
+			r.clinician.click(li)
+			for _, p := range []*page{r.clinician, r.patient} {
+				p.waitForWithin("a remote frame", `[...document.querySelectorAll('#remotes video')].some((v) => v.videoWidth > 0)`, waitTimeout)
+			}
+			time.Sleep(warmup)
+			for _, p := range []*page{r.clinician, r.patient} {
+				mustEval[any](p, watchLatencyJS)
+			}
+			time.Sleep(window)
+			for _, p := range []*page{r.clinician, r.patient} {
+				got := mustEval[[][4]float64](p, `window.__lat`)
+				nbad := mustEval[int](p, `window.__latBad`)
+				if len(got) < int(window.Seconds())*10 {
+					b.Fatalf("%s, policy %s: %d frames read in %v (%d unreadable): the canvas camera's frames are not arriving",
+						p.person, policy, len(got), window, nbad)
+				}
+				own := ownPixels(got)
+				for i, s := range got {
+					if own[i] {
+						lat[policy] = append(lat[policy], sample{s[0], s[1]})
+					} else {
+						skipped[policy]++
+					}
+				}
+				bad[policy] += nbad
+			}
+			if _, err := srv.Visits().End(ctx, v.ID); err != nil {
+				b.Fatal(err)
+			}
+			r.clinician.waitFor("the visit ended", `document.getElementById('call-status').dataset.state === 'ended'`)
+		}
+	}
+	b.StopTimer()
+
+	b.ReportMetric(0, "ns/op")
+	for _, policy := range policies {
+		var ms, widths []float64
+		for _, s := range lat[policy] {
+			ms = append(ms, s.ms)
+			widths = append(widths, s.width)
+		}
+		name := map[store.MediaPolicy]string{store.PolicyAuto: "p2p", store.PolicySFU: "sfu"}[policy]
+		b.ReportMetric(percentile(ms, 50), name+"-p50-ms")
+		b.ReportMetric(percentile(ms, 95), name+"-p95-ms")
+		b.Logf("%s: %d frames measured (%d unreadable, %d left out: not their own pixels), capture to presentation min %.1f p50 %.1f p95 %.1f p99 %.1f max %.1f ms; frame width p50 %.0f (min %.0f)",
+			name, len(ms), bad[policy], skipped[policy], percentile(ms, 0.001), percentile(ms, 50), percentile(ms, 95), percentile(ms, 99), percentile(ms, 100),
+			percentile(widths, 50), percentile(widths, 1))
+	}
 }
