@@ -2,7 +2,7 @@
 GO ?= go
 export CGO_ENABLED ?= 0
 
-.PHONY: all build serve test deps check-js vet unit browser netns bench bench-turn bench-sfu fuzz clean
+.PHONY: all build serve test deps check-js vet unit browser netns bench bench-latency bench-turn bench-sfu fuzz clean
 
 all: build
 
@@ -46,6 +46,10 @@ netns:
 
 bench:
 	$(GO) test -tags browser -run '^$$' -bench AdmitToFirstFrame -benchtime 20x ./test/browser
+
+# Video latency in a visit, capture to presentation, peer to peer and through the SFU.
+bench-latency:
+	$(GO) test -tags browser -run '^$$' -bench CaptureToPresentation -benchtime 3x -v ./test/browser
 
 # Bedside's TURN relay against coturn, side by side (docs/benchmarks.md).
 bench-turn:
