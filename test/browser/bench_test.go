@@ -330,10 +330,10 @@ const watchLatencyJS = `(() => {
 // that shows its capture time (canvasCameraJS), and the other browser reads that time back
 // out of every frame it presents (watchLatencyJS). The figure is capture in one browser
 // (the frame drawn and handed to the track) to presentation in the other (the decoded frame
-// handed to the compositor): encoding, SFrame encryption, packetisation, the network path
-// (loopback; through the SFU or peer to peer), the receiver's jitter buffer, decryption and
-// decoding. A real camera's exposure and readout and a real display's scan-out come on top.
-// Both browsers run on one machine and one clock. Each iteration is a new visit of each
+// handed to the compositor): encoding, SRTP, packetisation, the network path (loopback;
+// through the SFU or peer to peer), the receiver's jitter buffer and decoding. A real
+// camera's exposure and readout and a real display's scan-out come on top. Both browsers
+// run on one machine and one clock. Each iteration is a new visit of each
 // policy, peer to peer (auto, two people) and through the SFU (policy sfu), measured for
 // window after the first frame and warm-up.
 //
