@@ -277,9 +277,9 @@ const canvasCameraJS = `(() => {
 // (requestVideoFrameCallback; the frame drawn into a canvas at its decoded size, each
 // cell's centre read) and note, for each frame whose check holds, the time from its capture
 // in the other browser to its presentation here (metadata.presentationTime: handed to the
-// compositor), and its width. Frames whose cells do not read back are counted apart, and
-// so are frames the element had already moved past when the callback ran (its current time
-// is no longer the frame's: the canvas would get a later frame's pixels).
+// compositor), its width, the time read and its RTP timestamp (for ownPixels, which finds
+// the frames whose pixels were a later frame's). Frames whose cells do not read back are
+// counted apart.
 const watchLatencyJS = `(() => {
 	window.__lat = [];
 	window.__latBad = 0;
