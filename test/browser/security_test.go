@@ -28,6 +28,36 @@ type fakeClock struct {
 	t  time.Time
 }
 
+// clockStart is where a test's server clock starts: now, or, late in the day, three hours
+// earlier. The console lists the visits of the browser's day (from its local midnight, by its
+// own clock), while the server's times are the test's clock: a test that moves that clock
+// past midnight (TestIdleLogoff moves it by about an hour) would create a visit the server
+// dates tomorrow and the browser does not list. Three hours back, the clock's moves stay in
+// the browsers' day (their time zone is the machine's, time.Local). A test that runs across
+// the real midnight can still see the browser's day change under it.
+func clockStart(now time.Time) time.Time {
+	if now.Local().Hour() >= 21 {
+		now = now.Add(-3 * time.Hour)
+	}
+	return now.UTC().Truncate(time.Second)
+}
+
+// TestClockStart: from any time of the day, the test clock's start moved on by the longest
+// any test moves it (an hour, with room) is still in the browsers' day.
+func TestClockStart(t *testing.T) {
+	day := time.Date(2026, 11, 26, 0, 0, 0, 0, time.Local)
+	for m := 0; m < 24*60; m += 7 {
+		now := day.Add(time.Duration(m) * time.Minute)
+		start := clockStart(now)
+		if late := start.Add(90 * time.Minute).Local(); late.YearDay() != now.YearDay() {
+			t.Fatalf("at %s the clock starts at %s: 90 minutes on it is %s, another day", now.Format(time.TimeOnly), start.Local().Format(time.TimeOnly), late)
+		}
+		if now.Hour() < 21 && !start.Equal(now.UTC().Truncate(time.Second)) {
+			t.Fatalf("at %s the clock starts at %s, not now", now, start)
+		}
+	}
+}
+
 func (c *fakeClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -44,7 +74,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 // asked).
 func newClockRig(t *testing.T, requireMFA bool) (*rig, *fakeClock) {
 	t.Helper()
-	clk := &fakeClock{t: time.Now().UTC().Truncate(time.Second)}
+	clk := &fakeClock{t: clockStart(time.Now())}
 	// A clinician in a call keeps the session alive every 200 ms here (a minute in
 	// production), so that a test can move the clock by minutes between them.
 	srv := apptest.Start(t, apptest.Options{App: app.Options{Now: clk.Now, KeepAliveEvery: 200 * time.Millisecond}, RequireMFA: requireMFA})
