@@ -157,9 +157,6 @@ func BenchmarkSRTPEncrypt(b *testing.B) {
 			b.Fatal(err)
 		}
 		ssalt := srtpKDF(key, salt, 0x02, 12) // the session salt
-		if err != nil {
-			b.Fatal(err)
-		}
 		g, err := cipher.NewGCM(blk)
 		if err != nil {
 			b.Fatal(err)
