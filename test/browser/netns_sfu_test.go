@@ -51,9 +51,16 @@ func exec_(t *testing.T, name string, args ...string) {
 // kernel has no netem). rate "" removes the limit.
 func (n *network) shape(peer, rate string) {
 	n.t.Helper()
-	exec.Command("ip", "netns", "exec", n.r, "tc", "qdisc", "del", "dev", peer, "root").Run()
+	n.tbf(n.r, peer, rate, "16kb", "50ms")
+}
+
+// tbf puts a token bucket of rate, burst and latency on what leaves dev in the namespace
+// ns, in place of any before; rate "" only removes it.
+func (n *network) tbf(ns, dev, rate, burst, latency string) {
+	n.t.Helper()
+	exec.Command("ip", "netns", "exec", ns, "tc", "qdisc", "del", "dev", dev, "root").Run()
 	if rate != "" {
-		n.in(n.r, "tc", "qdisc", "add", "dev", peer, "root", "tbf", "rate", rate, "burst", "16kb", "latency", "50ms")
+		n.in(ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate, "burst", burst, "latency", latency)
 	}
 }
 
@@ -187,7 +194,7 @@ func TestNetnsSFULayers(t *testing.T) {
 	}
 	// A tbf on the clinician's own link out (host B), narrower than the three layers:
 	// packets queue past its 10 ms and are dropped until the browser sends less.
-	n.in(n.b, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "800kbit", "burst", "4kb", "latency", "10ms")
+	n.tbf(n.b, "eth0", "800kbit", "4kb", "10ms")
 	lossDeadline := time.Now().Add(20 * time.Second)
 	var lossy pubFeedback
 	for {
@@ -200,7 +207,7 @@ func TestNetnsSFULayers(t *testing.T) {
 			break
 		}
 	}
-	exec.Command("ip", "netns", "exec", n.b, "tc", "qdisc", "del", "dev", "eth0", "root").Run()
+	n.tbf(n.b, "eth0", "", "", "")
 	t.Logf("with the clinician's link out at 800 kbit/s: %+v", lossy)
 	if lossy.NACKs <= before.NACKs || lossy.Retransmitted <= before.Retransmitted {
 		t.Errorf("the publisher's link lost packets, and its browser got %d NACKs and sent %d packets again (before: %d, %d)",
