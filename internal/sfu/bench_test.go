@@ -182,8 +182,11 @@ func BenchmarkSRTPEncrypt(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		plain := append(must(h.Marshal()), payload...)
-		want, err := ctx.EncryptRTP(nil, plain, h)
+		plain, err := h.Marshal()
+		if err != nil {
+			b.Fatal(err)
+		}
+		want, err := ctx.EncryptRTP(nil, append(plain, payload...), h)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -213,11 +216,4 @@ func srtpKDF(masterKey, masterSalt []byte, label byte, n int) []byte {
 	out := make([]byte, n)
 	cipher.NewCTR(blk, iv).XORKeyStream(out, out)
 	return out
-}
-
-func must(b []byte, err error) []byte {
-	if err != nil {
-		panic(err)
-	}
-	return b
 }

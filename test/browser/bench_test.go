@@ -211,9 +211,9 @@ func ownPixels(frames [][4]float64) []bool {
 	// off[i]: the time read minus the RTP time, unwrapped, relative to the first frame's.
 	off := make([]float64, len(frames))
 	for i := 1; i < len(frames); i++ {
-		dv := math.Mod(frames[i][2]-frames[i-1][2]+1048576, 1048576)
-		if dv > 524288 {
-			dv -= 1048576
+		dv := math.Mod(frames[i][2]-frames[i-1][2]+timeCodeMod, timeCodeMod)
+		if dv > timeCodeMod/2 {
+			dv -= timeCodeMod
 		}
 		dr := float64(int32(uint32(int64(frames[i][3]))-uint32(int64(frames[i-1][3])))) / 90
 		off[i] = off[i-1] + dv - dr
@@ -235,18 +235,26 @@ func percentile(xs []float64, p float64) float64 {
 	return s[max(0, min(i, len(s)-1))]
 }
 
+// timeCodeJS is the time code both sides use: 24 cells in a 6 x 4 grid, bit i in cell i
+// (row-major), 20 bits of the epoch millisecond and, above them, a 4-bit check of those.
+// timeCodeMod is its codeMod, for the Go side.
+const timeCodeMod = 1 << 20
+
+const timeCodeJS = `
+	const codeMod = 1048576, codeCols = 6, codeRows = 4, codeCells = 24;
+	const codeCheck = (v) => (v ^ (v >>> 4) ^ (v >>> 8) ^ (v >>> 12) ^ (v >>> 16)) & 15;`
+
 // canvasCameraJS replaces the camera the page opens with a canvas that shows, in every
 // frame, the epoch millisecond at which it was drawn (modulo 2^20, with a 4-bit check) as
 // 24 black or white cells in a 6 x 4 grid: large enough to survive VP8 and the quarter-size
 // simulcast layer. Each frame is drawn and handed to the track at once (captureStream(0)
 // and requestFrame), every 33 ms, so its time is its capture time. The microphone stays the
 // fake device's. Installed before the page's own scripts run.
-const canvasCameraJS = `(() => {
+const canvasCameraJS = `(() => {` + timeCodeJS + `
 	const md = navigator.mediaDevices;
 	if (!md || md.__canvasCamera) return;
 	md.__canvasCamera = true;
 	const open = md.getUserMedia.bind(md);
-	const check = (v) => (v ^ (v >>> 4) ^ (v >>> 8) ^ (v >>> 12) ^ (v >>> 16)) & 15;
 	md.getUserMedia = async (c) => {
 		const s = await open(c);
 		if (!c || !c.video) return s;
@@ -259,11 +267,11 @@ const canvasCameraJS = `(() => {
 		const track = cv.captureStream(0).getVideoTracks()[0];
 		const draw = () => {
 			if (track.readyState === 'ended') { clearInterval(timer); return; }
-			const v = Math.round(performance.timeOrigin + performance.now()) % 1048576;
-			const bits = v | (check(v) << 20);
-			for (let i = 0; i < 24; i++) {
+			const v = Math.round(performance.timeOrigin + performance.now()) % codeMod;
+			const bits = v | (codeCheck(v) << 20);
+			for (let i = 0; i < codeCells; i++) {
 				g.fillStyle = (bits >>> i) & 1 ? '#fff' : '#000';
-				g.fillRect((i % 6) * W / 6, Math.floor(i / 6) * H / 4, W / 6, H / 4);
+				g.fillRect((i % codeCols) * W / codeCols, Math.floor(i / codeCols) * H / codeRows, W / codeCols, H / codeRows);
 			}
 			track.requestFrame();
 		};
@@ -280,10 +288,9 @@ const canvasCameraJS = `(() => {
 // compositor), its width, the time read and its RTP timestamp (for ownPixels, which finds
 // the frames whose pixels were a later frame's). Frames whose cells do not read back are
 // counted apart.
-const watchLatencyJS = `(() => {
+const watchLatencyJS = `(() => {` + timeCodeJS + `
 	window.__lat = [];
 	window.__latBad = 0;
-	const check = (v) => (v ^ (v >>> 4) ^ (v >>> 8) ^ (v >>> 12) ^ (v >>> 16)) & 15;
 	const cv = document.createElement('canvas');
 	const g = cv.getContext('2d', {willReadFrequently: true});
 	const root = document.getElementById('remotes');
@@ -296,20 +303,20 @@ const watchLatencyJS = `(() => {
 				if (cv.width !== w || cv.height !== h) { cv.width = w; cv.height = h; }
 				g.drawImage(v, 0, 0, w, h);
 				let bits = 0;
-				for (let i = 0; i < 24; i++) {
-					const x = Math.floor(((i % 6) + 0.5) * w / 6), y = Math.floor((Math.floor(i / 6) + 0.5) * h / 4);
+				for (let i = 0; i < codeCells; i++) {
+					const x = Math.floor(((i % codeCols) + 0.5) * w / codeCols), y = Math.floor((Math.floor(i / codeCols) + 0.5) * h / codeRows);
 					const d = g.getImageData(x - 1, y - 1, 3, 3).data;
 					let sum = 0;
 					for (let k = 0; k < d.length; k += 4) sum += d[k];
 					if (sum / 9 > 128) bits |= 1 << i;
 				}
-				const val = bits & 1048575;
-				if (check(val) === bits >>> 20) {
+				const val = bits & (codeMod - 1);
+				if (codeCheck(val) === bits >>> 20) {
 					const at = performance.timeOrigin + md.presentationTime;
 					// Modulo 2^20 ms (17 minutes); a frame read as up to 1 s early is a
 					// negative latency, kept as such.
-					let lat = ((at - val) % 1048576 + 1048576) % 1048576;
-					if (lat > 1048576 - 1000) lat -= 1048576;
+					let lat = ((at - val) % codeMod + codeMod) % codeMod;
+					if (lat > codeMod - 1000) lat -= codeMod;
 					window.__lat.push([lat, w, val, md.rtpTimestamp || 0]);
 				} else {
 					window.__latBad++;
