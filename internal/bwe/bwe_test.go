@@ -312,12 +312,70 @@ func TestEstimatorLoss(t *testing.T) {
 	if st.Loss < 0.2 || st.Loss > 0.3 || st.Target >= 1_000_000 {
 		t.Errorf("a quarter lost: %v", st)
 	}
+	// A feedback a second later counts the last round's missing packets lost (no feedback
+	// reported them received within lossGrace); one about packets never sent, after it,
+	// changes nothing.
+	for _, p := range feedback(t, map[uint16]int64{seq + 200: 1}, seq+200, seq+201) {
+		e.OnFeedback(p, now+int64(time.Second))
+	}
 	before := e.Stats()
 	for _, p := range feedback(t, map[uint16]int64{seq + 100: 1, seq + 101: 2}, seq+100, seq+102) {
-		e.OnFeedback(p, now+int64(time.Second))
+		e.OnFeedback(p, now+2*int64(time.Second))
 	}
 	if after := e.Stats(); after != before {
 		t.Errorf("feedback about packets never sent changed the estimator: %v -> %v", before, after)
+	}
+}
+
+// TestEstimatorLateArrival: packets overtaken by later ones are reported missing by one
+// feedback and received by the next (as Chromium does); they are not lost, and the
+// estimate holds. A packet still missing after lossGrace is lost.
+func TestEstimatorLateArrival(t *testing.T) {
+	e := New(Config{Initial: 1_000_000})
+	now := int64(time.Second)
+	seq := uint16(0)
+	for range 40 {
+		from := seq
+		arrivals := map[uint16]int64{}
+		for range 50 {
+			e.Sent(seq, 1200, now)
+			arrivals[seq] = now/1000 + 10_000
+			seq++
+			now += int64(2 * time.Millisecond)
+		}
+		// Every tenth packet is late: the first feedback, sent before it came, says missing.
+		early := map[uint16]int64{}
+		for s, at := range arrivals {
+			if s%10 != 3 {
+				early[s] = at
+			}
+		}
+		for _, p := range feedback(t, early, from, seq) {
+			e.OnFeedback(p, now)
+		}
+		for _, p := range feedback(t, arrivals, from, seq) {
+			e.OnFeedback(p, now+int64(20*time.Millisecond))
+		}
+	}
+	if st := e.Stats(); st.Loss != 0 || st.Target < 1_000_000 {
+		t.Errorf("late packets taken for lost: %v", st)
+	}
+	// Now one packet (seq+1) never arrives: lost once lossGrace has passed, not before.
+	for i := range uint16(3) {
+		e.Sent(seq+i, 1200, now)
+	}
+	for _, p := range feedback(t, map[uint16]int64{seq: now/1000 + 10_000, seq + 2: now/1000 + 10_000}, seq, seq+3) {
+		e.OnFeedback(p, now+int64(10*time.Millisecond))
+	}
+	if st := e.Stats(); st.Loss != 0 {
+		t.Errorf("a missing packet counted lost before lossGrace: %v", st)
+	}
+	e.Sent(seq+3, 1200, now+int64(lossGrace))
+	for _, p := range feedback(t, map[uint16]int64{seq + 3: now/1000 + 10_000 + lossGrace.Microseconds()}, seq+3, seq+4) {
+		e.OnFeedback(p, now+int64(lossGrace)+int64(20*time.Millisecond))
+	}
+	if st := e.Stats(); st.Loss == 0 {
+		t.Errorf("a packet missing for lossGrace not counted lost: %v", st)
 	}
 }
 

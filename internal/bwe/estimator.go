@@ -17,7 +17,10 @@ type Config struct {
 
 // The rules (draft-ietf-rmcat-gcc-02, sections 5 and 6, with a queueing-delay detector in
 // place of its trendline filter):
-//   - loss: the share of packets the feedback reports lost, averaged over lossTau. Above
+//   - loss: the share of packets the feedback reports lost, averaged over lossTau; a packet
+//     reported missing counts as lost only when no feedback has reported it received
+//     within lossGrace (a packet overtaken by a later one is reported missing, then received
+//     in the next feedback: Chromium reports it again). Above
 //     10% the estimate is cut by half the loss (at most once per decreaseGap); under 2%
 //     it may grow.
 //   - delay: each packet's one-way delay (its arrival on the subscriber's clock minus its
@@ -46,6 +49,14 @@ const (
 	growthHeadroom = 100_000
 	rateWindow     = time.Second // the received rate is measured over this much arrival time
 	minRateSpan    = 200 * time.Millisecond
+	// lossGrace is how long a packet reported missing may still be reported received:
+	// browsers send transport-wide feedback every 50 to 250 ms, and report a late packet
+	// in the next one. Packets reach a subscriber out of the order of their transport-wide
+	// numbers: each publisher's reader sends its own batch (decision 56).
+	lossGrace = 300 * time.Millisecond
+	// maxMissing is how many packets reported missing wait out lossGrace at once; beyond,
+	// the oldest counts as lost at once.
+	maxMissing = 1024
 )
 
 // histSize is how many packets sent are remembered for their feedback: at 1 000 packets a
@@ -53,18 +64,26 @@ const (
 const histSize = 4096
 
 // slot is one packet sent, packed in one word so that recording it is one atomic store:
-// its sequence number (bits 48-63), a reported flag (47), its size in bytes (36-46) and
-// its send time in microseconds modulo 2^36 (about 19 hours; the feedback about a packet
+// its sequence number (bits 48-63), a reported flag (47: counted, received or lost), a
+// missing flag (46: reported missing, not yet counted), its size in bytes (35-45) and its
+// send time in microseconds modulo 2^35 (about 9.5 hours; the feedback about a packet
 // comes within seconds, which tells the full time). Written by whoever sends (the down
 // tracks, each from its own goroutine), read by whoever reads feedback: no lock.
 type slot struct{ v atomic.Uint64 }
 
 const (
-	timeBits    = 36
+	timeBits    = 35
 	timeMask    = 1<<timeBits - 1
 	sizeMask    = 1<<11 - 1
+	missingBit  = 1 << 46
 	reportedBit = 1 << 47
 )
+
+// missing is a packet reported missing, and when (monotonic ns).
+type missing struct {
+	seq uint16
+	at  int64
+}
 
 func packSlot(seq uint16, size int, atUs int64) uint64 {
 	return uint64(seq)<<48 | uint64(min(size, sizeMask))<<timeBits | uint64(atUs)&timeMask
@@ -88,19 +107,22 @@ type Estimator struct {
 	hist [histSize]slot
 	cfg  Config
 
-	mu       sync.Mutex
-	rate     float64
-	mins     [baseWindow]int64 // least one-way delay (us) of each of the last seconds
-	minSec   [baseWindow]int64 // which second (of our clock) each holds, plus one (0: none)
-	queue    float64           // smoothed queueing delay, us
-	queued   bool              // queue holds a measurement
-	acks     [16]ackSpan       // the last feedback packets' spans, a ring
-	ackNext  int
-	loss     float64 // averaged
-	lossAt   int64   // when loss was last updated (monotonic ns)
-	decrease int64   // the last decrease (monotonic ns)
-	increase int64   // the last growth step (monotonic ns)
-	state    string
+	mu      sync.Mutex
+	rate    float64
+	mins    [baseWindow]int64 // least one-way delay (us) of each of the last seconds
+	minSec  [baseWindow]int64 // which second (of our clock) each holds, plus one (0: none)
+	queue   float64           // smoothed queueing delay, us
+	queued  bool              // queue holds a measurement
+	acks    [16]ackSpan       // the last feedback packets' spans, a ring
+	ackNext int
+	loss    float64 // averaged
+	lossAt  int64   // when loss was last updated (monotonic ns)
+	// Packets reported missing and not yet counted, oldest first: a ring.
+	missing            [maxMissing]missing
+	missHead, missSize int
+	decrease           int64 // the last decrease (monotonic ns)
+	increase           int64 // the last growth step (monotonic ns)
+	state              string
 
 	stats atomic.Pointer[Stats]
 }
@@ -139,6 +161,47 @@ func (e *Estimator) Sent(seq uint16, size int, at int64) {
 	e.hist[seq%histSize].v.Store(packSlot(seq, size, at/1000))
 }
 
+// addMissing notes a packet reported missing (with mu held). It returns 1 when the list
+// was full and its oldest entry was counted lost to make room, else 0.
+func (e *Estimator) addMissing(seq uint16, now int64) int {
+	n := 0
+	if e.missSize == maxMissing {
+		n = e.countLost(e.missing[e.missHead].seq)
+		e.missHead = (e.missHead + 1) % maxMissing
+		e.missSize--
+	}
+	e.missing[(e.missHead+e.missSize)%maxMissing] = missing{seq, now}
+	e.missSize++
+	return n
+}
+
+// expireMissing counts as lost the packets reported missing at least lossGrace ago that no
+// feedback has reported received since (with mu held), and returns how many.
+func (e *Estimator) expireMissing(now int64) int {
+	n := 0
+	for e.missSize > 0 {
+		m := e.missing[e.missHead]
+		if now-m.at < int64(lossGrace) {
+			break
+		}
+		n += e.countLost(m.seq)
+		e.missHead = (e.missHead + 1) % maxMissing
+		e.missSize--
+	}
+	return n
+}
+
+// countLost marks seq's slot counted, if it is still that packet and still missing: 1 if
+// so, else 0 (received meanwhile, or its slot reused).
+func (e *Estimator) countLost(seq uint16) int {
+	s := &e.hist[seq%histSize]
+	v := s.v.Load()
+	if uint16(v>>48) != seq || v&missingBit == 0 || v&reportedBit != 0 || !s.v.CompareAndSwap(v, v|reportedBit) {
+		return 0
+	}
+	return 1
+}
+
 // Target is the current estimate, bit/s.
 func (e *Estimator) Target() int { return e.stats.Load().Target }
 
@@ -158,16 +221,20 @@ func (e *Estimator) OnFeedback(pkt []byte, now int64) error {
 		s := &e.hist[seq%histSize]
 		v := s.v.Load()
 		if v == 0 || uint16(v>>48) != seq || v&reportedBit != 0 {
-			return // not sent by us lately, or reported before
+			return // not sent by us lately, or counted before
 		}
-		if !s.v.CompareAndSwap(v, v|reportedBit) {
+		if !received {
+			if v&missingBit == 0 && s.v.CompareAndSwap(v, v|missingBit) {
+				n := e.addMissing(seq, now)
+				lost += n
+				total += n
+			}
+			return
+		}
+		if !s.v.CompareAndSwap(v, (v|reportedBit)&^missingBit) {
 			return // overwritten meanwhile
 		}
 		total++
-		if !received {
-			lost++
-			return
-		}
 		bytes += int(v >> timeBits & sizeMask)
 		first, last = min(first, arrival), max(last, arrival)
 		owd := arrival - sentAt(v, nowUs)
@@ -177,6 +244,9 @@ func (e *Estimator) OnFeedback(pkt []byte, now int64) error {
 	if err != nil {
 		return err
 	}
+	n := e.expireMissing(now)
+	lost += n
+	total += n
 	if total == 0 {
 		return nil
 	}

@@ -185,6 +185,10 @@ func (c *client) PeerEvent(ev visit.PeerEvent, p visit.Peer) {
 
 func (c *client) Signal(from string, payload any) {
 	in := payload.(Incoming)
+	if in.Type == "e2ee" {
+		c.queue(E2EEMsg{Type: "e2ee", From: from, Pub: in.Pub, KID: in.KID, Key: in.Key})
+		return
+	}
 	c.queue(SignalMsg{Type: "signal", From: from, Description: in.Description, Candidate: in.Candidate, Sources: in.Sources})
 }
 
@@ -433,6 +437,8 @@ func (c *client) handle(ctx context.Context, in readResult) {
 			err = c.presence.MediaSignal(mediaSignal(msg))
 			break
 		}
+		err = c.presence.Relay(msg.To, msg)
+	case "e2ee":
 		err = c.presence.Relay(msg.To, msg)
 	case "video_size":
 		err = c.presence.VideoSize(msg.Participant, msg.Source, msg.Width, msg.Height)

@@ -62,6 +62,9 @@ type Incoming struct {
 	Height      int               // video_size
 	Text        string            // chat
 	ChatID      string            // chat: the sender's id for the message (optional), for repeats
+	Pub         string            // e2ee: the sender's public key (docs/protocol.md, "End-to-end encryption")
+	KID         int64             // e2ee: the key id of Key (0: no key in this message)
+	Key         string            // e2ee: the sender's frame key, wrapped for the recipient
 }
 
 // SFU is the reserved peer id of the server's SFU in signal and connection messages.
@@ -110,7 +113,7 @@ func invalid(format string, args ...any) *ProtocolError {
 
 // clientTypes are the message types a client may send (docs/protocol.md). Decode accepts
 // these and no others, and each has an entry in messagePolicy (TestEveryMessageHasPolicy).
-var clientTypes = []string{"hello", "signal", "admit", "remove", "end", "leave", "connection", "video_size", "chat", "ping"}
+var clientTypes = []string{"hello", "signal", "admit", "remove", "end", "leave", "connection", "video_size", "chat", "ping", "e2ee"}
 
 var (
 	// clientIDRE is an id a client makes: its page load's session, a chat message's id.
@@ -119,7 +122,14 @@ var (
 	// peerRE is a participant id or the SFU.
 	peerRE = regexp.MustCompile(`^([a-z]{3}_[a-z0-9]{1,40}|sfu)$`)
 	midRE  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+	// e2eePubRE is an uncompressed P-256 public key (65 bytes) in unpadded base64url;
+	// e2eeKeyRE a wrapped frame key: a 12-byte IV, the 16-byte key, a 16-byte tag.
+	e2eePubRE = regexp.MustCompile(`^[A-Za-z0-9_-]{87}$`)
+	e2eeKeyRE = regexp.MustCompile(`^[A-Za-z0-9_-]{59}$`)
 )
+
+// MaxE2EEKeyID is the largest key id of an e2ee message (a 32-bit SFrame KID).
+const MaxE2EEKeyID = 1<<32 - 1
 
 // sources are the track sources a client may name.
 var sources = []string{"audio", "camera", "screen"}
@@ -303,6 +313,27 @@ func Decode(data []byte) (Incoming, error) {
 		if strings.TrimSpace(in.Text) == "" || utf8.RuneCountInString(in.Text) > MaxChat || !utf8.ValidString(in.Text) {
 			return in, invalid("text must be 1 to %d characters.", MaxChat)
 		}
+	case "e2ee":
+		// Keys for end-to-end encryption, relayed to one participant: the server sees
+		// public keys and wrapped frame keys, never a key it could use.
+		allowed["to"], allowed["pub"], allowed["kid"], allowed["key"] = true, true, true, true
+		if in.To, err = str("to", true, idRE); err != nil {
+			return in, err
+		}
+		if in.Pub, err = str("pub", true, e2eePubRE); err != nil {
+			return in, err
+		}
+		if in.Key, err = str("key", false, e2eeKeyRE); err != nil {
+			return in, err
+		}
+		if v, ok := raw["kid"]; ok && string(v) != "null" {
+			if err := json.Unmarshal(v, &in.KID); err != nil || in.KID < 1 || in.KID > MaxE2EEKeyID {
+				return in, invalid("kid must be a whole number from 1 to %d.", int64(MaxE2EEKeyID))
+			}
+		}
+		if (in.KID == 0) != (in.Key == "") {
+			return in, invalid("kid and key go together.")
+		}
 	case "end", "leave", "ping":
 	default:
 		return in, &ProtocolError{CodeUnknownType, fmt.Sprintf("Unknown message type %q.", truncate(typ, 32))}
@@ -452,6 +483,16 @@ type ChatMsg struct {
 	From string    `json:"from"`
 	Text string    `json:"text"`
 	At   time.Time `json:"at"`
+}
+
+// E2EEMsg relays an e2ee message: the sender's public key and, once it has the
+// recipient's, its frame key wrapped for the recipient.
+type E2EEMsg struct {
+	Type string `json:"type"`
+	From string `json:"from"`
+	Pub  string `json:"pub"`
+	KID  int64  `json:"kid,omitempty"`
+	Key  string `json:"key,omitempty"`
 }
 
 type WaitingMsg struct {

@@ -116,6 +116,10 @@ func goldenMessages(t *testing.T) map[string]any {
 		"speakers":        member(func(c *client) { c.Speakers(gPatient.ID, []string{gPatient.ID, gClinician.ID}) }),
 		"speakers_nobody": member(func(c *client) { c.Speakers("", nil) }),
 		"chat":            member(func(c *client) { c.Chat(gPatient.ID, "Hello, can you see my screen?", gSince) }),
+		"e2ee": member(func(c *client) {
+			c.Signal(gPatient.ID, Incoming{Type: "e2ee", To: gClinician.ID, Pub: gE2EEPub, KID: 3405691582, Key: gE2EEKey})
+		}),
+		"e2ee_hello": member(func(c *client) { c.Signal(gPatient.ID, Incoming{Type: "e2ee", To: gClinician.ID, Pub: gE2EEPub}) }),
 		"waiting": member(func(c *client) {
 			c.WaitingChanged([]visit.Waiting{{ID: gPatient.ID, Name: "Ada", Since: gSince, Role: store.RolePatient}})
 		}),
@@ -197,6 +201,12 @@ func TestGoldenServerMessages(t *testing.T) {
 }
 
 // goldenInputs are the client messages in testdata/in and what each decodes to.
+// An e2ee message's public key (65 bytes) and wrapped frame key (44 bytes), base64url.
+const (
+	gE2EEPub = "BAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0-P0A"
+	gE2EEKey = "ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1-f4CBgoOEhYaHiImKi4yNjo8"
+)
+
 var goldenInputs = map[string]Incoming{
 	"hello":               {Type: "hello", Visit: "vst_3kq9xw2mfa7cbn5d", Session: "s_8fj2Lq0-Zx_9"},
 	"hello_without_visit": {Type: "hello", Session: "s_8fj2Lq0-Zx_9"},
@@ -234,6 +244,8 @@ var goldenInputs = map[string]Incoming{
 	"video_size_hidden": {Type: "video_size", Participant: "prt_7hm2zq8rnc4bxd6e", Source: "screen"},
 	"chat":              {Type: "chat", Text: "Hello, can you hear me?"},
 	"chat_with_id":      {Type: "chat", Text: "Hello again", ChatID: "c_3kq9xw2mfa7cbn5d"},
+	"e2ee_hello":        {Type: "e2ee", To: "prt_7hm2zq8rnc4bxd6e", Pub: gE2EEPub},
+	"e2ee_key":          {Type: "e2ee", To: "prt_7hm2zq8rnc4bxd6e", Pub: gE2EEPub, KID: 3405691582, Key: gE2EEKey},
 }
 
 func readInputs(t testing.TB) map[string][]byte {
@@ -418,6 +430,15 @@ func TestDecodeErrors(t *testing.T) {
 		{name: "chat with from", in: `{"type":"chat","text":"hi","from":"prt_x"}`, code: CodeInvalid, inReplyTo: "chat", mentions: "from"},
 		{name: "chat id too short", in: `{"type":"chat","text":"hi","id":"c_1"}`, code: CodeInvalid, inReplyTo: "chat", mentions: "id"},
 		{name: "chat id not a string", in: `{"type":"chat","text":"hi","id":7}`, code: CodeInvalid, inReplyTo: "chat", mentions: "id"},
+		{name: "e2ee to the SFU", in: `{"type":"e2ee","to":"sfu","pub":"` + gE2EEPub + `"}`, code: CodeInvalid, inReplyTo: "e2ee", mentions: "to"},
+		{name: "e2ee without pub", in: `{"type":"e2ee",` + to + `}`, code: CodeInvalid, inReplyTo: "e2ee", mentions: "pub"},
+		{name: "e2ee pub too short", in: `{"type":"e2ee",` + to + `,"pub":"` + gE2EEPub[1:] + `"}`, code: CodeInvalid, inReplyTo: "e2ee", mentions: "pub"},
+		{name: "e2ee key without kid", in: `{"type":"e2ee",` + to + `,"pub":"` + gE2EEPub + `","key":"` + gE2EEKey + `"}`, code: CodeInvalid, inReplyTo: "e2ee", mentions: "kid"},
+		{name: "e2ee kid without key", in: `{"type":"e2ee",` + to + `,"pub":"` + gE2EEPub + `","kid":7}`, code: CodeInvalid, inReplyTo: "e2ee", mentions: "key"},
+		{name: "e2ee kid 0", in: `{"type":"e2ee",` + to + `,"pub":"` + gE2EEPub + `","kid":0,"key":"` + gE2EEKey + `"}`, code: CodeInvalid, inReplyTo: "e2ee", mentions: "kid"},
+		{name: "e2ee kid over 32 bits", in: `{"type":"e2ee",` + to + `,"pub":"` + gE2EEPub + `","kid":4294967296,"key":"` + gE2EEKey + `"}`, code: CodeInvalid, inReplyTo: "e2ee", mentions: "kid"},
+		{name: "e2ee key padded", in: `{"type":"e2ee",` + to + `,"pub":"` + gE2EEPub + `","kid":7,"key":"` + gE2EEKey + `="}`, code: CodeInvalid, inReplyTo: "e2ee", mentions: "key"},
+		{name: "e2ee with from", in: `{"type":"e2ee",` + to + `,"pub":"` + gE2EEPub + `","from":"prt_x"}`, code: CodeInvalid, inReplyTo: "e2ee", mentions: "from"},
 		{name: "over 64 KiB", in: `{"type":"signal",` + to + `,"description":{"type":"offer","sdp":"` + long(MaxMessage) + `"}}`, code: CodeTooLarge},
 		{name: "64 KiB + 1 of spaces", in: `{"type":"end"}` + strings.Repeat(" ", MaxMessage+1-14), code: CodeTooLarge},
 	} {

@@ -60,6 +60,9 @@ var messagePolicy = map[string]auth.Action{
 	// admitted participants, like signal.
 	"video_size": auth.ActVisitSignal,
 	"chat":       auth.ActVisitSignal,
+	// Keys for end-to-end encryption (public keys, wrapped frame keys), relayed like a
+	// signal between admitted participants; observers too, who receive.
+	"e2ee": auth.ActVisitSignal,
 }
 
 // Visits is what the signalling server needs of the visit service.

@@ -24,13 +24,19 @@ import (
 // cores need small frames. It returns the option that uses it.
 func fakeCamera(t testing.TB, width, height int) chromedp.ExecAllocatorOption {
 	t.Helper()
+	return fakeCameraAt(t, width, height, 30)
+}
+
+// fakeCameraAt is fakeCamera at fps frames a second.
+func fakeCameraAt(t testing.TB, width, height, fps int) chromedp.ExecAllocatorOption {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), fmt.Sprintf("camera-%dx%d.y4m", width, height))
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := bufio.NewWriter(f)
-	fmt.Fprintf(w, "YUV4MPEG2 W%d H%d F30:1 Ip A1:1 C420jpeg\n", width, height)
+	fmt.Fprintf(w, "YUV4MPEG2 W%d H%d F%d:1 Ip A1:1 C420jpeg\n", width, height, fps)
 	const frames = 60
 	y := make([]byte, width*height)
 	uv := make([]byte, width*height/4)
@@ -189,6 +195,23 @@ func TestSFUFourBrowsers(t *testing.T) {
 	caregiver := &person{page: newPage(t, "caregiver", cam), name: "Carl"}
 	interpreter := &person{page: newPage(t, "interpreter", cam), name: "Ines"}
 	r.signIn()
+	// On a failure, what the SFU was doing: each subscriber's estimate and layers, and why
+	// packets were dropped.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		logSFU(t, srv, r.visitID)
+		if mfs, err := srv.Registry().Gather(); err == nil {
+			for _, mf := range mfs {
+				if strings.HasPrefix(mf.GetName(), "bedside_sfu_dropped") {
+					for _, m := range mf.GetMetric() {
+						t.Logf("%s %v: %v", mf.GetName(), m.GetLabel(), m.GetCounter().GetValue())
+					}
+				}
+			}
+		}
+	})
 	r.clinician.click("#media-policy")
 	mustEval[chromedp.Void](r.clinician, `(() => { document.getElementById('media-policy').value = 'sfu'; })()`)
 	r.createVisit("Ada Lovelace")
@@ -224,6 +247,9 @@ func TestSFUFourBrowsers(t *testing.T) {
 		p.logf("receives %s", strings.Join(parts, "; "))
 	}
 	t.Logf("all four receiving each other through the SFU %v after the last admission", time.Since(start).Round(time.Millisecond))
+	// Through the SFU too, every frame is encrypted end to end: each page holds the
+	// other three's current frame keys, and all four show the same safety code.
+	before := checkE2EE(t, pages, ids)
 	// Sender reports for every track (the SFU writes them itself, decision 53; Chromium
 	// aligns audio and video by them): a few seconds in, each page has had several for
 	// each publisher's audio and camera.
@@ -290,18 +316,6 @@ func TestSFUFourBrowsers(t *testing.T) {
 		p.waitFor("the patient highlighted as the active speaker", fmt.Sprintf(
 			`!!document.querySelector('#remotes figure.speaking video[data-peer-id=%q]') && document.querySelectorAll('#remotes figure.speaking').length === 1`, patientID))
 	}
-	// The clinician shares a screen: its own track, a tile of its own on the others' pages.
-	r.clinician.click("#share-screen")
-	r.clinician.waitFor("sharing", `document.getElementById('share-screen').getAttribute('aria-pressed') === 'true'`)
-	for _, p := range []*page{r.patient, caregiver.page} {
-		p.waitFor("the clinician's screen in a tile of its own", fmt.Sprintf(`(() => {
-			const v = document.querySelector('#remotes video[data-peer-id=%q][data-source="screen"]');
-			return !!v && !v.paused && v.readyState >= 2 && v.videoWidth > 0; })()`, ids["clinician"]))
-	}
-	r.clinician.click("#share-screen")
-	r.patient.waitFor("the screen tile gone when sharing stops", fmt.Sprintf(
-		`!document.querySelector('#remotes video[data-peer-id=%q][data-source="screen"]')`, ids["clinician"]))
-
 	// The interpreter leaves: the others' tiles of the interpreter go, the SFU has three
 	// people, and the three still receive each other. The interpreter then rejoins from
 	// the page ("Rejoin the visit"): admission is remembered for the visit (docs/
@@ -317,6 +331,49 @@ func TestSFUFourBrowsers(t *testing.T) {
 	for name, p := range rest {
 		waitReceivesAll(p, othersOf(ids, name, "interpreter"), 20*time.Second)
 	}
+	// The three who stayed move to new frame keys (design decision 65): each sends with a
+	// KID it did not have before, the other two hold it, and frames keep being decoded
+	// under it. The interpreter's page never got any of them.
+	restIDs := map[string]string{"clinician": ids["clinician"], "patient": ids["patient"], "caregiver": ids["caregiver"]}
+	for name, p := range rest {
+		p.waitFor("a new frame key after the interpreter left", fmt.Sprintf(
+			`window.bedside.call.e2ee.stats().then((s) => s.sendKid !== %d)`, before[name].SendKid))
+	}
+	for name, p := range rest {
+		// Frames of each of the other two decoded since all three switched keys.
+		base := mustEval[map[string]received](p, sfuReceivedJS)
+		var cond []string
+		for _, id := range othersOf(ids, name, "interpreter") {
+			cond = append(cond, fmt.Sprintf("(got[%q]?.frames ?? 0) >= %d", id, base[id].Frames+10))
+		}
+		p.waitFor("frames decoded under the new keys", `(async () => { const got = await `+sfuReceivedJS+`; return `+strings.Join(cond, " && ")+`; })()`)
+	}
+	after := checkE2EE(t, rest, restIDs)
+	gone := readE2EE(interpreter.page)
+	for name := range rest {
+		if !slices.Contains(gone.Received[ids[name]], before[name].SendKid) {
+			t.Errorf("the interpreter's page did not record %s's key before leaving: %v", name, gone.Received)
+		}
+		for _, kids := range gone.Received {
+			if slices.Contains(kids, after[name].SendKid) {
+				t.Errorf("the interpreter, gone, has %s's new frame key %d", name, after[name].SendKid)
+			}
+		}
+	}
+	// The clinician shares a screen: its own track, a tile of its own on the others' pages
+	// (with three in the call: four browsers and a screen, each frame encrypted end to end,
+	// are more than two cores carry without the SFU seeing queues and backing off).
+	r.clinician.click("#share-screen")
+	r.clinician.waitFor("sharing", `document.getElementById('share-screen').getAttribute('aria-pressed') === 'true'`)
+	for _, p := range []*page{r.patient, caregiver.page} {
+		p.waitFor("the clinician's screen in a tile of its own", fmt.Sprintf(`(() => {
+			const v = document.querySelector('#remotes video[data-peer-id=%q][data-source="screen"]');
+			return !!v && !v.paused && v.readyState >= 2 && v.videoWidth > 0; })()`, ids["clinician"]))
+	}
+	r.clinician.click("#share-screen")
+	r.patient.waitFor("the screen tile gone when sharing stops", fmt.Sprintf(
+		`!document.querySelector('#remotes video[data-peer-id=%q][data-source="screen"]')`, ids["clinician"]))
+
 	back := time.Now()
 	interpreter.page.click("#rejoin")
 	for name, p := range pages {
@@ -386,7 +443,9 @@ func TestSFUFourBrowsers(t *testing.T) {
 // fake camera, and that camera for more pages.
 func cameraRig(t *testing.T) (*rig, *apptest.Server, chromedp.ExecAllocatorOption) {
 	t.Helper()
-	cam := fakeCamera(t, 320, 180)
+	// 15 frames a second: four browsers, each encrypting and decrypting every frame end to
+	// end (decision 65), on the two cores they share with the server.
+	cam := fakeCameraAt(t, 320, 180, 15)
 	srv := apptest.Start(t, apptest.Options{})
 	r := newRigWith(t, rigOptions{start: func(testing.TB) *apptest.Server { return srv },
 		clinician: []chromedp.ExecAllocatorOption{cam}, patient: []chromedp.ExecAllocatorOption{cam}})

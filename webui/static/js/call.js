@@ -4,6 +4,7 @@
 // receives the others'), switching make-before-break. Trickle ICE, ICE restart, chat, mute /
 // camera off, screen share, the connect watchdog, connection reports and stats.
 
+import {E2EE, e2eeSupported} from './e2ee.js';
 import {Emitter, randomId} from './protocol.js';
 
 /** @typedef {import('./protocol.js').Signalling} Signalling */
@@ -31,6 +32,7 @@ const PAIR_CHECK_MS = 3000;
  * restarts at once. Browsers may stay disconnected for minutes before they call it failed.
  */
 export const ICE_RESTART_AFTER_MS = 3000;
+
 
 /**
  * The camera's simulcast encodings in SFU mode, lowest first (docs/protocol.md): a quarter,
@@ -206,6 +208,12 @@ export class Call extends Emitter {
     /** Peers (and "sfu") whose connection did not connect within CONNECT_TIMEOUT_MS. */
     /** @type {Set<string>} */
     this.failedPeers = new Set();
+    /**
+     * End-to-end encryption of every frame (e2ee.js), or null where the browser cannot
+     * (the page then says the call is not end-to-end encrypted).
+     * @type {E2EE | null}
+     */
+    this.e2ee = e2eeSupported() ? new E2EE((msg) => this.signalling.send(msg)) : null;
     this._pairTimer = setInterval(() => {
       for (const c of this._watched()) {
         if (c.pc.connectionState === 'connected') this._reportPair(c);
@@ -219,6 +227,7 @@ export class Call extends Emitter {
     this._unsubscribe.push(
       s.on('welcome', (m) => {
         this.selfId = m.participant.id;
+        if (this.e2ee) this.e2ee.selfId = m.participant.id;
         this.selfName = m.participant.name;
         this.observer = m.participant.observer === true;
         this._setIce(m.ice_servers, m.ice_transport_policy);
@@ -247,6 +256,9 @@ export class Call extends Emitter {
       s.on('speakers', (m) => {
         this.activeSpeaker = m.active;
         this.emit('speakers', {active: m.active, speaking: m.speaking});
+      }),
+      s.on('e2ee', (m) => {
+        this.e2ee?.receive(m).catch((err) => console.warn('bedside: e2ee', err));
       }),
       s.on('chat', (m) => {
         const text = m.text.slice(0, MAX_CHAT);
@@ -304,6 +316,7 @@ export class Call extends Emitter {
   _onPeer(event, peer) {
     if (this.closed || peer.id === this.selfId) return;
     if (event === 'left') {
+      this.e2ee?.left(peer.id);
       this.peers.delete(peer.id);
       this.absent.delete(peer.id);
       this._drop(peer.id);
@@ -319,6 +332,7 @@ export class Call extends Emitter {
       return;
     }
     // joined
+    this.e2ee?.joined(peer.id, peer.session).catch((err) => console.warn('bedside: e2ee', err));
     const known = this.peers.get(peer.id);
     this.peers.set(peer.id, peer);
     this.absent.delete(peer.id);
@@ -381,9 +395,10 @@ export class Call extends Emitter {
     pc.onicecandidate = (ev) => {
       this._send(id, {candidate: ev.candidate ? ev.candidate.toJSON() : null}, conn.current);
     };
-    pc.oniceconnectionstatechange = restartWhenStuck(pc, conn.current, () => this.signalling.probe());
+    pc.oniceconnectionstatechange = restartWhenStuck(pc, conn.current, () => this.signalling.probe(), () => conn.polite);
     pc.onconnectionstatechange = () => this._connectionState(conn);
     pc.ontrack = (ev) => {
+      this.e2ee?.protect(pc);
       const track = ev.track;
       if (track.kind === 'video' && conn.sources[ev.transceiver.mid ?? ''] === 'screen') {
         if (!conn.screen) conn.screen = new MediaStream();
@@ -425,6 +440,7 @@ export class Call extends Emitter {
         if (!has) pc.addTransceiver(kind, {direction: 'recvonly', streams: [this.localStream]});
       }
     }
+    this.e2ee?.protect(pc);
   }
 
   /**
@@ -760,6 +776,7 @@ export class Call extends Emitter {
     }
     const screen = this.screenStream?.getVideoTracks()[0];
     if (screen && this.screenStream) pc.addTransceiver(screen, {direction: 'sendonly', streams: [this.screenStream]});
+    this.e2ee?.protect(pc);
     // The client is pub's only offerer: every change (a screen share, an ICE restart) is a
     // new offer, and there is never glare.
     pc.onnegotiationneeded = () => {
@@ -836,14 +853,24 @@ export class Call extends Emitter {
   /** @returns {SfuConn} */
   _openSub() {
     const conn = this._sfuConn('sub');
-    conn.pc.ontrack = (ev) => this._onSfuTrack(ev);
+    conn.pc.ontrack = (ev) => {
+      this.e2ee?.protect(conn.pc);
+      this._onSfuTrack(ev);
+    };
     return conn;
   }
 
   /** @param {TrackInfo[]} tracks */
   _onTracks(tracks) {
-    if (!this.sfu) return;
-    this.sfu.tracks = new Map(tracks.map((t) => [t.mid, t]));
+    const sfu = this.sfu;
+    if (!sfu) return;
+    sfu.tracks = new Map(tracks.map((t) => [t.mid, t]));
+    // A track whose sub offer came before the tracks message that names it goes into its
+    // stream now (the two may arrive in either order).
+    for (const [mid, track] of sfu.midTracks) {
+      const info = sfu.tracks.get(mid);
+      if (info && !sfu.streams.get(streamKey(info))?.getTracks().includes(track)) this._placeSfuTrack(info, track);
+    }
   }
 
   /**
@@ -853,18 +880,27 @@ export class Call extends Emitter {
    */
   _onSfuTrack(ev) {
     const sfu = this.sfu;
+    if (!sfu) return;
     const mid = ev.transceiver.mid ?? '';
-    const info = sfu?.tracks.get(mid);
-    if (!sfu || !info) return;
     sfu.midTracks.set(mid, ev.track);
-    const key = info.source === 'screen' ? `${info.participant}.screen` : info.participant;
+    const info = sfu.tracks.get(mid);
+    if (info) this._placeSfuTrack(info, ev.track);
+  }
+
+  /**
+   * @param {TrackInfo} info
+   * @param {MediaStreamTrack} track
+   */
+  _placeSfuTrack(info, track) {
+    const sfu = /** @type {SfuState} */ (this.sfu);
+    const key = streamKey(info);
     let stream = sfu.streams.get(key);
     if (!stream) {
       stream = new MediaStream();
       sfu.streams.set(key, stream);
     }
-    for (const t of stream.getTracks()) if (t.kind === ev.track.kind && t !== ev.track) stream.removeTrack(t);
-    if (!stream.getTracks().includes(ev.track)) stream.addTrack(ev.track);
+    for (const t of stream.getTracks()) if (t.kind === track.kind && t !== track) stream.removeTrack(t);
+    if (!stream.getTracks().includes(track)) stream.addTrack(track);
     this.emit('remote-stream', {peerId: info.participant, stream, via: 'sfu', source: info.source === 'screen' ? 'screen' : 'camera'});
   }
 
@@ -875,7 +911,7 @@ export class Call extends Emitter {
     for (const [mid, track] of sfu.midTracks) {
       const info = sfu.tracks.get(mid);
       for (const [key, stream] of sfu.streams) {
-        const belongs = info && key === (info.source === 'screen' ? `${info.participant}.screen` : info.participant);
+        const belongs = info && key === streamKey(info);
         if (!belongs && stream.getTracks().includes(track)) {
           stream.removeTrack(track);
           if (key.endsWith('.screen') && stream.getVideoTracks().length === 0) {
@@ -884,7 +920,6 @@ export class Call extends Emitter {
           }
         }
       }
-      if (!info) sfu.midTracks.delete(mid);
     }
   }
 
@@ -1095,6 +1130,7 @@ export class Call extends Emitter {
       } else {
         c.pc.addTrack(track, this.localStream);
       }
+      this.e2ee?.protect(c.pc);
     }
     const pub = this.sfu?.pub;
     if (pub) {
@@ -1102,6 +1138,7 @@ export class Call extends Emitter {
       if (sender) await sender.replaceTrack(track);
       else pub.pc.addTransceiver(track, {direction: 'sendonly', streams: [this.localStream],
         sendEncodings: track.kind === 'video' ? SIMULCAST.map((e) => ({...e})) : undefined});
+      this.e2ee?.protect(pub.pc);
     }
     if (old && old !== track) old.stop();
   }
@@ -1132,9 +1169,11 @@ export class Call extends Emitter {
     track.addEventListener('ended', () => this.stopScreenShare());
     for (const c of this.conns.values()) {
       if (!c.needsTracks) c.pc.addTrack(track, stream);
+      this.e2ee?.protect(c.pc);
     }
     const pub = this.sfu?.pub;
     if (pub) pub.pc.addTransceiver(track, {direction: 'sendonly', streams: [stream]});
+    if (pub) this.e2ee?.protect(pub.pc);
     this.emit('screen', {sharing: true});
     return true;
   }
@@ -1231,6 +1270,7 @@ export class Call extends Emitter {
     }
     for (const off of this._unsubscribe) off();
     this._unsubscribe = [];
+    this.e2ee?.close();
     this.emit('closed', {});
   }
 }
@@ -1238,6 +1278,15 @@ export class Call extends Emitter {
 const CANDIDATE_TYPES = ['host', 'srflx', 'prflx', 'relay'];
 const PROTOCOLS = ['udp', 'tcp'];
 const RELAY_PROTOCOLS = ['udp', 'tcp', 'tls'];
+
+/**
+ * The stream a track of the sub connection goes into: its publisher's (camera and
+ * microphone), or its publisher's screen.
+ * @param {TrackInfo} info
+ */
+function streamKey(info) {
+  return info.source === 'screen' ? `${info.participant}.screen` : info.participant;
+}
 
 /**
  * A chat message's id: "c_" and 16 random base64url characters.
@@ -1263,31 +1312,38 @@ function iceQuiet(pc) {
  * connection with the SFU, where we are the offerer): at once when ICE failed, and when it
  * has stayed disconnected for ICE_RESTART_AFTER_MS. current says whether the connection is
  * still in use; quiet is called whenever its ICE goes quiet (iceQuiet: the page probes its
- * signalling, which a restart needs).
+ * signalling, which a restart needs). The polite side of a peer connection leaves ICE
+ * restarts to the impolite side, so that the two never offer at once: a collision makes
+ * the polite side roll its offer back, and after a rollback Chromium no longer passes the
+ * received video through the end-to-end decryption (docs/design.md decision 65). A path
+ * that failed fails for both sides (ICE consent checks go both ways), so the impolite side
+ * notices too.
  * @param {RTCPeerConnection} pc
  * @param {() => boolean} current
  * @param {() => void} quiet
+ * @param {() => boolean} [polite]
  * @returns {() => void}
  */
-function restartWhenStuck(pc, current, quiet) {
+function restartWhenStuck(pc, current, quiet, polite = () => false) {
   /** @type {ReturnType<typeof setTimeout> | undefined} */
   let timer;
   return () => {
     const state = pc.iceConnectionState;
-    if (timer !== undefined && state !== 'disconnected') {
+    if (timer !== undefined && (!iceQuiet(pc) || state === 'failed')) {
       clearTimeout(timer);
       timer = undefined;
     }
     if (!current()) return;
     if (iceQuiet(pc)) quiet();
+    if (!iceQuiet(pc) || timer !== undefined || polite()) return;
     if (state === 'failed') {
       pc.restartIce();
-    } else if (state === 'disconnected' && timer === undefined) {
-      timer = setTimeout(() => {
-        timer = undefined;
-        if (current() && pc.iceConnectionState === 'disconnected') pc.restartIce();
-      }, ICE_RESTART_AFTER_MS);
+      return;
     }
+    timer = setTimeout(() => {
+      timer = undefined;
+      if (current() && iceQuiet(pc)) pc.restartIce();
+    }, ICE_RESTART_AFTER_MS);
   };
 }
 

@@ -65,6 +65,7 @@ const LIVENESS_CHECK_MS = 1000;
  * @typedef {{type: 'layers', source: Source, active: string[]}} LayersMsg
  * @typedef {{type: 'speakers', active: string, speaking: string[]}} SpeakersMsg
  * @typedef {{type: 'chat', from: string, text: string, at: string}} ChatMsg
+ * @typedef {{type: 'e2ee', from: string, pub: string, kid?: number, key?: string}} E2EEMsg
  * @typedef {{type: 'waiting', waiting: WaitingEntry[]}} WaitingMsg
  * @typedef {{type: 'peer', event: 'joined' | 'gone' | 'left', peer: Peer}} PeerMsg
  * @typedef {{candidate?: string, sdpMid?: string | null, sdpMLineIndex?: number | null,
@@ -84,7 +85,7 @@ const LIVENESS_CHECK_MS = 1000;
  *   welcome: WelcomeMsg, admitted: AdmittedMsg, waiting: WaitingMsg, peer: PeerMsg,
  *   signal: SignalMsg, ice_servers: IceServersMsg, ended: EndedMsg, bye: ByeMsg, error: ErrorMsg,
  *   mode: ModeMsg, tracks: TracksMsg, layers: LayersMsg, speakers: SpeakersMsg, chat: ChatMsg,
- *   state: StateEvent, closed: ClosedEvent
+ *   e2ee: E2EEMsg, state: StateEvent, closed: ClosedEvent
  * }} SignallingEvents
  *
  * @typedef {{type: 'signal', to: string, pc?: 'pub' | 'sub', description: RTCSessionDescriptionInit,
@@ -92,6 +93,7 @@ const LIVENESS_CHECK_MS = 1000;
  *   | {type: 'signal', to: string, pc?: 'pub' | 'sub', candidate: RTCIceCandidateInit | null}
  *   | {type: 'video_size', participant: string, source: 'camera' | 'screen', width: number, height: number}
  *   | {type: 'chat', text: string, id?: string}
+ *   | {type: 'e2ee', to: string, pub: string, kid?: number, key?: string}
  *   | {type: 'admit', participant: string}
  *   | {type: 'remove', participant: string}
  *   | {type: 'end'}
@@ -255,6 +257,10 @@ export function validate(msg) {
     case 'chat':
       if (typeof msg.from !== 'string' || typeof msg.text !== 'string') return null;
       return /** @type {ChatMsg} */ ({...msg, at: typeof msg.at === 'string' ? msg.at : new Date().toISOString()});
+    case 'e2ee':
+      if (typeof msg.from !== 'string' || typeof msg.pub !== 'string') return null;
+      if ((msg.kid !== undefined || msg.key !== undefined) && (typeof msg.kid !== 'number' || typeof msg.key !== 'string')) return null;
+      return /** @type {E2EEMsg} */ (msg);
     case 'waiting':
       return /** @type {WaitingMsg} */ ({...msg,
         waiting: Array.isArray(msg.waiting) ? msg.waiting.filter(isWaitingEntry) : []});

@@ -175,6 +175,9 @@ export function playWithFallback(media, container) {
  * connection to the SFU invisible: the SFU's video plays in a standby element behind the
  * tile's until the call switches, then takes its place.
  */
+/** How often the end-to-end encryption line is brought up to date. */
+const E2EE_STATUS_EVERY_MS = 2000;
+
 export class CallView {
   /**
    * @param {Call} call
@@ -205,6 +208,25 @@ export class CallView {
     });
     this._wire();
     this.showLocal();
+    /** The end-to-end encryption line: its safety code changes as people join and leave. */
+    this.e2eeStatus = document.getElementById('e2ee-status');
+    this._e2eeTimer = setInterval(() => this._showE2EE(), E2EE_STATUS_EVERY_MS);
+    this._showE2EE();
+  }
+
+  /** Shows whether the call is end-to-end encrypted, and the safety code to compare. */
+  async _showE2EE() {
+    const el = this.e2eeStatus;
+    if (!el) return;
+    const e2ee = this.call.e2ee;
+    let text = 'Not end-to-end encrypted: this browser cannot encrypt the call. Use a current Chrome, Edge, Firefox or Safari.';
+    if (e2ee) {
+      const code = await e2ee.safetyCode();
+      text = code ? `End-to-end encrypted. Safety code ${code}: everyone in the call should see the same code.` : 'End-to-end encrypted.';
+    }
+    el.dataset.state = e2ee ? 'on' : 'off';
+    if (el.textContent !== text) el.textContent = text;
+    el.hidden = false;
   }
 
   _wire() {
@@ -555,6 +577,7 @@ export class CallView {
 
   /** Stops showing media (the visit ended). */
   stop() {
+    clearInterval(this._e2eeTimer);
     for (const off of this._off) off();
     this._off = [];
     this._sizes.disconnect();

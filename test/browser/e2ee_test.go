@@ -1,0 +1,136 @@
+//go:build browser
+
+package browser
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/bedside/bedside/internal/app/apptest"
+)
+
+// TestSFrameVectors runs the page's SFrame (webui/static/js/sframe.js, what the end-to-end
+// encryption worker uses on every frame) in Chromium against RFC 9605's test vectors: the
+// 289 header encodings of appendix C.1, and the AES_128_GCM_SHA256_128 vector of C.3 (key
+// derivation labels, nonce, ciphertext), then decrypts that ciphertext, and checks that one
+// changed byte of it, or of its metadata, makes decryption fail.
+func TestSFrameVectors(t *testing.T) {
+	vectors, err := os.ReadFile("testdata/sframe-vectors.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := apptest.Start(t, apptest.Options{})
+	p := newPage(t, "browser")
+	p.navigate(srv.URL() + "/signin")
+	problems := mustEval[[]string](p, `(async () => {
+	const sf = await import('/static/js/sframe.js');
+	const v = `+string(vectors)+`;
+	const hex = (b) => [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+	const unhex = (h) => Uint8Array.from(h.match(/../g) ?? [], (x) => parseInt(x, 16));
+	const big = (x) => BigInt(x);
+	const out = [];
+	for (const h of v.headers) {
+		const got = hex(sf.encodeHeader(big(h.kid), big(h.ctr)));
+		if (got !== h.header) out.push('header ' + h.kid + ' ' + h.ctr + ': ' + got + ', want ' + h.header);
+		const d = sf.decodeHeader(unhex(h.header + 'aabb'));
+		if (!d || d.kid !== big(h.kid) || d.ctr !== big(h.ctr) || d.length !== h.header.length / 2) out.push('decode ' + h.header);
+	}
+	const c = v.aes128gcm;
+	if (hex(sf.label('key', c.kid)) !== c.sframe_key_label) out.push('key label ' + hex(sf.label('key', c.kid)));
+	if (hex(sf.label('salt', c.kid)) !== c.sframe_salt_label) out.push('salt label');
+	const k = await sf.deriveFrameKey(c.kid, unhex(c.base_key));
+	if (hex(k.salt) !== c.sframe_salt) out.push('salt ' + hex(k.salt));
+	if (hex(sf.nonce(k.salt, big(c.ctr))) !== c.nonce) out.push('nonce');
+	const ct = await sf.encrypt(k, c.kid, c.ctr, unhex(c.metadata), unhex(c.pt));
+	if (hex(ct) !== c.ct) out.push('ciphertext ' + hex(ct));
+	const header = sf.decodeHeader(unhex(c.ct));
+	const pt = await sf.decrypt(k, header, unhex(c.metadata), unhex(c.ct));
+	if (hex(pt) !== c.pt) out.push('plaintext ' + hex(pt));
+	const bad = unhex(c.ct);
+	bad[bad.length - 20] ^= 1;
+	if (await sf.decrypt(k, header, unhex(c.metadata), bad).then(() => true, () => false)) out.push('a changed ciphertext decrypted');
+	const meta = unhex(c.metadata);
+	meta[0] ^= 1;
+	if (await sf.decrypt(k, header, meta, unhex(c.ct)).then(() => true, () => false)) out.push('changed metadata decrypted');
+	if (v.headers.length !== 289) out.push(v.headers.length + ' header vectors');
+	return out;
+})()`)
+	for _, s := range problems {
+		t.Error(s)
+	}
+}
+
+// e2eeStatsJS reads a page's end-to-end encryption: the worker's counts and keys
+// (e2ee.js, E2EEStats), the KIDs the page was given (kept after the call closes) and its
+// safety code.
+const e2eeStatsJS = `(async () => {
+	const e = window.bedside.call.e2ee;
+	if (!e) return null;
+	const s = e.closed ? {} : await e.stats();
+	return {...s, received: Object.fromEntries(e.received), code: await e.safetyCode()};
+})()`
+
+type e2eeStats struct {
+	Encrypted   int                `json:"encrypted"`
+	Decrypted   int                `json:"decrypted"`
+	NoKey       int                `json:"noKey"`
+	Failed      int                `json:"failed"`
+	Short       int                `json:"short"`
+	SendKid     int64              `json:"sendKid"`
+	ReceiveKids map[string][]int64 `json:"receiveKids"`
+	Received    map[string][]int64 `json:"received"`
+	Code        string             `json:"code"`
+}
+
+func readE2EE(p *page) e2eeStats {
+	p.tb.Helper()
+	s := mustEval[*e2eeStats](p, e2eeStatsJS)
+	if s == nil {
+		p.tb.Fatalf("%s: the call has no end-to-end encryption", p.person)
+	}
+	return *s
+}
+
+// checkE2EE asserts that every page encrypts what it sends and decrypts what it receives
+// with the others' current keys, that nothing failed to authenticate, and that all show the
+// same safety code. It returns each page's stats by name.
+func checkE2EE(t *testing.T, pages map[string]*page, ids map[string]string) map[string]e2eeStats {
+	t.Helper()
+	all := map[string]e2eeStats{}
+	for name, p := range pages {
+		all[name] = readE2EE(p)
+	}
+	code := ""
+	for name, s := range all {
+		var kids []string
+		for other := range pages {
+			if other == name {
+				continue
+			}
+			kids = append(kids, fmt.Sprintf("%s %d", other, all[other].SendKid))
+			if !slices.Contains(s.ReceiveKids[ids[other]], all[other].SendKid) {
+				t.Errorf("%s does not hold %s's frame key %d: %v", name, other, all[other].SendKid, s.ReceiveKids)
+			}
+		}
+		pages[name].logf("e2ee: %d frames encrypted, %d decrypted, %d without a key, %d failed; safety code %s; holds %s",
+			s.Encrypted, s.Decrypted, s.NoKey, s.Failed, s.Code, strings.Join(kids, ", "))
+		if s.Encrypted == 0 || s.Decrypted == 0 {
+			t.Errorf("%s: %d frames encrypted, %d decrypted", name, s.Encrypted, s.Decrypted)
+		}
+		if s.Failed != 0 || s.Short != 0 {
+			t.Errorf("%s: %d frames failed to authenticate, %d too short for SFrame", name, s.Failed, s.Short)
+		}
+		switch {
+		case s.Code == "":
+			t.Errorf("%s: no safety code", name)
+		case code == "":
+			code = s.Code
+		case s.Code != code:
+			t.Errorf("%s shows the safety code %s, another page %s", name, s.Code, code)
+		}
+	}
+	return all
+}

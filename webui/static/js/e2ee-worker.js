@@ -1,0 +1,172 @@
+// The end-to-end encryption worker: every media frame the page sends is encrypted here,
+// and every frame it receives decrypted, with SFrame (sframe.js; docs/design.md decision 65)
+// inside RTCRtpScriptTransform. The page (e2ee.js) gives it the frame keys; they never
+// leave this page's two contexts.
+//
+// What stays clear, so that the SFU and the receiving browser's depacketizer can do their
+// work without the media (decision 43): of a VP8 frame its first 3 bytes (the frame tag: key
+// frame or not, and the size of the first partition), 10 of a key frame (with the start code
+// and the picture's size). They are the SFrame metadata: authenticated, not encrypted. Audio
+// is encrypted whole. A frame that cannot be decrypted is dropped, never passed on.
+
+import {decodeHeader, decrypt, deriveFrameKey, encrypt} from './sframe.js';
+
+/** @typedef {import('./sframe.js').FrameKey} FrameKey */
+
+/** Receive keys kept per sender: the current one and those before it, for frames in flight. */
+const KEEP_PER_SENDER = 3;
+
+/** @type {{kid: number, key: FrameKey} | null} */
+let sending = null;
+/** The CTR of the next frame sent: unique for each frame under one KID (RFC 9605 9.1). */
+let ctr = 0;
+/** @type {Map<number, {from: string, key: FrameKey}>} receive keys by KID */
+const receiving = new Map();
+/** @type {Map<string, number[]>} the KIDs of each sender, oldest first */
+const bySender = new Map();
+const counts = {encrypted: 0, decrypted: 0, noKey: 0, failed: 0, short: 0};
+
+/**
+ * Bytes left clear at the start of a frame.
+ * @param {'audio' | 'video'} kind
+ * @param {Uint8Array} data
+ */
+function clearBytes(kind, data) {
+  if (kind !== 'video' || data.length === 0) return 0;
+  return Math.min(data.length, (data[0] & 1) === 0 ? 10 : 3);
+}
+
+/**
+ * @param {'audio' | 'video'} kind
+ * @param {RTCEncodedVideoFrame | RTCEncodedAudioFrame} frame
+ * @param {TransformStreamDefaultController} out
+ */
+async function encryptFrame(kind, frame, out) {
+  const s = sending;
+  if (!s) return; // no key yet: nothing leaves in the clear
+  const data = new Uint8Array(frame.data);
+  const n = clearBytes(kind, data);
+  const sf = await encrypt(s.key, s.kid, ctr++, data.subarray(0, n), data.subarray(n));
+  counts.encrypted++;
+  pass(frame, data.subarray(0, n), sf, out);
+}
+
+/**
+ * Passes the frame on with its data replaced: the clear bytes, then body.
+ * @param {RTCEncodedVideoFrame | RTCEncodedAudioFrame} frame
+ * @param {Uint8Array} clear
+ * @param {Uint8Array} body
+ * @param {TransformStreamDefaultController} out
+ */
+function pass(frame, clear, body, out) {
+  const buf = new Uint8Array(clear.length + body.length);
+  buf.set(clear);
+  buf.set(body, clear.length);
+  frame.data = buf.buffer;
+  out.enqueue(frame);
+}
+
+/**
+ * @param {'audio' | 'video'} kind
+ * @param {RTCEncodedVideoFrame | RTCEncodedAudioFrame} frame
+ * @param {TransformStreamDefaultController} out
+ */
+async function decryptFrame(kind, frame, out) {
+  const data = new Uint8Array(frame.data);
+  if (data.length === 0) return;
+  const n = clearBytes(kind, data);
+  const sf = data.subarray(n);
+  const header = decodeHeader(sf);
+  if (!header || header.kid > 0xffffffffn) {
+    counts.short++;
+    return;
+  }
+  const r = receiving.get(Number(header.kid));
+  if (!r) {
+    counts.noKey++;
+    return;
+  }
+  let pt;
+  try {
+    pt = await decrypt(r.key, header, data.subarray(0, n), sf);
+  } catch {
+    counts.failed++;
+    return;
+  }
+  counts.decrypted++;
+  pass(frame, data.subarray(0, n), pt, out);
+}
+
+/** @param {string} from */
+function forget(from) {
+  for (const kid of bySender.get(from) ?? []) receiving.delete(kid);
+  bySender.delete(from);
+}
+
+/**
+ * Messages from the page:
+ *   {op: 'send', kid, secret}: encrypt from now on with this key (a new KID starts CTR at 0)
+ *   {op: 'receive', from, kid, secret}: a sender's key
+ *   {op: 'forget', from}: a sender left: its keys go
+ *   {op: 'stats', id}: answered with {id, stats}
+ * They are carried out one after the other, in the order they came.
+ * @param {any} m
+ */
+async function handle(m) {
+  switch (m.op) {
+    case 'send': {
+      const key = await deriveFrameKey(m.kid, m.secret);
+      sending = {kid: m.kid, key};
+      ctr = 0;
+      break;
+    }
+    case 'receive': {
+      const key = await deriveFrameKey(m.kid, m.secret);
+      const owner = receiving.get(m.kid);
+      if (owner && owner.from !== m.from) break; // a KID is one sender's
+      receiving.set(m.kid, {from: m.from, key});
+      const kids = (bySender.get(m.from) ?? []).filter((k) => k !== m.kid);
+      kids.push(m.kid);
+      while (kids.length > KEEP_PER_SENDER) receiving.delete(/** @type {number} */ (kids.shift()));
+      bySender.set(m.from, kids);
+      break;
+    }
+    case 'forget':
+      forget(m.from);
+      break;
+    case 'stats':
+      self.postMessage({id: m.id, stats: {...counts, sendKid: sending ? sending.kid : 0,
+        receiveKids: Object.fromEntries([...bySender].map(([from, kids]) => [from, [...kids]]))}});
+      break;
+  }
+}
+
+let queue = Promise.resolve();
+self.onmessage = (ev) => {
+  queue = queue.then(() => handle(ev.data)).catch((err) => console.warn('bedside: e2ee worker', err));
+};
+
+/**
+ * A transform of one sender or receiver: its options say which side and kind.
+ * @param {Event & {transformer: {readable: ReadableStream, writable: WritableStream, options: unknown}}} ev
+ */
+function onTransform(ev) {
+  const t = ev.transformer;
+  const {side, kind} = /** @type {{side: 'send' | 'receive', kind: 'audio' | 'video'}} */ (t.options);
+  pipe(side, kind, t.readable, t.writable);
+}
+
+/**
+ * @param {'send' | 'receive'} side
+ * @param {'audio' | 'video'} kind
+ * @param {ReadableStream} readable
+ * @param {WritableStream} writable
+ */
+function pipe(side, kind, readable, writable) {
+  const step = side === 'send' ? encryptFrame : decryptFrame;
+  readable
+    .pipeThrough(new TransformStream({transform: (frame, out) => step(kind, frame, out)}))
+    .pipeTo(writable)
+    .catch(() => {}); // the sender or receiver is gone
+}
+/** @type {any} */ (self).onrtctransform = onTransform;
