@@ -33,7 +33,6 @@ const PAIR_CHECK_MS = 3000;
  */
 export const ICE_RESTART_AFTER_MS = 3000;
 
-
 /**
  * The camera's simulcast encodings in SFU mode, lowest first (docs/protocol.md): a quarter,
  * a half and the whole of the camera's resolution.
