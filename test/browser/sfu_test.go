@@ -191,7 +191,9 @@ func jsStrings(ss []string) string {
 // everyone else's video and receives their audio; chat goes through the server; the active
 // speaker is shown.
 func TestSFUFourBrowsers(t *testing.T) {
-	r, srv, cam := cameraRig(t)
+	// 15 frames a second: four browsers, each encrypting and decrypting every frame end to
+	// end (decision 65), on the two cores they share with the server.
+	r, srv, cam := cameraRigAt(t, 15)
 	caregiver := &person{page: newPage(t, "caregiver", cam), name: "Carl"}
 	interpreter := &person{page: newPage(t, "interpreter", cam), name: "Ines"}
 	r.signIn()
@@ -446,9 +448,13 @@ func TestSFUFourBrowsers(t *testing.T) {
 // fake camera, and that camera for more pages.
 func cameraRig(t *testing.T) (*rig, *apptest.Server, chromedp.ExecAllocatorOption) {
 	t.Helper()
-	// 15 frames a second: four browsers, each encrypting and decrypting every frame end to
-	// end (decision 65), on the two cores they share with the server.
-	cam := fakeCameraAt(t, 320, 180, 15)
+	return cameraRigAt(t, 30)
+}
+
+// cameraRigAt is cameraRig with a camera of fps frames a second.
+func cameraRigAt(t *testing.T, fps int) (*rig, *apptest.Server, chromedp.ExecAllocatorOption) {
+	t.Helper()
+	cam := fakeCameraAt(t, 320, 180, fps)
 	srv := apptest.Start(t, apptest.Options{})
 	r := newRigWith(t, rigOptions{start: func(testing.TB) *apptest.Server { return srv },
 		clinician: []chromedp.ExecAllocatorOption{cam}, patient: []chromedp.ExecAllocatorOption{cam}})
