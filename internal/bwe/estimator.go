@@ -51,10 +51,10 @@ const (
 	minRateSpan    = 200 * time.Millisecond
 	// lossGrace is how long a packet reported missing may still be reported received:
 	// browsers send transport-wide feedback every 50 to 250 ms, and report a late packet
-	// in the next one, later when the browser is short of CPU (300 ms was not enough for
-	// four browsers on two cores). Packets reach a subscriber out of the order of their
+	// in the next one, later when the browser is short of CPU (300 ms was not always enough for
+	// four browsers on two cores; 1 s paused video too late under a sudden 100 kbit/s cap). Packets reach a subscriber out of the order of their
 	// transport-wide numbers: each publisher's reader sends its own batch (decision 56).
-	lossGrace = time.Second
+	lossGrace = 500 * time.Millisecond
 	// maxMissing is how many packets reported missing wait out lossGrace at once; beyond,
 	// the oldest counts as lost at once.
 	maxMissing = 1024
