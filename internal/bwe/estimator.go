@@ -51,9 +51,10 @@ const (
 	minRateSpan    = 200 * time.Millisecond
 	// lossGrace is how long a packet reported missing may still be reported received:
 	// browsers send transport-wide feedback every 50 to 250 ms, and report a late packet
-	// in the next one, later when the browser is short of CPU (300 ms was not always enough for
-	// four browsers on two cores; 1 s paused video too late under a sudden 100 kbit/s cap). Packets reach a subscriber out of the order of their
-	// transport-wide numbers: each publisher's reader sends its own batch (decision 56).
+	// in the next one, later when the browser is short of CPU (300 ms was not always
+	// enough for four browsers on two cores; 1 s paused video too late under a sudden
+	// 100 kbit/s cap). Packets reach a subscriber out of the order of their transport-wide
+	// numbers: each publisher's reader sends its own batch (decision 56).
 	lossGrace = 500 * time.Millisecond
 	// maxMissing is how many packets reported missing wait out lossGrace at once; beyond,
 	// the oldest counts as lost at once.
@@ -167,9 +168,7 @@ func (e *Estimator) Sent(seq uint16, size int, at int64) {
 func (e *Estimator) addMissing(seq uint16, now int64) int {
 	n := 0
 	if e.missSize == maxMissing {
-		n = e.countLost(e.missing[e.missHead].seq)
-		e.missHead = (e.missHead + 1) % maxMissing
-		e.missSize--
+		n = e.popMissing()
 	}
 	e.missing[(e.missHead+e.missSize)%maxMissing] = missing{seq, now}
 	e.missSize++
@@ -180,16 +179,19 @@ func (e *Estimator) addMissing(seq uint16, now int64) int {
 // feedback has reported received since (with mu held), and returns how many.
 func (e *Estimator) expireMissing(now int64) int {
 	n := 0
-	for e.missSize > 0 {
-		m := e.missing[e.missHead]
-		if now-m.at < int64(lossGrace) {
-			break
-		}
-		n += e.countLost(m.seq)
-		e.missHead = (e.missHead + 1) % maxMissing
-		e.missSize--
+	for e.missSize > 0 && now-e.missing[e.missHead].at >= int64(lossGrace) {
+		n += e.popMissing()
 	}
 	return n
+}
+
+// popMissing takes the oldest packet off the missing list (with mu held, the list not
+// empty) and counts it lost if it still is: 1, else 0.
+func (e *Estimator) popMissing() int {
+	seq := e.missing[e.missHead].seq
+	e.missHead = (e.missHead + 1) % maxMissing
+	e.missSize--
+	return e.countLost(seq)
 }
 
 // countLost marks seq's slot counted, if it is still that packet and still missing: 1 if

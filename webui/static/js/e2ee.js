@@ -83,15 +83,15 @@ export class E2EE {
     this._switchTimer = undefined;
     /** @type {WeakSet<RTCRtpSender | RTCRtpReceiver>} */
     this._attached = new WeakSet();
-    /** Our key pair, and our public key as sent. */
+    /** Our private key, and our public key as sent: set once `ready` resolves. */
+    /** @type {CryptoKey | undefined} */
+    this._private = undefined;
+    this.pub = '';
     this.ready = (async () => {
       const pair = await crypto.subtle.generateKey({name: 'ECDH', namedCurve: 'P-256'}, false, ['deriveBits']);
       this._private = pair.privateKey;
       this.pub = b64(new Uint8Array(await crypto.subtle.exportKey('raw', pair.publicKey)));
     })();
-    /** @type {CryptoKey | undefined} */
-    this._private = undefined;
-    this.pub = '';
   }
 
   /**
