@@ -445,7 +445,10 @@ func TestSFUFourBrowsers(t *testing.T) {
 }
 
 // cameraRig is a rig on a server of its own whose clinician and patient have a 320x180
-// fake camera, and that camera for more pages.
+// fake camera, and that camera for more pages. Its browser windows are 640x480, not the
+// harness's 1280x900: software compositing of the larger window took a third of a core
+// more per browser (77% against 112% of the machine for a two-person call), and these
+// tests put three and four browsers on two cores.
 func cameraRig(t *testing.T) (*rig, *apptest.Server, chromedp.ExecAllocatorOption) {
 	t.Helper()
 	return cameraRigAt(t, 30)
@@ -454,7 +457,12 @@ func cameraRig(t *testing.T) (*rig, *apptest.Server, chromedp.ExecAllocatorOptio
 // cameraRigAt is cameraRig with a camera of fps frames a second.
 func cameraRigAt(t *testing.T, fps int) (*rig, *apptest.Server, chromedp.ExecAllocatorOption) {
 	t.Helper()
-	cam := fakeCameraAt(t, 320, 180, fps)
+	camera := fakeCameraAt(t, 320, 180, fps)
+	window := chromedp.WindowSize(640, 480)
+	cam := func(a *chromedp.ExecAllocator) {
+		camera(a)
+		window(a)
+	}
 	srv := apptest.Start(t, apptest.Options{})
 	r := newRigWith(t, rigOptions{start: func(testing.TB) *apptest.Server { return srv },
 		clinician: []chromedp.ExecAllocatorOption{cam}, patient: []chromedp.ExecAllocatorOption{cam}})
@@ -528,18 +536,35 @@ func logSFU(t testing.TB, srv *apptest.Server, visitID string) {
 
 // frameWatchJS records, per remote participant, the times at which the tile shows a new
 // video frame: requestVideoFrameCallback on every video in #remotes, now and later,
-// counting a frame only when its element is the visible one (not the standby element of
+// counting frames only while the element is the visible one (not the standby element of
 // the switch to the SFU). window.__frames[peer] = [epoch ms, ...].
+//
+// The callbacks run on the page's main thread, which the switch keeps busy (closing a peer
+// connection blocks it for hundreds of milliseconds on two loaded cores), while the
+// compositor goes on presenting video frames without it. A callback therefore reports the
+// frames presented since the one before (presentedFrames); those it did not see are
+// recorded as presented one display refresh (1/60 s) apart right after the previous
+// callback's frame, as early as they can have been: the gap before the callback's own frame
+// is put at its longest.
 const frameWatchJS = `(() => {
 	window.__frames = {};
 	const root = document.getElementById('remotes');
+	const refresh = 1000 / 60;
 	const watch = (v) => {
 		if (v.__watched) return;
 		v.__watched = true;
+		let prev = null; // {t, n} of the last callback while the element was visible
 		const loop = (now, md) => {
 			const peer = v.dataset.peerId || v.dataset.standbyFor;
+			const t = performance.timeOrigin + md.presentationTime;
 			if (peer && v.isConnected && !v.classList.contains('standby') && v.dataset.source !== 'screen') {
-				(window.__frames[peer] = window.__frames[peer] || []).push(performance.timeOrigin + md.presentationTime);
+				const list = window.__frames[peer] || (window.__frames[peer] = []);
+				const unseen = prev ? Math.max(0, md.presentedFrames - prev.n - 1) : 0;
+				for (let i = 1; i <= unseen; i++) list.push(Math.min(t, prev.t + i * refresh));
+				list.push(t);
+				prev = {t, n: md.presentedFrames};
+			} else {
+				prev = null;
 			}
 			if (v.isConnected) v.requestVideoFrameCallback(loop);
 		};
@@ -555,6 +580,7 @@ const frameWatchJS = `(() => {
 func frameGap(p *page, peer string, from float64) (gap time.Duration, frames int) {
 	p.tb.Helper()
 	ts := mustEval[[]float64](p, fmt.Sprintf(`(window.__frames[%q] || [])`, peer))
+	slices.Sort(ts) // two elements (peer to peer, then the SFU) may overlap
 	last := from
 	for _, t := range ts {
 		if t < from {

@@ -565,7 +565,13 @@ export class Call extends Emitter {
   }
 
   /** @param {string} id */
-  _drop(id) {
+  /**
+   * @param {string} id
+   * @param {boolean} [afterSwitch] the call moved to the SFU: the connection closes only
+   *   once the page has painted the tile's switch to the SFU's stream (closing blocks the
+   *   page's main thread, and the tile would show the ended stream's last frame until then)
+   */
+  _drop(id, afterSwitch = false) {
     const conn = this.conns.get(id);
     if (!conn) return;
     this.conns.delete(id);
@@ -578,7 +584,8 @@ export class Call extends Emitter {
     conn.pc.onconnectionstatechange = null;
     conn.pc.ontrack = null;
     conn.chat.onmessage = null;
-    conn.pc.close();
+    if (afterSwitch) afterPaint(() => conn.pc.close());
+    else conn.pc.close();
   }
 
   /**
@@ -987,7 +994,7 @@ export class Call extends Emitter {
         if (at === undefined || this.sfu !== sfu || this.conns.get(peerId) !== conn) continue;
         if (sfu.peerReady.has(peerId) || now - at >= SWITCH_WAIT_MS) {
           this.emit('sfu-switched', {peerId});
-          this._drop(peerId);
+          this._drop(peerId, true);
         }
       }
     } finally {
@@ -1377,4 +1384,21 @@ export async function selectedPair(pc) {
   const local = side(byId.get(pair.localCandidateId), true);
   const remote = side(byId.get(pair.remoteCandidateId), false);
   return local && remote ? {local, remote} : null;
+}
+
+/**
+ * Runs fn once the page has painted what changed before the call (two animation frames
+ * later), or after a second in a page that does not paint (a hidden tab).
+ * @param {() => void} fn
+ */
+function afterPaint(fn) {
+  let done = false;
+  const run = () => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    fn();
+  };
+  const timer = setTimeout(run, 1000);
+  requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(run, 0)));
 }

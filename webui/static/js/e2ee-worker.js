@@ -37,64 +37,72 @@ function clearBytes(kind, data) {
 }
 
 /**
+ * A frame's new data, in two parts: the bytes left clear, then the rest; null: the frame is
+ * dropped.
+ * @typedef {{clear: Uint8Array, body: Uint8Array} | null} Done
+ */
+
+/**
+ * Encrypts a frame's data. The CTR is taken before the first await, so frames get theirs
+ * in the order they came even when their encryptions overlap.
  * @param {'audio' | 'video'} kind
  * @param {RTCEncodedVideoFrame | RTCEncodedAudioFrame} frame
- * @param {TransformStreamDefaultController} out
+ * @returns {Promise<Done>}
  */
-async function encryptFrame(kind, frame, out) {
+async function encryptFrame(kind, frame) {
   const s = sending;
-  if (!s) return; // no key yet: nothing leaves in the clear
+  if (!s) return null; // no key yet: nothing leaves in the clear
   const data = new Uint8Array(frame.data);
   const n = clearBytes(kind, data);
   const sf = await encrypt(s.key, s.kid, ctr++, data.subarray(0, n), data.subarray(n));
   counts.encrypted++;
-  pass(frame, data.subarray(0, n), sf, out);
+  return {clear: data.subarray(0, n), body: sf};
 }
 
 /**
- * Passes the frame on with its data replaced: the clear bytes, then body.
+ * Passes the frame on with its data replaced: the clear bytes, then the body.
  * @param {RTCEncodedVideoFrame | RTCEncodedAudioFrame} frame
- * @param {Uint8Array} clear
- * @param {Uint8Array} body
+ * @param {{clear: Uint8Array, body: Uint8Array}} d
  * @param {TransformStreamDefaultController} out
  */
-function pass(frame, clear, body, out) {
-  const buf = new Uint8Array(clear.length + body.length);
-  buf.set(clear);
-  buf.set(body, clear.length);
+function pass(frame, d, out) {
+  const buf = new Uint8Array(d.clear.length + d.body.length);
+  buf.set(d.clear);
+  buf.set(d.body, d.clear.length);
   frame.data = buf.buffer;
   out.enqueue(frame);
 }
 
 /**
+ * Decrypts a frame's data; null when it cannot be (no key, or it does not authenticate).
  * @param {'audio' | 'video'} kind
  * @param {RTCEncodedVideoFrame | RTCEncodedAudioFrame} frame
- * @param {TransformStreamDefaultController} out
+ * @returns {Promise<Done>}
  */
-async function decryptFrame(kind, frame, out) {
+async function decryptFrame(kind, frame) {
   const data = new Uint8Array(frame.data);
-  if (data.length === 0) return;
+  if (data.length === 0) return null;
   const n = clearBytes(kind, data);
   const sf = data.subarray(n);
   const header = decodeHeader(sf);
   if (!header || header.kid > 0xffffffffn) {
     counts.short++;
-    return;
+    return null;
   }
   const r = receiving.get(Number(header.kid));
   if (!r) {
     counts.noKey++;
-    return;
+    return null;
   }
   let pt;
   try {
     pt = await decrypt(r.key, header, data.subarray(0, n), sf);
   } catch {
     counts.failed++;
-    return;
+    return null;
   }
   counts.decrypted++;
-  pass(frame, data.subarray(0, n), pt, out);
+  return {clear: data.subarray(0, n), body: pt};
 }
 
 /** @param {string} from */
@@ -157,6 +165,15 @@ function onTransform(ev) {
 }
 
 /**
+ * Frames of one sender or receiver whose encryption or decryption may be under way at once.
+ * Each WebCrypto call goes to another thread and back; one at a time, a page short of CPU
+ * took longer for that round trip than a frame lasts (docs/design.md decision 65).
+ */
+const IN_FLIGHT = 16;
+
+/**
+ * Runs every frame of one sender or receiver through step, several at once, and passes them
+ * on in the order they came.
  * @param {'send' | 'receive'} side
  * @param {'audio' | 'video'} kind
  * @param {ReadableStream} readable
@@ -164,8 +181,25 @@ function onTransform(ev) {
  */
 function pipe(side, kind, readable, writable) {
   const step = side === 'send' ? encryptFrame : decryptFrame;
+  /** @type {Promise<void>} the previous frame passed on (or dropped) */
+  let tail = Promise.resolve();
+  let inFlight = 0;
   readable
-    .pipeThrough(new TransformStream({transform: (frame, out) => step(kind, frame, out)}))
+    .pipeThrough(new TransformStream({
+      transform(frame, out) {
+        const done = step(kind, frame).catch(() => null);
+        inFlight++;
+        tail = tail.then(() => done).then((d) => {
+          inFlight--;
+          if (d) pass(frame, d, out);
+        }).catch(() => {}); // the stream closed under it: the frame goes nowhere
+        // Backpressure: past IN_FLIGHT, the next frame waits for this one.
+        return inFlight >= IN_FLIGHT ? tail : undefined;
+      },
+      flush() {
+        return tail;
+      },
+    }))
     .pipeTo(writable)
     .catch(() => {}); // the sender or receiver is gone
 }
