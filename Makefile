@@ -2,7 +2,7 @@
 GO ?= go
 export CGO_ENABLED ?= 0
 
-.PHONY: all build serve test deps check-js vet unit browser netns bench bench-latency bench-turn bench-sfu fuzz clean
+.PHONY: all build serve test deps check-js vet unit browser netns bench bench-latency bench-e2ee bench-turn bench-sfu fuzz clean
 
 all: build
 
@@ -50,6 +50,10 @@ bench:
 # Video latency in a visit, capture to presentation, peer to peer and through the SFU.
 bench-latency:
 	$(GO) test -tags browser -run '^$$' -bench CaptureToPresentation -benchtime 3x -v ./test/browser
+
+# What the end-to-end encryption costs per frame in Chromium (docs/benchmarks.md).
+bench-e2ee:
+	$(GO) test -tags browser -run '^$$' -bench SFrame -benchtime 2000x ./test/browser
 
 # Bedside's TURN relay against coturn, side by side (docs/benchmarks.md).
 bench-turn:

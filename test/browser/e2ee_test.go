@@ -134,3 +134,40 @@ func checkE2EE(t *testing.T, pages map[string]*page, ids map[string]string) map[
 	}
 	return all
 }
+
+// BenchmarkSFrame is what the end-to-end encryption costs per frame in Chromium: sframe.js's
+// encrypt and decrypt (WebCrypto AES-128-GCM, the SFrame header and AAD) of an audio frame
+// (160 bytes), a camera frame (1200) and a key frame (12000), one after the other as a
+// single stream would be without the worker's pipelining, and 16 at a time as the worker
+// keeps them (docs/design.md decision 65; docs/benchmarks.md).
+func BenchmarkSFrame(b *testing.B) {
+	srv := apptest.Start(b, apptest.Options{})
+	p := newPage(b, "browser")
+	p.navigate(srv.URL() + "/signin")
+	for _, size := range []int{160, 1200, 12000} {
+		for _, c := range []struct {
+			name     string
+			inFlight int
+		}{{"encrypt", 1}, {"encrypt16", 16}, {"decrypt", 1}} {
+			b.Run(fmt.Sprintf("%s/%dB", c.name, size), func(b *testing.B) {
+				ms := mustEval[float64](p, fmt.Sprintf(`(async () => {
+	const sf = await import('/static/js/sframe.js');
+	const k = await sf.deriveFrameKey(7, crypto.getRandomValues(new Uint8Array(16)));
+	const data = crypto.getRandomValues(new Uint8Array(%d));
+	const ct = await sf.encrypt(k, 7, 1, data.subarray(0, 3), data.subarray(3));
+	const h = sf.decodeHeader(ct);
+	const n = %d, inFlight = %d, decrypt = %t;
+	const one = (i) => decrypt ? sf.decrypt(k, h, data.subarray(0, 3), ct) : sf.encrypt(k, 7, i, data.subarray(0, 3), data.subarray(3));
+	const t0 = performance.now();
+	for (let i = 0; i < n; i += inFlight) {
+		const batch = [];
+		for (let j = i; j < Math.min(n, i + inFlight); j++) batch.push(one(j));
+		await Promise.all(batch);
+	}
+	return performance.now() - t0;
+})()`, size, b.N, c.inFlight, c.name == "decrypt"))
+				b.ReportMetric(ms*1e6/float64(b.N), "ns/op")
+			})
+		}
+	}
+}
