@@ -56,6 +56,14 @@ func TestSFrameVectors(t *testing.T) {
 	meta[0] ^= 1;
 	if (await sf.decrypt(k, header, meta, unhex(c.ct)).then(() => true, () => false)) out.push('changed metadata decrypted');
 	if (v.headers.length !== 289) out.push(v.headers.length + ' header vectors');
+	// Anti-replay (RFC 9605 section 9.3): [CTR, accepted?] in the order a receiver sees them.
+	const w = new sf.ReplayWindow(sf.REPLAY_WINDOW);
+	const steps = [[5n, true], [3n, true], [5n, false], [4n, true], [3n, false], [0n, true],
+		[5000n, true], [904n, false], [905n, true], [905n, false], [4999n, true], [5000n, false],
+		[1n << 60n, false], [5001n, true], [20000n, true], [19999n, true], [15904n, false], [15905n, true]];
+	for (const [ctr, want] of steps) {
+		if (w.accept(ctr) !== want) out.push('replay window: CTR ' + ctr + (want ? ' refused' : ' accepted'));
+	}
 	return out;
 })()`)
 	for _, s := range problems {
@@ -79,6 +87,7 @@ type e2eeStats struct {
 	NoKey       int                `json:"noKey"`
 	Failed      int                `json:"failed"`
 	Short       int                `json:"short"`
+	Replayed    int                `json:"replayed"`
 	SendKid     int64              `json:"sendKid"`
 	ReceiveKids map[string][]int64 `json:"receiveKids"`
 	Received    map[string][]int64 `json:"received"`
@@ -115,13 +124,16 @@ func checkE2EE(t *testing.T, pages map[string]*page, ids map[string]string) map[
 				t.Errorf("%s does not hold %s's frame key %d: %v", name, other, all[other].SendKid, s.ReceiveKids)
 			}
 		}
-		pages[name].logf("e2ee: %d frames encrypted, %d decrypted, %d without a key, %d failed; safety code %s; holds %s",
-			s.Encrypted, s.Decrypted, s.NoKey, s.Failed, s.Code, strings.Join(kids, ", "))
+		pages[name].logf("e2ee: %d frames encrypted, %d decrypted, %d without a key, %d failed, %d replayed; safety code %s; holds %s",
+			s.Encrypted, s.Decrypted, s.NoKey, s.Failed, s.Replayed, s.Code, strings.Join(kids, ", "))
 		if s.Encrypted == 0 || s.Decrypted == 0 {
 			t.Errorf("%s: %d frames encrypted, %d decrypted", name, s.Encrypted, s.Decrypted)
 		}
 		if s.Failed != 0 || s.Short != 0 {
 			t.Errorf("%s: %d frames failed to authenticate, %d too short for SFrame", name, s.Failed, s.Short)
+		}
+		if s.Replayed != 0 { // nobody replays here: each would be a frame of a call dropped
+			t.Errorf("%s: %d authentic frames refused as replays", name, s.Replayed)
 		}
 		switch {
 		case s.Code == "":

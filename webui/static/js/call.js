@@ -625,6 +625,9 @@ export class Call extends Emitter {
     const description = msg.description;
     if (description) {
       if (description.type === 'rollback') return; // never needed on the wire; ignore
+      // An answer with no offer of ours pending answers one already answered: an offer sent
+      // again after the signalling reconnected (decision 58) that had arrived the first time.
+      if (description.type === 'answer' && pc.signalingState === 'stable') return;
       const readyForOffer = !conn.makingOffer &&
         (pc.signalingState === 'stable' || conn.isSettingRemoteAnswerPending);
       const offerCollision = description.type === 'offer' && !readyForOffer;

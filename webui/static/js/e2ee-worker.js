@@ -9,7 +9,7 @@
 // and the picture's size). They are the SFrame metadata: authenticated, not encrypted. Audio
 // is encrypted whole. A frame that cannot be decrypted is dropped, never passed on.
 
-import {decodeHeader, decrypt, deriveFrameKey, encrypt} from './sframe.js';
+import {decodeHeader, decrypt, deriveFrameKey, encrypt, ReplayWindow} from './sframe.js';
 
 /** @typedef {import('./sframe.js').FrameKey} FrameKey */
 
@@ -20,11 +20,11 @@ const KEEP_PER_SENDER = 3;
 let sending = null;
 /** The CTR of the next frame sent: unique for each frame under one KID (RFC 9605 9.1). */
 let ctr = 0;
-/** @type {Map<number, {from: string, key: FrameKey}>} receive keys by KID */
+/** @type {Map<number, {from: string, key: FrameKey, replay: ReplayWindow}>} receive keys by KID */
 const receiving = new Map();
 /** @type {Map<string, number[]>} the KIDs of each sender, oldest first */
 const bySender = new Map();
-const counts = {encrypted: 0, decrypted: 0, noKey: 0, failed: 0, short: 0};
+const counts = {encrypted: 0, decrypted: 0, noKey: 0, failed: 0, short: 0, replayed: 0};
 
 /**
  * Bytes left clear at the start of a frame.
@@ -101,6 +101,10 @@ async function decryptFrame(kind, frame) {
     counts.failed++;
     return null;
   }
+  if (!r.replay.accept(header.ctr)) {
+    counts.replayed++; // authentic, but seen before (or too old): dropped
+    return null;
+  }
   counts.decrypted++;
   return {clear: data.subarray(0, n), body: pt};
 }
@@ -132,7 +136,8 @@ async function handle(m) {
       const key = await deriveFrameKey(m.kid, m.secret);
       const owner = receiving.get(m.kid);
       if (owner && owner.from !== m.from) break; // a KID is one sender's
-      receiving.set(m.kid, {from: m.from, key});
+      if (owner) break; // the same key again: its replay window stays
+      receiving.set(m.kid, {from: m.from, key, replay: new ReplayWindow()});
       const kids = (bySender.get(m.from) ?? []).filter((k) => k !== m.kid);
       kids.push(m.kid);
       while (kids.length > KEEP_PER_SENDER) receiving.delete(/** @type {number} */ (kids.shift()));

@@ -1,7 +1,7 @@
 // SFrame (RFC 9605) with the cipher suite AES_128_GCM_SHA256_128 (0x0004), on WebCrypto.
 // Used by the end-to-end encryption worker (e2ee-worker.js) on every media frame, and by the
-// browser test that checks it against the RFC's test vectors (appendix C). Nothing here
-// keeps state: keys are the caller's.
+// browser test that checks it against the RFC's test vectors (appendix C). Keys are the
+// caller's; the one thing with state is ReplayWindow, which a receiver keeps per KID.
 
 /** The cipher suite: AES-128-GCM, a 16-byte tag, HKDF with SHA-256. */
 export const CIPHER_SUITE = 0x0004;
@@ -186,4 +186,44 @@ export async function decrypt(k, header, metadata, data) {
   return new Uint8Array(await crypto.subtle.decrypt(
     {name: 'AES-GCM', iv: /** @type {BufferSource} */ (nonce(k.salt, header.ctr)), additionalData: aad, tagLength: TAG_BYTES * 8},
     k.key, /** @type {BufferSource} */ (data.subarray(header.length))));
+}
+
+/** How far behind the newest CTR of a KID a frame may be and still be accepted. */
+export const REPLAY_WINDOW = 4096;
+
+/**
+ * Anti-replay for one KID (RFC 9605 section 9.3): a frame whose CTR was accepted before, or
+ * is REPLAY_WINDOW or more behind the newest accepted, is refused. Call accept only for a
+ * frame that authenticated, so that forged frames cannot move the window. A sender's CTR
+ * counts every frame it encrypts under the KID, in all its streams (audio, each camera
+ * layer, the screen, peer to peer and to the SFU alike), so no two legitimate frames share
+ * one; the window covers some 30 s of a sender's frames, more than any jitter buffer holds.
+ */
+export class ReplayWindow {
+  constructor(size = REPLAY_WINDOW) {
+    this.size = size;
+    /** The newest CTR accepted; -1 before the first. */
+    this.top = -1;
+    /** Whether CTR c was accepted, at c % size, for the size CTRs up to top. */
+    this.seen = new Uint8Array(size);
+  }
+
+  /**
+   * @param {bigint | number} ctr
+   * @returns {boolean} true the first time a CTR within the window is seen (it is then
+   *   recorded), false for a replay or a CTR too old to tell
+   */
+  accept(ctr) {
+    if (ctr < 0 || ctr > Number.MAX_SAFE_INTEGER) return false; // no sender of ours gets there
+    const c = Number(ctr);
+    if (c > this.top) {
+      for (let i = Math.max(this.top + 1, c - this.size + 1); i < c; i++) this.seen[i % this.size] = 0;
+      this.top = c;
+      this.seen[c % this.size] = 1;
+      return true;
+    }
+    if (c <= this.top - this.size || this.seen[c % this.size]) return false;
+    this.seen[c % this.size] = 1;
+    return true;
+  }
 }
