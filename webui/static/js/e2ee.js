@@ -48,7 +48,7 @@ function newKid() {
 
 /**
  * @typedef {{encrypted: number, decrypted: number, noKey: number, failed: number, short: number,
- *   replayed: number, sendKid: number, receiveKids: Record<string, number[]>}} E2EEStats
+ *   replayed: number, replayedAudio: number, sendKid: number, receiveKids: Record<string, number[]>}} E2EEStats
  */
 
 export class E2EE {
@@ -233,7 +233,7 @@ export class E2EE {
     clearTimeout(this._switchTimer);
     this._worker.terminate();
     for (const done of this._pending.values()) {
-      done({encrypted: 0, decrypted: 0, noKey: 0, failed: 0, short: 0, replayed: 0, sendKid: 0, receiveKids: {}});
+      done({encrypted: 0, decrypted: 0, noKey: 0, failed: 0, short: 0, replayed: 0, replayedAudio: 0, sendKid: 0, receiveKids: {}});
     }
     this._pending.clear();
   }
