@@ -564,7 +564,6 @@ export class Call extends Emitter {
     }
   }
 
-  /** @param {string} id */
   /**
    * @param {string} id
    * @param {boolean} [afterSwitch] the call moved to the SFU: the connection closes only

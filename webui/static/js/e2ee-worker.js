@@ -172,8 +172,9 @@ function onTransform(ev) {
 
 /**
  * Frames of one sender or receiver whose encryption or decryption may be under way at once.
- * Each WebCrypto call goes to another thread and back; one at a time, a page short of CPU
- * took longer for that round trip than a frame lasts (docs/design.md decision 65).
+ * Each WebCrypto call goes to another thread and back; one at a time, every frame would wait
+ * for the round trip of the one before, on a page short of CPU longer than a frame lasts
+ * (docs/design.md decision 65).
  */
 const IN_FLIGHT = 16;
 
