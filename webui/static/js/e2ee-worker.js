@@ -134,10 +134,9 @@ async function handle(m) {
       break;
     }
     case 'receive': {
+      // A KID is one sender's; the same key again keeps its replay window.
+      if (receiving.has(m.kid)) break;
       const key = await deriveFrameKey(m.kid, m.secret);
-      const owner = receiving.get(m.kid);
-      if (owner && owner.from !== m.from) break; // a KID is one sender's
-      if (owner) break; // the same key again: its replay window stays
       receiving.set(m.kid, {from: m.from, key, replay: new ReplayWindow()});
       const kids = (bySender.get(m.from) ?? []).filter((k) => k !== m.kid);
       kids.push(m.kid);
