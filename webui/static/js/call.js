@@ -4,6 +4,7 @@
 // receives the others'), switching make-before-break. Trickle ICE, ICE restart, chat, mute /
 // camera off, screen share, the connect watchdog, connection reports and stats.
 
+import {SAMPLE_MS, VideoGate, availableOutgoing, setVideoSending} from './audiofirst.js';
 import {E2EE, e2eeSupported} from './e2ee.js';
 import {Emitter, randomId} from './protocol.js';
 
@@ -85,11 +86,14 @@ const AUDIO_ONLY_MS = 1500;
  *   isSettingRemoteAnswerPending: boolean,
  *   needsTracks: boolean,
  *   queue: Promise<void>,
+ *   gate: VideoGate,
+ *   peerVideoPaused: boolean,
  * }} PeerConn
  *
  * needsTracks: the connection was made by an incoming offer; local tracks are attached to the
  * offered transceivers right after that offer is applied. sources: the remote side's sources
- * by mid, from its last description.
+ * by mid, from its last description. gate: whether our video to this peer is paused for
+ * want of bandwidth (audiofirst.js); peerVideoPaused: the peer said it paused its video.
  */
 
 /**
@@ -132,6 +136,8 @@ const AUDIO_ONLY_MS = 1500;
  *   mode: {mode: 'p2p' | 'sfu'},
  *   speakers: {active: string, speaking: string[]},
  *   screen: {sharing: boolean},
+ *   'video-paused': {paused: boolean},
+ *   'remote-video-paused': {peerId: string, paused: boolean},
  *   chat: ChatEvent,
  *   closed: {},
  * }} CallEvents
@@ -204,6 +210,8 @@ export class Call extends Emitter {
     this._unsubscribe = [];
     /** The server said it was going away: at the next `welcome`, see _afterServerRestart. */
     this._serverRestarted = false;
+    /** A round of _checkVideoGates is under way. */
+    this._checkingGates = false;
     /** Peers (and "sfu") whose connection did not connect within CONNECT_TIMEOUT_MS. */
     /** @type {Set<string>} */
     this.failedPeers = new Set();
@@ -218,6 +226,7 @@ export class Call extends Emitter {
         if (c.pc.connectionState === 'connected') this._reportPair(c);
       }
     }, PAIR_CHECK_MS);
+    this._gateTimer = setInterval(() => this._checkVideoGates(), SAMPLE_MS);
     this._listen();
   }
 
@@ -374,6 +383,7 @@ export class Call extends Emitter {
       makingOffer: false, ignoreOffer: false, isSettingRemoteAnswerPending: false,
       needsTracks: byOffer, queue: Promise.resolve(), watchdog: undefined, failed: false, reportedPair: '',
       current: () => this.conns.get(id) === conn, report: {peer: id},
+      gate: new VideoGate(performance.now()), peerVideoPaused: false,
     };
     this._watch(conn);
     this.conns.set(id, conn);
@@ -585,6 +595,8 @@ export class Call extends Emitter {
     conn.chat.onmessage = null;
     if (afterSwitch) afterPaint(() => conn.pc.close());
     else conn.pc.close();
+    if (conn.gate.paused) this.emit('video-paused', {paused: this.videoPaused});
+    if (conn.peerVideoPaused) this.emit('remote-video-paused', {peerId: id, paused: false});
   }
 
   /**
@@ -693,6 +705,12 @@ export class Call extends Emitter {
     if (msg && msg.sfu_ready === true && this.sfu) {
       // The peer receives us through the SFU (the switch, below).
       this.sfu.peerReady.add(conn.id);
+      return;
+    }
+    if (msg && typeof msg.video_paused === 'boolean') {
+      // The peer paused (or resumed) its video to us for want of bandwidth.
+      conn.peerVideoPaused = msg.video_paused;
+      this.emit('remote-video-paused', {peerId: conn.id, paused: msg.video_paused});
       return;
     }
     if (!msg || typeof msg.text !== 'string') return;
@@ -1064,6 +1082,47 @@ export class Call extends Emitter {
     if (this.failedPeers.delete('sfu')) this.emit('connect-ok', {peerId: 'sfu'});
   }
 
+  // --- audio first, peer to peer ----------------------------------------------------------
+
+  /** Whether our video is paused to some peer for want of bandwidth (audiofirst.js). */
+  get videoPaused() {
+    for (const c of this.conns.values()) if (c.gate.paused) return true;
+    return false;
+  }
+
+  /**
+   * Once a second: each connected peer connection's bandwidth estimate to its gate; a pause
+   * or a resume is applied to every video sender of that connection and told to the peer on
+   * the chat channel. A paused connection is paused again each time (a screen shared
+   * meanwhile adds a sender that would send).
+   */
+  async _checkVideoGates() {
+    if (this._checkingGates || this.closed) return;
+    this._checkingGates = true;
+    const before = this.videoPaused;
+    try {
+      for (const c of [...this.conns.values()]) {
+        if (c.pc.connectionState !== 'connected' || !c.current()) continue;
+        let report;
+        try {
+          report = await c.pc.getStats();
+        } catch {
+          continue;
+        }
+        if (!c.current()) continue;
+        const estimate = availableOutgoing(report);
+        const act = c.gate.sample(estimate, performance.now());
+        if (act === 'pause') console.info(`bedside: video paused, bandwidth estimate ${Math.round((estimate ?? 0) / 1000)} kbit/s; audio goes on`);
+        if (act === 'resume') console.info('bedside: video resumed, trying the link again');
+        if (c.gate.paused || act) await setVideoSending(c.pc, !c.gate.paused);
+        if (act && c.chat.readyState === 'open') c.chat.send(JSON.stringify({video_paused: c.gate.paused}));
+      }
+    } finally {
+      this._checkingGates = false;
+    }
+    if (this.videoPaused !== before) this.emit('video-paused', {paused: this.videoPaused});
+  }
+
   // --- chat, devices, screen --------------------------------------------------------------
 
   /**
@@ -1270,6 +1329,7 @@ export class Call extends Emitter {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this._pairTimer);
+    clearInterval(this._gateTimer);
     for (const id of [...this.conns.keys()]) this._drop(id);
     this._closeSfu();
     if (this.screenStream) {

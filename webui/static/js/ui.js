@@ -178,6 +178,11 @@ export function playWithFallback(media, container) {
 /** How often the end-to-end encryption line is brought up to date. */
 const E2EE_STATUS_EVERY_MS = 2000;
 
+/** Their video paused for want of bandwidth (audiofirst.js), on their tile. */
+const REMOTE_VIDEO_PAUSED = 'Video paused: the connection is too weak. You can still hear them.';
+/** Ours paused, on our own tile. */
+const LOCAL_VIDEO_PAUSED = 'Your video is paused: the connection is too weak';
+
 export class CallView {
   /**
    * @param {Call} call
@@ -266,6 +271,8 @@ export class CallView {
         this.share.setAttribute('aria-pressed', String(sharing));
         this.share.textContent = sharing ? 'Stop sharing' : 'Share screen';
       }),
+      call.on('video-paused', () => this._updateLocalBadges()),
+      call.on('remote-video-paused', ({peerId}) => this._tileStatus(peerId, '')),
       call.on('mode', () => this._reportAll()),
       call.on('chat', (m) => this.addChat(m.name, m.text, m.at, m.self)),
     );
@@ -335,6 +342,7 @@ export class CallView {
       const parts = [];
       if (this.call.muted) parts.push('Microphone off');
       if (noVideo) parts.push('Camera off');
+      else if (this.call.videoPaused) parts.push(LOCAL_VIDEO_PAUSED);
       badge.textContent = parts.join(' · ');
     }
   }
@@ -536,6 +544,9 @@ export class CallView {
     const fig = this.videos.get(peerId)?.closest('figure');
     const el = fig?.querySelector('.tile-status');
     if (!el || !fig) return;
+    const paused = this.call.conns.get(peerId)?.peerVideoPaused === true;
+    fig.classList.toggle('video-paused', paused);
+    if (!text && paused) text = REMOTE_VIDEO_PAUSED;
     if (!text && fig.classList.contains('observer')) text = 'Watching and listening';
     el.textContent = text;
   }

@@ -1,0 +1,77 @@
+//go:build browser
+
+package browser
+
+import (
+	"testing"
+
+	"github.com/bedside/bedside/internal/app/apptest"
+)
+
+// TestVideoGate drives the page's audio-first gate (webui/static/js/audiofirst.js, docs/
+// design.md decision 66) through a timeline of bandwidth estimates, one a second, and checks
+// when it pauses the video and when it tries again; TestNetnsP2PAudioFirst shows it in a
+// call on a narrow link.
+func TestVideoGate(t *testing.T) {
+	srv := apptest.Start(t, apptest.Options{})
+	p := newPage(t, "browser")
+	p.navigate(srv.URL() + "/signin")
+	problems := mustEval[[]string](p, `(async () => {
+	const af = await import('/static/js/audiofirst.js');
+	const out = [];
+	const low = af.VIDEO_PAUSE_BELOW - 1, high = af.VIDEO_PAUSE_BELOW * 3;
+	let g = new af.VideoGate(0), now = 0;
+	// Feeds estimates one a second; returns [time, action] of each action.
+	const feed = (estimates) => {
+		const acts = [];
+		for (const e of estimates) {
+			now += af.SAMPLE_MS;
+			const a = g.sample(e, now);
+			if (a) acts.push([now, a]);
+		}
+		return acts;
+	};
+	const expect = (what, got, want) => {
+		if (JSON.stringify(got) !== JSON.stringify(want)) out.push(what + ': got ' + JSON.stringify(got) + ', want ' + JSON.stringify(want));
+	};
+	expect('a good link', feed(Array(30).fill(high)), []);
+	expect('two low samples, then good', feed([low, low, high, low, low, high]), []);
+	expect('samples without an estimate neither count nor reset', feed([low, undefined, low, undefined]), []);
+	const pausedAt = now + af.SAMPLE_MS;
+	expect('the third low in a row pauses', feed([low]), [[pausedAt, 'pause']]);
+	expect('paused: nothing until the first wait is over', feed(Array(af.RETRY_FIRST_MS / af.SAMPLE_MS - 1).fill(high)), []);
+	expect('then it tries again', feed([low]), [[pausedAt + af.RETRY_FIRST_MS, 'resume']]);
+	// Samples strictly within the grace after a try do not count.
+	const inGrace = Array(af.RETRY_GRACE_MS / af.SAMPLE_MS - 1).fill(low);
+	expect('low samples within the grace do not count', feed(inGrace), []);
+	const again = now + 3 * af.SAMPLE_MS;
+	expect('a try that fails soon pauses again', feed([low, low, low]), [[again, 'pause']]);
+	expect('and waits twice as long', feed(Array(2 * af.RETRY_FIRST_MS / af.SAMPLE_MS).fill(undefined)), [[again + 2 * af.RETRY_FIRST_MS, 'resume']]);
+	// Failing tries double the wait up to the longest.
+	let wait = 2 * af.RETRY_FIRST_MS;
+	for (let i = 0; i < 5; i++) {
+		feed(inGrace);
+		const acts = feed([low, low, low]);
+		if (acts.length !== 1 || acts[0][1] !== 'pause') { out.push('try ' + i + ': ' + JSON.stringify(acts)); break; }
+		wait = Math.min(wait * 2, af.RETRY_MAX_MS);
+		const back = feed(Array(wait / af.SAMPLE_MS).fill(low));
+		expect('try ' + i + ' waits ' + wait, back, [[acts[0][0] + wait, 'resume']]);
+	}
+	expect('the longest wait', wait, af.RETRY_MAX_MS);
+	// Video that stayed on long enough starts from the first wait again.
+	feed(Array(af.STABLE_MS / af.SAMPLE_MS).fill(high));
+	const acts = feed([low, low, low]);
+	const back = feed(Array(af.RETRY_FIRST_MS / af.SAMPLE_MS).fill(low));
+	expect('after a stable spell, the first wait', back.length === 1 ? back[0][0] - acts[0][0] : back, af.RETRY_FIRST_MS);
+
+	// availableOutgoing reads the selected pair's estimate from a stats report.
+	const report = new Map([['T', {type: 'transport', selectedCandidatePairId: 'P'}], ['P', {type: 'candidate-pair', availableOutgoingBitrate: 84400}],
+		['Q', {type: 'candidate-pair', availableOutgoingBitrate: 5}]]);
+	expect('the selected pair', af.availableOutgoing(report), 84400);
+	expect('no selected pair', af.availableOutgoing(new Map([['Q', {type: 'candidate-pair', availableOutgoingBitrate: 5}]])), undefined);
+	return out;
+})()`)
+	for _, pr := range problems {
+		t.Error(pr)
+	}
+}

@@ -1,0 +1,106 @@
+//go:build browser && netns
+
+package browser
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// p2pAudioJS is what the page receives over its peer connection: audio packets received and
+// lost, samples concealed and received, and video frames decoded.
+const p2pAudioJS = `(async () => {
+	const pc = [...window.bedside.call.pcs.values()][0];
+	const o = {audio: 0, lost: 0, concealed: 0, samples: 0, frames: 0};
+	if (!pc) return o;
+	(await pc.getStats()).forEach((s) => {
+		if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+			o.audio = s.packetsReceived || 0; o.lost = s.packetsLost || 0;
+			o.concealed = s.concealedSamples || 0; o.samples = s.totalSamplesReceived || 0;
+		}
+		if (s.type === 'inbound-rtp' && s.kind === 'video') o.frames = s.framesDecoded || 0;
+	});
+	return o;
+})()`
+
+type p2pAudio struct {
+	Audio     int `json:"audio"`
+	Lost      int `json:"lost"`
+	Concealed int `json:"concealed"`
+	Samples   int `json:"samples"`
+	Frames    int `json:"frames"`
+}
+
+// TestNetnsP2PAudioFirst: in a relayed 1:1 call the link to the patient narrows to 100
+// kbit/s, enough for the clinician's audio alone but not for audio and the least video a
+// browser sends (docs/design.md decision 66). The clinician's page pauses its video to the
+// patient, both pages say so, and the patient's audio then arrives with next to no loss;
+// the patient's video to the clinician (an open link) goes on. When the link is open again
+// the clinician's video comes back by itself.
+func TestNetnsP2PAudioFirst(t *testing.T) {
+	n := newNetwork(t)
+	r := netRig(t, n, "embedded")
+	startCall(r)
+	clinicianID := mustEval[string](r.clinician, `window.bedside.call.selfId`)
+	tileStatus := fmt.Sprintf(`(document.querySelector('#remotes video[data-peer-id=%q]')?.closest('figure')?.querySelector('.tile-status')?.textContent ?? '')`, clinicianID)
+	ownBadge := `(document.getElementById('local-video')?.closest('figure')?.querySelector('.tile-status')?.textContent ?? '')`
+
+	start := mustEval[p2pAudio](r.patient, p2pAudioJS)
+	n.tbf(n.r, "toa", "100kbit", "16kb", "50ms")
+	capped := time.Now()
+	r.clinician.waitForWithin("its video to the patient paused", `window.bedside.call.videoPaused === true`, 30*time.Second)
+	paused := time.Now()
+	at := mustEval[p2pAudio](r.patient, p2pAudioJS)
+	t.Logf("the clinician's video paused %v after the cap; until then %d audio packets arrived and %d were lost",
+		paused.Sub(capped).Round(100*time.Millisecond), at.Audio-start.Audio, at.Lost-start.Lost)
+	// The video already queued at the narrow link drains (slowly: the audio takes most of
+	// the link); then 6 s of audio alone (the first try to send video again comes 15 s after
+	// the pause).
+	time.Sleep(6*time.Second - time.Since(paused))
+	a := mustEval[p2pAudio](r.patient, p2pAudioJS)
+	time.Sleep(12*time.Second - time.Since(paused))
+	b := mustEval[p2pAudio](r.patient, p2pAudioJS)
+	stillPaused := mustEval[bool](r.clinician, `window.bedside.call.videoPaused`)
+	got, lost := b.Audio-a.Audio, b.Lost-a.Lost
+	concealed := 0.0
+	if b.Samples > a.Samples {
+		concealed = float64(b.Concealed-a.Concealed) / float64(b.Samples-a.Samples)
+	}
+	t.Logf("video paused, 6 s at 100 kbit/s: %d audio packets, %d lost, %.1f%% of samples concealed, %d video frames", got, lost, 100*concealed, b.Frames-a.Frames)
+	if status := mustEval[string](r.patient, tileStatus); !strings.HasPrefix(status, "Video paused") {
+		t.Errorf("the patient's tile of the clinician says %q, want that the video is paused", status)
+	}
+	if got := mustEval[string](r.clinician, ownBadge); !strings.Contains(got, "Your video is paused") {
+		t.Errorf("the clinician's own tile says %q, want that its video is paused", got)
+	}
+	if !stillPaused {
+		t.Errorf("the clinician's video came back within 12 s of pausing, on the same narrow link")
+	}
+	if got < 240 { // 50 a second
+		t.Errorf("audio with the video paused: %d packets in 6 s", got)
+	}
+	if got > 0 && float64(lost) > 0.03*float64(got+lost) {
+		t.Errorf("audio with the video paused: %d of %d packets lost", lost, got+lost)
+	}
+	if mustEval[bool](r.patient, `window.bedside.call.videoPaused`) {
+		t.Errorf("the patient's video to the clinician paused too; its link is open")
+	}
+
+	// The link opens again: the clinician's page tries its video again and it stays.
+	n.tbf(n.r, "toa", "", "", "")
+	opened := time.Now()
+	r.clinician.waitForWithin("its video sending again", `window.bedside.call.videoPaused === false`, 45*time.Second)
+	r.patient.waitFor("the paused notice gone", tileStatus+` === ''`)
+	before := mustEval[p2pAudio](r.patient, p2pAudioJS)
+	r.patient.waitFor("the clinician's video decoded again", fmt.Sprintf(`%s.then((o) => o.frames >= %d)`, p2pAudioJS, before.Frames+60))
+	t.Logf("the clinician's video back %v after the link opened", time.Since(opened).Round(100*time.Millisecond))
+	if got := mustEval[string](r.clinician, ownBadge); strings.Contains(got, "paused") {
+		t.Errorf("the clinician's own tile still says %q", got)
+	}
+	for _, p := range []*page{r.patient, r.clinician} {
+		p.assertNoExceptions()
+		p.assertNoFailedSignals()
+	}
+}

@@ -1,0 +1,104 @@
+// Audio first, peer to peer (docs/design.md decision 66). Through the SFU the server lowers
+// and pauses a receiver's video before its audio suffers; between two browsers nobody did:
+// libwebrtc keeps a camera at 30 kbit/s or more whatever the link, so on a link of 100 kbit/s
+// or less the video, frozen anyway, took the audio down with it (5-9% of its packets lost).
+// Each sender now watches its connection's bandwidth estimate and pauses its video when the
+// estimate stays too low for audio and video together, then tries again after a while.
+
+/** An estimate below this (bit/s) leaves too little for video once audio has its share. */
+export const VIDEO_PAUSE_BELOW = 100_000;
+/** Samples (one a second) in a row below it before the video pauses. */
+export const PAUSE_AFTER_SAMPLES = 3;
+/** The first wait before a paused video tries again; each failed try doubles it. */
+export const RETRY_FIRST_MS = 15_000;
+/** The longest wait between tries. */
+export const RETRY_MAX_MS = 120_000;
+/**
+ * After the video comes back, low samples do not count this long: the estimate of an
+ * audio-only connection is low whatever the link (it only knows what was sent), and Chrome
+ * probes when the video starts again.
+ */
+export const RETRY_GRACE_MS = 2_000;
+/** Video that stayed on this long after a try starts the waits from the first again. */
+export const STABLE_MS = 30_000;
+/** How often the estimate is sampled. */
+export const SAMPLE_MS = 1_000;
+
+/**
+ * The decision for one connection's video, fed one estimate a second. Pure: it changes no
+ * connection, it says when to pause and when to try again.
+ */
+export class VideoGate {
+  /** @param {number} now */
+  constructor(now) {
+    this.paused = false;
+    this.low = 0;
+    this.wait = RETRY_FIRST_MS;
+    this.retryAt = 0;
+    this.graceUntil = 0;
+    this.onSince = now;
+    this.retried = false;
+  }
+
+  /**
+   * @param {number | undefined} estimate the connection's available outgoing bit rate, or
+   *   undefined when the browser has none (such samples neither count nor reset)
+   * @param {number} now
+   * @returns {'pause' | 'resume' | null} what to do now
+   */
+  sample(estimate, now) {
+    if (this.paused) {
+      if (now < this.retryAt) return null;
+      this.paused = false;
+      this.retried = true;
+      this.low = 0;
+      this.graceUntil = now + RETRY_GRACE_MS;
+      this.onSince = now;
+      return 'resume';
+    }
+    if (estimate === undefined || now < this.graceUntil) return null;
+    if (estimate >= VIDEO_PAUSE_BELOW) {
+      this.low = 0;
+      return null;
+    }
+    if (++this.low < PAUSE_AFTER_SAMPLES) return null;
+    // A try that failed soon waits twice as long as the last; otherwise the first wait.
+    this.wait = this.retried && now - this.onSince < STABLE_MS ? Math.min(this.wait * 2, RETRY_MAX_MS) : RETRY_FIRST_MS;
+    this.paused = true;
+    this.low = 0;
+    this.retryAt = now + this.wait;
+    return 'pause';
+  }
+}
+
+/**
+ * The selected candidate pair's available outgoing bit rate (the sender's bandwidth
+ * estimate), or undefined.
+ * @param {RTCStatsReport} report
+ * @returns {number | undefined}
+ */
+export function availableOutgoing(report) {
+  /** @type {any} */
+  let pair;
+  report.forEach((/** @type {any} */ v) => {
+    if (v.type === 'transport' && v.selectedCandidatePairId) pair = report.get(v.selectedCandidatePairId);
+  });
+  const bps = pair?.availableOutgoingBitrate;
+  return typeof bps === 'number' && bps > 0 ? bps : undefined;
+}
+
+/**
+ * Sets every video sender of a connection sending or paused (encodings' active), leaving
+ * those already so alone.
+ * @param {RTCPeerConnection} pc
+ * @param {boolean} on
+ */
+export async function setVideoSending(pc, on) {
+  for (const s of pc.getSenders()) {
+    if (s.track?.kind !== 'video') continue;
+    const params = s.getParameters();
+    if (!params.encodings?.length || params.encodings.every((e) => e.active === on)) continue;
+    for (const e of params.encodings) e.active = on;
+    await s.setParameters(params).catch((err) => console.warn('bedside: video pause', err));
+  }
+}
