@@ -92,6 +92,9 @@ func (a sinkAdapter) Layers(src sfu.Source, active []string) { a.to.Layers(strin
 func (a sinkAdapter) Speakers(active string, speaking []string) {
 	a.to.Speakers(active, speaking)
 }
+func (a sinkAdapter) VideoPaused(publisher string, src sfu.Source, paused bool) {
+	a.to.VideoPaused(publisher, string(src), paused)
+}
 
 func (a sinkAdapter) Tracks(ts []sfu.Track) {
 	out := make([]visit.Track, len(ts))

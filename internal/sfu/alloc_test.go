@@ -3,6 +3,7 @@ package sfu
 import (
 	"slices"
 	"testing"
+	"time"
 )
 
 // three is a camera with three active layers (q 150k, h 450k, f 1.2M; 180/360/720 px).
@@ -104,5 +105,56 @@ func TestSpeakers(t *testing.T) {
 	}
 	if int(loudness(0x80|20)) != loud {
 		t.Errorf("loudness ignores the voice bit: %d", loudness(0x80|20))
+	}
+}
+
+// TestCongestionHold: loss holds the estimate down for congestionHold after the last lossy
+// tick however long the loss lasts; an episode that starts soon after the last one ended
+// holds twice as long, up to maxCongestionHold; one that starts later holds congestionHold
+// again.
+func TestCongestionHold(t *testing.T) {
+	const tick = int64(300 * time.Millisecond)
+	var c congestion
+	now := int64(time.Hour)
+	lossy := func(d time.Duration) { // loss at every tick for d
+		for end := now + int64(d); now < end; now += tick {
+			if !c.observe(now, true) {
+				t.Fatalf("not congested during the loss")
+			}
+		}
+	}
+	// clearFor is how long, with no more loss, the subscriber stays congested.
+	clearFor := func() time.Duration {
+		start := now
+		for c.observe(now, false) {
+			now += tick
+		}
+		return time.Duration(now - start)
+	}
+	near := func(got, want time.Duration) bool { return got >= want-time.Second && got <= want+time.Second }
+
+	if c.observe(now, false) {
+		t.Fatal("congested before any loss")
+	}
+	lossy(20 * time.Second) // a long episode holds no longer than a short one
+	if got := clearFor(); !near(got, congestionHold) {
+		t.Errorf("after 20 s of loss, congested %v more; want %v", got, congestionHold)
+	}
+	lossy(time.Second) // soon after: twice as long
+	if got := clearFor(); !near(got, 2*congestionHold) {
+		t.Errorf("loss again soon after: congested %v more; want %v", got, 2*congestionHold)
+	}
+	for range 10 { // again and again: up to the longest
+		lossy(time.Second)
+		clearFor()
+	}
+	lossy(time.Second)
+	if got := clearFor(); !near(got, maxCongestionHold) {
+		t.Errorf("loss coming back again and again: congested %v more; want %v", got, maxCongestionHold)
+	}
+	now += int64(2*maxCongestionHold) + tick // a long quiet spell: back to the first hold
+	lossy(time.Second)
+	if got := clearFor(); !near(got, congestionHold) {
+		t.Errorf("loss after a long quiet spell: congested %v more; want %v", got, congestionHold)
 	}
 }

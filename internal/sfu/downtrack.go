@@ -108,7 +108,8 @@ type downTrack struct {
 	overflow atomic.Bool // a packet was dropped for a full queue: wait for a key frame
 
 	// Owned by the subscriber's goroutine.
-	renderW, renderH int // as the subscriber shows it (video_size); -1 hidden, 0 unknown
+	renderW, renderH int  // as the subscriber shows it (video_size); -1 hidden, 0 unknown
+	bwPaused         bool // paused for want of bandwidth, as the subscriber was last told
 
 	// Owned by whoever holds mu: the writer goroutine or a reader in deliver.
 	w writerState

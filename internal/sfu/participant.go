@@ -93,11 +93,12 @@ type sinkBox struct{ Sink }
 
 type discardSink struct{}
 
-func (discardSink) Description(PC, string, string) {}
-func (discardSink) Candidate(PC, []byte)           {}
-func (discardSink) Tracks([]Track)                 {}
-func (discardSink) Layers(Source, []string)        {}
-func (discardSink) Speakers(string, []string)      {}
+func (discardSink) Description(PC, string, string)   {}
+func (discardSink) Candidate(PC, []byte)             {}
+func (discardSink) Tracks([]Track)                   {}
+func (discardSink) Layers(Source, []string)          {}
+func (discardSink) Speakers(string, []string)        {}
+func (discardSink) VideoPaused(string, Source, bool) {}
 
 // participant is one person in the SFU: its pub and sub connections, its publications and
 // its subscriptions. Its goroutine (run) owns all of that; the rest of the SFU talks to it
@@ -140,12 +141,10 @@ type participant struct {
 	rxs         []*directRx              // every pub connection's, to wait for at shutdown
 	speaker     string
 	connected   bool
-	// congestedUntil (monotime) remembers loss; hold is the current memory.
-	congestedUntil int64
-	hold           time.Duration
-	goneTimer      *time.Timer
-	readers        sync.WaitGroup // the readers of this participant's publications
-	rtcpReaders    sync.WaitGroup // pub receivers' RTCP readers
+	congestion  congestion // remembers loss for the layer choice
+	goneTimer   *time.Timer
+	readers     sync.WaitGroup // the readers of this participant's publications
+	rtcpReaders sync.WaitGroup // pub receivers' RTCP readers
 }
 
 func newParticipant(r *room, m Member) *participant {
@@ -687,6 +686,33 @@ const (
 	maxCongestionHold = 5 * time.Minute
 )
 
+// congestion remembers a subscriber's loss. An episode lasts while the feedback shows loss
+// and hold after the last of it; one that starts within twice the hold after the last one
+// ended holds twice as long (up to maxCongestionHold), one that starts later holds
+// congestionHold again. (Until 2026-11-27 the hold doubled at every allocation tick while
+// the loss went on, so 1.5 s of loss held the estimate down, and a paused video away, for
+// 5 minutes after the link had recovered.)
+type congestion struct {
+	until int64 // monotime: congested before this
+	hold  time.Duration
+}
+
+// observe notes one allocation tick (whether the feedback shows loss) and says whether the
+// subscriber counts as congested now.
+func (c *congestion) observe(now int64, lossy bool) bool {
+	if lossy {
+		if now >= c.until { // a new episode
+			if c.until != 0 && now < c.until+int64(2*c.hold) {
+				c.hold = min(c.hold*2, maxCongestionHold) // again soon after: hold longer
+			} else {
+				c.hold = congestionHold
+			}
+		}
+		c.until = now + int64(c.hold)
+	}
+	return now < c.until
+}
+
 // estimate is the subscriber's available bandwidth: the send-side estimator (internal/bwe,
 // from transport-wide feedback; at least the starting estimate while there is no loss),
 // else the subscriber's REMB, else the starting guess. congested reports recent loss.
@@ -694,15 +720,7 @@ func (p *participant) estimate(now int64) (est int, congested bool) {
 	if p.twcc {
 		st := p.est.Stats()
 		est = st.Target
-		if st.Loss >= lossThreshold {
-			if now < p.congestedUntil+int64(2*p.hold) {
-				p.hold = min(p.hold*2, maxCongestionHold) // again soon after: hold longer
-			} else {
-				p.hold = congestionHold
-			}
-			p.congestedUntil = now + int64(p.hold)
-		}
-		congested = now < p.congestedUntil
+		congested = p.congestion.observe(now, st.Loss >= lossThreshold)
 		if !congested {
 			est = max(est, p.s.cfg.InitialBitrate)
 		}
@@ -765,6 +783,13 @@ func (p *participant) allocate() {
 			d.up.requestKeyframe(targets[i])
 		}
 		d.desired.Store(int32(desired[i]))
+		// Paused for want of bandwidth: shown, and no layer would fit were every layer sent
+		// (a publisher's camera off or its layers not yet up is not that).
+		paused := wantedLayer(all[i]) >= 0 && desired[i] < 0
+		if paused != d.bwPaused {
+			d.bwPaused = paused
+			p.sink().VideoPaused(d.up.publisher, d.up.source, paused)
+		}
 	}
 }
 

@@ -80,6 +80,9 @@ type Sink interface {
 	Layers(source Source, active []string)
 	// Speakers names the active speaker ("" for nobody) and everyone speaking now.
 	Speakers(active string, speaking []string)
+	// VideoPaused says that a video this participant receives (publisher's source) is
+	// paused because its link has too little bandwidth for it (paused), or flows again.
+	VideoPaused(publisher string, source Source, paused bool)
 }
 
 // Description is a session description from a client.

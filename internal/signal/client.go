@@ -175,6 +175,10 @@ func (c *client) Speakers(active string, speaking []string) {
 	c.queueMedia(SpeakersMsg{Type: "speakers", Active: active, Speaking: speaking})
 }
 
+func (c *client) VideoPaused(participant, source string, paused bool) {
+	c.queueMedia(VideoPausedMsg{Type: "video_paused", Participant: participant, Source: source, Paused: paused})
+}
+
 func (c *client) WaitingChanged(list []visit.Waiting) {
 	c.queue(WaitingMsg{Type: "waiting", Waiting: waitingInfos(list)})
 }

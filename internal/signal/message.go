@@ -478,6 +478,13 @@ type SpeakersMsg struct {
 	Speaking []string `json:"speaking"`
 }
 
+type VideoPausedMsg struct {
+	Type        string `json:"type"`
+	Participant string `json:"participant"`
+	Source      string `json:"source"`
+	Paused      bool   `json:"paused"`
+}
+
 type ChatMsg struct {
 	Type string    `json:"type"`
 	From string    `json:"from"`

@@ -115,6 +115,8 @@ func goldenMessages(t *testing.T) map[string]any {
 		"layers_none":     member(func(c *client) { c.Layers("camera", nil) }),
 		"speakers":        member(func(c *client) { c.Speakers(gPatient.ID, []string{gPatient.ID, gClinician.ID}) }),
 		"speakers_nobody": member(func(c *client) { c.Speakers("", nil) }),
+		"video_paused":    member(func(c *client) { c.VideoPaused(gClinician.ID, "camera", true) }),
+		"video_resumed":   member(func(c *client) { c.VideoPaused(gClinician.ID, "camera", false) }),
 		"chat":            member(func(c *client) { c.Chat(gPatient.ID, "Hello, can you see my screen?", gSince) }),
 		"e2ee": member(func(c *client) {
 			c.Signal(gPatient.ID, Incoming{Type: "e2ee", To: gClinician.ID, Pub: gE2EEPub, KID: 3405691582, Key: gE2EEKey})
@@ -186,7 +188,7 @@ func TestGoldenServerMessages(t *testing.T) {
 		json.Unmarshal(encode(v), &m)
 		types[m.Type] = true
 	}
-	for _, typ := range []string{"welcome", "admitted", "waiting", "peer", "signal", "ice_servers", "ended", "bye", "error", "mode", "tracks", "layers", "speakers", "chat", "pong"} {
+	for _, typ := range []string{"welcome", "admitted", "waiting", "peer", "signal", "ice_servers", "ended", "bye", "error", "mode", "tracks", "layers", "speakers", "video_paused", "chat", "pong"} {
 		if !types[typ] {
 			t.Errorf("no golden file for %q", typ)
 		}

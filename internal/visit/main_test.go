@@ -156,10 +156,13 @@ func (f *fakeMember) Mode(ms visit.MediaState) { f.record("mode %s", ms.Mode) }
 func (f *fakeMember) Chat(from, text string, _ time.Time) {
 	f.record("chat from %s: %s", from, text)
 }
-func (f *fakeMember) MediaDescription(pc, typ, _ string)        { f.record("media %s %s", pc, typ) }
-func (f *fakeMember) MediaCandidate(pc string, _ []byte)        { f.record("media %s candidate", pc) }
-func (f *fakeMember) Tracks(ts []visit.Track)                   { f.record("tracks %d", len(ts)) }
-func (f *fakeMember) Layers(source string, active []string)     { f.record("layers %s %v", source, active) }
+func (f *fakeMember) MediaDescription(pc, typ, _ string)    { f.record("media %s %s", pc, typ) }
+func (f *fakeMember) MediaCandidate(pc string, _ []byte)    { f.record("media %s candidate", pc) }
+func (f *fakeMember) Tracks(ts []visit.Track)               { f.record("tracks %d", len(ts)) }
+func (f *fakeMember) Layers(source string, active []string) { f.record("layers %s %v", source, active) }
+func (f *fakeMember) VideoPaused(participant, source string, paused bool) {
+	f.record("video_paused %s %s %t", participant, source, paused)
+}
 func (f *fakeMember) Speakers(active string, speaking []string) { f.record("speakers %s", active) }
 
 func (f *fakeMember) WaitingChanged(list []visit.Waiting) {

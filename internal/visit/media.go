@@ -67,6 +67,7 @@ type MediaSink interface {
 	Tracks(tracks []Track)
 	Layers(source string, active []string)
 	Speakers(active string, speaking []string)
+	VideoPaused(participant, source string, paused bool)
 }
 
 // Track is one track a subscriber receives through the SFU.

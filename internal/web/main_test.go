@@ -260,6 +260,7 @@ func (m *recordingMember) MediaDescription(string, string, string) {}
 func (m *recordingMember) MediaCandidate(string, []byte)           {}
 func (m *recordingMember) Tracks([]visit.Track)                    {}
 func (m *recordingMember) Layers(string, []string)                 {}
+func (m *recordingMember) VideoPaused(string, string, bool)        {}
 func (m *recordingMember) Speakers(string, []string)               {}
 func (m *recordingMember) WaitingChanged([]visit.Waiting)          {}
 func (m *recordingMember) PeerEvent(visit.PeerEvent, visit.Peer)   {}

@@ -183,7 +183,19 @@ func TestNetnsSFULayers(t *testing.T) {
 	if fw := mustEval[received](free.page, subscriberJS(clinicianID)).Width; fw != 960 {
 		t.Errorf("%s (no cap) went down to %d px", free.name, fw)
 	}
+	// The capped page says why the clinician's picture stopped (video_paused); the free one
+	// does not.
+	pausedTile := fmt.Sprintf(`(document.querySelector('#remotes video[data-peer-id=%q]')?.closest('figure')?.querySelector('.tile-status')?.textContent ?? '')`, clinicianID)
+	capped.page.waitFor("the clinician's tile saying the video is paused", pausedTile+`.startsWith('Video paused')`)
+	if s := mustEval[string](free.page, pausedTile); strings.HasPrefix(s, "Video paused") {
+		t.Errorf("%s (no cap) is told the clinician's video is paused", free.name)
+	}
 	n.shape("toa", "")
+	freed := time.Now()
+	capped.page.waitForWithin("the paused notice gone once the link is free", pausedTile+`.startsWith('Video paused') === false`, 60*time.Second)
+	back := mustEval[received](capped.page, subscriberJS(clinicianID))
+	capped.page.waitFor("the clinician's video decoded again", fmt.Sprintf(`%s.then((o) => o.frames >= %d)`, subscriberJS(clinicianID), back.Frames+30))
+	t.Logf("the link to %s free again: the clinician's video back after %v", capped.name, time.Since(freed).Round(100*time.Millisecond))
 	// What the publisher's browser is told of its packets (design decision 64): it reads
 	// a round-trip time from the SFU's receiver reports, and when its own link loses
 	// packets the SFU asks for them (NACK) and it sends them again.

@@ -112,11 +112,13 @@ const AUDIO_ONLY_MS = 1500;
  *   timer: ReturnType<typeof setInterval>,
  *   checking: boolean,
  *   sizes: Map<string, string>,
+ *   paused: Set<string>,
  * }} SfuState
  *
  * streams: by participant id (camera and microphone) or "<id>.screen"; readyAt: when each
  * peer's media first arrived through the SFU; peerReady: peers that said they receive us
- * through the SFU; sizes: the last video_size sent, by "<id> <source>".
+ * through the SFU; sizes: the last video_size sent, by "<id> <source>"; paused: the videos
+ * (keys as in streams) the SFU paused for want of bandwidth on our link (video_paused).
  */
 
 /**
@@ -264,6 +266,13 @@ export class Call extends Emitter {
       s.on('speakers', (m) => {
         this.activeSpeaker = m.active;
         this.emit('speakers', {active: m.active, speaking: m.speaking});
+      }),
+      s.on('video_paused', (m) => {
+        if (!this.sfu) return;
+        const key = m.source === 'screen' ? `${m.participant}.screen` : m.participant;
+        if (m.paused) this.sfu.paused.add(key);
+        else this.sfu.paused.delete(key);
+        this.emit('remote-video-paused', {peerId: key, paused: m.paused});
       }),
       s.on('e2ee', (m) => {
         this.e2ee?.receive(m).catch((err) => console.warn('bedside: e2ee', err));
@@ -750,7 +759,7 @@ export class Call extends Emitter {
     /** @type {SfuState} */
     const sfu = {
       session, pub: null, sub: null, tracks: new Map(), streams: new Map(), midTracks: new Map(),
-      readyAt: new Map(), audioAt: new Map(), peerReady: new Set(), checking: false, sizes: new Map(),
+      readyAt: new Map(), audioAt: new Map(), peerReady: new Set(), checking: false, sizes: new Map(), paused: new Set(),
       timer: setInterval(() => this._checkSwitch(), SWITCH_CHECK_MS),
     };
     this.sfu = sfu;
@@ -1083,6 +1092,16 @@ export class Call extends Emitter {
   }
 
   // --- audio first, peer to peer ----------------------------------------------------------
+
+  /**
+   * Whether the video of a tile (a participant id, or "<id>.screen") is paused for want of
+   * bandwidth: by its sender, peer to peer (audiofirst.js), or by the SFU on our link.
+   * @param {string} key
+   */
+  remoteVideoPaused(key) {
+    if (this.mode === 'sfu') return this.sfu?.paused.has(key) === true;
+    return this.conns.get(key)?.peerVideoPaused === true;
+  }
 
   /** Whether our video is paused to some peer for want of bandwidth (audiofirst.js). */
   get videoPaused() {

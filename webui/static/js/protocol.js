@@ -64,6 +64,7 @@ const LIVENESS_CHECK_MS = 1000;
  * @typedef {{type: 'tracks', tracks: TrackInfo[]}} TracksMsg
  * @typedef {{type: 'layers', source: Source, active: string[]}} LayersMsg
  * @typedef {{type: 'speakers', active: string, speaking: string[]}} SpeakersMsg
+ * @typedef {{type: 'video_paused', participant: string, source: Source, paused: boolean}} VideoPausedMsg
  * @typedef {{type: 'chat', from: string, text: string, at: string}} ChatMsg
  * @typedef {{type: 'e2ee', from: string, pub: string, kid?: number, key?: string}} E2EEMsg
  * @typedef {{type: 'waiting', waiting: WaitingEntry[]}} WaitingMsg
@@ -85,7 +86,7 @@ const LIVENESS_CHECK_MS = 1000;
  *   welcome: WelcomeMsg, admitted: AdmittedMsg, waiting: WaitingMsg, peer: PeerMsg,
  *   signal: SignalMsg, ice_servers: IceServersMsg, ended: EndedMsg, bye: ByeMsg, error: ErrorMsg,
  *   mode: ModeMsg, tracks: TracksMsg, layers: LayersMsg, speakers: SpeakersMsg, chat: ChatMsg,
- *   e2ee: E2EEMsg, state: StateEvent, closed: ClosedEvent
+ *   video_paused: VideoPausedMsg, e2ee: E2EEMsg, state: StateEvent, closed: ClosedEvent
  * }} SignallingEvents
  *
  * @typedef {{type: 'signal', to: string, pc?: 'pub' | 'sub', description: RTCSessionDescriptionInit,
@@ -254,6 +255,10 @@ export function validate(msg) {
     case 'speakers':
       return /** @type {SpeakersMsg} */ ({...msg, active: typeof msg.active === 'string' ? msg.active : '',
         speaking: Array.isArray(msg.speaking) ? msg.speaking.filter((/** @type {unknown} */ r) => typeof r === 'string') : []});
+    case 'video_paused':
+      if (typeof msg.participant !== 'string' || (msg.source !== 'camera' && msg.source !== 'screen') ||
+        typeof msg.paused !== 'boolean') return null;
+      return /** @type {VideoPausedMsg} */ (msg);
     case 'chat':
       if (typeof msg.from !== 'string' || typeof msg.text !== 'string') return null;
       return /** @type {ChatMsg} */ ({...msg, at: typeof msg.at === 'string' ? msg.at : new Date().toISOString()});

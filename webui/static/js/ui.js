@@ -544,7 +544,7 @@ export class CallView {
     const fig = this.videos.get(peerId)?.closest('figure');
     const el = fig?.querySelector('.tile-status');
     if (!el || !fig) return;
-    const paused = this.call.conns.get(peerId)?.peerVideoPaused === true;
+    const paused = this.call.remoteVideoPaused(peerId);
     fig.classList.toggle('video-paused', paused);
     if (!text && paused) text = REMOTE_VIDEO_PAUSED;
     if (!text && fig.classList.contains('observer')) text = 'Watching and listening';
