@@ -1129,7 +1129,10 @@ export class Call extends Emitter {
           continue;
         }
         if (!c.current()) continue;
-        const estimate = availableOutgoing(report);
+        // Only a connection that sends video (a camera that is on, a screen) has video to
+        // pause: an observer's, or one whose camera is off, never says its video paused.
+        const sendsVideo = c.pc.getSenders().some((x) => x.track?.kind === 'video' && x.track.enabled && x.track.readyState === 'live');
+        const estimate = sendsVideo ? availableOutgoing(report) : undefined;
         const act = c.gate.sample(estimate, performance.now());
         if (act === 'pause') console.info(`bedside: video paused, bandwidth estimate ${Math.round((estimate ?? 0) / 1000)} kbit/s; audio goes on`);
         if (act === 'resume') console.info('bedside: video resumed, trying the link again');
