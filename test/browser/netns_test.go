@@ -252,23 +252,6 @@ func pairOf(p *page) netPair {
 	return mustEval[netPair](p, selectedPairJS)
 }
 
-// patientWaits runs the visit up to the patient, Ada, in the waiting room.
-func patientWaits(r *rig) {
-	r.t.Helper()
-	r.signIn()
-	r.createVisit("Ada Lovelace")
-	r.patientJoins("Ada")
-}
-
-// startCall runs the visit up to media flowing both ways.
-func startCall(r *rig) {
-	r.t.Helper()
-	patientWaits(r)
-	r.admit("Ada")
-	waitInCall(r.patient)
-	waitInCall(r.clinician)
-}
-
 // TestNetnsCallNeedsRelay: the patient and the clinician cannot reach each other; the call
 // connects through the embedded relay, both pages' selected pair is relayed, and the
 // clinician's visit summary (and the API behind it) says so.

@@ -17,12 +17,7 @@ import (
 // rolled-back screen share does not, and logs how many rollbacks the run had.
 func TestP2PScreenShare(t *testing.T) {
 	r := newRig(t)
-	r.signIn()
-	r.createVisit("Mary Somerville")
-	r.patientJoins("Mary")
-	r.admit("Mary")
-	waitInCall(r.patient)
-	waitInCall(r.clinician)
+	startCall(r)
 	ids := map[*page]string{
 		r.clinician: mustEval[string](r.clinician, `window.bedside.call.selfId`),
 		r.patient:   mustEval[string](r.patient, `window.bedside.call.selfId`),

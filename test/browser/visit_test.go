@@ -116,6 +116,23 @@ func (r *rig) admit(name string) {
 	c.click(fmt.Sprintf(`#waiting li[data-participant-id=%q] button.admit`, r.patientID))
 }
 
+// patientWaits runs the visit up to the patient, Ada, in the waiting room.
+func patientWaits(r *rig) {
+	r.t.Helper()
+	r.signIn()
+	r.createVisit("Ada Lovelace")
+	r.patientJoins("Ada")
+}
+
+// startCall runs the visit up to media flowing both ways.
+func startCall(r *rig) {
+	r.t.Helper()
+	patientWaits(r)
+	r.admit("Ada")
+	waitInCall(r.patient)
+	waitInCall(r.clinician)
+}
+
 // waitInCall waits, in a page, for the call: frames decoded and audio packets received on a
 // peer connection, the status line in_call, and a remote video playing.
 func waitInCall(p *page) time.Duration {
