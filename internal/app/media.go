@@ -93,7 +93,7 @@ func (a sinkAdapter) Speakers(active string, speaking []string) {
 	a.to.Speakers(active, speaking)
 }
 func (a sinkAdapter) VideoPaused(publisher string, src sfu.Source, paused bool) {
-	a.to.VideoPaused(publisher, string(src), paused)
+	a.to.VideoPaused(publisher, string(src), paused, "yours")
 }
 
 func (a sinkAdapter) Tracks(ts []sfu.Track) {

@@ -175,8 +175,8 @@ func (c *client) Speakers(active string, speaking []string) {
 	c.queueMedia(SpeakersMsg{Type: "speakers", Active: active, Speaking: speaking})
 }
 
-func (c *client) VideoPaused(participant, source string, paused bool) {
-	c.queueMedia(VideoPausedMsg{Type: "video_paused", Participant: participant, Source: source, Paused: paused})
+func (c *client) VideoPaused(participant, source string, paused bool, link string) {
+	c.queueMedia(VideoPausedMsg{Type: "video_paused", Participant: participant, Source: source, Paused: paused, Link: link})
 }
 
 func (c *client) WaitingChanged(list []visit.Waiting) {
@@ -448,6 +448,8 @@ func (c *client) handle(ctx context.Context, in readResult) {
 		err = c.presence.VideoSize(msg.Participant, msg.Source, msg.Width, msg.Height)
 	case "chat":
 		err = c.presence.Chat(msg.ChatID, msg.Text, time.Now())
+	case "video_paused":
+		err = c.presence.VideoPaused(msg.Source, msg.Paused)
 	case "admit":
 		err = c.presence.Admit(ctx, msg.Participant)
 	case "remove":

@@ -57,7 +57,8 @@ type Incoming struct {
 	Peer        string            // connection: a participant id, or "sfu"
 	Local       *Candidate        // connection
 	Remote      *Candidate        // connection
-	Source      string            // video_size
+	Source      string            // video_size, video_paused
+	Paused      bool              // video_paused
 	Width       int               // video_size
 	Height      int               // video_size
 	Text        string            // chat
@@ -113,7 +114,7 @@ func invalid(format string, args ...any) *ProtocolError {
 
 // clientTypes are the message types a client may send (docs/protocol.md). Decode accepts
 // these and no others, and each has an entry in messagePolicy (TestEveryMessageHasPolicy).
-var clientTypes = []string{"hello", "signal", "admit", "remove", "end", "leave", "connection", "video_size", "chat", "ping", "e2ee"}
+var clientTypes = []string{"hello", "signal", "admit", "remove", "end", "leave", "connection", "video_size", "video_paused", "chat", "ping", "e2ee"}
 
 var (
 	// clientIDRE is an id a client makes: its page load's session, a chat message's id.
@@ -302,6 +303,18 @@ func Decode(data []byte) (Incoming, error) {
 		if (in.Width == 0) != (in.Height == 0) {
 			return in, invalid("width and height are both 0 (hidden) or neither.")
 		}
+	case "video_paused":
+		// The sender paused (or resumed) its own video for want of bandwidth on its link.
+		allowed["source"], allowed["paused"] = true, true
+		if in.Source, err = str("source", true, nil); err != nil {
+			return in, err
+		}
+		if in.Source != "camera" && in.Source != "screen" {
+			return in, invalid("source must be camera or screen.")
+		}
+		if err := json.Unmarshal(raw["paused"], &in.Paused); err != nil || raw["paused"] == nil {
+			return in, invalid("paused must be true or false.")
+		}
 	case "chat":
 		allowed["text"], allowed["id"] = true, true
 		if in.Text, err = str("text", true, nil); err != nil {
@@ -483,6 +496,7 @@ type VideoPausedMsg struct {
 	Participant string `json:"participant"`
 	Source      string `json:"source"`
 	Paused      bool   `json:"paused"`
+	Link        string `json:"link"` // "yours" (the SFU paused it on the receiver's link) or "theirs"
 }
 
 type ChatMsg struct {

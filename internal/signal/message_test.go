@@ -110,14 +110,15 @@ func goldenMessages(t *testing.T) map[string]any {
 		"tracks": member(func(c *client) {
 			c.Tracks([]visit.Track{{Mid: "0", Participant: gClinician.ID, Source: "audio", Kind: "audio"}, {Mid: "1", Participant: gClinician.ID, Source: "camera", Kind: "video"}, {Mid: "2", Participant: gPatient.ID, Source: "screen", Kind: "video"}})
 		}),
-		"tracks_empty":    member(func(c *client) { c.Tracks(nil) }),
-		"layers":          member(func(c *client) { c.Layers("camera", []string{"q", "h"}) }),
-		"layers_none":     member(func(c *client) { c.Layers("camera", nil) }),
-		"speakers":        member(func(c *client) { c.Speakers(gPatient.ID, []string{gPatient.ID, gClinician.ID}) }),
-		"speakers_nobody": member(func(c *client) { c.Speakers("", nil) }),
-		"video_paused":    member(func(c *client) { c.VideoPaused(gClinician.ID, "camera", true) }),
-		"video_resumed":   member(func(c *client) { c.VideoPaused(gClinician.ID, "camera", false) }),
-		"chat":            member(func(c *client) { c.Chat(gPatient.ID, "Hello, can you see my screen?", gSince) }),
+		"tracks_empty":        member(func(c *client) { c.Tracks(nil) }),
+		"layers":              member(func(c *client) { c.Layers("camera", []string{"q", "h"}) }),
+		"layers_none":         member(func(c *client) { c.Layers("camera", nil) }),
+		"speakers":            member(func(c *client) { c.Speakers(gPatient.ID, []string{gPatient.ID, gClinician.ID}) }),
+		"speakers_nobody":     member(func(c *client) { c.Speakers("", nil) }),
+		"video_paused":        member(func(c *client) { c.VideoPaused(gClinician.ID, "camera", true, "yours") }),
+		"video_resumed":       member(func(c *client) { c.VideoPaused(gClinician.ID, "camera", false, "yours") }),
+		"video_paused_theirs": member(func(c *client) { c.VideoPaused(gPatient.ID, "screen", true, "theirs") }),
+		"chat":                member(func(c *client) { c.Chat(gPatient.ID, "Hello, can you see my screen?", gSince) }),
 		"e2ee": member(func(c *client) {
 			c.Signal(gPatient.ID, Incoming{Type: "e2ee", To: gClinician.ID, Pub: gE2EEPub, KID: 3405691582, Key: gE2EEKey})
 		}),
@@ -245,6 +246,8 @@ var goldenInputs = map[string]Incoming{
 	"video_size":        {Type: "video_size", Participant: "prt_7hm2zq8rnc4bxd6e", Source: "camera", Width: 640, Height: 360},
 	"video_size_hidden": {Type: "video_size", Participant: "prt_7hm2zq8rnc4bxd6e", Source: "screen"},
 	"chat":              {Type: "chat", Text: "Hello, can you hear me?"},
+	"video_paused":      {Type: "video_paused", Source: "camera", Paused: true},
+	"video_resumed":     {Type: "video_paused", Source: "screen"},
 	"chat_with_id":      {Type: "chat", Text: "Hello again", ChatID: "c_3kq9xw2mfa7cbn5d"},
 	"e2ee_hello":        {Type: "e2ee", To: "prt_7hm2zq8rnc4bxd6e", Pub: gE2EEPub},
 	"e2ee_key":          {Type: "e2ee", To: "prt_7hm2zq8rnc4bxd6e", Pub: gE2EEPub, KID: 3405691582, Key: gE2EEKey},

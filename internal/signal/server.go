@@ -60,6 +60,8 @@ var messagePolicy = map[string]auth.Action{
 	// admitted participants, like signal.
 	"video_size": auth.ActVisitSignal,
 	"chat":       auth.ActVisitSignal,
+	// A participant's own video paused for want of bandwidth, told to the others.
+	"video_paused": auth.ActVisitSignal,
 	// Keys for end-to-end encryption (public keys, wrapped frame keys), relayed like a
 	// signal between admitted participants; observers too, who receive.
 	"e2ee": auth.ActVisitSignal,

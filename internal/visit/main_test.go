@@ -160,8 +160,8 @@ func (f *fakeMember) MediaDescription(pc, typ, _ string)    { f.record("media %s
 func (f *fakeMember) MediaCandidate(pc string, _ []byte)    { f.record("media %s candidate", pc) }
 func (f *fakeMember) Tracks(ts []visit.Track)               { f.record("tracks %d", len(ts)) }
 func (f *fakeMember) Layers(source string, active []string) { f.record("layers %s %v", source, active) }
-func (f *fakeMember) VideoPaused(participant, source string, paused bool) {
-	f.record("video_paused %s %s %t", participant, source, paused)
+func (f *fakeMember) VideoPaused(participant, source string, paused bool, link string) {
+	f.record("video_paused %s %s %t %s", participant, source, paused, link)
 }
 func (f *fakeMember) Speakers(active string, speaking []string) { f.record("speakers %s", active) }
 

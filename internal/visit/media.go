@@ -67,7 +67,10 @@ type MediaSink interface {
 	Tracks(tracks []Track)
 	Layers(source string, active []string)
 	Speakers(active string, speaking []string)
-	VideoPaused(participant, source string, paused bool)
+	// VideoPaused: participant's video (source) is paused for want of bandwidth, or flows
+	// again; link "yours" (the SFU paused it on this member's link) or "theirs" (the
+	// participant paused it on its own link).
+	VideoPaused(participant, source string, paused bool, link string)
 }
 
 // Track is one track a subscriber receives through the SFU.
@@ -216,6 +219,26 @@ func (p *Presence) Chat(id, text string, at time.Time) error {
 	for _, o := range p.r.sorted() {
 		if o != p.mem && o.admitted {
 			o.conn.Chat(p.mem.p.ID, text, at)
+		}
+	}
+	return nil
+}
+
+// VideoPaused tells every other admitted, connected participant that this one paused (or
+// resumed) its video of source for want of bandwidth on its own link (in SFU mode; peer to
+// peer the pages tell each other on their data channel). Observers publish nothing.
+func (p *Presence) VideoPaused(source string, paused bool) error {
+	p.r.mu.Lock()
+	defer p.r.mu.Unlock()
+	if err := p.checkAdmitted(); err != nil {
+		return err
+	}
+	if p.mem.p.Observer {
+		return ErrForbidden
+	}
+	for _, o := range p.r.sorted() {
+		if o != p.mem && o.admitted {
+			o.conn.VideoPaused(p.mem.p.ID, source, paused, "theirs")
 		}
 	}
 	return nil

@@ -195,7 +195,7 @@ func TestModeObserver(t *testing.T) {
 	if got := fm.take(); !slices.Equal(got, []string{"disconnected " + p.ID}) {
 		t.Errorf("a lost connection: %v", got)
 	}
-	_, obs, w := c.connect(t, p.ID, "obs-session-1")
+	obsPr, obs, w := c.connect(t, p.ID, "obs-session-1")
 	if w.Media.Mode != visit.ModeSFU || w.Media.SFUSession == "" {
 		t.Errorf("back: %+v", w.Media)
 	}
@@ -226,6 +226,18 @@ func TestModeObserver(t *testing.T) {
 	}
 	if want := []string{from + "hello", from + "hello", from + "one", from + "two"}; !slices.Equal(got, want) {
 		t.Errorf("the observer got %q, want %q", got, want)
+	}
+	// A participant that paused its own video for want of bandwidth tells the others, the
+	// observer included; an observer, who publishes nothing, may not say so.
+	obs.take()
+	if err := doc2.VideoPaused("camera", true); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := obs.take(), []string{"video_paused " + c.docID + " camera true theirs"}; !slices.Equal(got, want) {
+		t.Errorf("the observer got %q, want %q", got, want)
+	}
+	if err := obsPr.VideoPaused("camera", true); !errors.Is(err, visit.ErrForbidden) {
+		t.Errorf("an observer's video_paused: %v", err)
 	}
 }
 

@@ -253,20 +253,20 @@ func (m *recordingMember) got() []string {
 	return append([]string(nil), m.events...)
 }
 
-func (m *recordingMember) Admitted([]visit.Peer, visit.MediaState) { m.add("admitted") }
-func (m *recordingMember) Mode(visit.MediaState)                   {}
-func (m *recordingMember) Chat(string, string, time.Time)          {}
-func (m *recordingMember) MediaDescription(string, string, string) {}
-func (m *recordingMember) MediaCandidate(string, []byte)           {}
-func (m *recordingMember) Tracks([]visit.Track)                    {}
-func (m *recordingMember) Layers(string, []string)                 {}
-func (m *recordingMember) VideoPaused(string, string, bool)        {}
-func (m *recordingMember) Speakers(string, []string)               {}
-func (m *recordingMember) WaitingChanged([]visit.Waiting)          {}
-func (m *recordingMember) PeerEvent(visit.PeerEvent, visit.Peer)   {}
-func (m *recordingMember) Signal(string, any)                      {}
-func (m *recordingMember) Ended(reason string)                     { m.add("ended " + reason) }
-func (m *recordingMember) Bye(reason string)                       { m.add("bye " + reason) }
+func (m *recordingMember) Admitted([]visit.Peer, visit.MediaState)  { m.add("admitted") }
+func (m *recordingMember) Mode(visit.MediaState)                    {}
+func (m *recordingMember) Chat(string, string, time.Time)           {}
+func (m *recordingMember) MediaDescription(string, string, string)  {}
+func (m *recordingMember) MediaCandidate(string, []byte)            {}
+func (m *recordingMember) Tracks([]visit.Track)                     {}
+func (m *recordingMember) Layers(string, []string)                  {}
+func (m *recordingMember) VideoPaused(string, string, bool, string) {}
+func (m *recordingMember) Speakers(string, []string)                {}
+func (m *recordingMember) WaitingChanged([]visit.Waiting)           {}
+func (m *recordingMember) PeerEvent(visit.PeerEvent, visit.Peer)    {}
+func (m *recordingMember) Signal(string, any)                       {}
+func (m *recordingMember) Ended(reason string)                      { m.add("ended " + reason) }
+func (m *recordingMember) Bye(reason string)                        { m.add("bye " + reason) }
 
 // req is one request a test makes.
 type req struct {

@@ -186,7 +186,7 @@ func TestNetnsSFULayers(t *testing.T) {
 	// The capped page says why the clinician's picture stopped (video_paused); the free one
 	// does not.
 	pausedTile := fmt.Sprintf(`(document.querySelector('#remotes video[data-peer-id=%q]')?.closest('figure')?.querySelector('.tile-status')?.textContent ?? '')`, clinicianID)
-	capped.page.waitFor("the clinician's tile saying the video is paused", pausedTile+`.startsWith('Video paused')`)
+	capped.page.waitFor("the clinician's tile saying the video is paused", pausedTile+`.startsWith('Video paused: your connection')`)
 	if s := mustEval[string](free.page, pausedTile); strings.HasPrefix(s, "Video paused") {
 		t.Errorf("%s (no cap) is told the clinician's video is paused", free.name)
 	}
@@ -228,6 +228,38 @@ func TestNetnsSFULayers(t *testing.T) {
 	// The cap gone, the browser's estimate (the SFU's transport-wide feedback) brings the
 	// top layer back.
 	waitWidth(free, "the top layer once the publisher's link is free again", func(w int) bool { return w == 960 }, 45*time.Second)
+
+	// The clinician's own link out narrows to 100 kbit/s: enough for its audio, not for its
+	// audio and any video layer. Its page pauses its video to the SFU (decision 66), the
+	// observers' pages say why the picture stopped, and the audio reaches them whole.
+	n.tbf(n.b, "eth0", "100kbit", "16kb", "50ms")
+	r.clinician.waitForWithin("its video to the SFU paused", `window.bedside.call.videoPaused === true`, 30*time.Second)
+	pubPaused := time.Now()
+	for _, o := range []*person{capped, free} {
+		o.page.waitFor("the clinician's tile saying its connection is too weak", pausedTile+`.startsWith('Video paused: their connection')`)
+	}
+	// What the narrow link had queued drains; then 6 s of audio alone (the first try to
+	// send video again comes 15 s after the pause).
+	time.Sleep(6*time.Second - time.Since(pubPaused))
+	a := mustEval[received](free.page, subscriberJS(clinicianID))
+	time.Sleep(12*time.Second - time.Since(pubPaused))
+	b := mustEval[received](free.page, subscriberJS(clinicianID))
+	stillPaused := mustEval[bool](r.clinician, `window.bedside.call.videoPaused`)
+	t.Logf("the clinician's link out at 100 kbit/s, its video paused: in 6 s %s got %d of its audio packets (%d lost) and %d video frames",
+		free.name, b.Audio-a.Audio, b.Lost-a.Lost, b.Frames-a.Frames)
+	if !stillPaused {
+		t.Errorf("the clinician's video to the SFU came back within 12 s, on the same narrow link")
+	}
+	if got, lost := b.Audio-a.Audio, b.Lost-a.Lost; got < 240 || float64(lost) > 0.03*float64(got+lost) {
+		t.Errorf("the clinician's audio with its video paused: %d packets in 6 s, %d lost", got, lost)
+	}
+	n.tbf(n.b, "eth0", "", "", "")
+	r.clinician.waitForWithin("its video to the SFU again", `window.bedside.call.videoPaused === false`, 45*time.Second)
+	for _, o := range []*person{capped, free} {
+		o.page.waitFor("the notice gone", pausedTile+`.startsWith('Video paused') === false`)
+		back := mustEval[received](o.page, subscriberJS(clinicianID))
+		o.page.waitFor("the clinician's video decoded again", fmt.Sprintf(`%s.then((o) => o.frames >= %d)`, subscriberJS(clinicianID), back.Frames+30))
+	}
 }
 
 // pubFeedbackJS is what a page's browser reads, on its pub connection to the SFU, of the

@@ -123,11 +123,11 @@ const sfuReceivedJS = `(async () => {
 	for (const tr of sub.getTransceivers()) {
 		const info = call.sfu.tracks.get(tr.mid);
 		if (!info) continue;
-		const o = out[info.participant] || (out[info.participant] = {audio: 0, frames: 0, width: 0, reports: 0});
+		const o = out[info.participant] || (out[info.participant] = {audio: 0, lost: 0, frames: 0, width: 0, reports: 0});
 		(await tr.receiver.getStats()).forEach((s) => {
 			if (s.type === 'remote-outbound-rtp') o.reports += s.reportsSent || 0; // the SFU's sender reports
 			if (s.type !== 'inbound-rtp') return;
-			if (info.source === 'audio') o.audio += s.packetsReceived || 0;
+			if (info.source === 'audio') { o.audio += s.packetsReceived || 0; o.lost += s.packetsLost || 0; }
 			if (info.source === 'camera') { o.frames += s.framesDecoded || 0; o.width = Math.max(o.width, s.frameWidth || 0); }
 		});
 	}
@@ -136,6 +136,7 @@ const sfuReceivedJS = `(async () => {
 
 type received struct {
 	Audio   int `json:"audio"`
+	Lost    int `json:"lost"` // audio packets
 	Frames  int `json:"frames"`
 	Width   int `json:"width"`
 	Reports int `json:"reports"` // sender reports received for the publisher's tracks

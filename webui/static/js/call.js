@@ -113,12 +113,18 @@ const AUDIO_ONLY_MS = 1500;
  *   checking: boolean,
  *   sizes: Map<string, string>,
  *   paused: Set<string>,
+ *   pubPaused: Set<string>,
+ *   gate: VideoGate,
+ *   cameraLayers: string[] | null,
  * }} SfuState
  *
  * streams: by participant id (camera and microphone) or "<id>.screen"; readyAt: when each
  * peer's media first arrived through the SFU; peerReady: peers that said they receive us
  * through the SFU; sizes: the last video_size sent, by "<id> <source>"; paused: the videos
- * (keys as in streams) the SFU paused for want of bandwidth on our link (video_paused).
+ * (keys as in streams) the SFU paused for want of bandwidth on our link, pubPaused those
+ * their publishers paused for want of it on theirs (video_paused); gate: whether we pause
+ * our video on pub for want of bandwidth on our link (audiofirst.js); cameraLayers: the
+ * camera's layers the SFU last asked for (layers; null: all).
  */
 
 /**
@@ -270,8 +276,9 @@ export class Call extends Emitter {
       s.on('video_paused', (m) => {
         if (!this.sfu) return;
         const key = m.source === 'screen' ? `${m.participant}.screen` : m.participant;
-        if (m.paused) this.sfu.paused.add(key);
-        else this.sfu.paused.delete(key);
+        const set = m.link === 'theirs' ? this.sfu.pubPaused : this.sfu.paused;
+        if (m.paused) set.add(key);
+        else set.delete(key);
         this.emit('remote-video-paused', {peerId: key, paused: m.paused});
       }),
       s.on('e2ee', (m) => {
@@ -760,6 +767,7 @@ export class Call extends Emitter {
     const sfu = {
       session, pub: null, sub: null, tracks: new Map(), streams: new Map(), midTracks: new Map(),
       readyAt: new Map(), audioAt: new Map(), peerReady: new Set(), checking: false, sizes: new Map(), paused: new Set(),
+      pubPaused: new Set(), gate: new VideoGate(performance.now()), cameraLayers: null,
       timer: setInterval(() => this._checkSwitch(), SWITCH_CHECK_MS),
     };
     this.sfu = sfu;
@@ -964,22 +972,10 @@ export class Call extends Emitter {
    * @param {string[]} active
    */
   async _onLayers(source, active) {
-    const pub = this.sfu?.pub;
-    if (!pub || source !== 'camera') return;
-    const camera = this.localStream.getVideoTracks()[0];
-    const sender = pub.pc.getSenders().find((s) => s.track === camera);
-    if (!sender) return;
-    const params = sender.getParameters();
-    if (!params.encodings || params.encodings.length < 2) return;
-    let changed = false;
-    for (const e of params.encodings) {
-      const on = e.rid ? active.includes(e.rid) : true;
-      if (e.active !== on) {
-        e.active = on;
-        changed = true;
-      }
-    }
-    if (changed) await sender.setParameters(params).catch((err) => console.warn('bedside: layers', err));
+    const sfu = this.sfu;
+    if (!sfu?.pub || source !== 'camera') return;
+    sfu.cameraLayers = active;
+    await this._applyPubVideo();
   }
 
   /**
@@ -1077,6 +1073,7 @@ export class Call extends Emitter {
     if (!sfu) return;
     this.sfu = null;
     clearInterval(sfu.timer);
+    if (sfu.gate.paused) this.emit('video-paused', {paused: this.videoPaused});
     for (const conn of [sfu.pub, sfu.sub]) {
       if (!conn) continue;
       this._unwatch(conn);
@@ -1094,19 +1091,51 @@ export class Call extends Emitter {
   // --- audio first, peer to peer ----------------------------------------------------------
 
   /**
-   * Whether the video of a tile (a participant id, or "<id>.screen") is paused for want of
-   * bandwidth: by its sender, peer to peer (audiofirst.js), or by the SFU on our link.
+   * Whether, and where, the video of a tile (a participant id, or "<id>.screen") is paused
+   * for want of bandwidth: 'theirs' (its publisher paused it, on its link to the SFU),
+   * 'yours' (the SFU, on our link), 'p2p' (its sender, peer to peer), or ''.
    * @param {string} key
+   * @returns {'' | 'theirs' | 'yours' | 'p2p'}
    */
   remoteVideoPaused(key) {
-    if (this.mode === 'sfu') return this.sfu?.paused.has(key) === true;
-    return this.conns.get(key)?.peerVideoPaused === true;
+    if (this.mode === 'sfu') {
+      if (this.sfu?.pubPaused.has(key)) return 'theirs';
+      return this.sfu?.paused.has(key) ? 'yours' : '';
+    }
+    return this.conns.get(key)?.peerVideoPaused ? 'p2p' : '';
   }
 
-  /** Whether our video is paused to some peer for want of bandwidth (audiofirst.js). */
+  /** Whether we pause our video, to a peer or to the SFU, for want of bandwidth. */
   get videoPaused() {
     for (const c of this.conns.values()) if (c.gate.paused) return true;
-    return false;
+    return this.sfu?.gate.paused === true;
+  }
+
+  /**
+   * Sets our pub connection's video encodings: all paused while the gate says so (for want
+   * of bandwidth on our link), else the camera's layers the SFU asked for (all until it
+   * said) and a shared screen's.
+   */
+  async _applyPubVideo() {
+    const sfu = this.sfu;
+    const pub = sfu?.pub;
+    if (!sfu || !pub) return;
+    const camera = this.localStream.getVideoTracks()[0];
+    for (const sender of pub.pc.getSenders()) {
+      if (sender.track?.kind !== 'video') continue;
+      const params = sender.getParameters();
+      if (!params.encodings?.length) continue;
+      let changed = false;
+      for (const e of params.encodings) {
+        let on = !sfu.gate.paused;
+        if (on && sender.track === camera && e.rid && sfu.cameraLayers) on = sfu.cameraLayers.includes(e.rid);
+        if (e.active !== on) {
+          e.active = on;
+          changed = true;
+        }
+      }
+      if (changed) await sender.setParameters(params).catch((err) => console.warn('bedside: layers', err));
+    }
   }
 
   /**
@@ -1138,6 +1167,26 @@ export class Call extends Emitter {
         if (act === 'resume') console.info('bedside: video resumed, trying the link again');
         if (c.gate.paused || act) await setVideoSending(c.pc, !c.gate.paused);
         if (act && c.chat.readyState === 'open') c.chat.send(JSON.stringify({video_paused: c.gate.paused}));
+      }
+      // Our link to the SFU: the same gate on the pub connection; the server tells the
+      // others (video_paused).
+      const sfu = this.sfu;
+      const pub = sfu?.pub;
+      if (sfu && pub && pub.pc.connectionState === 'connected') {
+        const report = await pub.pc.getStats().catch(() => null);
+        if (report && this.sfu === sfu) {
+          const senders = pub.pc.getSenders().filter((x) => x.track?.kind === 'video' && x.track.enabled && x.track.readyState === 'live');
+          const act = sfu.gate.sample(senders.length > 0 ? availableOutgoing(report) : undefined, performance.now());
+          if (act === 'pause') console.info('bedside: video to the SFU paused for want of bandwidth; audio goes on');
+          if (act === 'resume') console.info('bedside: video to the SFU resumed, trying the link again');
+          if (sfu.gate.paused || act) await this._applyPubVideo();
+          if (act) {
+            const screen = this.screenStream?.getVideoTracks()[0];
+            for (const x of senders) {
+              this.signalling.send({type: 'video_paused', source: x.track === screen ? 'screen' : 'camera', paused: sfu.gate.paused});
+            }
+          }
+        }
       }
     } finally {
       this._checkingGates = false;

@@ -64,7 +64,7 @@ const LIVENESS_CHECK_MS = 1000;
  * @typedef {{type: 'tracks', tracks: TrackInfo[]}} TracksMsg
  * @typedef {{type: 'layers', source: Source, active: string[]}} LayersMsg
  * @typedef {{type: 'speakers', active: string, speaking: string[]}} SpeakersMsg
- * @typedef {{type: 'video_paused', participant: string, source: Source, paused: boolean}} VideoPausedMsg
+ * @typedef {{type: 'video_paused', participant: string, source: Source, paused: boolean, link: 'yours' | 'theirs'}} VideoPausedMsg
  * @typedef {{type: 'chat', from: string, text: string, at: string}} ChatMsg
  * @typedef {{type: 'e2ee', from: string, pub: string, kid?: number, key?: string}} E2EEMsg
  * @typedef {{type: 'waiting', waiting: WaitingEntry[]}} WaitingMsg
@@ -93,6 +93,7 @@ const LIVENESS_CHECK_MS = 1000;
  *       sources?: Record<string, Source>}
  *   | {type: 'signal', to: string, pc?: 'pub' | 'sub', candidate: RTCIceCandidateInit | null}
  *   | {type: 'video_size', participant: string, source: 'camera' | 'screen', width: number, height: number}
+ *   | {type: 'video_paused', source: 'camera' | 'screen', paused: boolean}
  *   | {type: 'chat', text: string, id?: string}
  *   | {type: 'e2ee', to: string, pub: string, kid?: number, key?: string}
  *   | {type: 'admit', participant: string}
@@ -257,7 +258,7 @@ export function validate(msg) {
         speaking: Array.isArray(msg.speaking) ? msg.speaking.filter((/** @type {unknown} */ r) => typeof r === 'string') : []});
     case 'video_paused':
       if (typeof msg.participant !== 'string' || (msg.source !== 'camera' && msg.source !== 'screen') ||
-        typeof msg.paused !== 'boolean') return null;
+        typeof msg.paused !== 'boolean' || (msg.link !== 'yours' && msg.link !== 'theirs')) return null;
       return /** @type {VideoPausedMsg} */ (msg);
     case 'chat':
       if (typeof msg.from !== 'string' || typeof msg.text !== 'string') return null;

@@ -178,8 +178,12 @@ export function playWithFallback(media, container) {
 /** How often the end-to-end encryption line is brought up to date. */
 const E2EE_STATUS_EVERY_MS = 2000;
 
-/** Their video paused for want of bandwidth (audiofirst.js), on their tile. */
-const REMOTE_VIDEO_PAUSED = 'Video paused: the connection is too weak. You can still hear them.';
+/** Their video paused for want of bandwidth (audiofirst.js), on their tile, by where. */
+const REMOTE_VIDEO_PAUSED = {
+  p2p: 'Video paused: the connection is too weak. You can still hear them.',
+  theirs: 'Video paused: their connection is too weak. You can still hear them.',
+  yours: 'Video paused: your connection is too weak for it. You can still hear them.',
+};
 /** Ours paused, on our own tile. */
 const LOCAL_VIDEO_PAUSED = 'Your video is paused: the connection is too weak';
 
@@ -545,8 +549,8 @@ export class CallView {
     const el = fig?.querySelector('.tile-status');
     if (!el || !fig) return;
     const paused = this.call.remoteVideoPaused(peerId);
-    fig.classList.toggle('video-paused', paused);
-    if (!text && paused) text = REMOTE_VIDEO_PAUSED;
+    fig.classList.toggle('video-paused', paused !== '');
+    if (!text && paused) text = REMOTE_VIDEO_PAUSED[paused];
     if (!text && fig.classList.contains('observer')) text = 'Watching and listening';
     el.textContent = text;
   }
