@@ -37,12 +37,12 @@ unit:
 	$(GO) test -count=1 -run '^TestSFUChurn$$' ./internal/app
 
 browser:
-	$(GO) test -tags browser -count=1 -timeout 10m ./test/browser/...
+	$(GO) test -tags browser -count=1 -timeout 15m ./test/browser/...
 
 # Two real browsers on hosts that cannot reach each other (network namespaces; needs root):
 # the relay, TURN off, UDP blocked, revocation. They make and remove their own namespaces.
 netns:
-	$(GO) test -tags browser,netns -count=1 -timeout 10m -run Netns ./test/browser/...
+	$(GO) test -tags browser,netns -count=1 -timeout 15m -run Netns ./test/browser/...
 
 bench:
 	$(GO) test -tags browser -run '^$$' -bench AdmitToFirstFrame -benchtime 20x ./test/browser
