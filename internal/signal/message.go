@@ -312,7 +312,11 @@ func Decode(data []byte) (Incoming, error) {
 		if in.Source != "camera" && in.Source != "screen" {
 			return in, invalid("source must be camera or screen.")
 		}
-		if err := json.Unmarshal(raw["paused"], &in.Paused); err != nil || raw["paused"] == nil {
+		switch string(raw["paused"]) {
+		case "true":
+			in.Paused = true
+		case "false":
+		default:
 			return in, invalid("paused must be true or false.")
 		}
 	case "chat":

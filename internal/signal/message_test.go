@@ -362,6 +362,12 @@ func TestDecodeErrors(t *testing.T) {
 		{name: "type in other case", in: `{"type":"Hello","session":"s_12345678"}`, code: CodeUnknownType, inReplyTo: "Hello"},
 		{name: "server message type", in: `{"type":"welcome"}`, code: CodeUnknownType, inReplyTo: "welcome"},
 
+		{name: "video_paused without paused", in: `{"type":"video_paused","source":"camera"}`, code: CodeInvalid, inReplyTo: "video_paused", mentions: "paused"},
+		{name: "video_paused null paused", in: `{"type":"video_paused","source":"camera","paused":null}`, code: CodeInvalid, inReplyTo: "video_paused", mentions: "paused"},
+		{name: "video_paused paused a string", in: `{"type":"video_paused","source":"camera","paused":"true"}`, code: CodeInvalid, inReplyTo: "video_paused", mentions: "paused"},
+		{name: "video_paused audio", in: `{"type":"video_paused","source":"audio","paused":true}`, code: CodeInvalid, inReplyTo: "video_paused", mentions: "source"},
+		{name: "video_paused extra field", in: `{"type":"video_paused","source":"camera","paused":true,"participant":"prt_7hm2zq8rnc4bxd6e"}`, code: CodeInvalid, inReplyTo: "video_paused"},
+
 		{name: "hello without session", in: `{"type":"hello"}`, code: CodeInvalid, inReplyTo: "hello", mentions: "session"},
 		{name: "hello null session", in: `{"type":"hello","session":null}`, code: CodeInvalid, inReplyTo: "hello", mentions: "session"},
 		{name: "session not a string", in: `{"type":"hello","session":12345678}`, code: CodeInvalid, inReplyTo: "hello", mentions: "session"},

@@ -908,6 +908,12 @@ export class Call extends Emitter {
     const sfu = this.sfu;
     if (!sfu) return;
     sfu.tracks = new Map(tracks.map((t) => [t.mid, t]));
+    // A video no longer sent (a screen share that ended) is no longer paused: shared again,
+    // it starts afresh.
+    const videos = new Set(tracks.filter((t) => t.kind === 'video').map(streamKey));
+    for (const set of [sfu.paused, sfu.pubPaused]) {
+      for (const key of set) if (!videos.has(key)) set.delete(key);
+    }
     // A track whose sub offer came before the tracks message that names it goes into its
     // stream now (the two may arrive in either order).
     for (const [mid, track] of sfu.midTracks) {
