@@ -1,7 +1,8 @@
-// Audio first, peer to peer (docs/design.md decision 66). Through the SFU the server lowers
-// and pauses a receiver's video before its audio suffers; between two browsers nobody did:
+// Audio first on a sender's own link (docs/design.md decision 66): between two browsers, and
+// on a publisher's pub connection to the SFU. The SFU lowers and pauses what it sends a
+// receiver before that receiver's audio suffers, but nobody did so for what a browser sends:
 // libwebrtc keeps a camera at 30 kbit/s or more whatever the link, so on a link of 100 kbit/s
-// or less the video, frozen anyway, took the audio down with it (5-9% of its packets lost).
+// or less the video, frozen anyway, took the audio down with it (5-15% of its packets lost).
 // Each sender now watches its connection's bandwidth estimate and pauses its video when the
 // estimate stays too low for audio and video together, then tries again after a while.
 
