@@ -225,8 +225,11 @@ func (p *Presence) Chat(id, text string, at time.Time) error {
 }
 
 // VideoPaused tells every other admitted, connected participant that this one paused (or
-// resumed) its video of source for want of bandwidth on its own link (in SFU mode; peer to
-// peer the pages tell each other on their data channel). Observers publish nothing.
+// resumed) its video of source for want of bandwidth on its own link. Only in SFU mode: peer
+// to peer the pages tell each other on their data channel, and a receiver's connection holds
+// SFU messages until it learns the call's SFU mode (a bounded queue that a stream of these
+// in a peer-to-peer call would overflow), so one that comes then is dropped. Observers
+// publish nothing.
 func (p *Presence) VideoPaused(source string, paused bool) error {
 	p.r.mu.Lock()
 	defer p.r.mu.Unlock()
@@ -235,6 +238,9 @@ func (p *Presence) VideoPaused(source string, paused bool) error {
 	}
 	if p.mem.p.Observer {
 		return ErrForbidden
+	}
+	if p.r.mode != ModeSFU {
+		return nil
 	}
 	for _, o := range p.r.sorted() {
 		if o != p.mem && o.admitted {

@@ -88,6 +88,16 @@ func TestModeAuto(t *testing.T) {
 		t.Fatalf("two people: the SFU was told %v", got)
 	}
 	expectHas(t, "Ada", ada, "admitted [", "")
+	// Peer to peer a video_paused goes nowhere (the pages use their data channel).
+	ada.take()
+	if err := c.docPr.VideoPaused("camera", true); err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range ada.take() {
+		if strings.HasPrefix(ev, "video_paused") {
+			t.Errorf("peer to peer, Ada got %q", ev)
+		}
+	}
 	guestPr, guest, _ := c.patient(t, "Grace", "grace-1")
 	graceID := waitingID(t, e, c.v.ID)
 	c.doc.take()
