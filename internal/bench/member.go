@@ -27,7 +27,7 @@ type member struct {
 
 	http    *client.Client
 	conn    *client.Conn
-	self    string // participant id
+	self    string // participant id (written under mu)
 	welcome client.Welcome
 
 	wsOpen   int64 // when the WebSocket was open (bench clock)
@@ -73,10 +73,10 @@ func (m *member) dial(ctx context.Context, visitID string) error {
 		conn.Close()
 		return err
 	}
-	m.mu.Lock()
+	m.mu.Lock() // state() reads self from another goroutine
 	m.conn = conn
-	m.mu.Unlock()
 	m.self, m.welcome = call.Welcome.Participant.ID, call.Welcome
+	m.mu.Unlock()
 	return nil
 }
 
