@@ -126,11 +126,9 @@ func (r *room) updateMode(ctx context.Context, m *Manager, reason string, except
 		reason = "the visit's policy is sfu"
 	}
 	r.mode = ModeSFU
-	for _, mem := range r.sorted() {
-		if mem.admitted && mem != except {
-			r.joinMedia(m, mem)
-			mem.conn.Mode(r.mediaState(mem))
-		}
+	for _, mem := range r.othersAdmitted(except) {
+		r.joinMedia(m, mem)
+		mem.conn.Mode(r.mediaState(mem))
 	}
 	m.log.Info("call moved to the SFU", "visit", r.id, "reason", reason)
 	m.record(context.WithoutCancel(ctx), audit.VisitMode, r.id, "", map[string]string{"mode": ModeSFU, "reason": reason})
@@ -216,10 +214,8 @@ func (p *Presence) Chat(id, text string, at time.Time) error {
 		}
 		p.r.chatIDs[p.mem.p.ID] = append(seen, id)
 	}
-	for _, o := range p.r.sorted() {
-		if o != p.mem && o.admitted {
-			o.conn.Chat(p.mem.p.ID, text, at)
-		}
+	for _, o := range p.r.othersAdmitted(p.mem) {
+		o.conn.Chat(p.mem.p.ID, text, at)
 	}
 	return nil
 }
@@ -242,10 +238,8 @@ func (p *Presence) VideoPaused(source string, paused bool) error {
 	if p.r.mode != ModeSFU {
 		return nil
 	}
-	for _, o := range p.r.sorted() {
-		if o != p.mem && o.admitted {
-			o.conn.VideoPaused(p.mem.p.ID, source, paused, "theirs")
-		}
+	for _, o := range p.r.othersAdmitted(p.mem) {
+		o.conn.VideoPaused(p.mem.p.ID, source, paused, "theirs")
 	}
 	return nil
 }

@@ -254,10 +254,8 @@ func (r *room) join(ctx context.Context, m *Manager, v store.Visit, mem *member)
 // peersOf lists the admitted members other than mem, from mem's point of view.
 func (r *room) peersOf(mem *member) []Peer {
 	peers := []Peer{}
-	for _, o := range r.sorted() {
-		if o != mem && o.admitted {
-			peers = append(peers, peerView(mem, o))
-		}
+	for _, o := range r.othersAdmitted(mem) {
+		peers = append(peers, peerView(mem, o))
 	}
 	return peers
 }
@@ -274,11 +272,15 @@ func peerView(viewer, o *member) Peer {
 
 // broadcastPeer tells every other admitted member about subject.
 func (r *room) broadcastPeer(ev PeerEvent, subject *member) {
-	for _, o := range r.sorted() {
-		if o != subject && o.admitted {
-			o.conn.PeerEvent(ev, peerView(o, subject))
-		}
+	for _, o := range r.othersAdmitted(subject) {
+		o.conn.PeerEvent(ev, peerView(o, subject))
 	}
+}
+
+// othersAdmitted returns the admitted members other than mem, in sorted's order: those a
+// member's presence, chat and notices go to.
+func (r *room) othersAdmitted(mem *member) []*member {
+	return slices.DeleteFunc(r.sorted(), func(o *member) bool { return o == mem || !o.admitted })
 }
 
 // sorted returns the members in a stable order (by participant id), so messages go out in

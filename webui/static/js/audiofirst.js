@@ -89,17 +89,36 @@ export function availableOutgoing(report) {
 }
 
 /**
- * Sets every video sender of a connection sending or paused (encodings' active), leaving
- * those already so alone.
+ * The video senders of a connection that have video to send (a camera that is on, a
+ * screen): an observer's connection, or one whose camera is off, has none and never reads
+ * as paused.
  * @param {RTCPeerConnection} pc
- * @param {boolean} on
+ * @returns {RTCRtpSender[]}
  */
-export async function setVideoSending(pc, on) {
+export function videoSenders(pc) {
+  return pc.getSenders().filter((s) => s.track?.kind === 'video' && s.track.enabled && s.track.readyState === 'live');
+}
+
+/**
+ * Sets each encoding of every video sender of a connection active or not, as on(sender,
+ * encoding) says; a sender whose encodings are already so is left alone (no
+ * setParameters).
+ * @param {RTCPeerConnection} pc
+ * @param {(sender: RTCRtpSender, encoding: RTCRtpEncodingParameters) => boolean} on
+ */
+export async function setVideoEncodings(pc, on) {
   for (const s of pc.getSenders()) {
     if (s.track?.kind !== 'video') continue;
     const params = s.getParameters();
-    if (!params.encodings?.length || params.encodings.every((e) => e.active === on)) continue;
-    for (const e of params.encodings) e.active = on;
-    await s.setParameters(params).catch((err) => console.warn('bedside: video pause', err));
+    if (!params.encodings?.length) continue;
+    let changed = false;
+    for (const e of params.encodings) {
+      const want = on(s, e);
+      if (e.active !== want) {
+        e.active = want;
+        changed = true;
+      }
+    }
+    if (changed) await s.setParameters(params).catch((err) => console.warn('bedside: video encodings', err));
   }
 }

@@ -4,7 +4,7 @@
 // receives the others'), switching make-before-break. Trickle ICE, ICE restart, chat, mute /
 // camera off, screen share, the connect watchdog, connection reports and stats.
 
-import {SAMPLE_MS, VideoGate, availableOutgoing, setVideoSending} from './audiofirst.js';
+import {SAMPLE_MS, VideoGate, availableOutgoing, setVideoEncodings, videoSenders} from './audiofirst.js';
 import {E2EE, e2eeSupported} from './e2ee.js';
 import {Emitter, randomId} from './protocol.js';
 
@@ -1127,21 +1127,10 @@ export class Call extends Emitter {
     const pub = sfu?.pub;
     if (!sfu || !pub) return;
     const camera = this.localStream.getVideoTracks()[0];
-    for (const sender of pub.pc.getSenders()) {
-      if (sender.track?.kind !== 'video') continue;
-      const params = sender.getParameters();
-      if (!params.encodings?.length) continue;
-      let changed = false;
-      for (const e of params.encodings) {
-        let on = !sfu.gate.paused;
-        if (on && sender.track === camera && e.rid && sfu.cameraLayers) on = sfu.cameraLayers.includes(e.rid);
-        if (e.active !== on) {
-          e.active = on;
-          changed = true;
-        }
-      }
-      if (changed) await sender.setParameters(params).catch((err) => console.warn('bedside: layers', err));
-    }
+    await setVideoEncodings(pub.pc, (sender, e) => {
+      if (sfu.gate.paused) return false;
+      return sender.track !== camera || !e.rid || !sfu.cameraLayers || sfu.cameraLayers.includes(e.rid);
+    });
   }
 
   /**
@@ -1157,21 +1146,10 @@ export class Call extends Emitter {
     try {
       for (const c of [...this.conns.values()]) {
         if (c.pc.connectionState !== 'connected' || !c.current()) continue;
-        let report;
-        try {
-          report = await c.pc.getStats();
-        } catch {
-          continue;
-        }
-        if (!c.current()) continue;
-        // Only a connection that sends video (a camera that is on, a screen) has video to
-        // pause: an observer's, or one whose camera is off, never says its video paused.
-        const sendsVideo = c.pc.getSenders().some((x) => x.track?.kind === 'video' && x.track.enabled && x.track.readyState === 'live');
-        const estimate = sendsVideo ? availableOutgoing(report) : undefined;
-        const act = c.gate.sample(estimate, performance.now());
-        if (act === 'pause') console.info(`bedside: video paused, bandwidth estimate ${Math.round((estimate ?? 0) / 1000)} kbit/s; audio goes on`);
-        if (act === 'resume') console.info('bedside: video resumed, trying the link again');
-        if (c.gate.paused || act) await setVideoSending(c.pc, !c.gate.paused);
+        const sampled = await this._sampleGate(c.pc, c.gate, c.current, 'video');
+        if (!sampled) continue;
+        const act = sampled.act;
+        if (c.gate.paused || act) await setVideoEncodings(c.pc, () => !c.gate.paused);
         if (act && c.chat.readyState === 'open') c.chat.send(JSON.stringify({video_paused: c.gate.paused}));
       }
       // Our link to the SFU: the same gate on the pub connection; the server tells the
@@ -1179,18 +1157,12 @@ export class Call extends Emitter {
       const sfu = this.sfu;
       const pub = sfu?.pub;
       if (sfu && pub && pub.pc.connectionState === 'connected') {
-        const report = await pub.pc.getStats().catch(() => null);
-        if (report && this.sfu === sfu) {
-          const senders = pub.pc.getSenders().filter((x) => x.track?.kind === 'video' && x.track.enabled && x.track.readyState === 'live');
-          const act = sfu.gate.sample(senders.length > 0 ? availableOutgoing(report) : undefined, performance.now());
-          if (act === 'pause') console.info('bedside: video to the SFU paused for want of bandwidth; audio goes on');
-          if (act === 'resume') console.info('bedside: video to the SFU resumed, trying the link again');
-          if (sfu.gate.paused || act) await this._applyPubVideo();
-          if (act) {
-            const screen = this.screenStream?.getVideoTracks()[0];
-            for (const x of senders) {
-              this.signalling.send({type: 'video_paused', source: x.track === screen ? 'screen' : 'camera', paused: sfu.gate.paused});
-            }
+        const act = (await this._sampleGate(pub.pc, sfu.gate, () => this.sfu === sfu, 'video to the SFU'))?.act;
+        if (act !== undefined && (sfu.gate.paused || act)) await this._applyPubVideo();
+        if (act) {
+          const screen = this.screenStream?.getVideoTracks()[0];
+          for (const x of videoSenders(pub.pc)) {
+            this.signalling.send({type: 'video_paused', source: x.track === screen ? 'screen' : 'camera', paused: sfu.gate.paused});
           }
         }
       }
@@ -1198,6 +1170,26 @@ export class Call extends Emitter {
       this._checkingGates = false;
     }
     if (this.videoPaused !== before) this.emit('video-paused', {paused: this.videoPaused});
+  }
+
+  /**
+   * Feeds a connection's bandwidth estimate to its gate (no estimate when it has no video
+   * to send) and logs a pause or a resume.
+   * @param {RTCPeerConnection} pc
+   * @param {VideoGate} gate
+   * @param {() => boolean} current whether the connection is still ours once the stats are in
+   * @param {string} what
+   * @returns {Promise<{act: 'pause' | 'resume' | null} | null>} the gate's word (act null:
+   *   nothing changes), or null when there was nothing to sample
+   */
+  async _sampleGate(pc, gate, current, what) {
+    const report = await pc.getStats().catch(() => null);
+    if (!report || !current()) return null;
+    const estimate = videoSenders(pc).length > 0 ? availableOutgoing(report) : undefined;
+    const act = gate.sample(estimate, performance.now());
+    if (act === 'pause') console.info(`bedside: ${what} paused, bandwidth estimate ${Math.round((estimate ?? 0) / 1000)} kbit/s; audio goes on`);
+    if (act === 'resume') console.info(`bedside: ${what} resumed, trying the link again`);
+    return {act};
   }
 
   // --- chat, devices, screen --------------------------------------------------------------
