@@ -124,6 +124,10 @@ type participant struct {
 	// they send and the transport-wide feedback their RTCP readers get (decision 53).
 	est         *bwe.Estimator
 	subscribing atomic.Bool // it has a sub connection (the subscribers metric)
+	// For Stats, what run owns: the last states of the pub and sub connections (0: none
+	// yet) and whether its signalling connection is there.
+	pubState, subState atomic.Int32
+	online             atomic.Bool
 
 	// Owned by run.
 	pub, sub    *webrtc.PeerConnection
@@ -158,6 +162,7 @@ func newParticipant(r *room, m Member) *participant {
 	}
 	p.mail.notify = make(chan struct{}, 1)
 	p.sinkPtr.Store(&sinkBox{m.Sink})
+	p.online.Store(true)
 	return p
 }
 
@@ -268,6 +273,7 @@ func (p *participant) handle(ev any) {
 	case evConnected:
 		p.sinkPtr.Store(&sinkBox{e.sink})
 		p.connected = true
+		p.online.Store(true)
 		if p.goneTimer != nil {
 			p.goneTimer.Stop()
 			p.goneTimer = nil
@@ -280,6 +286,7 @@ func (p *participant) handle(ev any) {
 	case evDisconnected:
 		p.sinkPtr.Store(nil)
 		p.connected = false
+		p.online.Store(false)
 		if p.goneTimer == nil {
 			p.goneTimer = time.NewTimer(goneAfter)
 		}
@@ -642,6 +649,11 @@ func (p *participant) onSubAnswer(sdp string) {
 
 func (p *participant) onPCState(which PC, s webrtc.PeerConnectionState) {
 	p.log.Debug("sfu: connection state", "pc", string(which), "state", s.String())
+	if which == Pub {
+		p.pubState.Store(int32(s))
+	} else {
+		p.subState.Store(int32(s))
+	}
 	switch s {
 	case webrtc.PeerConnectionStateDisconnected:
 		// Nothing from the client for pion's disconnected timeout: its path is gone (a

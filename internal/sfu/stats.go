@@ -3,6 +3,8 @@ package sfu
 import (
 	"sort"
 
+	"github.com/pion/webrtc/v4"
+
 	"github.com/bedside/bedside/internal/bwe"
 )
 
@@ -32,8 +34,18 @@ type Subscription struct {
 	Desired               int // what it would take if every layer were sent
 }
 
+// ParticipantStats is a participant as the SFU has it.
+type ParticipantStats struct {
+	ID string
+	// Online: its signalling connection is there (the SFU can send it offers).
+	Online bool
+	// Pub and Sub are its connections' last states ("none" before the first).
+	Pub, Sub string
+}
+
 // RoomStats is a snapshot of a room, for tests, debugging and the bench.
 type RoomStats struct {
+	Participants  []ParticipantStats
 	Publications  []Publication
 	Subscriptions []Subscription
 	// Estimates are the subscribers' bandwidth estimates (bit/s), as last used for layers.
@@ -89,7 +101,14 @@ func (s *SFU) Stats(visitID string) RoomStats {
 			})
 		}
 	}
+	state := func(v int32) string {
+		if v == 0 {
+			return "none"
+		}
+		return webrtc.PeerConnectionState(v).String()
+	}
 	for _, p := range ps {
+		out.Participants = append(out.Participants, ParticipantStats{ID: p.id, Online: p.online.Load(), Pub: state(p.pubState.Load()), Sub: state(p.subState.Load())})
 		out.Estimates[p.id] = int(p.lastEstimate.Load())
 		if p.subscribing.Load() {
 			out.Estimators[p.id] = p.est.Stats()
@@ -104,6 +123,7 @@ func (s *SFU) Stats(visitID string) RoomStats {
 			out.ReceivedByPion[p.id] = rx.pumped.Load()
 		}
 	}
+	sort.Slice(out.Participants, func(i, j int) bool { return out.Participants[i].ID < out.Participants[j].ID })
 	sort.Slice(out.Publications, func(i, j int) bool {
 		a, b := out.Publications[i], out.Publications[j]
 		return a.Participant < b.Participant || a.Participant == b.Participant && a.Source < b.Source

@@ -487,7 +487,9 @@ func TestNetnsSFUNetworkDrop(t *testing.T) {
 				return
 			}
 			if time.Now().After(deadline) {
+				logServerSFU(t, srv)
 				logSFU(t, srv, r.visitID)
+				logPagesSFU(r.clinician, r.patient, observer.page)
 				t.Fatalf("%s: not %v after the network came back (%d frames, %d audio packets in the last second)", what, within, b.Frames-a.Frames, b.Audio-a.Audio)
 			}
 		}
@@ -521,7 +523,9 @@ func TestNetnsSFUNetworkDrop(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
+				logServerSFU(t, srv)
 				logSFU(t, srv, r.visitID)
+				logPagesSFU(r.clinician, r.patient, observer.page)
 				t.Fatalf("45 s after the network came back the patient receives the clinician at %d px (was %d)", got.Width, before.Width)
 			}
 			time.Sleep(250 * time.Millisecond)

@@ -516,6 +516,9 @@ func mostlyDirect(t testing.TB, what string, direct, byPion map[string]int64) {
 func logSFU(t testing.TB, srv *apptest.Server, visitID string) {
 	t.Helper()
 	st := srv.SFU().Stats(visitID)
+	for _, p := range st.Participants {
+		t.Logf("SFU has %s: signalling online %v, pub %s, sub %s", p.ID, p.Online, p.Pub, p.Sub)
+	}
 	for _, p := range st.Publications {
 		var ls []string
 		for _, l := range p.Layers {
@@ -533,6 +536,31 @@ func logSFU(t testing.TB, srv *apptest.Server, visitID string) {
 	t.Logf("SFU packets sent by the direct path: %v", st.Direct)
 	t.Logf("SFU packets received by the direct path: %v, by pion's: %v", st.Received, st.ReceivedByPion)
 	t.Logf("SFU RTCP from subscribers by the direct path: %v, reads from pion's: %v", st.RTCPDirect, st.RTCPByPion)
+}
+
+// logServerSFU logs the server's recent log lines about the SFU, for a test that fails
+// waiting for media through it.
+func logServerSFU(t testing.TB, srv *apptest.Server) {
+	t.Helper()
+	for _, l := range srv.RecentLog("sfu") {
+		t.Logf("server: %s", l)
+	}
+}
+
+// logPagesSFU logs what each page knows of its connections with the SFU, for a test that
+// fails waiting for media through it: its mode and SFU session, the state of its pub and
+// sub connections (connection/ICE/signalling), the tracks it was told of, the peers it
+// holds absent, and its signalling.
+func logPagesSFU(pages ...*page) {
+	for _, p := range pages {
+		p.logf("SFU as the page sees it: %s", mustEval[string](p, `(() => {
+			const c = window.bedside.call, s = c.sfu;
+			const st = (x) => x ? x.pc.connectionState + '/' + x.pc.iceConnectionState + '/' + x.pc.signalingState : 'none';
+			return JSON.stringify({mode: c.mode, session: s?.session ?? '', pub: st(s?.pub), sub: st(s?.sub),
+				tracks: s ? [...s.tracks.values()].map((t) => t.participant + ':' + t.source + ':' + t.kind) : [],
+				absent: [...c.absent], ready: c.signalling.ready, welcomes: c.signalling.welcomes});
+		})()`))
+	}
 }
 
 // frameWatchJS records, per remote participant, the times at which the tile shows a new

@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,8 +25,51 @@ type Server struct {
 	*app.Service
 	Config config.Config
 
-	app app.Options
-	log *slog.Logger
+	app    app.Options
+	log    *slog.Logger
+	recent *recentLog
+}
+
+// RecentLog returns the service's last log lines (up to recentLines, at every level) that
+// contain substr, oldest first: for a test that fails to say what the server did.
+func (s *Server) RecentLog(substr string) []string {
+	return s.recent.lines(substr)
+}
+
+// recentLines is how many log lines a test server keeps for RecentLog.
+const recentLines = 2000
+
+// recentLog keeps the last recentLines lines written to it (slog writes one line a call).
+type recentLog struct {
+	mu   sync.Mutex
+	ring [recentLines]string
+	next int
+	full bool
+}
+
+func (r *recentLog) Write(b []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ring[r.next] = strings.TrimRight(string(b), "\n")
+	r.next = (r.next + 1) % recentLines
+	r.full = r.full || r.next == 0
+	return len(b), nil
+}
+
+func (r *recentLog) lines(substr string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	start, n := 0, r.next
+	if r.full {
+		start, n = r.next, recentLines
+	}
+	for i := range n {
+		if l := r.ring[(start+i)%recentLines]; strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // Options adjust the service; the zero value is the default configuration.
@@ -63,12 +108,13 @@ func Start(t testing.TB, opt Options) *Server {
 	if os.Getenv("BEDSIDETEST_LOG") != "" {
 		w = os.Stderr
 	}
-	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	recent := &recentLog{}
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(w, recent), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	svc, err := app.Start(context.Background(), cfg, log, opt.App)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Service: svc, Config: cfg, app: opt.App, log: log}
+	s := &Server{Service: svc, Config: cfg, app: opt.App, log: log, recent: recent}
 	t.Cleanup(func() { // the service running then: after Restart, the new one
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
