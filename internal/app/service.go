@@ -137,6 +137,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options
 	if s.turn, err = startTURN(cfg, log.With("part", "turn"), s.registry, turnAudit{s.audit, s.store}, opt.TURNSockets, sfuAddrs); err != nil {
 		return nil, err
 	}
+	if err = s.restoreRevocations(ctx, cfg); err != nil {
+		return nil, err
+	}
 	s.signal = signal.NewServer(signal.Config{
 		Visits:         s.visits,
 		ICE:            s.iceConfig,

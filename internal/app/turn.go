@@ -112,6 +112,24 @@ func signalServers(in []turn.ICEServer) []signal.ICEServer {
 	return out
 }
 
+// restoreRevocations refuses again, after a restart, the relay credentials of those who
+// departed within turn-ttl-max (the longest credential the relay accepts): with a
+// configured secret their credentials outlive the process (decision 26).
+func (s *Service) restoreRevocations(ctx context.Context, cfg config.Config) error {
+	if !s.turn.Enabled() {
+		return nil
+	}
+	ps, vs, err := s.store.RecentDepartures(ctx, s.now().Add(-cfg.TURNTTLMax))
+	if err != nil {
+		return fmt.Errorf("relay revocations: %w", err)
+	}
+	s.turn.RestoreRevoked(append(ps, vs...))
+	if len(ps)+len(vs) > 0 {
+		s.log.Info("relay revocations restored", "participants", len(ps), "visits", len(vs))
+	}
+	return nil
+}
+
 // departed closes the relays of a participant who is out of the visit for good (and, when
 // the visit ends or its link is revoked, of its device checks).
 func (s *Service) departed(visitID, participantID, reason string) {

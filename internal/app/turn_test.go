@@ -22,7 +22,9 @@ import (
 // sides get relay-only ICE, the patient gets its relay credential (just before admitted) and
 // can allocate with it, each side's connection report is stored, shown by the API and
 // counted in the metrics, and removing the patient closes its allocations at once and
-// refuses its credential. (Relayed media between real browsers is the netns tests' part.)
+// refuses its credential, also after a restart (the relay's secret is configured, so the
+// credential itself outlives the process). (Relayed media between real browsers is the
+// netns tests' part.)
 func TestPrivacyVisitRelaysAndRevokes(t *testing.T) {
 	checkLeaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -30,6 +32,7 @@ func TestPrivacyVisitRelaysAndRevokes(t *testing.T) {
 	srv := apptest.Start(t, apptest.Options{Config: func(c *config.Config) {
 		c.TURNAllowPeers = "127.0.0.1/32"
 		c.MetricsAddr = "127.0.0.1:0"
+		c.TURNSecret = "a-test-secret-that-survives-the-restart"
 	}})
 	srv.AddUser(t, "rivera@clinic.example", "Dr Rivera", "clinician", pw)
 	doc := client.New(srv.URL())
@@ -185,6 +188,44 @@ func TestPrivacyVisitRelaysAndRevokes(t *testing.T) {
 	stop()
 	<-done
 	<-done
+
+	// After a restart the removed patient's credential is still refused, as revoked; the
+	// clinician's, signed with the same secret, still allocates.
+	var docCred client.ICEServer
+	for _, s := range docCall.Welcome.ICEServers {
+		if s.Username != "" {
+			docCred = s
+		}
+	}
+	revokedRefusals := func() int {
+		evs, err := srv.Store().SearchAudit(ctx, audit.Query{VisitID: v.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range evs {
+			if e.ActorID == patientID && e.Action == audit.TURNRefused && e.Outcome == "revoked" {
+				n++
+			}
+		}
+		return n
+	}
+	before := revokedRefusals()
+	srv.Restart(t)
+	relay = srv.TURN()
+	if code := allocate(t, relay.Port(), docCred.Username, docCred.Credential); code != 0 {
+		t.Fatalf("after the restart, allocation with the clinician's credential: %d", code)
+	}
+	restarted := time.Now()
+	if code := allocate(t, relay.Port(), cred.Username, cred.Credential); code != stun.CodeUnauthorized {
+		t.Errorf("after the restart, allocation with the removed patient's credential: %d, want 401", code)
+	}
+	for revokedRefusals() == before {
+		if time.Since(restarted) > 5*time.Second {
+			t.Fatal("after the restart, no refusal of the removed patient's credential as revoked in the trail")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func get(t *testing.T, url string) string {

@@ -274,6 +274,11 @@ type Store interface {
 	SetParticipantLeft(ctx context.Context, id string, at time.Time) error
 	RemoveParticipant(ctx context.Context, id string, at time.Time) error
 	SetParticipantName(ctx context.Context, id, name string) error
+	// RecentDepartures lists who has been out since since: participants who left or were
+	// removed at or after it, and every participant of a visit ended or revoked at or after
+	// it; and those visits. The relay revokes them again after a restart (docs/design.md,
+	// decision 26).
+	RecentDepartures(ctx context.Context, since time.Time) (participants, visits []string, err error)
 
 	// The audit trail (internal/audit): append-only, hash-chained rows.
 	AppendAudit(ctx context.Context, e audit.Event, link func(prev []byte, seq int64) []byte) (audit.Entry, error)

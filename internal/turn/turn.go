@@ -496,6 +496,21 @@ func (s *Server) Revoke(user, reason string) int {
 	return len(conns)
 }
 
+// RestoreRevoked refuses the credentials of users who departed before this process
+// started (a restart would otherwise forget them while their credentials, signed with a
+// configured secret, stay valid for up to TTLMax). They have no relays here yet; nothing
+// is counted. Readmit lifts it as it lifts Revoke.
+func (s *Server) RestoreRevoked(users []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	for _, u := range users {
+		if _, ok := s.revoked[u]; !ok {
+			s.revoked[u] = now
+		}
+	}
+}
+
 // Readmit lifts a revocation: the participant came back (a patient who left and opened the
 // link again while the visit lasts).
 func (s *Server) Readmit(user string) {

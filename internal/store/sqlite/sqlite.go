@@ -500,6 +500,37 @@ func (s *Store) RemoveParticipant(ctx context.Context, id string, at time.Time) 
 	return one(s.db.ExecContext(ctx, `UPDATE participants SET removed_at = COALESCE(removed_at, ?) WHERE id = ?`, ms(at), id))
 }
 
+func (s *Store) RecentDepartures(ctx context.Context, since time.Time) (participants, visits []string, err error) {
+	t := ms(since)
+	if participants, err = s.column(ctx, `SELECT id FROM participants WHERE left_at >= ? OR removed_at >= ?
+		UNION SELECT p.id FROM participants p JOIN visits v ON v.id = p.visit_id WHERE v.ended_at >= ? OR v.revoked_at >= ?
+		ORDER BY 1`, t, t, t, t); err != nil {
+		return nil, nil, err
+	}
+	if visits, err = s.column(ctx, `SELECT id FROM visits WHERE ended_at >= ? OR revoked_at >= ? ORDER BY id`, t, t); err != nil {
+		return nil, nil, err
+	}
+	return participants, visits, nil
+}
+
+// column runs a query of one text column.
+func (s *Store) column(ctx context.Context, query string, args ...any) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
 func (s *Store) SetParticipantName(ctx context.Context, id, name string) error {
 	return one(s.db.ExecContext(ctx, `UPDATE participants SET name = ? WHERE id = ?`, s.seal.seal(name, "participants.name", id), id))
 }

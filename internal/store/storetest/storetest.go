@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -254,6 +255,33 @@ func testParticipants(t *testing.T, s store.Store) {
 	}
 	if err := s.RemoveParticipant(ctx, "nope", t0); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("remove unknown: %v", err)
+	}
+
+	// Departures: prt_1 left at +1h and was removed at +2h; prt_0 is still in. A second
+	// visit ends at +3h with both of its participants; a third is revoked at +4h.
+	must(t, s.CreateVisit(ctx, store.Visit{ID: "vst_2", ClinicianID: a.ID, ScheduledAt: t0, CreatedAt: t0, LinkHash: []byte("l2"), LinkExpiresAt: t0.Add(time.Hour), State: store.VisitScheduled}))
+	must(t, s.CreateVisit(ctx, store.Visit{ID: "vst_3", ClinicianID: a.ID, ScheduledAt: t0, CreatedAt: t0, LinkHash: []byte("l3"), LinkExpiresAt: t0.Add(time.Hour), State: store.VisitScheduled}))
+	for _, p := range []store.Participant{{ID: "prt_2", VisitID: "vst_2"}, {ID: "prt_3", VisitID: "vst_2"}, {ID: "prt_4", VisitID: "vst_3"}} {
+		p.Role, p.CreatedAt = store.RolePatient, t0
+		must(t, s.CreateParticipant(ctx, p))
+	}
+	must(t, s.EndVisit(ctx, "vst_2", t0.Add(3*time.Hour)))
+	must(t, s.RevokeVisit(ctx, "vst_3", t0.Add(4*time.Hour)))
+	for _, c := range []struct {
+		since                time.Time
+		participants, visits []string
+	}{
+		{t0, []string{"prt_1", "prt_2", "prt_3", "prt_4"}, []string{"vst_2", "vst_3"}},
+		{t0.Add(90 * time.Minute), []string{"prt_1", "prt_2", "prt_3", "prt_4"}, []string{"vst_2", "vst_3"}}, // removed at +2h
+		{t0.Add(3 * time.Hour), []string{"prt_2", "prt_3", "prt_4"}, []string{"vst_2", "vst_3"}},
+		{t0.Add(3*time.Hour + time.Minute), []string{"prt_4"}, []string{"vst_3"}},
+		{t0.Add(5 * time.Hour), nil, nil},
+	} {
+		ps, vs, err := s.RecentDepartures(ctx, c.since)
+		must(t, err)
+		if !slices.Equal(ps, c.participants) || !slices.Equal(vs, c.visits) {
+			t.Errorf("RecentDepartures(t0+%v) = %v, %v; want %v, %v", c.since.Sub(t0), ps, vs, c.participants, c.visits)
+		}
 	}
 }
 
