@@ -39,12 +39,13 @@ type p2pAudio struct {
 // patient, both pages say so, and the patient's audio then arrives with next to no loss.
 // When the link is open again the clinician's video comes back by itself.
 //
-// The patient's camera is off: only the link to the patient narrows, and the feedback on
-// the patient's own video (transport-wide feedback every 50 ms or so, 20-30 kbit/s with
-// its packets' overheads) would come through it too, which with the audio (about 70
-// kbit/s) fills it whatever the clinician's page does (2026-11-27: 5-8% of the audio lost
-// in a run with the patient's camera on, the clinician's video paused). A link that weak
-// one way only is the test's; decision 66 says what it leaves.
+// The patient's camera is off: only the link to the patient narrows, and the RTCP on the
+// patient's own video (transport-wide feedback, receiver reports, NACKs: 10-30 kbit/s with
+// their overheads, more the higher that video's rate) would come through it too, which
+// with the audio (about 70 kbit/s) can fill it whatever the clinician's page does
+// (2026-11-27: 5-8% of the audio lost in a run with the patient's camera on, the
+// clinician's video paused; 0-1 packets in others). A link that weak one way only is the
+// test's; decision 66 says what it leaves.
 func TestNetnsP2PAudioFirst(t *testing.T) {
 	n := newNetwork(t)
 	r := netRig(t, n, "embedded")
