@@ -275,7 +275,8 @@ type Store interface {
 	RemoveParticipant(ctx context.Context, id string, at time.Time) error
 	SetParticipantName(ctx context.Context, id, name string) error
 	// RecentDepartures lists who has been out since since: participants who left or were
-	// removed at or after it, and every participant of a visit ended or revoked at or after
+	// removed at or after it, every participant of a visit ended at or after it, and those
+	// who came in by a link (not an account) of a visit whose links were revoked at or after
 	// it; and those visits. The relay revokes them again after a restart (docs/design.md,
 	// decision 26).
 	RecentDepartures(ctx context.Context, since time.Time) (participants, visits []string, err error)

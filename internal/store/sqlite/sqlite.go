@@ -503,7 +503,7 @@ func (s *Store) RemoveParticipant(ctx context.Context, id string, at time.Time) 
 func (s *Store) RecentDepartures(ctx context.Context, since time.Time) (participants, visits []string, err error) {
 	t := ms(since)
 	if participants, err = s.column(ctx, `SELECT id FROM participants WHERE left_at >= ? OR removed_at >= ?
-		UNION SELECT p.id FROM participants p JOIN visits v ON v.id = p.visit_id WHERE v.ended_at >= ? OR v.revoked_at >= ?
+		UNION SELECT p.id FROM participants p JOIN visits v ON v.id = p.visit_id WHERE v.ended_at >= ? OR (v.revoked_at >= ? AND p.user_id = '')
 		ORDER BY 1`, t, t, t, t); err != nil {
 		return nil, nil, err
 	}

@@ -258,13 +258,15 @@ func testParticipants(t *testing.T, s store.Store) {
 	}
 
 	// Departures: prt_1 left at +1h and was removed at +2h; prt_0 is still in. A second
-	// visit ends at +3h with both of its participants; a third is revoked at +4h.
+	// visit ends at +3h with both of its participants; a third's links are revoked at +4h,
+	// which puts out its patient (prt_4), not its clinician (prt_5).
 	must(t, s.CreateVisit(ctx, store.Visit{ID: "vst_2", ClinicianID: a.ID, ScheduledAt: t0, CreatedAt: t0, LinkHash: []byte("l2"), LinkExpiresAt: t0.Add(time.Hour), State: store.VisitScheduled}))
 	must(t, s.CreateVisit(ctx, store.Visit{ID: "vst_3", ClinicianID: a.ID, ScheduledAt: t0, CreatedAt: t0, LinkHash: []byte("l3"), LinkExpiresAt: t0.Add(time.Hour), State: store.VisitScheduled}))
 	for _, p := range []store.Participant{{ID: "prt_2", VisitID: "vst_2"}, {ID: "prt_3", VisitID: "vst_2"}, {ID: "prt_4", VisitID: "vst_3"}} {
 		p.Role, p.CreatedAt = store.RolePatient, t0
 		must(t, s.CreateParticipant(ctx, p))
 	}
+	must(t, s.CreateParticipant(ctx, store.Participant{ID: "prt_5", VisitID: "vst_3", Role: store.RoleClinician, UserID: a.ID, Name: a.Name, CreatedAt: t0}))
 	must(t, s.EndVisit(ctx, "vst_2", t0.Add(3*time.Hour)))
 	must(t, s.RevokeVisit(ctx, "vst_3", t0.Add(4*time.Hour)))
 	for _, c := range []struct {
