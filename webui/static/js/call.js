@@ -1146,9 +1146,8 @@ export class Call extends Emitter {
     try {
       for (const c of [...this.conns.values()]) {
         if (c.pc.connectionState !== 'connected' || !c.current()) continue;
-        const sampled = await this._sampleGate(c.pc, c.gate, c.current, 'video');
-        if (!sampled) continue;
-        const act = sampled.act;
+        const act = (await this._sampleGate(c.pc, c.gate, c.current, 'video'))?.act;
+        if (act === undefined) continue;
         if (c.gate.paused || act) await setVideoEncodings(c.pc, () => !c.gate.paused);
         if (act && c.chat.readyState === 'open') c.chat.send(JSON.stringify({video_paused: c.gate.paused}));
       }
