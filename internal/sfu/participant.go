@@ -57,7 +57,12 @@ type (
 		pc    PC
 		state webrtc.PeerConnectionState
 	}
-	evConnected    struct{ sink Sink }
+	// evConnected: the participant's signalling is back (sink); taken is closed once the
+	// participant's goroutine has it (room.join waits for that).
+	evConnected struct {
+		sink  Sink
+		taken chan struct{}
+	}
 	evDisconnected struct{}
 	evSpeaker      struct{ id string }
 )
@@ -282,6 +287,9 @@ func (p *participant) handle(ev any) {
 			// The offer may have been lost with the old connection: send it again.
 			p.sink().Tracks(p.trackList())
 			p.sink().Description(Sub, "offer", p.sub.LocalDescription().SDP)
+		}
+		if e.taken != nil {
+			close(e.taken)
 		}
 	case evDisconnected:
 		p.sinkPtr.Store(nil)

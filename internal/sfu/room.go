@@ -43,8 +43,19 @@ func newRoom(s *SFU, id string) *room {
 	return r
 }
 
-// join adds a participant, or gives a reconnected one its new sink. ok is false when the
-// room closed meanwhile (the caller makes a new one).
+// takeWait is how long join waits for a reconnected participant's goroutine to take its
+// new sink before it hands out the participant's session anyway.
+const takeWait = 2 * time.Second
+
+// join adds a participant, or gives a reconnected one its new sink. It returns "" when the
+// SFU is closed.
+//
+// A reconnected participant keeps its session only once its goroutine has taken the new
+// sink: one whose connections failed while its signalling was away stops when it reads
+// that (onPCState), and an evConnected queued behind it would never be read. Handing its
+// session out then would leave the page with an SFU session nothing stands behind (its
+// signals refused, no new session ever sent); so join waits, and joins it anew if it
+// stopped first.
 func (r *room) join(m Member) (session string) {
 	for {
 		r.mu.Lock()
@@ -57,17 +68,36 @@ func (r *room) join(m Member) (session string) {
 			r = nr
 			continue
 		}
+		old := r.participants[m.ID]
+		if old != nil && old.session == m.Session && !old.stopping() {
+			taken := make(chan struct{})
+			old.mail.put(evConnected{sink: m.Sink, taken: taken})
+			r.mu.Unlock()
+			wait := time.NewTimer(takeWait)
+			select {
+			case <-taken:
+			case <-old.ctx.Done():
+			case <-wait.C:
+				r.log.Warn("sfu: a reconnected participant did not take its signalling back in time", "participant", m.ID)
+			}
+			wait.Stop()
+			select {
+			case <-taken:
+				return old.sfuSession
+			default:
+			}
+			if !old.stopping() {
+				return old.sfuSession // slow, not stopped: as before join waited
+			}
+			continue // it stopped first: join anew
+		}
+		if old != nil {
+			delete(r.participants, m.ID) // a reloaded page, or one that stopped: the old connections go
+			old.stop()
+		}
 		break
 	}
 	defer r.mu.Unlock()
-	if old := r.participants[m.ID]; old != nil {
-		if old.session == m.Session && !old.stopping() {
-			old.mail.put(evConnected{sink: m.Sink})
-			return old.sfuSession
-		}
-		delete(r.participants, m.ID) // a reloaded page: the old connections go
-		old.stop()
-	}
 	p := newParticipant(r, m)
 	r.participants[m.ID] = p
 	for up := range r.ups {
