@@ -69,7 +69,9 @@ func (m sfuMedia) Signal(visitID, participantID string, s visit.MediaSignal) err
 	switch {
 	case errors.Is(err, sfu.ErrObserver):
 		return visit.ErrForbidden
-	case errors.Is(err, sfu.ErrNotJoined), errors.Is(err, sfu.ErrInvalid):
+	case errors.Is(err, sfu.ErrNotJoined):
+		return visit.ErrNotInMedia
+	case errors.Is(err, sfu.ErrInvalid):
 		return visit.ErrWrongState
 	}
 	return err

@@ -334,3 +334,51 @@ func TestSFUSimulcastLayer(t *testing.T) {
 		t.Errorf("after showing it large the clinician sends %s", got)
 	}
 }
+
+// TestSFURejoinsLostParticipant: the SFU loses a participant whose page is still connected
+// (told to here, standing for a flow it does not foresee). The page's next signal about
+// its lost connections is not refused: the server puts it back into the SFU and tells it a
+// new SFU session, with which it publishes again, and the clinician receives it again.
+func TestSFURejoinsLostParticipant(t *testing.T) {
+	checkLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	srv := apptest.Start(t, apptest.Options{})
+	p := newParty(t, ctx, srv, "sfu")
+	pat := p.join("patient", "", true)
+	p.waitSFU(20*time.Second, "clinician", "patient")
+	lost := pat.SFU().Session
+	visitID, patientID := p.vs.visit.ID, p.ids["patient"]
+
+	srv.SFU().Leave(visitID, patientID)
+	for inSFU := true; inSFU; {
+		inSFU = false
+		for _, sp := range srv.SFU().Stats(visitID).Participants {
+			inSFU = inSFU || sp.ID == patientID
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the SFU still has the patient")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	a0, v0 := p.calls["clinician"].SFU().From(patientID).Packets()
+	if err := pat.Conn.Send(ctx, map[string]any{"type": "signal", "to": "sfu", "pc": "pub", "candidate": nil}); err != nil {
+		t.Fatal(err)
+	}
+	for pat.SFU() == nil || pat.SFU().Session == lost {
+		if ctx.Err() != nil {
+			t.Fatal("the patient was not told a new SFU session")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for {
+		a, v := p.calls["clinician"].SFU().From(patientID).Packets()
+		if a > a0+10 && v > v0+10 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the clinician does not receive the patient again: %d audio, %d video packets more", a-a0, v-v0)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -91,7 +91,13 @@ type MediaState struct {
 var (
 	// ErrNotSFU: an SFU message in a visit whose call is not (or not yet) in SFU mode.
 	ErrNotSFU = errors.New("the call is not through the SFU")
+	// ErrNotInMedia: the SFU has no participant for the member (Media.Signal).
+	ErrNotInMedia = errors.New("not in the SFU")
 )
+
+// mediaRejoinEvery bounds how often a member is put back into the SFU when the SFU turns
+// out to have lost it (MediaSignal).
+const mediaRejoinEvery = 5 * time.Second
 
 // useSFU reports whether the room's call should go through the SFU now. r.mu is held.
 func (r *room) useSFU(m *Manager) bool {
@@ -176,7 +182,30 @@ func (p *Presence) MediaSignal(s MediaSignal) error {
 	if s.PC == "pub" && p.mem.p.Observer {
 		return ErrForbidden
 	}
-	return p.m.media.Signal(p.r.id, p.mem.p.ID, s)
+	err := p.m.media.Signal(p.r.id, p.mem.p.ID, s)
+	if errors.Is(err, ErrNotInMedia) {
+		p.rejoinMedia()
+		return nil // it was about connections that are gone; the page makes new ones
+	}
+	return err
+}
+
+// rejoinMedia puts back into the SFU an admitted member of an SFU call whom the SFU does
+// not have, and tells its page the new SFU session. A page that knows of an SFU session
+// nothing stands behind would otherwise wait for ever: its signals refused, no new session
+// sent (TestSFURejoinsLostParticipant). It does not happen in the flows the SFU knows (a
+// participant that stops while its page is connected is replaced by the join that stopped
+// it); this is the net under the ones it does not.
+func (p *Presence) rejoinMedia() {
+	p.r.mu.Lock()
+	defer p.r.mu.Unlock()
+	if p.checkAdmitted() != nil || p.r.mode != ModeSFU || p.m.now().Sub(p.mem.mediaRejoined) < mediaRejoinEvery {
+		return
+	}
+	p.mem.mediaRejoined = p.m.now()
+	p.r.joinMedia(p.m, p.mem)
+	p.mem.conn.Mode(p.r.mediaState(p.mem))
+	p.m.log.Warn("sfu: a participant the SFU had lost was put back", "visit", p.r.id, "participant", p.mem.p.ID)
 }
 
 // VideoSize tells the SFU at what size this member shows another's video.

@@ -111,6 +111,8 @@ type member struct {
 	conn     Member
 	// sfuSession is the member's session in the SFU (SFU mode only).
 	sfuSession string
+	// mediaRejoined: when rejoinMedia last put it back into the SFU.
+	mediaRejoined time.Time
 }
 
 // getRoom returns the live room of a visit, making it when nobody is connected yet.
