@@ -121,6 +121,19 @@ func (c *client) queueMedia(v any) {
 	c.mediaHeld = append(c.mediaHeld, v)
 }
 
+// The visit service holds the SFU's messages through it when it rejoins a participant to
+// the SFU (it asks for this method by an interface of its own).
+var _ interface{ HoldMedia() } = (*client)(nil)
+
+// HoldMedia holds what the SFU says from now until the next Mode (visit's rejoinMedia: a
+// new SFU participant's first offer must not reach the page before the mode message that
+// names its session, or the page would apply it to the connections it is about to close).
+func (c *client) HoldMedia() {
+	c.mediaMu.Lock()
+	defer c.mediaMu.Unlock()
+	c.sfuMode = false
+}
+
 // announced is called once a message telling the client the call's mode has been queued
 // (or written: the welcome); in SFU mode, what the SFU said meanwhile follows it.
 func (c *client) announced(mode string) {

@@ -190,6 +190,10 @@ func (p *Presence) MediaSignal(s MediaSignal) error {
 	return err
 }
 
+// mediaHolder is a Member that can hold what the SFU says until its next Mode (the
+// signalling's client does).
+type mediaHolder interface{ HoldMedia() }
+
 // rejoinMedia puts back into the SFU an admitted member of an SFU call whom the SFU does
 // not have, and tells its page the new SFU session. A page that knows of an SFU session
 // nothing stands behind would otherwise wait for ever: its signals refused, no new session
@@ -203,6 +207,11 @@ func (p *Presence) rejoinMedia() {
 		return
 	}
 	p.mem.mediaRejoined = p.m.now()
+	// The new SFU participant speaks at once (its sub offer); what it says must follow the
+	// mode message that names its session.
+	if h, ok := p.mem.conn.(mediaHolder); ok {
+		h.HoldMedia()
+	}
 	p.r.joinMedia(p.m, p.mem)
 	p.mem.conn.Mode(p.r.mediaState(p.mem))
 	p.m.log.Warn("sfu: a participant the SFU had lost was put back", "visit", p.r.id, "participant", p.mem.p.ID)
