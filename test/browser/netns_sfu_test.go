@@ -64,12 +64,6 @@ func (n *network) tbf(ns, dev, rate, burst, latency string) {
 	}
 }
 
-// subscriberJS is what a page receives of one publisher through the SFU: audio packets,
-// video frames decoded and the width of the frames.
-func subscriberJS(peer string) string {
-	return fmt.Sprintf(`(async () => (await %s)[%q] || {audio: 0, frames: 0, width: 0})()`, sfuReceivedJS, peer)
-}
-
 // TestNetnsSFULayers: the clinician (host B) publishes a 960x540 camera in three layers; two
 // observers receive it through the SFU, one on host C with a free link, one on host A whose
 // link from the server is capped (tbf). The capped one is sent a lower layer while the free

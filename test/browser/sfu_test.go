@@ -142,6 +142,12 @@ type received struct {
 	Reports int `json:"reports"` // sender reports received for the publisher's tracks
 }
 
+// subscriberJS is what a page receives of one publisher through the SFU: audio packets,
+// video frames decoded and the width of the frames.
+func subscriberJS(peer string) string {
+	return fmt.Sprintf(`(async () => (await %s)[%q] || {audio: 0, frames: 0, width: 0})()`, sfuReceivedJS, peer)
+}
+
 // receivesAllJS is true when the page receives each of ids through the SFU (audio packets
 // and camera frames decoded) and shows each one's camera tile playing its SFU stream.
 func receivesAllJS(ids []string) string {
@@ -760,5 +766,58 @@ func TestP2PPolicyThreeBrowsers(t *testing.T) {
 	}
 	for _, p := range pages {
 		p.assertNoExceptions()
+	}
+}
+
+// TestSFURejoinAfterLoss: through the SFU (policy sfu), the SFU loses the patient while its
+// page is connected (told to here, standing for a flow the SFU does not foresee: decision
+// 35). The page's connections with the SFU go dead; it restarts its pub connection's ICE,
+// and that signal gets it put back into the SFU with a new session: without a reload, the
+// clinician receives the patient again and the patient the clinician.
+func TestSFURejoinAfterLoss(t *testing.T) {
+	r, srv, _ := cameraRig(t)
+	r.signIn()
+	r.clinician.click("#media-policy")
+	mustEval[chromedp.Void](r.clinician, `(() => { document.getElementById('media-policy').value = 'sfu'; })()`)
+	r.createVisit("Ada Lovelace")
+	r.patientJoins("Ada")
+	patientID := r.admitNamed("Ada")
+	clinicianID := mustEval[string](r.clinician, `window.bedside.call.selfId`)
+	waitReceivesAll(r.clinician, []string{patientID}, 60*time.Second)
+	waitReceivesAll(r.patient, []string{clinicianID}, 60*time.Second)
+	session := mustEval[string](r.patient, `window.bedside.call.sfu.session`)
+	self := mustEval[string](r.patient, `window.bedside.call.selfId`)
+
+	srv.SFU().Leave(r.visitID, patientID)
+	lost := time.Now()
+	r.patient.waitForWithin("a new SFU session", fmt.Sprintf(`window.bedside.call.sfu !== null && window.bedside.call.sfu.session !== %q`, session), 45*time.Second)
+	r.patient.logf("told a new SFU session %v after the SFU lost it", time.Since(lost).Round(100*time.Millisecond))
+	// Media flows again when a second brings 10 frames and 20 audio packets more (counted
+	// over a second: the new connections' counts start from nothing).
+	for _, v := range []struct {
+		p          *page
+		peer, what string
+	}{{r.clinician, patientID, "the clinician receives the patient"}, {r.patient, clinicianID, "the patient receives the clinician"}} {
+		for {
+			a := mustEval[received](v.p, subscriberJS(v.peer))
+			time.Sleep(time.Second)
+			b := mustEval[received](v.p, subscriberJS(v.peer))
+			if b.Frames-a.Frames >= 10 && b.Audio-a.Audio >= 20 {
+				v.p.logf("%s again %v after the SFU lost the patient", v.what, time.Since(lost).Round(100*time.Millisecond))
+				break
+			}
+			if time.Since(lost) > 60*time.Second {
+				logSFU(t, srv, r.visitID)
+				logPagesSFU(r.clinician, r.patient)
+				t.Fatalf("%s: not within 60 s of the SFU losing the patient (%d frames, %d audio packets in the last second)", v.what, b.Frames-a.Frames, b.Audio-a.Audio)
+			}
+		}
+	}
+	if got := mustEval[string](r.patient, `window.bedside.call.selfId`); got != self {
+		t.Errorf("the patient rejoined the visit as %s (was %s)", got, self)
+	}
+	for _, p := range []*page{r.clinician, r.patient} {
+		p.assertNoExceptions()
+		p.assertNoFailedSignals()
 	}
 }
