@@ -197,9 +197,9 @@ type mediaHolder interface{ HoldMedia() }
 // rejoinMedia puts back into the SFU an admitted member of an SFU call whom the SFU does
 // not have, and tells its page the new SFU session. A page that knows of an SFU session
 // nothing stands behind would otherwise wait for ever: its signals refused, no new session
-// sent (TestSFURejoinsLostParticipant). It does not happen in the flows the SFU knows (a
-// participant that stops while its page is connected is replaced by the join that stopped
-// it); this is the net under the ones it does not.
+// sent (TestSFURejoinsLostParticipant). In the flows the SFU knows it does not happen (a
+// participant stops when its page left, was replaced, or stayed away; a page that comes
+// back is joined anew); this is the net under the ones it does not foresee.
 func (p *Presence) rejoinMedia() {
 	p.r.mu.Lock()
 	defer p.r.mu.Unlock()
