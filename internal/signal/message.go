@@ -171,6 +171,14 @@ func Decode(data []byte) (Incoming, error) {
 		}
 		return s, nil
 	}
+	// source reads a video's source (video_size, video_paused): camera or screen.
+	source := func() (string, error) {
+		src, err := str("source", true, nil)
+		if err == nil && src != "camera" && src != "screen" {
+			err = invalid("source must be camera or screen.")
+		}
+		return src, err
+	}
 	allowed := map[string]bool{"type": true}
 	var err error
 	switch typ {
@@ -286,11 +294,8 @@ func Decode(data []byte) (Incoming, error) {
 		if in.Participant, err = str("participant", true, idRE); err != nil {
 			return in, err
 		}
-		if in.Source, err = str("source", true, nil); err != nil {
+		if in.Source, err = source(); err != nil {
 			return in, err
-		}
-		if in.Source != "camera" && in.Source != "screen" {
-			return in, invalid("source must be camera or screen.")
 		}
 		for _, f := range []struct {
 			key string
@@ -306,11 +311,8 @@ func Decode(data []byte) (Incoming, error) {
 	case "video_paused":
 		// The sender paused (or resumed) its own video for want of bandwidth on its link.
 		allowed["source"], allowed["paused"] = true, true
-		if in.Source, err = str("source", true, nil); err != nil {
+		if in.Source, err = source(); err != nil {
 			return in, err
-		}
-		if in.Source != "camera" && in.Source != "screen" {
-			return in, invalid("source must be camera or screen.")
 		}
 		switch string(raw["paused"]) {
 		case "true":
