@@ -130,9 +130,8 @@ type participant struct {
 	est         *bwe.Estimator
 	subscribing atomic.Bool // it has a sub connection (the subscribers metric)
 	// For Stats, what run owns: the last states of the pub and sub connections (0: none
-	// yet) and whether its signalling connection is there.
+	// yet).
 	pubState, subState atomic.Int32
-	online             atomic.Bool
 
 	// Owned by run.
 	pub, sub    *webrtc.PeerConnection
@@ -167,7 +166,6 @@ func newParticipant(r *room, m Member) *participant {
 	}
 	p.mail.notify = make(chan struct{}, 1)
 	p.sinkPtr.Store(&sinkBox{m.Sink})
-	p.online.Store(true)
 	return p
 }
 
@@ -186,6 +184,12 @@ func (p *participant) sink() Sink {
 		return b.Sink
 	}
 	return discardSink{}
+}
+
+// online reports whether the participant's signalling connection is there (it has a sink).
+func (p *participant) online() bool {
+	b := p.sinkPtr.Load()
+	return b != nil && b.Sink != nil
 }
 
 func (p *participant) run() {
@@ -278,7 +282,6 @@ func (p *participant) handle(ev any) {
 	case evConnected:
 		p.sinkPtr.Store(&sinkBox{e.sink})
 		p.connected = true
-		p.online.Store(true)
 		if p.goneTimer != nil {
 			p.goneTimer.Stop()
 			p.goneTimer = nil
@@ -294,7 +297,6 @@ func (p *participant) handle(ev any) {
 	case evDisconnected:
 		p.sinkPtr.Store(nil)
 		p.connected = false
-		p.online.Store(false)
 		if p.goneTimer == nil {
 			p.goneTimer = time.NewTimer(goneAfter)
 		}

@@ -108,7 +108,7 @@ func (s *SFU) Stats(visitID string) RoomStats {
 		return webrtc.PeerConnectionState(v).String()
 	}
 	for _, p := range ps {
-		out.Participants = append(out.Participants, ParticipantStats{ID: p.id, Online: p.online.Load(), Pub: state(p.pubState.Load()), Sub: state(p.subState.Load())})
+		out.Participants = append(out.Participants, ParticipantStats{ID: p.id, Online: p.online(), Pub: state(p.pubState.Load()), Sub: state(p.subState.Load())})
 		out.Estimates[p.id] = int(p.lastEstimate.Load())
 		if p.subscribing.Load() {
 			out.Estimators[p.id] = p.est.Stats()
