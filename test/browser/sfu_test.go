@@ -769,54 +769,76 @@ func TestP2PPolicyThreeBrowsers(t *testing.T) {
 	}
 }
 
-// TestSFURejoinAfterLoss: through the SFU (policy sfu), the SFU loses the patient while its
-// page is connected (told to here, standing for a flow the SFU does not foresee: decision
-// 35). The page's connections with the SFU go dead; it restarts its pub connection's ICE,
-// and that signal gets it put back into the SFU with a new session: without a reload, the
-// clinician receives the patient again and the patient the clinician.
+// TestSFURejoinAfterLoss: through the SFU (policy sfu), the SFU loses the patient and an
+// observer while their pages are connected (told to here, standing for a flow the SFU does
+// not foresee: decision 35). Their connections with the SFU go dead. The patient's page
+// restarts its pub connection's ICE; the observer's, which publishes nothing, asks the SFU
+// about its sub connection once that stays quiet. Each signal gets its page put back into
+// the SFU with a new session: without a reload, the clinician receives the patient again,
+// the patient the clinician, and the observer both.
 func TestSFURejoinAfterLoss(t *testing.T) {
-	r, srv, _ := cameraRig(t)
+	r, srv, cam := cameraRig(t)
+	observer := &person{page: newPage(t, "observer", cam), name: "Olga"}
 	r.signIn()
 	r.clinician.click("#media-policy")
 	mustEval[chromedp.Void](r.clinician, `(() => { document.getElementById('media-policy').value = 'sfu'; })()`)
 	r.createVisit("Ada Lovelace")
 	r.patientJoins("Ada")
 	patientID := r.admitNamed("Ada")
+	joinLink(observer.page, r.invite("observer"), observer.name, true)
+	observer.id = r.admitNamed(observer.name)
 	clinicianID := mustEval[string](r.clinician, `window.bedside.call.selfId`)
 	waitReceivesAll(r.clinician, []string{patientID}, 60*time.Second)
 	waitReceivesAll(r.patient, []string{clinicianID}, 60*time.Second)
-	session := mustEval[string](r.patient, `window.bedside.call.sfu.session`)
-	self := mustEval[string](r.patient, `window.bedside.call.selfId`)
+	waitReceivesAll(observer.page, []string{clinicianID, patientID}, 60*time.Second)
+	lostPages := []*person{{page: r.patient, name: "the patient", id: patientID}, {page: observer.page, name: "the observer", id: observer.id}}
+	sessions := map[*page]string{}
+	selves := map[*page]string{}
+	for _, l := range lostPages {
+		sessions[l.page] = mustEval[string](l.page, `window.bedside.call.sfu.session`)
+		selves[l.page] = mustEval[string](l.page, `window.bedside.call.selfId`)
+	}
 
-	srv.SFU().Leave(r.visitID, patientID)
+	for _, l := range lostPages {
+		srv.SFU().Leave(r.visitID, l.id)
+	}
 	lost := time.Now()
-	r.patient.waitForWithin("a new SFU session", fmt.Sprintf(`window.bedside.call.sfu !== null && window.bedside.call.sfu.session !== %q`, session), 45*time.Second)
-	r.patient.logf("told a new SFU session %v after the SFU lost it", time.Since(lost).Round(100*time.Millisecond))
+	for _, l := range lostPages {
+		l.waitForWithin("a new SFU session", fmt.Sprintf(`window.bedside.call.sfu !== null && window.bedside.call.sfu.session !== %q`, sessions[l.page]), 45*time.Second)
+		l.logf("%s told a new SFU session %v after the SFU lost it", l.name, time.Since(lost).Round(100*time.Millisecond))
+	}
 	// Media flows again when a second brings 10 frames and 20 audio packets more (counted
 	// over a second: the new connections' counts start from nothing).
 	for _, v := range []struct {
 		p          *page
 		peer, what string
-	}{{r.clinician, patientID, "the clinician receives the patient"}, {r.patient, clinicianID, "the patient receives the clinician"}} {
+	}{
+		{r.clinician, patientID, "the clinician receives the patient"},
+		{r.patient, clinicianID, "the patient receives the clinician"},
+		{observer.page, clinicianID, "the observer receives the clinician"},
+		{observer.page, patientID, "the observer receives the patient"},
+	} {
 		for {
 			a := mustEval[received](v.p, subscriberJS(v.peer))
 			time.Sleep(time.Second)
 			b := mustEval[received](v.p, subscriberJS(v.peer))
 			if b.Frames-a.Frames >= 10 && b.Audio-a.Audio >= 20 {
-				v.p.logf("%s again %v after the SFU lost the patient", v.what, time.Since(lost).Round(100*time.Millisecond))
+				v.p.logf("%s again %v after the SFU lost the patient and the observer", v.what, time.Since(lost).Round(100*time.Millisecond))
 				break
 			}
 			if time.Since(lost) > 60*time.Second {
 				logSFU(t, srv, r.visitID)
-				logPagesSFU(r.clinician, r.patient)
-				t.Fatalf("%s: not within 60 s of the SFU losing the patient (%d frames, %d audio packets in the last second)", v.what, b.Frames-a.Frames, b.Audio-a.Audio)
+				logPagesSFU(r.clinician, r.patient, observer.page)
+				t.Fatalf("%s: not within 60 s of the SFU losing the patient and the observer (%d frames, %d audio packets in the last second)", v.what, b.Frames-a.Frames, b.Audio-a.Audio)
 			}
 		}
 	}
-	if got := mustEval[string](r.patient, `window.bedside.call.selfId`); got != self {
-		t.Errorf("the patient rejoined the visit as %s (was %s)", got, self)
+	for _, l := range lostPages {
+		if got := mustEval[string](l.page, `window.bedside.call.selfId`); got != selves[l.page] {
+			t.Errorf("%s rejoined the visit as %s (was %s)", l.name, got, selves[l.page])
+		}
 	}
-	for _, p := range []*page{r.clinician, r.patient} {
+	for _, p := range []*page{r.clinician, r.patient, observer.page} {
 		p.assertNoExceptions()
 		p.assertNoFailedSignals()
 	}

@@ -420,7 +420,7 @@ export class Call extends Emitter {
     pc.onicecandidate = (ev) => {
       this._send(id, {candidate: ev.candidate ? ev.candidate.toJSON() : null}, conn.current);
     };
-    pc.oniceconnectionstatechange = restartWhenStuck(pc, conn.current, () => this.signalling.probe(), () => conn.polite);
+    pc.oniceconnectionstatechange = restartWhenStuck(pc, conn.current, () => this.signalling.probe(), () => pc.restartIce(), () => conn.polite);
     pc.onconnectionstatechange = () => this._connectionState(conn);
     pc.ontrack = (ev) => {
       this.e2ee?.protect(pc);
@@ -797,11 +797,15 @@ export class Call extends Emitter {
     pc.onconnectionstatechange = () => {
       if (conn.current()) this._connectionState(conn);
     };
-    // The SFU restarts sub's ICE; its path going quiet is still a sign that the network
-    // changed, the signalling's socket with it (pub's handler, below, does the same).
-    pc.oniceconnectionstatechange = () => {
-      if (conn.current() && iceQuiet(pc)) this.signalling.probe();
-    };
+    // The SFU restarts sub's ICE. Its path going quiet is a sign that the network changed,
+    // the signalling's socket with it, so the page probes that (pub's handler, below, does
+    // the same); and if it stays quiet, the page asks the SFU whether it still has our
+    // connections: an end of candidates for sub, which the SFU ignores when it has them and
+    // which puts the page back into the SFU with a new session when it does not (decision
+    // 35). A page that only receives (an observer) has nothing else that would tell.
+    pc.oniceconnectionstatechange = restartWhenStuck(pc, conn.current, () => this.signalling.probe(), () => {
+      this.signalling.send({type: 'signal', to: 'sfu', pc: 'sub', candidate: null}, conn.current);
+    });
     return conn;
   }
 
@@ -827,7 +831,7 @@ export class Call extends Emitter {
         if (conn.current()) console.warn('bedside: pub offer failed', err);
       });
     };
-    pc.oniceconnectionstatechange = restartWhenStuck(pc, conn.current, () => this.signalling.probe());
+    pc.oniceconnectionstatechange = restartWhenStuck(pc, conn.current, () => this.signalling.probe(), () => pc.restartIce());
   }
 
   /** @param {SfuConn} conn */
@@ -1444,11 +1448,12 @@ function iceQuiet(pc) {
 }
 
 /**
- * The ICE state handler of a connection we restart ICE on (peer connections, and our pub
- * connection with the SFU, where we are the offerer): at once when ICE failed, and when it
- * has stayed disconnected for ICE_RESTART_AFTER_MS. current says whether the connection is
- * still in use; quiet is called whenever its ICE goes quiet (iceQuiet: the page probes its
- * signalling, which a restart needs). The polite side of a peer connection leaves ICE
+ * The ICE state handler of a connection: restart is called at once when ICE failed, and
+ * when it has stayed disconnected for ICE_RESTART_AFTER_MS (peer connections and our pub
+ * connection with the SFU, where we are the offerer, restart ICE; sub asks the SFU whether
+ * it still has our connections). current says whether the connection is still in use;
+ * quiet is called whenever its ICE goes quiet (iceQuiet: the page probes its signalling,
+ * which a restart needs). The polite side of a peer connection leaves ICE
  * restarts to the impolite side, so that the two never offer at once: a collision makes
  * the polite side roll its offer back, and after a rollback Chromium no longer passes the
  * received video through the end-to-end decryption (docs/design.md decision 65). A path
@@ -1457,10 +1462,11 @@ function iceQuiet(pc) {
  * @param {RTCPeerConnection} pc
  * @param {() => boolean} current
  * @param {() => void} quiet
+ * @param {() => void} restart
  * @param {() => boolean} [polite]
  * @returns {() => void}
  */
-function restartWhenStuck(pc, current, quiet, polite = () => false) {
+function restartWhenStuck(pc, current, quiet, restart, polite = () => false) {
   /** @type {ReturnType<typeof setTimeout> | undefined} */
   let timer;
   return () => {
@@ -1473,12 +1479,12 @@ function restartWhenStuck(pc, current, quiet, polite = () => false) {
     if (iceQuiet(pc)) quiet();
     if (!iceQuiet(pc) || timer !== undefined || polite()) return;
     if (state === 'failed') {
-      pc.restartIce();
+      restart();
       return;
     }
     timer = setTimeout(() => {
       timer = undefined;
-      if (current() && iceQuiet(pc)) pc.restartIce();
+      if (current() && iceQuiet(pc)) restart();
     }, ICE_RESTART_AFTER_MS);
   };
 }
