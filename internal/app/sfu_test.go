@@ -335,50 +335,73 @@ func TestSFUSimulcastLayer(t *testing.T) {
 	}
 }
 
-// TestSFURejoinsLostParticipant: the SFU loses a participant whose page is still connected
-// (told to here, standing for a flow it does not foresee). The page's next signal about
-// its lost connections is not refused: the server puts it back into the SFU and tells it a
-// new SFU session, with which it publishes again, and the clinician receives it again.
+// TestSFURejoinsLostParticipant: the SFU loses a participant and an observer whose pages
+// are still connected (told to here, standing for a flow it does not foresee). Each page's
+// next signal about its lost connections is not refused: the patient's about pub, the
+// observer's an end of candidates for sub (what a page whose sub connection stays quiet
+// sends; it has no pub). The server puts each back into the SFU with a new SFU session:
+// the patient publishes again, the clinician receives it again, and the observer receives
+// the clinician again.
 func TestSFURejoinsLostParticipant(t *testing.T) {
 	checkLeaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 	srv := apptest.Start(t, apptest.Options{})
 	p := newParty(t, ctx, srv, "sfu")
-	pat := p.join("patient", "", true)
+	p.join("patient", "", true)
+	obs := p.guest("observer", "observer")
 	p.waitSFU(20*time.Second, "clinician", "patient")
-	lost := pat.SFU().Session
-	visitID, patientID := p.vs.visit.ID, p.ids["patient"]
+	visitID := p.vs.visit.ID
+	clinicianID := p.ids["clinician"]
+	for obs.SFU() == nil || func() bool { a, _ := obs.SFU().From(clinicianID).Packets(); return a == 0 }() {
+		if ctx.Err() != nil {
+			t.Fatal("the observer does not receive the clinician")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 
-	srv.SFU().Leave(visitID, patientID)
-	for inSFU := true; inSFU; {
-		inSFU = false
-		for _, sp := range srv.SFU().Stats(visitID).Participants {
-			inSFU = inSFU || sp.ID == patientID
+	for _, l := range []struct {
+		name string
+		pc   string
+	}{{"patient", "pub"}, {"observer", "sub"}} {
+		call, id := p.calls[l.name], p.ids[l.name]
+		lost := call.SFU().Session
+		srv.SFU().Leave(visitID, id)
+		for inSFU := true; inSFU; {
+			inSFU = false
+			for _, sp := range srv.SFU().Stats(visitID).Participants {
+				inSFU = inSFU || sp.ID == id
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("the SFU still has the %s", l.name)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
-		if ctx.Err() != nil {
-			t.Fatal("the SFU still has the patient")
+		if err := call.Conn.Send(ctx, map[string]any{"type": "signal", "to": "sfu", "pc": l.pc, "candidate": nil}); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(10 * time.Millisecond)
+		for call.SFU() == nil || call.SFU().Session == lost {
+			if ctx.Err() != nil {
+				t.Fatalf("the %s was not told a new SFU session", l.name)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
-	a0, v0 := p.calls["clinician"].SFU().From(patientID).Packets()
-	if err := pat.Conn.Send(ctx, map[string]any{"type": "signal", "to": "sfu", "pc": "pub", "candidate": nil}); err != nil {
-		t.Fatal(err)
-	}
-	for pat.SFU() == nil || pat.SFU().Session == lost {
-		if ctx.Err() != nil {
-			t.Fatal("the patient was not told a new SFU session")
+	for _, r := range []struct {
+		what     string
+		receiver *client.Call
+		from     string
+	}{{"the clinician receives the patient", p.calls["clinician"], p.ids["patient"]}, {"the observer receives the clinician", obs, clinicianID}} {
+		a0, v0 := r.receiver.SFU().From(r.from).Packets()
+		for {
+			a, v := r.receiver.SFU().From(r.from).Packets()
+			if a > a0+10 && v > v0+10 {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("%s again: %d audio, %d video packets more", r.what, a-a0, v-v0)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	for {
-		a, v := p.calls["clinician"].SFU().From(patientID).Packets()
-		if a > a0+10 && v > v0+10 {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("the clinician does not receive the patient again: %d audio, %d video packets more", a-a0, v-v0)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
