@@ -54,12 +54,15 @@ func (p *party) start(name string, call *client.Call) {
 
 // join brings a patient (token "") or a guest (a guest link's token) in: it waits, the
 // clinician admits it.
-func (p *party) join(name, token string, media bool) *client.Call {
+func (p *party) join(name, token string, media bool, opts ...func(*client.Call)) *client.Call {
 	p.t.Helper()
 	if token == "" {
 		token = p.vs.token
 	}
 	_, call := joinPatient(p.t, p.ctx, p.srv.URL(), token, name, media)
+	for _, o := range opts {
+		o(call)
+	}
 	p.start(name, call)
 	if err := p.calls["clinician"].Conn.Send(p.ctx, map[string]string{"type": "admit", "participant": call.Welcome.Participant.ID}); err != nil {
 		p.t.Fatal(err)
@@ -68,14 +71,14 @@ func (p *party) join(name, token string, media bool) *client.Call {
 	return call
 }
 
-func (p *party) guest(name, role string) *client.Call {
+func (p *party) guest(name, role string, opts ...func(*client.Call)) *client.Call {
 	p.t.Helper()
 	g, err := p.vs.clinician.Invite(p.ctx, p.vs.visit.ID, role)
 	if err != nil {
 		p.t.Fatal(err)
 	}
 	tok, _ := client.LinkToken(g.GuestURL)
-	return p.join(name, tok, role == "participant")
+	return p.join(name, tok, role == "participant", opts...)
 }
 
 func (p *party) close() {
@@ -332,6 +335,43 @@ func TestSFUSimulcastLayer(t *testing.T) {
 	waitWidth(640, "shown large again")
 	if got := fmt.Sprint(p.calls["clinician"].SFU().ActiveLayers()); got != "[q h f]" {
 		t.Errorf("after showing it large the clinician sends %s", got)
+	}
+}
+
+// TestSFUREMBOnlySubscriber: a receiver whose sub connection offers no transport-wide
+// congestion control (older or other WebRTC stacks offer only REMB) gets the layer its
+// REMB leaves room for: the small one at 250 kbit/s, the top one at 3 Mbit/s, and the
+// small one again when its REMB falls.
+func TestSFUREMBOnlySubscriber(t *testing.T) {
+	checkLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	srv := apptest.Start(t, apptest.Options{})
+	p := newParty(t, ctx, srv, "sfu")
+	p.join("patient", "", false)
+	obs := p.guest("observer", "observer", func(c *client.Call) { c.REMBOnly = true })
+	clinicianID := p.ids["clinician"]
+	for obs.SFU() == nil || obs.SFU().From(clinicianID).Width() == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the observer receives no video from the clinician")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, step := range []struct {
+		remb  float32
+		width int
+	}{{250_000, 160}, {3_000_000, 640}, {250_000, 160}} {
+		deadline := time.Now().Add(10 * time.Second)
+		for obs.SFU().From(clinicianID).Width() != step.width {
+			// A receiver sends its REMB about once a second; faster here.
+			if err := obs.SFU().SendREMB(step.remb); err != nil {
+				t.Fatal(err)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("REMB %.0f kbit/s: receiving width %d, want %d", step.remb/1000, obs.SFU().From(clinicianID).Width(), step.width)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
 	}
 }
 

@@ -67,6 +67,10 @@ type Call struct {
 	// OnPacket, if set before Run, is called for every RTP packet received through the SFU
 	// (from its reader goroutines: keep it quick).
 	OnPacket func(Packet)
+	// REMBOnly, if set before Run, makes the sub connection offer the server no
+	// transport-wide congestion control: the server then knows this receiver's bandwidth
+	// only by the REMB it sends (SFUConn.SendREMB), as with a client that offers no more.
+	REMBOnly bool
 
 	media bool
 	ice   []ICEServer
@@ -155,7 +159,7 @@ func (c *Call) enterSFU(ctx context.Context, session string) {
 	if len(layers) == 0 {
 		layers = DefaultLayers()
 	}
-	s := newSFUConn(session, func(v any) error { return c.Conn.Send(context.Background(), v) }, ice, pol,
+	s := newSFUConn(session, func(v any) error { return c.Conn.Send(context.Background(), v) }, ice, pol, c.REMBOnly,
 		func(id string) {
 			select {
 			case c.arrived <- id:

@@ -74,6 +74,7 @@ type SFUConn struct {
 	send     func(any) error
 	ice      []ICEServer
 	policy   string
+	rembOnly bool // sub offers no transport-wide feedback (Call.REMBOnly)
 	onFirst  func(participant string)
 	onPacket func(Packet)
 
@@ -97,8 +98,8 @@ type SFUConn struct {
 	once    sync.Once
 }
 
-func newSFUConn(session string, send func(any) error, ice []ICEServer, policy string, onFirst func(string), onPacket func(Packet)) *SFUConn {
-	s := &SFUConn{Session: session, send: send, ice: ice, policy: policy, onFirst: onFirst, onPacket: onPacket,
+func newSFUConn(session string, send func(any) error, ice []ICEServer, policy string, rembOnly bool, onFirst func(string), onPacket func(Packet)) *SFUConn {
+	s := &SFUConn{Session: session, send: send, ice: ice, policy: policy, rembOnly: rembOnly, onFirst: onFirst, onPacket: onPacket,
 		received: map[string]*Received{}, closed: make(chan struct{})}
 	s.tracks.Store(&map[string]TrackInfo{})
 	s.audioLevel.Store(30)
@@ -106,20 +107,44 @@ func newSFUConn(session string, send func(any) error, ice []ICEServer, policy st
 }
 
 // api is a pion API like the default one, with the audio level header extension (so the
-// server's active speaker detection hears this participant).
-func sfuAPI() (*webrtc.API, error) {
+// server's active speaker detection hears this participant). rembOnly: Opus and VP8 without
+// transport-wide congestion control (neither its feedback type nor its header extension),
+// with REMB, NACK, PLI and FIR: a receiver the server can only know by its REMB.
+func sfuAPI(rembOnly bool) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
-		return nil, err
+	ir := &interceptor.Registry{}
+	if rembOnly {
+		fb := []webrtc.RTCPFeedback{{Type: webrtc.TypeRTCPFBGoogREMB}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}
+		for _, c := range []struct {
+			cap  webrtc.RTPCodecCapability
+			pt   webrtc.PayloadType
+			kind webrtc.RTPCodecType
+		}{
+			{webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}, 111, webrtc.RTPCodecTypeAudio},
+			{webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000, RTCPFeedback: fb}, 96, webrtc.RTPCodecTypeVideo},
+		} {
+			if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: c.cap, PayloadType: c.pt}, c.kind); err != nil {
+				return nil, err
+			}
+		}
+		if err := webrtc.ConfigureNack(m, ir); err != nil {
+			return nil, err
+		}
+		if err := webrtc.ConfigureRTCPReports(ir); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := m.RegisterDefaultCodecs(); err != nil {
+			return nil, err
+		}
+		// A small retransmission buffer: the synthetic streams need no more, and a load
+		// client with many of them should not hold megabytes each.
+		if err := webrtc.RegisterDefaultInterceptorsWithOptions(m, ir, webrtc.WithInterceptorLoggerFactory(quietPion),
+			webrtc.WithNackResponderOptions(nack.ResponderSize(64))); err != nil {
+			return nil, err
+		}
 	}
 	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
-		return nil, err
-	}
-	ir := &interceptor.Registry{}
-	// A small retransmission buffer: the synthetic streams need no more, and a load client
-	// with many of them should not hold megabytes each.
-	if err := webrtc.RegisterDefaultInterceptorsWithOptions(m, ir, webrtc.WithInterceptorLoggerFactory(quietPion),
-		webrtc.WithNackResponderOptions(nack.ResponderSize(64))); err != nil {
 		return nil, err
 	}
 	se := webrtc.SettingEngine{}
@@ -130,8 +155,8 @@ func sfuAPI() (*webrtc.API, error) {
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
 
-func (s *SFUConn) newPC() (*webrtc.PeerConnection, error) {
-	api, err := sfuAPI()
+func (s *SFUConn) newPC(sub bool) (*webrtc.PeerConnection, error) {
+	api, err := sfuAPI(sub && s.rembOnly)
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +193,7 @@ func (s *SFUConn) wireCandidates(pc *webrtc.PeerConnection, which string) {
 // publish makes the pub connection with an Opus track and the camera in layers (one
 // layer without a rid: no simulcast), and sends its offer.
 func (s *SFUConn) publish(layers []LayerSpec) error {
-	pc, err := s.newPC()
+	pc, err := s.newPC(false)
 	if err != nil {
 		return err
 	}
@@ -316,7 +341,7 @@ func (s *SFUConn) onSubOffer(sdpText string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sub == nil {
-		pc, err := s.newPC()
+		pc, err := s.newPC(true)
 		if err != nil {
 			return err
 		}
@@ -351,6 +376,33 @@ func (s *SFUConn) onSubOffer(sdpText string) error {
 	ld := pc.LocalDescription()
 	s.signal("sub", map[string]any{"description": Description{Type: ld.Type.String(), SDP: ld.SDP}})
 	return nil
+}
+
+// SendREMB tells the server, on the sub connection, the bit rate this receiver estimates
+// it can receive (a REMB about every video track it receives), as a receiver without
+// transport-wide feedback does (Call.REMBOnly).
+func (s *SFUConn) SendREMB(bitrate float32) error {
+	s.mu.Lock()
+	pc := s.sub
+	s.mu.Unlock()
+	if pc == nil {
+		return fmt.Errorf("no sub connection")
+	}
+	var ssrcs []uint32
+	for _, tr := range pc.GetTransceivers() {
+		if tr.Kind() != webrtc.RTPCodecTypeVideo || tr.Receiver() == nil {
+			continue
+		}
+		for _, t := range tr.Receiver().Tracks() {
+			if t != nil && t.SSRC() != 0 {
+				ssrcs = append(ssrcs, uint32(t.SSRC()))
+			}
+		}
+	}
+	if len(ssrcs) == 0 {
+		return fmt.Errorf("no video received yet")
+	}
+	return pc.WriteRTCP([]rtcp.Packet{&rtcp.ReceiverEstimatedMaximumBitrate{Bitrate: bitrate, SSRCs: ssrcs}})
 }
 
 // setTracks takes a tracks message.
