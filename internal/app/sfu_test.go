@@ -375,6 +375,40 @@ func TestSFUREMBOnlySubscriber(t *testing.T) {
 	}
 }
 
+// TestSFUKeyframeRequestsLimited: a receiver's decoder asking for key frames again and
+// again (a picture loss every 100 ms for 2 s) costs the publisher at most one key frame
+// request every 500 ms, and asks it at least once.
+func TestSFUKeyframeRequestsLimited(t *testing.T) {
+	checkLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	srv := apptest.Start(t, apptest.Options{})
+	p := newParty(t, ctx, srv, "sfu")
+	obs := p.guest("observer", "observer")
+	p.join("patient", "", false)
+	clinicianID := p.ids["clinician"]
+	for obs.SFU() == nil || obs.SFU().From(clinicianID).Width() == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the observer receives no video from the clinician")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pub := p.calls["clinician"].SFU()
+	time.Sleep(time.Second) // the requests of the subscriptions themselves
+	before := pub.KeyframeRequests()
+	for range 20 {
+		if err := obs.SFU().SendPLI(clinicianID); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	// 2 s of requests: one at the first, then at most one per 500 ms.
+	if got := pub.KeyframeRequests() - before; got < 1 || got > 5 {
+		t.Errorf("20 picture losses in 2 s from a receiver: the publisher was asked %d times, want 1 to 5", got)
+	}
+}
+
 // TestSFURejoinsLostParticipant: the SFU loses a participant and an observer whose pages
 // are still connected (told to here, standing for a flow it does not foresee). Each page's
 // next signal about its lost connections is not refused: the patient's about pub, the

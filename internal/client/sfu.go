@@ -91,6 +91,7 @@ type SFUConn struct {
 	video      []*webrtc.TrackLocalStaticRTP
 	active     []atomic.Bool // dynacast: the layers the server wants
 	wantKey    []atomic.Bool // a key frame was asked for
+	keyAsks    atomic.Int64  // picture losses and FIRs received on pub
 	audioLevel atomic.Uint32 // RFC 6464 level to send (0 loudest .. 127 silent)
 
 	readers sync.WaitGroup
@@ -263,6 +264,7 @@ func (s *SFUConn) publish(layers []LayerSpec) error {
 				for _, p := range pkts {
 					switch p.(type) {
 					case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+						s.keyAsks.Add(1)
 						s.wantKey[i].Store(true)
 					}
 				}
@@ -376,6 +378,32 @@ func (s *SFUConn) onSubOffer(sdpText string) error {
 	ld := pc.LocalDescription()
 	s.signal("sub", map[string]any{"description": Description{Type: ld.Type.String(), SDP: ld.SDP}})
 	return nil
+}
+
+// KeyframeRequests is how many picture losses and FIRs the server sent on pub, over all
+// layers.
+func (s *SFUConn) KeyframeRequests() int64 { return s.keyAsks.Load() }
+
+// SendPLI asks the server, on the sub connection, for a key frame of a publisher's camera
+// (a picture loss indication), as a receiver's decoder does.
+func (s *SFUConn) SendPLI(publisher string) error {
+	s.mu.Lock()
+	pc := s.sub
+	s.mu.Unlock()
+	if pc == nil {
+		return fmt.Errorf("no sub connection")
+	}
+	tracks := *s.tracks.Load()
+	for _, tr := range pc.GetTransceivers() {
+		info, ok := tracks[tr.Mid()]
+		if !ok || info.Participant != publisher || info.Source != "camera" || tr.Receiver() == nil {
+			continue
+		}
+		if t := tr.Receiver().Track(); t != nil && t.SSRC() != 0 {
+			return pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(t.SSRC())}})
+		}
+	}
+	return fmt.Errorf("no camera of %s received", publisher)
 }
 
 // SendREMB tells the server, on the sub connection, the bit rate this receiver estimates
