@@ -380,6 +380,16 @@ func (s *SFUConn) onSubOffer(sdpText string) error {
 	return nil
 }
 
+// subPC returns the sub connection, or an error while there is none.
+func (s *SFUConn) subPC() (*webrtc.PeerConnection, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sub == nil {
+		return nil, fmt.Errorf("no sub connection")
+	}
+	return s.sub, nil
+}
+
 // KeyframeRequests is how many picture losses and FIRs the server sent on pub, over all
 // layers.
 func (s *SFUConn) KeyframeRequests() int64 { return s.keyAsks.Load() }
@@ -387,11 +397,9 @@ func (s *SFUConn) KeyframeRequests() int64 { return s.keyAsks.Load() }
 // SendPLI asks the server, on the sub connection, for a key frame of a publisher's camera
 // (a picture loss indication), as a receiver's decoder does.
 func (s *SFUConn) SendPLI(publisher string) error {
-	s.mu.Lock()
-	pc := s.sub
-	s.mu.Unlock()
-	if pc == nil {
-		return fmt.Errorf("no sub connection")
+	pc, err := s.subPC()
+	if err != nil {
+		return err
 	}
 	tracks := *s.tracks.Load()
 	for _, tr := range pc.GetTransceivers() {
@@ -410,11 +418,9 @@ func (s *SFUConn) SendPLI(publisher string) error {
 // it can receive (a REMB about every video track it receives), as a receiver without
 // transport-wide feedback does (Call.REMBOnly).
 func (s *SFUConn) SendREMB(bitrate float32) error {
-	s.mu.Lock()
-	pc := s.sub
-	s.mu.Unlock()
-	if pc == nil {
-		return fmt.Errorf("no sub connection")
+	pc, err := s.subPC()
+	if err != nil {
+		return err
 	}
 	var ssrcs []uint32
 	for _, tr := range pc.GetTransceivers() {
