@@ -52,6 +52,17 @@ func (p *party) start(name string, call *client.Call) {
 	go func() { p.done <- call.Run(p.ctx) }()
 }
 
+// sfuTest starts a server (with opts) and a party whose clinician is in a visit of the
+// policy, for a test of at most 45 s that checks for leaked goroutines at its end.
+func sfuTest(t *testing.T, policy string, opts apptest.Options) (context.Context, *apptest.Server, *party) {
+	t.Helper()
+	checkLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	t.Cleanup(cancel)
+	srv := apptest.Start(t, opts)
+	return ctx, srv, newParty(t, ctx, srv, policy)
+}
+
 // join brings a patient (token "") or a guest (a guest link's token) in: it waits, the
 // clinician admits it.
 func (p *party) join(name, token string, media bool, opts ...func(*client.Call)) *client.Call {
@@ -138,11 +149,7 @@ func (p *party) waitSFU(within time.Duration, publishers ...string) {
 // is admitted it moves to the SFU without anyone rejoining: everyone receives everyone
 // through the SFU, and the peer connections close once that happens.
 func TestSFUSwitchGo(t *testing.T) {
-	checkLeaks(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-	defer cancel()
-	srv := apptest.Start(t, apptest.Options{})
-	p := newParty(t, ctx, srv, "auto")
+	ctx, srv, p := sfuTest(t, "auto", apptest.Options{})
 	pat := p.join("patient", "", true)
 	if pat.Mode() != "p2p" {
 		t.Fatalf("two people: mode %s", pat.Mode())
@@ -196,11 +203,7 @@ func TestSFUSwitchGo(t *testing.T) {
 // everyone and publishes nothing; when one leaves, the others stop receiving it and go on
 // with each other.
 func TestSFUFourParticipants(t *testing.T) {
-	checkLeaks(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-	defer cancel()
-	srv := apptest.Start(t, apptest.Options{Config: func(c *config.Config) { c.MetricsAddr = "127.0.0.1:0" }})
-	p := newParty(t, ctx, srv, "sfu")
+	ctx, srv, p := sfuTest(t, "sfu", apptest.Options{Config: func(c *config.Config) { c.MetricsAddr = "127.0.0.1:0" }})
 	if m := p.calls["clinician"].Welcome.Mode; m != "sfu" {
 		t.Fatalf("policy sfu: the clinician's welcome says %q", m)
 	}
@@ -302,11 +305,7 @@ func TestSFUFourParticipants(t *testing.T) {
 // publisher is told to pause the layers nobody receives (dynacast), and sends them again
 // when someone shows it large.
 func TestSFUSimulcastLayer(t *testing.T) {
-	checkLeaks(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-	defer cancel()
-	srv := apptest.Start(t, apptest.Options{})
-	p := newParty(t, ctx, srv, "sfu")
+	ctx, _, p := sfuTest(t, "sfu", apptest.Options{})
 	pat := p.join("patient", "", false)
 	p.waitSFU(20*time.Second, "clinician")
 	width := func() int { return pat.SFU().From(p.ids["clinician"]).Width() }
@@ -343,11 +342,7 @@ func TestSFUSimulcastLayer(t *testing.T) {
 // REMB leaves room for: the small one at 250 kbit/s, the top one at 3 Mbit/s, and the
 // small one again when its REMB falls.
 func TestSFUREMBOnlySubscriber(t *testing.T) {
-	checkLeaks(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-	defer cancel()
-	srv := apptest.Start(t, apptest.Options{})
-	p := newParty(t, ctx, srv, "sfu")
+	_, _, p := sfuTest(t, "sfu", apptest.Options{})
 	p.join("patient", "", false)
 	obs := p.guest("observer", "observer", func(c *client.Call) { c.REMBOnly = true })
 	p.waitSFU(20*time.Second, "clinician")
@@ -374,11 +369,7 @@ func TestSFUREMBOnlySubscriber(t *testing.T) {
 // again (a picture loss every 100 ms for 2 s) costs the publisher at most one key frame
 // request every 500 ms, and asks it at least once.
 func TestSFUKeyframeRequestsLimited(t *testing.T) {
-	checkLeaks(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-	defer cancel()
-	srv := apptest.Start(t, apptest.Options{})
-	p := newParty(t, ctx, srv, "sfu")
+	_, _, p := sfuTest(t, "sfu", apptest.Options{})
 	obs := p.guest("observer", "observer")
 	p.join("patient", "", false)
 	p.waitSFU(20*time.Second, "clinician")
@@ -407,11 +398,7 @@ func TestSFUKeyframeRequestsLimited(t *testing.T) {
 // the patient publishes again, the clinician receives it again, and the observer receives
 // the clinician again.
 func TestSFURejoinsLostParticipant(t *testing.T) {
-	checkLeaks(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-	defer cancel()
-	srv := apptest.Start(t, apptest.Options{})
-	p := newParty(t, ctx, srv, "sfu")
+	ctx, srv, p := sfuTest(t, "sfu", apptest.Options{})
 	p.join("patient", "", true)
 	obs := p.guest("observer", "observer")
 	p.waitSFU(20*time.Second, "clinician", "patient")
