@@ -467,26 +467,10 @@ func TestNetnsSFUNetworkDrop(t *testing.T) {
 		selves[p] = mustEval[string](p, `window.bedside.call.selfId`)
 	}
 
-	// flowing waits until p receives peer's video and audio now (counted over a second,
-	// so that a connection replaced in between does not count backwards).
+	pages := []*page{r.clinician, r.patient, observer.page}
 	flowing := func(p *page, peer, what string, since time.Time, within time.Duration) {
 		t.Helper()
-		deadline := since.Add(within)
-		for {
-			a := mustEval[received](p, subscriberJS(peer))
-			time.Sleep(time.Second)
-			b := mustEval[received](p, subscriberJS(peer))
-			if b.Frames-a.Frames >= 10 && b.Audio-a.Audio >= 20 {
-				p.logf("%s again %v after the network came back", what, time.Since(since).Round(100*time.Millisecond))
-				return
-			}
-			if time.Now().After(deadline) {
-				logServerSFU(t, srv)
-				logSFU(t, srv, r.visitID)
-				logPagesSFU(r.clinician, r.patient, observer.page)
-				t.Fatalf("%s: not %v after the network came back (%d frames, %d audio packets in the last second)", what, within, b.Frames-a.Frames, b.Audio-a.Audio)
-			}
-		}
+		waitFlowing(t, srv, r.visitID, pages, p, peer, what, "the network came back", since, within)
 	}
 	for _, outage := range []time.Duration{12 * time.Second, 40 * time.Second} {
 		t.Logf("cutting off the patient's and the observer's networks for %v", outage)
@@ -519,13 +503,13 @@ func TestNetnsSFUNetworkDrop(t *testing.T) {
 			if time.Now().After(deadline) {
 				logServerSFU(t, srv)
 				logSFU(t, srv, r.visitID)
-				logPagesSFU(r.clinician, r.patient, observer.page)
+				logPagesSFU(pages...)
 				t.Fatalf("45 s after the network came back the patient receives the clinician at %d px (was %d)", got.Width, before.Width)
 			}
 			time.Sleep(250 * time.Millisecond)
 		}
 	}
-	for _, p := range []*page{r.clinician, r.patient, observer.page} {
+	for _, p := range pages {
 		p.assertNoExceptions()
 		p.assertNoFailedSignals()
 	}

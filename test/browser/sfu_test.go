@@ -553,6 +553,31 @@ func logServerSFU(t testing.TB, srv *apptest.Server) {
 	}
 }
 
+// waitFlowing waits until p receives peer's video and audio through the SFU again: 10
+// frames decoded and 20 audio packets in one second (counted over a second, so that
+// connections replaced in between do not count backwards). since is when event happened
+// (a phrase for the log: "the network came back"); if it has not flowed within of it, the
+// test fails, having logged the server's view of the SFU and each of pages'.
+func waitFlowing(t *testing.T, srv *apptest.Server, visitID string, pages []*page, p *page, peer, what, event string, since time.Time, within time.Duration) {
+	t.Helper()
+	deadline := since.Add(within)
+	for {
+		a := mustEval[received](p, subscriberJS(peer))
+		time.Sleep(time.Second)
+		b := mustEval[received](p, subscriberJS(peer))
+		if b.Frames-a.Frames >= 10 && b.Audio-a.Audio >= 20 {
+			p.logf("%s again %v after %s", what, time.Since(since).Round(100*time.Millisecond), event)
+			return
+		}
+		if time.Now().After(deadline) {
+			logServerSFU(t, srv)
+			logSFU(t, srv, visitID)
+			logPagesSFU(pages...)
+			t.Fatalf("%s: not %v after %s (%d frames, %d audio packets in the last second)", what, within, event, b.Frames-a.Frames, b.Audio-a.Audio)
+		}
+	}
+}
+
 // logPagesSFU logs what each page knows of its connections with the SFU, for a test that
 // fails waiting for media through it: its mode and SFU session, the state of its pub and
 // sub connections (connection/ICE/signalling), the tracks it was told of, the peers it
@@ -807,8 +832,8 @@ func TestSFURejoinAfterLoss(t *testing.T) {
 		l.waitForWithin("a new SFU session", fmt.Sprintf(`window.bedside.call.sfu !== null && window.bedside.call.sfu.session !== %q`, sessions[l.page]), 45*time.Second)
 		l.logf("%s told a new SFU session %v after the SFU lost it", l.name, time.Since(lost).Round(100*time.Millisecond))
 	}
-	// Media flows again when a second brings 10 frames and 20 audio packets more (counted
-	// over a second: the new connections' counts start from nothing).
+	// Media flows again: the new connections' counts start from nothing.
+	pages := []*page{r.clinician, r.patient, observer.page}
 	for _, v := range []struct {
 		p          *page
 		peer, what string
@@ -818,27 +843,14 @@ func TestSFURejoinAfterLoss(t *testing.T) {
 		{observer.page, clinicianID, "the observer receives the clinician"},
 		{observer.page, patientID, "the observer receives the patient"},
 	} {
-		for {
-			a := mustEval[received](v.p, subscriberJS(v.peer))
-			time.Sleep(time.Second)
-			b := mustEval[received](v.p, subscriberJS(v.peer))
-			if b.Frames-a.Frames >= 10 && b.Audio-a.Audio >= 20 {
-				v.p.logf("%s again %v after the SFU lost the patient and the observer", v.what, time.Since(lost).Round(100*time.Millisecond))
-				break
-			}
-			if time.Since(lost) > 60*time.Second {
-				logSFU(t, srv, r.visitID)
-				logPagesSFU(r.clinician, r.patient, observer.page)
-				t.Fatalf("%s: not within 60 s of the SFU losing the patient and the observer (%d frames, %d audio packets in the last second)", v.what, b.Frames-a.Frames, b.Audio-a.Audio)
-			}
-		}
+		waitFlowing(t, srv, r.visitID, pages, v.p, v.peer, v.what, "the SFU lost the patient and the observer", lost, 60*time.Second)
 	}
 	for _, l := range lostPages {
 		if got := mustEval[string](l.page, `window.bedside.call.selfId`); got != selves[l.page] {
 			t.Errorf("%s rejoined the visit as %s (was %s)", l.name, got, selves[l.page])
 		}
 	}
-	for _, p := range []*page{r.clinician, r.patient, observer.page} {
+	for _, p := range pages {
 		p.assertNoExceptions()
 		p.assertNoFailedSignals()
 	}
