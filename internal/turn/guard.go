@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pion/stun/v4"
 
@@ -200,6 +201,7 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	limitUnsent(c)
 	return &guardedConn{Conn: c, s: l.s, r: bufio.NewReaderSize(c, 4096)}, nil
 }
 
@@ -211,20 +213,25 @@ var errBadFrame = errors.New("turn: not a STUN or ChannelData frame")
 // guardedConn reads the stream frame by frame (RFC 6062 and RFC 8656 section 12: STUN
 // messages and ChannelData padded to 4 bytes), passes the ones the guard lets through, and
 // answers the others itself. After a ConnectionBind (RFC 6062) the stream is peer data and
-// passes untouched.
+// passes untouched. What goes to the client is written as streamout.go says: media through
+// a queue that drops what waited too long (decision 67).
 type guardedConn struct {
 	net.Conn
 	s       *Server
 	r       *bufio.Reader
 	buf     []byte
 	pending []byte
-	raw     bool
+	raw     atomic.Bool // after a ConnectionBind: the stream is a TCP peer's data
 	wmu     sync.Mutex
+
+	omu    sync.Mutex
+	out    *streamOut // from the first media frame on
+	closed bool
 }
 
 func (c *guardedConn) Read(p []byte) (int, error) {
 	if len(c.pending) == 0 {
-		if c.raw {
+		if c.raw.Load() {
 			return c.r.Read(p)
 		}
 		for {
@@ -234,16 +241,13 @@ func (c *guardedConn) Read(p []byte) (int, error) {
 			}
 			if isControlRequest(frame) {
 				if reply := c.s.inspect(frame, c.RemoteAddr()); reply != nil {
-					c.wmu.Lock()
-					_, err := c.Conn.Write(reply)
-					c.wmu.Unlock()
-					if err != nil {
+					if _, err := c.Write(reply); err != nil {
 						return 0, err
 					}
 					continue
 				}
 				if frame[1] == methodConnectionBind && c.s.cfg.TCPRelay {
-					c.raw = true
+					c.raw.Store(true)
 				}
 			}
 			c.pending = frame
@@ -255,10 +259,40 @@ func (c *guardedConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// Write writes one frame for the client (pion writes whole frames): media through the
+// connection's queue, which it makes at the first media frame; anything else through the
+// queue once there is one (so that the order holds), else at once.
 func (c *guardedConn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.Conn.Write(p)
+	media := !c.raw.Load() && isStreamMedia(p)
+	c.omu.Lock()
+	o := c.out
+	if o == nil && media && !c.closed {
+		o = newStreamOut(c.Conn, &c.wmu, c.s.streamDropped)
+		c.out = o
+	}
+	c.omu.Unlock()
+	if o == nil {
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
+		return c.Conn.Write(p)
+	}
+	if err := o.put(p, media); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Close closes the connection and ends its queue's goroutine.
+func (c *guardedConn) Close() error {
+	err := c.Conn.Close()
+	c.omu.Lock()
+	o := c.out
+	c.closed = true
+	c.omu.Unlock()
+	if o != nil {
+		o.close()
+	}
+	return err
 }
 
 func (c *guardedConn) readFrame() ([]byte, error) {

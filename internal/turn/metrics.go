@@ -8,6 +8,7 @@ type Metrics struct {
 	allocationsTotal *prometheus.CounterVec
 	refused          *prometheus.CounterVec
 	revocations      prometheus.Counter
+	streamDropped    prometheus.Counter
 }
 
 // NewMetrics registers the relay's metrics on reg.
@@ -26,7 +27,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		revocations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bedside_turn_revocations_total", Help: "Participants whose relay access was revoked (left, removed, visit ended).",
 		}),
+		streamDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bedside_turn_stream_media_dropped_total",
+			Help: "Media frames (ChannelData, Data indications) not sent to a TCP or TLS client because they would have come too late.",
+		}),
 	}
-	reg.MustRegister(m.allocations, m.allocationsTotal, m.refused, m.revocations)
+	reg.MustRegister(m.allocations, m.allocationsTotal, m.refused, m.revocations, m.streamDropped)
 	return m
 }

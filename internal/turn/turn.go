@@ -138,6 +138,8 @@ type Server struct {
 	// secret other than the current one, for the AuthHandler that pion calls next.
 	prevSecret sync.Map
 	hints      atomic.Int64
+	// streamDrops counts media frames not sent to TCP and TLS clients (streamout.go).
+	streamDrops atomic.Int64
 
 	mu      sync.Mutex
 	revoked map[string]time.Time           // user -> when
@@ -709,4 +711,12 @@ func transportOf(a net.Addr) string {
 		return "tcp"
 	}
 	return "udp"
+}
+
+// streamDropped counts a media frame a TCP or TLS client was not sent (streamout.go).
+func (s *Server) streamDropped() {
+	s.streamDrops.Add(1)
+	if s.metrics != nil {
+		s.metrics.streamDropped.Inc()
+	}
 }
