@@ -25,6 +25,17 @@ const p2pAudioJS = `(async () => {
 	return o;
 })()`
 
+// p2pRetransmittedJS is how many video packets the page has sent again over its peer
+// connection (answers to NACKs).
+const p2pRetransmittedJS = `(async () => {
+	const pc = [...window.bedside.call.pcs.values()][0];
+	let n = 0;
+	if (pc) (await pc.getStats()).forEach((s) => {
+		if (s.type === 'outbound-rtp' && s.kind === 'video') n += s.retransmittedPacketsSent || 0;
+	});
+	return n;
+})()`
+
 type p2pAudio struct {
 	Audio     int `json:"audio"`
 	Lost      int `json:"lost"`
@@ -61,28 +72,36 @@ func TestNetnsP2PAudioFirst(t *testing.T) {
 	capped := time.Now()
 	r.clinician.waitForWithin("its video to the patient paused", `window.bedside.call.videoPaused === true`, 30*time.Second)
 	paused := time.Now()
+	// The patient's browser may move to its TCP relay candidate on the narrow link (its UDP
+	// pair's checks lost in the queue): say which pair it is on.
+	t.Logf("selected pairs at the pause: the patient's %v, the clinician's %v", mustEval[any](r.patient, selectedPairJS), mustEval[any](r.clinician, selectedPairJS))
 	at := mustEval[p2pAudio](r.patient, p2pAudioJS)
+	rtxAtPause := mustEval[int](r.clinician, p2pRetransmittedJS)
 	t.Logf("the clinician's video paused %v after the cap; until then %d audio packets arrived and %d were lost",
 		paused.Sub(capped).Round(100*time.Millisecond), at.Audio-start.Audio, at.Lost-start.Lost)
 	// The video already queued at the narrow link drains (slowly: the audio takes most of
-	// the link), and the retransmissions the patient asked for before the pause still come
-	// for a few seconds (the clinician's browser answers NACKs while it encodes nothing;
-	// a few audio packets were lost to them 6-7 s after the pause in some runs); then 6 s of
-	// audio alone, up to 14 s after the pause (the first try to send video again comes at
-	// 15 s).
+	// the link); then 6 s of audio alone, up to 14 s after the pause (the first try to send
+	// video again comes at 15 s). The pause took the clinician's video send stream away
+	// (decision 66), so nothing answers the NACKs the patient still sends for video lost
+	// before it: until 2026-11-28 a paused encoding went on sending those packets again,
+	// up to 8 a second in the window, and audio was lost with them.
 	time.Sleep(8*time.Second - time.Since(paused))
 	a := mustEval[p2pAudio](r.patient, p2pAudioJS)
 	// Sampled each second, so that a run with loss says when it came (the queue still
 	// draining, or spread over the window).
 	samples := []p2pAudio{a}
+	rtx := mustEval[int](r.clinician, p2pRetransmittedJS)
+	rtxWindow := rtx
+	t.Logf("the clinician sent %d video packets again in the 8 s after the pause", rtx-rtxAtPause)
 	var perSecond []string
 	for time.Since(paused) < 14*time.Second {
 		time.Sleep(min(time.Second, 14*time.Second-time.Since(paused)))
 		c, last := mustEval[p2pAudio](r.patient, p2pAudioJS), samples[len(samples)-1]
-		perSecond = append(perSecond, fmt.Sprintf("%d/%d/%d", c.Audio-last.Audio, c.Lost-last.Lost, c.Frames-last.Frames))
-		samples = append(samples, c)
+		x := mustEval[int](r.clinician, p2pRetransmittedJS)
+		perSecond = append(perSecond, fmt.Sprintf("%d/%d/%d/%d", c.Audio-last.Audio, c.Lost-last.Lost, c.Frames-last.Frames, x-rtx))
+		samples, rtx = append(samples, c), x
 	}
-	t.Logf("each second with the video paused (audio packets/lost/video frames): %s", strings.Join(perSecond, " "))
+	t.Logf("each second with the video paused (audio packets/lost/video frames/video packets the clinician sent again): %s", strings.Join(perSecond, " "))
 	b := samples[len(samples)-1]
 	stillPaused := mustEval[bool](r.clinician, `window.bedside.call.videoPaused`)
 	got, lost := b.Audio-a.Audio, b.Lost-a.Lost
@@ -96,6 +115,9 @@ func TestNetnsP2PAudioFirst(t *testing.T) {
 	}
 	if got := mustEval[string](r.clinician, ownBadge); !strings.Contains(got, "Your video is paused") {
 		t.Errorf("the clinician's own tile says %q, want that its video is paused", got)
+	}
+	if sent := rtx - rtxWindow; sent > 0 {
+		t.Errorf("the clinician's browser sent %d video packets again 8-14 s after pausing its video", sent)
 	}
 	if !stillPaused {
 		t.Errorf("the clinician's video came back within 14 s of pausing, on the same narrow link")

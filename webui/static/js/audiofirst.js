@@ -122,3 +122,26 @@ export async function setVideoEncodings(pc, on) {
     if (changed) await s.setParameters(params).catch((err) => console.warn('bedside: video encodings', err));
   }
 }
+
+/**
+ * Stops or restarts what a peer connection sends of its video by its transceivers'
+ * directions (a renegotiation): a paused encoding keeps its send stream, which goes on
+ * answering the peer's NACKs from its packet history (no new packets age it out) for as
+ * long as the peer asks, at up to the pacing rate of the low estimate; on a link that
+ * leaves room only for the audio, those retransmissions of video sent before the pause
+ * took audio packets down with them. A transceiver without a direction to send, the send
+ * stream goes, and its retransmissions with it (decision 66). Only transceivers whose
+ * sender has a video track change: those are the ones that send when not paused.
+ * @param {RTCPeerConnection} pc
+ * @param {boolean} send
+ */
+export function setVideoDirection(pc, send) {
+  for (const t of pc.getTransceivers()) {
+    if (t.currentDirection === 'stopped' || t.sender.track?.kind !== 'video') continue;
+    const d = t.direction;
+    if (send && d === 'recvonly') t.direction = 'sendrecv';
+    else if (send && d === 'inactive') t.direction = 'sendonly';
+    else if (!send && d === 'sendrecv') t.direction = 'recvonly';
+    else if (!send && d === 'sendonly') t.direction = 'inactive';
+  }
+}

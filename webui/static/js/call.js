@@ -4,7 +4,7 @@
 // receives the others'), switching make-before-break. Trickle ICE, ICE restart, chat, mute /
 // camera off, screen share, the connect watchdog, connection reports and stats.
 
-import {SAMPLE_MS, VideoGate, availableOutgoing, setVideoEncodings, videoSenders} from './audiofirst.js';
+import {SAMPLE_MS, VideoGate, availableOutgoing, setVideoDirection, setVideoEncodings, videoSenders} from './audiofirst.js';
 import {E2EE, e2eeSupported} from './e2ee.js';
 import {Emitter, randomId} from './protocol.js';
 
@@ -1152,7 +1152,10 @@ export class Call extends Emitter {
         if (c.pc.connectionState !== 'connected' || !c.current()) continue;
         const act = (await this._sampleGate(c.pc, c.gate, c.current, 'video'))?.act;
         if (act === undefined) continue;
-        if (c.gate.paused || act) await setVideoEncodings(c.pc, () => !c.gate.paused);
+        if (c.gate.paused || act) {
+          await setVideoEncodings(c.pc, () => !c.gate.paused);
+          if (c.current()) setVideoDirection(c.pc, !c.gate.paused);
+        }
         if (act && c.chat.readyState === 'open') c.chat.send(JSON.stringify({video_paused: c.gate.paused}));
       }
       // Our link to the SFU: the same gate on the pub connection; the server tells the
@@ -1264,7 +1267,9 @@ export class Call extends Emitter {
         (!t.sender.track && t.receiver.track.kind === track.kind && t.currentDirection !== 'stopped'));
       if (tr) {
         await tr.sender.replaceTrack(track);
-        if (tr.direction === 'recvonly') tr.direction = 'sendrecv';
+        // A video paused for want of bandwidth stays paused (its gate restarts it).
+        if (track.kind === 'video' && c.gate.paused) setVideoDirection(c.pc, false);
+        else if (tr.direction === 'recvonly') tr.direction = 'sendrecv';
         else if (tr.direction === 'inactive') tr.direction = 'sendonly';
       } else {
         c.pc.addTrack(track, this.localStream);
