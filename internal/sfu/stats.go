@@ -37,10 +37,14 @@ type Subscription struct {
 // ParticipantStats is a participant as the SFU has it.
 type ParticipantStats struct {
 	ID string
+	// Session is its SFU session (what its page was told).
+	Session string
 	// Online: its signalling connection is there (the SFU can send it offers).
 	Online bool
 	// Pub and Sub are its connections' last states ("none" before the first).
 	Pub, Sub string
+	// Streams are the incoming SSRCs its pub connection has bound (pion started reading them).
+	Streams int
 }
 
 // RoomStats is a snapshot of a room, for tests, debugging and the bench.
@@ -108,7 +112,11 @@ func (s *SFU) Stats(visitID string) RoomStats {
 		return webrtc.PeerConnectionState(v).String()
 	}
 	for _, p := range ps {
-		out.Participants = append(out.Participants, ParticipantStats{ID: p.id, Online: p.online(), Pub: state(p.pubState.Load()), Sub: state(p.subState.Load())})
+		one := ParticipantStats{ID: p.id, Session: p.sfuSession, Online: p.online(), Pub: state(p.pubState.Load()), Sub: state(p.subState.Load())}
+		if rx := p.directRx.Load(); rx != nil {
+			one.Streams = len(*rx.streams.Load())
+		}
+		out.Participants = append(out.Participants, one)
 		out.Estimates[p.id] = int(p.lastEstimate.Load())
 		if p.subscribing.Load() {
 			out.Estimators[p.id] = p.est.Stats()

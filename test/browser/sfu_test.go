@@ -522,9 +522,6 @@ func mostlyDirect(t testing.TB, what string, direct, byPion map[string]int64) {
 func logSFU(t testing.TB, srv *apptest.Server, visitID string) {
 	t.Helper()
 	st := srv.SFU().Stats(visitID)
-	for _, p := range st.Participants {
-		t.Logf("SFU has %s: signalling online %v, pub %s, sub %s", p.ID, p.Online, p.Pub, p.Sub)
-	}
 	for _, p := range st.Publications {
 		var ls []string
 		for _, l := range p.Layers {
@@ -542,6 +539,10 @@ func logSFU(t testing.TB, srv *apptest.Server, visitID string) {
 	t.Logf("SFU packets sent by the direct path: %v", st.Direct)
 	t.Logf("SFU packets received by the direct path: %v, by pion's: %v", st.Received, st.ReceivedByPion)
 	t.Logf("SFU RTCP from subscribers by the direct path: %v, reads from pion's: %v", st.RTCPDirect, st.RTCPByPion)
+	// Last, as what a shortened log (CI's) keeps: who the SFU has.
+	for _, p := range st.Participants {
+		t.Logf("SFU has %s: session %s, signalling online %v, pub %s (streams bound %d), sub %s", p.ID, p.Session, p.Online, p.Pub, p.Streams, p.Sub)
+	}
 }
 
 // logServerSFU logs the server's recent log lines about the SFU, for a test that fails
@@ -584,10 +585,28 @@ func waitFlowing(t *testing.T, srv *apptest.Server, visitID string, pages []*pag
 // holds absent, and its signalling.
 func logPagesSFU(pages ...*page) {
 	for _, p := range pages {
-		p.logf("SFU as the page sees it: %s", mustEval[string](p, `(() => {
+		p.logf("SFU as the page sees it: %s", mustEval[string](p, `(async () => {
 			const c = window.bedside.call, s = c.sfu;
 			const st = (x) => x ? x.pc.connectionState + '/' + x.pc.iceConnectionState + '/' + x.pc.signalingState : 'none';
+			// What the connection sends and receives, and on which pair: RTP packets by kind,
+			// the selected pair's local and remote addresses.
+			const io = async (x) => {
+				if (!x) return null;
+				const out = {sent: {}, received: {}, pair: ''};
+				const stats = await x.pc.getStats();
+				let pairId = '';
+				for (const r of stats.values()) {
+					if (r.type === 'outbound-rtp') out.sent[r.kind] = (out.sent[r.kind] ?? 0) + (r.packetsSent ?? 0);
+					if (r.type === 'inbound-rtp') out.received[r.kind] = (out.received[r.kind] ?? 0) + (r.packetsReceived ?? 0);
+					if (r.type === 'transport') pairId = r.selectedCandidatePairId ?? '';
+				}
+				const pair = stats.get(pairId);
+				const addr = (id) => { const c = stats.get(id); return c ? c.address + ':' + c.port : '?'; };
+				if (pair) out.pair = addr(pair.localCandidateId) + ' > ' + addr(pair.remoteCandidateId) + ' sent ' + pair.bytesSent + ' B, received ' + pair.bytesReceived + ' B';
+				return out;
+			};
 			return JSON.stringify({mode: c.mode, session: s?.session ?? '', pub: st(s?.pub), sub: st(s?.sub),
+				pubIO: await io(s?.pub), subIO: await io(s?.sub),
 				tracks: s ? [...s.tracks.values()].map((t) => t.participant + ':' + t.source + ':' + t.kind) : [],
 				absent: [...c.absent], ready: c.signalling.ready, welcomes: c.signalling.welcomes});
 		})()`))
