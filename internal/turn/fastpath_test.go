@@ -53,6 +53,24 @@ func recvFrom(pc net.PacketConn, timeout time.Duration) ([]byte, net.Addr) {
 	return buf[:n], from
 }
 
+// bindTCP makes a client over TCP (dialled with d) with an allocation and channel 0x4001
+// to a new peer.
+func bindTCP(t *testing.T, s *Server, user string, d *net.Dialer) (net.Conn, *rawClient, net.PacketConn, *net.UDPAddr) {
+	t.Helper()
+	peer, pa := newPeer(t)
+	cred := s.Issue(user, 10*time.Minute)
+	conn, err := d.Dial("tcp", net.JoinHostPort("127.0.0.1", fmt.Sprint(s.TCPPort())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newStreamClient(t, conn, cred.Username, cred.Password)
+	relay := c.allocate()
+	if r := c.do(stun.MethodChannelBind, channelNumber(0x4001), peerAddr{pa.IP.To4(), pa.Port}); errCode(r) != 0 {
+		t.Fatalf("ChannelBind: %d", errCode(r))
+	}
+	return conn, c, peer, relay
+}
+
 // bind makes a UDP client with an allocation and a channel to peer.
 func bind(t *testing.T, s *Server, user string, number uint16, peer *net.UDPAddr) (*rawClient, *net.UDPAddr) {
 	t.Helper()
@@ -224,17 +242,7 @@ func TestFastPathStops(t *testing.T) {
 // relays for it as before.
 func TestFastPathTCPClientStaysWithPion(t *testing.T) {
 	s := startServer(t, loopback)
-	peer, pa := newPeer(t)
-	cred := s.Issue("prt_tcp", 10*time.Minute)
-	conn, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", fmt.Sprint(s.TCPPort())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := newStreamClient(t, conn, cred.Username, cred.Password)
-	relay := c.allocate()
-	if r := c.do(stun.MethodChannelBind, channelNumber(0x4001), peerAddr{pa.IP.To4(), pa.Port}); errCode(r) != 0 {
-		t.Fatalf("ChannelBind: %d", errCode(r))
-	}
+	conn, c, peer, relay := bindTCP(t, s, "prt_tcp", &net.Dialer{})
 	if cur := s.clients.Load(); cur != nil && len(*cur) != 0 {
 		t.Fatalf("the fast path took a TCP client's channel: %v", *cur)
 	}

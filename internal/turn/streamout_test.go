@@ -3,7 +3,6 @@ package turn
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -24,24 +23,13 @@ import (
 // answered (decision 67).
 func TestStreamClientGetsNoStaleMedia(t *testing.T) {
 	s := startServer(t, loopback)
-	peer, pa := newPeer(t)
-	cred := s.Issue("prt_slow", 10*time.Minute)
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+	conn, c, peer, relay := bindTCP(t, s, "prt_slow", &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096) }); err != nil {
 			return err
 		}
 		return serr
-	}}
-	conn, err := d.Dial("tcp", net.JoinHostPort("127.0.0.1", fmt.Sprint(s.TCPPort())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := newStreamClient(t, conn, cred.Username, cred.Password)
-	relay := c.allocate()
-	if r := c.do(stun.MethodChannelBind, channelNumber(0x4001), peerAddr{pa.IP.To4(), pa.Port}); errCode(r) != 0 {
-		t.Fatalf("ChannelBind: %d", errCode(r))
-	}
+	}})
 
 	// The client reads every ChannelData frame and notes its sequence number; paused, it
 	// stops reading (after the frame it may be waiting for).
