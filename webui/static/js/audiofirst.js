@@ -129,7 +129,7 @@ export async function setVideoEncodings(pc, on) {
  * answering the peer's NACKs from its packet history (no new packets age it out) for as
  * long as the peer asks, at up to the pacing rate of the low estimate; on a link that
  * leaves room only for the audio, those retransmissions of video sent before the pause
- * took audio packets down with them. A transceiver without a direction to send, the send
+ * took audio packets down with them. Without a direction to send, a transceiver's send
  * stream goes, and its retransmissions with it (decision 66). Only transceivers whose
  * sender has a video track change: those are the ones that send when not paused.
  * @param {RTCPeerConnection} pc
