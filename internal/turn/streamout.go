@@ -29,9 +29,9 @@ import (
 // media (a connection of RFC 6062's TCP relaying, raw after its ConnectionBind) writes as
 // before, in the caller's goroutine.
 const (
-	streamMaxAge      = 250 * time.Millisecond
-	streamQueueBytes  = 256 << 10
-	streamNotSentLoWa = 4 << 10
+	streamMaxAge       = 250 * time.Millisecond
+	streamQueueBytes   = 256 << 10
+	streamNotSentLowat = 4 << 10
 )
 
 var errStreamBacklog = errors.New("turn: a client's stream is too far behind")
@@ -57,7 +57,7 @@ func limitUnsent(c net.Conn) {
 		return
 	}
 	raw.Control(func(fd uintptr) {
-		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, streamNotSentLoWa)
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, streamNotSentLowat)
 	})
 }
 
@@ -94,6 +94,10 @@ func newStreamOut(conn net.Conn, wmu *sync.Mutex, dropped func()) *streamOut {
 // put queues a copy of a frame; media is dropped rather than queued beyond the budget.
 func (o *streamOut) put(b []byte, media bool) error {
 	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return net.ErrClosed
+	}
 	if o.err != nil {
 		err := o.err
 		o.mu.Unlock()
