@@ -4,6 +4,7 @@ package browser
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -616,7 +617,11 @@ func logPagesSFU(pages ...*page) {
 // frameWatchJS records, per remote participant, the times at which the tile shows a new
 // video frame: requestVideoFrameCallback on every video in #remotes, now and later,
 // counting frames only while the element is the visible one (not the standby element of
-// the switch to the SFU). window.__frames[peer] = [epoch ms, ...].
+// the switch to the SFU). window.__frames[peer] = [[epoch ms, via], ...], via being the
+// element's data-via ('p2p' or 'sfu'); window.__switched[peer] is when the call emitted
+// sfu-switched for peer (the tile's swap), so that a failure says where its gap was, and
+// window.__longFrames the page's animation frames of 150 ms or more (its main thread busy:
+// what ran, by position in its script), which a failure prints.
 //
 // The callbacks run on the page's main thread, which the switch keeps busy (closing a peer
 // connection blocks it for hundreds of milliseconds on two loaded cores), while the
@@ -627,6 +632,13 @@ func logPagesSFU(pages ...*page) {
 // is put at its longest.
 const frameWatchJS = `(() => {
 	window.__frames = {};
+	window.__switched = {};
+	window.bedside.call.on('sfu-switched', ({peerId}) => { window.__switched[peerId] = performance.timeOrigin + performance.now(); });
+	window.__longFrames = [];
+	new PerformanceObserver((l) => l.getEntries().forEach((e) => {
+		if (e.duration >= 150) window.__longFrames.push({t: performance.timeOrigin + e.startTime, ms: Math.round(e.duration),
+			scripts: e.scripts.map((s) => s.invoker + ' ' + (s.sourceURL || '').split('/').pop() + ':' + s.sourceCharPosition + ' ' + Math.round(s.duration) + 'ms').join(', ')});
+	})).observe({type: 'long-animation-frame'});
 	const root = document.getElementById('remotes');
 	const refresh = 1000 / 60;
 	const watch = (v) => {
@@ -639,8 +651,9 @@ const frameWatchJS = `(() => {
 			if (peer && v.isConnected && !v.classList.contains('standby') && v.dataset.source !== 'screen') {
 				const list = window.__frames[peer] || (window.__frames[peer] = []);
 				const unseen = prev ? Math.max(0, md.presentedFrames - prev.n - 1) : 0;
-				for (let i = 1; i <= unseen; i++) list.push(Math.min(t, prev.t + i * refresh));
-				list.push(t);
+				const via = v.dataset.via || '?';
+				for (let i = 1; i <= unseen; i++) list.push([Math.min(t, prev.t + i * refresh), via]);
+				list.push([t, via]);
 				prev = {t, n: md.presentedFrames};
 			} else {
 				prev = null;
@@ -655,27 +668,49 @@ const frameWatchJS = `(() => {
 })()`
 
 // frameGap is the longest time without a new frame shown in the tile of peer, from `from`
-// (epoch ms) on, and how many frames were shown.
-func frameGap(p *page, peer string, from float64) (gap time.Duration, frames int) {
+// (epoch ms) on, how many frames were shown, and where the longest gap was: its start and
+// end from `from` with the element shown on either side, and when the tile was swapped.
+func frameGap(p *page, peer string, from float64) (gap time.Duration, frames int, where string) {
 	p.tb.Helper()
-	ts := mustEval[[]float64](p, fmt.Sprintf(`(window.__frames[%q] || [])`, peer))
-	slices.Sort(ts) // two elements (peer to peer, then the SFU) may overlap
-	last := from
-	for _, t := range ts {
-		if t < from {
+	type frame struct {
+		t   float64
+		via string
+	}
+	raw := mustEval[[][]any](p, fmt.Sprintf(`(window.__frames[%q] || [])`, peer))
+	fs := make([]frame, 0, len(raw))
+	for _, f := range raw {
+		if len(f) == 2 {
+			t, _ := f[0].(float64)
+			via, _ := f[1].(string)
+			fs = append(fs, frame{t, via})
+		}
+	}
+	// two elements (peer to peer, then the SFU) may overlap
+	slices.SortFunc(fs, func(a, b frame) int { return cmp.Compare(a.t, b.t) })
+	last := frame{from, "start"}
+	var gapFrom, gapTo frame
+	for _, f := range fs {
+		if f.t < from {
 			continue
 		}
 		frames++
-		if d := time.Duration((t - last) * float64(time.Millisecond)); d > gap {
-			gap = d
+		if d := time.Duration((f.t - last.t) * float64(time.Millisecond)); d > gap {
+			gap, gapFrom, gapTo = d, last, f
 		}
-		last = t
+		last = f
 	}
 	now := mustEval[float64](p, `performance.timeOrigin + performance.now()`)
-	if d := time.Duration((now - last) * float64(time.Millisecond)); d > gap {
-		gap = d
+	if d := time.Duration((now - last.t) * float64(time.Millisecond)); d > gap {
+		gap, gapFrom, gapTo = d, last, frame{now, "now"}
 	}
-	return gap, frames
+	at := func(t float64) time.Duration {
+		return time.Duration((t - from) * float64(time.Millisecond)).Round(time.Millisecond)
+	}
+	where = fmt.Sprintf("from +%v (%s) to +%v (%s)", at(gapFrom.t), gapFrom.via, at(gapTo.t), gapTo.via)
+	if sw := mustEval[float64](p, fmt.Sprintf(`window.__switched[%q] || 0`, peer)); sw > 0 {
+		where += fmt.Sprintf(", tile swapped at +%v", at(sw))
+	}
+	return gap, frames, where
 }
 
 // TestSFUSwitchGap: two people are in a peer-to-peer call; a caregiver invited by link is
@@ -684,7 +719,7 @@ func frameGap(p *page, peer string, from float64) (gap time.Duration, frames int
 // SFU, and the longest time either of the first two sees no new frame of the other stays
 // under a second.
 func TestSFUSwitchGap(t *testing.T) {
-	r, srv, cam := cameraRig(t)
+	r, srv, cam := cameraRigAt(t, 15)
 	caregiver := &person{page: newPage(t, "caregiver", cam), name: "Carl"}
 	r.signIn()
 	r.createVisit("Ada Lovelace")
@@ -722,13 +757,20 @@ func TestSFUSwitchGap(t *testing.T) {
 	t.Logf("admission of the third to everyone receiving through the SFU: %v", time.Since(admitted).Round(time.Millisecond))
 	time.Sleep(time.Second) // frames after the switch too
 	for _, v := range views {
-		gap, frames := frameGap(v.p, v.peer, from)
-		v.p.logf("longest time without a new frame of the other across the switch: %v (%d frames shown since a second before the admission)", gap.Round(time.Millisecond), frames)
+		gap, frames, where := frameGap(v.p, v.peer, from)
+		v.p.logf("longest time without a new frame of the other across the switch: %v, %s (%d frames shown since a second before the admission)", gap.Round(time.Millisecond), where, frames)
 		if frames < 30 {
 			t.Errorf("%s: only %d frames shown across the switch", v.p.person, frames)
 		}
 		if gap >= time.Second {
 			t.Errorf("%s: a gap of %v in the other's video across the switch to the SFU (want under 1 s)", v.p.person, gap)
+			for _, f := range mustEval[[]struct {
+				T       float64
+				Ms      int
+				Scripts string
+			}](v.p, `window.__longFrames`) {
+				v.p.logf("a long animation frame at +%v: %d ms (%s)", time.Duration((f.T-from)*float64(time.Millisecond)).Round(time.Millisecond), f.Ms, f.Scripts)
+			}
 		}
 	}
 	for _, p := range []*page{r.clinician, r.patient, caregiver.page} {
