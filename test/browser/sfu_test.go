@@ -719,6 +719,10 @@ func frameGap(p *page, peer string, from float64) (gap time.Duration, frames int
 // SFU, and the longest time either of the first two sees no new frame of the other stays
 // under a second.
 func TestSFUSwitchGap(t *testing.T) {
+	// 15 frames a second: during the switch each of the three browsers encodes its camera
+	// twice (the peer connection's and three simulcast layers) and encrypts every frame,
+	// on the two cores they share with the server; at 30 their main threads starved and
+	// the video-frame callbacks this test reads stopped for over a second (decision 34).
 	r, srv, cam := cameraRigAt(t, 15)
 	caregiver := &person{page: newPage(t, "caregiver", cam), name: "Carl"}
 	r.signIn()
