@@ -66,6 +66,11 @@ type Peer struct {
 	localTracks  []*webrtc.TrackLocalStaticRTP
 	wantMedia    bool
 	remoteTracks sync.WaitGroup // OnTrack readers; they end when the connection closes
+	// trackMu orders a reader's Add before Close's Wait: pion calls OnTrack from a
+	// goroutine of its own, which may run while the connection closes (an Add once the
+	// count is zero and a Wait has begun is a misuse of WaitGroup, and the race detector
+	// says so).
+	trackMu sync.Mutex
 
 	audioPackets atomic.Int64
 	videoPackets atomic.Int64
@@ -122,6 +127,13 @@ func NewPeer(cfg PeerConfig) (*Peer, error) {
 		}
 	})
 	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		p.trackMu.Lock()
+		defer p.trackMu.Unlock()
+		select {
+		case <-p.closed:
+			return // closing: nothing reads this track
+		default:
+		}
 		p.remoteTracks.Add(1)
 		go p.readTrack(t) // ends when the connection is closed
 	})
@@ -377,7 +389,9 @@ func (p *Peer) waitTracksThenSend(ctx context.Context) {
 
 // Close closes the connection and waits for its track readers.
 func (p *Peer) Close() error {
+	p.trackMu.Lock()
 	p.closeOnce.Do(func() { close(p.closed) })
+	p.trackMu.Unlock()
 	err := p.pc.Close()
 	p.remoteTracks.Wait()
 	return err

@@ -95,6 +95,7 @@ type SFUConn struct {
 	audioLevel atomic.Uint32 // RFC 6464 level to send (0 loudest .. 127 silent)
 
 	readers sync.WaitGroup
+	readMu  sync.Mutex // orders readers' Add before Close's Wait (see Peer.trackMu)
 	closed  chan struct{}
 	once    sync.Once
 }
@@ -243,7 +244,10 @@ func (s *SFUConn) publish(layers []LayerSpec) error {
 	}
 	s.mu.Unlock()
 	// Keep reading RTCP from every sender (interceptors); picture losses ask for key frames.
-	s.readers.Add(1 + len(layers))
+	if !s.addReaders(1 + len(layers)) {
+		pc.Close() // closed meanwhile (Close may have run before pub was set)
+		return nil
+	}
 	go func() { defer s.readers.Done(); drainRTCP(at.Sender()) }()
 	for i, l := range layers {
 		go func() { // ends when the connection closes
@@ -355,8 +359,9 @@ func (s *SFUConn) onSubOffer(sdpText string) error {
 					mid = tr.Mid()
 				}
 			}
-			s.readers.Add(1)
-			go func() { defer s.readers.Done(); s.readTrack(mid, t) }() // ends when the connection closes
+			if s.addReaders(1) {
+				go func() { defer s.readers.Done(); s.readTrack(mid, t) }() // ends when the connection closes
+			}
 		})
 		s.sub = pc
 	}
@@ -647,9 +652,24 @@ func (s *SFUConn) state(pub bool) string {
 	return pc.ConnectionState().String()
 }
 
+// addReaders counts n readers about to start, unless the connection is closed (false).
+func (s *SFUConn) addReaders(n int) bool {
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
+	select {
+	case <-s.closed:
+		return false
+	default:
+	}
+	s.readers.Add(n)
+	return true
+}
+
 // Close closes both connections and waits for their readers.
 func (s *SFUConn) Close() {
+	s.readMu.Lock()
 	s.once.Do(func() { close(s.closed) })
+	s.readMu.Unlock()
 	s.mu.Lock()
 	pub, sub := s.pub, s.sub
 	s.mu.Unlock()
