@@ -47,8 +47,9 @@ export const SIMULCAST = Object.freeze([
 /** How often, during the switch to the SFU, the SFU's media of each peer is looked at. */
 const SWITCH_CHECK_MS = 100;
 /**
- * Once we receive a peer through the SFU, how long we keep our peer connection for it to say
- * that it receives us through the SFU too (closing it ends it for both).
+ * Once we receive a peer through the SFU (and show it so), how long we keep our peer
+ * connection for it to say that it receives us through the SFU too (closing it ends it for
+ * both).
  */
 const SWITCH_WAIT_MS = 3000;
 /** A peer whose audio arrives through the SFU and no camera after this long has none. */
@@ -119,8 +120,8 @@ const AUDIO_ONLY_MS = 1500;
  * }} SfuState
  *
  * streams: by participant id (camera and microphone) or "<id>.screen"; readyAt: when each
- * peer's media first arrived through the SFU; peerReady: peers that said they receive us
- * through the SFU; sizes: the last video_size sent, by "<id> <source>"; paused: the videos
+ * peer's media first arrived through the SFU (its tile swapped then); peerReady: peers that
+ * said they receive us through the SFU; sizes: the last video_size sent, by "<id> <source>"; paused: the videos
  * (keys as in streams) the SFU paused for want of bandwidth on our link, pubPaused those
  * their publishers paused for want of it on theirs (video_paused); gate: whether we pause
  * our video on pub for want of bandwidth on our link (audiofirst.js); cameraLayers: the
@@ -424,6 +425,9 @@ export class Call extends Emitter {
     pc.onconnectionstatechange = () => this._connectionState(conn);
     pc.ontrack = (ev) => {
       this.e2ee?.protect(pc);
+      // A peer already shown through the SFU (the switch, below) keeps that tile while the
+      // peer connection waits to close.
+      if (this.sfu?.readyAt.has(id)) return;
       const track = ev.track;
       if (track.kind === 'video' && conn.sources[ev.transceiver.mid ?? ''] === 'screen') {
         if (!conn.screen) conn.screen = new MediaStream();
@@ -719,11 +723,14 @@ export class Call extends Emitter {
       return;
     }
     if (msg && msg.sfu_ready === true && this.sfu) {
-      // The peer receives us through the SFU (the switch, below).
+      // The peer receives us through the SFU (the switch, below): if we do too, the peer
+      // connection has served both.
       this.sfu.peerReady.add(conn.id);
+      if (this.sfu.readyAt.has(conn.id)) this._drop(conn.id, true);
       return;
     }
     if (msg && typeof msg.video_paused === 'boolean') {
+      if (this.sfu?.readyAt.has(conn.id)) return; // shown through the SFU already
       // The peer paused (or resumed) its video to us for want of bandwidth.
       conn.peerVideoPaused = msg.video_paused;
       this.emit('remote-video-paused', {peerId: conn.id, paused: msg.video_paused});
@@ -1009,10 +1016,12 @@ export class Call extends Emitter {
   }
 
   /**
-   * The switch, make before break: a peer connection closes once we receive that peer
-   * through the SFU (its camera's first frame decoded; its audio for a peer without camera;
-   * nothing to wait for from an observer) and the peer said it receives us so too, over the peer
-   * connection's data channel ({"sfu_ready": true}), or SWITCH_WAIT_MS after we were ready.
+   * The switch, make before break: once we receive a peer through the SFU (its camera's
+   * first frame decoded; its audio for a peer without camera; nothing to wait for from an
+   * observer), its tile shows it so (sfu-switched) and we tell the peer over the peer
+   * connection's data channel ({"sfu_ready": true}); the peer connection closes once the
+   * peer said the same (_onChat), or SWITCH_WAIT_MS after we were ready. Each side so
+   * swaps on its own readiness and keeps receiving over the peer connection until then.
    */
   async _checkSwitch() {
     const sfu = this.sfu;
@@ -1020,17 +1029,18 @@ export class Call extends Emitter {
     sfu.checking = true;
     try {
       const now = Date.now();
+      const waiting = [...this.conns.keys()].filter((id) => !sfu.readyAt.has(id));
+      const received = waiting.length > 0 ? await this._receivedViaSfu(waiting, now) : new Set();
       for (const [peerId, conn] of [...this.conns]) {
-        if (!sfu.readyAt.has(peerId) && await this._receivedViaSfu(peerId, now)) {
+        if (this.sfu !== sfu || this.conns.get(peerId) !== conn) continue;
+        if (!sfu.readyAt.has(peerId)) {
+          if (!received.has(peerId)) continue;
           sfu.readyAt.set(peerId, now);
+          this.emit('sfu-switched', {peerId});
           if (conn.chat.readyState === 'open') conn.chat.send(JSON.stringify({sfu_ready: true}));
         }
-        const at = sfu.readyAt.get(peerId);
-        if (at === undefined || this.sfu !== sfu || this.conns.get(peerId) !== conn) continue;
-        if (sfu.peerReady.has(peerId) || now - at >= SWITCH_WAIT_MS) {
-          this.emit('sfu-switched', {peerId});
-          this._drop(peerId, true);
-        }
+        const at = /** @type {number} */ (sfu.readyAt.get(peerId));
+        if (sfu.peerReady.has(peerId) || now - at >= SWITCH_WAIT_MS) this._drop(peerId, true);
       }
     } finally {
       sfu.checking = false;
@@ -1043,39 +1053,54 @@ export class Call extends Emitter {
   }
 
   /**
-   * @param {string} peerId
+   * Which of peers we receive through the SFU. One getStats of the sub connection for all
+   * of them: on a loaded machine each call takes hundreds of milliseconds.
+   * @param {string[]} peers
    * @param {number} now
-   * @returns {Promise<boolean>}
+   * @returns {Promise<Set<string>>}
    */
-  async _receivedViaSfu(peerId, now) {
+  async _receivedViaSfu(peers, now) {
+    /** @type {Set<string>} */
+    const out = new Set();
     const sfu = this.sfu;
-    if (!sfu) return false;
-    if (this._observes(peerId)) return Boolean(sfu.sub || sfu.pub?.pc.connectionState === 'connected');
-    const sub = sfu.sub?.pc;
-    if (!sub) return false;
-    let camera = false;
-    for (const [mid, info] of sfu.tracks) {
-      if (info.participant !== peerId) continue;
-      const tr = sub.getTransceivers().find((t) => t.mid === mid);
-      if (!tr) continue;
-      const report = await tr.receiver.getStats();
-      let frames = 0;
-      let packets = 0;
-      report.forEach((v) => {
-        if (v.type === 'inbound-rtp') {
-          frames += v.framesDecoded ?? 0;
-          packets += v.packetsReceived ?? 0;
-        }
-      });
-      if (info.source === 'camera') {
-        camera = true;
-        if (frames > 0) return true;
-      } else if (info.source === 'audio' && packets > 0 && !sfu.audioAt.has(peerId)) {
-        sfu.audioAt.set(peerId, now);
-      }
+    if (!sfu) return out;
+    const media = peers.filter((id) => !this._observes(id));
+    if (media.length < peers.length && (sfu.sub || sfu.pub?.pc.connectionState === 'connected')) {
+      for (const id of peers) if (this._observes(id)) out.add(id);
     }
-    const audioAt = sfu.audioAt.get(peerId);
-    return !camera && audioAt !== undefined && now - audioAt >= AUDIO_ONLY_MS;
+    const sub = sfu.sub?.pc;
+    if (!sub || media.length === 0) return out;
+    /** @type {Map<string, string>} a received track's id -> its mid */
+    const mids = new Map([...sfu.midTracks].map(([mid, track]) => [track.id, mid]));
+    /** @type {Map<string, {frames: number, packets: number}>} by mid */
+    const counts = new Map();
+    (await sub.getStats()).forEach((v) => {
+      if (v.type !== 'inbound-rtp') return;
+      const mid = v.mid ?? mids.get(v.trackIdentifier);
+      if (mid === undefined) return;
+      const c = counts.get(mid) ?? {frames: 0, packets: 0};
+      c.frames += v.framesDecoded ?? 0;
+      c.packets += v.packetsReceived ?? 0;
+      counts.set(mid, c);
+    });
+    if (this.sfu !== sfu) return out;
+    for (const peerId of media) {
+      let camera = false;
+      let ready = false;
+      for (const [mid, info] of sfu.tracks) {
+        if (info.participant !== peerId) continue;
+        const c = counts.get(mid);
+        if (info.source === 'camera') {
+          camera = true;
+          if (c && c.frames > 0) ready = true;
+        } else if (info.source === 'audio' && c && c.packets > 0 && !sfu.audioAt.has(peerId)) {
+          sfu.audioAt.set(peerId, now);
+        }
+      }
+      const audioAt = sfu.audioAt.get(peerId);
+      if (ready || (!camera && audioAt !== undefined && now - audioAt >= AUDIO_ONLY_MS)) out.add(peerId);
+    }
+    return out;
   }
 
   _closeSfu() {
