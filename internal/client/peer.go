@@ -66,11 +66,7 @@ type Peer struct {
 	localTracks  []*webrtc.TrackLocalStaticRTP
 	wantMedia    bool
 	remoteTracks sync.WaitGroup // OnTrack readers; they end when the connection closes
-	// trackMu orders a reader's Add before Close's Wait: pion calls OnTrack from a
-	// goroutine of its own, which may run while the connection closes (an Add once the
-	// count is zero and a Wait has begun is a misuse of WaitGroup, and the race detector
-	// says so).
-	trackMu sync.Mutex
+	trackMu      sync.Mutex     // orders a reader's Add before Close's Wait (addIfOpen)
 
 	audioPackets atomic.Int64
 	videoPackets atomic.Int64
@@ -127,15 +123,9 @@ func NewPeer(cfg PeerConfig) (*Peer, error) {
 		}
 	})
 	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		p.trackMu.Lock()
-		defer p.trackMu.Unlock()
-		select {
-		case <-p.closed:
-			return // closing: nothing reads this track
-		default:
-		}
-		p.remoteTracks.Add(1)
-		go p.readTrack(t) // ends when the connection is closed
+		if addIfOpen(&p.trackMu, &p.remoteTracks, p.closed, 1) {
+			go p.readTrack(t) // ends when the connection is closed
+		} // else closing: nothing reads this track
 	})
 	negotiated, id := true, uint16(0)
 	if _, err := pc.CreateDataChannel("chat", &webrtc.DataChannelInit{Negotiated: &negotiated, ID: &id}); err != nil {
@@ -389,10 +379,32 @@ func (p *Peer) waitTracksThenSend(ctx context.Context) {
 
 // Close closes the connection and waits for its track readers.
 func (p *Peer) Close() error {
-	p.trackMu.Lock()
-	p.closeOnce.Do(func() { close(p.closed) })
-	p.trackMu.Unlock()
+	closeUnder(&p.trackMu, &p.closeOnce, p.closed)
 	err := p.pc.Close()
 	p.remoteTracks.Wait()
 	return err
+}
+
+// addIfOpen counts n readers about to start in wg, unless closed is closed (false). pion
+// calls OnTrack from a goroutine of its own, which may run while the connection closes; an
+// Add once the count is zero and a Wait has begun is a misuse of WaitGroup (the race
+// detector says so). So readers are counted under mu, which closeUnder holds while it
+// closes closed, and Close waits only after that.
+func addIfOpen(mu *sync.Mutex, wg *sync.WaitGroup, closed <-chan struct{}, n int) bool {
+	mu.Lock()
+	defer mu.Unlock()
+	select {
+	case <-closed:
+		return false
+	default:
+	}
+	wg.Add(n)
+	return true
+}
+
+// closeUnder closes closed once, under mu (see addIfOpen).
+func closeUnder(mu *sync.Mutex, once *sync.Once, closed chan struct{}) {
+	mu.Lock()
+	defer mu.Unlock()
+	once.Do(func() { close(closed) })
 }

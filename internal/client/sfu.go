@@ -95,7 +95,7 @@ type SFUConn struct {
 	audioLevel atomic.Uint32 // RFC 6464 level to send (0 loudest .. 127 silent)
 
 	readers sync.WaitGroup
-	readMu  sync.Mutex // orders readers' Add before Close's Wait (see Peer.trackMu)
+	readMu  sync.Mutex // orders readers' Add before Close's Wait (addIfOpen)
 	closed  chan struct{}
 	once    sync.Once
 }
@@ -654,22 +654,12 @@ func (s *SFUConn) state(pub bool) string {
 
 // addReaders counts n readers about to start, unless the connection is closed (false).
 func (s *SFUConn) addReaders(n int) bool {
-	s.readMu.Lock()
-	defer s.readMu.Unlock()
-	select {
-	case <-s.closed:
-		return false
-	default:
-	}
-	s.readers.Add(n)
-	return true
+	return addIfOpen(&s.readMu, &s.readers, s.closed, n)
 }
 
 // Close closes both connections and waits for their readers.
 func (s *SFUConn) Close() {
-	s.readMu.Lock()
-	s.once.Do(func() { close(s.closed) })
-	s.readMu.Unlock()
+	closeUnder(&s.readMu, &s.once, s.closed)
 	s.mu.Lock()
 	pub, sub := s.pub, s.sub
 	s.mu.Unlock()
