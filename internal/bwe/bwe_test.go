@@ -1,6 +1,7 @@
 package bwe
 
 import (
+	"math"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -180,6 +181,13 @@ type link struct {
 }
 
 // pass reports when a packet of size bytes sent at us arrives, or false if dropped.
+// tbfLimit is how much delay tc's tbf queues at rate (bit/s) with the netns browser test's
+// burst (16 KB) and latency (50 ms): the latency plus the burst's time at the rate (tbf's
+// limit is latency times rate plus burst, in bytes): 268 ms at 600 kbit/s, 1.36 s at 100.
+func tbfLimit(rate float64) time.Duration {
+	return 50*time.Millisecond + time.Duration(16*1024*8/rate*float64(time.Second))
+}
+
 func (l *link) pass(at int64, size int) (int64, bool) {
 	start := max(at, l.busy)
 	if start-at > l.limit.Microseconds() {
@@ -195,6 +203,14 @@ func (l *link) pass(at int64, size int) (int64, bool) {
 // the layer sent at the end and the share lost in the last second.
 func sim(t *testing.T, e *Estimator, l *link, layers []float64, start int64, d time.Duration) (float64, float64) {
 	t.Helper()
+	return simSwitching(t, e, l, layers, start, d, 0)
+}
+
+// simSwitching is sim with a layer choice that takes effect switchDelay after it is made,
+// as the SFU's does: a lower layer is forwarded from its next key frame on, which the
+// publisher sends a round trip and an encoding after it is asked.
+func simSwitching(t *testing.T, e *Estimator, l *link, layers []float64, start int64, d, switchDelay time.Duration) (float64, float64) {
+	t.Helper()
 	type arrival struct {
 		seq uint16
 		at  int64
@@ -208,12 +224,23 @@ func sim(t *testing.T, e *Estimator, l *link, layers []float64, start int64, d t
 	)
 	end := start + d.Microseconds()
 	next := start
+	var chosen float64
+	var chosenAt int64
 	for now := start; now < end; now += 1000 { // us on both clocks (the estimator sees ns)
-		layer = layers[0]
+		want := 0.0 // paused
 		for _, r := range layers {
 			if r <= 0.95*float64(e.Target()) {
-				layer = r
+				want = r
 			}
+		}
+		if want != chosen {
+			chosen, chosenAt = want, now
+		}
+		if layer == 0 || now-chosenAt >= switchDelay.Microseconds() {
+			layer = chosen
+		}
+		if layer == 0 {
+			layer = 50_000 // paused: the audio alone
 		}
 		if now >= next {
 			e.Sent(seq, 1200, now*1000)
@@ -250,7 +277,7 @@ func sim(t *testing.T, e *Estimator, l *link, layers []float64, start int64, d t
 }
 
 // TestEstimatorFollowsBottleneck: three layers (150, 450 and 900 kbit/s) over a link
-// capped as the netns browser test caps one (tbf, 50 ms of queue). Free, the top layer
+// capped as the netns browser test caps one (tbf, its queue as long as tbfLimit). Free, the top layer
 // is sent and nothing is lost; capped at 600 kbit/s, within 5 s the middle layer is sent
 // and goes through without loss; capped at 100 kbit/s, the estimate falls under the
 // lowest layer (150 kbit/s).
@@ -264,19 +291,107 @@ func TestEstimatorFollowsBottleneck(t *testing.T) {
 	if layer != 900_000 || loss != 0 || st.Loss != 0 {
 		t.Fatalf("free link: layer %.0f, loss %.3f, estimator %v", layer, loss, st)
 	}
-	l.rate = 600_000
+	l.rate, l.limit = 600_000, tbfLimit(600_000)
 	layer, loss = sim(t, e, l, layers, 6_000_000, 5*time.Second)
 	st = e.Stats()
 	t.Logf("600 kbit/s: layer %.0f, loss %.1f%%; %v", layer, 100*loss, st)
 	if layer != 450_000 || loss > 0.01 {
 		t.Fatalf("capped at 600 kbit/s: layer %.0f, loss %.3f, estimator %v", layer, loss, st)
 	}
-	l.rate = 100_000
+	l.rate, l.limit = 100_000, tbfLimit(100_000)
 	layer, _ = sim(t, e, l, layers, 11_000_000, 5*time.Second)
 	st = e.Stats()
 	t.Logf("100 kbit/s: estimator %v", st)
 	if st.Target >= 150_000 {
 		t.Fatalf("capped at 100 kbit/s: estimator %v, layer %.0f", st, layer)
+	}
+}
+
+// TestEstimatorKeepsALowerLayer: the camera's layers as Chromium sends them (130, 370 and
+// 1300 kbit/s) over a free link, then capped at 600 kbit/s (tbf: 268 ms of queue), with a
+// layer choice that takes effect half a second after it is made (the SFU waits for the
+// lower layer's key frame, and meanwhile forwards the top one into the cap). The loss and
+// the queue of those packets are one congestion, not one per feedback: the estimate comes
+// down to a layer that fits and stays there; it never falls under the lowest layer, which
+// would pause the video on a link that carries it four times over.
+func TestEstimatorKeepsALowerLayer(t *testing.T) {
+	layers := []float64{130_000, 370_000, 1_300_000}
+	for _, delay := range []time.Duration{200 * time.Millisecond, 500 * time.Millisecond, time.Second} {
+		e := New(Config{Initial: 1_500_000})
+		l := &link{rate: 10_000_000, limit: 50 * time.Millisecond}
+		if layer, _ := simSwitching(t, e, l, layers, 1_000_000, 5*time.Second, delay); layer != 1_300_000 {
+			t.Fatalf("free link: layer %.0f; %v", layer, e.Stats())
+		}
+		l.rate, l.limit = 600_000, tbfLimit(600_000)
+		start := int64(6_000_000)
+		least := math.Inf(1)
+		for i := range 16 { // 8 s in steps of half a second
+			simSwitching(t, e, l, layers, start+int64(i)*500_000, 500*time.Millisecond, delay)
+			least = min(least, float64(e.Target()))
+		}
+		layer, loss := simSwitching(t, e, l, layers, start+8_000_000, 2*time.Second, delay)
+		t.Logf("switching %v after the choice, capped at 600 kbit/s: least target %.0f kbit/s; at the end layer %.0f, loss %.1f%%; %v",
+			delay, least/1000, layer, 100*loss, e.Stats())
+		if least < 0.95*130_000 || layer != 370_000 || loss > 0.01 {
+			t.Errorf("switching %v after the choice, capped at 600 kbit/s: the target fell to %.0f kbit/s; at the end layer %.0f, loss %.3f",
+				delay, least/1000, layer, loss)
+		}
+	}
+}
+
+// TestEstimatorCutsAfterCalm: what counts since the last cut is not diluted by a long calm
+// after it: a minute after the 600 kbit/s cap was answered, the link narrows to 200 kbit/s
+// and the estimate follows within 5 s (by the queue it grows); and after a calm minute a
+// link that drops a third of the packets at random, without queueing, takes a quarter off
+// the estimate within 3 s (by the loss).
+func TestEstimatorCutsAfterCalm(t *testing.T) {
+	layers := []float64{130_000, 370_000, 1_300_000}
+	e := New(Config{Initial: 1_500_000})
+	l := &link{rate: 10_000_000, limit: 50 * time.Millisecond}
+	simSwitching(t, e, l, layers, 1_000_000, 5*time.Second, 500*time.Millisecond)
+	l.rate, l.limit = 600_000, tbfLimit(600_000)
+	simSwitching(t, e, l, layers, 6_000_000, 60*time.Second, 500*time.Millisecond)
+	calm := e.Stats()
+	l.rate, l.limit = 200_000, tbfLimit(200_000)
+	layer, _ := simSwitching(t, e, l, layers, 66_000_000, 5*time.Second, 500*time.Millisecond)
+	narrow := e.Stats()
+	t.Logf("a minute at 600 kbit/s: %v; 5 s at 200 kbit/s: layer %.0f, %v", calm, layer, narrow)
+	if narrow.Target >= 200_000 || layer != 130_000 {
+		t.Errorf("narrowed to 200 kbit/s after a calm minute: layer %.0f, %v", layer, narrow)
+	}
+	// Random loss without a queue: a third of what is sent never arrives.
+	e2 := New(Config{Initial: 1_000_000})
+	now := int64(time.Second)
+	seq := uint16(0)
+	round := func(lossy bool) {
+		arrivals := map[uint16]int64{}
+		from := seq
+		for i := range 50 {
+			e2.Sent(seq, 1200, now)
+			if !lossy || i%3 != 0 {
+				arrivals[seq] = now/1000 + 10_000
+			}
+			seq++
+			now += int64(2 * time.Millisecond)
+		}
+		for _, p := range feedback(t, arrivals, from, seq) {
+			e2.OnFeedback(p, now)
+		}
+	}
+	for range 5 { // a quarter of a second: one cut
+		round(true)
+	}
+	for range 600 { // a minute without loss
+		round(false)
+	}
+	before := e2.Stats()
+	for range 30 { // 3 s of loss: a cut each time the loss of packets sent since the last one shows (lossGrace, then the average)
+		round(true)
+	}
+	after := e2.Stats()
+	t.Logf("random loss after a calm minute: %v -> %v", before, after)
+	if after.Target > before.Target*3/4 {
+		t.Errorf("a third lost after a calm minute: the estimate went from %v to %v", before, after)
 	}
 }
 

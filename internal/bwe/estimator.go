@@ -21,13 +21,24 @@ type Config struct {
 //     reported missing counts as lost only when no feedback has reported it received
 //     within lossGrace (a packet overtaken by a later one is reported missing, then received
 //     in the next feedback: Chromium reports it again). Above
-//     10% the estimate is cut by half the loss (at most once per decreaseGap); under 2%
-//     it may grow.
+//     10% the estimate is cut by half the loss, if the packets sent since the last cut
+//     are lost too (over 10% of them, averaged the same way, at least minFresh counted;
+//     and at most once per decreaseGap): the loss of packets sent before it is what that
+//     cut answered. Under 2% it may grow.
 //   - delay: each packet's one-way delay (its arrival on the subscriber's clock minus its
 //     send time on ours: an unknown constant plus the path's queueing) less the least
 //     such delay of the last baseWindow is the queueing delay; smoothed per feedback.
 //     Above overuseDelay the path is queueing what we send: the estimate falls to 0.85
-//     times the rate the subscriber received (at most once per decreaseGap). An absolute
+//     times the rate the subscriber received (at most once per decreaseGap). After a cut,
+//     only a queue that grows cuts again: the packets sent since the cut queue behind
+//     those sent before it, and if the cut was enough, each of them finds less queue than
+//     the first (the queue drains, for seconds when it was long: tc's tbf holds latency
+//     times the rate plus its burst, 268 ms at 600 kbit/s in the netns test, and at 0.85
+//     of the capacity that takes 1.8 s to go). Cutting again on the draining queue took the
+//     estimate down a step at every decreaseGap, the received rate falling with the layers
+//     chosen: a 600 kbit/s link ended with the video paused. So a queue cuts again only
+//     when the packets sent since the last cut find queueRise more than the least any
+//     feedback about them showed. An absolute
 //     threshold, rather than the draft's adaptive one on the delay's slope, because the
 //     estimate's only user is a layer choice that steps by factors of two or more, and
 //     because on a loaded host (the subscriber's or ours) scheduling jitter of a few
@@ -47,7 +58,9 @@ const (
 	delayBackoff   = 0.85
 	growthPerSec   = 1.08
 	growthHeadroom = 100_000
-	rateWindow     = time.Second // the received rate is measured over this much arrival time
+	minFresh       = 20                    // packets counted since a cut before loss may cut again
+	queueRise      = 10 * time.Millisecond // more queue than the first packets after a cut found
+	rateWindow     = time.Second           // the received rate is measured over this much arrival time
 	minRateSpan    = 200 * time.Millisecond
 	// lossGrace is how long a packet reported missing may still be reported received:
 	// browsers send transport-wide feedback every 50 to 250 ms, and report a late packet
@@ -123,8 +136,17 @@ type Estimator struct {
 	missing            [maxMissing]missing
 	missHead, missSize int
 	decrease           int64 // the last decrease (monotonic ns)
-	increase           int64 // the last growth step (monotonic ns)
-	state              string
+	// Of the packets sent since the last decrease: how many were counted (received or
+	// lost), their loss averaged as loss is (and when it was last updated), and the least
+	// mean queue (us) a feedback about them showed (-1: none yet).
+	freshSeen    int
+	freshLoss    float64
+	freshLossAt  int64
+	leastQueue   float64
+	fLost, fSeen int   // this feedback's fresh packets lost and counted
+	nowUs        int64 // OnFeedback's time, for countLost
+	increase     int64 // the last growth step (monotonic ns)
+	state        string
 
 	stats atomic.Pointer[Stats]
 }
@@ -152,7 +174,7 @@ func New(cfg Config) *Estimator {
 		cfg.Max = 20_000_000
 	}
 	cfg.Initial = min(max(cfg.Initial, cfg.Min), cfg.Max)
-	e := &Estimator{cfg: cfg, rate: float64(cfg.Initial), state: "start"}
+	e := &Estimator{cfg: cfg, rate: float64(cfg.Initial), state: "start", leastQueue: -1}
 	e.stats.Store(&Stats{Target: cfg.Initial, State: e.state})
 	return e
 }
@@ -202,7 +224,16 @@ func (e *Estimator) countLost(seq uint16) int {
 	if uint16(v>>48) != seq || v&missingBit == 0 || v&reportedBit != 0 || !s.v.CompareAndSwap(v, v|reportedBit) {
 		return 0
 	}
+	if e.fresh(v) {
+		e.fSeen++
+		e.fLost++
+	}
 	return 1
+}
+
+// fresh says whether the packet of slot value v was sent after the last decrease.
+func (e *Estimator) fresh(v uint64) bool {
+	return e.decrease == 0 || sentAt(v, e.nowUs)*1000 >= e.decrease
 }
 
 // Target is the current estimate, bit/s.
@@ -216,10 +247,11 @@ func (e *Estimator) Stats() Stats { return *e.stats.Load() }
 func (e *Estimator) OnFeedback(pkt []byte, now int64) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var lost, total, bytes, nq int
-	var qsum float64
+	var lost, total, bytes, nq, nf int
+	var qsum, fsum float64
 	first, last := int64(math.MaxInt64), int64(math.MinInt64)
 	sec, nowUs := now/int64(time.Second), now/1000
+	e.nowUs, e.fLost, e.fSeen = nowUs, 0, 0
 	err := eachStatus(pkt, func(seq uint16, received bool, arrival int64) {
 		s := &e.hist[seq%histSize]
 		v := s.v.Load()
@@ -241,8 +273,14 @@ func (e *Estimator) OnFeedback(pkt []byte, now int64) error {
 		bytes += int(v >> timeBits & sizeMask)
 		first, last = min(first, arrival), max(last, arrival)
 		owd := arrival - sentAt(v, nowUs)
-		qsum += float64(owd - e.observeDelay(owd, sec))
+		q := float64(owd - e.observeDelay(owd, sec))
+		qsum += q
 		nq++
+		if e.fresh(v) {
+			e.fSeen++
+			fsum += q
+			nf++
+		}
 	})
 	if err != nil {
 		return err
@@ -272,8 +310,26 @@ func (e *Estimator) OnFeedback(pkt []byte, now int64) error {
 		e.acks[e.ackNext] = ackSpan{bytes: bytes, first: first, last: last}
 		e.ackNext = (e.ackNext + 1) % len(e.acks)
 	}
+	// The same for the packets sent since the last decrease.
+	if e.fSeen > 0 {
+		r := float64(e.fLost) / float64(e.fSeen)
+		if e.freshSeen == 0 {
+			e.freshLoss = r
+		} else {
+			e.freshLoss += (1 - math.Exp(-float64(now-e.freshLossAt)/float64(lossTau))) * (r - e.freshLoss)
+		}
+		e.freshSeen += e.fSeen
+		e.freshLossAt = now
+	}
+	freshQueue := -1.0 // the mean queue of this feedback's packets sent since the last decrease
+	if nf > 0 {
+		freshQueue = fsum / float64(nf)
+		if e.leastQueue < 0 || freshQueue < e.leastQueue {
+			e.leastQueue = freshQueue
+		}
+	}
 	received := e.receivedRate()
-	e.control(now, received)
+	e.control(now, received, freshQueue)
 	e.stats.Store(&Stats{Target: int(e.rate), Received: int(received), Loss: e.loss, QueueMs: e.queue / 1000, State: e.state})
 	return nil
 }
@@ -318,16 +374,23 @@ func (e *Estimator) receivedRate() float64 {
 	return float64(bytes) * 8 * 1e6 / float64(span)
 }
 
-// control applies the rules to the averaged loss and the smoothed queue.
-func (e *Estimator) control(now int64, received float64) {
+// control applies the rules to the averaged loss and the smoothed queue; freshQueue is
+// the mean queue of this feedback's packets sent since the last decrease (-1: none).
+func (e *Estimator) control(now int64, received, freshQueue float64) {
 	canDecrease := now-e.decrease >= int64(decreaseGap) || e.decrease == 0
+	freshLoss := 0.0
+	if e.freshSeen >= minFresh {
+		freshLoss = e.freshLoss
+	}
+	queueGrows := e.decrease == 0 ||
+		(freshQueue >= 0 && freshQueue > e.leastQueue+float64(queueRise.Microseconds()))
 	switch {
-	case e.loss > lossDecrease && canDecrease:
+	case e.loss > lossDecrease && freshLoss > lossDecrease && canDecrease:
 		e.rate *= 1 - 0.5*e.loss
-		e.decrease, e.state = now, "loss"
-	case e.queue > float64(overuseDelay.Microseconds()) && received > 0 && canDecrease:
+		e.decreased(now, "loss")
+	case e.queue > float64(overuseDelay.Microseconds()) && queueGrows && received > 0 && canDecrease:
 		e.rate = min(e.rate, delayBackoff*received)
-		e.decrease, e.state = now, "delay"
+		e.decreased(now, "delay")
 	case e.loss < lossIncrease && e.queue < float64(normalDelay.Microseconds()):
 		dt := 1.0
 		if e.increase != 0 {
@@ -344,4 +407,10 @@ func (e *Estimator) control(now int64, received float64) {
 	}
 	e.increase = now
 	e.rate = min(max(e.rate, float64(e.cfg.Min)), float64(e.cfg.Max))
+}
+
+// decreased starts counting the packets sent from now on afresh.
+func (e *Estimator) decreased(now int64, state string) {
+	e.decrease, e.state = now, state
+	e.freshSeen, e.freshLoss, e.leastQueue = 0, 0, -1
 }

@@ -698,12 +698,16 @@ const audioReserve = 50_000
 // Congestion. The estimator's delay signal alone is not trusted below the starting
 // estimate: on a loaded host (or a busy browser) scheduling jitter looks like queueing
 // delay, and the estimator, which has no probing, climbs back at 8% a second at best (as
-// pion's GCC, used before decision 53, did). Loss is trusted: when
-// the subscriber's transport-wide feedback shows lossThreshold of its packets lost, the
-// estimate is followed all the way down, and for congestionHold after (doubling, up to
-// maxCongestionHold, when congestion comes back soon).
+// pion's GCC, used before decision 53, did). Loss is trusted, and so is a queue no
+// scheduling jitter makes: when the subscriber's transport-wide feedback shows
+// lossThreshold of its packets lost, or queueThreshold of queueing delay, the estimate is
+// followed all the way down, and for congestionHold after (doubling, up to
+// maxCongestionHold, when congestion comes back soon). A deep buffer on the way (tc's tbf
+// in the netns test holds 1.36 s at 100 kbit/s) queues for seconds before it drops
+// anything: waiting for loss sent the top layer into it and the audio behind it.
 const (
 	lossThreshold     = 0.02
+	queueThreshold    = 200 // ms
 	congestionHold    = 10 * time.Second
 	maxCongestionHold = 5 * time.Minute
 )
@@ -742,7 +746,7 @@ func (p *participant) estimate(now int64) (est int, congested bool) {
 	if p.twcc {
 		st := p.est.Stats()
 		est = st.Target
-		congested = p.congestion.observe(now, st.Loss >= lossThreshold)
+		congested = p.congestion.observe(now, st.Loss >= lossThreshold || st.QueueMs >= queueThreshold)
 		if !congested {
 			est = max(est, p.s.cfg.InitialBitrate)
 		}

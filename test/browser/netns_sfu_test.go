@@ -138,12 +138,22 @@ func TestNetnsSFULayers(t *testing.T) {
 	capAt := time.Now()
 	w := waitWidth(capped, "a lower layer under a 600 kbit/s cap", func(w int) bool { return w > 0 && w < 960 }, 30*time.Second)
 	t.Logf("capped at 600 kbit/s: %s receives %d px wide after %v", capped.name, w, time.Since(capAt).Round(100*time.Millisecond))
+	// And keeps it: the lower layer goes on being decoded (a paused video would keep the
+	// width of its last frame). Measured from 3 s after the lower layer came, when the
+	// estimator's reaction to the cap is over (decision 53: the queue a cut leaves drains
+	// for seconds).
 	time.Sleep(3 * time.Second)
-	cw := mustEval[received](capped.page, subscriberJS(clinicianID)).Width
+	lowStart := mustEval[received](capped.page, subscriberJS(clinicianID))
+	time.Sleep(3 * time.Second)
+	low := mustEval[received](capped.page, subscriberJS(clinicianID))
 	fw := mustEval[received](free.page, subscriberJS(clinicianID)).Width
 	logSFU(t, srv, r.visitID)
-	if cw >= 960 || fw != 960 {
-		t.Errorf("with a 600 kbit/s cap towards %s: %s receives %d px, %s (no cap) %d px; want a lower layer and the top layer", capped.name, capped.name, cw, free.name, fw)
+	t.Logf("capped at 600 kbit/s: %s decoded %d frames in 3 s, %d px wide", capped.name, low.Frames-lowStart.Frames, low.Width)
+	if low.Width >= 960 || fw != 960 {
+		t.Errorf("with a 600 kbit/s cap towards %s: %s receives %d px, %s (no cap) %d px; want a lower layer and the top layer", capped.name, capped.name, low.Width, free.name, fw)
+	}
+	if got := low.Frames - lowStart.Frames; got < 30 {
+		t.Errorf("with a 600 kbit/s cap towards %s: %d frames decoded in 3 s (want the lower layer going on, not the video paused)", capped.name, got)
 	}
 
 	// A heavy cap: the video pauses, the audio goes on.
