@@ -118,7 +118,7 @@ func TestCongestionHold(t *testing.T) {
 	now := int64(time.Hour)
 	lossy := func(d time.Duration) { // loss at every tick for d
 		for end := now + int64(d); now < end; now += tick {
-			if !c.observe(now, true) {
+			if !c.observe(now, true, false) {
 				t.Fatalf("not congested during the loss")
 			}
 		}
@@ -126,15 +126,21 @@ func TestCongestionHold(t *testing.T) {
 	// clearFor is how long, with no more loss, the subscriber stays congested.
 	clearFor := func() time.Duration {
 		start := now
-		for c.observe(now, false) {
+		for c.observe(now, false, false) {
 			now += tick
 		}
 		return time.Duration(now - start)
 	}
 	near := func(got, want time.Duration) bool { return got >= want-time.Second && got <= want+time.Second }
 
-	if c.observe(now, false) {
+	if c.observe(now, false, false) {
 		t.Fatal("congested before any loss")
+	}
+	for range 100 { // a queue on a link that lost nothing (a busy host's jitter, maybe)
+		if c.observe(now, false, true) {
+			t.Fatal("congested by a queue on a link that never lost a packet")
+		}
+		now += tick
 	}
 	lossy(20 * time.Second) // a long episode holds no longer than a short one
 	if got := clearFor(); !near(got, congestionHold) {
@@ -156,5 +162,18 @@ func TestCongestionHold(t *testing.T) {
 	lossy(time.Second)
 	if got := clearFor(); !near(got, congestionHold) {
 		t.Errorf("loss after a long quiet spell: congested %v more; want %v", got, congestionHold)
+	}
+
+	// A queue right after an episode (a deep buffer that has not dropped yet) counts as
+	// loss: congested again, for a doubled hold; long after, it does not.
+	if !c.observe(now, false, true) {
+		t.Error("a queue just after an episode: not congested")
+	}
+	if got := clearFor(); !near(got, 2*congestionHold) {
+		t.Errorf("a queue just after an episode: congested %v more; want %v", got, 2*congestionHold)
+	}
+	now += int64(4*congestionHold) + tick
+	if c.observe(now, false, true) {
+		t.Error("a queue long after the last loss: congested")
 	}
 }

@@ -698,13 +698,16 @@ const audioReserve = 50_000
 // Congestion. The estimator's delay signal alone is not trusted below the starting
 // estimate: on a loaded host (or a busy browser) scheduling jitter looks like queueing
 // delay, and the estimator, which has no probing, climbs back at 8% a second at best (as
-// pion's GCC, used before decision 53, did). Loss is trusted, and so is a queue no
-// scheduling jitter makes: when the subscriber's transport-wide feedback shows
-// lossThreshold of its packets lost, or queueThreshold of queueing delay, the estimate is
-// followed all the way down, and for congestionHold after (doubling, up to
-// maxCongestionHold, when congestion comes back soon). A deep buffer on the way (tc's tbf
-// in the netns test holds 1.36 s at 100 kbit/s) queues for seconds before it drops
-// anything: waiting for loss sent the top layer into it and the audio behind it.
+// pion's GCC, used before decision 53, did). Loss is trusted: when the subscriber's
+// transport-wide feedback shows lossThreshold of its packets lost, the estimate is followed
+// all the way down, and for congestionHold after (doubling, up to maxCongestionHold, when
+// congestion comes back soon). A queue of queueThreshold counts as loss does, but only on a
+// link that lost packets lately (during an episode, or within a hold after it): a deep
+// buffer on the way (tc's tbf in the netns test holds 1.36 s at 100 kbit/s) queues for
+// seconds before it drops anything, and when a hold ended there the top layer was sent
+// into it, the audio queued behind it; while four browsers on two cores, with no loss,
+// read 200 ms of queue in their feedback too (a fresh-clone CI run, where a queue that
+// counted on any link paused every video to one subscriber of TestSFUFourBrowsers).
 const (
 	lossThreshold     = 0.02
 	queueThreshold    = 200 // ms
@@ -723,9 +726,13 @@ type congestion struct {
 	hold  time.Duration
 }
 
-// observe notes one allocation tick (whether the feedback shows loss) and says whether the
-// subscriber counts as congested now.
-func (c *congestion) observe(now int64, lossy bool) bool {
+// observe notes one allocation tick (whether the feedback shows loss, and whether a long
+// queue) and says whether the subscriber counts as congested now. The queue counts as loss
+// during an episode and for a hold after it, and not on a link that has lost nothing lately.
+func (c *congestion) observe(now int64, lossy, queued bool) bool {
+	if queued && c.until != 0 && now < c.until+int64(c.hold) {
+		lossy = true
+	}
 	if lossy {
 		if now >= c.until { // a new episode
 			if c.until != 0 && now < c.until+int64(2*c.hold) {
@@ -746,7 +753,7 @@ func (p *participant) estimate(now int64) (est int, congested bool) {
 	if p.twcc {
 		st := p.est.Stats()
 		est = st.Target
-		congested = p.congestion.observe(now, st.Loss >= lossThreshold || st.QueueMs >= queueThreshold)
+		congested = p.congestion.observe(now, st.Loss >= lossThreshold, st.QueueMs >= queueThreshold)
 		if !congested {
 			est = max(est, p.s.cfg.InitialBitrate)
 		}
