@@ -118,7 +118,7 @@ func TestCongestionHold(t *testing.T) {
 	now := int64(time.Hour)
 	lossy := func(d time.Duration) { // loss at every tick for d
 		for end := now + int64(d); now < end; now += tick {
-			if !c.observe(now, true, false) {
+			if !c.observe(now, true, 0) {
 				t.Fatalf("not congested during the loss")
 			}
 		}
@@ -126,19 +126,23 @@ func TestCongestionHold(t *testing.T) {
 	// clearFor is how long, with no more loss, the subscriber stays congested.
 	clearFor := func() time.Duration {
 		start := now
-		for c.observe(now, false, false) {
+		for c.observe(now, false, 0) {
 			now += tick
 		}
 		return time.Duration(now - start)
 	}
 	near := func(got, want time.Duration) bool { return got >= want-time.Second && got <= want+time.Second }
 
-	if c.observe(now, false, false) {
+	if c.observe(now, false, 0) {
 		t.Fatal("congested before any loss")
 	}
-	for range 100 { // a queue on a link that lost nothing (a busy host's jitter, maybe)
-		if c.observe(now, false, true) {
-			t.Fatal("congested by a queue on a link that never lost a packet")
+	for i := range 100 { // a queue on a link that lost nothing (a busy host's jitter, maybe)
+		q := float64(queueThreshold)
+		if i%3 == 2 {
+			q = deepQueue // deep now and then, never for long
+		}
+		if c.observe(now, false, q) {
+			t.Fatalf("congested by a queue of %v ms on a link that never lost a packet", q)
 		}
 		now += tick
 	}
@@ -166,14 +170,27 @@ func TestCongestionHold(t *testing.T) {
 
 	// A queue right after an episode (a deep buffer that has not dropped yet) counts as
 	// loss: congested again, for a doubled hold; long after, it does not.
-	if !c.observe(now, false, true) {
+	if !c.observe(now, false, queueThreshold) {
 		t.Error("a queue just after an episode: not congested")
 	}
 	if got := clearFor(); !near(got, 2*congestionHold) {
 		t.Errorf("a queue just after an episode: congested %v more; want %v", got, 2*congestionHold)
 	}
 	now += int64(4*congestionHold) + tick
-	if c.observe(now, false, true) {
+	if c.observe(now, false, queueThreshold) {
 		t.Error("a queue long after the last loss: congested")
+	}
+
+	// A deep queue that lasts (a deep buffer filling, before it drops anything) counts on
+	// any link, once it has lasted deepQueueFor.
+	now += int64(4*maxCongestionHold) + tick
+	start := now
+	for !c.observe(now, false, deepQueue) {
+		if now += tick; now-start > int64(10*deepQueueFor) {
+			t.Fatal("a lasting deep queue: never congested")
+		}
+	}
+	if took := time.Duration(now - start); took < deepQueueFor {
+		t.Errorf("a deep queue congested after %v; want %v of it first", took, deepQueueFor)
 	}
 }

@@ -701,16 +701,21 @@ const audioReserve = 50_000
 // pion's GCC, used before decision 53, did). Loss is trusted: when the subscriber's
 // transport-wide feedback shows lossThreshold of its packets lost, the estimate is followed
 // all the way down, and for congestionHold after (doubling, up to maxCongestionHold, when
-// congestion comes back soon). A queue of queueThreshold counts as loss does, but only on a
-// link that lost packets lately (during an episode, or within a hold after it): a deep
-// buffer on the way (tc's tbf in the netns test holds 1.36 s at 100 kbit/s) queues for
-// seconds before it drops anything, and when a hold ended there the top layer was sent
-// into it, the audio queued behind it; while four browsers on two cores, with no loss,
-// read 200 ms of queue in their feedback too (a fresh-clone CI run, where a queue that
-// counted on any link paused every video to one subscriber of TestSFUFourBrowsers).
+// congestion comes back soon). A queue counts as loss does when it is one no scheduling
+// jitter makes: queueThreshold of it on a link that lost packets lately (during an
+// episode, or within a hold after it), or deepQueue of it, on any link, at every tick for
+// deepQueueFor. A deep buffer on the way (tc's tbf in the netns test holds 1.36 s at 100
+// kbit/s) queues for seconds before it drops anything: waiting for its loss sent the top
+// layer into it once a hold ended, and a lower layer into it when a link narrowed with no
+// loss before (a fresh-clone CI run: 13 frames and 160 audio packets of 200 in 4 s, the
+// queue 811 ms). But four browsers on two cores, with no loss, read 200 ms of queue in
+// their feedback too: counted on any link, it paused every video to one subscriber of
+// TestSFUFourBrowsers in another CI run.
 const (
 	lossThreshold     = 0.02
 	queueThreshold    = 200 // ms
+	deepQueue         = 400 // ms
+	deepQueueFor      = time.Second
 	congestionHold    = 10 * time.Second
 	maxCongestionHold = 5 * time.Minute
 )
@@ -722,15 +727,25 @@ const (
 // the loss went on, so 1.5 s of loss held the estimate down, and a paused video away, for
 // 5 minutes after the link had recovered.)
 type congestion struct {
-	until int64 // monotime: congested before this
-	hold  time.Duration
+	until    int64 // monotime: congested before this
+	hold     time.Duration
+	deepFrom int64 // monotime: the feedback has shown deepQueue at every tick since (0: not now)
 }
 
-// observe notes one allocation tick (whether the feedback shows loss, and whether a long
-// queue) and says whether the subscriber counts as congested now. The queue counts as loss
-// during an episode and for a hold after it, and not on a link that has lost nothing lately.
-func (c *congestion) observe(now int64, lossy, queued bool) bool {
-	if queued && c.until != 0 && now < c.until+int64(c.hold) {
+// observe notes one allocation tick (whether the feedback shows loss, and its queue in ms)
+// and says whether the subscriber counts as congested now.
+func (c *congestion) observe(now int64, lossy bool, queueMs float64) bool {
+	if queueMs >= deepQueue {
+		if c.deepFrom == 0 {
+			c.deepFrom = now
+		}
+	} else {
+		c.deepFrom = 0
+	}
+	switch {
+	case queueMs >= queueThreshold && c.until != 0 && now < c.until+int64(c.hold):
+		lossy = true // a link that lost packets lately
+	case c.deepFrom != 0 && now-c.deepFrom >= int64(deepQueueFor):
 		lossy = true
 	}
 	if lossy {
@@ -753,7 +768,7 @@ func (p *participant) estimate(now int64) (est int, congested bool) {
 	if p.twcc {
 		st := p.est.Stats()
 		est = st.Target
-		congested = p.congestion.observe(now, st.Loss >= lossThreshold, st.QueueMs >= queueThreshold)
+		congested = p.congestion.observe(now, st.Loss >= lossThreshold, st.QueueMs)
 		if !congested {
 			est = max(est, p.s.cfg.InitialBitrate)
 		}
