@@ -702,7 +702,7 @@ const audioReserve = 50_000
 // transport-wide feedback shows lossThreshold of its packets lost, the estimate is followed
 // all the way down, and for congestionHold after (doubling, up to maxCongestionHold, when
 // congestion comes back soon). A queue counts as loss does when it is one no scheduling
-// jitter makes: queueThreshold of it on a link that lost packets lately (during an
+// jitter makes: queueThreshold of it on a link that was congested lately (during an
 // episode, or within a hold after it), or deepQueue of it, on any link, at every tick for
 // deepQueueFor. A deep buffer on the way (tc's tbf in the netns test holds 1.36 s at 100
 // kbit/s) queues for seconds before it drops anything: waiting for its loss sent the top
@@ -744,7 +744,7 @@ func (c *congestion) observe(now int64, lossy bool, queueMs float64) bool {
 	}
 	switch {
 	case queueMs >= queueThreshold && c.until != 0 && now < c.until+int64(c.hold):
-		lossy = true // a link that lost packets lately
+		lossy = true // a link congested lately
 	case c.deepFrom != 0 && now-c.deepFrom >= int64(deepQueueFor):
 		lossy = true
 	}

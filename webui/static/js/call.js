@@ -121,11 +121,11 @@ const AUDIO_ONLY_MS = 1500;
  *
  * streams: by participant id (camera and microphone) or "<id>.screen"; readyAt: when each
  * peer's media first arrived through the SFU (its tile swapped then); peerReady: peers that
- * said they receive us through the SFU; sizes: the last video_size sent, by "<id> <source>"; paused: the videos
- * (keys as in streams) the SFU paused for want of bandwidth on our link, pubPaused those
- * their publishers paused for want of it on theirs (video_paused); gate: whether we pause
- * our video on pub for want of bandwidth on our link (audiofirst.js); cameraLayers: the
- * camera's layers the SFU last asked for (layers; null: all).
+ * said they receive us through the SFU; sizes: the last video_size sent, by "<id> <source>";
+ * paused: the videos (keys as in streams) the SFU paused for want of bandwidth on our link,
+ * pubPaused those their publishers paused for want of it on theirs (video_paused); gate:
+ * whether we pause our video on pub for want of bandwidth on our link (audiofirst.js);
+ * cameraLayers: the camera's layers the SFU last asked for (layers; null: all).
  */
 
 /**
