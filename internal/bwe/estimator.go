@@ -292,12 +292,7 @@ func (e *Estimator) OnFeedback(pkt []byte, now int64) error {
 		return nil
 	}
 	// Loss, averaged over time.
-	ratio := float64(lost) / float64(total)
-	w := 1.0
-	if e.lossAt != 0 {
-		w = 1 - math.Exp(-float64(now-e.lossAt)/float64(lossTau))
-	}
-	e.loss += w * (ratio - e.loss)
+	e.loss = averaged(e.loss, float64(lost)/float64(total), now-e.lossAt, e.lossAt == 0)
 	e.lossAt = now
 	// Queueing delay, smoothed per feedback.
 	if nq > 0 {
@@ -312,12 +307,7 @@ func (e *Estimator) OnFeedback(pkt []byte, now int64) error {
 	}
 	// The same for the packets sent since the last decrease.
 	if e.fSeen > 0 {
-		r := float64(e.fLost) / float64(e.fSeen)
-		if e.freshSeen == 0 {
-			e.freshLoss = r
-		} else {
-			e.freshLoss += (1 - math.Exp(-float64(now-e.freshLossAt)/float64(lossTau))) * (r - e.freshLoss)
-		}
+		e.freshLoss = averaged(e.freshLoss, float64(e.fLost)/float64(e.fSeen), now-e.freshLossAt, e.freshSeen == 0)
 		e.freshSeen += e.fSeen
 		e.freshLossAt = now
 	}
@@ -407,6 +397,15 @@ func (e *Estimator) control(now int64, received, freshQueue float64) {
 	}
 	e.increase = now
 	e.rate = min(max(e.rate, float64(e.cfg.Min)), float64(e.cfg.Max))
+}
+
+// averaged is avg moved towards r, the loss of one feedback, by the weight lossTau gives
+// the time since the last update (ns); first: there is no average yet, r is it.
+func averaged(avg, r float64, since int64, first bool) float64 {
+	if first {
+		return r
+	}
+	return avg + (1-math.Exp(-float64(since)/float64(lossTau)))*(r-avg)
 }
 
 // decreased starts counting the packets sent from now on afresh.
