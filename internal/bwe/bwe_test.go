@@ -542,3 +542,98 @@ func TestSlot(t *testing.T) {
 		}
 	}
 }
+
+// rateSim sends at a rate of its caller's choosing through l whatever the estimate, with
+// feedback every 100 ms as sim's receiver gives it: what a forwarder probing the path
+// sends (its media and padding).
+type rateSim struct {
+	t        *testing.T
+	e        *Estimator
+	l        *link
+	rec      *twcc.Recorder
+	inFlight []struct {
+		seq uint16
+		at  int64
+	}
+	seq       uint16
+	now, next int64 // us
+}
+
+// run sends rate (bit/s) for d in packets of size bytes and returns the share lost.
+func (s *rateSim) run(rate float64, size int, d time.Duration) float64 {
+	s.t.Helper()
+	if s.rec == nil {
+		s.rec = twcc.NewRecorder(1)
+	}
+	sent, lost := 0, 0
+	s.next = max(s.next, s.now)
+	for end := s.now + d.Microseconds(); s.now < end; s.now += 1000 {
+		for ; s.next <= s.now; s.next += int64(float64(size*8) / rate * 1e6) {
+			s.e.Sent(s.seq, size, s.now*1000)
+			if at, ok := s.l.pass(s.now, size); ok {
+				s.inFlight = append(s.inFlight, struct {
+					seq uint16
+					at  int64
+				}{s.seq, at})
+			} else {
+				lost++
+			}
+			sent++
+			s.seq++
+		}
+		for len(s.inFlight) > 0 && s.inFlight[0].at <= s.now {
+			s.rec.Record(7, s.inFlight[0].seq, s.inFlight[0].at)
+			s.inFlight = s.inFlight[1:]
+		}
+		if s.now%100_000 == 0 {
+			for _, p := range s.rec.BuildFeedbackPacket() {
+				b, err := p.Marshal()
+				if err != nil {
+					s.t.Fatal(err)
+				}
+				if err := s.e.OnFeedback(b, s.now*1000); err != nil {
+					s.t.Fatal(err)
+				}
+			}
+		}
+	}
+	return float64(lost) / float64(max(sent, 1))
+}
+
+// probeQueueStop is the queue (ms) at which the SFU's prober stops (internal/sfu).
+const probeQueueStop = 20
+
+// TestEstimatorFollowsProbe: an estimate held low (after a cut, growth capped by what the
+// lowest layer sends) rises to what a probe carries through the path without loss or
+// queue, within the second or so the received rate is measured over; a probe past the
+// path's capacity, stopped once the queue shows (as the SFU's prober stops it), leaves
+// the estimate under that capacity and well above the lowest layer.
+func TestEstimatorFollowsProbe(t *testing.T) {
+	e := New(Config{Initial: 1_500_000})
+	s := &rateSim{t: t, e: e, l: &link{rate: 600_000, limit: tbfLimit(600_000)}, now: 1_000_000}
+	s.run(1_200_000, 1200, 2*time.Second) // over the cap: cut
+	s.run(150_000, 600, 10*time.Second)   // the lowest layer: drained, growth capped
+	low := e.Stats()
+	if low.Cuts == 0 || low.Target > 400_000 {
+		t.Fatalf("after the lowest layer alone for 10 s: %v (want a cut, and growth held under 400 kbit/s)", low)
+	}
+	loss := s.run(500_000, 300, 1500*time.Millisecond) // a probe that fits
+	probed := e.Stats()
+	t.Logf("held: %v; probed at 500 kbit/s: %v, loss %.1f%%", low, probed, 100*loss)
+	if probed.Target < 450_000 || probed.Cuts != low.Cuts || loss != 0 {
+		t.Errorf("a 500 kbit/s probe of a 600 kbit/s path: %v, loss %.3f (want at least 450 kbit/s, no cut)", probed, loss)
+	}
+	s.run(150_000, 600, 5*time.Second)
+	// Past the capacity, stopped once the queue shows.
+	start := s.now
+	for s.now < start+1_500_000 && e.Stats().QueueMs < probeQueueStop {
+		s.run(900_000, 300, 20*time.Millisecond)
+	}
+	stopped := time.Duration(s.now-start) * time.Microsecond
+	loss = s.run(150_000, 600, 3*time.Second)
+	over := e.Stats()
+	t.Logf("probed at 900 kbit/s, stopped after %v: %v; loss after it %.1f%%", stopped, over, 100*loss)
+	if over.Target > 600_000 || over.Target < 300_000 || stopped > time.Second || loss != 0 {
+		t.Errorf("a 900 kbit/s probe of a 600 kbit/s path, stopped after %v: %v, loss after %.3f (want the estimate under 600 kbit/s and over 300, nothing lost)", stopped, over, loss)
+	}
+}

@@ -46,7 +46,11 @@ type Config struct {
 //   - growth: with little loss and no queue (under normalDelay), multiplicative, 8% a
 //     second, never above 1.5 times the received rate plus growthHeadroom (a forwarder
 //     sends what its layers are, not what the estimate allows: without the cap an idle
-//     estimate would climb without bound).
+//     estimate would climb without bound); and at least the received rate, which the path
+//     has just carried with neither loss nor queue (nor any packet reported missing and
+//     waiting out its grace). A forwarder that wants more than its
+//     layers send learns it so: it probes (sends padding besides the media; the SFU's
+//     prober) and the estimate follows what arrived.
 const (
 	lossTau        = 300 * time.Millisecond
 	lossDecrease   = 0.10
@@ -147,6 +151,7 @@ type Estimator struct {
 	nowUs        int64 // OnFeedback's time, for countLost
 	increase     int64 // the last growth step (monotonic ns)
 	state        string
+	cuts         int // decreases so far
 
 	stats atomic.Pointer[Stats]
 }
@@ -158,6 +163,7 @@ type Stats struct {
 	Loss     float64 // averaged loss, 0..1
 	QueueMs  float64 // smoothed queueing delay
 	State    string  // what the last feedback did: start, grow, hold, delay, loss
+	Cuts     int     // decreases (delay or loss) so far
 }
 
 func (s Stats) String() string {
@@ -320,7 +326,7 @@ func (e *Estimator) OnFeedback(pkt []byte, now int64) error {
 	}
 	received := e.receivedRate()
 	e.control(now, received, freshQueue)
-	e.stats.Store(&Stats{Target: int(e.rate), Received: int(received), Loss: e.loss, QueueMs: e.queue / 1000, State: e.state})
+	e.stats.Store(&Stats{Target: int(e.rate), Received: int(received), Loss: e.loss, QueueMs: e.queue / 1000, State: e.state, Cuts: e.cuts})
 	return nil
 }
 
@@ -390,6 +396,9 @@ func (e *Estimator) control(now int64, received, freshQueue float64) {
 		if received > 0 {
 			grown = min(grown, max(e.rate, 1.5*received+growthHeadroom))
 		}
+		if e.missSize == 0 { // nothing reported missing is waiting out its grace
+			grown = max(grown, received)
+		}
 		e.rate = grown
 		e.state = "grow"
 	default:
@@ -411,5 +420,6 @@ func averaged(avg, r float64, since int64, first bool) float64 {
 // decreased starts counting the packets sent from now on afresh.
 func (e *Estimator) decreased(now int64, state string) {
 	e.decrease, e.state = now, state
+	e.cuts++
 	e.freshSeen, e.freshLoss, e.leastQueue = 0, 0, -1
 }

@@ -132,6 +132,11 @@ type writerState struct {
 	lastPic  uint16
 	lastTL0  uint8
 	lastWall int64
+	// sinceGap counts the frames ended whole (up to 2) since a packet was skipped (or since
+	// the first); padOK: the last packet written ended a frame, and it and the one before
+	// arrived whole, so padding may follow it (the prober's pad).
+	sinceGap int
+	padOK    bool
 	// Counted here and added to the metrics in batches.
 	fwdPackets, fwdBytes int
 	// For the sender reports: packets and payload bytes written (retransmissions too, as
@@ -472,6 +477,13 @@ func (d *downTrack) send(p *packet, b *binding, payload []byte, pic uint16, tl0 
 	seq := p.hdr.SequenceNumber + w.seqOff
 	ts := p.hdr.Timestamp + w.tsOff
 	if d.newer(p) {
+		if w.sent && seq != w.lastSeq+1 {
+			w.sinceGap = -1 // a packet skipped (lost on the way in, or late): this frame is not whole
+		}
+		if p.hdr.Marker {
+			w.sinceGap = min(w.sinceGap+1, 2)
+		}
+		w.padOK = p.hdr.Marker && w.sinceGap == 2
 		w.lastSeq, w.lastTS, w.lastWall = seq, ts, p.arrival
 		w.sent = true
 	}

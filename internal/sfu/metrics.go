@@ -21,6 +21,8 @@ type Metrics struct {
 	receivePath      *prometheus.CounterVec
 	dropReceiveQueue prometheus.Counter
 	subscribers      *prometheus.GaugeVec
+	padding          prometheus.Counter
+	probes           *prometheus.CounterVec
 }
 
 type kindCounters struct{ packets, bytes prometheus.Counter }
@@ -79,13 +81,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "bedside_sfu_pub_connections_total",
 			Help: "Publishers' connections by the path their media took once connected: direct (read and decrypted by the SFU's socket reader) or pion (pion's ICE connection and SRTP session).",
 		}, []string{"receive_path"}),
+		padding: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bedside_sfu_padding_packets_total",
+			Help: "Padding-only packets the SFU sent to subscribers to probe their links (decision 68).",
+		}),
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bedside_sfu_probes_total",
+			Help: "Probes of subscribers' links for a higher video layer, by result: raised (the estimate reached what the layer needs) or failed (a queue, loss or the time ran out).",
+		}, []string{"result"}),
 		subscribers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "bedside_sfu_visit_subscribers",
 			Help: "Participants receiving through the SFU, per visit in SFU mode.",
 		}, []string{"visit"}),
 	}
 	if reg != nil {
-		reg.MustRegister(fwdPackets, fwdBytes, dropped, m.layerSwitches, m.keyframeRequests, m.retransmitted, m.nackMissed, m.nacksSent, m.feedbackInvalid, m.sendPath, m.receivePath, m.subscribers)
+		reg.MustRegister(fwdPackets, fwdBytes, dropped, m.layerSwitches, m.keyframeRequests, m.retransmitted, m.nackMissed, m.nacksSent, m.feedbackInvalid, m.sendPath, m.receivePath, m.subscribers, m.padding, m.probes)
 	}
 	return m
 }

@@ -150,6 +150,7 @@ type participant struct {
 	speaker     string
 	connected   bool
 	congestion  congestion // remembers loss for the layer choice
+	probe       prober     // sends padding to learn whether a higher layer fits (probe.go)
 	goneTimer   *time.Timer
 	readers     sync.WaitGroup // the readers of this participant's publications
 	rtcpReaders sync.WaitGroup // pub receivers' RTCP readers
@@ -198,6 +199,11 @@ func (p *participant) run() {
 	phase := tickSlot(allocateEvery)
 	alloc := time.NewTimer(untilSlot(allocateEvery, phase))
 	defer alloc.Stop()
+	defer func() {
+		if p.probe.timer != nil {
+			p.probe.timer.Stop()
+		}
+	}()
 	// The feedback to the publisher: its timer runs once there is a pub connection (a
 	// participant who only receives, most of them in a large visit, never wakes for it).
 	fbPhase := tickSlot(feedbackEvery)
@@ -242,6 +248,8 @@ func (p *participant) run() {
 		case <-fbC:
 			fb.Reset(untilSlot(feedbackEvery, fbPhase))
 			p.sendFeedback()
+		case <-p.probe.c():
+			p.probeStep(monotime())
 		case <-alloc.C:
 			alloc.Reset(untilSlot(allocateEvery, phase))
 			p.allocate()
@@ -594,6 +602,9 @@ func (p *participant) unsubscribe(up *upTrack) {
 		return
 	}
 	delete(p.subs, up)
+	if p.probe.d == d {
+		p.stopProbe(monotime(), probeEnded)
+	}
 	up.removeDown(d)
 	if err := p.sub.RemoveTrack(d.sender); err != nil {
 		p.log.Debug("sfu: remove track", "err", err)
@@ -697,8 +708,8 @@ const audioReserve = 50_000
 
 // Congestion. The estimator's delay signal alone is not trusted below the starting
 // estimate: on a loaded host (or a busy browser) scheduling jitter looks like queueing
-// delay, and the estimator, which has no probing, climbs back at 8% a second at best (as
-// pion's GCC, used before decision 53, did). Loss is trusted: when the subscriber's
+// delay, and the estimator climbs back at 8% a second at best (as pion's GCC, used before
+// decision 53, did), probing only while the estimate is followed (probe.go). Loss is trusted: when the subscriber's
 // transport-wide feedback shows lossThreshold of its packets lost, the estimate is followed
 // all the way down, and for congestionHold after (doubling, up to maxCongestionHold, when
 // congestion comes back soon). A queue counts as loss does when it is one no scheduling
@@ -839,6 +850,7 @@ func (p *participant) allocate() {
 			p.sink().VideoPaused(d.up.publisher, d.up.source, paused)
 		}
 	}
+	p.probeLayers(now, est, congested, budget, ds, downs, targets)
 }
 
 // --- sender reports ------------------------------------------------------------------------

@@ -69,7 +69,13 @@ type RoomStats struct {
 	// (decision 55); RTCPByPion the reads of its down tracks from pion's path instead (a
 	// datagram pion gives to two tracks counts twice).
 	RTCPDirect, RTCPByPion map[string]int64
+	// Probes are each subscriber's probes for a higher layer (decision 68): how many
+	// raised the estimate to what the layer needs, and how many did not.
+	Probes map[string]ProbeStats
 }
+
+// ProbeStats counts a subscriber's probes.
+type ProbeStats struct{ Raised, Failed int }
 
 // Stats returns a snapshot of a visit's room (zero when it has none).
 func (s *SFU) Stats(visitID string) RoomStats {
@@ -79,7 +85,7 @@ func (s *SFU) Stats(visitID string) RoomStats {
 	}
 	ups, ps := r.snapshot()
 	out := RoomStats{Estimates: map[string]int{}, Estimators: map[string]bwe.Stats{}, Direct: map[string]int64{}, Received: map[string]int64{}, ReceivedByPion: map[string]int64{},
-		RTCPDirect: map[string]int64{}, RTCPByPion: map[string]int64{}}
+		RTCPDirect: map[string]int64{}, RTCPByPion: map[string]int64{}, Probes: map[string]ProbeStats{}}
 	now := monotime()
 	for _, up := range ups {
 		pub := Publication{Participant: up.publisher, Source: up.source}
@@ -120,6 +126,7 @@ func (s *SFU) Stats(visitID string) RoomStats {
 		out.Estimates[p.id] = int(p.lastEstimate.Load())
 		if p.subscribing.Load() {
 			out.Estimators[p.id] = p.est.Stats()
+			out.Probes[p.id] = ProbeStats{Raised: int(p.probe.raised.Load()), Failed: int(p.probe.failed.Load())}
 		}
 		if tx := p.direct.Load(); tx != nil {
 			out.Direct[p.id] = tx.sent.Load()

@@ -155,6 +155,13 @@ func TestNetnsSFULayers(t *testing.T) {
 	if got := low.Frames - lowStart.Frames; got < 30 {
 		t.Errorf("with a 600 kbit/s cap towards %s: %d frames decoded in 3 s (want the lower layer going on, not the video paused)", capped.name, got)
 	}
+	// The link carries the middle layer (480 px, about 330 kbit/s) with room to spare: the
+	// SFU's probes (decision 68) find that out, whichever layer the estimator's answer to
+	// the cap left.
+	mid := time.Now()
+	waitWidth(capped, "the middle layer, which a 600 kbit/s link carries", func(w int) bool { return w == 480 }, 30*time.Second)
+	t.Logf("capped at 600 kbit/s: %s receives the middle layer after %v more", capped.name, time.Since(mid).Round(100*time.Millisecond))
+	logSFU(t, srv, r.visitID)
 
 	// A heavy cap: the video pauses, the audio goes on.
 	n.shape("toa", "")

@@ -535,7 +535,7 @@ func logSFU(t testing.TB, srv *apptest.Server, visitID string) {
 			s.Target, s.Current, s.Desired, st.Estimates[s.Subscriber]/1000)
 	}
 	for id, e := range st.Estimators {
-		t.Logf("SFU estimator for %s: %v", id, e)
+		t.Logf("SFU estimator for %s: %v; probes %+v", id, e, st.Probes[id])
 	}
 	t.Logf("SFU packets sent by the direct path: %v", st.Direct)
 	t.Logf("SFU packets received by the direct path: %v, by pion's: %v", st.Received, st.ReceivedByPion)

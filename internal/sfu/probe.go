@@ -1,0 +1,241 @@
+package sfu
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Probing (design decision 68). A subscriber whose estimate is followed below the
+// starting one (congestion: decision 40) gets no more than its layers send, and the
+// estimator's growth is capped by what arrives (1.5 times it plus 100 kbit/s): on a link
+// that narrowed and then settled, the estimate never reaches the next layer up, though the
+// link carries it (a 600 kbit/s link kept the lowest of a camera's layers, 120 kbit/s,
+// where the middle one, 330 kbit/s, fits). So the SFU probes: when a video track it
+// forwards could go a layer up if the estimate were higher, and the link is calm (no
+// loss, no queue), it sends padding-only packets beside that track's media, paced and
+// rising over probeRamp from nothing to what makes the subscriber receive a little more
+// than the estimate the next layer needs. The estimator follows what arrives with neither
+// loss nor queue (internal/bwe); once the estimate reaches that need, the allocator raises
+// the layer as it would anyway. A probe stops at once when the feedback shows a queue
+// (probeStopQueue), loss or a cut, and after probeLength in any case; one that failed
+// holds the next off for probeBackoff, doubling up to maxProbeBackoff. The ramp is what
+// keeps a probe of a link that cannot carry the next layer harmless: the queue shows when
+// the rate has just passed the link's, not at a step past it (a step to a top layer's
+// need, three times a 600 kbit/s link, filled its buffer before the feedback told, and
+// the audio would have been lost with the padding). Only a layer that flows is raised this way: a video
+// paused for want of bandwidth comes back when the congestion hold ends, as before, so a
+// link that carries the audio alone is not filled with padding.
+//
+// Padding goes after the last packet of a frame that arrived whole (and the one before it
+// too): its sequence numbers come next, and the track's media after it is numbered on;
+// a packet of the publisher's from before the padding that arrives after it (a late
+// retransmission) is no longer forwarded, since its number is taken. Each padding packet
+// has its own transport-wide number, so the estimator sees it as it sees media. Padding
+// carries no payload: nothing of a frame is read or sent (end-to-end encryption is
+// untouched), and the subscriber's NACK for a padding packet finds nothing to resend.
+const (
+	probeLength     = 3 * time.Second
+	probeRamp       = 1500 * time.Millisecond
+	probeTick       = 10 * time.Millisecond
+	probeStopQueue  = 20 // ms
+	probeCalmQueue  = 10 // ms: the queue under which a probe may start (the estimator's normalDelay)
+	probeBackoff    = 5 * time.Second
+	maxProbeBackoff = time.Minute
+	// probeMargin: a probe aims this much above the estimate the next layer needs, so that
+	// the estimate, which follows what arrives, reaches the need.
+	probeMargin = 1.05
+	// maxPadding is a padding packet's most padding bytes (RTP's padding count is one byte).
+	maxPadding = 255
+	// maxProbeBurst is the most padding owed at once, in time at the probe's rate: a
+	// step that could not send (the track mid-frame) does not make a burst later.
+	maxProbeBurst = 30 * time.Millisecond
+)
+
+// prober is a subscriber's probe: owned by the participant's goroutine.
+type prober struct {
+	d       *downTrack  // the video track padded (nil: no probe under way)
+	need    int         // the estimate the next layer needs (bit/s)
+	rate    float64     // padding at the top of the ramp, bit/s
+	start   int64       // monotime: the probe began
+	cuts    int         // the estimator's cuts when the probe started
+	until   int64       // monotime: the probe ends
+	last    int64       // monotime: the last padding step
+	credit  float64     // padding owed, bytes on the wire
+	timer   *time.Timer // the padding steps (nil until the first probe)
+	next    int64       // monotime: no probe starts before this
+	backoff time.Duration
+
+	raised, failed atomic.Int32 // probes that reached their need, and those that did not (Stats)
+}
+
+// c is the timer's channel while a probe is under way, else nil.
+func (pr *prober) c() <-chan time.Time {
+	if pr.d == nil {
+		return nil
+	}
+	return pr.timer.C
+}
+
+// probeLayers runs at each allocation tick after the layers are chosen: it ends a probe that
+// reached its need, failed or ran out of time, and starts one when a flowing video layer
+// could go up with a higher estimate and the link is calm. est, congested and budget are
+// what allocate used, ds and downs its demands and their tracks, targets its choice.
+func (p *participant) probeLayers(now int64, est int, congested bool, budget int, ds []videoDemand, downs []*downTrack, targets []int) {
+	pr := &p.probe
+	if !p.twcc {
+		return
+	}
+	st := p.est.Stats()
+	if pr.d != nil {
+		switch {
+		case !congested: // the estimate is no longer followed down: nothing to learn
+			p.stopProbe(now, probeEnded)
+		case st.Target >= pr.need:
+			p.stopProbe(now, probeRaised)
+		case p.probeFailing() || now >= pr.until:
+			p.stopProbe(now, probeFailed)
+		}
+		return
+	}
+	if !congested || now < pr.next || st.State != "grow" || st.Loss >= lossThreshold ||
+		st.QueueMs >= probeCalmQueue || st.Received <= 0 {
+		return
+	}
+	i, need := probeNeed(est, budget, ds, downs, targets)
+	if i < 0 {
+		return
+	}
+	pr.d, pr.need, pr.cuts = downs[i], need, st.Cuts
+	pr.rate = max(float64(need)*probeMargin-float64(st.Received), 10_000)
+	pr.start, pr.until, pr.last, pr.credit = now, now+int64(probeLength), now, 0
+	if pr.timer == nil {
+		pr.timer = time.NewTimer(probeTick)
+	} else {
+		pr.timer.Reset(probeTick)
+	}
+	p.log.Debug("sfu: probing", "need_kbps", need/1000, "padding_kbps", int(pr.rate/1000), "estimator", st.String())
+}
+
+// probeNeed finds the least estimate, in steps of 5% up to four times est, at which
+// the allocator would raise a layer that flows now (the switch to it done): that track's
+// index in downs and the estimate, or -1. budget, ds and targets are what allocate was
+// given and chose with est.
+func probeNeed(est, budget int, ds []videoDemand, downs []*downTrack, targets []int) (int, int) {
+	for f := 1.05; f <= 4; f *= 1.05 {
+		need := int(float64(est) * f)
+		raised := allocate(budget+(need-est)*95/100, ds, false)
+		for i, d := range downs {
+			if targets[i] >= 0 && raised[i] > targets[i] && d.current.Load() == int32(targets[i]) {
+				return i, need
+			}
+		}
+	}
+	return -1, 0
+}
+
+// probeFailing says whether the feedback since the probe started shows it too much:
+// a queue, loss, or a cut.
+func (p *participant) probeFailing() bool {
+	st := p.est.Stats()
+	return st.Cuts != p.probe.cuts || st.QueueMs >= probeStopQueue || st.Loss >= lossThreshold
+}
+
+// How a probe ended.
+const (
+	probeRaised = iota // the estimate reached its need
+	probeFailed        // a queue, loss or a cut showed, or its time ran out
+	probeEnded         // not needed any more: the congestion hold ended, its track went
+)
+
+// stopProbe ends the probe under way.
+func (p *participant) stopProbe(now int64, how int) {
+	pr := &p.probe
+	if pr.d == nil {
+		return
+	}
+	pr.d = nil
+	pr.timer.Stop()
+	switch how {
+	case probeEnded:
+		return
+	case probeRaised:
+		pr.raised.Add(1)
+		p.s.m.probes.WithLabelValues("raised").Inc()
+		pr.backoff = 0
+		pr.next = now + int64(probeBackoff) // the raised layer's key frame and a settled estimate first
+		return
+	}
+	pr.failed.Add(1)
+	p.s.m.probes.WithLabelValues("failed").Inc()
+	pr.backoff = min(max(2*pr.backoff, probeBackoff), maxProbeBackoff)
+	pr.next = now + int64(pr.backoff)
+	p.log.Debug("sfu: probe stopped", "need_kbps", pr.need/1000, "estimator", p.est.Stats().String(), "next_in", pr.backoff)
+}
+
+// probeStep sends the padding owed since the last step (the probe timer fired, at now).
+func (p *participant) probeStep(now int64) {
+	pr := &p.probe
+	if pr.d == nil {
+		return
+	}
+	if p.probeFailing() {
+		p.stopProbe(now, probeFailed)
+		return
+	}
+	rate := pr.rate * min(float64(now-pr.start)/float64(probeRamp), 1)
+	pr.credit += rate / 8 * float64(now-pr.last) / float64(time.Second)
+	pr.credit = min(pr.credit, rate/8*maxProbeBurst.Seconds())
+	pr.last = now
+	for pr.credit >= rtpOverhead+maxPadding/2 {
+		n := min(int(pr.credit)-rtpOverhead, maxPadding)
+		if !pr.d.pad(n) {
+			break
+		}
+		pr.credit -= float64(n + rtpOverhead)
+	}
+	pr.timer.Reset(probeTick)
+}
+
+// pad writes one padding-only packet with n bytes of padding (1 to maxPadding) after the
+// last packet written, for the prober. It does not when the track cannot take one now:
+// closed, not bound, without transport-wide numbers, nothing forwarded, or the last packet
+// written did not end a frame that (with the one before it) arrived whole.
+func (d *downTrack) pad(n int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	select {
+	case <-d.done:
+		return false
+	default:
+	}
+	b := d.bind.Load()
+	w := &d.w
+	if b == nil || b.twccID == 0 || !w.sent || w.cur < 0 || !w.padOK {
+		return false
+	}
+	n = min(max(n, 1), maxPadding)
+	// The padding takes the next number; the media goes on after it. A packet from before
+	// it would now be numbered into it: no longer forwarded (write drops what precedes
+	// segStart).
+	w.segStart = w.lastSeq - w.seqOff + 1
+	w.seqOff++
+	w.lastSeq++
+	twcc := uint16(d.sub.twccSeq.Add(1))
+	h := d.header(b, w.lastSeq, w.lastTS, twcc, false)
+	h.Padding = true
+	var buf [maxPadding]byte
+	buf[n-1] = byte(n)
+	at, err := d.writeRTP(b, h, buf[:n])
+	if err != nil {
+		d.m.dropWriteError.Inc()
+		return false
+	}
+	w.srOctets -= uint32(n) // padding is not payload (RFC 3550's octet count)
+	d.sub.est.Sent(twcc, n+rtpOverhead, at)
+	if e := &w.sentVideo[w.lastSeq%nackBuffer]; e.p != nil {
+		e.p.release()
+		*e = sentPacket{}
+	}
+	d.m.padding.Inc()
+	return true
+}

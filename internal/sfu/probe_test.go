@@ -1,0 +1,227 @@
+package sfu
+
+import (
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/bedside/bedside/internal/bwe"
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+)
+
+// TestPadding: the prober's padding goes after a frame received whole, never inside a
+// frame nor after one with a packet missing; it takes the next sequence numbers and the
+// media goes on after it without a gap (the subscriber sees one stream); each padding
+// packet has the padding bit, its count in its last byte, no payload, the last frame's
+// timestamp and its own transport-wide number; a packet from before the padding that
+// arrives after it is not forwarded (its number is taken); a NACK for a padding packet
+// resends nothing.
+func TestPadding(t *testing.T) {
+	_, d, w := testTrack(t, webrtc.RTPCodecTypeVideo)
+	b := *d.bind.Load()
+	b.twccID = 5
+	d.bind.Store(&b)
+	defer d.forgetSent()
+	g := &frameGen{seq: 100, ts: 1000, pic: 7, packets: 3, keyEvery: 0, fill: zeros}
+	write := func(ps []*packet) {
+		for _, p := range ps {
+			d.write(p)
+			p.release()
+		}
+	}
+	if d.pad(100) {
+		t.Fatal("padding before anything was forwarded")
+	}
+	f := g.frame()
+	write(f[:2])
+	if d.pad(100) {
+		t.Fatal("padding inside a frame")
+	}
+	write(f[2:])
+	if d.pad(100) {
+		t.Fatal("padding after the first frame (the one before it is not known whole)")
+	}
+	write(g.frame())
+	if !d.pad(100) || !d.pad(255) {
+		t.Fatal("no padding after two whole frames")
+	}
+	// A frame with a packet missing (lost on the way in): no padding after it, nor after
+	// the next; after the one after that, padding again.
+	f = g.frame()
+	late := f[1]
+	write([]*packet{f[0], f[2]})
+	write(g.frame())
+	if d.pad(100) {
+		t.Fatal("padding after a frame whose packet is missing, and the next")
+	}
+	write(g.frame())
+	if !d.pad(60) {
+		t.Fatal("no padding two whole frames after a gap")
+	}
+	// The packet missing arrives now: from before the padding, it is not forwarded.
+	n := len(w.out)
+	d.write(late)
+	late.release()
+	if len(w.out) != n {
+		t.Error("a packet from before the padding was forwarded after it")
+	}
+	write(g.frame())
+
+	var seqs []uint16
+	var paddings int
+	var twcc uint16
+	for i, s := range w.out {
+		seqs = append(seqs, s.hdr.SequenceNumber)
+		ext := s.hdr.GetExtension(5)
+		if len(ext) != 2 {
+			t.Fatalf("packet %d without a transport-wide number", i)
+		}
+		if n := uint16(ext[0])<<8 | uint16(ext[1]); n != twcc+1 {
+			t.Errorf("packet %d: transport-wide number %d after %d", i, n, twcc)
+		} else {
+			twcc = n
+		}
+		if !s.hdr.Padding {
+			continue
+		}
+		paddings++
+		prev := w.out[i-1]
+		if s.hdr.Timestamp != prev.hdr.Timestamp || s.hdr.Marker || len(s.payload) == 0 || int(s.payload[len(s.payload)-1]) != len(s.payload) {
+			t.Errorf("padding packet %d: timestamp %d (before it %d), marker %v, %d bytes ending in %d", i, s.hdr.Timestamp, prev.hdr.Timestamp, s.hdr.Marker, len(s.payload), s.payload[len(s.payload)-1])
+		}
+		if !prev.hdr.Padding && !prev.hdr.Marker {
+			t.Errorf("padding packet %d after a packet that did not end a frame", i)
+		}
+	}
+	gaps := 0 // one: the packet lost on the way in, never forwarded
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] != seqs[i-1]+1 {
+			gaps++
+			if seqs[i] != seqs[i-1]+2 || w.out[i-1].hdr.Padding || w.out[i].hdr.Padding {
+				gaps = 99
+			}
+		}
+	}
+	if gaps != 1 {
+		t.Errorf("sequence numbers %v: want one gap, of one number (the packet lost)", seqs)
+	}
+	if paddings != 3 {
+		t.Errorf("%d padding packets written, want 3", paddings)
+	}
+	// A NACK for the last padding packet finds nothing; one for the media packet before
+	// it resends that packet.
+	var padSeq uint16
+	for _, s := range w.out {
+		if s.hdr.Padding {
+			padSeq = s.hdr.SequenceNumber
+		}
+	}
+	n = len(w.out)
+	d.resend([]rtcp.NackPair{{PacketID: padSeq}})
+	if len(w.out) != n {
+		t.Error("a NACK for a padding packet resent something")
+	}
+	d.resend([]rtcp.NackPair{{PacketID: padSeq - 1}})
+	if len(w.out) != n+1 || w.out[n].hdr.SequenceNumber != padSeq-1 || w.out[n].hdr.Padding {
+		t.Error("a NACK for the media packet before the padding was not answered with it")
+	}
+}
+
+// camera is a camera's three layers as Chromium sends a 960x540 one (the netns test's).
+func camera() []layerOption {
+	return []layerOption{
+		{bitrate: 120_000, height: 135, active: true},
+		{bitrate: 330_000, height: 270, active: true},
+		{bitrate: 1_200_000, height: 540, active: true},
+	}
+}
+
+// TestProbeNeed: a subscriber held at 370 kbit/s forwards the lowest layer; the estimate
+// that would raise it to the middle one is found (with the allocator's margin for a
+// raise, and the audio's reserve), and it is below the link's 600 kbit/s; nothing is
+// probed for a track still switching to its layer, one at the layer it wants, or a
+// paused one.
+func TestProbeNeed(t *testing.T) {
+	_, d, _ := testTrack(t, webrtc.RTPCodecTypeVideo)
+	d.current.Store(0)
+	ds := []videoDemand{{priority: 1, layers: camera(), current: 0}}
+	est := 370_000
+	budget := est*95/100 - audioReserve
+	targets := allocate(budget, ds, false)
+	if targets[0] != 0 {
+		t.Fatalf("at %d bit/s the allocator chose layer %d, want 0", est, targets[0])
+	}
+	i, need := probeNeed(est, budget, ds, []*downTrack{d}, targets)
+	t.Logf("from %d kbit/s: need %d kbit/s", est/1000, need/1000)
+	if i != 0 || need < 420_000 || need > 520_000 {
+		t.Errorf("probeNeed = %d, %d; want track 0 and 420-520 kbit/s (the middle layer, 330 kbit/s, raised from the lowest with a 20%% margin, plus 50 for the audio, over 95%%)", i, need)
+	}
+	if got := allocate(budget+(need-est)*95/100, ds, false); got[0] != 1 {
+		t.Errorf("at the need found, the allocator chose layer %d, want 1", got[0])
+	}
+	d.current.Store(-1) // the switch to the layer chosen not done yet
+	if i, _ := probeNeed(est, budget, ds, []*downTrack{d}, targets); i >= 0 {
+		t.Error("a probe for a track still switching")
+	}
+	d.current.Store(1)
+	ds[0].maxHeight = 270 // shown 270 pixels tall: the middle layer is all it wants
+	if i, _ := probeNeed(est, budget, ds, []*downTrack{d}, []int{1}); i >= 0 {
+		t.Error("a probe for a track at the layer it wants")
+	}
+	if i, _ := probeNeed(est, budget, ds, []*downTrack{d}, []int{-1}); i >= 0 {
+		t.Error("a probe for a paused track")
+	}
+}
+
+// TestProbePadding: a probe's padding rises over probeRamp to its rate and stays there
+// until probeLength: what it wrote in 3 s is the ramp's area, in packets of at most
+// maxPadding bytes, each with a transport-wide number the estimator recorded; stopped,
+// it writes nothing more and its timer is off.
+func TestProbePadding(t *testing.T) {
+	_, d, w := testTrack(t, webrtc.RTPCodecTypeVideo)
+	p := &participant{est: bwe.New(bwe.Config{Initial: 300_000}), s: &SFU{m: NewMetrics(nil)}, twcc: true, log: slog.New(slog.DiscardHandler)}
+	d.sub = p
+	b := *d.bind.Load()
+	b.twccID = 5
+	d.bind.Store(&b)
+	defer d.forgetSent()
+	g := &frameGen{seq: 100, ts: 1000, pic: 7, packets: 1, fill: zeros}
+	for range 2 {
+		for _, pk := range g.frame() {
+			d.write(pk)
+			pk.release()
+		}
+	}
+	media := len(w.out)
+	const rate = 400_000
+	start := int64(time.Hour)
+	pr := &p.probe
+	pr.d, pr.rate, pr.start, pr.last, pr.until = d, rate, start, start, start+int64(probeLength)
+	pr.timer = time.NewTimer(probeTick)
+	for now := start + int64(probeTick); now <= start+int64(probeLength); now += int64(probeTick) {
+		p.probeStep(now)
+	}
+	bytes, packets := 0, 0
+	for _, s := range w.out[media:] {
+		if !s.hdr.Padding || len(s.payload) > maxPadding {
+			t.Fatalf("a packet of %d bytes, padding %v, in a probe", len(s.payload), s.hdr.Padding)
+		}
+		bytes += len(s.payload) + rtpOverhead
+		packets++
+	}
+	want := rate / 8 * (probeLength - probeRamp/2).Seconds()
+	t.Logf("%d padding packets, %d bytes on the wire; the ramp's area %.0f", packets, bytes, want)
+	if float64(bytes) < 0.9*want || float64(bytes) > 1.05*want {
+		t.Errorf("padding of %d bytes in %v at up to %d bit/s, want about %.0f", bytes, probeLength, rate, want)
+	}
+	p.stopProbe(start+int64(probeLength), probeFailed)
+	n := len(w.out)
+	p.probeStep(start + int64(probeLength) + int64(time.Second))
+	if len(w.out) != n || pr.c() != nil {
+		t.Error("a stopped probe padded, or kept its timer's channel")
+	}
+	if pr.failed.Load() != 1 || pr.next != start+int64(probeLength)+int64(probeBackoff) {
+		t.Errorf("after a failed probe: %d failed, next in %v", pr.failed.Load(), time.Duration(pr.next-start-int64(probeLength)))
+	}
+}
