@@ -485,7 +485,7 @@ func (r *PhaseResult) collect(l *load) {
 			r.SeqJumps += t.jumps
 			if t.packets > 0 {
 				seqExpected += t.seqMax - t.seqMin + 1
-				seqReceived += t.packets
+				seqReceived += t.packets + t.padding
 				if l.dbg != nil {
 					ls := slices.Sorted(slices.Values(t.latSock))
 					line := fmt.Sprintf("%s track: packets %d, latency p50 %d p99 %d max %d us, RTP sequence numbers %d..%d, jumps %d %v, duplicates %d; stream:packets/counters spanned",

@@ -60,6 +60,7 @@ type trackRx struct {
 	jumps          int64    // in the window: sequence number steps of more than 1000 either way
 	jumpEx         []string // the first few, "from->to"
 	seqMin, seqMax int64    // lowest and highest in the window
+	padding        int64    // padding-only packets read in the window
 }
 
 // seen is the set of a publisher stream's counters one track received in the window.
@@ -157,6 +158,16 @@ func (t *trackRx) packet(b []byte, at, sock int64) {
 	}
 	stream, counter, sent, ok := readTrailer(payload)
 	if !ok {
+		if len(payload) == 0 && b[0]&0x20 != 0 {
+			// Padding only: the SFU probing the link (its decision 68). It takes sequence
+			// numbers, so it counts where they are checked.
+			t.mu.Lock()
+			t.extend(seq)
+			if t.w.contains(at) {
+				t.padding++
+			}
+			t.mu.Unlock()
+		}
 		return
 	}
 	t.mu.Lock()
@@ -167,28 +178,8 @@ func (t *trackRx) packet(b []byte, at, sock int64) {
 	if !t.any[stream] {
 		t.any[stream] = true
 	}
-	// Extend the sequence number over wrap-arounds: a packet is taken to be within half
-	// the sequence space of the highest one seen so far (RFC 3550 A.1, simplified).
-	var ext int64
-	jump := false
-	if !t.seqInit {
-		t.seqInit, t.maxExt = true, int64(seq)
-		ext = t.maxExt
-	} else {
-		// A step of more than 1000 between consecutive packets is no reordering: the
-		// sender's numbering broke (a receiver takes it for a burst of loss, or for stale
-		// packets it drops).
-		if d := int16(seq - t.lastSeq); d > 1000 || d < -1000 {
-			jump = true
-		}
-		d := int64(int16(seq - uint16(t.maxExt)))
-		ext = t.maxExt + d
-		if d > 0 {
-			t.maxExt = ext
-		}
-	}
 	prev := t.lastSeq
-	t.lastSeq = seq
+	ext, jump := t.extend(seq)
 	if !t.w.contains(sent) {
 		return
 	}
@@ -225,6 +216,29 @@ func (t *trackRx) packet(b []byte, at, sock int64) {
 	if t.packets == 1 || ext > t.seqMax {
 		t.seqMax = ext
 	}
+}
+
+// extend extends a sequence number over wrap-arounds (with mu held): a packet is taken to
+// be within half the sequence space of the highest one seen so far (RFC 3550 A.1,
+// simplified). jump: it is more than 1000 from the last one, which is no reordering: the
+// sender's numbering broke (a receiver takes it for a burst of loss, or for stale packets
+// it drops).
+func (t *trackRx) extend(seq uint16) (ext int64, jump bool) {
+	if !t.seqInit {
+		t.seqInit, t.maxExt = true, int64(seq)
+		ext = t.maxExt
+	} else {
+		if d := int16(seq - t.lastSeq); d > 1000 || d < -1000 {
+			jump = true
+		}
+		d := int64(int16(seq - uint16(t.maxExt)))
+		ext = t.maxExt + d
+		if d > 0 {
+			t.maxExt = ext
+		}
+	}
+	t.lastSeq = seq
+	return ext, jump
 }
 
 // txStream is what a publisher sent on one stream: the counter of its next packet, and how
