@@ -637,3 +637,19 @@ func TestEstimatorFollowsProbe(t *testing.T) {
 		t.Errorf("a 900 kbit/s probe of a 600 kbit/s path, stopped after %v: %v, loss after %.3f (want the estimate under 600 kbit/s and over 300, nothing lost)", stopped, over, loss)
 	}
 }
+
+// TestSentRate: what was sent in the last second, whatever feedback has said of it.
+func TestSentRate(t *testing.T) {
+	e := New(Config{Initial: 1_000_000})
+	start := int64(10 * time.Second)
+	for i := range 500 { // 2 s of 250 packets a second, 500 bytes each: 1 Mbit/s
+		e.Sent(uint16(i), 500, start+int64(i)*int64(4*time.Millisecond))
+	}
+	now := start + int64(2*time.Second)
+	if got := e.SentRate(now); got < 990_000 || got > 1_010_000 {
+		t.Errorf("1 Mbit/s sent: SentRate %d", got)
+	}
+	if got := e.SentRate(now + int64(3*time.Second)); got != 0 {
+		t.Errorf("nothing sent for 3 s: SentRate %d", got)
+	}
+}

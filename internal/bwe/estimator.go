@@ -242,6 +242,24 @@ func (e *Estimator) fresh(v uint64) bool {
 	return e.decrease == 0 || sentAt(v, e.nowUs)*1000 >= e.decrease
 }
 
+// SentRate is what was recorded sent (Sent) in the second before now (monotonic ns), in
+// bit/s as the estimator counts sizes: the rate a forwarder sends, measured where its
+// packets are, whatever of it has been reported yet.
+func (e *Estimator) SentRate(now int64) int {
+	nowUs := now / 1000
+	bytes := 0
+	for i := range e.hist {
+		v := e.hist[i].v.Load()
+		if v == 0 {
+			continue
+		}
+		if at := sentAt(v, nowUs); nowUs-at < time.Second.Microseconds() {
+			bytes += int(v >> timeBits & sizeMask)
+		}
+	}
+	return bytes * 8
+}
+
 // Target is the current estimate, bit/s.
 func (e *Estimator) Target() int { return e.stats.Load().Target }
 

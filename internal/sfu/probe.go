@@ -14,7 +14,7 @@ import (
 // forwards could go a layer up if the estimate were higher, and the link is calm (no
 // loss, no queue), it sends padding-only packets beside that track's media, paced and
 // rising over probeRamp from nothing to what makes the subscriber receive a little more
-// than the estimate the next layer needs. The estimator follows what arrives with neither
+// than the estimate the next layer needs (with what was sent in the last second). The estimator follows what arrives with neither
 // loss nor queue (internal/bwe); once the estimate reaches that need, the allocator raises
 // the layer as it would anyway. A probe stops at once when the feedback shows a queue
 // (probeStopQueue), loss or a cut, and after probeLength in any case; one that failed
@@ -98,15 +98,20 @@ func (p *participant) probeLayers(now int64, est int, congested bool, budget int
 		return
 	}
 	if !congested || now < pr.next || st.State != "grow" || st.Loss >= lossThreshold ||
-		st.QueueMs >= probeCalmQueue || st.Received <= 0 {
+		st.QueueMs >= probeCalmQueue {
 		return
 	}
 	i, need := probeNeed(est, budget, ds, downs, targets)
 	if i < 0 {
 		return
 	}
+	// What the media sends meanwhile: what was sent in the last second. The received rate
+	// is no measure of it (it lags, and counts a key frame's burst: a probe padded by what
+	// the estimator had received fell short of its need when the media sent less after),
+	// nor are the layers' costs (their peaks, upTrack.options).
+	media := p.est.SentRate(now)
 	pr.d, pr.need, pr.cuts = downs[i], need, st.Cuts
-	pr.rate = max(float64(need)*probeMargin-float64(st.Received), 10_000)
+	pr.rate = max(float64(need)*probeMargin-float64(media), 10_000)
 	pr.start, pr.until, pr.last, pr.credit = now, now+int64(probeLength), now, 0
 	if pr.timer == nil {
 		pr.timer = time.NewTimer(probeTick)

@@ -225,3 +225,61 @@ func TestProbePadding(t *testing.T) {
 		t.Errorf("after a failed probe: %d failed, next in %v", pr.failed.Load(), time.Duration(pr.next-start-int64(probeLength)))
 	}
 }
+
+// TestPausedLayerKeepsItsRate: a top layer measured at 1.2 Mbit/s, then paused at the
+// publisher (dynacast: nothing arrives) for 10 s, still costs 1.2 Mbit/s to the allocator,
+// so a subscriber with 615 kbit/s for video neither asks for it back nor gets it; the
+// middle layer is what fits. Back, it ramps up (the encoder starts it low): it costs its
+// peak meanwhile.
+func TestPausedLayerKeepsItsRate(t *testing.T) {
+	up := &upTrack{publisher: "prt_pub", source: SourceCamera, kind: webrtc.RTPCodecTypeVideo, simulcast: true, m: NewMetrics(nil)}
+	rates := []uint64{120_000, 330_000, 1_200_000}
+	at := time.Unix(1000, 0)
+	tick := func(flowing int) {
+		for l := range flowing {
+			up.layers[l].bytes.Add(rates[l] / 8)
+		}
+		up.measure(at)
+		at = at.Add(time.Second)
+	}
+	cost := func() int { return up.options(monotime())[2].bitrate }
+	for range 10 {
+		tick(3)
+	}
+	for range 10 {
+		tick(2) // the top layer paused
+	}
+	opts := up.options(monotime())
+	if got := opts[2].bitrate; got < 1_100_000 {
+		t.Errorf("the top layer, paused for 10 s, costs %d bit/s to the allocator (want its 1.2 Mbit/s)", got)
+	}
+	for i := range opts {
+		opts[i].active = true // as the dynacast choice sees them: every layer
+	}
+	if got := allocate(615_000, []videoDemand{{priority: 1, layers: opts, current: 1}}, false); got[0] != 1 {
+		t.Errorf("with 615 kbit/s for video the allocator chose layer %d of a camera whose top layer is paused, want 1", got[0])
+	}
+	rates[2] = 300_000 // back, starting low
+	for range 3 {
+		tick(3)
+		if got := cost(); got < 1_100_000 {
+			t.Errorf("the top layer coming back at 300 kbit/s costs %d bit/s (want its peak, 1.2 Mbit/s)", got)
+		}
+	}
+	rates[2] = 1_200_000
+	for range 10 {
+		tick(3)
+	}
+	if got := cost(); got < 1_100_000 || got > 1_300_000 {
+		t.Errorf("the top layer back at 1.2 Mbit/s costs %d", got)
+	}
+	// A layer whose rate falls for good (the publisher's own link narrowed) costs less
+	// as its peak decays: half its old rate within a minute.
+	rates[2] = 300_000
+	for range 60 {
+		tick(3)
+	}
+	if got := cost(); got > 700_000 {
+		t.Errorf("a minute after the top layer fell to 300 kbit/s it costs %d", got)
+	}
+}

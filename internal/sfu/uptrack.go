@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,6 +73,7 @@ type layer struct {
 	last    atomic.Int64 // monotonic ns of the last packet
 	lastKey atomic.Int64 // of the last key frame request
 	bps     atomic.Int64 // measured by the room's ticker
+	peak    atomic.Int64 // the highest bps lately (measure)
 	width   atomic.Int32 // from its key frames
 	height  atomic.Int32
 
@@ -206,7 +208,7 @@ func (up *upTrack) options(now int64) []layerOption {
 	out := make([]layerOption, n)
 	for i := range n {
 		ly := &up.layers[i]
-		bps := int(ly.bps.Load())
+		bps := int(max(ly.bps.Load(), ly.peak.Load()))
 		if bps < nominalBitrate(up.source, up.simulcast, i)/4 {
 			bps = nominalBitrate(up.source, up.simulcast, i) / 4
 		}
@@ -217,6 +219,10 @@ func (up *upTrack) options(now int64) []layerOption {
 	}
 	return out
 }
+
+// peakDecay is how much of a layer's peak rate is left after a second of flowing at less:
+// half after about 35 s.
+const peakDecay = 0.98
 
 // layerIdle: a layer with no packet for this long is not offered to subscribers.
 const layerIdle = 1500 * time.Millisecond
@@ -233,21 +239,36 @@ func nominalBitrate(src Source, simulcast bool, l int) int {
 	}
 }
 
-// measure updates each layer's bitrate (the room's ticker calls it).
+// measure updates each layer's bitrate (the room's ticker calls it): bps, smoothed, and
+// peak, the highest bps lately (decaying by peakDecay a second while the layer flows). A
+// layer of which nothing arrived since the last tick keeps both: it is paused at the
+// publisher (dynacast) or stalled, and when it comes back it costs what it did. The
+// allocator counts the higher of the two (options): a layer coming back starts low (the
+// encoder ramps it up) and its measure rises for seconds. (Before 2026-11-28 a paused
+// layer's rate decayed to the floor of a quarter of its nominal rate, and one coming back
+// was costed at its ramp: the allocator's dynacast choice asked for a paused top layer
+// back, and once it flowed, chose it for a subscriber whose link carries half of it.
+// Behind a steady 600 kbit/s cap, with no other subscriber, that was every 7-10 s: the top
+// layer, 300-460 ms of queue, audio lost, a cut, the middle layer, the top paused again.)
 func (up *upTrack) measure(now time.Time) {
 	for i := range up.layers {
 		ly := &up.layers[i]
 		b := ly.bytes.Load()
+		if b == ly.prevBytes && ly.bps.Load() != 0 {
+			ly.prevAt = now
+			continue
+		}
 		if !ly.prevAt.IsZero() {
 			dt := now.Sub(ly.prevAt).Seconds()
 			if dt > 0 {
 				rate := int64(float64(b-ly.prevBytes) * 8 / dt)
 				old := ly.bps.Load()
-				if old == 0 {
-					ly.bps.Store(rate)
-				} else {
-					ly.bps.Store((old*3 + rate) / 4)
+				bps := rate
+				if old != 0 {
+					bps = (old*3 + rate) / 4
 				}
+				ly.bps.Store(bps)
+				ly.peak.Store(max(bps, int64(float64(ly.peak.Load())*math.Pow(peakDecay, dt))))
 			}
 		}
 		ly.prevBytes, ly.prevAt = b, now
