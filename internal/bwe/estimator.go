@@ -48,9 +48,9 @@ type Config struct {
 //     sends what its layers are, not what the estimate allows: without the cap an idle
 //     estimate would climb without bound); and at least the received rate, which the path
 //     has just carried with neither loss nor queue (nor any packet reported missing and
-//     waiting out its grace). A forwarder that wants more than its
-//     layers send learns it so: it probes (sends padding besides the media; the SFU's
-//     prober) and the estimate follows what arrived.
+//     waiting out its grace). A forwarder that wants more than its layers send learns it
+//     so: it probes (sends padding beside the media; the SFU's prober) and the estimate
+//     follows what arrived.
 const (
 	lossTau        = 300 * time.Millisecond
 	lossDecrease   = 0.10

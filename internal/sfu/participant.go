@@ -709,10 +709,10 @@ const audioReserve = 50_000
 // Congestion. The estimator's delay signal alone is not trusted below the starting
 // estimate: on a loaded host (or a busy browser) scheduling jitter looks like queueing
 // delay, and the estimator climbs back at 8% a second at best (as pion's GCC, used before
-// decision 53, did), probing only while the estimate is followed (probe.go). Loss is trusted: when the subscriber's
-// transport-wide feedback shows lossThreshold of its packets lost, the estimate is followed
-// all the way down, and for congestionHold after (doubling, up to maxCongestionHold, when
-// congestion comes back soon). A queue counts as loss does when it is one no scheduling
+// decision 53, did), probing only while the estimate is followed (probe.go). Loss is
+// trusted: when the subscriber's transport-wide feedback shows lossThreshold of its
+// packets lost, the estimate is followed all the way down, and for congestionHold after
+// (doubling, up to maxCongestionHold, when congestion comes back soon). A queue counts as loss does when it is one no scheduling
 // jitter makes: queueThreshold of it on a link that was congested lately (during an
 // episode, or within a hold after it), or deepQueue of it, on any link, at every tick for
 // deepQueueFor. A deep buffer on the way (tc's tbf in the netns test holds 1.36 s at 100

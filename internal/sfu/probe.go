@@ -13,18 +13,19 @@ import (
 // where the middle one, 330 kbit/s, fits). So the SFU probes: when a video track it
 // forwards could go a layer up if the estimate were higher, and the link is calm (no
 // loss, no queue), it sends padding-only packets beside that track's media, paced and
-// rising over probeRamp from nothing to what makes the subscriber receive a little more
-// than the estimate the next layer needs (with what was sent in the last second). The estimator follows what arrives with neither
-// loss nor queue (internal/bwe); once the estimate reaches that need, the allocator raises
-// the layer as it would anyway. A probe stops at once when the feedback shows a queue
-// (probeStopQueue), loss or a cut, and after probeLength in any case; one that failed
-// holds the next off for probeBackoff, doubling up to maxProbeBackoff. The ramp is what
-// keeps a probe of a link that cannot carry the next layer harmless: the queue shows when
-// the rate has just passed the link's, not at a step past it (a step to a top layer's
-// need, three times a 600 kbit/s link, filled its buffer before the feedback told, and
-// the audio would have been lost with the padding). Only a layer that flows is raised this way: a video
-// paused for want of bandwidth comes back when the congestion hold ends, as before, so a
-// link that carries the audio alone is not filled with padding.
+// rising over probeRamp from nothing to what makes the subscriber receive (with what was
+// sent in the last second) a little more than the estimate the next layer needs. The
+// estimator follows what arrives with neither loss nor queue (internal/bwe); once the
+// estimate reaches that need, the allocator raises the layer as it would anyway. A probe
+// stops at once when the feedback shows a queue (probeStopQueue), loss or a cut, and
+// after probeLength in any case; one that failed holds the next off for probeBackoff,
+// doubling up to maxProbeBackoff. The ramp is what keeps a probe of a link that cannot
+// carry the next layer harmless: the queue shows when the rate has just passed the
+// link's, not at a step past it (a step to a top layer's need, three times a 600 kbit/s
+// link, filled its buffer before the feedback told, and the audio would have been lost
+// with the padding). Only a layer that flows is raised this way: a video paused for want
+// of bandwidth comes back when the congestion hold ends, as before, so a link that
+// carries the audio alone is not filled with padding.
 //
 // Padding goes after the last packet of a frame that arrived whole (and the one before it
 // too): its sequence numbers come next, and the track's media after it is numbered on;
@@ -219,14 +220,8 @@ func (d *downTrack) pad(n int) bool {
 		return false
 	}
 	n = min(max(n, 1), maxPadding)
-	// The padding takes the next number; the media goes on after it. A packet from before
-	// it would now be numbered into it: no longer forwarded (write drops what precedes
-	// segStart).
-	w.segStart = w.lastSeq - w.seqOff + 1
-	w.seqOff++
-	w.lastSeq++
 	twcc := uint16(d.sub.twccSeq.Add(1))
-	h := d.header(b, w.lastSeq, w.lastTS, twcc, false)
+	h := d.header(b, w.lastSeq+1, w.lastTS, twcc, false)
 	h.Padding = true
 	var buf [maxPadding]byte
 	buf[n-1] = byte(n)
@@ -235,6 +230,12 @@ func (d *downTrack) pad(n int) bool {
 		d.m.dropWriteError.Inc()
 		return false
 	}
+	// The padding took the next number; the media goes on after it. A packet from before
+	// it would now be numbered into it: no longer forwarded (write drops what precedes
+	// segStart).
+	w.segStart = w.lastSeq - w.seqOff + 1
+	w.seqOff++
+	w.lastSeq++
 	w.srOctets -= uint32(n) // padding is not payload (RFC 3550's octet count)
 	d.sub.est.Sent(twcc, n+rtpOverhead, at)
 	if e := &w.sentVideo[w.lastSeq%nackBuffer]; e.p != nil {
