@@ -127,6 +127,16 @@ func (p *participant) probeLayers(now int64, est int, congested bool, budget int
 // index in downs and the estimate, or -1. budget, ds and targets are what allocate was
 // given and chose with est.
 func probeNeed(est, budget int, ds []videoDemand, downs []*downTrack, targets []int) (int, int) {
+	below := false // a flowing track below the layer it wants: else nothing to look for
+	for i, d := range downs {
+		if targets[i] >= 0 && targets[i] < wantedLayer(ds[i]) && d.current.Load() == int32(targets[i]) {
+			below = true
+			break
+		}
+	}
+	if !below {
+		return -1, 0
+	}
 	for f := 1.05; f <= 4; f *= 1.05 {
 		need := int(float64(est) * f)
 		raised := allocate(budget+(need-est)*95/100, ds, false)
