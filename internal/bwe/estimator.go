@@ -108,6 +108,9 @@ func packSlot(seq uint16, size int, atUs int64) uint64 {
 	return uint64(seq)<<48 | uint64(min(size, sizeMask))<<timeBits | uint64(atUs)&timeMask
 }
 
+// slotSize is a slot's packet size in bytes.
+func slotSize(v uint64) int { return int(v >> timeBits & sizeMask) }
+
 // sentAt is a slot's send time (us), the latest such time not after nowUs.
 func sentAt(v uint64, nowUs int64) int64 {
 	return nowUs - int64((uint64(nowUs)-v)&timeMask)
@@ -254,7 +257,7 @@ func (e *Estimator) SentRate(now int64) int {
 			continue
 		}
 		if at := sentAt(v, nowUs); nowUs-at < time.Second.Microseconds() {
-			bytes += int(v >> timeBits & sizeMask)
+			bytes += slotSize(v)
 		}
 	}
 	return bytes * 8
@@ -294,7 +297,7 @@ func (e *Estimator) OnFeedback(pkt []byte, now int64) error {
 			return // overwritten meanwhile
 		}
 		total++
-		bytes += int(v >> timeBits & sizeMask)
+		bytes += slotSize(v)
 		first, last = min(first, arrival), max(last, arrival)
 		owd := arrival - sentAt(v, nowUs)
 		q := float64(owd - e.observeDelay(owd, sec))

@@ -712,10 +712,10 @@ const audioReserve = 50_000
 // decision 53, did), probing only while the estimate is followed (probe.go). Loss is
 // trusted: when the subscriber's transport-wide feedback shows lossThreshold of its
 // packets lost, the estimate is followed all the way down, and for congestionHold after
-// (doubling, up to maxCongestionHold, when congestion comes back soon). A queue counts as loss does when it is one no scheduling
-// jitter makes: queueThreshold of it on a link that was congested lately (during an
-// episode, or within a hold after it), or deepQueue of it, on any link, at every tick for
-// deepQueueFor. A deep buffer on the way (tc's tbf in the netns test holds 1.36 s at 100
+// (doubling, up to maxCongestionHold, when congestion comes back soon). A queue counts as
+// loss does when it is one no scheduling jitter makes: queueThreshold of it on a link that
+// was congested lately (during an episode, or within a hold after it), or deepQueue of it,
+// on any link, at every tick for deepQueueFor. A deep buffer on the way (tc's tbf in the netns test holds 1.36 s at 100
 // kbit/s) queues for seconds before it drops anything: waiting for its loss sent the top
 // layer into it once a hold ended, and a lower layer into it when a link narrowed with no
 // loss before (a fresh-clone CI run: 13 frames and 160 audio packets of 200 in 4 s, the

@@ -3,6 +3,8 @@ package sfu
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/bedside/bedside/internal/bwe"
 )
 
 // Probing (design decision 68). A subscriber whose estimate is followed below the
@@ -93,7 +95,7 @@ func (p *participant) probeLayers(now int64, est int, congested bool, budget int
 			p.stopProbe(now, probeEnded)
 		case st.Target >= pr.need:
 			p.stopProbe(now, probeRaised)
-		case p.probeFailing() || now >= pr.until:
+		case probeFailing(st, pr.cuts) || now >= pr.until:
 			p.stopProbe(now, probeFailed)
 		}
 		return
@@ -127,9 +129,10 @@ func (p *participant) probeLayers(now int64, est int, congested bool, budget int
 // index in downs and the estimate, or -1. budget, ds and targets are what allocate was
 // given and chose with est.
 func probeNeed(est, budget int, ds []videoDemand, downs []*downTrack, targets []int) (int, int) {
+	flowing := func(i int) bool { return targets[i] >= 0 && downs[i].current.Load() == int32(targets[i]) }
 	below := false // a flowing track below the layer it wants: else nothing to look for
-	for i, d := range downs {
-		if targets[i] >= 0 && targets[i] < wantedLayer(ds[i]) && d.current.Load() == int32(targets[i]) {
+	for i := range downs {
+		if flowing(i) && targets[i] < wantedLayer(ds[i]) {
 			below = true
 			break
 		}
@@ -140,8 +143,8 @@ func probeNeed(est, budget int, ds []videoDemand, downs []*downTrack, targets []
 	for f := 1.05; f <= 4; f *= 1.05 {
 		need := int(float64(est) * f)
 		raised := allocate(budget+(need-est)*95/100, ds, false)
-		for i, d := range downs {
-			if targets[i] >= 0 && raised[i] > targets[i] && d.current.Load() == int32(targets[i]) {
+		for i := range downs {
+			if flowing(i) && raised[i] > targets[i] {
 				return i, need
 			}
 		}
@@ -149,11 +152,10 @@ func probeNeed(est, budget int, ds []videoDemand, downs []*downTrack, targets []
 	return -1, 0
 }
 
-// probeFailing says whether the feedback since the probe started shows it too much:
-// a queue, loss, or a cut.
-func (p *participant) probeFailing() bool {
-	st := p.est.Stats()
-	return st.Cuts != p.probe.cuts || st.QueueMs >= probeStopQueue || st.Loss >= lossThreshold
+// probeFailing says whether the estimator's state st shows a probe too much: a queue,
+// loss, or a cut since the probe started (the estimator's cuts were cuts then).
+func probeFailing(st bwe.Stats, cuts int) bool {
+	return st.Cuts != cuts || st.QueueMs >= probeStopQueue || st.Loss >= lossThreshold
 }
 
 // How a probe ended.
@@ -194,7 +196,7 @@ func (p *participant) probeStep(now int64) {
 	if pr.d == nil {
 		return
 	}
-	if p.probeFailing() {
+	if probeFailing(p.est.Stats(), pr.cuts) {
 		p.stopProbe(now, probeFailed)
 		return
 	}
