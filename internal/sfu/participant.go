@@ -136,6 +136,7 @@ type participant struct {
 	// Owned by run.
 	pub, sub    *webrtc.PeerConnection
 	pubPending  []webrtc.ICECandidateInit
+	pubOffer    offerID // the pub offer last answered
 	subPending  []webrtc.ICECandidateInit
 	sources     map[string]Source // the pub transceivers' sources, by mid
 	ups         map[Source]*upTrack
@@ -359,6 +360,15 @@ func (p *participant) onPubOffer(sdp string, sources map[string]Source) {
 	if p.observer {
 		return
 	}
+	id := offerIdentity(sdp)
+	if p.pub != nil && id.valid() && id == p.pubOffer && p.pub.LocalDescription() != nil {
+		// The same offer again: the page sent it once more after its signalling came back
+		// (call.js, _resendOffers), not knowing whether the old socket delivered it. It gets
+		// the answer it got, not a new one: pion may answer a repeat with new ICE
+		// credentials, which the page, already stable, would never apply (decision 58).
+		p.sink().Description(Pub, "answer", p.pub.LocalDescription().SDP)
+		return
+	}
 	if p.pub == nil {
 		pc, err := p.newPub()
 		if err != nil {
@@ -398,6 +408,7 @@ func (p *participant) onPubOffer(sdp string, sources map[string]Source) {
 		p.log.Info("sfu: cannot answer the pub offer", "err", err)
 		return
 	}
+	p.pubOffer = id
 	p.sink().Description(Pub, "answer", p.pub.LocalDescription().SDP)
 	for _, c := range p.pubPending {
 		p.pub.AddICECandidate(c)
@@ -410,6 +421,35 @@ func (p *participant) onPubOffer(sdp string, sources map[string]Source) {
 			p.r.unpublish(up)
 		}
 	}
+}
+
+// offerID tells one offer from another: its origin's session id and version (which an
+// offerer changes with each new offer, RFC 3264 5, and keeps when its description only
+// gains candidates) and its ICE credentials (new at an ICE restart).
+type offerID struct {
+	session, version uint64
+	ufrag, pwd       string
+}
+
+func (o offerID) valid() bool { return o.ufrag != "" }
+
+// offerIdentity reads an offer's offerID; the zero offerID when it cannot.
+func offerIdentity(offer string) offerID {
+	var d sdp.SessionDescription
+	if d.UnmarshalString(offer) != nil {
+		return offerID{}
+	}
+	o := offerID{session: d.Origin.SessionID, version: d.Origin.SessionVersion}
+	o.ufrag, _ = d.Attribute("ice-ufrag")
+	o.pwd, _ = d.Attribute("ice-pwd")
+	for _, m := range d.MediaDescriptions {
+		if o.ufrag != "" {
+			break
+		}
+		o.ufrag, _ = m.Attribute("ice-ufrag")
+		o.pwd, _ = m.Attribute("ice-pwd")
+	}
+	return o
 }
 
 func (p *participant) stillReceiving(up *upTrack) bool {

@@ -915,6 +915,17 @@ func TestSFURejoinAfterLoss(t *testing.T) {
 			t.Errorf("%s rejoined the visit as %s (was %s)", l.name, got, selves[l.page])
 		}
 	}
+
+	// The patient's page sends its pub offer, answered already, once more: what it does when
+	// its signalling comes back on a new socket while the offer may have been lost with the
+	// old one (_resendOffers; a fresh-clone run had it happen here). The SFU answers with
+	// the answer it gave; the page, stable, drops it; the pub connection stays up.
+	answered := time.Now()
+	mustEval[chromedp.Void](r.patient, `(() => { const c = window.bedside.call; c._sendPubOffer(c.sfu.pub); })()`)
+	waitFlowing(t, srv, r.visitID, pages, r.clinician, patientID, "the clinician receives the patient", "the patient's pub offer went twice", answered, 30*time.Second)
+	if st := mustEval[string](r.patient, `window.bedside.call.sfu.pub.pc.connectionState`); st != "connected" {
+		t.Errorf("the patient's pub connection is %s after its offer went twice", st)
+	}
 	for _, p := range pages {
 		p.assertNoExceptions()
 		p.assertNoFailedSignals()

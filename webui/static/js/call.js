@@ -885,6 +885,10 @@ export class Call extends Emitter {
     const d = msg.description;
     if (d) {
       if ((conn.which === 'pub' && d.type !== 'answer') || (conn.which === 'sub' && d.type !== 'offer')) return;
+      // An answer with no offer of ours pending answers one already answered: an offer sent
+      // again after the signalling came back (_resendOffers) that had arrived the first time
+      // (the SFU answers it with the answer it gave, decision 58).
+      if (d.type === 'answer' && pc.signalingState !== 'have-local-offer') return;
       await pc.setRemoteDescription(d);
       for (const c of conn.pending.splice(0)) await pc.addIceCandidate(c).catch(() => {});
       if (d.type === 'offer') {
