@@ -267,6 +267,36 @@ func FuzzRTPExtension(f *testing.F) {
 	})
 }
 
+// gatheredOffer makes pc's offer and returns it once its candidates are gathered.
+func gatheredOffer(t *testing.T, pc *webrtc.PeerConnection) string {
+	t.Helper()
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		t.Fatal(err)
+	}
+	<-gathered
+	return pc.LocalDescription().SDP
+}
+
+// addCandidates gives pc the SFU's candidates as they come, until stop is closed.
+func addCandidates(pc *webrtc.PeerConnection, candidates <-chan []byte, stop <-chan struct{}) {
+	for {
+		select {
+		case c := <-candidates:
+			var init webrtc.ICECandidateInit
+			if json.Unmarshal(c, &init) == nil {
+				pc.AddICECandidate(init)
+			}
+		case <-stop:
+			return
+		}
+	}
+}
+
 // feedbackSink is a participant's signalling in TestPublisherFeedback: the pub answer and
 // the SFU's candidates.
 type feedbackSink struct {
@@ -369,17 +399,9 @@ func TestPublisherFeedback(t *testing.T) {
 	}()
 	defer func() { pc.Close(); <-readerDone }()
 
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
+	offer := gatheredOffer(t, pc)
 	mid := pc.GetTransceivers()[0].Mid()
-	if err := s.Signal("vis_fb", "prt_pub", Pub, &Description{Type: "offer", SDP: pc.LocalDescription().SDP}, nil, map[string]Source{mid: SourceCamera}); err != nil {
+	if err := s.Signal("vis_fb", "prt_pub", Pub, &Description{Type: "offer", SDP: offer}, nil, map[string]Source{mid: SourceCamera}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -390,19 +412,7 @@ func TestPublisherFeedback(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no answer from the SFU")
 	}
-	go func() { // ends when the SFU has sent its last candidate, or the test its packets
-		for {
-			select {
-			case c := <-sink.candidates:
-				var init webrtc.ICECandidateInit
-				if json.Unmarshal(c, &init) == nil {
-					pc.AddICECandidate(init)
-				}
-			case <-readerDone:
-				return
-			}
-		}
-	}()
+	go addCandidates(pc, sink.candidates, readerDone) // ends when the test has sent its packets
 
 	connected := make(chan struct{})
 	var once sync.Once

@@ -1,32 +1,12 @@
 package sfu
 
 import (
-	"encoding/json"
 	"testing"
 	"time"
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 )
-
-// answerSink collects a participant's pub answers and the SFU's pub candidates.
-type answerSink struct {
-	discardSink
-	answers    chan string
-	candidates chan []byte
-}
-
-func (s answerSink) Description(pc PC, _, sdp string) {
-	if pc == Pub {
-		s.answers <- sdp
-	}
-}
-
-func (s answerSink) Candidate(pc PC, c []byte) {
-	if pc == Pub && c != nil {
-		s.candidates <- c
-	}
-}
 
 // TestPubOfferTwice: a page whose signalling came back on a new socket sends its pub offer
 // again when it cannot know whether the old socket delivered it (call.js, _resendOffers),
@@ -35,7 +15,7 @@ func (s answerSink) Candidate(pc PC, c []byte) {
 // repeat anew, could change its ICE credentials: the page, stable, keeps the old ones).
 func TestPubOfferTwice(t *testing.T) {
 	s := loopbackSFU(t)
-	sink := answerSink{answers: make(chan string, 4), candidates: make(chan []byte, 64)}
+	sink := feedbackSink{answer: make(chan string, 4), candidates: make(chan []byte, 64)}
 	s.Join("vis_twice", Member{ID: "prt_pub", Session: "one", Sink: sink})
 
 	me := &webrtc.MediaEngine{}
@@ -54,17 +34,8 @@ func TestPubOfferTwice(t *testing.T) {
 	if _, err := pc.AddTrack(track); err != nil {
 		t.Fatal(err)
 	}
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
+	desc := &Description{Type: "offer", SDP: gatheredOffer(t, pc)}
 	mid := pc.GetTransceivers()[0].Mid()
-	desc := &Description{Type: "offer", SDP: pc.LocalDescription().SDP}
 	for range 2 {
 		if err := s.Signal("vis_twice", "prt_pub", Pub, desc, nil, map[string]Source{mid: SourceCamera}); err != nil {
 			t.Fatal(err)
@@ -73,7 +44,7 @@ func TestPubOfferTwice(t *testing.T) {
 	var answers []string
 	for len(answers) < 2 {
 		select {
-		case a := <-sink.answers:
+		case a := <-sink.answer:
 			answers = append(answers, a)
 		case <-time.After(5 * time.Second):
 			t.Fatalf("%d answers to the offer sent twice", len(answers))
@@ -89,19 +60,7 @@ func TestPubOfferTwice(t *testing.T) {
 	}
 	done := make(chan struct{})
 	defer close(done)
-	go func() { // ends with the test
-		for {
-			select {
-			case c := <-sink.candidates:
-				var init webrtc.ICECandidateInit
-				if json.Unmarshal(c, &init) == nil {
-					pc.AddICECandidate(init)
-				}
-			case <-done:
-				return
-			}
-		}
-	}()
+	go addCandidates(pc, sink.candidates, done) // ends with the test
 	deadline := time.Now().Add(10 * time.Second)
 	for seq := uint16(1000); ; seq++ {
 		p := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq, Timestamp: uint32(seq) * 3000, Marker: true},
