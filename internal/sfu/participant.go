@@ -366,6 +366,7 @@ func (p *participant) onPubOffer(sdp string, sources map[string]Source) {
 		// (call.js, _resendOffers), not knowing whether the old socket delivered it. It gets
 		// the answer it got, not a new one: pion may answer a repeat with new ICE
 		// credentials, which the page, already stable, would never apply (decision 58).
+		p.log.Debug("sfu: a pub offer answered already came again: the same answer sent")
 		p.sink().Description(Pub, "answer", p.pub.LocalDescription().SDP)
 		return
 	}

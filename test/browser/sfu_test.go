@@ -926,6 +926,9 @@ func TestSFURejoinAfterLoss(t *testing.T) {
 	if st := mustEval[string](r.patient, `window.bedside.call.sfu.pub.pc.connectionState`); st != "connected" {
 		t.Errorf("the patient's pub connection is %s after its offer went twice", st)
 	}
+	if len(srv.RecentLog("pub offer answered already came again")) == 0 {
+		t.Errorf("the SFU did not take the patient's pub offer, sent again, for the one it had answered (Chromium's SDP)")
+	}
 	for _, p := range pages {
 		p.assertNoExceptions()
 		p.assertNoFailedSignals()
