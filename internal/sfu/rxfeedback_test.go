@@ -297,8 +297,8 @@ func addCandidates(pc *webrtc.PeerConnection, candidates <-chan []byte, stop <-c
 	}
 }
 
-// feedbackSink is a participant's signalling in TestPublisherFeedback: the pub answer and
-// the SFU's candidates.
+// feedbackSink is a publisher's signalling in TestPublisherFeedback and TestPubOfferTwice:
+// the pub answers and the SFU's candidates.
 type feedbackSink struct {
 	discardSink
 	answer     chan string
