@@ -756,11 +756,11 @@ const audioReserve = 50_000
 // (doubling, up to maxCongestionHold, when congestion comes back soon). A queue counts as
 // loss does when it is one no scheduling jitter makes: queueThreshold of it on a link that
 // was congested lately (during an episode, or within a hold after it), or deepQueue of it,
-// on any link, at every tick for deepQueueFor. A deep buffer on the way (tc's tbf in the netns test holds 1.36 s at 100
-// kbit/s) queues for seconds before it drops anything: waiting for its loss sent the top
-// layer into it once a hold ended, and a lower layer into it when a link narrowed with no
-// loss before (a fresh-clone CI run: 13 frames and 160 audio packets of 200 in 4 s, the
-// queue 811 ms). But four browsers on two cores, with no loss, read 200 ms of queue in
+// on any link, at every tick for deepQueueFor. A deep buffer on the way (tc's tbf in the
+// netns test holds 1.36 s at 100 kbit/s) queues for seconds before it drops anything:
+// waiting for its loss sent the top layer into it once a hold ended, and a lower layer
+// into it when a link narrowed with no loss before (a fresh-clone CI run: 13 frames and
+// 160 audio packets of 200 in 4 s, the queue 811 ms). But four browsers on two cores, with no loss, read 200 ms of queue in
 // their feedback too: counted on any link, it paused every video to one subscriber of
 // TestSFUFourBrowsers in another CI run.
 const (
