@@ -7,7 +7,9 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -171,6 +173,7 @@ type Machine struct {
 	Model      string   `json:"cpu_model"`
 	Kernel     string   `json:"kernel"`
 	Go         string   `json:"go"`
+	Build      string   `json:"build"` // the commit and the PGO profile of the binary measured
 	ServerCPUs []int    `json:"server_cpus"`
 	LoadCPUs   []int    `json:"load_cpus"`
 	ServerEnv  []string `json:"server_env,omitempty"` // --server-env
@@ -197,11 +200,46 @@ type ScenarioDoc struct {
 	PublisherKbps float64 `json:"publisher_kbps"`
 }
 
+// buildOf says which build of bedside is measured (the server runs as a child process of
+// the same executable): its commit ("commit unknown" for `go run`, which stamps none),
+// with "+changes" when the tree had uncommitted changes, and the profile it was built with
+// (`go build -pgo=FILE`; "pgo off" for none), so that the figures of two builds of one
+// commit are not confused (docs/benchmarks.md, "Profile-guided optimisation").
+func buildOf() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	return describeBuild(bi.Settings)
+}
+
+func describeBuild(settings []debug.BuildSetting) string {
+	commit, pgo := "commit unknown", "pgo off"
+	changes := false
+	for _, s := range settings {
+		switch s.Key {
+		case "vcs.revision":
+			commit = s.Value
+			if len(commit) > 12 {
+				commit = commit[:12]
+			}
+		case "vcs.modified":
+			changes = s.Value == "true"
+		case "-pgo":
+			pgo = "pgo " + filepath.Base(s.Value)
+		}
+	}
+	if changes {
+		commit += "+changes"
+	}
+	return commit + ", " + pgo
+}
+
 func newReport(cfg Config) *Report {
 	t := cfg.topology()
 	r := &Report{
 		Started: time.Now().UTC(),
-		Machine: Machine{CPUs: runtime.NumCPU(), Model: cpuModel(), Kernel: kernel(), Go: runtime.Version(), ServerCPUs: cfg.ServerCPUs, LoadCPUs: cfg.LoadCPUs, ServerEnv: cfg.ServerEnv},
+		Machine: Machine{CPUs: runtime.NumCPU(), Model: cpuModel(), Kernel: kernel(), Go: runtime.Version(), Build: buildOf(), ServerCPUs: cfg.ServerCPUs, LoadCPUs: cfg.LoadCPUs, ServerEnv: cfg.ServerEnv},
 		Scenario: ScenarioDoc{
 			Scenario: cfg.Scenario, Policy: cfg.policyName(), Participants: t.members(),
 			Duration: cfg.Duration.Seconds(), Warmup: cfg.Warmup.Seconds(), Repeat: cfg.Repeat,
@@ -378,6 +416,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		s.AudioSize, s.AudioInterval, s.VideoFPS, s.VideoPackets, s.VideoSize, s.PublisherPPS, s.PublisherKbps, s.VideoLayers)
 	fmt.Fprintf(w, "# %d CPUs (%s), %s, %s; server and floor relay on CPUs %v, load clients on CPUs %v\n",
 		r.Machine.CPUs, r.Machine.Model, r.Machine.Kernel, r.Machine.Go, cpuList(r.Machine.ServerCPUs), cpuList(r.Machine.LoadCPUs))
+	fmt.Fprintf(w, "# build: %s\n", r.Machine.Build)
 	if len(r.Machine.ServerEnv) > 0 {
 		fmt.Fprintf(w, "# server environment: %s\n", strings.Join(r.Machine.ServerEnv, " "))
 	}
