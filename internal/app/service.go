@@ -5,6 +5,7 @@ package app
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -266,8 +268,23 @@ func (s *Service) startACME() error {
 		Cache:      autocert.DirCache(cfg.ACMECacheDir),
 		Email:      cfg.ACMEEmail,
 	}
-	if cfg.ACMEDir != "" {
+	if cfg.ACMEDir != "" || cfg.ACMECAFile != "" {
 		m.Client = &acme.Client{DirectoryURL: cfg.ACMEDir}
+	}
+	if cfg.ACMECAFile != "" {
+		// A private ACME CA (a hospital's own, or Pebble in TestACMEIssuance): its
+		// directory's HTTPS is checked against the roots given, not the system's.
+		pem, err := os.ReadFile(cfg.ACMECAFile)
+		if err != nil {
+			return fmt.Errorf("acme-ca-file: %w", err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("acme-ca-file: no PEM certificate in %s", cfg.ACMECAFile)
+		}
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+		m.Client.HTTPClient = &http.Client{Transport: t}
 	}
 	tc := m.TLSConfig()
 	tc.MinVersion = tls.VersionTLS12

@@ -96,6 +96,7 @@ type Config struct {
 	ACMEDir      string // the CA's directory URL (default Let's Encrypt)
 	ACMECacheDir string // where certificates and the account key are kept; default <data-dir>/acme
 	ACMEHTTPAddr string // listen address answering HTTP-01 challenges and redirecting to https ("off": none)
+	ACMECAFile   string // PEM file of the CA certificates the ACME directory's HTTPS is checked against (a private CA); default the system's
 }
 
 // option is one setting: its name (the flag, the file key, and after upper-casing the
@@ -160,6 +161,7 @@ func (c *Config) options() []option {
 		{"acme-directory", "ACME directory URL (default: Let's Encrypt)", (*stringValue)(&c.ACMEDir)},
 		{"acme-cache-dir", "where ACME certificates and the account key are kept (default <data-dir>/acme)", (*stringValue)(&c.ACMECacheDir)},
 		{"acme-http-addr", `listen address for ACME HTTP-01 challenges and the redirect to https, or "off"`, (*stringValue)(&c.ACMEHTTPAddr)},
+		{"acme-ca-file", "PEM file of the CA certificates to check the ACME directory's HTTPS against, for a private ACME CA (default: the system's)", (*stringValue)(&c.ACMECAFile)},
 	}
 }
 
@@ -396,8 +398,8 @@ func (c *Config) Validate() error {
 		if c.ACMECacheDir == "" {
 			c.ACMECacheDir = filepath.Join(c.DataDir, "acme")
 		}
-	} else if c.ACMEEmail != "" || c.ACMEDir != "" || c.ACMECacheDir != "" {
-		return errors.New("acme-email, acme-directory and acme-cache-dir need acme-domains")
+	} else if c.ACMEEmail != "" || c.ACMEDir != "" || c.ACMECacheDir != "" || c.ACMECAFile != "" {
+		return errors.New("acme-email, acme-directory, acme-cache-dir and acme-ca-file need acme-domains")
 	}
 	if c.PublicURL == "" {
 		scheme := "http"

@@ -195,6 +195,7 @@ func TestErrors(t *testing.T) {
 		{name: "acme wildcard", args: []string{"--acme-domains=*.clinic.example", "--public-url=https://visits.clinic.example"}, want: []string{"acme-domains"}},
 		{name: "acme directory not https", args: []string{"--acme-domains=visits.clinic.example", "--public-url=https://visits.clinic.example", "--acme-directory=http://ca.example/dir"}, want: []string{"acme-directory"}},
 		{name: "acme email without domains", args: []string{"--acme-email=ops@clinic.example"}, want: []string{"acme-domains"}},
+		{name: "acme ca file without domains", args: []string{"--acme-ca-file=ca.pem"}, want: []string{"acme-ca-file", "acme-domains"}},
 		{name: "acme bad http addr", args: []string{"--acme-domains=visits.clinic.example", "--public-url=https://visits.clinic.example", "--acme-http-addr=80"}, want: []string{"acme-http-addr"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
