@@ -582,7 +582,7 @@ func TestNetnsSFUAddressChange(t *testing.T) {
 	}
 	lost := signallingLostAfter(r.patient, movedInPage)
 	r.patient.logf("gave its signalling's socket up %v after the address changed", lost.Round(100*time.Millisecond))
-	assertProbed(t, lost)
+	assertProbed(t, r.patient, movedInPage, lost)
 	if got := mustEval[string](r.patient, `window.bedside.call.selfId`); got != self {
 		t.Errorf("the patient rejoined as %s (was %s)", got, self)
 	}
