@@ -375,6 +375,7 @@ func TestEveryFieldHasAnOption(t *testing.T) {
 		"BEDSIDE_ACME_EMAIL=ops@clinic.example",
 		"BEDSIDE_ACME_DIRECTORY=https://ca.example/directory",
 		"BEDSIDE_ACME_CACHE_DIR=/srv/acme",
+		"BEDSIDE_ACME_CA_FILE=/etc/bedside/acme-ca.pem",
 	}
 	cfg, err := config.NewFlagSet("serve", io.Discard).Parse(nil, env)
 	if err != nil {
@@ -468,6 +469,7 @@ var options = []struct{ flag, env string }{
 	{"acme-directory", "BEDSIDE_ACME_DIRECTORY"},
 	{"acme-cache-dir", "BEDSIDE_ACME_CACHE_DIR"},
 	{"acme-http-addr", "BEDSIDE_ACME_HTTP_ADDR"},
+	{"acme-ca-file", "BEDSIDE_ACME_CA_FILE"},
 }
 
 func TestHelpListsEveryOption(t *testing.T) {
