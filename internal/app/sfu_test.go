@@ -397,6 +397,9 @@ func TestSFUKeyframeRequestsLimited(t *testing.T) {
 // sends; it has no pub). The server puts each back into the SFU with a new SFU session:
 // the patient publishes again, the clinician receives it again, and the observer receives
 // the clinician again.
+// Then the patient's connection of the lost session sends its pub offer once more, as a
+// page does whose offer was on its way when the new session came (TestSFURejoinAfterLoss
+// saw it): the server drops it, and the new pub connection goes on.
 func TestSFURejoinsLostParticipant(t *testing.T) {
 	ctx, srv, p := sfuTest(t, "sfu", apptest.Options{})
 	p.join("patient", "", true)
@@ -405,12 +408,16 @@ func TestSFURejoinsLostParticipant(t *testing.T) {
 	visitID := p.vs.visit.ID
 	clinicianID := p.ids["clinician"]
 
+	var lostOffer, lostSession string
 	for _, l := range []struct {
 		name string
 		pc   string
 	}{{"patient", "pub"}, {"observer", "sub"}} {
 		call, id := p.calls[l.name], p.ids[l.name]
 		lost := call.SFU().Session
+		if l.name == "patient" {
+			lostOffer, lostSession = call.SFU().PubOffer(), lost
+		}
 		srv.SFU().Leave(visitID, id)
 		for inSFU := true; inSFU; {
 			inSFU = false
@@ -448,5 +455,30 @@ func TestSFURejoinsLostParticipant(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+	}
+
+	if lostOffer == "" {
+		t.Fatal("the patient's pub connection had no offer before the loss")
+	}
+	patient := p.calls["patient"]
+	stale := map[string]any{"type": "signal", "to": "sfu", "pc": "pub", "sfu_session": lostSession,
+		"description": map[string]any{"type": "offer", "sdp": lostOffer}}
+	if err := patient.Conn.Send(ctx, stale); err != nil {
+		t.Fatal(err)
+	}
+	for len(srv.RecentLog("a signal for an SFU session that was replaced")) == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the server did not drop the pub offer of the patient's lost SFU session")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	receiver := p.calls["clinician"].SFU().From(p.ids["patient"])
+	a0, v0 := receiver.Packets()
+	time.Sleep(time.Second)
+	if a, v := receiver.Packets(); a < a0+10 || v < v0+10 {
+		t.Errorf("after the stale offer the clinician received %d audio, %d video packets of the patient in a second", a-a0, v-v0)
+	}
+	if st := patient.SFU().PubState(); st != "connected" {
+		t.Errorf("the patient's pub connection is %s after the stale offer", st)
 	}
 }

@@ -173,7 +173,7 @@ func (s *SFUConn) newPC(sub bool) (*webrtc.PeerConnection, error) {
 }
 
 func (s *SFUConn) signal(pc string, body map[string]any) {
-	body["type"], body["to"], body["pc"] = "signal", "sfu", pc
+	body["type"], body["to"], body["pc"], body["sfu_session"] = "signal", "sfu", pc, s.Session
 	s.send(body)
 }
 
@@ -638,6 +638,17 @@ func (s *SFUConn) SetAudioLevel(level int) { s.audioLevel.Store(uint32(min(max(l
 // PubState and SubState are the connections' states ("" before they exist).
 func (s *SFUConn) PubState() string { return s.state(true) }
 func (s *SFUConn) SubState() string { return s.state(false) }
+
+// PubOffer is the pub connection's local description (its last offer), "" before it has
+// one: for a test that sends it again as a stale client would.
+func (s *SFUConn) PubOffer() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pub == nil || s.pub.LocalDescription() == nil {
+		return ""
+	}
+	return s.pub.LocalDescription().SDP
+}
 
 func (s *SFUConn) state(pub bool) string {
 	s.mu.Lock()

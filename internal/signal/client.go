@@ -487,7 +487,7 @@ func (c *client) handle(ctx context.Context, in readResult) {
 
 // mediaSignal is a signal to the SFU as the visit service takes it.
 func mediaSignal(msg Incoming) visit.MediaSignal {
-	s := visit.MediaSignal{PC: msg.PC, Candidate: msg.Candidate, Sources: msg.Sources}
+	s := visit.MediaSignal{PC: msg.PC, Candidate: msg.Candidate, Sources: msg.Sources, Session: msg.SFUSession}
 	if d := msg.Description; d != nil {
 		s.Type, s.SDP = d.Type, d.SDP
 	}

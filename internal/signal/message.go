@@ -53,6 +53,7 @@ type Incoming struct {
 	Description *Description      // signal
 	Candidate   json.RawMessage   // signal: an RTCIceCandidateInit object, or null
 	Sources     map[string]string // signal with a description: the source of each sending mid
+	SFUSession  string            // signal to the SFU: the sfu_session its connection belongs to (optional)
 	Participant string            // admit, remove, video_size
 	Peer        string            // connection: a participant id, or "sfu"
 	Local       *Candidate        // connection
@@ -191,12 +192,18 @@ func Decode(data []byte) (Incoming, error) {
 			return in, err
 		}
 	case "signal":
-		allowed["to"], allowed["description"], allowed["candidate"], allowed["pc"], allowed["sources"] = true, true, true, true, true
+		allowed["to"], allowed["description"], allowed["candidate"], allowed["pc"], allowed["sources"], allowed["sfu_session"] = true, true, true, true, true, true
 		if in.To, err = str("to", true, peerRE); err != nil {
 			return in, err
 		}
 		if in.PC, err = str("pc", in.To == SFU, nil); err != nil {
 			return in, err
+		}
+		if in.SFUSession, err = str("sfu_session", false, clientIDRE); err != nil {
+			return in, err
+		}
+		if in.SFUSession != "" && in.To != SFU {
+			return in, invalid("sfu_session is only for signals to the SFU.")
 		}
 		switch {
 		case in.To == SFU && in.PC != "pub" && in.PC != "sub":

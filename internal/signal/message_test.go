@@ -423,6 +423,8 @@ func TestDecodeErrors(t *testing.T) {
 		{name: "signal to the SFU, bad pc", in: `{"type":"signal","to":"sfu","pc":"both","candidate":null}`, code: CodeInvalid, inReplyTo: "signal", mentions: "pc"},
 		{name: "pc to a peer", in: `{"type":"signal",` + to + `,"pc":"pub","candidate":null}`, code: CodeInvalid, inReplyTo: "signal", mentions: "pc"},
 		{name: "to SFU in capitals", in: `{"type":"signal","to":"SFU","pc":"pub","candidate":null}`, code: CodeInvalid, inReplyTo: "signal", mentions: "to"},
+		{name: "sfu_session to a peer", in: `{"type":"signal",` + to + `,"sfu_session":"f_0M3UZSr-brJOjcvr","candidate":null}`, code: CodeInvalid, inReplyTo: "signal", mentions: "sfu_session"},
+		{name: "sfu_session not a session", in: `{"type":"signal","to":"sfu","pc":"pub","sfu_session":"f 1","candidate":null}`, code: CodeInvalid, inReplyTo: "signal", mentions: "sfu_session"},
 		{name: "sources without a description", in: `{"type":"signal",` + to + `,"candidate":null,"sources":{"0":"camera"}}`, code: CodeInvalid, inReplyTo: "signal", mentions: "sources"},
 		{name: "unknown source", in: `{"type":"signal",` + to + `,"description":{"type":"offer","sdp":"v=0"},"sources":{"0":"window"}}`, code: CodeInvalid, inReplyTo: "signal", mentions: "sources"},
 		{name: "bad mid", in: `{"type":"signal",` + to + `,"description":{"type":"offer","sdp":"v=0"},"sources":{"a b":"camera"}}`, code: CodeInvalid, inReplyTo: "signal", mentions: "sources"},

@@ -56,7 +56,10 @@ type MediaSignal struct {
 	PC        string
 	Type, SDP string // a description, or
 	Candidate []byte // an RTCIceCandidateInit (JSON), "null" at the end
-	Sources   map[string]string
+	// Session is the SFU session the connection belongs to, as the client says ("": it does
+	// not say). A signal for a session the member no longer has is dropped.
+	Session string
+	Sources map[string]string
 }
 
 // MediaSink is what the SFU says to one participant; the signalling client implements it
@@ -179,6 +182,15 @@ func (p *Presence) MediaSignal(s MediaSignal) error {
 	if err := p.inSFU(); err != nil {
 		return err
 	}
+	// A signal of connections the SFU session they belonged to was replaced for (sent
+	// before the page had the mode message naming the new one) is about nothing the SFU
+	// has: given to the new participant, a pub offer of the old connection would be
+	// answered, and the page would apply that answer to its new connection, which then
+	// never connects (TestSFURejoinsLostParticipant; seen in TestSFURejoinAfterLoss).
+	if stale, cur := p.staleSFUSession(s.Session); stale {
+		p.m.log.Debug("sfu: a signal for an SFU session that was replaced, dropped", "visit", p.r.id, "participant", p.mem.p.ID, "pc", s.PC, "current", cur != "")
+		return nil
+	}
 	if s.PC == "pub" && p.mem.p.Observer {
 		return ErrForbidden
 	}
@@ -188,6 +200,14 @@ func (p *Presence) MediaSignal(s MediaSignal) error {
 		return nil // it was about connections that are gone; the page makes new ones
 	}
 	return err
+}
+
+// staleSFUSession says whether session (a client's, "" when it does not say) is not the
+// member's current SFU session, and returns the current one.
+func (p *Presence) staleSFUSession(session string) (bool, string) {
+	p.r.mu.Lock()
+	defer p.r.mu.Unlock()
+	return session != "" && session != p.mem.sfuSession, p.mem.sfuSession
 }
 
 // mediaHolder is a Member that can hold what the SFU says until its next Mode (the

@@ -98,7 +98,7 @@ const AUDIO_ONLY_MS = 1500;
  */
 
 /**
- * @typedef {Watched & {which: 'pub' | 'sub', queue: Promise<void>, pending: RTCIceCandidateInit[]}} SfuConn
+ * @typedef {Watched & {which: 'pub' | 'sub', session: string, queue: Promise<void>, pending: RTCIceCandidateInit[]}} SfuConn
  *
  * @typedef {{
  *   session: string,
@@ -792,14 +792,14 @@ export class Call extends Emitter {
     const pc = new RTCPeerConnection(this.config);
     /** @type {SfuConn} */
     const conn = {
-      id: 'sfu:' + which, which, pc, queue: Promise.resolve(), pending: [], watchdog: undefined, failed: false,
+      id: 'sfu:' + which, which, session: sfu.session, pc, queue: Promise.resolve(), pending: [], watchdog: undefined, failed: false,
       reportedPair: '', current: () => this.sfu === sfu && sfu[which] === conn, report: {peer: 'sfu', pc: which},
     };
     this.pcs.set(conn.id, pc);
     this._watch(conn);
     pc.onicecandidate = (ev) => {
       if (!conn.current()) return;
-      this.signalling.send({type: 'signal', to: 'sfu', pc: which, candidate: ev.candidate ? ev.candidate.toJSON() : null}, conn.current);
+      this.signalling.send({type: 'signal', to: 'sfu', pc: which, candidate: ev.candidate ? ev.candidate.toJSON() : null, sfu_session: conn.session}, conn.current);
     };
     pc.onconnectionstatechange = () => {
       if (conn.current()) this._connectionState(conn);
@@ -811,7 +811,7 @@ export class Call extends Emitter {
     // which puts the page back into the SFU with a new session when it does not (decision
     // 35). A page that only receives (an observer) has nothing else that would tell.
     pc.oniceconnectionstatechange = restartWhenStuck(pc, conn.current, () => this.signalling.probe(), () => {
-      this.signalling.send({type: 'signal', to: 'sfu', pc: 'sub', candidate: null}, conn.current);
+      this.signalling.send({type: 'signal', to: 'sfu', pc: 'sub', candidate: null, sfu_session: conn.session}, conn.current);
     });
     return conn;
   }
@@ -856,7 +856,7 @@ export class Call extends Emitter {
   _sendPubOffer(conn) {
     const pc = conn.pc;
     if (!pc.localDescription) return;
-    const at = this.signalling.send({type: 'signal', to: 'sfu', pc: 'pub', description: pc.localDescription.toJSON(), sources: this._sources(pc)}, conn.current);
+    const at = this.signalling.send({type: 'signal', to: 'sfu', pc: 'pub', description: pc.localDescription.toJSON(), sources: this._sources(pc), sfu_session: conn.session}, conn.current);
     this._sentAfter.set(pc, at);
   }
 
@@ -894,7 +894,7 @@ export class Call extends Emitter {
       if (d.type === 'offer') {
         await pc.setLocalDescription();
         if (pc.localDescription && conn.current()) {
-          this.signalling.send({type: 'signal', to: 'sfu', pc: 'sub', description: pc.localDescription.toJSON()}, conn.current);
+          this.signalling.send({type: 'signal', to: 'sfu', pc: 'sub', description: pc.localDescription.toJSON(), sfu_session: conn.session}, conn.current);
         }
         this._pruneSfuTracks();
       }

@@ -90,8 +90,8 @@ const LIVENESS_CHECK_MS = 1000;
  * }} SignallingEvents
  *
  * @typedef {{type: 'signal', to: string, pc?: 'pub' | 'sub', description: RTCSessionDescriptionInit,
- *       sources?: Record<string, Source>}
- *   | {type: 'signal', to: string, pc?: 'pub' | 'sub', candidate: RTCIceCandidateInit | null}
+ *       sources?: Record<string, Source>, sfu_session?: string}
+ *   | {type: 'signal', to: string, pc?: 'pub' | 'sub', candidate: RTCIceCandidateInit | null, sfu_session?: string}
  *   | {type: 'video_size', participant: string, source: 'camera' | 'screen', width: number, height: number}
  *   | {type: 'video_paused', source: 'camera' | 'screen', paused: boolean}
  *   | {type: 'chat', text: string, id?: string}
