@@ -258,7 +258,9 @@ func (st *rxStats) report(now int64) rtcp.ReceptionReport {
 		LastSenderReport:   st.lastSR,
 	}
 	if st.lastSRAt != 0 {
-		r.Delay = uint32((now - st.lastSRAt) * 65536 / 1e9) // in 1/65536 s
+		// In 1/65536 s. A sender report read after the tick took its time (now) is not
+		// yet a moment old: 0, not a negative delay wrapped to a day.
+		r.Delay = uint32(max(now-st.lastSRAt, 0) * 65536 / 1e9)
 	}
 	return r
 }

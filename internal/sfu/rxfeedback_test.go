@@ -388,7 +388,9 @@ func TestPublisherFeedback(t *testing.T) {
 						if r.TotalLost > 0 && lossReport == nil {
 							lossReport = &r
 						}
-						if r.LastSenderReport != 0 && delayReport == nil {
+						// A report made within 15 us of the sender report's arrival
+						// says a delay of 0, rightly: wait for one that says more.
+						if r.LastSenderReport != 0 && (delayReport == nil || delayReport.Delay == 0) {
 							delayReport = &r
 						}
 					}
