@@ -162,9 +162,11 @@ func (r *room) leaveMedia(m *Manager, id string) {
 	}
 }
 
-// inSFU says why this presence may not talk to the SFU, if it may not: not current, not
-// admitted (checkAdmitted), or the call is not through the SFU (ErrNotSFU).
-func (p *Presence) inSFU() error {
+// inSFU says why this presence may not talk to the SFU about its connections of the SFU
+// session named (a client's; "" for the current one), if it may not: not current, not
+// admitted (checkAdmitted), the call is not through the SFU (ErrNotSFU), or that session
+// was replaced (errStaleSFUSession).
+func (p *Presence) inSFU(session string) error {
 	p.r.mu.Lock()
 	defer p.r.mu.Unlock()
 	if err := p.checkAdmitted(); err != nil {
@@ -173,23 +175,28 @@ func (p *Presence) inSFU() error {
 	if p.r.mode != ModeSFU {
 		return ErrNotSFU
 	}
+	if session != "" && session != p.mem.sfuSession {
+		return errStaleSFUSession
+	}
 	return nil
 }
+
+// errStaleSFUSession: a client's signal names an SFU session the member no longer has.
+var errStaleSFUSession = errors.New("an SFU session that was replaced")
 
 // MediaSignal hands the SFU a description or candidate of this member's pub or sub
 // connection. Observers may not publish.
 func (p *Presence) MediaSignal(s MediaSignal) error {
-	if err := p.inSFU(); err != nil {
-		return err
-	}
 	// A signal of connections the SFU session they belonged to was replaced for (sent
 	// before the page had the mode message naming the new one) is about nothing the SFU
 	// has: given to the new participant, a pub offer of the old connection would be
 	// answered, and the page would apply that answer to its new connection, which then
 	// never connects (TestSFURejoinsLostParticipant; seen in TestSFURejoinAfterLoss).
-	if stale, cur := p.staleSFUSession(s.Session); stale {
-		p.m.log.Debug("sfu: a signal for an SFU session that was replaced, dropped", "visit", p.r.id, "participant", p.mem.p.ID, "pc", s.PC, "current", cur != "")
+	if err := p.inSFU(s.Session); errors.Is(err, errStaleSFUSession) {
+		p.m.log.Debug("sfu: a signal for an SFU session that was replaced, dropped", "visit", p.r.id, "participant", p.mem.p.ID, "pc", s.PC)
 		return nil
+	} else if err != nil {
+		return err
 	}
 	if s.PC == "pub" && p.mem.p.Observer {
 		return ErrForbidden
@@ -200,14 +207,6 @@ func (p *Presence) MediaSignal(s MediaSignal) error {
 		return nil // it was about connections that are gone; the page makes new ones
 	}
 	return err
-}
-
-// staleSFUSession says whether session (a client's, "" when it does not say) is not the
-// member's current SFU session, and returns the current one.
-func (p *Presence) staleSFUSession(session string) (bool, string) {
-	p.r.mu.Lock()
-	defer p.r.mu.Unlock()
-	return session != "" && session != p.mem.sfuSession, p.mem.sfuSession
 }
 
 // mediaHolder is a Member that can hold what the SFU says until its next Mode (the
@@ -239,7 +238,7 @@ func (p *Presence) rejoinMedia() {
 
 // VideoSize tells the SFU at what size this member shows another's video.
 func (p *Presence) VideoSize(publisherID, source string, width, height int) error {
-	if err := p.inSFU(); errors.Is(err, ErrNotSFU) {
+	if err := p.inSFU(""); errors.Is(err, ErrNotSFU) {
 		return nil // nothing to adapt between browsers
 	} else if err != nil {
 		return err
