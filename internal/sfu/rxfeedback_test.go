@@ -282,6 +282,26 @@ func gatheredOffer(t *testing.T, pc *webrtc.PeerConnection) string {
 	return pc.LocalDescription().SDP
 }
 
+// vp8Publisher is a pion publisher made by api with one VP8 camera track, closed when the
+// test ends: the connection, the track and its sender.
+func vp8Publisher(t *testing.T, api *webrtc.API) (*webrtc.PeerConnection, *webrtc.TrackLocalStaticRTP, *webrtc.RTPSender) {
+	t.Helper()
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "cam")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender, err := pc.AddTrack(track)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pc, track, sender
+}
+
 // addCandidates gives pc the SFU's candidates as they come, until stop is closed.
 func addCandidates(pc *webrtc.PeerConnection, candidates <-chan []byte, stop <-chan struct{}) {
 	for {
@@ -344,19 +364,7 @@ func TestPublisherFeedback(t *testing.T) {
 	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
 		t.Fatal(err)
 	}
-	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(loopbackPeer())).NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "cam")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sender, err := pc.AddTrack(track)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, track, sender := vp8Publisher(t, webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(loopbackPeer())))
 	var (
 		mu          sync.Mutex
 		nacks       = map[uint16]int{}
