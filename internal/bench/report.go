@@ -201,10 +201,11 @@ type ScenarioDoc struct {
 }
 
 // buildOf says which build of bedside is measured (the server runs as a child process of
-// the same executable): its commit ("commit unknown" for `go run`, which stamps none),
-// with "+changes" when the tree had uncommitted changes, and the profile it was built with
-// (`go build -pgo=FILE`; "pgo off" for none), so that the figures of two builds of one
-// commit are not confused (docs/benchmarks.md, "Profile-guided optimisation").
+// the same executable): its commit ("commit unknown" for `go run`, or a build with
+// -buildvcs=false, which stamp none), with "+changes" when the tree had uncommitted
+// changes, and the profile it was built with (`go build -pgo=FILE`; "pgo off" for none),
+// so that the figures of two builds of one commit are not confused (docs/benchmarks.md,
+// "Profile-guided optimisation").
 func buildOf() string {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {

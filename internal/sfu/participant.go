@@ -760,9 +760,9 @@ const audioReserve = 50_000
 // netns test holds 1.36 s at 100 kbit/s) queues for seconds before it drops anything:
 // waiting for its loss sent the top layer into it once a hold ended, and a lower layer
 // into it when a link narrowed with no loss before (a fresh-clone CI run: 13 frames and
-// 160 audio packets of 200 in 4 s, the queue 811 ms). But four browsers on two cores, with no loss, read 200 ms of queue in
-// their feedback too: counted on any link, it paused every video to one subscriber of
-// TestSFUFourBrowsers in another CI run.
+// 160 audio packets of 200 in 4 s, the queue 811 ms). But four browsers on two cores, with
+// no loss, read 200 ms of queue in their feedback too: counted on any link, it paused
+// every video to one subscriber of TestSFUFourBrowsers in another CI run.
 const (
 	lossThreshold     = 0.02
 	queueThreshold    = 200 // ms
