@@ -159,12 +159,14 @@ type writerState struct {
 // sentPacket is one packet as a down track wrote it: the publisher's packet and what the
 // rewriting made of its numbers.
 type sentPacket struct {
-	p    *packet // nil: empty
-	seq  uint16
-	ts   uint32
-	twcc uint16 // its transport-wide sequence number
-	pic  uint16
-	tl0  uint8
+	p       *packet // nil: empty
+	at      int64   // monotime: when it was last written (sent or resent)
+	seq     uint16
+	ts      uint32
+	twcc    uint16 // its transport-wide sequence number
+	pic     uint16
+	tl0     uint8
+	resends uint8 // how many times it was resent
 }
 
 func newDownTrack(up *upTrack, sub *participant) *downTrack {
@@ -507,7 +509,7 @@ func (d *downTrack) send(p *packet, b *binding, payload []byte, pic uint16, tl0 
 			e.p.release()
 		}
 		p.ref()
-		*e = sentPacket{p: p, seq: seq, ts: ts, twcc: twcc, pic: pic, tl0: tl0}
+		*e = sentPacket{p: p, at: at, seq: seq, ts: ts, twcc: twcc, pic: pic, tl0: tl0}
 	}
 	w.fwdPackets++
 	w.fwdBytes += len(payload)
@@ -611,8 +613,14 @@ func (d *downTrack) header(b *binding, seq uint16, ts uint32, twcc uint16, marke
 // resend answers a subscriber's NACK: each packet asked for that is still kept is written
 // again as it was first sent (same sequence number, timestamp and payload; the subscriber
 // offers no RTX). A packet no longer kept is not: by then it is of no use to the
-// receiver's jitter buffer. It takes the writer's lock, so it never interleaves with a
-// write; readers meanwhile queue their packets for the writer.
+// receiver's jitter buffer. Nor, by the rules of design decision 69, is a packet of a
+// video paused now (its next frame is a key frame), one resent less than resendGap ago
+// or maxResends times already, or one past the subscriber's retransmission budget
+// (resendBudget): a subscriber asks again for what a narrowed link keeps losing, and
+// answering every asking filled such a link with old video, the audio lost behind it,
+// for as long as the browser went on asking (12 s under a 100 kbit/s cap). It takes the
+// writer's lock, so it never interleaves with a write; readers meanwhile queue their
+// packets for the writer.
 func (d *downTrack) resend(nacks []rtcp.NackPair) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -625,20 +633,33 @@ func (d *downTrack) resend(nacks []rtcp.NackPair) {
 	if b == nil {
 		return
 	}
+	paused := d.target.Load() < 0
+	now := monotime()
 	for _, pair := range nacks {
 		for _, seq := range pair.PacketList() {
 			e := &d.w.sentVideo[seq%nackBuffer]
-			if e.p == nil || e.seq != seq {
+			switch {
+			case e.p == nil || e.seq != seq:
 				d.m.nackMissed.Inc()
+				continue
+			case paused:
+				d.m.nackRefused[refusedPaused].Inc()
+				continue
+			case e.resends >= maxResends || e.resends > 0 && now-e.at < int64(resendGap):
+				d.m.nackRefused[refusedRepeat].Inc()
+				continue
+			case !d.sub.resends.take(now, len(e.p.payload)+rtpOverhead, d.sub.resendRate()):
+				d.m.nackRefused[refusedBudget].Inc()
 				continue
 			}
 			payload, sb := rewrittenPayload(e.p, e.pic, e.tl0)
-			_, err := d.writeRTP(b, d.header(b, e.seq, e.ts, e.twcc, e.p.hdr.Marker), payload)
+			at, err := d.writeRTP(b, d.header(b, e.seq, e.ts, e.twcc, e.p.hdr.Marker), payload)
 			putScratch(sb)
 			if err != nil {
 				d.m.dropWriteError.Inc()
 				return
 			}
+			e.at, e.resends = at, e.resends+1
 			d.m.retransmitted.Inc()
 		}
 	}

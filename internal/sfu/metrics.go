@@ -15,6 +15,7 @@ type Metrics struct {
 	keyframeRequests prometheus.Counter
 	retransmitted    prometheus.Counter
 	nackMissed       prometheus.Counter
+	nackRefused      [3]prometheus.Counter // by refusedPaused, refusedRepeat, refusedBudget
 	nacksSent        prometheus.Counter
 	feedbackInvalid  prometheus.Counter
 	sendPath         *prometheus.CounterVec
@@ -41,7 +42,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "bedside_sfu_dropped_packets_total",
 		Help: "RTP packets the SFU did not forward, by reason: queue_full (a subscriber's writer fell behind), not_bound (its connection not yet negotiated), write_error, receive_queue_full (a publisher's packet its reader had no room for, or one larger than any media packet).",
 	}, []string{"reason"})
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bedside_sfu_nack_refused_packets_total",
+		Help: "Video packets subscribers asked for again (NACK) that the SFU kept and did not resend (decision 69), by reason: paused (the video is paused for the subscriber now), repeat (resent lately, or too often already), budget (past the subscriber's retransmission budget).",
+	}, []string{"reason"})
 	m := &Metrics{
+		nackRefused: [3]prometheus.Counter{
+			refusedPaused: refused.WithLabelValues("paused"),
+			refusedRepeat: refused.WithLabelValues("repeat"),
+			refusedBudget: refused.WithLabelValues("budget"),
+		},
 		audio:          kindCounters{fwdPackets.WithLabelValues("audio"), fwdBytes.WithLabelValues("audio")},
 		video:          kindCounters{fwdPackets.WithLabelValues("video"), fwdBytes.WithLabelValues("video")},
 		dropQueueFull:  dropped.WithLabelValues("queue_full"),
@@ -95,7 +105,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"visit"}),
 	}
 	if reg != nil {
-		reg.MustRegister(fwdPackets, fwdBytes, dropped, m.layerSwitches, m.keyframeRequests, m.retransmitted, m.nackMissed, m.nacksSent, m.feedbackInvalid, m.sendPath, m.receivePath, m.subscribers, m.padding, m.probes)
+		reg.MustRegister(fwdPackets, fwdBytes, dropped, m.layerSwitches, m.keyframeRequests, m.retransmitted, m.nackMissed, refused, m.nacksSent, m.feedbackInvalid, m.sendPath, m.receivePath, m.subscribers, m.padding, m.probes)
 	}
 	return m
 }

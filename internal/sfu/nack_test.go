@@ -320,3 +320,85 @@ func counterValue(c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestResendRules: the retransmission rules of design decision 69. A packet asked for
+// again is resent, but not again within resendGap of that, nor more than maxResends
+// times; nothing is resent while the video is paused for the subscriber; and a
+// subscriber's resends stop at its budget (a share of its estimate), the rest refused.
+// Each refusal is counted by its reason.
+func TestResendRules(t *testing.T) {
+	_, d, w := testTrack(t, webrtc.RTPCodecTypeVideo)
+	defer d.forgetSent()
+	g := &frameGen{seq: 500, ts: 1000, pic: 7, packets: 5, fill: zeros}
+	for range 6 {
+		for _, p := range g.frame() {
+			d.write(p)
+			p.release()
+		}
+	}
+	if len(w.out) != 30 {
+		t.Fatalf("%d packets forwarded, want 30", len(w.out))
+	}
+	first := w.out[0].hdr.SequenceNumber
+	refused := func(reason int) float64 { return counterValue(d.m.nackRefused[reason]) }
+	nack := func(seqs ...uint16) (resent []uint16) {
+		n := len(w.out)
+		for _, s := range seqs {
+			d.resend([]rtcp.NackPair{{PacketID: s}})
+		}
+		for _, s := range w.out[n:] {
+			resent = append(resent, s.hdr.SequenceNumber)
+		}
+		return resent
+	}
+	// As often as the rules let: once at once, then once per resendGap, maxResends in all.
+	if got := nack(first, first); len(got) != 1 || got[0] != first {
+		t.Fatalf("a packet asked for twice at once: resent %v, want it once", got)
+	}
+	if refused(refusedRepeat) != 1 {
+		t.Errorf("the second asking at once: %v refusals for a repeat, want 1", refused(refusedRepeat))
+	}
+	e := &d.w.sentVideo[first%nackBuffer]
+	for i := 2; i <= maxResends+1; i++ {
+		e.at -= int64(resendGap) // as if resendGap had passed
+		got := nack(first)
+		if want := i <= maxResends; (len(got) == 1) != want {
+			t.Errorf("asked a %d-th time, resendGap after the last: resent %v (want it resent: %v)", i, got, want)
+		}
+	}
+	if refused(refusedRepeat) != 2 {
+		t.Errorf("%v refusals for a repeat, want 2", refused(refusedRepeat))
+	}
+	// The video paused for the subscriber: nothing resent.
+	d.target.Store(-1)
+	if got := nack(first + 1); len(got) != 0 {
+		t.Errorf("the video paused: resent %v", got)
+	}
+	d.target.Store(0)
+	if refused(refusedPaused) != 1 {
+		t.Errorf("%v refusals for a paused video, want 1", refused(refusedPaused))
+	}
+	// A subscriber whose estimate is 40 kbit/s may resend 10 kbit/s, at most one
+	// maximum-size packet's worth at once: of 28 packets asked for at once, as many as fit.
+	d.sub.lastEstimate.Store(40_000)
+	d.sub.resends = resendBudget{}
+	var all []uint16
+	for s := first + 2; s != first+30; s++ {
+		all = append(all, s)
+	}
+	fit, spent := 0, 0 // how many of them fit the budget, in the order asked
+	for _, s := range all {
+		size := len(w.out[s-first].payload) + rtpOverhead
+		if spent+size > maxPacket+rtpOverhead {
+			break
+		}
+		fit, spent = fit+1, spent+size
+	}
+	got := nack(all...)
+	if len(got) != fit && len(got) != fit+1 { // +1: what a slow run's refill adds
+		t.Errorf("a budget of %d bytes: %d packets resent, want the %d that fit", maxPacket+rtpOverhead, len(got), fit)
+	}
+	if n := refused(refusedBudget); int(n) != len(all)-len(got) {
+		t.Errorf("%v refusals for the budget, want %d", n, len(all)-len(got))
+	}
+}

@@ -31,7 +31,63 @@ const (
 	// receiver's jitter buffer. They are references to the publisher's packets, shared by
 	// the subscribers of a layer (downTrack.sentVideo).
 	nackBuffer = 128
+	// The retransmission rules (design decision 69): a kept packet is resent at most
+	// maxResends times, and not again within resendGap of its last resending (a second
+	// asking that soon is a duplicate, the first answer still on its way); a subscriber's
+	// retransmissions take at most 1/resendShare of its estimate, with resendBurst of
+	// that rate saved up.
+	maxResends  = 3
+	resendGap   = 50 * time.Millisecond
+	resendShare = 4
+	resendBurst = 500 * time.Millisecond
 )
+
+// Why a NACKed packet the SFU keeps was not resent (Metrics.nackRefused).
+const (
+	refusedPaused = iota // the video is paused for the subscriber
+	refusedRepeat        // resent within resendGap, or maxResends times already
+	refusedBudget        // past the subscriber's retransmission budget
+)
+
+// resendBudget is a subscriber's token bucket for retransmissions, in bytes on the wire,
+// shared by its video down tracks (their RTCP readers answer NACKs concurrently).
+type resendBudget struct {
+	mu     sync.Mutex
+	tokens float64
+	last   int64 // monotime of the last take (0: none yet)
+}
+
+// take spends size bytes at now, the bucket filling at rate bit/s up to resendBurst of
+// it (at least one packet's worth), and says whether there were enough.
+func (b *resendBudget) take(now int64, size, rate int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	capacity := max(float64(rate)/8*resendBurst.Seconds(), maxPacket+rtpOverhead)
+	if b.last == 0 {
+		b.tokens = capacity
+	} else {
+		b.tokens = min(capacity, b.tokens+float64(rate)/8*float64(now-b.last)/float64(time.Second))
+	}
+	b.last = now
+	if b.tokens < float64(size) {
+		return false
+	}
+	b.tokens -= float64(size)
+	return true
+}
+
+// defaultInitialBitrate is Config.InitialBitrate's default.
+const defaultInitialBitrate = 1_500_000
+
+// resendRate is the subscriber's retransmission budget, bit/s: a share of the estimate
+// its layers were last chosen by (the default starting one before the first choice).
+func (p *participant) resendRate() int {
+	est := int(p.lastEstimate.Load())
+	if est <= 0 {
+		est = defaultInitialBitrate
+	}
+	return est / resendShare
+}
 
 // Events of a participant's goroutine.
 type (
@@ -124,7 +180,8 @@ type participant struct {
 
 	remb         atomic.Int64  // the subscriber's REMB estimate (from its down tracks' RTCP)
 	twccSeq      atomic.Uint32 // the next transport-wide sequence number on its sub connection
-	lastEstimate atomic.Int64  // the estimate allocate last used (Stats)
+	lastEstimate atomic.Int64  // the estimate allocate last used (Stats, resendRate)
+	resends      resendBudget  // what its down tracks may resend (decision 69)
 	// est is the send-side estimator of its sub connection: the down tracks record what
 	// they send and the transport-wide feedback their RTCP readers get (decision 53).
 	est         *bwe.Estimator

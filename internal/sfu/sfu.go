@@ -150,7 +150,7 @@ func New(cfg Config) (*SFU, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.InitialBitrate <= 0 {
-		cfg.InitialBitrate = 1_500_000
+		cfg.InitialBitrate = defaultInitialBitrate
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
