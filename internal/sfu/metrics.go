@@ -97,7 +97,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bedside_sfu_probes_total",
-			Help: "Probes of subscribers' links for a higher video layer, by result: raised (the estimate reached what the layer needs) or failed (a queue, loss or the time ran out).",
+			Help: "Probes of subscribers' links for a higher video layer or a paused video, by result: raised (the estimate reached what the layer needs) or failed (a queue, loss or the time ran out).",
 		}, []string{"result"}),
 		subscribers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "bedside_sfu_visit_subscribers",

@@ -877,7 +877,7 @@ func (p *participant) estimate(now int64) (est int, congested bool) {
 	if p.twcc {
 		st := p.est.Stats()
 		est = st.Target
-		congested = p.congestion.observe(now, st.Loss >= lossThreshold, st.QueueMs)
+		congested = p.congestion.observe(now, st.Loss >= lossThreshold, st.QueueMs) || p.holdPaused(now)
 		if !congested {
 			est = max(est, p.s.cfg.InitialBitrate)
 		}
@@ -948,7 +948,7 @@ func (p *participant) allocate() {
 			p.sink().VideoPaused(d.up.publisher, d.up.source, paused)
 		}
 	}
-	p.probeLayers(now, est, congested, budget, ds, downs, targets)
+	p.probeLayers(now, est, congested, budget, ds, all, downs, targets)
 }
 
 // --- sender reports ------------------------------------------------------------------------

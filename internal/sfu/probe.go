@@ -25,9 +25,17 @@ import (
 // carry the next layer harmless: the queue shows when the rate has just passed the
 // link's, not at a step past it (a step to a top layer's need, three times a 600 kbit/s
 // link, filled its buffer before the feedback told, and the audio would have been lost
-// with the padding). Only a layer that flows is raised this way: a video paused for want
-// of bandwidth comes back when the congestion hold ends, as before, so a link that
-// carries the audio alone is not filled with padding.
+// with the padding).
+//
+// A video paused for want of bandwidth comes back the same way (design decision 70): its
+// track is padded (after the last frame it was sent, as below) until the estimate reaches
+// what its lowest layer needs. Meanwhile the congestion hold does not end (holdPaused):
+// its end took the estimate to the starting one at once, and the video came back at the
+// layer that estimate allowed into a link that had just carried the audio alone, the
+// audio queued behind it for a second or more at every hold's end. A video probed back
+// starts a hold of its own: the link has shown it carries that layer, not more. Only
+// when probing cannot bring it back (its track cannot be padded, or no probe could start
+// for probeStall) does the hold end as before.
 //
 // Padding goes after the last packet of a frame that arrived whole (and the one before it
 // too): its sequence numbers come next, and the track's media after it is numbered on;
@@ -52,6 +60,15 @@ const (
 	// maxProbeBurst is the most padding owed at once, in time at the probe's rate: a
 	// step that could not send (the track mid-frame) does not make a burst later.
 	maxProbeBurst = 30 * time.Millisecond
+	// probeStall: a hold kept for a paused video ends anyway when no probe has started
+	// for this long since it would have ended (the link never calm enough to probe).
+	probeStall = maxProbeBackoff + 2*probeLength
+	// probeConfirm: a probe of a paused video raises only once it has padded at its full
+	// rate this long. A token bucket on the way (a shaper's burst) lets a short ramp
+	// through at any rate; the received rate lags it by up to a second, and the estimate,
+	// which follows it, reached the need as the bucket ran dry: the video would come back
+	// into a link that carries the audio alone.
+	probeConfirm = time.Second
 )
 
 // prober is a subscriber's probe: owned by the participant's goroutine.
@@ -67,6 +84,13 @@ type prober struct {
 	timer   *time.Timer // the padding steps (nil until the first probe)
 	next    int64       // monotime: no probe starts before this
 	backoff time.Duration
+	paused  bool  // the track padded is a video paused for want of bandwidth
+	padded  bool  // the probe under way has sent padding
+	refused bool  // its track refused padding before it had sent any
+	started int64 // monotime: the last probe began (0: none yet)
+	// unpadded: the last probe of a paused video could send no padding (its track could
+	// not take any): the hold kept for it ends (holdPaused).
+	unpadded bool
 
 	raised, failed atomic.Int32 // probes that reached their need, and those that did not (Stats)
 }
@@ -81,9 +105,11 @@ func (pr *prober) c() <-chan time.Time {
 
 // probeLayers runs at each allocation tick after the layers are chosen: it ends a probe that
 // reached its need, failed or ran out of time, and starts one when a flowing video layer
-// could go up with a higher estimate and the link is calm. est, congested and budget are
-// what allocate used, ds and downs its demands and their tracks, targets its choice.
-func (p *participant) probeLayers(now int64, est int, congested bool, budget int, ds []videoDemand, downs []*downTrack, targets []int) {
+// could go up, or a video paused for want of bandwidth come back, with a higher estimate,
+// and the link is calm. est, congested and budget are
+// what allocate used, ds and downs its demands and their tracks (all the demands with
+// every layer sent), targets its choice.
+func (p *participant) probeLayers(now int64, est int, congested bool, budget int, ds, all []videoDemand, downs []*downTrack, targets []int) {
 	pr := &p.probe
 	if !p.twcc {
 		return
@@ -93,7 +119,7 @@ func (p *participant) probeLayers(now int64, est int, congested bool, budget int
 		switch {
 		case !congested: // the estimate is no longer followed down: nothing to learn
 			p.stopProbe(now, probeEnded)
-		case st.Target >= pr.need:
+		case st.Target >= pr.need && (!pr.paused || now-pr.start >= int64(probeRamp+probeConfirm)):
 			p.stopProbe(now, probeRaised)
 		case probeFailing(st, pr.cuts) || now >= pr.until:
 			p.stopProbe(now, probeFailed)
@@ -104,7 +130,7 @@ func (p *participant) probeLayers(now int64, est int, congested bool, budget int
 		st.QueueMs >= probeCalmQueue {
 		return
 	}
-	i, need := probeNeed(est, budget, ds, downs, targets)
+	i, need := probeNeed(est, budget, ds, all, downs, targets)
 	if i < 0 {
 		return
 	}
@@ -114,6 +140,7 @@ func (p *participant) probeLayers(now int64, est int, congested bool, budget int
 	// nor are the layers' costs (their peaks, upTrack.options).
 	media := p.est.SentRate(now)
 	pr.d, pr.need, pr.cuts = downs[i], need, st.Cuts
+	pr.paused, pr.padded, pr.refused, pr.started = targets[i] < 0, false, false, now
 	pr.rate = max(float64(need)*probeMargin-float64(media), 10_000)
 	pr.start, pr.until, pr.last, pr.credit = now, now+int64(probeLength), now, 0
 	if pr.timer == nil {
@@ -125,16 +152,21 @@ func (p *participant) probeLayers(now int64, est int, congested bool, budget int
 }
 
 // probeNeed finds the least estimate, in steps of 5% up to four times est, at which
-// the allocator would raise a layer that flows now (the switch to it done): that track's
-// index in downs and the estimate, or -1. budget, ds and targets are what allocate was
-// given and chose with est.
-func probeNeed(est, budget int, ds []videoDemand, downs []*downTrack, targets []int) (int, int) {
+// the allocator would raise a layer that flows now (the switch to it done), or give a
+// layer to a video paused for want of bandwidth: that track's index in downs and the
+// estimate, or -1. budget, ds and targets are what allocate was given and chose with est;
+// all are the demands with every layer sent, by which a paused video is judged (with
+// nobody else receiving it, its publisher has paused its layers: dynacast).
+func probeNeed(est, budget int, ds, all []videoDemand, downs []*downTrack, targets []int) (int, int) {
 	flowing := func(i int) bool { return targets[i] >= 0 && downs[i].current.Load() == int32(targets[i]) }
-	below := false // a flowing track below the layer it wants: else nothing to look for
+	paused := func(i int) bool { return targets[i] < 0 && downs[i].bwPaused }
+	below, anyPaused := false, false // a track below the layer it wants: else nothing to look for
 	for i := range downs {
 		if flowing(i) && targets[i] < wantedLayer(ds[i]) {
 			below = true
-			break
+		}
+		if paused(i) {
+			below, anyPaused = true, true
 		}
 	}
 	if !below {
@@ -143,13 +175,35 @@ func probeNeed(est, budget int, ds []videoDemand, downs []*downTrack, targets []
 	for f := 1.05; f <= 4; f *= 1.05 {
 		need := int(float64(est) * f)
 		raised := allocate(budget+(need-est)*95/100, ds, false)
+		var resumed []int
+		if anyPaused {
+			resumed = allocate(budget+(need-est)*95/100, all, false)
+		}
 		for i := range downs {
-			if flowing(i) && raised[i] > targets[i] {
+			if flowing(i) && raised[i] > targets[i] || paused(i) && resumed[i] >= 0 {
 				return i, need
 			}
 		}
 	}
 	return -1, 0
+}
+
+// holdPaused says whether the subscriber's estimate stays followed after its congestion
+// hold has ended, for a video paused for want of bandwidth that a probe may bring back
+// (decision 70): not when none is paused, when the last probe of one could not pad its
+// track, or when no probe has started for probeStall since the hold would have ended.
+func (p *participant) holdPaused(now int64) bool {
+	if !p.twcc || p.probe.unpadded {
+		return false
+	}
+	paused := false
+	for _, d := range p.subs {
+		if d.bwPaused {
+			paused = true
+			break
+		}
+	}
+	return paused && now-max(p.probe.started, p.congestion.until) < int64(probeStall)
 }
 
 // probeFailing says whether the estimator's state st shows a probe too much: a queue,
@@ -173,6 +227,9 @@ func (p *participant) stopProbe(now int64, how int) {
 	}
 	pr.d = nil
 	pr.timer.Stop()
+	if pr.paused {
+		pr.unpadded = pr.refused && !pr.padded
+	}
 	switch how {
 	case probeEnded:
 		return
@@ -181,6 +238,10 @@ func (p *participant) stopProbe(now int64, how int) {
 		p.s.m.probes.WithLabelValues("raised").Inc()
 		pr.backoff = 0
 		pr.next = now + int64(probeBackoff) // the raised layer's key frame and a settled estimate first
+		if pr.paused {
+			// Back from a pause: the link carries the lowest layer, nothing more is known.
+			p.congestion.until = max(p.congestion.until, now+int64(p.congestion.hold))
+		}
 		return
 	}
 	pr.failed.Add(1)
@@ -207,8 +268,10 @@ func (p *participant) probeStep(now int64) {
 	for pr.credit >= rtpOverhead+maxPadding/2 {
 		n := min(int(pr.credit)-rtpOverhead, maxPadding)
 		if !pr.d.pad(n) {
+			pr.refused = pr.refused || !pr.padded
 			break
 		}
+		pr.padded = true
 		pr.credit -= float64(n + rtpOverhead)
 	}
 	pr.timer.Reset(probeTick)
@@ -217,7 +280,9 @@ func (p *participant) probeStep(now int64) {
 // pad writes one padding-only packet with n bytes of padding (1 to maxPadding) after the
 // last packet written, for the prober. It does not when the track cannot take one now:
 // closed, not bound, without transport-wide numbers, nothing forwarded, or the last packet
-// written did not end a frame that (with the one before it) arrived whole.
+// written did not end a frame that (with the one before it) arrived whole. A paused track
+// can (it stopped at the end of a frame): its media goes on after the padding when it
+// comes back.
 func (d *downTrack) pad(n int) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -228,7 +293,7 @@ func (d *downTrack) pad(n int) bool {
 	}
 	b := d.bind.Load()
 	w := &d.w
-	if b == nil || b.twccID == 0 || !w.sent || w.cur < 0 || !w.padOK {
+	if b == nil || b.twccID == 0 || !w.sent || !w.padOK {
 		return false
 	}
 	n = min(max(n, 1), maxPadding)

@@ -152,7 +152,7 @@ func TestProbeNeed(t *testing.T) {
 	if targets[0] != 0 {
 		t.Fatalf("at %d bit/s the allocator chose layer %d, want 0", est, targets[0])
 	}
-	i, need := probeNeed(est, budget, ds, []*downTrack{d}, targets)
+	i, need := probeNeed(est, budget, ds, ds, []*downTrack{d}, targets)
 	t.Logf("from %d kbit/s: need %d kbit/s", est/1000, need/1000)
 	if i != 0 || need < 420_000 || need > 520_000 {
 		t.Errorf("probeNeed = %d, %d; want track 0 and 420-520 kbit/s (the middle layer, 330 kbit/s, raised from the lowest with a 20%% margin, plus 50 for the audio, over 95%%)", i, need)
@@ -161,16 +161,34 @@ func TestProbeNeed(t *testing.T) {
 		t.Errorf("at the need found, the allocator chose layer %d, want 1", got[0])
 	}
 	d.current.Store(-1) // the switch to the layer chosen not done yet
-	if i, _ := probeNeed(est, budget, ds, []*downTrack{d}, targets); i >= 0 {
+	if i, _ := probeNeed(est, budget, ds, ds, []*downTrack{d}, targets); i >= 0 {
 		t.Error("a probe for a track still switching")
 	}
 	d.current.Store(1)
 	ds[0].maxHeight = 270 // shown 270 pixels tall: the middle layer is all it wants
-	if i, _ := probeNeed(est, budget, ds, []*downTrack{d}, []int{1}); i >= 0 {
+	if i, _ := probeNeed(est, budget, ds, ds, []*downTrack{d}, []int{1}); i >= 0 {
 		t.Error("a probe for a track at the layer it wants")
 	}
-	if i, _ := probeNeed(est, budget, ds, []*downTrack{d}, []int{-1}); i >= 0 {
-		t.Error("a probe for a paused track")
+	if i, _ := probeNeed(est, budget, ds, ds, []*downTrack{d}, []int{-1}); i >= 0 {
+		t.Error("a probe for a track paused, not for want of bandwidth (its tile hidden, its camera off)")
+	}
+	// Paused for want of bandwidth (decision 70): the estimate that gives it its lowest
+	// layer back (120 kbit/s with the margin, the audio's 50, over 95%), judged with every
+	// layer sent: with nobody else receiving it, the publisher has paused them all.
+	d.bwPaused = true
+	d.current.Store(-1)
+	est = 100_000
+	budget = est*95/100 - audioReserve
+	ds[0].maxHeight, ds[0].current = 0, -1
+	off := []videoDemand{ds[0]}
+	off[0].layers = camera()
+	for l := range off[0].layers {
+		off[0].layers[l].active = false
+	}
+	i, need = probeNeed(est, budget, off, ds, []*downTrack{d}, []int{-1})
+	t.Logf("paused, from %d kbit/s: need %d kbit/s", est/1000, need/1000)
+	if i != 0 || need < 204_000 || need > 215_000 {
+		t.Errorf("probeNeed for a video paused for want of bandwidth = %d, %d; want track 0 and 204-215 kbit/s", i, need)
 	}
 }
 
@@ -281,5 +299,48 @@ func TestPausedLayerKeepsItsRate(t *testing.T) {
 	}
 	if got := cost(); got > 700_000 {
 		t.Errorf("a minute after the top layer fell to 300 kbit/s it costs %d", got)
+	}
+}
+
+// TestHoldForPausedVideo: a subscriber whose video is paused for want of bandwidth keeps
+// its estimate followed after its congestion hold has ended, so that the video comes back
+// by a probe, not at the starting estimate (decision 70); not when nothing is paused, when
+// its track could not be padded, or once no probe has started for probeStall. A probe
+// that brings the video back starts a hold of its own.
+func TestHoldForPausedVideo(t *testing.T) {
+	_, d, _ := testTrack(t, webrtc.RTPCodecTypeVideo)
+	p := &participant{est: bwe.New(bwe.Config{Initial: 300_000}), s: &SFU{m: NewMetrics(nil)}, twcc: true, log: slog.New(slog.DiscardHandler),
+		subs: map[*upTrack]*downTrack{d.up: d}}
+	start := int64(time.Hour)
+	p.congestion.observe(start, true, 0) // loss: a hold of congestionHold
+	end := start + int64(congestionHold)
+	if p.holdPaused(end) {
+		t.Error("held with no video paused")
+	}
+	d.bwPaused = true
+	if !p.holdPaused(end) || !p.holdPaused(end+int64(probeStall)-1) {
+		t.Error("a paused video did not keep the hold")
+	}
+	if p.holdPaused(end + int64(probeStall)) {
+		t.Errorf("still held %v after the hold's end with no probe started", probeStall)
+	}
+	pr := &p.probe
+	pr.started = end + int64(time.Minute) // a probe then: probeStall from it
+	if !p.holdPaused(end+int64(time.Minute+probeStall)-1) || p.holdPaused(end+int64(time.Minute+probeStall)) {
+		t.Error("the hold kept for a paused video does not run from the last probe")
+	}
+	// A probe of the paused track that could pad nothing: the hold ends.
+	pr.timer = time.NewTimer(time.Hour)
+	pr.d, pr.paused, pr.refused = d, true, true
+	p.stopProbe(end, probeFailed)
+	if p.holdPaused(end) {
+		t.Error("held for a paused video whose track takes no padding")
+	}
+	// One that padded and raised the estimate: the hold starts again from then.
+	pr.d, pr.paused, pr.refused, pr.padded = d, true, false, true
+	now := end + int64(time.Minute)
+	p.stopProbe(now, probeRaised)
+	if pr.unpadded || p.congestion.until != now+int64(congestionHold) {
+		t.Errorf("after a paused video was probed back: unpadded %v, held for %v more (want %v)", pr.unpadded, time.Duration(p.congestion.until-now), congestionHold)
 	}
 }

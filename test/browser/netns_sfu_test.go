@@ -73,6 +73,7 @@ func (n *network) tbf(ns, dev, rate, burst, latency string) {
 // it is asked for the packets lost there (NACK) and sends them again; uncapped, its top
 // layer comes back.
 func TestNetnsSFULayers(t *testing.T) {
+	const congestionHold = 10 * time.Second // the SFU's first hold after loss (design decision 40)
 	n := newNetwork(t)
 	_, execC := n.addHost(t, "c", "toc", "198.18.3.2", "198.18.3.1")
 	cam := fakeCamera(t, 960, 540)
@@ -193,6 +194,21 @@ func TestNetnsSFULayers(t *testing.T) {
 	}
 	if got := after.Frames - paused.Frames; got > 10 {
 		t.Errorf("video under the heavy cap: %d frames in 4 s (want it paused)", got)
+	}
+	// And so it stays, past the congestion hold's end and its doubling (decision 70): the
+	// SFU tries the link for the video with padding only, which it stops at the first
+	// queue; the hold's end no longer sends the video back into a link that carries the
+	// audio alone (where it queued the audio behind it for a second or more).
+	time.Sleep(2*congestionHold + time.Second)
+	later := mustEval[received](capped.page, subscriberJS(clinicianID))
+	logSFU(t, srv, r.visitID)
+	t.Logf("capped at 100 kbit/s: in the %v after that %s got %d audio packets (%d lost) and %d video frames",
+		2*congestionHold+time.Second, capped.name, later.Audio-after.Audio, later.Lost-after.Lost, later.Frames-after.Frames)
+	if got := later.Frames - after.Frames; got > 3 {
+		t.Errorf("video under the heavy cap: %d frames decoded in the %v after the first 4 s (want it paused throughout)", got, 2*congestionHold+time.Second)
+	}
+	if got, lost := later.Audio-after.Audio, later.Lost-after.Lost; got < 800 || float64(lost) > 0.05*float64(got+lost) {
+		t.Errorf("audio under the heavy cap, the video paused: %d packets in %v, %d lost", got, 2*congestionHold+time.Second, lost)
 	}
 	if fw := mustEval[received](free.page, subscriberJS(clinicianID)).Width; fw != 960 {
 		t.Errorf("%s (no cap) went down to %d px", free.name, fw)
