@@ -106,9 +106,9 @@ func (pr *prober) c() <-chan time.Time {
 // probeLayers runs at each allocation tick after the layers are chosen: it ends a probe that
 // reached its need, failed or ran out of time, and starts one when a flowing video layer
 // could go up, or a video paused for want of bandwidth come back, with a higher estimate,
-// and the link is calm. est, congested and budget are
-// what allocate used, ds and downs its demands and their tracks (all the demands with
-// every layer sent), targets its choice.
+// and the link is calm. est, congested and budget are what allocate used, ds and downs
+// its demands and their tracks (all the demands with every layer sent), targets its
+// choice.
 func (p *participant) probeLayers(now int64, est int, congested bool, budget int, ds, all []videoDemand, downs []*downTrack, targets []int) {
 	pr := &p.probe
 	if !p.twcc {
@@ -268,7 +268,9 @@ func (p *participant) probeStep(now int64) {
 	for pr.credit >= rtpOverhead+maxPadding/2 {
 		n := min(int(pr.credit)-rtpOverhead, maxPadding)
 		if !pr.d.pad(n) {
-			pr.refused = pr.refused || !pr.padded
+			if !pr.padded {
+				pr.refused = true
+			}
 			break
 		}
 		pr.padded = true
