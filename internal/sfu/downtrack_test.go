@@ -90,6 +90,16 @@ func (g *frameGen) frame() []*packet {
 
 func zeros(b []byte) { clear(b) }
 
+// writeFrames writes the packets of g's next n frames to d, as a layer's reader would.
+func writeFrames(d *downTrack, g *frameGen, n int) {
+	for range n {
+		for _, p := range g.frame() {
+			d.write(p)
+			p.release()
+		}
+	}
+}
+
 func random(r *rand.Rand) func([]byte) {
 	return func(b []byte) {
 		for i := range b {
@@ -367,13 +377,7 @@ func TestE2EESafe(t *testing.T) {
 // forwarded (the check for packets from before the segment must not wrap).
 func TestLongSegment(t *testing.T) {
 	_, d, fw := testTrack(t, webrtc.RTPCodecTypeVideo)
-	g := &frameGen{layer: 0, seq: 100, packets: 1, keyEvery: 0, fill: zeros}
-	for range 70000 {
-		for _, p := range g.frame() {
-			d.write(p)
-			p.release()
-		}
-	}
+	writeFrames(d, &frameGen{layer: 0, seq: 100, packets: 1, keyEvery: 0, fill: zeros}, 70000)
 	if len(fw.out) != 70000 {
 		t.Fatalf("forwarded %d of 70000 packets", len(fw.out))
 	}

@@ -329,13 +329,7 @@ func counterValue(c prometheus.Counter) float64 {
 func TestResendRules(t *testing.T) {
 	_, d, w := testTrack(t, webrtc.RTPCodecTypeVideo)
 	defer d.forgetSent()
-	g := &frameGen{seq: 500, ts: 1000, pic: 7, packets: 5, fill: zeros}
-	for range 6 {
-		for _, p := range g.frame() {
-			d.write(p)
-			p.release()
-		}
-	}
+	writeFrames(d, &frameGen{seq: 500, ts: 1000, pic: 7, packets: 5, fill: zeros}, 6)
 	if len(w.out) != 30 {
 		t.Fatalf("%d packets forwarded, want 30", len(w.out))
 	}

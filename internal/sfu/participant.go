@@ -897,6 +897,7 @@ func (p *participant) allocate() {
 	}
 	now := monotime()
 	est, congested := p.estimate(now)
+	est = p.probeCap(now, est, congested)
 	p.lastEstimate.Store(int64(est))
 	budget := est * 95 / 100
 	var downs []*downTrack

@@ -60,9 +60,15 @@ const (
 	// maxProbeBurst is the most padding owed at once, in time at the probe's rate: a
 	// step that could not send (the track mid-frame) does not make a burst later.
 	maxProbeBurst = 30 * time.Millisecond
+	// maxPausedBackoff is the longest wait after a failed probe of a paused video: a link
+	// that recovers is found within it (with a minute, a link freed after a long cap
+	// waited up to a minute for its video), at the price of a probe that often on a link
+	// that does not (a shaper's burst makes some cost 0.1 s of audio).
+	maxPausedBackoff = 20 * time.Second
 	// probeStall: a hold kept for a paused video ends anyway when no probe has started
-	// for this long since it would have ended (the link never calm enough to probe).
-	probeStall = maxProbeBackoff + 2*probeLength
+	// for this long since the hold would have ended or the last probe started (the link
+	// never calm enough to probe: a busy host's jitter).
+	probeStall = maxPausedBackoff + 2*probeLength
 	// probeConfirm: a probe of a paused video raises only once it has padded at its full
 	// rate this long. A token bucket on the way (a shaper's burst) lets a short ramp
 	// through at any rate; the received rate lags it by up to a second, and the estimate,
@@ -188,6 +194,19 @@ func probeNeed(est, budget int, ds, all []videoDemand, downs []*downTrack, targe
 	return -1, 0
 }
 
+// probeCap is the estimate the allocator may use at now, est and congested being the
+// subscriber's: while a probe of a paused video has not yet padded at its full rate for
+// probeConfirm, below its need (the last estimate probeNeed found short of it), so that
+// the video does not come back on the strength of a shaper's burst before the probe has
+// confirmed it (then stopProbe starts the video's own hold).
+func (p *participant) probeCap(now int64, est int, congested bool) int {
+	pr := &p.probe
+	if pr.d == nil || !pr.paused || !congested || now-pr.start >= int64(probeRamp+probeConfirm) {
+		return est
+	}
+	return min(est, pr.need*100/106)
+}
+
 // holdPaused says whether the subscriber's estimate stays followed after its congestion
 // hold has ended, for a video paused for want of bandwidth that a probe may bring back
 // (decision 70): not when none is paused, when the last probe of one could not pad its
@@ -246,7 +265,11 @@ func (p *participant) stopProbe(now int64, how int) {
 	}
 	pr.failed.Add(1)
 	p.s.m.probes.WithLabelValues("failed").Inc()
-	pr.backoff = min(max(2*pr.backoff, probeBackoff), maxProbeBackoff)
+	limit := maxProbeBackoff
+	if pr.paused {
+		limit = maxPausedBackoff
+	}
+	pr.backoff = min(max(2*pr.backoff, probeBackoff), limit)
 	pr.next = now + int64(pr.backoff)
 	p.log.Debug("sfu: probe stopped", "need_kbps", pr.need/1000, "estimator", p.est.Stats().String(), "next_in", pr.backoff)
 }

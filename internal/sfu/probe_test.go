@@ -204,13 +204,7 @@ func TestProbePadding(t *testing.T) {
 	b.twccID = 5
 	d.bind.Store(&b)
 	defer d.forgetSent()
-	g := &frameGen{seq: 100, ts: 1000, pic: 7, packets: 1, fill: zeros}
-	for range 2 {
-		for _, pk := range g.frame() {
-			d.write(pk)
-			pk.release()
-		}
-	}
+	writeFrames(d, &frameGen{seq: 100, ts: 1000, pic: 7, packets: 1, fill: zeros}, 2)
 	media := len(w.out)
 	const rate = 400_000
 	start := int64(time.Hour)
@@ -306,7 +300,8 @@ func TestPausedLayerKeepsItsRate(t *testing.T) {
 // its estimate followed after its congestion hold has ended, so that the video comes back
 // by a probe, not at the starting estimate (decision 70); not when nothing is paused, when
 // its track could not be padded, or once no probe has started for probeStall. A probe
-// that brings the video back starts a hold of its own.
+// that brings the video back starts a hold of its own; failed ones back off to at most
+// maxPausedBackoff.
 func TestHoldForPausedVideo(t *testing.T) {
 	_, d, _ := testTrack(t, webrtc.RTPCodecTypeVideo)
 	p := &participant{est: bwe.New(bwe.Config{Initial: 300_000}), s: &SFU{m: NewMetrics(nil)}, twcc: true, log: slog.New(slog.DiscardHandler),
@@ -342,5 +337,42 @@ func TestHoldForPausedVideo(t *testing.T) {
 	p.stopProbe(now, probeRaised)
 	if pr.unpadded || p.congestion.until != now+int64(congestionHold) {
 		t.Errorf("after a paused video was probed back: unpadded %v, held for %v more (want %v)", pr.unpadded, time.Duration(p.congestion.until-now), congestionHold)
+	}
+	// While a probe of a paused video has not padded at its full rate for probeConfirm,
+	// the allocator's estimate stays below its need, however high the estimator's.
+	pr.d, pr.paused, pr.need, pr.start = d, true, 207_000, now
+	for _, c := range []struct {
+		at         time.Duration
+		congested  bool
+		est, wants int
+	}{
+		{time.Second, true, 300_000, 195_283},
+		{time.Second, true, 150_000, 150_000},
+		{time.Second, false, 1_500_000, 1_500_000},
+		{probeRamp + probeConfirm, true, 300_000, 300_000},
+	} {
+		if got := p.probeCap(now+int64(c.at), c.est, c.congested); got != c.wants {
+			t.Errorf("%v into a probe of a paused video (need 207 kbit/s), congested %v: estimate %d for the allocator, want %d", c.at, c.congested, got, c.wants)
+		}
+	}
+	pr.paused = false
+	if got := p.probeCap(now+int64(time.Second), 300_000, true); got != 300_000 {
+		t.Errorf("a probe of a flowing video capped the estimate at %d", got)
+	}
+	// Failed probes of a paused video wait at most maxPausedBackoff for the next (a link
+	// that recovers is found that soon); those of a flowing one up to maxProbeBackoff.
+	for range 8 {
+		pr.d, pr.paused, pr.padded = d, true, true
+		p.stopProbe(now, probeFailed)
+	}
+	if pr.backoff != maxPausedBackoff || pr.next != now+int64(maxPausedBackoff) {
+		t.Errorf("after 8 failed probes of a paused video the next waits %v, want %v", pr.backoff, maxPausedBackoff)
+	}
+	for range 8 {
+		pr.d, pr.paused = d, false
+		p.stopProbe(now, probeFailed)
+	}
+	if pr.backoff != maxProbeBackoff {
+		t.Errorf("after 8 failed probes of a flowing video the next waits %v, want %v", pr.backoff, maxProbeBackoff)
 	}
 }
