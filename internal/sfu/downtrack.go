@@ -140,7 +140,8 @@ type writerState struct {
 	// Counted here and added to the metrics in batches.
 	fwdPackets, fwdBytes int
 	// For the sender reports: packets and payload bytes written (retransmissions too, as
-	// RFC 3550 counts), and the RTP time and monotonic time of the last write.
+	// RFC 3550 counts), and the RTP time and monotonic time of the newest frame's first
+	// packet written.
 	srPackets, srOctets uint32
 	srTS                uint32
 	srAt                int64
@@ -548,7 +549,13 @@ func (d *downTrack) writeRTP(b *binding, h *rtp.Header, payload []byte) (at int6
 	}
 	at = monotime()
 	w := &d.w
-	if w.srPackets == 0 || int32(h.Timestamp-w.srTS) >= 0 { // not a retransmission's older time
+	// The sender reports' clock is anchored at the first packet of each newer frame: not
+	// at a retransmission (an older time), nor at the frame's later packets, nor at a
+	// probe's padding, which carries the last frame's time long after it (for a paused
+	// video, seconds to minutes: the reports then put its frames that much later against
+	// the audio's, and the subscriber's lip sync held the audio back by up to a second
+	// once the video was back).
+	if w.srPackets == 0 || int32(h.Timestamp-w.srTS) > 0 {
 		w.srTS, w.srAt = h.Timestamp, at
 	}
 	w.srPackets++
@@ -557,8 +564,8 @@ func (d *downTrack) writeRTP(b *binding, h *rtp.Header, payload []byte) (at int6
 }
 
 // senderReport is the down track's RTCP sender report at wall-clock time now and
-// monotonic time mono: the RTP time of the last packet written, moved on by the time
-// since it was written, against now's NTP time, and the packets and payload bytes written
+// monotonic time mono: the RTP time of the newest frame written, moved on by the time
+// since its first packet was written (writeRTP), against now's NTP time, and the packets and payload bytes written
 // (RFC 3550, 6.4.1). The receiver aligns audio and video by it. ok is false before the
 // first packet. It takes mu: the writer's state is the writer's.
 func (d *downTrack) senderReport(now time.Time, mono int64) (sr rtcp.SenderReport, ok bool) {

@@ -703,6 +703,9 @@ func (p *participant) unsubscribe(up *upTrack) {
 	if p.probe.d == d {
 		p.stopProbe(monotime(), probeEnded)
 	}
+	if p.probe.resumed == d {
+		p.probe.resumed = nil
+	}
 	up.removeDown(d)
 	if err := p.sub.RemoveTrack(d.sender); err != nil {
 		p.log.Debug("sfu: remove track", "err", err)
@@ -937,6 +940,13 @@ func (p *participant) allocate() {
 	targets := allocate(budget, ds, !congested)
 	desired := allocate(budget, all, !congested)
 	for i, d := range downs {
+		// A video paused for want of bandwidth comes back by a probe while the estimate is
+		// followed (decision 70), not by the estimate creeping up to its need: the estimator
+		// grows on a calm link up to 1.5 times what it receives and more, nothing sent to
+		// show the link carries the video.
+		if d.bwPaused && congested && desired[i] >= 0 && p.probe.resumed != d {
+			targets[i], desired[i] = -1, -1
+		}
 		if old := d.target.Swap(int32(targets[i])); old != int32(targets[i]) && targets[i] >= 0 {
 			d.up.requestKeyframe(targets[i])
 		}
@@ -946,6 +956,9 @@ func (p *participant) allocate() {
 		paused := wantedLayer(all[i]) >= 0 && desired[i] < 0
 		if paused != d.bwPaused {
 			d.bwPaused = paused
+			if !paused && p.probe.resumed == d {
+				p.probe.resumed = nil
+			}
 			p.sink().VideoPaused(d.up.publisher, d.up.source, paused)
 		}
 	}

@@ -92,11 +92,14 @@ type prober struct {
 	backoff time.Duration
 	paused  bool  // the track padded is a video paused for want of bandwidth
 	padded  bool  // the probe under way has sent padding
-	refused bool  // its track refused padding before it had sent any
+	refused bool  // its track refused padding (unpadded: and never took any)
 	started int64 // monotime: the last probe began (0: none yet)
 	// unpadded: the last probe of a paused video could send no padding (its track could
 	// not take any): the hold kept for it ends (holdPaused).
 	unpadded bool
+	// resumed: the paused video the last probe brought back, until it flows (allocate
+	// keeps any other paused video paused while the estimate is followed).
+	resumed *downTrack
 
 	raised, failed atomic.Int32 // probes that reached their need, and those that did not (Stats)
 }
@@ -145,7 +148,7 @@ func (p *participant) probeLayers(now int64, est int, congested bool, budget int
 	// the estimator had received fell short of its need when the media sent less after),
 	// nor are the layers' costs (their peaks, upTrack.options).
 	media := p.est.SentRate(now)
-	pr.d, pr.need, pr.cuts = downs[i], need, st.Cuts
+	pr.d, pr.need, pr.cuts, pr.resumed = downs[i], need, st.Cuts, nil
 	pr.paused, pr.padded, pr.refused, pr.started = targets[i] < 0, false, false, now
 	pr.rate = max(float64(need)*probeMargin-float64(media), 10_000)
 	pr.start, pr.until, pr.last, pr.credit = now, now+int64(probeLength), now, 0
@@ -241,7 +244,8 @@ const (
 // stopProbe ends the probe under way.
 func (p *participant) stopProbe(now int64, how int) {
 	pr := &p.probe
-	if pr.d == nil {
+	d := pr.d
+	if d == nil {
 		return
 	}
 	pr.d = nil
@@ -260,6 +264,7 @@ func (p *participant) stopProbe(now int64, how int) {
 		if pr.paused {
 			// Back from a pause: the link carries the lowest layer, nothing more is known.
 			p.congestion.until = max(p.congestion.until, now+int64(p.congestion.hold))
+			pr.resumed = d
 		}
 		return
 	}
@@ -291,9 +296,7 @@ func (p *participant) probeStep(now int64) {
 	for pr.credit >= rtpOverhead+maxPadding/2 {
 		n := min(int(pr.credit)-rtpOverhead, maxPadding)
 		if !pr.d.pad(n) {
-			if !pr.padded {
-				pr.refused = true
-			}
+			pr.refused = true
 			break
 		}
 		pr.padded = true

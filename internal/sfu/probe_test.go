@@ -296,6 +296,42 @@ func TestPausedLayerKeepsItsRate(t *testing.T) {
 	}
 }
 
+// TestPaddingKeepsReportClock: padding carries the last frame's time, later; it must not
+// move the sender reports' clock, nor must the frame's later packets: a report for the
+// same instant gives the same RTP time before them and after. (Padding did move it: after
+// the probes of a paused video the reports put the video's frames seconds later against
+// the audio.)
+func TestPaddingKeepsReportClock(t *testing.T) {
+	_, d, _ := testTrack(t, webrtc.RTPCodecTypeVideo)
+	b := *d.bind.Load()
+	b.twccID = 5
+	d.bind.Store(&b)
+	defer d.forgetSent()
+	g := &frameGen{seq: 100, ts: 1000, pic: 7, packets: 3, fill: zeros}
+	writeFrames(d, g, 2)
+	f := g.frame()
+	d.write(f[0])
+	f[0].release()
+	at := monotime() + int64(time.Second)
+	before, ok := d.senderReport(time.Now(), at)
+	if !ok {
+		t.Fatal("no sender report after three frames")
+	}
+	time.Sleep(5 * time.Millisecond)
+	for _, p := range f[1:] {
+		d.write(p)
+		p.release()
+	}
+	time.Sleep(5 * time.Millisecond)
+	if !d.pad(100) {
+		t.Fatal("no padding after whole frames")
+	}
+	if after, _ := d.senderReport(time.Now(), at); after.RTPTime != before.RTPTime {
+		t.Errorf("the report's RTP time for one instant moved from %d to %d (%d ms of the 90 kHz clock)",
+			before.RTPTime, after.RTPTime, int32(after.RTPTime-before.RTPTime)/90)
+	}
+}
+
 // TestHoldForPausedVideo: a subscriber whose video is paused for want of bandwidth keeps
 // its estimate followed after its congestion hold has ended, so that the video comes back
 // by a probe, not at the starting estimate (decision 70); not when nothing is paused, when
@@ -374,5 +410,57 @@ func TestHoldForPausedVideo(t *testing.T) {
 	}
 	if pr.backoff != maxProbeBackoff {
 		t.Errorf("after 8 failed probes of a flowing video the next waits %v, want %v", pr.backoff, maxProbeBackoff)
+	}
+}
+
+// TestPausedVideoWaitsForProbe: while the estimate is followed, a video paused for want of
+// bandwidth stays paused when the estimate grows to its lowest layer's need by itself (the
+// estimator grows on a calm link, nothing sent to show that the link carries the video:
+// in a scratch run under a 100 kbit/s cap it crept from 56 to 164 kbit/s, the video came
+// back, the hold kept for it ended with the pause, and the top layer went into the cap),
+// and comes back once a probe of it has raised the estimate.
+func TestPausedVideoWaitsForProbe(t *testing.T) {
+	up, d, _ := testTrack(t, webrtc.RTPCodecTypeVideo)
+	now := monotime()
+	for i, h := range []int32{135, 270, 540} {
+		up.layers[i].height.Store(h)
+		up.layers[i].bps.Store(int64(nominalBitrate(SourceCamera, true, i)))
+		up.layers[i].last.Store(now + int64(time.Hour)) // flowing for the test's length
+	}
+	p := &participant{est: bwe.New(bwe.Config{Initial: 100_000}), s: &SFU{m: NewMetrics(nil), cfg: Config{InitialBitrate: 1_500_000}},
+		twcc: true, log: slog.New(slog.DiscardHandler), subs: map[*upTrack]*downTrack{up: d}}
+	p.congestion.observe(now, true, 0) // loss: the estimate is followed for congestionHold
+	layer := func() (target, desired int32) { return d.target.Load(), d.desired.Load() }
+	p.allocate()
+	if tg, ds := layer(); tg != -1 || ds != -1 || !d.bwPaused {
+		t.Fatalf("at 100 kbit/s: target %d, desired %d, paused for bandwidth %v; want the video paused", tg, ds, d.bwPaused)
+	}
+	p.est = bwe.New(bwe.Config{Initial: 300_000}) // the lowest layer (150 kbit/s) fits
+	p.allocate()
+	if tg, ds := layer(); tg != -1 || ds != -1 || !d.bwPaused {
+		t.Errorf("the estimate grown to 300 kbit/s with no probe: target %d, desired %d, paused %v; want it still paused", tg, ds, d.bwPaused)
+	}
+	if !p.holdPaused(now + int64(congestionHold)) {
+		t.Error("the hold is not kept for the video still paused")
+	}
+	pr := &p.probe
+	pr.timer = time.NewTimer(time.Hour)
+	pr.d, pr.paused, pr.padded = d, true, true
+	p.stopProbe(monotime(), probeRaised)
+	p.allocate()
+	if tg, ds := layer(); tg != 0 || ds != 0 || d.bwPaused || pr.resumed != nil {
+		t.Errorf("probed back: target %d, desired %d, paused %v, still noted as resumed %v; want the lowest layer", tg, ds, d.bwPaused, pr.resumed != nil)
+	}
+	// Paused again, and the hold over (its probes could pad nothing): the estimate is the
+	// starting one and the video comes back without a probe, as before decision 70.
+	p.est = bwe.New(bwe.Config{Initial: 100_000})
+	p.allocate()
+	if !d.bwPaused {
+		t.Fatal("not paused again at 100 kbit/s")
+	}
+	p.congestion.until, pr.unpadded = now, true
+	p.allocate()
+	if tg, _ := layer(); tg != 2 || d.bwPaused {
+		t.Errorf("the hold over: target %d, paused %v; want the top layer at the starting estimate", tg, d.bwPaused)
 	}
 }
