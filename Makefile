@@ -2,7 +2,7 @@
 GO ?= go
 export CGO_ENABLED ?= 0
 
-.PHONY: all build serve test deps check-js vet unit browser netns bench bench-latency bench-e2ee bench-turn bench-sfu fuzz clean
+.PHONY: all build serve test deps check-js vet unit browser netns bench bench-latency bench-e2ee bench-turn bench-sfu bench-narrow fuzz clean
 
 all: build
 
@@ -54,6 +54,11 @@ bench-latency:
 # What the end-to-end encryption costs per frame in Chromium (docs/benchmarks.md).
 bench-e2ee:
 	$(GO) test -tags browser -run '^$$' -bench SFrame -benchtime 2000x ./test/browser
+
+# What a patient hears and sees through the SFU while the link to it is narrowed to 100, 300
+# and 800 kbit/s for a minute, then freed (network namespaces, root; docs/benchmarks.md).
+bench-narrow:
+	$(GO) test -tags browser,netns -run '^$$' -bench NetnsNarrowLink -benchtime 1x -timeout 30m -v ./test/browser
 
 # Bedside's TURN relay against coturn, side by side (docs/benchmarks.md).
 bench-turn:

@@ -19,13 +19,13 @@ import (
 
 // sfuNetServer starts the server inside R with the SFU on every address of R (each host
 // reaches it on its own side) and the relay allowed to send to allowPeers.
-func sfuNetServer(t *testing.T, n *network, allowPeers string) *apptest.Server {
+func sfuNetServer(t testing.TB, n *network, allowPeers string) *apptest.Server {
 	return startNetServer(t, n, func(c *config.Config) { c.SFUUDPAddr, c.TURNAllowPeers = ":0", allowPeers })
 }
 
 // addHost adds a host namespace joined to the router namespace R by a veth (R's end is
 // named peer), and returns its name and a Chromium wrapper that runs inside it.
-func (n *network) addHost(t *testing.T, tag, peer, hostIP, routerIP string) (ns, exec string) {
+func (n *network) addHost(t testing.TB, tag, peer, hostIP, routerIP string) (ns, exec string) {
 	t.Helper()
 	ns = strings.Replace(n.r, "bsd-r-", "bsd-"+tag+"-", 1)
 	t.Cleanup(func() { exec_(t, "ip", "netns", "del", ns) })
@@ -41,7 +41,7 @@ func (n *network) addHost(t *testing.T, tag, peer, hostIP, routerIP string) (ns,
 	return ns, chromiumIn(t, t.TempDir(), ns)
 }
 
-func exec_(t *testing.T, name string, args ...string) {
+func exec_(t testing.TB, name string, args ...string) {
 	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such file") {
 		t.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
 	}
@@ -431,7 +431,7 @@ type sfuNet struct {
 
 // newSFUNet sets it up: cameras of w x h; guestRole "participant" or "observer" (with a
 // camera only as a participant), or "" for no guest.
-func newSFUNet(t *testing.T, w, h int, guestRole, guestName string) *sfuNet {
+func newSFUNet(t testing.TB, w, h int, guestRole, guestName string) *sfuNet {
 	t.Helper()
 	s := &sfuNet{n: newNetwork(t)}
 	var execC string

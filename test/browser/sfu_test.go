@@ -124,11 +124,15 @@ const sfuReceivedJS = `(async () => {
 	for (const tr of sub.getTransceivers()) {
 		const info = call.sfu.tracks.get(tr.mid);
 		if (!info) continue;
-		const o = out[info.participant] || (out[info.participant] = {audio: 0, lost: 0, frames: 0, width: 0, reports: 0});
+		const o = out[info.participant] || (out[info.participant] = {audio: 0, lost: 0, concealed: 0, samples: 0, jbDelay: 0, jbEmitted: 0, frames: 0, width: 0, reports: 0});
 		(await tr.receiver.getStats()).forEach((s) => {
 			if (s.type === 'remote-outbound-rtp') o.reports += s.reportsSent || 0; // the SFU's sender reports
 			if (s.type !== 'inbound-rtp') return;
-			if (info.source === 'audio') { o.audio += s.packetsReceived || 0; o.lost += s.packetsLost || 0; }
+			if (info.source === 'audio') {
+				o.audio += s.packetsReceived || 0; o.lost += s.packetsLost || 0;
+				o.concealed += s.concealedSamples || 0; o.samples += s.totalSamplesReceived || 0;
+				o.jbDelay += s.jitterBufferDelay || 0; o.jbEmitted += s.jitterBufferEmittedCount || 0;
+			}
 			if (info.source === 'camera') { o.frames += s.framesDecoded || 0; o.width = Math.max(o.width, s.frameWidth || 0); }
 		});
 	}
@@ -141,6 +145,12 @@ type received struct {
 	Frames  int `json:"frames"`
 	Width   int `json:"width"`
 	Reports int `json:"reports"` // sender reports received for the publisher's tracks
+	// The audio's samples played out (totalSamplesReceived), those concealed for want of
+	// packets, and the jitter buffer's delay: the sum in seconds over the samples emitted.
+	Concealed int     `json:"concealed"`
+	Samples   int     `json:"samples"`
+	JBDelay   float64 `json:"jbDelay"`
+	JBEmitted int     `json:"jbEmitted"`
 }
 
 // subscriberJS is what a page receives of one publisher through the SFU: audio packets,

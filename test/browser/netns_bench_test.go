@@ -1,0 +1,212 @@
+//go:build browser && netns
+
+package browser
+
+import (
+	"flag"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/bedside/bedside/internal/sfu"
+)
+
+var (
+	narrowFor = flag.Duration("narrow-for", 60*time.Second, "BenchmarkNetnsNarrowLink: how long the patient's link stays narrowed")
+	freedFor  = flag.Duration("freed-for", 40*time.Second, "BenchmarkNetnsNarrowLink: how long it is watched after it is freed")
+)
+
+// narrowDrain is how long after the link narrows its figures start: the video already in
+// the bottleneck's queue (a second and more of it) delays and drops audio before the SFU
+// can know of the narrowing; what the SFU does is judged after that.
+const narrowDrain = 5 * time.Second
+
+// BenchmarkNetnsNarrowLink measures what a patient hears and sees through the SFU while the
+// link from the server to the patient's host is narrowed (tbf, as in TestNetnsSFULayers),
+// then freed: a visit through the SFU, the clinician and the patient each with a 960x540
+// camera, the patient's link narrowed to each rate below for -narrow-for, then watched for
+// -freed-for. Every second it logs (with -v) what the patient's page received of the
+// clinician (audio packets, lost, concealed samples, the jitter buffer's delay, frames and
+// their width), what the bottleneck sent and dropped, and the SFU's target layer, estimate
+// and probes. The figures reported are over the narrowed link from narrowDrain on:
+//
+//	audio-lost-%       audio packets lost, of those sent
+//	concealed-ms/min   audio concealed for want of packets, per minute
+//	delay-ms           the audio's mean jitter-buffer delay (how late it is played, beyond
+//	                   the network's own delay)
+//	delay-max-ms       the worst second's mean jitter-buffer delay
+//	late-s             seconds whose mean jitter-buffer delay was over 400 ms
+//	frames/s           video frames decoded per second
+//	probes             the SFU's probes for more bandwidth (raised and failed)
+//
+// and after the link is freed:
+//
+//	video-back-s       until 10 frames a second are decoded again
+//	width-back-s       until 10 frames a second of the width from before the narrowing
+//	delay-end-ms       the audio's mean jitter-buffer delay over the last 15 s
+//
+// (-1: not within -freed-for).
+//
+// Run as root (network namespaces): make bench-narrow, or
+//
+//	go test -tags browser,netns -run '^$' -bench NetnsNarrowLink -benchtime 1x -v ./test/browser
+func BenchmarkNetnsNarrowLink(b *testing.B) {
+	for _, rate := range []string{"100kbit", "300kbit", "800kbit"} {
+		b.Run(rate, func(b *testing.B) {
+			var runs []map[string]float64
+			for i := 0; i < b.N; i++ {
+				runs = append(runs, narrowLink(b, rate))
+			}
+			for _, k := range []string{"audio-lost-%", "concealed-ms/min", "delay-ms", "delay-max-ms", "late-s", "frames/s", "probes", "video-back-s", "width-back-s", "delay-end-ms"} {
+				var sum float64
+				for _, m := range runs {
+					sum += m[k]
+				}
+				b.ReportMetric(sum/float64(len(runs)), k)
+			}
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// narrowSample is one second of the measurement: the page's counters (differences over the
+// second, the width as it is), the bottleneck's and the SFU's.
+type narrowSample struct {
+	at                   time.Duration // since the link was narrowed
+	got                  received
+	sentKbit, sent, drop int
+	target, est          int
+}
+
+func narrowLink(b *testing.B, rate string) map[string]float64 {
+	b.StopTimer()
+	sn := newSFUNet(b, 960, 540, "", "")
+	n, srv, r := sn.n, sn.srv, sn.r
+	waitReceivesAll(r.patient, []string{sn.clinicianID}, 45*time.Second)
+	time.Sleep(15 * time.Second) // the browsers' and the SFU's estimates ramp up
+	before := mustEval[received](r.patient, subscriberJS(sn.clinicianID))
+	b.Logf("%s: receiving the clinician at %d px before the narrowing", rate, before.Width)
+
+	n.shape("toa", rate)
+	start := time.Now()
+	prev := before
+	pb, pp, pd := n.qdiscSent("toa")
+	var samples []narrowSample
+	var probesAt, probesEnd sfu.ProbeStats
+	freed := false
+	for next := start.Add(time.Second); ; next = next.Add(time.Second) {
+		time.Sleep(time.Until(next))
+		at := time.Since(start)
+		if at > *narrowFor+*freedFor {
+			break
+		}
+		cur := mustEval[received](r.patient, subscriberJS(sn.clinicianID))
+		st := srv.SFU().Stats(r.visitID)
+		s := narrowSample{at: at, got: received{
+			Audio: cur.Audio - prev.Audio, Lost: cur.Lost - prev.Lost, Frames: cur.Frames - prev.Frames, Width: cur.Width,
+			Concealed: cur.Concealed - prev.Concealed, Samples: cur.Samples - prev.Samples,
+			JBDelay: cur.JBDelay - prev.JBDelay, JBEmitted: cur.JBEmitted - prev.JBEmitted,
+		}, est: st.Estimates[sn.patientID] / 1000}
+		for _, sub := range st.Subscriptions {
+			if sub.Subscriber == sn.patientID && sub.Publisher == sn.clinicianID && sub.Source == sfu.SourceCamera {
+				s.target = sub.Target
+			}
+		}
+		sb, sp, sd := n.qdiscSent("toa")
+		if sp < pp { // the tbf removed: the counters are the default qdisc's
+			pb, pp, pd = 0, 0, 0
+		}
+		s.sentKbit, s.sent, s.drop = (sb-pb)*8/1000, sp-pp, sd-pd
+		pb, pp, pd, prev = sb, sp, sd, cur
+		samples = append(samples, s)
+		b.Logf("%5.1fs audio %3d lost %3d concealed %5d delay %3.0f ms | frames %2d w %3d | sent %4d kbit/s %4d pkt dropped %4d | target %2d est %5d kbit/s probes %+v",
+			at.Seconds(), s.got.Audio, s.got.Lost, s.got.Concealed, s.delayMs(), s.got.Frames, s.got.Width,
+			s.sentKbit, s.sent, s.drop, s.target, s.est, st.Probes[sn.patientID])
+		if at < narrowDrain {
+			probesAt = st.Probes[sn.patientID]
+		}
+		if !freed && at >= *narrowFor {
+			probesEnd = st.Probes[sn.patientID]
+			n.shape("toa", "")
+			freed = true
+			b.Logf("%5.1fs the link is freed", at.Seconds())
+		}
+	}
+
+	m := map[string]float64{"video-back-s": -1, "width-back-s": -1}
+	var got received
+	var secs, late int
+	var worst, delays float64
+	for _, s := range samples {
+		if s.at < narrowDrain || s.at > *narrowFor {
+			continue
+		}
+		secs++
+		got.Audio += s.got.Audio
+		got.Lost += s.got.Lost
+		got.Concealed += s.got.Concealed
+		got.Samples += s.got.Samples
+		got.Frames += s.got.Frames
+		d := s.delayMs()
+		worst, delays = max(worst, d), delays+d
+		if d > 400 {
+			late++
+		}
+	}
+	if got.Audio+got.Lost > 0 {
+		m["audio-lost-%"] = 100 * float64(got.Lost) / float64(got.Audio+got.Lost)
+	}
+	if secs > 0 {
+		m["concealed-ms/min"] = float64(got.Concealed) / 48 * 60 / float64(secs) // 48 kHz
+		m["frames/s"] = float64(got.Frames) / float64(secs)
+		m["delay-ms"] = delays / float64(secs)
+	}
+	m["delay-max-ms"], m["late-s"] = worst, float64(late)
+	m["probes"] = float64(probesEnd.Raised + probesEnd.Failed - probesAt.Raised - probesAt.Failed)
+	after := slices.DeleteFunc(slices.Clone(samples), func(s narrowSample) bool { return s.at <= *narrowFor })
+	var end, endSecs float64
+	for _, s := range after {
+		if s.at > *narrowFor+*freedFor-15*time.Second {
+			end, endSecs = end+s.delayMs(), endSecs+1
+		}
+		if m["video-back-s"] < 0 && s.got.Frames >= 10 {
+			m["video-back-s"] = (s.at - *narrowFor).Seconds()
+		}
+		if m["width-back-s"] < 0 && s.got.Frames >= 10 && s.got.Width >= before.Width {
+			m["width-back-s"] = (s.at - *narrowFor).Seconds()
+		}
+	}
+	if endSecs > 0 {
+		m["delay-end-ms"] = end / endSecs
+	}
+	b.Logf("%s: %d s narrowed from %s on: %d audio packets, %d lost, %d ms concealed, %d frames; after: %v",
+		rate, secs, narrowDrain, got.Audio, got.Lost, got.Concealed/48, got.Frames, m)
+	return m
+}
+
+// delayMs is the second's mean jitter-buffer delay of the audio played out.
+func (s narrowSample) delayMs() float64 {
+	if s.got.JBEmitted == 0 {
+		return 0
+	}
+	return 1000 * s.got.JBDelay / float64(s.got.JBEmitted)
+}
+
+var qdiscSentRE = regexp.MustCompile(`Sent (\d+) bytes (\d+) pkt \(dropped (\d+)`)
+
+// qdiscSent is what the root qdisc on dev (in R) has sent and dropped so far.
+func (n *network) qdiscSent(dev string) (bytes, packets, dropped int) {
+	n.t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", n.r, "tc", "-s", "qdisc", "show", "dev", dev).CombinedOutput()
+	m := qdiscSentRE.FindStringSubmatch(string(out))
+	if err != nil || m == nil {
+		n.t.Fatalf("tc -s qdisc show dev %s: %v: %s", dev, err, out)
+	}
+	bytes, _ = strconv.Atoi(m[1])
+	packets, _ = strconv.Atoi(m[2])
+	dropped, _ = strconv.Atoi(m[3])
+	return bytes, packets, dropped
+}
