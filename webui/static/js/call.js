@@ -799,7 +799,7 @@ export class Call extends Emitter {
     this._watch(conn);
     pc.onicecandidate = (ev) => {
       if (!conn.current()) return;
-      this.signalling.send({type: 'signal', to: 'sfu', pc: which, candidate: ev.candidate ? ev.candidate.toJSON() : null, sfu_session: conn.session}, conn.current);
+      this._sfuSignal(conn, {candidate: ev.candidate ? ev.candidate.toJSON() : null});
     };
     pc.onconnectionstatechange = () => {
       if (conn.current()) this._connectionState(conn);
@@ -811,9 +811,19 @@ export class Call extends Emitter {
     // which puts the page back into the SFU with a new session when it does not (decision
     // 35). A page that only receives (an observer) has nothing else that would tell.
     pc.oniceconnectionstatechange = restartWhenStuck(pc, conn.current, () => this.signalling.probe(), () => {
-      this.signalling.send({type: 'signal', to: 'sfu', pc: 'sub', candidate: null, sfu_session: conn.session}, conn.current);
+      this._sfuSignal(conn, {candidate: null});
     });
     return conn;
+  }
+
+  /**
+   * Sends the SFU a signal of one of our connections with it: tagged with its pc and the
+   * SFU session it belongs to, and not sent once it is no longer the current one.
+   * @param {SfuConn} conn
+   * @param {{description: RTCSessionDescriptionInit, sources?: Record<string, Source>} | {candidate: RTCIceCandidateInit | null}} fields
+   */
+  _sfuSignal(conn, fields) {
+    return this.signalling.send({type: 'signal', to: 'sfu', pc: conn.which, ...fields, sfu_session: conn.session}, conn.current);
   }
 
   /** Opens the pub connection with our tracks: the camera in simulcast layers. */
@@ -856,7 +866,7 @@ export class Call extends Emitter {
   _sendPubOffer(conn) {
     const pc = conn.pc;
     if (!pc.localDescription) return;
-    const at = this.signalling.send({type: 'signal', to: 'sfu', pc: 'pub', description: pc.localDescription.toJSON(), sources: this._sources(pc), sfu_session: conn.session}, conn.current);
+    const at = this._sfuSignal(conn, {description: pc.localDescription.toJSON(), sources: this._sources(pc)});
     this._sentAfter.set(pc, at);
   }
 
@@ -894,7 +904,7 @@ export class Call extends Emitter {
       if (d.type === 'offer') {
         await pc.setLocalDescription();
         if (pc.localDescription && conn.current()) {
-          this.signalling.send({type: 'signal', to: 'sfu', pc: 'sub', description: pc.localDescription.toJSON(), sfu_session: conn.session}, conn.current);
+          this._sfuSignal(conn, {description: pc.localDescription.toJSON()});
         }
         this._pruneSfuTracks();
       }
