@@ -44,6 +44,14 @@ func testTrack(t *testing.T, kind webrtc.RTPCodecType) (*upTrack, *downTrack, *f
 	return up, d, fw
 }
 
+// withTWCC gives d's binding the transport-wide sequence number extension (id 5), which
+// padding and the estimator's accounting need.
+func withTWCC(d *downTrack) {
+	b := *d.bind.Load()
+	b.twccID = 5
+	d.bind.Store(&b)
+}
+
 // frames makes the RTP packets of a layer's frames: each frame is packets packets, the
 // first of a key frame every keyEvery frames (0: only the first). Sequence numbers,
 // timestamps and picture ids start at the given values (each layer has its own, as a
@@ -449,9 +457,7 @@ func TestTransportWideNumbers(t *testing.T) {
 	_, audio, aw := testTrack(t, webrtc.RTPCodecTypeAudio)
 	sub := testSubscriber()
 	video.sub, audio.sub = sub, sub
-	b := *video.bind.Load()
-	b.twccID = 5
-	video.bind.Store(&b)
+	withTWCC(video)
 
 	g := &frameGen{seq: 100, ts: 1000, pic: 7, packets: 2, keyEvery: 1, fill: zeros}
 	var a uint16 = 500

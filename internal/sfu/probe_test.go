@@ -19,9 +19,7 @@ import (
 // resends nothing.
 func TestPadding(t *testing.T) {
 	_, d, w := testTrack(t, webrtc.RTPCodecTypeVideo)
-	b := *d.bind.Load()
-	b.twccID = 5
-	d.bind.Store(&b)
+	withTWCC(d)
 	defer d.forgetSent()
 	g := &frameGen{seq: 100, ts: 1000, pic: 7, packets: 3, keyEvery: 0, fill: zeros}
 	write := func(ps []*packet) {
@@ -200,9 +198,7 @@ func TestProbePadding(t *testing.T) {
 	_, d, w := testTrack(t, webrtc.RTPCodecTypeVideo)
 	p := &participant{est: bwe.New(bwe.Config{Initial: 300_000}), s: &SFU{m: NewMetrics(nil)}, twcc: true, log: slog.New(slog.DiscardHandler)}
 	d.sub = p
-	b := *d.bind.Load()
-	b.twccID = 5
-	d.bind.Store(&b)
+	withTWCC(d)
 	defer d.forgetSent()
 	writeFrames(d, &frameGen{seq: 100, ts: 1000, pic: 7, packets: 1, fill: zeros}, 2)
 	media := len(w.out)
@@ -303,9 +299,7 @@ func TestPausedLayerKeepsItsRate(t *testing.T) {
 // the audio.)
 func TestPaddingKeepsReportClock(t *testing.T) {
 	_, d, _ := testTrack(t, webrtc.RTPCodecTypeVideo)
-	b := *d.bind.Load()
-	b.twccID = 5
-	d.bind.Store(&b)
+	withTWCC(d)
 	defer d.forgetSent()
 	g := &frameGen{seq: 100, ts: 1000, pic: 7, packets: 3, fill: zeros}
 	writeFrames(d, g, 2)
