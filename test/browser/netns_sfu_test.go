@@ -226,6 +226,17 @@ func TestNetnsSFULayers(t *testing.T) {
 	back := mustEval[received](capped.page, subscriberJS(clinicianID))
 	capped.page.waitFor("the clinician's video decoded again", fmt.Sprintf(`%s.then((o) => o.frames >= %d)`, subscriberJS(clinicianID), back.Frames+30))
 	t.Logf("the link to %s free again: the clinician's video back after %v", capped.name, time.Since(freed).Round(100*time.Millisecond))
+	// The video back, the audio is not held back for it. The page's lip sync maps each
+	// stream's RTP time to the sender's clock by the SFU's sender reports; when the probes'
+	// padding moved the paused video's reports (decision 72), 7-14 s after the video came
+	// back the audio's delay rose by 80 ms a second, to a second and more.
+	backDelay := audioDelay(capped.page, clinicianID)
+	time.Sleep(18 * time.Second)
+	if d := audioDelay(capped.page, clinicianID); d > backDelay+250*time.Millisecond {
+		t.Errorf("%s's audio from the clinician played %v late 20 s after the video came back, %v when it did", capped.name, d, backDelay)
+	} else {
+		t.Logf("%s's audio from the clinician played %v late when the video came back, %v 20 s after", capped.name, backDelay, d)
+	}
 	// What the publisher's browser is told of its packets (design decision 64): it reads
 	// a round-trip time from the SFU's receiver reports, and when its own link loses
 	// packets the SFU asks for them (NACK) and it sends them again.
@@ -290,6 +301,18 @@ func TestNetnsSFULayers(t *testing.T) {
 		back := mustEval[received](o.page, subscriberJS(clinicianID))
 		o.page.waitFor("the clinician's video decoded again", fmt.Sprintf(`%s.then((o) => o.frames >= %d)`, subscriberJS(clinicianID), back.Frames+30))
 	}
+}
+
+// audioDelay is how late a page plays the audio it receives of peer through the SFU,
+// beyond the network's delay: the jitter buffer's mean delay over the next 2 s.
+func audioDelay(p *page, peer string) time.Duration {
+	a := mustEval[received](p, subscriberJS(peer))
+	time.Sleep(2 * time.Second)
+	b := mustEval[received](p, subscriberJS(peer))
+	if b.JBEmitted <= a.JBEmitted {
+		p.tb.Fatalf("no audio of %s played in 2 s", peer)
+	}
+	return time.Duration((b.JBDelay - a.JBDelay) / float64(b.JBEmitted-a.JBEmitted) * float64(time.Second))
 }
 
 // pubFeedbackJS is what a page's browser reads, on its pub connection to the SFU, of the
