@@ -553,7 +553,7 @@ func (d *downTrack) writeRTP(b *binding, h *rtp.Header, payload []byte) (at int6
 	// at a retransmission (an older time), nor at the frame's later packets, nor at a
 	// probe's padding, which carries the last frame's time long after it (for a paused
 	// video, seconds to minutes: the reports then put its frames that much later against
-	// the audio's, and the subscriber's lip sync held the audio back by up to a second
+	// the audio's, and the subscriber's lip sync held the audio back by a second and more
 	// once the video was back).
 	if w.srPackets == 0 || int32(h.Timestamp-w.srTS) > 0 {
 		w.srTS, w.srAt = h.Timestamp, at
@@ -565,9 +565,10 @@ func (d *downTrack) writeRTP(b *binding, h *rtp.Header, payload []byte) (at int6
 
 // senderReport is the down track's RTCP sender report at wall-clock time now and
 // monotonic time mono: the RTP time of the newest frame written, moved on by the time
-// since its first packet was written (writeRTP), against now's NTP time, and the packets and payload bytes written
-// (RFC 3550, 6.4.1). The receiver aligns audio and video by it. ok is false before the
-// first packet. It takes mu: the writer's state is the writer's.
+// since its first packet was written (writeRTP), against now's NTP time, and the packets
+// and payload bytes written (RFC 3550, 6.4.1). The receiver aligns audio and video by
+// it. ok is false before the first packet. It takes mu: the writer's state is the
+// writer's.
 func (d *downTrack) senderReport(now time.Time, mono int64) (sr rtcp.SenderReport, ok bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

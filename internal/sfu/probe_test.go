@@ -410,8 +410,9 @@ func TestHoldForPausedVideo(t *testing.T) {
 // TestPausedVideoWaitsForProbe: while the estimate is followed, a video paused for want of
 // bandwidth stays paused when the estimate grows to its lowest layer's need by itself (the
 // estimator grows on a calm link, nothing sent to show that the link carries the video:
-// in a scratch run under a 100 kbit/s cap it crept from 56 to 164 kbit/s, the video came
-// back, the hold kept for it ended with the pause, and the top layer went into the cap),
+// in BenchmarkNetnsNarrowLink's 100 kbit/s cap it crept from 56 to 164 kbit/s, the video
+// came back, the hold kept for it ended with the pause, and the top layer went into the
+// cap),
 // and comes back once a probe of it has raised the estimate.
 func TestPausedVideoWaitsForProbe(t *testing.T) {
 	up, d, _ := testTrack(t, webrtc.RTPCodecTypeVideo)
