@@ -6,7 +6,6 @@ import (
 	"flag"
 	"os/exec"
 	"regexp"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -105,11 +104,7 @@ func narrowLink(b *testing.B, rate string) map[string]float64 {
 		}
 		cur := mustEval[received](r.patient, subscriberJS(sn.clinicianID))
 		st := srv.SFU().Stats(r.visitID)
-		s := narrowSample{at: at, got: received{
-			Audio: cur.Audio - prev.Audio, Lost: cur.Lost - prev.Lost, Frames: cur.Frames - prev.Frames, Width: cur.Width,
-			Concealed: cur.Concealed - prev.Concealed, Samples: cur.Samples - prev.Samples,
-			JBDelay: cur.JBDelay - prev.JBDelay, JBEmitted: cur.JBEmitted - prev.JBEmitted,
-		}, est: st.Estimates[sn.patientID] / 1000}
+		s := narrowSample{at: at, got: cur.since(prev), est: st.Estimates[sn.patientID] / 1000}
 		for _, sub := range st.Subscriptions {
 			if sub.Subscriber == sn.patientID && sub.Publisher == sn.clinicianID && sub.Source == sfu.SourceCamera {
 				s.target = sub.Target
@@ -148,7 +143,6 @@ func narrowLink(b *testing.B, rate string) map[string]float64 {
 		got.Audio += s.got.Audio
 		got.Lost += s.got.Lost
 		got.Concealed += s.got.Concealed
-		got.Samples += s.got.Samples
 		got.Frames += s.got.Frames
 		d := s.delayMs()
 		worst, delays = max(worst, d), delays+d
@@ -166,9 +160,11 @@ func narrowLink(b *testing.B, rate string) map[string]float64 {
 	}
 	m["delay-max-ms"], m["late-s"] = worst, float64(late)
 	m["probes"] = float64(probesEnd.Raised + probesEnd.Failed - probesAt.Raised - probesAt.Failed)
-	after := slices.DeleteFunc(slices.Clone(samples), func(s narrowSample) bool { return s.at <= *narrowFor })
 	var end, endSecs float64
-	for _, s := range after {
+	for _, s := range samples {
+		if s.at <= *narrowFor {
+			continue
+		}
 		if s.at > *narrowFor+*freedFor-15*time.Second {
 			end, endSecs = end+s.delayMs(), endSecs+1
 		}
@@ -187,12 +183,9 @@ func narrowLink(b *testing.B, rate string) map[string]float64 {
 	return m
 }
 
-// delayMs is the second's mean jitter-buffer delay of the audio played out.
+// delayMs is the second's mean jitter-buffer delay of the audio played out, in ms.
 func (s narrowSample) delayMs() float64 {
-	if s.got.JBEmitted == 0 {
-		return 0
-	}
-	return 1000 * s.got.JBDelay / float64(s.got.JBEmitted)
+	return float64(s.got.jbDelay()) / float64(time.Millisecond)
 }
 
 var qdiscSentRE = regexp.MustCompile(`Sent (\d+) bytes (\d+) pkt \(dropped (\d+)`)

@@ -308,11 +308,11 @@ func TestNetnsSFULayers(t *testing.T) {
 func audioDelay(p *page, peer string) time.Duration {
 	a := mustEval[received](p, subscriberJS(peer))
 	time.Sleep(2 * time.Second)
-	b := mustEval[received](p, subscriberJS(peer))
-	if b.JBEmitted <= a.JBEmitted {
+	got := mustEval[received](p, subscriberJS(peer)).since(a)
+	if got.JBEmitted <= 0 {
 		p.tb.Fatalf("no audio of %s played in 2 s", peer)
 	}
-	return time.Duration((b.JBDelay - a.JBDelay) / float64(b.JBEmitted-a.JBEmitted) * float64(time.Second))
+	return got.jbDelay()
 }
 
 // pubFeedbackJS is what a page's browser reads, on its pub connection to the SFU, of the

@@ -124,13 +124,13 @@ const sfuReceivedJS = `(async () => {
 	for (const tr of sub.getTransceivers()) {
 		const info = call.sfu.tracks.get(tr.mid);
 		if (!info) continue;
-		const o = out[info.participant] || (out[info.participant] = {audio: 0, lost: 0, concealed: 0, samples: 0, jbDelay: 0, jbEmitted: 0, frames: 0, width: 0, reports: 0});
+		const o = out[info.participant] || (out[info.participant] = {audio: 0, lost: 0, concealed: 0, jbDelay: 0, jbEmitted: 0, frames: 0, width: 0, reports: 0});
 		(await tr.receiver.getStats()).forEach((s) => {
 			if (s.type === 'remote-outbound-rtp') o.reports += s.reportsSent || 0; // the SFU's sender reports
 			if (s.type !== 'inbound-rtp') return;
 			if (info.source === 'audio') {
 				o.audio += s.packetsReceived || 0; o.lost += s.packetsLost || 0;
-				o.concealed += s.concealedSamples || 0; o.samples += s.totalSamplesReceived || 0;
+				o.concealed += s.concealedSamples || 0;
 				o.jbDelay += s.jitterBufferDelay || 0; o.jbEmitted += s.jitterBufferEmittedCount || 0;
 			}
 			if (info.source === 'camera') { o.frames += s.framesDecoded || 0; o.width = Math.max(o.width, s.frameWidth || 0); }
@@ -145,12 +145,29 @@ type received struct {
 	Frames  int `json:"frames"`
 	Width   int `json:"width"`
 	Reports int `json:"reports"` // sender reports received for the publisher's tracks
-	// The audio's samples played out (totalSamplesReceived), those concealed for want of
-	// packets, and the jitter buffer's delay: the sum in seconds over the samples emitted.
+	// The audio's samples concealed for want of packets, and the jitter buffer's delay:
+	// the sum in seconds over the samples emitted.
 	Concealed int     `json:"concealed"`
-	Samples   int     `json:"samples"`
 	JBDelay   float64 `json:"jbDelay"`
 	JBEmitted int     `json:"jbEmitted"`
+}
+
+// since is r less an earlier reading prev: what arrived between the two (the width as r has
+// it).
+func (r received) since(prev received) received {
+	return received{
+		Audio: r.Audio - prev.Audio, Lost: r.Lost - prev.Lost, Frames: r.Frames - prev.Frames, Width: r.Width,
+		Reports: r.Reports - prev.Reports, Concealed: r.Concealed - prev.Concealed,
+		JBDelay: r.JBDelay - prev.JBDelay, JBEmitted: r.JBEmitted - prev.JBEmitted,
+	}
+}
+
+// jbDelay is the mean jitter-buffer delay of the audio samples r counts (zero for none).
+func (r received) jbDelay() time.Duration {
+	if r.JBEmitted <= 0 {
+		return 0
+	}
+	return time.Duration(r.JBDelay / float64(r.JBEmitted) * float64(time.Second))
 }
 
 // subscriberJS is what a page receives of one publisher through the SFU: audio packets,
