@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -419,15 +420,23 @@ func TestSFURejoinsLostParticipant(t *testing.T) {
 			lostOffer, lostSession = call.SFU().PubOffer(), lost
 		}
 		srv.SFU().Leave(visitID, id)
+		// Gone from the SFU, or already back with a new session: a signal of the page's
+		// own (its answer to a renegotiation of sub, say) that reaches the server after
+		// the loss puts it back too, before this loop may see it gone.
 		for inSFU := true; inSFU; {
 			inSFU = false
 			for _, sp := range srv.SFU().Stats(visitID).Participants {
-				inSFU = inSFU || sp.ID == id
+				inSFU = inSFU || sp.ID == id && sp.Session == lost
 			}
 			if ctx.Err() != nil {
-				t.Fatalf("the SFU still has the %s", l.name)
+				t.Fatalf("the SFU still has the %s's lost session; its goroutines:\n%s", l.name, sfuStacks())
 			}
 			time.Sleep(10 * time.Millisecond)
+		}
+		for _, sp := range srv.SFU().Stats(visitID).Participants {
+			if sp.ID == id {
+				t.Logf("the %s was back in the SFU before the test's signal", l.name)
+			}
 		}
 		if err := call.Conn.Send(ctx, map[string]any{"type": "signal", "to": "sfu", "pc": l.pc, "candidate": nil}); err != nil {
 			t.Fatal(err)
@@ -481,4 +490,17 @@ func TestSFURejoinsLostParticipant(t *testing.T) {
 	if st := patient.SFU().PubState(); st != "connected" {
 		t.Errorf("the patient's pub connection is %s after the stale offer", st)
 	}
+}
+
+// sfuStacks returns the stacks of the goroutines that run in the SFU, for a test that
+// waited in vain for a participant to leave.
+func sfuStacks() string {
+	buf := make([]byte, 1<<22)
+	var out []string
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, "/internal/sfu.") {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
 }
