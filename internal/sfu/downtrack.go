@@ -110,6 +110,9 @@ type downTrack struct {
 	// Owned by the subscriber's goroutine.
 	renderW, renderH int  // as the subscriber shows it (video_size); -1 hidden, 0 unknown
 	bwPaused         bool // paused for want of bandwidth, as the subscriber was last told
+	// lowered: at the last allocation it flowed below the layer it wants, for want of
+	// bandwidth (decision 73)
+	lowered bool
 
 	// Owned by whoever holds mu: the writer goroutine or a reader in deliver.
 	w writerState

@@ -208,7 +208,10 @@ type participant struct {
 	speaker     string
 	connected   bool
 	congestion  congestion // remembers loss for the layer choice
-	probe       prober     // sends padding to learn whether a higher layer fits (probe.go)
+	// below: at the last allocation a video flowed below the layer it wants, for want of
+	// bandwidth (downTrack.lowered; holdBelow)
+	below       bool
+	probe       prober // sends padding to learn whether a higher layer fits (probe.go)
 	goneTimer   *time.Timer
 	readers     sync.WaitGroup // the readers of this participant's publications
 	rtcpReaders sync.WaitGroup // pub receivers' RTCP readers
@@ -703,8 +706,8 @@ func (p *participant) unsubscribe(up *upTrack) {
 	if p.probe.d == d {
 		p.stopProbe(monotime(), probeEnded)
 	}
-	if p.probe.resumed == d {
-		p.probe.resumed = nil
+	if p.probe.upFor == d {
+		p.probe.upFor = nil
 	}
 	up.removeDown(d)
 	if err := p.sub.RemoveTrack(d.sender); err != nil {
@@ -880,7 +883,7 @@ func (p *participant) estimate(now int64) (est int, congested bool) {
 	if p.twcc {
 		st := p.est.Stats()
 		est = st.Target
-		congested = p.congestion.observe(now, st.Loss >= lossThreshold, st.QueueMs) || p.holdPaused(now)
+		congested = p.congestion.observe(now, st.Loss >= lossThreshold, st.QueueMs) || p.holdBelow(now)
 		if !congested {
 			est = max(est, p.s.cfg.InitialBitrate)
 		}
@@ -900,7 +903,6 @@ func (p *participant) allocate() {
 	}
 	now := monotime()
 	est, congested := p.estimate(now)
-	est = p.probeCap(now, est, congested)
 	p.lastEstimate.Store(int64(est))
 	budget := est * 95 / 100
 	var downs []*downTrack
@@ -939,13 +941,20 @@ func (p *participant) allocate() {
 	// Without loss a shown video keeps at least its lowest layer, whatever the estimate.
 	targets := allocate(budget, ds, !congested)
 	desired := allocate(budget, all, !congested)
+	p.below = false
 	for i, d := range downs {
-		// A video paused for want of bandwidth comes back by a probe while the estimate is
-		// followed (decision 70), not by the estimate creeping up to its need: the estimator
-		// grows on a calm link up to 1.5 times what it receives and more, nothing sent to
-		// show the link carries the video.
-		if d.bwPaused && congested && desired[i] >= 0 && p.probe.resumed != d {
-			targets[i], desired[i] = -1, -1
+		// While the estimate is followed, a video held below the layer it wants for want of
+		// bandwidth (paused, or lowered) goes up only by a probe (decisions 71 and 73): not
+		// by the estimate creeping up to the next layer's need, since the estimator grows
+		// on a calm link up to 1.5 times what it receives and more, nothing sent to show
+		// that the link carries more. (One that had the layer it wanted and is now shown
+		// larger goes up as the estimate allows.)
+		prev := int(d.desired.Load())
+		if congested && desired[i] > prev && (d.bwPaused || d.lowered) && p.probe.upFor != d {
+			desired[i], targets[i] = prev, min(targets[i], prev)
+		}
+		if desired[i] > prev && p.probe.upFor == d {
+			p.probe.upFor = nil
 		}
 		if old := d.target.Swap(int32(targets[i])); old != int32(targets[i]) && targets[i] >= 0 {
 			d.up.requestKeyframe(targets[i])
@@ -953,16 +962,16 @@ func (p *participant) allocate() {
 		d.desired.Store(int32(desired[i]))
 		// Paused for want of bandwidth: shown, and no layer would fit were every layer sent
 		// (a publisher's camera off or its layers not yet up is not that).
-		paused := wantedLayer(all[i]) >= 0 && desired[i] < 0
+		wanted := wantedLayer(all[i])
+		paused := wanted >= 0 && desired[i] < 0
+		d.lowered = desired[i] >= 0 && desired[i] < wanted
+		p.below = p.below || d.lowered
 		if paused != d.bwPaused {
 			d.bwPaused = paused
-			if !paused && p.probe.resumed == d {
-				p.probe.resumed = nil
-			}
 			p.sink().VideoPaused(d.up.publisher, d.up.source, paused)
 		}
 	}
-	p.probeLayers(now, est, congested, budget, ds, all, downs, targets)
+	p.probeLayers(now, est, congested, budget, all, downs, targets)
 }
 
 // --- sender reports ------------------------------------------------------------------------

@@ -29,13 +29,21 @@ import (
 //
 // A video paused for want of bandwidth comes back the same way (design decision 70): its
 // track is padded (after the last frame it was sent, as below) until the estimate reaches
-// what its lowest layer needs. Meanwhile the congestion hold does not end (holdPaused):
+// what its lowest layer needs. Meanwhile the congestion hold does not end (holdBelow):
 // its end took the estimate to the starting one at once, and the video came back at the
 // layer that estimate allowed into a link that had just carried the audio alone, the
 // audio queued behind it for a second or more at every hold's end. A video probed back
 // starts a hold of its own: the link has shown it carries that layer, not more. Only
 // when probing cannot bring it back (its track cannot be padded, or no probe could start
 // for probeStall) does the hold end as before.
+//
+// A video that flows below the layer it wants keeps the hold the same way (design decision
+// 73): at a hold's end the estimate went to the starting one, and a link that carries the
+// lowest layer and not the next one (300 kbit/s) got the middle and top layers at once,
+// half a second of audio concealed and the video paused again at every hold's end. Its
+// probes, as decision 68's during the hold, raise it a layer at a time; the hold ends once
+// every video has the layer it wants, when its probes could not pad, when none has
+// started for probeStall, or at the longest hold's length past its end.
 //
 // Padding goes after the last packet of a frame that arrived whole (and the one before it
 // too): its sequence numbers come next, and the track's media after it is numbered on;
@@ -45,13 +53,17 @@ import (
 // carries no payload: nothing of a frame is read or sent (end-to-end encryption is
 // untouched), and the subscriber's NACK for a padding packet finds nothing to resend.
 const (
-	probeLength     = 3 * time.Second
-	probeRamp       = 1500 * time.Millisecond
-	probeTick       = 10 * time.Millisecond
-	probeStopQueue  = 20 // ms
-	probeCalmQueue  = 10 // ms: the queue under which a probe may start (the estimator's normalDelay)
-	probeBackoff    = 5 * time.Second
-	maxProbeBackoff = time.Minute
+	probeLength    = 3 * time.Second
+	probeRamp      = 1500 * time.Millisecond
+	probeTick      = 10 * time.Millisecond
+	probeStopQueue = 20 // ms
+	probeCalmQueue = 10 // ms: the queue under which a probe may start (the estimator's normalDelay)
+	probeBackoff   = 5 * time.Second
+	// maxProbeBackoff is the longest wait after a failed probe: a link that recovers is
+	// found within it (with a minute, decision 68's first, a link freed after a long cap
+	// waited up to a minute for its video: decisions 70 and 73), at the price of a probe
+	// that often on a link that does not (a shaper's burst makes some cost 0.1 s of audio).
+	maxProbeBackoff = 20 * time.Second
 	// probeMargin: a probe aims this much above the estimate the next layer needs, so that
 	// the estimate, which follows what arrives, reaches the need.
 	probeMargin = 1.05
@@ -60,20 +72,16 @@ const (
 	// maxProbeBurst is the most padding owed at once, in time at the probe's rate: a
 	// step that could not send (the track mid-frame) does not make a burst later.
 	maxProbeBurst = 30 * time.Millisecond
-	// maxPausedBackoff is the longest wait after a failed probe of a paused video: a link
-	// that recovers is found within it (with a minute, a link freed after a long cap
-	// waited up to a minute for its video), at the price of a probe that often on a link
-	// that does not (a shaper's burst makes some cost 0.1 s of audio).
-	maxPausedBackoff = 20 * time.Second
-	// probeStall: a hold kept for a paused video ends anyway when no probe has started
-	// for this long since the hold would have ended or the last probe started (the link
-	// never calm enough to probe: a busy host's jitter).
-	probeStall = maxPausedBackoff + 2*probeLength
-	// probeConfirm: a probe of a paused video raises only once it has padded at its full
-	// rate this long. A token bucket on the way (a shaper's burst) lets a short ramp
-	// through at any rate; the received rate lags it by up to a second, and the estimate,
-	// which follows it, reached the need as the bucket ran dry: the video would come back
-	// into a link that carries the audio alone.
+	// probeStall: a hold kept for a paused or lowered video ends anyway when no probe has
+	// started for this long since the hold would have ended or the last probe started
+	// (the link never calm enough to probe: a busy host's jitter).
+	probeStall = maxProbeBackoff + 2*probeLength
+	// probeConfirm: a probe raises only once it has padded at its full rate this long. A
+	// token bucket on the way (a shaper's burst) lets a short ramp through at any rate;
+	// the received rate lags it by up to a second, and the estimate, which follows it,
+	// reached the need as the bucket ran dry: a paused video would come back into a link
+	// that carries the audio alone (decision 70), a lowered one go up a layer into a link
+	// that carries the one it has (decision 73: a 300 kbit/s link got the middle layer).
 	probeConfirm = time.Second
 )
 
@@ -94,12 +102,12 @@ type prober struct {
 	padded  bool  // the probe under way has sent padding
 	refused bool  // its track refused padding (unpadded: and never took any)
 	started int64 // monotime: the last probe began (0: none yet)
-	// unpadded: the last probe of a paused video could send no padding (its track could
-	// not take any): the hold kept for it ends (holdPaused).
+	// unpadded: the last probe could send no padding (its track could not take any): the
+	// hold kept for a paused or lowered video ends (holdBelow).
 	unpadded bool
-	// resumed: the paused video the last probe brought back, until it flows (allocate
-	// keeps any other paused video paused while the estimate is followed).
-	resumed *downTrack
+	// upFor: the video the last probe that raised was for, until it goes up (while the
+	// estimate is followed, allocate raises no other: decisions 71 and 73).
+	upFor *downTrack
 
 	raised, failed atomic.Int32 // probes that reached their need, and those that did not (Stats)
 }
@@ -115,10 +123,9 @@ func (pr *prober) c() <-chan time.Time {
 // probeLayers runs at each allocation tick after the layers are chosen: it ends a probe that
 // reached its need, failed or ran out of time, and starts one when a flowing video layer
 // could go up, or a video paused for want of bandwidth come back, with a higher estimate,
-// and the link is calm. est, congested and budget are what allocate used, ds and downs
-// its demands and their tracks (all the demands with every layer sent), targets its
-// choice.
-func (p *participant) probeLayers(now int64, est int, congested bool, budget int, ds, all []videoDemand, downs []*downTrack, targets []int) {
+// and the link is calm. est, congested and budget are what allocate used, all and downs
+// its demands with every layer sent and their tracks, targets its choice.
+func (p *participant) probeLayers(now int64, est int, congested bool, budget int, all []videoDemand, downs []*downTrack, targets []int) {
 	pr := &p.probe
 	if !p.twcc {
 		return
@@ -128,7 +135,7 @@ func (p *participant) probeLayers(now int64, est int, congested bool, budget int
 		switch {
 		case !congested: // the estimate is no longer followed down: nothing to learn
 			p.stopProbe(now, probeEnded)
-		case st.Target >= pr.need && (!pr.paused || now-pr.start >= int64(probeRamp+probeConfirm)):
+		case st.Target >= pr.need && now-pr.start >= int64(probeRamp+probeConfirm):
 			p.stopProbe(now, probeRaised)
 		case probeFailing(st, pr.cuts) || now >= pr.until:
 			p.stopProbe(now, probeFailed)
@@ -139,7 +146,7 @@ func (p *participant) probeLayers(now int64, est int, congested bool, budget int
 		st.QueueMs >= probeCalmQueue {
 		return
 	}
-	i, need := probeNeed(est, budget, ds, all, downs, targets)
+	i, need := probeNeed(est, budget, all, downs, targets)
 	if i < 0 {
 		return
 	}
@@ -148,7 +155,7 @@ func (p *participant) probeLayers(now int64, est int, congested bool, budget int
 	// the estimator had received fell short of its need when the media sent less after),
 	// nor are the layers' costs (their peaks, upTrack.options).
 	media := p.est.SentRate(now)
-	pr.d, pr.need, pr.cuts, pr.resumed = downs[i], need, st.Cuts, nil
+	pr.d, pr.need, pr.cuts, pr.upFor = downs[i], need, st.Cuts, nil
 	pr.paused, pr.padded, pr.refused, pr.started = targets[i] < 0, false, false, now
 	pr.rate = max(float64(need)*probeMargin-float64(media), 10_000)
 	pr.start, pr.until, pr.last, pr.credit = now, now+int64(probeLength), now, 0
@@ -161,21 +168,20 @@ func (p *participant) probeLayers(now int64, est int, congested bool, budget int
 }
 
 // probeNeed finds the least estimate, in steps of 5% up to four times est, at which
-// the allocator would raise a layer that flows now (the switch to it done), or give a
-// layer to a video paused for want of bandwidth: that track's index in downs and the
-// estimate, or -1. budget, ds and targets are what allocate was given and chose with est;
-// all are the demands with every layer sent, by which a paused video is judged (with
-// nobody else receiving it, its publisher has paused its layers: dynacast).
-func probeNeed(est, budget int, ds, all []videoDemand, downs []*downTrack, targets []int) (int, int) {
+// the allocator would want a layer higher than it wants now for a video that flows at its
+// target (the switch to it done), or give a layer to a video paused for want of
+// bandwidth: that track's index in downs and the estimate, or -1. budget and targets are
+// what allocate was given and chose with est; all are its demands with every layer sent:
+// a video judged by the layers its publisher sends now would find nothing to probe for
+// once nobody else receives the layers above (its publisher has paused them: dynacast),
+// a few seconds after it was lowered (decision 73).
+func probeNeed(est, budget int, all []videoDemand, downs []*downTrack, targets []int) (int, int) {
 	flowing := func(i int) bool { return targets[i] >= 0 && downs[i].current.Load() == int32(targets[i]) }
 	paused := func(i int) bool { return targets[i] < 0 && downs[i].bwPaused }
-	below, anyPaused := false, false // a track below the layer it wants: else nothing to look for
+	below := false // a track below the layer it wants: else nothing to look for
 	for i := range downs {
-		if flowing(i) && targets[i] < wantedLayer(ds[i]) {
+		if flowing(i) && int(downs[i].desired.Load()) < wantedLayer(all[i]) || paused(i) {
 			below = true
-		}
-		if paused(i) {
-			below, anyPaused = true, true
 		}
 	}
 	if !below {
@@ -183,13 +189,9 @@ func probeNeed(est, budget int, ds, all []videoDemand, downs []*downTrack, targe
 	}
 	for f := 1.05; f <= 4; f *= 1.05 {
 		need := int(float64(est) * f)
-		raised := allocate(budget+(need-est)*95/100, ds, false)
-		var resumed []int
-		if anyPaused {
-			resumed = allocate(budget+(need-est)*95/100, all, false)
-		}
+		raised := allocate(budget+(need-est)*95/100, all, false)
 		for i := range downs {
-			if flowing(i) && raised[i] > targets[i] || paused(i) && resumed[i] >= 0 {
+			if flowing(i) && raised[i] > int(downs[i].desired.Load()) || paused(i) && raised[i] >= 0 {
 				return i, need
 			}
 		}
@@ -197,35 +199,25 @@ func probeNeed(est, budget int, ds, all []videoDemand, downs []*downTrack, targe
 	return -1, 0
 }
 
-// probeCap is the estimate the allocator may use at now, est and congested being the
-// subscriber's: while a probe of a paused video has not yet padded at its full rate for
-// probeConfirm, below its need (the last estimate probeNeed found short of it), so that
-// the video does not come back on the strength of a shaper's burst before the probe has
-// confirmed it (then stopProbe starts the video's own hold).
-func (p *participant) probeCap(now int64, est int, congested bool) int {
-	pr := &p.probe
-	if pr.d == nil || !pr.paused || !congested || now-pr.start >= int64(probeRamp+probeConfirm) {
-		return est
-	}
-	return min(est, pr.need*100/106)
-}
-
-// holdPaused says whether the subscriber's estimate stays followed after its congestion
-// hold has ended, for a video paused for want of bandwidth that a probe may bring back
-// (decision 70): not when none is paused, when the last probe of one could not pad its
-// track, or when no probe has started for probeStall since the hold would have ended.
-func (p *participant) holdPaused(now int64) bool {
-	if !p.twcc || p.probe.unpadded {
+// holdBelow says whether the subscriber's estimate stays followed after its congestion
+// hold has ended: while a video is paused for want of bandwidth (decision 70) or flows
+// below the layer it wants (decision 73), which probes may bring up; not when the last
+// probe could not pad its track, when no probe has started for probeStall since the hold
+// would have ended or the last probe started, nor, for a lowered video,
+// maxCongestionHold after the hold would have ended.
+func (p *participant) holdBelow(now int64) bool {
+	if !p.twcc || p.probe.unpadded || now-max(p.probe.started, p.congestion.until) >= int64(probeStall) {
 		return false
 	}
-	paused := false
 	for _, d := range p.subs {
 		if d.bwPaused {
-			paused = true
-			break
+			return true
 		}
 	}
-	return paused && now-max(p.probe.started, p.congestion.until) < int64(probeStall)
+	// A lowered video is no reason to keep the hold longer than the longest hold: on a
+	// busy host the queue a probe stops at can be the scheduler's jitter, and its probes
+	// would keep the estimate followed for ever.
+	return p.below && now-p.congestion.until < int64(maxCongestionHold)
 }
 
 // probeFailing says whether the estimator's state st shows a probe too much: a queue,
@@ -250,9 +242,7 @@ func (p *participant) stopProbe(now int64, how int) {
 	}
 	pr.d = nil
 	pr.timer.Stop()
-	if pr.paused {
-		pr.unpadded = pr.refused && !pr.padded
-	}
+	pr.unpadded = pr.refused && !pr.padded
 	switch how {
 	case probeEnded:
 		return
@@ -261,20 +251,16 @@ func (p *participant) stopProbe(now int64, how int) {
 		p.s.m.probes.WithLabelValues("raised").Inc()
 		pr.backoff = 0
 		pr.next = now + int64(probeBackoff) // the raised layer's key frame and a settled estimate first
+		pr.upFor = d
 		if pr.paused {
 			// Back from a pause: the link carries the lowest layer, nothing more is known.
 			p.congestion.until = max(p.congestion.until, now+int64(p.congestion.hold))
-			pr.resumed = d
 		}
 		return
 	}
 	pr.failed.Add(1)
 	p.s.m.probes.WithLabelValues("failed").Inc()
-	limit := maxProbeBackoff
-	if pr.paused {
-		limit = maxPausedBackoff
-	}
-	pr.backoff = min(max(2*pr.backoff, probeBackoff), limit)
+	pr.backoff = min(max(2*pr.backoff, probeBackoff), maxProbeBackoff)
 	pr.next = now + int64(pr.backoff)
 	p.log.Debug("sfu: probe stopped", "need_kbps", pr.need/1000, "estimator", p.est.Stats().String(), "next_in", pr.backoff)
 }
