@@ -24,6 +24,7 @@ type Metrics struct {
 	subscribers      *prometheus.GaugeVec
 	padding          prometheus.Counter
 	probes           *prometheus.CounterVec
+	probeFailures    *prometheus.CounterVec
 }
 
 type kindCounters struct{ packets, bytes prometheus.Counter }
@@ -99,13 +100,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "bedside_sfu_probes_total",
 			Help: "Probes of subscribers' links for a higher video layer or a paused video, by result: raised (the estimate reached what the layer needs) or failed (a queue, loss or the time ran out).",
 		}, []string{"result"}),
+		probeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bedside_sfu_probe_failures_total",
+			Help: "Probes that failed, by how: queue (the subscriber's feedback showed a queue), loss, cut (the estimator cut its estimate) or time (it ran out before the estimate reached the need).",
+		}, []string{"reason"}),
 		subscribers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "bedside_sfu_visit_subscribers",
 			Help: "Participants receiving through the SFU, per visit in SFU mode.",
 		}, []string{"visit"}),
 	}
 	if reg != nil {
-		reg.MustRegister(fwdPackets, fwdBytes, dropped, m.layerSwitches, m.keyframeRequests, m.retransmitted, m.nackMissed, refused, m.nacksSent, m.feedbackInvalid, m.sendPath, m.receivePath, m.subscribers, m.padding, m.probes)
+		reg.MustRegister(fwdPackets, fwdBytes, dropped, m.layerSwitches, m.keyframeRequests, m.retransmitted, m.nackMissed, refused, m.nacksSent, m.feedbackInvalid, m.sendPath, m.receivePath, m.subscribers, m.padding, m.probes, m.probeFailures)
 	}
 	return m
 }

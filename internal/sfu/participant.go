@@ -878,21 +878,31 @@ func (c *congestion) observe(now int64, lossy bool, queueMs float64) bool {
 
 // estimate is the subscriber's available bandwidth: the send-side estimator (internal/bwe,
 // from transport-wide feedback; at least the starting estimate while there is no loss),
-// else the subscriber's REMB, else the starting guess. congested reports recent loss.
-func (p *participant) estimate(now int64) (est int, congested bool) {
+// else the subscriber's REMB, else the starting guess. congested reports recent loss, or a
+// hold kept for a video held below the layer it wants (holdBelow); keepLowest, that every
+// shown video keeps at least its lowest layer: with no loss lately, and in a hold kept for
+// a lowered video alone (decision 73: on a busy host such a hold let the scheduler's
+// jitter, read as a queue, pause videos that only probes would then bring back, one at a
+// time; TestSFUFourBrowsers with a core busy took 33-63 s for all to see each other).
+func (p *participant) estimate(now int64) (est int, congested, keepLowest bool) {
 	if p.twcc {
 		st := p.est.Stats()
 		est = st.Target
-		congested = p.congestion.observe(now, st.Loss >= lossThreshold, st.QueueMs) || p.holdBelow(now)
+		lossy := p.congestion.observe(now, st.Loss >= lossThreshold, st.QueueMs)
+		kept, forPaused := false, false
+		if !lossy {
+			kept, forPaused = p.holdBelow(now)
+		}
+		congested = lossy || kept
 		if !congested {
 			est = max(est, p.s.cfg.InitialBitrate)
 		}
-		return est, congested
+		return est, congested, !congested || kept && !forPaused
 	}
 	if r := p.remb.Load(); r > 0 {
-		return int(r), false
+		return int(r), false, true
 	}
-	return p.s.cfg.InitialBitrate, false
+	return p.s.cfg.InitialBitrate, false, true
 }
 
 // allocate chooses each video down track's layer: audio is reserved first, then video
@@ -902,7 +912,7 @@ func (p *participant) allocate() {
 		return
 	}
 	now := monotime()
-	est, congested := p.estimate(now)
+	est, congested, keepLowest := p.estimate(now)
 	p.lastEstimate.Store(int64(est))
 	budget := est * 95 / 100
 	var downs []*downTrack
@@ -939,8 +949,8 @@ func (p *participant) allocate() {
 		all = append(all, everything)
 	}
 	// Without loss a shown video keeps at least its lowest layer, whatever the estimate.
-	targets := allocate(budget, ds, !congested)
-	desired := allocate(budget, all, !congested)
+	targets := allocate(budget, ds, keepLowest)
+	desired := allocate(budget, all, keepLowest)
 	p.below = false
 	for i, d := range downs {
 		// While the estimate is followed, a video held below the layer it wants for want of

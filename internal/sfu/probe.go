@@ -53,7 +53,11 @@ import (
 // carries no payload: nothing of a frame is read or sent (end-to-end encryption is
 // untouched), and the subscriber's NACK for a padding packet finds nothing to resend.
 const (
-	probeLength    = 3 * time.Second
+	// probeLength bounds a probe: its ramp, probeConfirm at its full rate, and 1.5 s for
+	// the estimate, which follows a second of what arrives, to reach the need (3 s, the
+	// first length, left half a second: probes on a busy host ran out of time, 4 of 10
+	// failures in a run of TestSFUFourBrowsers with a core busy).
+	probeLength    = 4 * time.Second
 	probeRamp      = 1500 * time.Millisecond
 	probeTick      = 10 * time.Millisecond
 	probeStopQueue = 20 // ms
@@ -109,7 +113,10 @@ type prober struct {
 	// estimate is followed, allocate raises no other: decisions 71 and 73).
 	upFor *downTrack
 
-	raised, failed atomic.Int32 // probes that reached their need, and those that did not (Stats)
+	// raised and failed count the probes that reached their need, and those that did not
+	// by how (Stats)
+	raised atomic.Int32
+	failed [probeHows]atomic.Int32
 }
 
 // c is the timer's channel while a probe is under way, else nil.
@@ -132,13 +139,17 @@ func (p *participant) probeLayers(now int64, est int, congested bool, budget int
 	}
 	st := p.est.Stats()
 	if pr.d != nil {
+		failed := probeFailure(st, pr.cuts)
+		if failed < 0 && now >= pr.until {
+			failed = probeTimeout
+		}
 		switch {
 		case !congested: // the estimate is no longer followed down: nothing to learn
 			p.stopProbe(now, probeEnded)
 		case st.Target >= pr.need && now-pr.start >= int64(probeRamp+probeConfirm):
 			p.stopProbe(now, probeRaised)
-		case probeFailing(st, pr.cuts) || now >= pr.until:
-			p.stopProbe(now, probeFailed)
+		case failed >= 0:
+			p.stopProbe(now, failed)
 		}
 		return
 	}
@@ -200,38 +211,54 @@ func probeNeed(est, budget int, all []videoDemand, downs []*downTrack, targets [
 }
 
 // holdBelow says whether the subscriber's estimate stays followed after its congestion
-// hold has ended: while a video is paused for want of bandwidth (decision 70) or flows
-// below the layer it wants (decision 73), which probes may bring up; not when the last
-// probe could not pad its track, when no probe has started for probeStall since the hold
-// would have ended or the last probe started, nor, for a lowered video,
-// maxCongestionHold after the hold would have ended.
-func (p *participant) holdBelow(now int64) bool {
+// hold has ended, and whether for a paused video: while a video is paused for want of
+// bandwidth (decision 70) or flows below the layer it wants (decision 73), which probes
+// may bring up; not when the last probe could not pad its track, when no probe has
+// started for probeStall since the hold would have ended or the last probe started, nor,
+// for a lowered video, maxCongestionHold after the hold would have ended.
+func (p *participant) holdBelow(now int64) (kept, forPaused bool) {
 	if !p.twcc || p.probe.unpadded || now-max(p.probe.started, p.congestion.until) >= int64(probeStall) {
-		return false
+		return false, false
 	}
 	for _, d := range p.subs {
 		if d.bwPaused {
-			return true
+			return true, true
 		}
 	}
 	// A lowered video is no reason to keep the hold longer than the longest hold: on a
 	// busy host the queue a probe stops at can be the scheduler's jitter, and its probes
 	// would keep the estimate followed for ever.
-	return p.below && now-p.congestion.until < int64(maxCongestionHold)
+	return p.below && now-p.congestion.until < int64(maxCongestionHold), false
 }
 
-// probeFailing says whether the estimator's state st shows a probe too much: a queue,
-// loss, or a cut since the probe started (the estimator's cuts were cuts then).
-func probeFailing(st bwe.Stats, cuts int) bool {
-	return st.Cuts != cuts || st.QueueMs >= probeStopQueue || st.Loss >= lossThreshold
+// probeFailure says whether the estimator's state st shows a probe too much, and how: a
+// cut since the probe started (the estimator's cuts were cuts then), loss, or a queue;
+// else -1.
+func probeFailure(st bwe.Stats, cuts int) int {
+	switch {
+	case st.Cuts != cuts:
+		return probeCut
+	case st.Loss >= lossThreshold:
+		return probeLoss
+	case st.QueueMs >= probeStopQueue:
+		return probeQueue
+	}
+	return -1
 }
 
-// How a probe ended.
+// How a probe ended: raised, not needed any more, or failed (the rest).
 const (
-	probeRaised = iota // the estimate reached its need
-	probeFailed        // a queue, loss or a cut showed, or its time ran out
-	probeEnded         // not needed any more: the congestion hold ended, its track went
+	probeRaised  = iota // the estimate reached its need
+	probeEnded          // not needed any more: the congestion hold ended, its track went
+	probeQueue          // failed: the feedback showed probeStopQueue of queue
+	probeLoss           // failed: the feedback showed lossThreshold of loss
+	probeCut            // failed: the estimator cut its estimate
+	probeTimeout        // failed: probeLength passed before the estimate reached the need
+	probeHows
 )
+
+// probeFailures names the ways a probe fails (bedside_sfu_probe_failures_total, Stats).
+var probeFailures = [probeHows]string{probeQueue: "queue", probeLoss: "loss", probeCut: "cut", probeTimeout: "time"}
 
 // stopProbe ends the probe under way.
 func (p *participant) stopProbe(now int64, how int) {
@@ -258,11 +285,12 @@ func (p *participant) stopProbe(now int64, how int) {
 		}
 		return
 	}
-	pr.failed.Add(1)
+	pr.failed[how].Add(1)
 	p.s.m.probes.WithLabelValues("failed").Inc()
+	p.s.m.probeFailures.WithLabelValues(probeFailures[how]).Inc()
 	pr.backoff = min(max(2*pr.backoff, probeBackoff), maxProbeBackoff)
 	pr.next = now + int64(pr.backoff)
-	p.log.Debug("sfu: probe stopped", "need_kbps", pr.need/1000, "estimator", p.est.Stats().String(), "next_in", pr.backoff)
+	p.log.Debug("sfu: probe stopped", "need_kbps", pr.need/1000, "how", probeFailures[how], "estimator", p.est.Stats().String(), "next_in", pr.backoff)
 }
 
 // probeStep sends the padding owed since the last step (the probe timer fired, at now).
@@ -271,8 +299,8 @@ func (p *participant) probeStep(now int64) {
 	if pr.d == nil {
 		return
 	}
-	if probeFailing(p.est.Stats(), pr.cuts) {
-		p.stopProbe(now, probeFailed)
+	if failed := probeFailure(p.est.Stats(), pr.cuts); failed >= 0 {
+		p.stopProbe(now, failed)
 		return
 	}
 	rate := pr.rate * min(float64(now-pr.start)/float64(probeRamp), 1)

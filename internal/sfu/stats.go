@@ -74,8 +74,10 @@ type RoomStats struct {
 	Probes map[string]ProbeStats
 }
 
-// ProbeStats counts a subscriber's probes.
-type ProbeStats struct{ Raised, Failed int }
+// ProbeStats counts a subscriber's probes: those that raised, and those that failed in
+// all and by how (the feedback's queue, its loss, a cut of the estimate, or the time run
+// out before the estimate reached the need).
+type ProbeStats struct{ Raised, Failed, Queue, Loss, Cut, Time int }
 
 // Stats returns a snapshot of a visit's room (zero when it has none).
 func (s *SFU) Stats(visitID string) RoomStats {
@@ -126,7 +128,11 @@ func (s *SFU) Stats(visitID string) RoomStats {
 		out.Estimates[p.id] = int(p.lastEstimate.Load())
 		if p.subscribing.Load() {
 			out.Estimators[p.id] = p.est.Stats()
-			out.Probes[p.id] = ProbeStats{Raised: int(p.probe.raised.Load()), Failed: int(p.probe.failed.Load())}
+			f := &p.probe.failed
+			ps := ProbeStats{Raised: int(p.probe.raised.Load()), Queue: int(f[probeQueue].Load()), Loss: int(f[probeLoss].Load()),
+				Cut: int(f[probeCut].Load()), Time: int(f[probeTimeout].Load())}
+			ps.Failed = ps.Queue + ps.Loss + ps.Cut + ps.Time
+			out.Probes[p.id] = ps
 		}
 		if tx := p.direct.Load(); tx != nil {
 			out.Direct[p.id] = tx.sent.Load()
