@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -279,9 +278,8 @@ func TestACMECAFileNotPEM(t *testing.T) {
 // waitGoroutineGone waits until no goroutine has fn in its stack.
 func waitGoroutineGone(t *testing.T, fn string, within time.Duration) {
 	t.Helper()
-	buf := make([]byte, 1<<22)
 	start := time.Now()
-	for strings.Contains(string(buf[:runtime.Stack(buf, true)]), fn) {
+	for strings.Contains(goroutineStacks(), fn) {
 		if time.Since(start) > within {
 			t.Errorf("a goroutine running %s is still there after %v", fn, within)
 			return

@@ -165,8 +165,7 @@ func TestSFUChurn(t *testing.T) {
 		cycles, elapsed.Round(time.Millisecond), (elapsed / time.Duration(cycles)).Round(time.Millisecond), g0, g1, float64(h0)/1e6, float64(h1)/1e6,
 		clinician.SFU().Transceivers())
 	if g1 > g0+2 {
-		buf := make([]byte, 1<<20)
-		t.Errorf("goroutines grew from %d to %d over %d cycles:\n%s", g0, g1, cycles, buf[:runtime.Stack(buf, true)])
+		t.Errorf("goroutines grew from %d to %d over %d cycles:\n%s", g0, g1, cycles, goroutineStacks())
 	}
 	// The heap may differ by what pools and caches hold at the moment (a quarter, and
 	// 2 MB); a leak of a cycle's connections (hundreds of kB each) would be far above it.

@@ -492,12 +492,17 @@ func TestSFURejoinsLostParticipant(t *testing.T) {
 	}
 }
 
+// goroutineStacks returns the stacks of every goroutine (up to 4 MB of them).
+func goroutineStacks() string {
+	buf := make([]byte, 1<<22)
+	return string(buf[:runtime.Stack(buf, true)])
+}
+
 // sfuStacks returns the stacks of the goroutines that run in the SFU, for a test that
 // waited in vain for a participant to leave.
 func sfuStacks() string {
-	buf := make([]byte, 1<<22)
 	var out []string
-	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+	for _, g := range strings.Split(goroutineStacks(), "\n\n") {
 		if strings.Contains(g, "/internal/sfu.") {
 			out = append(out, g)
 		}

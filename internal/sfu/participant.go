@@ -208,10 +208,7 @@ type participant struct {
 	speaker     string
 	connected   bool
 	congestion  congestion // remembers loss for the layer choice
-	// below: at the last allocation a video flowed below the layer it wants, for want of
-	// bandwidth (downTrack.lowered; holdBelow)
-	below       bool
-	probe       prober // sends padding to learn whether a higher layer fits (probe.go)
+	probe       prober     // sends padding to learn whether a higher layer fits (probe.go)
 	goneTimer   *time.Timer
 	readers     sync.WaitGroup // the readers of this participant's publications
 	rtcpReaders sync.WaitGroup // pub receivers' RTCP readers
@@ -951,7 +948,6 @@ func (p *participant) allocate() {
 	// Without loss a shown video keeps at least its lowest layer, whatever the estimate.
 	targets := allocate(budget, ds, keepLowest)
 	desired := allocate(budget, all, keepLowest)
-	p.below = false
 	for i, d := range downs {
 		// While the estimate is followed, a video held below the layer it wants for want of
 		// bandwidth (paused, or lowered) goes up only by a probe (decisions 71 and 73): not
@@ -975,7 +971,6 @@ func (p *participant) allocate() {
 		wanted := wantedLayer(all[i])
 		paused := wanted >= 0 && desired[i] < 0
 		d.lowered = desired[i] >= 0 && desired[i] < wanted
-		p.below = p.below || d.lowered
 		if paused != d.bwPaused {
 			d.bwPaused = paused
 			p.sink().VideoPaused(d.up.publisher, d.up.source, paused)

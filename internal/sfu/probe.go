@@ -220,15 +220,17 @@ func (p *participant) holdBelow(now int64) (kept, forPaused bool) {
 	if !p.twcc || p.probe.unpadded || now-max(p.probe.started, p.congestion.until) >= int64(probeStall) {
 		return false, false
 	}
+	lowered := false
 	for _, d := range p.subs {
 		if d.bwPaused {
 			return true, true
 		}
+		lowered = lowered || d.lowered
 	}
 	// A lowered video is no reason to keep the hold longer than the longest hold: on a
 	// busy host the queue a probe stops at can be the scheduler's jitter, and its probes
 	// would keep the estimate followed for ever.
-	return p.below && now-p.congestion.until < int64(maxCongestionHold), false
+	return lowered && now-p.congestion.until < int64(maxCongestionHold), false
 }
 
 // probeFailure says whether the estimator's state st shows a probe too much, and how: a

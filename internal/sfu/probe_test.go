@@ -483,8 +483,8 @@ func TestPausedVideoWaitsForProbe(t *testing.T) {
 func TestHoldForLoweredVideo(t *testing.T) {
 	p, d, now := heldSubscriber(t, 300_000)
 	p.allocate()
-	if tg := d.target.Load(); tg != 0 || d.bwPaused || !p.below {
-		t.Fatalf("at 300 kbit/s: target %d, paused %v, below its wanted layer %v; want the lowest layer, below", tg, d.bwPaused, p.below)
+	if tg := d.target.Load(); tg != 0 || d.bwPaused || !d.lowered {
+		t.Fatalf("at 300 kbit/s: target %d, paused %v, below its wanted layer %v; want the lowest layer, below", tg, d.bwPaused, d.lowered)
 	}
 	// The hold's time is over (it ended at now, and nothing since): kept for probeStall.
 	p.congestion.until = now
@@ -532,8 +532,8 @@ func TestHoldForLoweredVideo(t *testing.T) {
 	if pr.upFor != nil {
 		t.Error("the probe's video went up, and is still noted as probed for")
 	}
-	if tg := d.target.Load(); tg != 2 || p.below {
-		t.Errorf("the estimate followed at 3 Mbit/s: target %d, below %v; want the top layer", tg, p.below)
+	if tg := d.target.Load(); tg != 2 || d.lowered {
+		t.Errorf("the estimate followed at 3 Mbit/s: target %d, below %v; want the top layer", tg, d.lowered)
 	}
 	if keptHold(p, now) {
 		t.Error("the hold kept with the video at the layer it wants")
@@ -543,8 +543,8 @@ func TestHoldForLoweredVideo(t *testing.T) {
 	p.est = bwe.New(bwe.Config{Initial: 300_000})
 	p.congestion.observe(monotime(), true, 0)
 	p.allocate()
-	if tg := d.target.Load(); tg != 0 || !p.below {
-		t.Fatalf("lowered again at 300 kbit/s: target %d, below %v", tg, p.below)
+	if tg := d.target.Load(); tg != 0 || !d.lowered {
+		t.Fatalf("lowered again at 300 kbit/s: target %d, below %v", tg, d.lowered)
 	}
 	p.congestion.until, pr.unpadded = now, true
 	p.allocate()
