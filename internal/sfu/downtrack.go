@@ -526,7 +526,12 @@ func (d *downTrack) send(p *packet, b *binding, payload []byte, pic uint16, tl0 
 // takes the stream, which is the usual case, else down pion's chain (its SRTP session;
 // the direct path's interceptor under it). The direct path is called here rather than
 // from the bottom of pion's chain to spare each packet the chain's calls (decision 54).
-// Either way it is counted for the sender reports. at is when it was written (monotime).
+// Either way it is counted for the sender reports. at is when it was written (monotime),
+// taken before the write: the estimator takes each packet's one-way delay against this
+// time, and the least delay of 10 s for the path's (decision 74). Taken after a write
+// that held the goroutine (a system call, then a wait for a processor on a busy host),
+// it was late by milliseconds: that packet's delay read too short, became the least, and
+// every other packet read as queued by as much for the next 10 s.
 func (d *downTrack) writeRTP(b *binding, h *rtp.Header, payload []byte) (at int64, err error) {
 	tx := d.sub.direct.Load()
 	direct := false
@@ -542,6 +547,7 @@ func (d *downTrack) writeRTP(b *binding, h *rtp.Header, payload []byte) (at int6
 			d.w.direct = direct
 		}
 	}
+	at = monotime()
 	if direct {
 		_, err = tx.write(h, payload, d.w.fan)
 	} else {
@@ -550,7 +556,6 @@ func (d *downTrack) writeRTP(b *binding, h *rtp.Header, payload []byte) (at int6
 	if err != nil {
 		return 0, err
 	}
-	at = monotime()
 	w := &d.w
 	// The sender reports' clock is anchored at the first packet of each newer frame: not
 	// at a retransmission (an older time), nor at the frame's later packets, nor at a

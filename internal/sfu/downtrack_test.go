@@ -540,3 +540,43 @@ func TestTickSlots(t *testing.T) {
 		t.Errorf("same slot, started at %v and %v: wake at %v and %v", a, b, at, bt)
 	}
 }
+
+// slowWriter is a writer whose every write holds the caller, as a system call followed by
+// a wait for a processor can on a busy host.
+type slowWriter struct {
+	fakeWriter
+	hold time.Duration
+}
+
+func (s *slowWriter) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
+	time.Sleep(s.hold)
+	return s.fakeWriter.WriteRTP(h, payload)
+}
+
+// TestSendTimeBeforeWrite: the time a packet is recorded as sent, which the estimator takes
+// its one-way delay against, is taken before the write, not after it (decision 74): a
+// write that held the goroutine 20 ms made that packet's delay read 20 ms short, the
+// least of the estimator's window, and every other packet then read as queued by 20 ms.
+func TestSendTimeBeforeWrite(t *testing.T) {
+	_, d, _ := testTrack(t, webrtc.RTPCodecTypeVideo)
+	withTWCC(d)
+	defer d.forgetSent()
+	sw := &slowWriter{hold: 20 * time.Millisecond}
+	b := *d.bind.Load()
+	b.ws = sw
+	d.bind.Store(&b)
+	g := &frameGen{seq: 100, ts: 1000, pic: 7, packets: 1, fill: zeros}
+	p := g.frame()[0]
+	defer p.release()
+	before := monotime()
+	d.write(p)
+	after := monotime()
+	if len(sw.out) != 1 || after-before < int64(sw.hold) {
+		t.Fatalf("%d packets written in %v", len(sw.out), time.Duration(after-before))
+	}
+	e := d.w.sentVideo[sw.out[0].hdr.SequenceNumber%nackBuffer]
+	if e.p == nil || e.at-before > int64(sw.hold)/2 {
+		t.Errorf("the packet was recorded as sent %v after the write began (it took %v): want the time before it",
+			time.Duration(e.at-before), time.Duration(after-before))
+	}
+}
