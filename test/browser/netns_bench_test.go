@@ -30,8 +30,8 @@ const narrowDrain = 5 * time.Second
 // -freed-for. Every second it logs (with -v) what the patient's page received of the
 // clinician (audio packets, lost, concealed samples, the jitter buffer's delay, frames and
 // their width), what the bottleneck sent and dropped, and the SFU's target layer, estimate
-// (with what its estimator last read of the feedback: the rate received, the queue, the
-// loss and its state) and probes. The figures reported are over the narrowed link from
+// (with its estimator's state after the last feedback: bwe.Stats, the rate received, the
+// queue, the loss) and probes. The figures reported are over the narrowed link from
 // narrowDrain on:
 //
 //	audio-lost-%       audio packets lost, of those sent
@@ -119,10 +119,9 @@ func narrowLink(b *testing.B, rate string) map[string]float64 {
 		s.sentKbit, s.sent, s.drop = (sb-pb)*8/1000, sp-pp, sd-pd
 		pb, pp, pd, prev = sb, sp, sd, cur
 		samples = append(samples, s)
-		e := st.Estimators[sn.patientID]
-		b.Logf("%5.1fs audio %3d lost %3d concealed %5d delay %3.0f ms | frames %2d w %3d | sent %4d kbit/s %4d pkt dropped %4d | target %2d est %5d kbit/s (received %5d, queue %4.1f ms, loss %4.1f%%, %s) probes %+v",
+		b.Logf("%5.1fs audio %3d lost %3d concealed %5d delay %3.0f ms | frames %2d w %3d | sent %4d kbit/s %4d pkt dropped %4d | target %2d est %5d kbit/s (estimator: %s) probes %+v",
 			at.Seconds(), s.got.Audio, s.got.Lost, s.got.Concealed, s.delayMs(), s.got.Frames, s.got.Width,
-			s.sentKbit, s.sent, s.drop, s.target, s.est, e.Received/1000, e.QueueMs, 100*e.Loss, e.State, st.Probes[sn.patientID])
+			s.sentKbit, s.sent, s.drop, s.target, s.est, st.Estimators[sn.patientID], st.Probes[sn.patientID])
 		if at < narrowDrain {
 			probesAt = st.Probes[sn.patientID]
 		}
