@@ -17,6 +17,7 @@ type Metrics struct {
 	nackMissed       prometheus.Counter
 	nackRefused      [3]prometheus.Counter // by refusedPaused, refusedRepeat, refusedBudget
 	nacksSent        prometheus.Counter
+	nacksSkipped     prometheus.Counter
 	feedbackInvalid  prometheus.Counter
 	sendPath         *prometheus.CounterVec
 	receivePath      *prometheus.CounterVec
@@ -80,6 +81,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "bedside_sfu_publisher_nacked_packets_total",
 			Help: "Video packets the SFU asked publishers to send again (NACK): lost on their way in, each counted once per asking (at most 10).",
 		}),
+		nacksSkipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bedside_sfu_publisher_nack_skipped_packets_total",
+			Help: "Video packets lost on their way in from publishers that the SFU did not ask for again: past the publisher's asking budget, a share of what arrives from it (decision 75).",
+		}),
 		feedbackInvalid: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bedside_sfu_feedback_invalid_total",
 			Help: "Transport-wide congestion control feedback packets from subscribers that could not be read (the estimator ignored them).",
@@ -110,7 +115,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"visit"}),
 	}
 	if reg != nil {
-		reg.MustRegister(fwdPackets, fwdBytes, dropped, m.layerSwitches, m.keyframeRequests, m.retransmitted, m.nackMissed, refused, m.nacksSent, m.feedbackInvalid, m.sendPath, m.receivePath, m.subscribers, m.padding, m.probes, m.probeFailures)
+		reg.MustRegister(fwdPackets, fwdBytes, dropped, m.layerSwitches, m.keyframeRequests, m.retransmitted, m.nackMissed, refused, m.nacksSent, m.nacksSkipped, m.feedbackInvalid, m.sendPath, m.receivePath, m.subscribers, m.padding, m.probes, m.probeFailures)
 	}
 	return m
 }

@@ -3,6 +3,7 @@ package sfu
 import (
 	"encoding/binary"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -43,6 +44,20 @@ const (
 	nackTries = 10
 )
 
+// A publisher is asked to send again at most a share of what arrived from it (decision
+// 75): a token bucket per pub connection, filled each feedback tick by nackShare of the
+// bytes that arrived since the last one, holding at most nackShare of what arrived in the
+// last nackSavedTicks ticks (half a second) and never less than one packet's worth (which
+// it starts with). Each asking costs the stream's mean packet size; a missing packet that
+// does not fit is given up. A publisher whose link is congested loses many packets at once, and asking for all
+// of them (each up to nackTries times) made its browser send them again into the same
+// link, crowding out its audio for seconds after its video had stopped.
+const (
+	nackShare      = 0.25
+	nackSavedTicks = 5
+	nackMinSaved   = 1200
+)
+
 // rtcpBudget is the most RTCP one write of feedback carries: as many packets as fit are
 // sent together (one SRTCP packet, one datagram).
 const rtcpBudget = 1200
@@ -56,11 +71,17 @@ type rxFeedback struct {
 	ticks   int
 	nacks   []uint16 // scratch of build
 	m       *Metrics
+
+	// The asking budget (decision 75): bytes arrived since the last tick, those of the
+	// last nackSavedTicks ticks, and what may be asked for now, in bytes.
+	tickBytes   int64
+	arrivedLast [nackSavedTicks]int64
+	nackBudget  float64
 }
 
 func newRxFeedback(m *Metrics) *rxFeedback {
 	ssrc := rand.Uint32()
-	return &rxFeedback{ssrc: ssrc, rec: twcc.NewRecorder(ssrc), streams: map[uint32]*rxStats{}, m: m}
+	return &rxFeedback{ssrc: ssrc, rec: twcc.NewRecorder(ssrc), streams: map[uint32]*rxStats{}, m: m, nackBudget: nackMinSaved}
 }
 
 // rxStats is one incoming stream's receive statistics (RFC 3550 A.3, A.8) and its log of
@@ -76,6 +97,7 @@ type rxStats struct {
 	max      uint16  // the highest sequence number
 	base     uint32  // the first extended sequence number
 	received uint32  // packets received (late ones too; duplicates not)
+	bytes    int64   // and their bytes, for the mean size an asking costs (decision 75)
 	lastAt   int64   // monotime of the last packet in order
 	lastTS   uint32  // and its RTP timestamp
 	jitter   float64 // in clock units
@@ -134,7 +156,12 @@ func (f *rxFeedback) arrived(st *rxStats, b []byte, now int64) {
 			f.rec.Record(st.ssrc, binary.BigEndian.Uint16(ext), now/1000)
 		}
 	}
+	f.tickBytes += int64(len(b))
+	before := st.received
 	st.arrived(binary.BigEndian.Uint16(b[2:4]), binary.BigEndian.Uint32(b[4:8]), now)
+	if st.received != before {
+		st.bytes += int64(len(b))
+	}
 }
 
 func (st *rxStats) has(seq uint16) bool {
@@ -216,25 +243,39 @@ func (f *rxFeedback) senderReport(sr *rtcp.SenderReport, now int64) {
 	}
 }
 
-// missing appends the sequence numbers to ask for again (each at most nackTries times)
-// and moves the consecutive mark past those given up.
-func (st *rxStats) missing(out []uint16) []uint16 {
+// missing appends the sequence numbers to ask for again (each at most nackTries times),
+// in order, while *budget holds the stream's mean packet size for each, and moves the
+// consecutive mark past those given up. The newest come first to the budget: by the time
+// it has room again, an older packet is of the least use. It returns how many missing
+// packets did not fit and were given up.
+func (st *rxStats) missing(out []uint16, budget *float64) ([]uint16, int) {
 	if !st.started || !st.nack || st.consecutive == st.max {
-		return out
+		return out, 0
 	}
-	for i := st.consecutive + 1; i != st.max; i++ {
+	cost := float64(st.bytes) / float64(max(st.received, 1))
+	start, skipped := len(out), 0
+	for i := st.max - 1; i != st.consecutive; i-- {
 		if st.has(i) {
 			continue
 		}
-		if t := &st.tries[i%nackLog]; *t < nackTries {
-			*t++
-			out = append(out, i)
+		t := &st.tries[i%nackLog]
+		if *t >= nackTries {
+			continue
 		}
+		if *budget < cost {
+			*t = nackTries
+			skipped++
+			continue
+		}
+		*budget -= cost
+		*t++
+		out = append(out, i)
 	}
+	slices.Reverse(out[start:])
 	for st.consecutive != st.max && (st.has(st.consecutive+1) || st.tries[(st.consecutive+1)%nackLog] >= nackTries) {
 		st.consecutive++
 	}
-	return out
+	return out, skipped
 }
 
 // report is the stream's reception report since the last one (RFC 3550 6.4.1, A.3).
@@ -283,8 +324,18 @@ func (f *rxFeedback) build(now int64) []rtcp.Packet {
 		}
 	}
 	out = append(out, f.rec.BuildFeedbackPacket()...)
+	f.arrivedLast[f.ticks%nackSavedTicks], f.tickBytes = f.tickBytes, 0
+	var saved int64
+	for _, b := range f.arrivedLast {
+		saved += b
+	}
+	f.nackBudget = min(f.nackBudget+float64(f.arrivedLast[f.ticks%nackSavedTicks])*nackShare, max(float64(saved)*nackShare, nackMinSaved))
 	for _, st := range f.streams {
-		f.nacks = st.missing(f.nacks[:0])
+		var skipped int
+		f.nacks, skipped = st.missing(f.nacks[:0], &f.nackBudget)
+		if skipped > 0 {
+			f.m.nacksSkipped.Add(float64(skipped))
+		}
 		if len(f.nacks) > 0 {
 			f.m.nacksSent.Add(float64(len(f.nacks)))
 			out = append(out, &rtcp.TransportLayerNack{SenderSSRC: f.ssrc, MediaSSRC: st.ssrc, Nacks: rtcp.NackPairsFromSequenceNumbers(f.nacks)})

@@ -208,6 +208,72 @@ func TestReceiveFeedback(t *testing.T) {
 	}
 }
 
+// TestPublisherNackBudget: the SFU asks a publisher to send again at most a share of what
+// arrived from it (decision 75). A burst of loss on a congested link is asked for only as
+// far as the budget goes, newest first, the rest given up and counted; with the video
+// stopped nothing more is asked; once packets arrive again the budget refills and a new
+// loss is asked for.
+func TestPublisherNackBudget(t *testing.T) {
+	m := NewMetrics(nil)
+	f := newRxFeedback(m)
+	st := f.bind(videoStream(10))
+	now := int64(time.Second)
+	tw := uint16(0)
+	payload := make([]byte, 1000)
+	send := func(seq uint16) {
+		h := rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq, Timestamp: uint32(seq) * 3000, SSRC: 10}
+		ext := binary.BigEndian.AppendUint16(nil, tw)
+		if err := h.SetExtension(3, ext); err != nil {
+			t.Fatal(err)
+		}
+		b, err := (&rtp.Packet{Header: h, Payload: payload}).Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.arrived(st, b, now)
+		tw++
+	}
+	// 0..99 sent, 20..79 lost: 40 packets of about 1 KB arrived, a budget of about 10.
+	for seq := uint16(0); seq < 100; seq++ {
+		if seq < 20 || seq >= 80 {
+			send(seq)
+		}
+	}
+	got := nacked(f.build(now), 10)
+	if want := int(40 * nackShare); len(got) != want {
+		t.Fatalf("asked for %d packets (%v) of 60 lost, want %d: a quarter of what arrived", len(got), got, want)
+	}
+	if got[0] != uint16(80-len(got)) || got[len(got)-1] != 79 || !slices.IsSorted(got) {
+		t.Fatalf("asked for %v: want the newest missing, in order", got)
+	}
+	if n := counterValue(m.nacksSkipped); n != float64(60-len(got)) {
+		t.Fatalf("publisher_nack_skipped_packets_total %v, want %d", n, 60-len(got))
+	}
+	// Nothing arrives (the publisher's video stopped): nothing is asked again, and what
+	// could not be is given up, not asked for later.
+	for range nackTries {
+		now += int64(feedbackEvery)
+		if got := nacked(f.build(now), 10); got != nil {
+			t.Fatalf("asked again for %v with nothing arriving", got)
+		}
+	}
+	if st.consecutive != st.max {
+		t.Fatalf("the gap is kept (consecutive %d, highest %d): given up packets would be asked for later", st.consecutive, st.max)
+	}
+	// Packets arrive again, one lost among them: asked for, the budget refilled.
+	for seq := uint16(100); seq < 130; seq++ {
+		if seq != 120 {
+			send(seq)
+		}
+		if seq%10 == 9 {
+			now += int64(feedbackEvery)
+			if got := nacked(f.build(now), 10); seq >= 120 && !slices.Equal(got, []uint16{120}) {
+				t.Fatalf("asked for %v after a single loss with packets arriving, want 120", got)
+			}
+		}
+	}
+}
+
 // TestFeedbackBatches: feedback goes in as few writes as fit in rtcpBudget bytes.
 func TestFeedbackBatches(t *testing.T) {
 	var pkts []rtcp.Packet

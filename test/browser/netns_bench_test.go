@@ -190,18 +190,142 @@ func (s narrowSample) delayMs() float64 {
 	return float64(s.got.jbDelay()) / float64(time.Millisecond)
 }
 
-var qdiscSentRE = regexp.MustCompile(`Sent (\d+) bytes (\d+) pkt \(dropped (\d+)`)
+var (
+	qdiscSentRE    = regexp.MustCompile(`Sent (\d+) bytes (\d+) pkt \(dropped (\d+)`)
+	qdiscBacklogRE = regexp.MustCompile(`backlog (\d+)([KM]?)b (\d+)p`)
+)
 
 // qdiscSent is what the root qdisc on dev (in R) has sent and dropped so far.
 func (n *network) qdiscSent(dev string) (bytes, packets, dropped int) {
+	q := n.qdisc(n.r, dev)
+	return q.bytes, q.packets, q.dropped
+}
+
+// qdiscCounts is what a qdisc has sent and dropped so far, and the bytes it holds now.
+type qdiscCounts struct{ bytes, packets, dropped, backlog int }
+
+// qdisc is what the root qdisc on dev in the namespace ns has sent and dropped so far.
+func (n *network) qdisc(ns, dev string) qdiscCounts {
 	n.t.Helper()
-	out, err := exec.Command("ip", "netns", "exec", n.r, "tc", "-s", "qdisc", "show", "dev", dev).CombinedOutput()
+	out, err := exec.Command("ip", "netns", "exec", ns, "tc", "-s", "qdisc", "show", "dev", dev).CombinedOutput()
 	m := qdiscSentRE.FindStringSubmatch(string(out))
 	if err != nil || m == nil {
 		n.t.Fatalf("tc -s qdisc show dev %s: %v: %s", dev, err, out)
 	}
-	bytes, _ = strconv.Atoi(m[1])
-	packets, _ = strconv.Atoi(m[2])
-	dropped, _ = strconv.Atoi(m[3])
-	return bytes, packets, dropped
+	var q qdiscCounts
+	q.bytes, _ = strconv.Atoi(m[1])
+	q.packets, _ = strconv.Atoi(m[2])
+	q.dropped, _ = strconv.Atoi(m[3])
+	if m := qdiscBacklogRE.FindStringSubmatch(string(out)); m != nil {
+		q.backlog, _ = strconv.Atoi(m[1])
+		q.backlog *= map[string]int{"": 1, "K": 1024, "M": 1024 * 1024}[m[2]]
+	}
+	return q
+}
+
+// BenchmarkNetnsPublisherNarrowLink measures what the patient hears of the clinician
+// through the SFU when the clinician's own link out narrows to 100 kbit/s (a tbf on host
+// B's side, as in TestNetnsSFULayers' last part): enough for its audio, not for any video
+// with it. The clinician's page pauses its video to the SFU (decision 66), and the link
+// carries audio alone once what the video left in it has gone. Each run is a new visit
+// (both people with a 960x540 camera). Every half second it logs (with -v) what the
+// clinician's browser sent on its pub connection (audio, video, video sent again, NACKs
+// received), what the bottleneck sent, dropped and holds, what the patient received of the
+// clinician's audio and counted lost, and how many packets the SFU asked the clinician to
+// send again and gave up asking for (decision 75). The figures, from the narrowing until
+// 12 s after the pause:
+//
+//	audio-lost      the clinician's audio packets the patient counted lost
+//	pause-s         from the narrowing to the page's pause
+//	resent          video packets the clinician's browser sent again after the pause
+//	asked           packets the SFU asked the clinician to send again (NACK)
+//	last-loss-s     after the pause, the last half second in which the patient counted an
+//	                audio packet lost (counted when a later one arrives: up to the
+//	                bottleneck's 1.3 s of queue after the drop)
+//	queue-end-ms    what the bottleneck held 12 s after the pause, in ms of the link: how
+//	                late it delivers the audio then
+//
+// Run as root (network namespaces):
+//
+//	go test -tags browser,netns -run '^$' -bench NetnsPublisherNarrowLink -benchtime 4x -v ./test/browser
+func BenchmarkNetnsPublisherNarrowLink(b *testing.B) {
+	keys := []string{"audio-lost", "pause-s", "resent", "asked", "last-loss-s", "queue-end-ms"}
+	sums := map[string]float64{}
+	for i := 0; i < b.N; i++ {
+		m := publisherNarrowLink(b)
+		for _, k := range keys {
+			sums[k] += m[k]
+		}
+	}
+	for _, k := range keys {
+		b.ReportMetric(sums[k]/float64(b.N), k)
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+func publisherNarrowLink(b *testing.B) map[string]float64 {
+	b.StopTimer()
+	sn := newSFUNet(b, 960, 540, "", "")
+	n, srv, r := sn.n, sn.srv, sn.r
+	defer n.tbf(n.b, "eth0", "", "", "")
+	waitReceivesAll(r.patient, []string{sn.clinicianID}, 45*time.Second)
+	time.Sleep(15 * time.Second) // the browsers' and the SFU's estimates ramp up
+	counter := func(name string) float64 {
+		mfs, err := srv.Registry().Gather()
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		return 0
+	}
+	const asked, skipped = "bedside_sfu_publisher_nacked_packets_total", "bedside_sfu_publisher_nack_skipped_packets_total"
+
+	n.tbf(n.b, "eth0", "100kbit", "16kb", "50ms")
+	start := time.Now()
+	sent0, q0 := mustEval[pubSent](r.clinician, pubSentJS), n.qdisc(n.b, "eth0")
+	got0 := mustEval[received](r.patient, subscriberJS(sn.clinicianID))
+	asked0, skipped0 := counter(asked), counter(skipped)
+	prevSent, prevQ, prevGot, prevAsked, prevSkipped := sent0, q0, got0, asked0, skipped0
+	var paused time.Time
+	m := map[string]float64{"last-loss-s": 0}
+	var resent int
+	for next := start.Add(500 * time.Millisecond); ; next = next.Add(500 * time.Millisecond) {
+		time.Sleep(time.Until(next))
+		if paused.IsZero() && mustEval[bool](r.clinician, `window.bedside.call.videoPaused`) {
+			paused = time.Now()
+			m["pause-s"] = paused.Sub(start).Seconds()
+			b.Logf("%5.1fs the clinician's page paused its video to the SFU", m["pause-s"])
+		}
+		sent, q := mustEval[pubSent](r.clinician, pubSentJS), n.qdisc(n.b, "eth0")
+		got := mustEval[received](r.patient, subscriberJS(sn.clinicianID))
+		a, sk := counter(asked), counter(skipped)
+		ds, g := sent.since(prevSent), got.since(prevGot)
+		at := time.Since(start)
+		b.Logf("%5.1fs sent audio %2d video %3d (again %3d, NACKs %2d) | tbf sent %3d dropped %3d holds %5d B | patient: audio %2d lost %2d | SFU asked %3.0f gave up %3.0f",
+			at.Seconds(), ds.Audio, ds.Video, ds.Retransmitted, ds.NACKs, q.packets-prevQ.packets, q.dropped-prevQ.dropped, q.backlog,
+			g.Audio, g.Lost, a-prevAsked, sk-prevSkipped)
+		if !paused.IsZero() {
+			since := time.Since(paused).Seconds()
+			resent += ds.Retransmitted
+			if g.Lost > 0 {
+				m["last-loss-s"] = since
+			}
+			if since >= 12 {
+				m["audio-lost"] = float64(got.Lost - got0.Lost)
+				m["resent"] = float64(resent)
+				m["asked"] = a - asked0
+				m["queue-end-ms"] = float64(q.backlog) * 8 / 100 // bytes at 100 kbit/s
+				break
+			}
+		} else if at > 40*time.Second {
+			b.Fatalf("the clinician's page did not pause its video within 40 s of its link narrowing to 100 kbit/s")
+		}
+		prevSent, prevQ, prevGot, prevAsked, prevSkipped = sent, q, got, a, sk
+	}
+	b.Logf("narrowed to 100 kbit/s: %v", m)
+	return m
 }

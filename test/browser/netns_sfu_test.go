@@ -283,11 +283,18 @@ func TestNetnsSFULayers(t *testing.T) {
 	// send video again comes 15 s after the pause).
 	time.Sleep(6*time.Second - time.Since(pubPaused))
 	a := mustEval[received](free.page, subscriberJS(clinicianID))
+	sentA, qA := mustEval[pubSent](r.clinician, pubSentJS), n.qdisc(n.b, "eth0")
 	time.Sleep(12*time.Second - time.Since(pubPaused))
 	b := mustEval[received](free.page, subscriberJS(clinicianID))
+	sentB, qB := mustEval[pubSent](r.clinician, pubSentJS), n.qdisc(n.b, "eth0")
 	stillPaused := mustEval[bool](r.clinician, `window.bedside.call.videoPaused`)
 	t.Logf("the clinician's link out at 100 kbit/s, its video paused: in 6 s %s got %d of its audio packets (%d lost) and %d video frames",
 		free.name, b.Audio-a.Audio, b.Lost-a.Lost, b.Frames-a.Frames)
+	// What the clinician's browser sent in those 6 s, and what its link's bottleneck sent and
+	// dropped: an audio packet lost there was crowded out by something, one lost elsewhere
+	// was not the link's.
+	t.Logf("the clinician's browser sent in those 6 s: %s; its link's tbf sent %d packets (%d bytes) and dropped %d",
+		sentB.since(sentA), qB.packets-qA.packets, qB.bytes-qA.bytes, qB.dropped-qA.dropped)
 	if !stillPaused {
 		t.Errorf("the clinician's video to the SFU came back within 12 s, on the same narrow link")
 	}
@@ -340,6 +347,48 @@ type pubFeedback struct {
 	Retransmitted int     `json:"retransmitted"`
 	RTT           float64 `json:"rtt"`
 	Measurements  int     `json:"measurements"`
+}
+
+// pubSentJS is what a page's browser has sent on its pub connection to the SFU: RTP packets
+// of its audio and video (retransmissions among the video's, and counted apart too), the
+// NACKs it was sent, and every packet and byte of the transport (RTCP, STUN and padding
+// besides the RTP).
+const pubSentJS = `(async () => {
+	const o = {audio: 0, video: 0, retransmitted: 0, nacks: 0, packets: 0, bytes: 0};
+	const pub = window.bedside.call.sfu && window.bedside.call.sfu.pub;
+	if (!pub) return o;
+	(await pub.pc.getStats()).forEach((s) => {
+		if (s.type === 'outbound-rtp') {
+			o[s.kind] += s.packetsSent || 0;
+			o.retransmitted += s.retransmittedPacketsSent || 0;
+			o.nacks += s.nackCount || 0;
+		}
+		if (s.type === 'transport') {
+			o.packets += s.packetsSent || 0;
+			o.bytes += s.bytesSent || 0;
+		}
+	});
+	return o;
+})()`
+
+type pubSent struct {
+	Audio         int `json:"audio"`
+	Video         int `json:"video"`
+	Retransmitted int `json:"retransmitted"`
+	NACKs         int `json:"nacks"`
+	Packets       int `json:"packets"`
+	Bytes         int `json:"bytes"`
+}
+
+// since is what was sent between an earlier reading prev and s.
+func (s pubSent) since(prev pubSent) pubSent {
+	return pubSent{s.Audio - prev.Audio, s.Video - prev.Video, s.Retransmitted - prev.Retransmitted,
+		s.NACKs - prev.NACKs, s.Packets - prev.Packets, s.Bytes - prev.Bytes}
+}
+
+func (s pubSent) String() string {
+	return fmt.Sprintf("%d audio and %d video packets (%d of them again, %d NACKs received), %d packets and %d bytes on its transport",
+		s.Audio, s.Video, s.Retransmitted, s.NACKs, s.Packets, s.Bytes)
 }
 
 // cameraLayer is a layer of a participant's camera as the SFU receives it.
