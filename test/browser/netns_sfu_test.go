@@ -279,27 +279,36 @@ func TestNetnsSFULayers(t *testing.T) {
 	for _, o := range []*person{capped, free} {
 		o.page.waitFor("the clinician's tile saying its connection is too weak", pausedTile+`.startsWith('Video paused: their connection')`)
 	}
-	// What the narrow link had queued drains; then 6 s of audio alone (the first try to
-	// send video again comes 15 s after the pause).
+	// What the narrow link had queued drains (the video's packets, and those sent again
+	// before the pause: the bottleneck holds about 1.3 s of it, draining at what the audio
+	// leaves); then 5 s of audio alone, over before the page's first try to send video
+	// again, 15 s after the pause. An audio packet dropped before the window and counted
+	// lost at the receiver inside it (a later one arriving through the queue) is not the
+	// window's: a run that started at a fixed 6 s failed on the tail of the drops before it.
+	const window = 5 * time.Second
 	time.Sleep(6*time.Second - time.Since(pubPaused))
+	for n.qdisc(n.b, "eth0").backlog > 2000 && time.Since(pubPaused) < 8500*time.Millisecond {
+		time.Sleep(250 * time.Millisecond)
+	}
+	windowAt := time.Since(pubPaused)
 	a := mustEval[received](free.page, subscriberJS(clinicianID))
 	sentA, qA := mustEval[pubSent](r.clinician, pubSentJS), n.qdisc(n.b, "eth0")
-	time.Sleep(12*time.Second - time.Since(pubPaused))
+	time.Sleep(windowAt + window - time.Since(pubPaused))
 	b := mustEval[received](free.page, subscriberJS(clinicianID))
 	sentB, qB := mustEval[pubSent](r.clinician, pubSentJS), n.qdisc(n.b, "eth0")
 	stillPaused := mustEval[bool](r.clinician, `window.bedside.call.videoPaused`)
-	t.Logf("the clinician's link out at 100 kbit/s, its video paused: in 6 s %s got %d of its audio packets (%d lost) and %d video frames",
-		free.name, b.Audio-a.Audio, b.Lost-a.Lost, b.Frames-a.Frames)
-	// What the clinician's browser sent in those 6 s, and what its link's bottleneck sent and
-	// dropped: an audio packet lost there was crowded out by something, one lost elsewhere
-	// was not the link's.
-	t.Logf("the clinician's browser sent in those 6 s: %s; its link's tbf sent %d packets (%d bytes) and dropped %d",
+	t.Logf("the clinician's link out at 100 kbit/s, its video paused: in %v from %.1f s after the pause (its link's bottleneck holding %d bytes) %s got %d of its audio packets (%d lost) and %d video frames",
+		window, windowAt.Seconds(), qA.backlog, free.name, b.Audio-a.Audio, b.Lost-a.Lost, b.Frames-a.Frames)
+	// What the clinician's browser sent in the window, and what its link's bottleneck sent
+	// and dropped: an audio packet lost there was crowded out by something, one lost
+	// elsewhere was not the link's.
+	t.Logf("the clinician's browser sent in the window: %s; its link's tbf sent %d packets (%d bytes) and dropped %d",
 		sentB.since(sentA), qB.packets-qA.packets, qB.bytes-qA.bytes, qB.dropped-qA.dropped)
 	if !stillPaused {
-		t.Errorf("the clinician's video to the SFU came back within 12 s, on the same narrow link")
+		t.Errorf("the clinician's video to the SFU came back within %.0f s, on the same narrow link", time.Since(pubPaused).Seconds())
 	}
-	if got, lost := b.Audio-a.Audio, b.Lost-a.Lost; got < 240 || float64(lost) > 0.03*float64(got+lost) {
-		t.Errorf("the clinician's audio with its video paused: %d packets in 6 s, %d lost", got, lost)
+	if got, lost := b.Audio-a.Audio, b.Lost-a.Lost; got < 200 || float64(lost) > 0.03*float64(got+lost) {
+		t.Errorf("the clinician's audio with its video paused: %d packets in %v, %d lost", got, window, lost)
 	}
 	n.tbf(n.b, "eth0", "", "", "")
 	r.clinician.waitForWithin("its video to the SFU again", `window.bedside.call.videoPaused === false`, 45*time.Second)
