@@ -49,9 +49,10 @@ const (
 // bytes that arrived since the last one, holding at most nackShare of what arrived in the
 // last nackSavedTicks ticks (half a second) and never less than one packet's worth (which
 // it starts with). Each asking costs the stream's mean packet size; a missing packet that
-// does not fit is given up. A publisher whose link is congested loses many packets at once, and asking for all
-// of them (each up to nackTries times) made its browser send them again into the same
-// link, crowding out its audio for seconds after its video had stopped.
+// does not fit is given up. A publisher whose link is congested loses many packets at
+// once, and asking for all of them (each up to nackTries times) made its browser send
+// them again into the same link, crowding out its audio for seconds after its video had
+// stopped.
 const (
 	nackShare      = 0.25
 	nackSavedTicks = 5
@@ -324,12 +325,13 @@ func (f *rxFeedback) build(now int64) []rtcp.Packet {
 		}
 	}
 	out = append(out, f.rec.BuildFeedbackPacket()...)
-	f.arrivedLast[f.ticks%nackSavedTicks], f.tickBytes = f.tickBytes, 0
+	f.arrivedLast[f.ticks%nackSavedTicks] = f.tickBytes
 	var saved int64
 	for _, b := range f.arrivedLast {
 		saved += b
 	}
-	f.nackBudget = min(f.nackBudget+float64(f.arrivedLast[f.ticks%nackSavedTicks])*nackShare, max(float64(saved)*nackShare, nackMinSaved))
+	f.nackBudget = min(f.nackBudget+float64(f.tickBytes)*nackShare, max(float64(saved)*nackShare, nackMinSaved))
+	f.tickBytes = 0
 	for _, st := range f.streams {
 		var skipped int
 		f.nacks, skipped = st.missing(f.nacks[:0], &f.nackBudget)

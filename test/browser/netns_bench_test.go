@@ -94,7 +94,7 @@ func narrowLink(b *testing.B, rate string) map[string]float64 {
 	n.shape("toa", rate)
 	start := time.Now()
 	prev := before
-	pb, pp, pd := n.qdiscSent("toa")
+	pq := n.qdisc(n.r, "toa")
 	var samples []narrowSample
 	var probesAt, probesEnd sfu.ProbeStats
 	freed := false
@@ -112,12 +112,12 @@ func narrowLink(b *testing.B, rate string) map[string]float64 {
 				s.target = sub.Target
 			}
 		}
-		sb, sp, sd := n.qdiscSent("toa")
-		if sp < pp { // the tbf removed: the counters are the default qdisc's
-			pb, pp, pd = 0, 0, 0
+		q := n.qdisc(n.r, "toa")
+		if q.packets < pq.packets { // the tbf removed: the counters are the default qdisc's
+			pq = qdiscCounts{}
 		}
-		s.sentKbit, s.sent, s.drop = (sb-pb)*8/1000, sp-pp, sd-pd
-		pb, pp, pd, prev = sb, sp, sd, cur
+		s.sentKbit, s.sent, s.drop = (q.bytes-pq.bytes)*8/1000, q.packets-pq.packets, q.dropped-pq.dropped
+		pq, prev = q, cur
 		samples = append(samples, s)
 		b.Logf("%5.1fs audio %3d lost %3d concealed %5d delay %3.0f ms | frames %2d w %3d | sent %4d kbit/s %4d pkt dropped %4d | target %2d est %5d kbit/s (estimator: %s) probes %+v",
 			at.Seconds(), s.got.Audio, s.got.Lost, s.got.Concealed, s.delayMs(), s.got.Frames, s.got.Width,
@@ -194,12 +194,6 @@ var (
 	qdiscSentRE    = regexp.MustCompile(`Sent (\d+) bytes (\d+) pkt \(dropped (\d+)`)
 	qdiscBacklogRE = regexp.MustCompile(`backlog (\d+)([KM]?)b (\d+)p`)
 )
-
-// qdiscSent is what the root qdisc on dev (in R) has sent and dropped so far.
-func (n *network) qdiscSent(dev string) (bytes, packets, dropped int) {
-	q := n.qdisc(n.r, dev)
-	return q.bytes, q.packets, q.dropped
-}
 
 // qdiscCounts is what a qdisc has sent and dropped so far, and the bytes it holds now.
 type qdiscCounts struct{ bytes, packets, dropped, backlog int }
@@ -286,10 +280,10 @@ func publisherNarrowLink(b *testing.B) map[string]float64 {
 
 	n.tbf(n.b, "eth0", "100kbit", "16kb", "50ms")
 	start := time.Now()
-	sent0, q0 := mustEval[pubSent](r.clinician, pubSentJS), n.qdisc(n.b, "eth0")
+	prevSent, prevQ := mustEval[pubStats](r.clinician, pubStatsJS), n.qdisc(n.b, "eth0")
 	got0 := mustEval[received](r.patient, subscriberJS(sn.clinicianID))
-	asked0, skipped0 := counter(asked), counter(skipped)
-	prevSent, prevQ, prevGot, prevAsked, prevSkipped := sent0, q0, got0, asked0, skipped0
+	asked0, prevSkipped := counter(asked), counter(skipped)
+	prevGot, prevAsked := got0, asked0
 	var paused time.Time
 	m := map[string]float64{"last-loss-s": 0}
 	var resent int
@@ -300,7 +294,7 @@ func publisherNarrowLink(b *testing.B) map[string]float64 {
 			m["pause-s"] = paused.Sub(start).Seconds()
 			b.Logf("%5.1fs the clinician's page paused its video to the SFU", m["pause-s"])
 		}
-		sent, q := mustEval[pubSent](r.clinician, pubSentJS), n.qdisc(n.b, "eth0")
+		sent, q := mustEval[pubStats](r.clinician, pubStatsJS), n.qdisc(n.b, "eth0")
 		got := mustEval[received](r.patient, subscriberJS(sn.clinicianID))
 		a, sk := counter(asked), counter(skipped)
 		ds, g := sent.since(prevSent), got.since(prevGot)

@@ -240,7 +240,7 @@ func TestNetnsSFULayers(t *testing.T) {
 	// What the publisher's browser is told of its packets (design decision 64): it reads
 	// a round-trip time from the SFU's receiver reports, and when its own link loses
 	// packets the SFU asks for them (NACK) and it sends them again.
-	before := mustEval[pubFeedback](r.clinician, pubFeedbackJS)
+	before := mustEval[pubStats](r.clinician, pubStatsJS)
 	t.Logf("the clinician's browser, from the SFU's feedback: %+v", before)
 	if before.RTT <= 0 || before.RTT > 1 || before.Measurements == 0 {
 		t.Errorf("the publisher's browser has no round-trip time from the SFU's receiver reports: %+v", before)
@@ -249,10 +249,10 @@ func TestNetnsSFULayers(t *testing.T) {
 	// packets queue past its 10 ms and are dropped until the browser sends less.
 	n.tbf(n.b, "eth0", "800kbit", "4kb", "10ms")
 	lossDeadline := time.Now().Add(20 * time.Second)
-	var lossy pubFeedback
+	var lossy pubStats
 	for {
 		time.Sleep(500 * time.Millisecond)
-		lossy = mustEval[pubFeedback](r.clinician, pubFeedbackJS)
+		lossy = mustEval[pubStats](r.clinician, pubStatsJS)
 		if lossy.NACKs > before.NACKs && lossy.Retransmitted > before.Retransmitted {
 			break
 		}
@@ -292,10 +292,10 @@ func TestNetnsSFULayers(t *testing.T) {
 	}
 	windowAt := time.Since(pubPaused)
 	a := mustEval[received](free.page, subscriberJS(clinicianID))
-	sentA, qA := mustEval[pubSent](r.clinician, pubSentJS), n.qdisc(n.b, "eth0")
+	sentA, qA := mustEval[pubStats](r.clinician, pubStatsJS), n.qdisc(n.b, "eth0")
 	time.Sleep(windowAt + window - time.Since(pubPaused))
 	b := mustEval[received](free.page, subscriberJS(clinicianID))
-	sentB, qB := mustEval[pubSent](r.clinician, pubSentJS), n.qdisc(n.b, "eth0")
+	sentB, qB := mustEval[pubStats](r.clinician, pubStatsJS), n.qdisc(n.b, "eth0")
 	stillPaused := mustEval[bool](r.clinician, `window.bedside.call.videoPaused`)
 	t.Logf("the clinician's link out at 100 kbit/s, its video paused: in %v from %.1f s after the pause (its link's bottleneck holding %d bytes) %s got %d of its audio packets (%d lost) and %d video frames",
 		window, windowAt.Seconds(), qA.backlog, free.name, b.Audio-a.Audio, b.Lost-a.Lost, b.Frames-a.Frames)
@@ -331,14 +331,20 @@ func audioDelay(p *page, peer string) time.Duration {
 	return got.jbDelay()
 }
 
-// pubFeedbackJS is what a page's browser reads, on its pub connection to the SFU, of the
-// SFU's feedback on its video: NACKs received, packets sent again, and the round-trip time
-// (seconds) and how many times it was measured from the SFU's receiver reports.
-const pubFeedbackJS = `(async () => {
-	const o = {nacks: 0, retransmitted: 0, rtt: 0, measurements: 0};
+// pubStatsJS is what a page's browser reads of its pub connection to the SFU: RTP packets
+// it sent of its audio and video (retransmissions among the video's), and of the SFU's
+// feedback on its video the NACKs received, the packets sent again on them, and the
+// round-trip time (seconds) and how many times it was measured from the SFU's receiver
+// reports; and every packet and byte of the transport (RTCP, STUN and padding besides
+// the RTP).
+const pubStatsJS = `(async () => {
+	const o = {audio: 0, video: 0, retransmitted: 0, nacks: 0, rtt: 0, measurements: 0, packets: 0, bytes: 0};
 	const pub = window.bedside.call.sfu && window.bedside.call.sfu.pub;
 	if (!pub) return o;
 	(await pub.pc.getStats()).forEach((s) => {
+		if (s.type === 'outbound-rtp') {
+			o[s.kind] += s.packetsSent || 0;
+		}
 		if (s.type === 'outbound-rtp' && s.kind === 'video') {
 			o.nacks += s.nackCount || 0;
 			o.retransmitted += s.retransmittedPacketsSent || 0;
@@ -346,31 +352,6 @@ const pubFeedbackJS = `(async () => {
 		if (s.type === 'remote-inbound-rtp' && s.kind === 'video' && typeof s.roundTripTime === 'number') {
 			o.rtt = Math.max(o.rtt, s.roundTripTime);
 			o.measurements += s.roundTripTimeMeasurements || 0;
-		}
-	});
-	return o;
-})()`
-
-type pubFeedback struct {
-	NACKs         int     `json:"nacks"`
-	Retransmitted int     `json:"retransmitted"`
-	RTT           float64 `json:"rtt"`
-	Measurements  int     `json:"measurements"`
-}
-
-// pubSentJS is what a page's browser has sent on its pub connection to the SFU: RTP packets
-// of its audio and video (retransmissions among the video's, and counted apart too), the
-// NACKs it was sent, and every packet and byte of the transport (RTCP, STUN and padding
-// besides the RTP).
-const pubSentJS = `(async () => {
-	const o = {audio: 0, video: 0, retransmitted: 0, nacks: 0, packets: 0, bytes: 0};
-	const pub = window.bedside.call.sfu && window.bedside.call.sfu.pub;
-	if (!pub) return o;
-	(await pub.pc.getStats()).forEach((s) => {
-		if (s.type === 'outbound-rtp') {
-			o[s.kind] += s.packetsSent || 0;
-			o.retransmitted += s.retransmittedPacketsSent || 0;
-			o.nacks += s.nackCount || 0;
 		}
 		if (s.type === 'transport') {
 			o.packets += s.packetsSent || 0;
@@ -380,24 +361,27 @@ const pubSentJS = `(async () => {
 	return o;
 })()`
 
-type pubSent struct {
-	Audio         int `json:"audio"`
-	Video         int `json:"video"`
-	Retransmitted int `json:"retransmitted"`
-	NACKs         int `json:"nacks"`
-	Packets       int `json:"packets"`
-	Bytes         int `json:"bytes"`
+type pubStats struct {
+	Audio         int     `json:"audio"`
+	Video         int     `json:"video"`
+	Retransmitted int     `json:"retransmitted"`
+	NACKs         int     `json:"nacks"`
+	RTT           float64 `json:"rtt"`
+	Measurements  int     `json:"measurements"`
+	Packets       int     `json:"packets"`
+	Bytes         int     `json:"bytes"`
 }
 
-// since is what was sent between an earlier reading prev and s.
-func (s pubSent) since(prev pubSent) pubSent {
-	return pubSent{s.Audio - prev.Audio, s.Video - prev.Video, s.Retransmitted - prev.Retransmitted,
-		s.NACKs - prev.NACKs, s.Packets - prev.Packets, s.Bytes - prev.Bytes}
+// since is what was sent and received between an earlier reading prev and s (the
+// round-trip time as s has it).
+func (s pubStats) since(prev pubStats) pubStats {
+	return pubStats{s.Audio - prev.Audio, s.Video - prev.Video, s.Retransmitted - prev.Retransmitted,
+		s.NACKs - prev.NACKs, s.RTT, s.Measurements - prev.Measurements, s.Packets - prev.Packets, s.Bytes - prev.Bytes}
 }
 
-func (s pubSent) String() string {
-	return fmt.Sprintf("%d audio and %d video packets (%d of them again, %d NACKs received), %d packets and %d bytes on its transport",
-		s.Audio, s.Video, s.Retransmitted, s.NACKs, s.Packets, s.Bytes)
+func (s pubStats) String() string {
+	return fmt.Sprintf("%d audio and %d video packets (%d of them again, %d NACKs received), %d packets and %d bytes on its transport; round-trip time %.3f s (%d measurements)",
+		s.Audio, s.Video, s.Retransmitted, s.NACKs, s.Packets, s.Bytes, s.RTT, s.Measurements)
 }
 
 // cameraLayer is a layer of a participant's camera as the SFU receives it.
