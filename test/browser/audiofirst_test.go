@@ -37,27 +37,45 @@ func TestVideoGate(t *testing.T) {
 	expect('a good link', feed(Array(30).fill(high)), []);
 	expect('two low samples, then good', feed([low, low, high, low, low, high]), []);
 	expect('samples without an estimate neither count nor reset', feed([low, undefined, low, undefined]), []);
+	expect('not narrow before any pause', g.narrow, false);
 	const pausedAt = now + af.SAMPLE_MS;
 	expect('the third low in a row pauses', feed([low]), [[pausedAt, 'pause']]);
+	expect('narrow once paused', g.narrow, true);
 	expect('paused: nothing until the first wait is over', feed(Array(af.RETRY_FIRST_MS / af.SAMPLE_MS - 1).fill(high)), []);
 	expect('then it tries again', feed([low]), [[pausedAt + af.RETRY_FIRST_MS, 'resume']]);
+	expect('still narrow while it tries', g.narrow, true);
 	// Samples strictly within the grace after a try do not count.
 	const inGrace = Array(af.RETRY_GRACE_MS / af.SAMPLE_MS - 1).fill(low);
-	expect('low samples within the grace do not count', feed(inGrace), []);
-	const again = now + 3 * af.SAMPLE_MS;
-	expect('a try that fails soon pauses again', feed([low, low, low]), [[again, 'pause']]);
+	expect('a good sample within the grace does not count', feed(Array(af.RETRY_GRACE_MS / af.SAMPLE_MS - 1).fill(high)), []);
+	expect('still narrow after it', g.narrow, true);
+	expect('samples without an estimate after the grace neither pause nor end the try', feed([undefined, undefined]), []);
+	expect('still narrow without an estimate', g.narrow, true);
+	const again = now + af.SAMPLE_MS;
+	expect('a try whose first sample after the grace is low pauses again at once', feed([low]), [[again, 'pause']]);
+	expect('narrow after the failed try', g.narrow, true);
 	expect('and waits twice as long', feed(Array(2 * af.RETRY_FIRST_MS / af.SAMPLE_MS).fill(undefined)), [[again + 2 * af.RETRY_FIRST_MS, 'resume']]);
 	// Failing tries double the wait up to the longest.
 	let wait = 2 * af.RETRY_FIRST_MS;
 	for (let i = 0; i < 5; i++) {
 		feed(inGrace);
-		const acts = feed([low, low, low]);
-		if (acts.length !== 1 || acts[0][1] !== 'pause') { out.push('try ' + i + ': ' + JSON.stringify(acts)); break; }
+		// The first try has a good sample first: a low one after it still pauses at once.
+		const acts = feed(i === 0 ? [high, low] : [low]);
+		if (acts.length !== 1 || acts[0][1] !== 'pause' || acts[0][0] !== now) { out.push('try ' + i + ': ' + JSON.stringify(acts)); break; }
 		wait = Math.min(wait * 2, af.RETRY_MAX_MS);
 		const back = feed(Array(wait / af.SAMPLE_MS).fill(low));
 		expect('try ' + i + ' waits ' + wait, back, [[acts[0][0] + wait, 'resume']]);
 	}
 	expect('the longest wait', wait, af.RETRY_MAX_MS);
+	// A try that stays: as many good samples in a row after its grace as a pause takes
+	// end the narrow spell (one may be a probe through a shaper's burst).
+	feed(inGrace);
+	expect('a try: trying', g.trying, true);
+	feed(Array(af.PAUSE_AFTER_SAMPLES - 1).fill(high));
+	expect('narrow until the try has had enough good samples', g.narrow, true);
+	feed([high]);
+	expect('the try stays: not narrow', g.narrow, false);
+	expect('the try stays: not trying', g.trying, false);
+	expect('a low sample after it does not pause at once', feed([low, low]), []);
 	// Video that stayed on long enough starts from the first wait again.
 	feed(Array(af.STABLE_MS / af.SAMPLE_MS).fill(high));
 	const acts = feed([low, low, low]);

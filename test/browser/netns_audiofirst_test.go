@@ -36,6 +36,26 @@ const p2pRetransmittedJS = `(async () => {
 	return n;
 })()`
 
+// p2pAudioSentJS is what the page has sent of its audio over its peer connection: the RTP
+// payloads' bytes (its SFrames) and its sender's maxBitrate (0 for none).
+const p2pAudioSentJS = `(async () => {
+	const pc = [...window.bedside.call.pcs.values()][0];
+	const o = {bytes: 0, max: 0};
+	if (!pc) return o;
+	for (const s of pc.getSenders()) {
+		if (s.track?.kind === 'audio') o.max = s.getParameters().encodings?.[0]?.maxBitrate || 0;
+	}
+	(await pc.getStats()).forEach((s) => {
+		if (s.type === 'outbound-rtp' && s.kind === 'audio') o.bytes += s.bytesSent || 0;
+	});
+	return o;
+})()`
+
+type audioSent struct {
+	Bytes int `json:"bytes"`
+	Max   int `json:"max"`
+}
+
 type p2pAudio struct {
 	Audio     int `json:"audio"`
 	Lost      int `json:"lost"`
@@ -87,6 +107,7 @@ func TestNetnsP2PAudioFirst(t *testing.T) {
 	// up to 8 a second in the window, and audio was lost with them.
 	time.Sleep(8*time.Second - time.Since(paused))
 	a := mustEval[p2pAudio](r.patient, p2pAudioJS)
+	sentA, qA, tA := mustEval[audioSent](r.clinician, p2pAudioSentJS), n.qdisc(n.r, "toa"), time.Now()
 	// Sampled each second, so that a run with loss says when it came (the queue still
 	// draining, or spread over the window).
 	samples := []p2pAudio{a}
@@ -103,6 +124,11 @@ func TestNetnsP2PAudioFirst(t *testing.T) {
 	}
 	t.Logf("each second with the video paused (audio packets/lost/video frames/video packets the clinician sent again): %s", strings.Join(perSecond, " "))
 	b := samples[len(samples)-1]
+	sentB, qB := mustEval[audioSent](r.clinician, p2pAudioSentJS), n.qdisc(n.r, "toa")
+	audioKbps := float64(sentB.Bytes-sentA.Bytes) * 8 / time.Since(tA).Seconds() / 1000
+	t.Logf("the clinician's audio in the window: %.1f kbit/s of payload, its sender's cap %d bit/s; the link's bottleneck held %d then %d bytes",
+		audioKbps, sentB.Max, qA.backlog, qB.backlog)
+	assertNarrowAudio(t, r.clinician, sentB.Max, audioKbps)
 	stillPaused := mustEval[bool](r.clinician, `window.bedside.call.videoPaused`)
 	got, lost := b.Audio-a.Audio, b.Lost-a.Lost
 	concealed := 0.0
@@ -140,11 +166,28 @@ func TestNetnsP2PAudioFirst(t *testing.T) {
 	before := mustEval[p2pAudio](r.patient, p2pAudioJS)
 	r.patient.waitFor("the clinician's video decoded again", fmt.Sprintf(`%s.then((o) => o.frames >= %d)`, p2pAudioJS, before.Frames+60))
 	t.Logf("the clinician's video back %v after the link opened", time.Since(opened).Round(100*time.Millisecond))
+	r.clinician.waitFor("its audio's cap lifted once the video stays", p2pAudioSentJS+`.then((o) => o.max === 0)`)
 	if got := mustEval[string](r.clinician, ownBadge); strings.Contains(got, "paused") {
 		t.Errorf("the clinician's own tile still says %q", got)
 	}
 	for _, p := range []*page{r.patient, r.clinician} {
 		p.assertNoExceptions()
 		p.assertNoFailedSignals()
+	}
+}
+
+// assertNarrowAudio: with its video paused for want of bandwidth, a page sends its audio
+// capped at AUDIO_NARROW_BPS (decision 76), so that the narrow link has room to drain:
+// the sender's cap (maxBitrate, bit/s) and the audio's payload rate in kbit/s (Opus and
+// its SFrame, about 9 kbit/s at 50 packets a second; 33-37 kbit/s uncapped in the runs
+// of 2026-11-28, 21-25 capped).
+func assertNarrowAudio(t *testing.T, p *page, capBps int, payloadKbps float64) {
+	t.Helper()
+	narrow := mustEval[int](p, `import('/static/js/audiofirst.js').then((m) => m.AUDIO_NARROW_BPS)`)
+	if capBps != narrow {
+		t.Errorf("the audio sender's cap with the video paused is %d bit/s, want %d", capBps, narrow)
+	}
+	if limit := float64(narrow)/1000 + 12; payloadKbps > limit {
+		t.Errorf("the audio went at %.1f kbit/s of payload with the video paused, over %.0f (the narrow rate and its SFrames)", payloadKbps, limit)
 	}
 }

@@ -323,3 +323,143 @@ func publisherNarrowLink(b *testing.B) map[string]float64 {
 	b.Logf("narrowed to 100 kbit/s: %v", m)
 	return m
 }
+
+// pubEstimateJS is the bandwidth estimate (bit/s) of the page's pub connection to the SFU:
+// its selected pair's available outgoing bit rate, what the page's video gate samples
+// (decision 66); 0 when there is none.
+const pubEstimateJS = `(async () => {
+	const pub = window.bedside.call.sfu && window.bedside.call.sfu.pub;
+	if (!pub) return 0;
+	const r = await pub.pc.getStats();
+	let bps = 0;
+	r.forEach((s) => {
+		if (s.type === 'transport' && s.selectedCandidatePairId) bps = r.get(s.selectedCandidatePairId)?.availableOutgoingBitrate || 0;
+	});
+	return bps;
+})()`
+
+// BenchmarkNetnsPublisherRetry measures what the page's tries at sending video again cost
+// the audio while its link stays narrow: the clinician's link out narrows to 100 kbit/s
+// (as in BenchmarkNetnsPublisherNarrowLink), its page pauses its video to the SFU
+// (decision 66) and, the link staying narrow, tries the video again 15 s later and then
+// after each doubled wait; every try sends video into the same link until the page pauses
+// it again. The run watches -retry-watch after the first pause; every half second (with
+// -v) it logs whether the video is paused, the pub connection's estimate, what the
+// clinician's browser sent, what the bottleneck sent, dropped and holds, and what the
+// patient received of the clinician's audio. The figures:
+//
+//	tries           tries at sending video again within the watch
+//	on-s            per try, from the page's resume to its next pause
+//	video-pkts      per try, video packets the clinician's browser sent while it was on
+//	lost            per try, audio packets the patient counted lost from the resume to
+//	                6 s after the next pause (the bottleneck's queue draining)
+//	lost-quiet      audio packets lost in the watch outside the tries' spans, from 8 s
+//	                after the first pause (what the paused video's link loses anyway)
+//	late-s          seconds of the watch in which the bottleneck held over half a second
+//	                of the link (6250 bytes): the patient hears the clinician that late
+//
+// Run as root (network namespaces):
+//
+//	go test -tags browser,netns -run '^$' -bench NetnsPublisherRetry -benchtime 1x -v ./test/browser
+func BenchmarkNetnsPublisherRetry(b *testing.B) {
+	keys := []string{"tries", "on-s", "video-pkts", "lost", "lost-quiet", "late-s"}
+	sums := map[string]float64{}
+	for i := 0; i < b.N; i++ {
+		m := publisherRetry(b)
+		for _, k := range keys {
+			sums[k] += m[k]
+		}
+	}
+	for _, k := range keys {
+		b.ReportMetric(sums[k]/float64(b.N), k)
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+var retryWatch = flag.Duration("retry-watch", 62*time.Second, "BenchmarkNetnsPublisherRetry: how long the narrow link is watched after the first pause")
+
+func publisherRetry(b *testing.B) map[string]float64 {
+	b.StopTimer()
+	sn := newSFUNet(b, 960, 540, "", "")
+	n, r := sn.n, sn.r
+	defer n.tbf(n.b, "eth0", "", "", "")
+	waitReceivesAll(r.patient, []string{sn.clinicianID}, 45*time.Second)
+	time.Sleep(15 * time.Second) // the browsers' and the SFU's estimates ramp up
+
+	n.tbf(n.b, "eth0", "100kbit", "16kb", "50ms")
+	start := time.Now()
+	r.clinician.waitForWithin("its video to the SFU paused", `window.bedside.call.videoPaused === true`, 40*time.Second)
+	first := time.Now()
+	b.Logf("the clinician's page paused its video %.1f s after the narrowing", first.Sub(start).Seconds())
+
+	type try struct {
+		resumed, paused time.Duration // since the first pause; paused 0 while on
+		video, lost     int
+		lostUntil       time.Duration // the try's span for its losses
+	}
+	var tries []*try
+	var quiet int
+	var late float64
+	prevSent, prevQ := mustEval[pubStats](r.clinician, pubStatsJS), n.qdisc(n.b, "eth0")
+	prevGot := mustEval[received](r.patient, subscriberJS(sn.clinicianID))
+	wasPaused := true
+	for next := first.Add(500 * time.Millisecond); time.Since(first) < *retryWatch; next = next.Add(500 * time.Millisecond) {
+		time.Sleep(time.Until(next))
+		paused := mustEval[bool](r.clinician, `window.bedside.call.videoPaused`)
+		est := mustEval[float64](r.clinician, pubEstimateJS)
+		sent, q := mustEval[pubStats](r.clinician, pubStatsJS), n.qdisc(n.b, "eth0")
+		got := mustEval[received](r.patient, subscriberJS(sn.clinicianID))
+		ds, g := sent.since(prevSent), got.since(prevGot)
+		at := time.Since(first)
+		switch {
+		case wasPaused && !paused:
+			tries = append(tries, &try{resumed: at})
+			b.Logf("%5.1fs the page tries its video again", at.Seconds())
+		case !wasPaused && paused && len(tries) > 0:
+			t := tries[len(tries)-1]
+			t.paused, t.lostUntil = at, at+6*time.Second
+			b.Logf("%5.1fs the page paused its video again, %.1f s after the try", at.Seconds(), (t.paused - t.resumed).Seconds())
+		}
+		wasPaused = paused
+		if q.backlog > 6250 {
+			late += 0.5
+		}
+		var cur *try
+		if len(tries) > 0 {
+			if t := tries[len(tries)-1]; t.paused == 0 || at <= t.lostUntil {
+				cur = t
+			}
+		}
+		if cur != nil {
+			cur.lost += g.Lost
+			if cur.paused == 0 || at <= cur.paused {
+				cur.video += ds.Video
+			}
+		} else if at >= 8*time.Second {
+			quiet += g.Lost
+		}
+		b.Logf("%5.1fs paused %-5v estimate %4.0f kbit/s | sent audio %2d video %3d (again %2d) | tbf sent %3d dropped %3d holds %5d B | patient: audio %2d lost %2d",
+			at.Seconds(), paused, est/1000, ds.Audio, ds.Video, ds.Retransmitted, q.packets-prevQ.packets, q.dropped-prevQ.dropped, q.backlog, g.Audio, g.Lost)
+		prevSent, prevQ, prevGot = sent, q, got
+	}
+	m := map[string]float64{"tries": float64(len(tries)), "lost-quiet": float64(quiet), "late-s": late}
+	done := 0
+	for i, t := range tries {
+		if t.paused == 0 {
+			b.Logf("try %d at %.1f s: still on at the end of the watch, %d video packets, %d audio lost", i+1, t.resumed.Seconds(), t.video, t.lost)
+			continue
+		}
+		done++
+		m["on-s"] += (t.paused - t.resumed).Seconds()
+		m["video-pkts"] += float64(t.video)
+		m["lost"] += float64(t.lost)
+		b.Logf("try %d at %.1f s: on %.1f s, %d video packets, %d audio lost", i+1, t.resumed.Seconds(), (t.paused - t.resumed).Seconds(), t.video, t.lost)
+	}
+	for _, k := range []string{"on-s", "video-pkts", "lost"} {
+		if done > 0 {
+			m[k] /= float64(done)
+		}
+	}
+	b.Logf("narrowed to 100 kbit/s, watched %v after the first pause: %v", *retryWatch, m)
+	return m
+}

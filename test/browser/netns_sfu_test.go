@@ -307,6 +307,7 @@ func TestNetnsSFULayers(t *testing.T) {
 	if !stillPaused {
 		t.Errorf("the clinician's video to the SFU came back within %.0f s, on the same narrow link", time.Since(pubPaused).Seconds())
 	}
+	assertNarrowAudio(t, r.clinician, sentB.AudioMax, float64(sentB.AudioBytes-sentA.AudioBytes)*8/window.Seconds()/1000)
 	if got, lost := b.Audio-a.Audio, b.Lost-a.Lost; got < 200 || float64(lost) > 0.03*float64(got+lost) {
 		t.Errorf("the clinician's audio with its video paused: %d packets in %v, %d lost", got, window, lost)
 	}
@@ -317,6 +318,7 @@ func TestNetnsSFULayers(t *testing.T) {
 		back := mustEval[received](o.page, subscriberJS(clinicianID))
 		o.page.waitFor("the clinician's video decoded again", fmt.Sprintf(`%s.then((o) => o.frames >= %d)`, subscriberJS(clinicianID), back.Frames+30))
 	}
+	r.clinician.waitFor("its audio's cap lifted once the video stays", pubStatsJS+`.then((o) => o.audioMax === 0)`)
 }
 
 // audioDelay is how late a page plays the audio it receives of peer through the SFU,
@@ -338,13 +340,17 @@ func audioDelay(p *page, peer string) time.Duration {
 // reports; and every packet and byte of the transport (RTCP, STUN and padding besides
 // the RTP).
 const pubStatsJS = `(async () => {
-	const o = {audio: 0, video: 0, retransmitted: 0, nacks: 0, rtt: 0, measurements: 0, packets: 0, bytes: 0};
+	const o = {audio: 0, audioBytes: 0, audioMax: 0, video: 0, retransmitted: 0, nacks: 0, rtt: 0, measurements: 0, packets: 0, bytes: 0};
 	const pub = window.bedside.call.sfu && window.bedside.call.sfu.pub;
 	if (!pub) return o;
+	for (const s of pub.pc.getSenders()) {
+		if (s.track?.kind === 'audio') o.audioMax = s.getParameters().encodings?.[0]?.maxBitrate || 0;
+	}
 	(await pub.pc.getStats()).forEach((s) => {
 		if (s.type === 'outbound-rtp') {
 			o[s.kind] += s.packetsSent || 0;
 		}
+		if (s.type === 'outbound-rtp' && s.kind === 'audio') o.audioBytes += s.bytesSent || 0;
 		if (s.type === 'outbound-rtp' && s.kind === 'video') {
 			o.nacks += s.nackCount || 0;
 			o.retransmitted += s.retransmittedPacketsSent || 0;
@@ -363,6 +369,8 @@ const pubStatsJS = `(async () => {
 
 type pubStats struct {
 	Audio         int     `json:"audio"`
+	AudioBytes    int     `json:"audioBytes"` // the audio's RTP payloads (its SFrames)
+	AudioMax      int     `json:"audioMax"`   // the audio sender's maxBitrate (bit/s), 0 for none
 	Video         int     `json:"video"`
 	Retransmitted int     `json:"retransmitted"`
 	NACKs         int     `json:"nacks"`
@@ -375,13 +383,13 @@ type pubStats struct {
 // since is what was sent and received between an earlier reading prev and s (the
 // round-trip time as s has it).
 func (s pubStats) since(prev pubStats) pubStats {
-	return pubStats{s.Audio - prev.Audio, s.Video - prev.Video, s.Retransmitted - prev.Retransmitted,
+	return pubStats{s.Audio - prev.Audio, s.AudioBytes - prev.AudioBytes, s.AudioMax, s.Video - prev.Video, s.Retransmitted - prev.Retransmitted,
 		s.NACKs - prev.NACKs, s.RTT, s.Measurements - prev.Measurements, s.Packets - prev.Packets, s.Bytes - prev.Bytes}
 }
 
 func (s pubStats) String() string {
-	return fmt.Sprintf("%d audio and %d video packets (%d of them again, %d NACKs received), %d packets and %d bytes on its transport; round-trip time %.3f s (%d measurements)",
-		s.Audio, s.Video, s.Retransmitted, s.NACKs, s.Packets, s.Bytes, s.RTT, s.Measurements)
+	return fmt.Sprintf("%d audio packets (%d bytes of payload; its sender's cap %d bit/s) and %d video packets (%d of them again, %d NACKs received), %d packets and %d bytes on its transport; round-trip time %.3f s (%d measurements)",
+		s.Audio, s.AudioBytes, s.AudioMax, s.Video, s.Retransmitted, s.NACKs, s.Packets, s.Bytes, s.RTT, s.Measurements)
 }
 
 // cameraLayer is a layer of a participant's camera as the SFU receives it.

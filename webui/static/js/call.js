@@ -4,7 +4,7 @@
 // receives the others'), switching make-before-break. Trickle ICE, ICE restart, chat, mute /
 // camera off, screen share, the connect watchdog, connection reports and stats.
 
-import {SAMPLE_MS, VideoGate, availableOutgoing, setVideoDirection, setVideoEncodings, videoSenders} from './audiofirst.js';
+import {AUDIO_NARROW_BPS, SAMPLE_MS, VideoGate, availableOutgoing, setAudioBitrate, setVideoDirection, setVideoEncodings, videoSenders} from './audiofirst.js';
 import {E2EE, e2eeSupported} from './e2ee.js';
 import {Emitter, randomId} from './protocol.js';
 
@@ -1163,7 +1163,9 @@ export class Call extends Emitter {
   /**
    * Sets our pub connection's video encodings: all paused while the gate says so (for want
    * of bandwidth on our link), else the camera's layers the SFU asked for (all until it
-   * said) and a shared screen's.
+   * said) and a shared screen's. While the gate tries the link again after a pause, the
+   * camera sends its lowest layer only (decision 76): a try on a link still narrow costs
+   * that layer's key frame, not one of each layer.
    */
   async _applyPubVideo() {
     const sfu = this.sfu;
@@ -1172,7 +1174,9 @@ export class Call extends Emitter {
     const camera = this.localStream.getVideoTracks()[0];
     await setVideoEncodings(pub.pc, (sender, e) => {
       if (sfu.gate.paused) return false;
-      return sender.track !== camera || !e.rid || !sfu.cameraLayers || sfu.cameraLayers.includes(e.rid);
+      if (sender.track !== camera || !e.rid) return true;
+      if (sfu.gate.trying) return e.rid === 'q';
+      return !sfu.cameraLayers || sfu.cameraLayers.includes(e.rid);
     });
   }
 
@@ -1196,14 +1200,17 @@ export class Call extends Emitter {
           if (c.current()) setVideoDirection(c.pc, !c.gate.paused);
         }
         if (act && c.chat.readyState === 'open') c.chat.send(JSON.stringify({video_paused: c.gate.paused}));
+        if (c.current()) await setAudioBitrate(c.pc, c.gate.narrow ? AUDIO_NARROW_BPS : undefined);
       }
       // Our link to the SFU: the same gate on the pub connection; the server tells the
       // others (video_paused).
       const sfu = this.sfu;
       const pub = sfu?.pub;
       if (sfu && pub && pub.pc.connectionState === 'connected') {
+        const trying = sfu.gate.trying;
         const act = (await this._sampleGate(pub.pc, sfu.gate, () => this.sfu === sfu, 'video to the SFU'))?.act;
-        if (act !== undefined && (sfu.gate.paused || act)) await this._applyPubVideo();
+        if (act !== undefined && (sfu.gate.paused || act || trying !== sfu.gate.trying)) await this._applyPubVideo();
+        if (act !== undefined && this.sfu === sfu) await setAudioBitrate(pub.pc, sfu.gate.narrow ? AUDIO_NARROW_BPS : undefined);
         if (act) {
           const screen = this.screenStream?.getVideoTracks()[0];
           for (const x of videoSenders(pub.pc)) {
@@ -1231,9 +1238,11 @@ export class Call extends Emitter {
     const report = await pc.getStats().catch(() => null);
     if (!report || !current()) return null;
     const estimate = videoSenders(pc).length > 0 ? availableOutgoing(report) : undefined;
+    const narrow = gate.narrow;
     const act = gate.sample(estimate, performance.now());
-    if (act === 'pause') console.info(`bedside: ${what} paused, bandwidth estimate ${Math.round((estimate ?? 0) / 1000)} kbit/s; audio goes on`);
+    if (act === 'pause') console.info(`bedside: ${what} paused, bandwidth estimate ${Math.round((estimate ?? 0) / 1000)} kbit/s; audio goes on at ${AUDIO_NARROW_BPS / 1000} kbit/s`);
     if (act === 'resume') console.info(`bedside: ${what} resumed, trying the link again`);
+    if (narrow && !gate.narrow) console.info(`bedside: ${what} stays on, bandwidth estimate ${Math.round((estimate ?? 0) / 1000)} kbit/s; audio back to its usual rate`);
     return {act};
   }
 
