@@ -167,6 +167,9 @@ func TestNetnsP2PAudioFirst(t *testing.T) {
 	r.patient.waitFor("the clinician's video decoded again", fmt.Sprintf(`%s.then((o) => o.frames >= %d)`, p2pAudioJS, before.Frames+60))
 	t.Logf("the clinician's video back %v after the link opened", time.Since(opened).Round(100*time.Millisecond))
 	r.clinician.waitFor("its audio's cap lifted once the video stays", p2pAudioSentJS+`.then((o) => o.max === 0)`)
+	// The try sent a quarter of the picture (decision 76); once it stays, the whole.
+	r.clinician.waitFor("its video sent whole again", `[...window.bedside.call.pcs.values()][0].getSenders().filter((s) => s.track?.kind === 'video')
+		.every((s) => s.getParameters().encodings.every((e) => (e.scaleResolutionDownBy ?? 1) === 1 && e.maxBitrate === undefined))`)
 	if got := mustEval[string](r.clinician, ownBadge); strings.Contains(got, "paused") {
 		t.Errorf("the clinician's own tile still says %q", got)
 	}
@@ -180,7 +183,7 @@ func TestNetnsP2PAudioFirst(t *testing.T) {
 // capped at AUDIO_NARROW_BPS (decision 76), so that the narrow link has room to drain:
 // the sender's cap (maxBitrate, bit/s) and the audio's payload rate in kbit/s (Opus and
 // its SFrame, about 9 kbit/s at 50 packets a second; 33-37 kbit/s uncapped in the runs
-// of 2026-11-28, 21-25 capped).
+// of 2026-11-28, 18-25 capped).
 func assertNarrowAudio(t *testing.T, p *page, capBps int, payloadKbps float64) {
 	t.Helper()
 	narrow := mustEval[int](p, `import('/static/js/audiofirst.js').then((m) => m.AUDIO_NARROW_BPS)`)

@@ -339,14 +339,20 @@ const pubEstimateJS = `(async () => {
 })()`
 
 // BenchmarkNetnsPublisherRetry measures what the page's tries at sending video again cost
-// the audio while its link stays narrow: the clinician's link out narrows to 100 kbit/s
-// (as in BenchmarkNetnsPublisherNarrowLink), its page pauses its video to the SFU
-// (decision 66) and, the link staying narrow, tries the video again 15 s later and then
-// after each doubled wait; every try sends video into the same link until the page pauses
-// it again. The run watches -retry-watch after the first pause; every half second (with
-// -v) it logs whether the video is paused, the pub connection's estimate, what the
-// clinician's browser sent, what the bottleneck sent, dropped and holds, and what the
-// patient received of the clinician's audio. The figures:
+// the audio while its link stays narrow: the clinician's link out narrows to 100 kbit/s,
+// its page pauses its video (decision 66) and, the link staying narrow, tries the video
+// again 15 s later and then after each doubled wait; every try sends video into the same
+// link until the page pauses it again. Two settings:
+//
+//	sfu   through the SFU, the clinician's link out narrowed on its host (as in
+//	      BenchmarkNetnsPublisherNarrowLink), both people with a 960x540 camera
+//	p2p   peer to peer through the relay, the link to the patient's host narrowed (as in
+//	      TestNetnsP2PAudioFirst), the patient's camera off
+//
+// The run watches -retry-watch after the first pause; every half second (with -v) it logs
+// whether the video is paused, the sending connection's estimate, what the clinician's
+// browser sent, what the bottleneck sent, dropped and holds, and what the patient received
+// of the clinician's audio. The figures:
 //
 //	tries           tries at sending video again within the watch
 //	on-s            per try, from the page's resume to its next pause
@@ -362,33 +368,113 @@ const pubEstimateJS = `(async () => {
 //
 //	go test -tags browser,netns -run '^$' -bench NetnsPublisherRetry -benchtime 1x -v ./test/browser
 func BenchmarkNetnsPublisherRetry(b *testing.B) {
-	keys := []string{"tries", "on-s", "video-pkts", "lost", "lost-quiet", "late-s"}
-	sums := map[string]float64{}
-	for i := 0; i < b.N; i++ {
-		m := publisherRetry(b)
-		for _, k := range keys {
-			sums[k] += m[k]
-		}
+	for _, mode := range []string{"sfu", "p2p"} {
+		b.Run(mode, func(b *testing.B) {
+			keys := []string{"tries", "on-s", "video-pkts", "lost", "lost-quiet", "late-s"}
+			sums := map[string]float64{}
+			for i := 0; i < b.N; i++ {
+				m := publisherRetry(b, mode)
+				for _, k := range keys {
+					sums[k] += m[k]
+				}
+			}
+			for _, k := range keys {
+				b.ReportMetric(sums[k]/float64(b.N), k)
+			}
+			b.ReportMetric(0, "ns/op")
+		})
 	}
-	for _, k := range keys {
-		b.ReportMetric(sums[k]/float64(b.N), k)
-	}
-	b.ReportMetric(0, "ns/op")
 }
 
 var retryWatch = flag.Duration("retry-watch", 62*time.Second, "BenchmarkNetnsPublisherRetry: how long the narrow link is watched after the first pause")
 
-func publisherRetry(b *testing.B) map[string]float64 {
-	b.StopTimer()
-	sn := newSFUNet(b, 960, 540, "", "")
-	n, r := sn.n, sn.r
-	defer n.tbf(n.b, "eth0", "", "", "")
-	waitReceivesAll(r.patient, []string{sn.clinicianID}, 45*time.Second)
-	time.Sleep(15 * time.Second) // the browsers' and the SFU's estimates ramp up
+// p2pSentJS is what the page has sent over its peer connection: audio and video packets,
+// and video packets sent again; and its bandwidth estimate (bit/s, 0 for none).
+const p2pSentJS = `(async () => {
+	const pc = [...window.bedside.call.pcs.values()][0];
+	const o = {audio: 0, video: 0, retransmitted: 0, estimate: 0};
+	if (!pc) return o;
+	const r = await pc.getStats();
+	r.forEach((s) => {
+		if (s.type === 'outbound-rtp') o[s.kind] += s.packetsSent || 0;
+		if (s.type === 'outbound-rtp' && s.kind === 'video') o.retransmitted += s.retransmittedPacketsSent || 0;
+		if (s.type === 'transport' && s.selectedCandidatePairId) o.estimate = r.get(s.selectedCandidatePairId)?.availableOutgoingBitrate || 0;
+	});
+	return o;
+})()`
 
-	n.tbf(n.b, "eth0", "100kbit", "16kb", "50ms")
+type p2pSent struct {
+	Audio         int     `json:"audio"`
+	Video         int     `json:"video"`
+	Retransmitted int     `json:"retransmitted"`
+	Estimate      float64 `json:"estimate"`
+}
+
+// retrySide is what publisherRetry reads in either setting: what the clinician's browser
+// sent (audio, video, video sent again) and its estimate, what the patient received of the
+// clinician's audio (Audio, Lost), and the bottleneck.
+type retrySide struct {
+	sent   func() (pubStats, float64)
+	got    func() received
+	qdisc  func() qdiscCounts
+	narrow func(rate string)
+}
+
+func publisherRetry(b *testing.B, mode string) map[string]float64 {
+	b.StopTimer()
+	var r *rig
+	var side retrySide
+	if mode == "p2p" {
+		n := newNetwork(b)
+		r = netRig(b, n, "embedded")
+		startCall(r)
+		r.patient.click("#camera")
+		r.patient.waitFor("the patient's camera off", `window.bedside.call.cameraOff === true`)
+		side = retrySide{
+			sent: func() (pubStats, float64) {
+				o := mustEval[p2pSent](r.clinician, p2pSentJS)
+				return pubStats{Audio: o.Audio, Video: o.Video, Retransmitted: o.Retransmitted}, o.Estimate
+			},
+			got: func() received {
+				a := mustEval[p2pAudio](r.patient, p2pAudioJS)
+				return received{Audio: a.Audio, Lost: a.Lost}
+			},
+			qdisc: func() qdiscCounts { return n.qdisc(n.r, "toa") },
+			narrow: func(rate string) {
+				if rate == "" {
+					n.tbf(n.r, "toa", "", "", "")
+				} else {
+					n.tbf(n.r, "toa", rate, "16kb", "50ms")
+				}
+			},
+		}
+		time.Sleep(10 * time.Second) // the browsers' estimates ramp up
+	} else {
+		sn := newSFUNet(b, 960, 540, "", "")
+		n := sn.n
+		r = sn.r
+		waitReceivesAll(r.patient, []string{sn.clinicianID}, 45*time.Second)
+		side = retrySide{
+			sent: func() (pubStats, float64) {
+				return mustEval[pubStats](r.clinician, pubStatsJS), mustEval[float64](r.clinician, pubEstimateJS)
+			},
+			got:   func() received { return mustEval[received](r.patient, subscriberJS(sn.clinicianID)) },
+			qdisc: func() qdiscCounts { return n.qdisc(n.b, "eth0") },
+			narrow: func(rate string) {
+				if rate == "" {
+					n.tbf(n.b, "eth0", "", "", "")
+				} else {
+					n.tbf(n.b, "eth0", rate, "16kb", "50ms")
+				}
+			},
+		}
+		time.Sleep(15 * time.Second) // the browsers' and the SFU's estimates ramp up
+	}
+	defer side.narrow("")
+
+	side.narrow("100kbit")
 	start := time.Now()
-	r.clinician.waitForWithin("its video to the SFU paused", `window.bedside.call.videoPaused === true`, 40*time.Second)
+	r.clinician.waitForWithin("its video paused", `window.bedside.call.videoPaused === true`, 40*time.Second)
 	first := time.Now()
 	b.Logf("the clinician's page paused its video %.1f s after the narrowing", first.Sub(start).Seconds())
 
@@ -400,15 +486,14 @@ func publisherRetry(b *testing.B) map[string]float64 {
 	var tries []*try
 	var quiet int
 	var late float64
-	prevSent, prevQ := mustEval[pubStats](r.clinician, pubStatsJS), n.qdisc(n.b, "eth0")
-	prevGot := mustEval[received](r.patient, subscriberJS(sn.clinicianID))
+	prevSent, _ := side.sent()
+	prevQ, prevGot := side.qdisc(), side.got()
 	wasPaused := true
 	for next := first.Add(500 * time.Millisecond); time.Since(first) < *retryWatch; next = next.Add(500 * time.Millisecond) {
 		time.Sleep(time.Until(next))
 		paused := mustEval[bool](r.clinician, `window.bedside.call.videoPaused`)
-		est := mustEval[float64](r.clinician, pubEstimateJS)
-		sent, q := mustEval[pubStats](r.clinician, pubStatsJS), n.qdisc(n.b, "eth0")
-		got := mustEval[received](r.patient, subscriberJS(sn.clinicianID))
+		sent, est := side.sent()
+		q, got := side.qdisc(), side.got()
 		ds, g := sent.since(prevSent), got.since(prevGot)
 		at := time.Since(first)
 		switch {
@@ -460,6 +545,6 @@ func publisherRetry(b *testing.B) map[string]float64 {
 			m[k] /= float64(done)
 		}
 	}
-	b.Logf("narrowed to 100 kbit/s, watched %v after the first pause: %v", *retryWatch, m)
+	b.Logf("%s, narrowed to 100 kbit/s, watched %v after the first pause: %v", mode, *retryWatch, m)
 	return m
 }

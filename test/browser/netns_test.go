@@ -207,7 +207,7 @@ func startNetServer(t testing.TB, n *network, tweak func(*config.Config)) *appte
 
 // netRig starts the server inside R and the two browsers in A and B, and returns the usual
 // rig.
-func netRig(t *testing.T, n *network, turnMode string) *rig {
+func netRig(t testing.TB, n *network, turnMode string) *rig {
 	t.Helper()
 	// The pages come from a plain-http address that is not localhost: tell Chromium to treat
 	// it as secure (camera access). The port is known only once the server runs, so the

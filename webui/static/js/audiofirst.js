@@ -152,6 +152,45 @@ export async function setVideoEncodings(pc, on) {
 }
 
 /**
+ * What a peer connection's video sends while its gate tries the link again (decision 76):
+ * a quarter of its size, at most the SFU's lowest layer's rate, as a pub connection's try
+ * sends that layer alone.
+ */
+export const TRY_VIDEO = Object.freeze({scaleResolutionDownBy: 4, maxBitrate: 150_000});
+
+/**
+ * Sets a connection's video encodings to TRY_VIDEO while its gate tries (on), or back to
+ * the whole picture at the browser's rate; simulcast encodings (with a rid: the pub
+ * connection's, which try with their lowest layer instead) and senders already so are
+ * left alone.
+ * @param {RTCPeerConnection} pc
+ * @param {boolean} on
+ */
+export async function setVideoTry(pc, on) {
+  for (const s of pc.getSenders()) {
+    if (s.track?.kind !== 'video') continue;
+    const params = s.getParameters();
+    let changed = false;
+    for (const e of params.encodings ?? []) {
+      if (e.rid) continue;
+      const scale = on ? TRY_VIDEO.scaleResolutionDownBy : 1;
+      if ((e.scaleResolutionDownBy ?? 1) !== scale) {
+        e.scaleResolutionDownBy = scale;
+        changed = true;
+      }
+      if (on && e.maxBitrate !== TRY_VIDEO.maxBitrate) {
+        e.maxBitrate = TRY_VIDEO.maxBitrate;
+        changed = true;
+      } else if (!on && e.maxBitrate !== undefined) {
+        delete e.maxBitrate;
+        changed = true;
+      }
+    }
+    if (changed) await s.setParameters(params).catch((err) => console.warn('bedside: video try', err));
+  }
+}
+
+/**
  * Caps the audio a connection sends at bps (Opus's target follows it), or lifts the cap
  * (undefined): AUDIO_NARROW_BPS while its gate says narrow. A sender already so is left
  * alone (no setParameters).

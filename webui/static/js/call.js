@@ -4,7 +4,7 @@
 // receives the others'), switching make-before-break. Trickle ICE, ICE restart, chat, mute /
 // camera off, screen share, the connect watchdog, connection reports and stats.
 
-import {AUDIO_NARROW_BPS, SAMPLE_MS, VideoGate, availableOutgoing, setAudioBitrate, setVideoDirection, setVideoEncodings, videoSenders} from './audiofirst.js';
+import {AUDIO_NARROW_BPS, SAMPLE_MS, VideoGate, availableOutgoing, setAudioBitrate, setVideoDirection, setVideoEncodings, setVideoTry, videoSenders} from './audiofirst.js';
 import {E2EE, e2eeSupported} from './e2ee.js';
 import {Emitter, randomId} from './protocol.js';
 
@@ -1193,8 +1193,11 @@ export class Call extends Emitter {
     try {
       for (const c of [...this.conns.values()]) {
         if (c.pc.connectionState !== 'connected' || !c.current()) continue;
+        const trying = c.gate.trying;
         const act = (await this._sampleGate(c.pc, c.gate, c.current, 'video'))?.act;
         if (act === undefined) continue;
+        // A try starts small and grows once it stays (decision 76).
+        if (trying !== c.gate.trying) await setVideoTry(c.pc, c.gate.trying);
         if (c.gate.paused || act) {
           await setVideoEncodings(c.pc, () => !c.gate.paused);
           if (c.current()) setVideoDirection(c.pc, !c.gate.paused);
