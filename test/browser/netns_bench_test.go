@@ -412,13 +412,26 @@ type p2pSent struct {
 
 // retrySide is what publisherRetry reads in either setting: what the clinician's browser
 // sent (audio, video, video sent again) and its estimate, what the patient received of the
-// clinician's audio (Audio, Lost), and the bottleneck.
+// clinician's audio (Audio, Lost), and the bottleneck: the root qdisc of dev in the
+// namespace ns.
 type retrySide struct {
-	sent   func() (pubStats, float64)
-	got    func() received
-	qdisc  func() qdiscCounts
-	narrow func(rate string)
+	sent    func() (pubStats, float64)
+	got     func() received
+	n       *network
+	ns, dev string
 }
+
+// narrow puts the bottleneck at rate (a tbf as in the other narrow-link benchmarks), or
+// takes it away ("").
+func (s retrySide) narrow(rate string) {
+	if rate == "" {
+		s.n.tbf(s.ns, s.dev, "", "", "")
+		return
+	}
+	s.n.tbf(s.ns, s.dev, rate, "16kb", "50ms")
+}
+
+func (s retrySide) qdisc() qdiscCounts { return s.n.qdisc(s.ns, s.dev) }
 
 func publisherRetry(b *testing.B, mode string) map[string]float64 {
 	b.StopTimer()
@@ -439,14 +452,7 @@ func publisherRetry(b *testing.B, mode string) map[string]float64 {
 				a := mustEval[p2pAudio](r.patient, p2pAudioJS)
 				return received{Audio: a.Audio, Lost: a.Lost}
 			},
-			qdisc: func() qdiscCounts { return n.qdisc(n.r, "toa") },
-			narrow: func(rate string) {
-				if rate == "" {
-					n.tbf(n.r, "toa", "", "", "")
-				} else {
-					n.tbf(n.r, "toa", rate, "16kb", "50ms")
-				}
-			},
+			n: n, ns: n.r, dev: "toa",
 		}
 		time.Sleep(10 * time.Second) // the browsers' estimates ramp up
 	} else {
@@ -458,15 +464,8 @@ func publisherRetry(b *testing.B, mode string) map[string]float64 {
 			sent: func() (pubStats, float64) {
 				return mustEval[pubStats](r.clinician, pubStatsJS), mustEval[float64](r.clinician, pubEstimateJS)
 			},
-			got:   func() received { return mustEval[received](r.patient, subscriberJS(sn.clinicianID)) },
-			qdisc: func() qdiscCounts { return n.qdisc(n.b, "eth0") },
-			narrow: func(rate string) {
-				if rate == "" {
-					n.tbf(n.b, "eth0", "", "", "")
-				} else {
-					n.tbf(n.b, "eth0", rate, "16kb", "50ms")
-				}
-			},
+			got: func() received { return mustEval[received](r.patient, subscriberJS(sn.clinicianID)) },
+			n:   n, ns: n.b, dev: "eth0",
 		}
 		time.Sleep(15 * time.Second) // the browsers' and the SFU's estimates ramp up
 	}
