@@ -167,15 +167,6 @@ func TestNetnsP2PAudioFirst(t *testing.T) {
 	r.patient.waitFor("the clinician's video decoded again", fmt.Sprintf(`%s.then((o) => o.frames >= %d)`, p2pAudioJS, before.Frames+60))
 	t.Logf("the clinician's video back %v after the link opened", time.Since(opened).Round(100*time.Millisecond))
 	r.clinician.waitFor("its audio's cap lifted once the video stays", p2pAudioSentJS+`.then((o) => o.max === 0)`)
-	// And the audio goes at the browser's own rate again (Opus follows the cap's removal).
-	time.Sleep(time.Second)
-	lifted, liftedAt := mustEval[audioSent](r.clinician, p2pAudioSentJS), time.Now()
-	time.Sleep(4 * time.Second)
-	afterKbps := float64(mustEval[audioSent](r.clinician, p2pAudioSentJS).Bytes-lifted.Bytes) * 8 / time.Since(liftedAt).Seconds() / 1000
-	t.Logf("the clinician's audio once its cap was lifted: %.1f kbit/s of payload", afterKbps)
-	if limit := float64(mustEval[int](r.clinician, `import('/static/js/audiofirst.js').then((m) => m.AUDIO_NARROW_BPS)`))/1000 + 12; afterKbps <= limit {
-		t.Errorf("the clinician's audio went at %.1f kbit/s of payload once its cap was lifted, no more than with it (%.0f)", afterKbps, limit)
-	}
 	// The try sent a quarter of the picture (decision 76); once it stays, the whole.
 	r.clinician.waitFor("its video sent whole again", `[...window.bedside.call.pcs.values()][0].getSenders().filter((s) => s.track?.kind === 'video')
 		.every((s) => s.getParameters().encodings.every((e) => (e.scaleResolutionDownBy ?? 1) === 1 && e.maxBitrate === undefined))`)
