@@ -54,8 +54,11 @@ export class VideoGate {
      */
     this.trying = false;
     this.good = 0;
-    /** From a pause until a try stays: the link is too narrow for the audio's usual rate. */
-    this.narrow = false;
+  }
+
+  /** From a pause until a try stays: the link is too narrow for the audio's usual rate. */
+  get narrow() {
+    return this.paused || this.trying;
   }
 
   /**
@@ -82,7 +85,7 @@ export class VideoGate {
       // A try whose samples after its grace are good, as many in a row as a pause takes:
       // the link carries video again. (One is not enough: a probe through a shaper's
       // token bucket can read high for a second on a link that has not recovered.)
-      if (this.trying && ++this.good >= PAUSE_AFTER_SAMPLES) this.trying = this.narrow = false;
+      if (this.trying && ++this.good >= PAUSE_AFTER_SAMPLES) this.trying = false;
       return null;
     }
     // A try whose first sample after its grace is low pauses at once: the link was too
@@ -93,7 +96,6 @@ export class VideoGate {
     this.wait = this.retried && now - this.onSince < STABLE_MS ? Math.min(this.wait * 2, RETRY_MAX_MS) : RETRY_FIRST_MS;
     this.paused = true;
     this.trying = false;
-    this.narrow = true;
     this.low = 0;
     this.retryAt = now + this.wait;
     return 'pause';
