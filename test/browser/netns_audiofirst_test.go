@@ -36,26 +36,6 @@ const p2pRetransmittedJS = `(async () => {
 	return n;
 })()`
 
-// p2pAudioSentJS is what the page has sent of its audio over its peer connection: the RTP
-// payloads' bytes (its SFrames) and its sender's maxBitrate (0 for none).
-const p2pAudioSentJS = `(async () => {
-	const pc = [...window.bedside.call.pcs.values()][0];
-	const o = {bytes: 0, max: 0};
-	if (!pc) return o;
-	for (const s of pc.getSenders()) {
-		if (s.track?.kind === 'audio') o.max = s.getParameters().encodings?.[0]?.maxBitrate || 0;
-	}
-	(await pc.getStats()).forEach((s) => {
-		if (s.type === 'outbound-rtp' && s.kind === 'audio') o.bytes += s.bytesSent || 0;
-	});
-	return o;
-})()`
-
-type audioSent struct {
-	Bytes int `json:"bytes"`
-	Max   int `json:"max"`
-}
-
 type p2pAudio struct {
 	Audio     int `json:"audio"`
 	Lost      int `json:"lost"`
@@ -107,7 +87,7 @@ func TestNetnsP2PAudioFirst(t *testing.T) {
 	// up to 8 a second in the window, and audio was lost with them.
 	time.Sleep(8*time.Second - time.Since(paused))
 	a := mustEval[p2pAudio](r.patient, p2pAudioJS)
-	sentA, qA, tA := mustEval[audioSent](r.clinician, p2pAudioSentJS), n.qdisc(n.r, "toa"), time.Now()
+	sentA, qA, tA := mustEval[pubStats](r.clinician, p2pStatsJS), n.qdisc(n.r, "toa"), time.Now()
 	// Sampled each second, so that a run with loss says when it came (the queue still
 	// draining, or spread over the window).
 	samples := []p2pAudio{a}
@@ -124,11 +104,11 @@ func TestNetnsP2PAudioFirst(t *testing.T) {
 	}
 	t.Logf("each second with the video paused (audio packets/lost/video frames/video packets the clinician sent again): %s", strings.Join(perSecond, " "))
 	b := samples[len(samples)-1]
-	sentB, qB := mustEval[audioSent](r.clinician, p2pAudioSentJS), n.qdisc(n.r, "toa")
-	audioKbps := float64(sentB.Bytes-sentA.Bytes) * 8 / time.Since(tA).Seconds() / 1000
+	sentB, qB := mustEval[pubStats](r.clinician, p2pStatsJS), n.qdisc(n.r, "toa")
+	audioKbps := float64(sentB.AudioBytes-sentA.AudioBytes) * 8 / time.Since(tA).Seconds() / 1000
 	t.Logf("the clinician's audio in the window: %.1f kbit/s of payload, its sender's cap %d bit/s; the link's bottleneck held %d then %d bytes",
-		audioKbps, sentB.Max, qA.backlog, qB.backlog)
-	assertNarrowAudio(t, r.clinician, sentB.Max, audioKbps)
+		audioKbps, sentB.AudioMax, qA.backlog, qB.backlog)
+	assertNarrowAudio(t, r.clinician, sentB.AudioMax, audioKbps)
 	stillPaused := mustEval[bool](r.clinician, `window.bedside.call.videoPaused`)
 	got, lost := b.Audio-a.Audio, b.Lost-a.Lost
 	concealed := 0.0
@@ -166,7 +146,7 @@ func TestNetnsP2PAudioFirst(t *testing.T) {
 	before := mustEval[p2pAudio](r.patient, p2pAudioJS)
 	r.patient.waitFor("the clinician's video decoded again", fmt.Sprintf(`%s.then((o) => o.frames >= %d)`, p2pAudioJS, before.Frames+60))
 	t.Logf("the clinician's video back %v after the link opened", time.Since(opened).Round(100*time.Millisecond))
-	r.clinician.waitFor("its audio's cap lifted once the video stays", p2pAudioSentJS+`.then((o) => o.max === 0)`)
+	r.clinician.waitFor("its audio's cap lifted once the video stays", p2pStatsJS+`.then((o) => o.audioMax === 0)`)
 	// The try sent a quarter of the picture (decision 76); once it stays, the whole.
 	r.clinician.waitFor("its video sent whole again", `[...window.bedside.call.pcs.values()][0].getSenders().filter((s) => s.track?.kind === 'video')
 		.every((s) => s.getParameters().encodings.every((e) => (e.scaleResolutionDownBy ?? 1) === 1 && e.maxBitrate === undefined))`)

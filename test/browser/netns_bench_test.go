@@ -324,20 +324,6 @@ func publisherNarrowLink(b *testing.B) map[string]float64 {
 	return m
 }
 
-// pubEstimateJS is the bandwidth estimate (bit/s) of the page's pub connection to the SFU:
-// its selected pair's available outgoing bit rate, what the page's video gate samples
-// (decision 66); 0 when there is none.
-const pubEstimateJS = `(async () => {
-	const pub = window.bedside.call.sfu && window.bedside.call.sfu.pub;
-	if (!pub) return 0;
-	const r = await pub.pc.getStats();
-	let bps = 0;
-	r.forEach((s) => {
-		if (s.type === 'transport' && s.selectedCandidatePairId) bps = r.get(s.selectedCandidatePairId)?.availableOutgoingBitrate || 0;
-	});
-	return bps;
-})()`
-
 // BenchmarkNetnsPublisherRetry measures what the page's tries at sending video again cost
 // the audio while its link stays narrow: the clinician's link out narrows to 100 kbit/s,
 // its page pauses its video (decision 66) and, the link staying narrow, tries the video
@@ -388,34 +374,12 @@ func BenchmarkNetnsPublisherRetry(b *testing.B) {
 
 var retryWatch = flag.Duration("retry-watch", 62*time.Second, "BenchmarkNetnsPublisherRetry: how long the narrow link is watched after the first pause")
 
-// p2pSentJS is what the page has sent over its peer connection: audio and video packets,
-// and video packets sent again; and its bandwidth estimate (bit/s, 0 for none).
-const p2pSentJS = `(async () => {
-	const pc = [...window.bedside.call.pcs.values()][0];
-	const o = {audio: 0, video: 0, retransmitted: 0, estimate: 0};
-	if (!pc) return o;
-	const r = await pc.getStats();
-	r.forEach((s) => {
-		if (s.type === 'outbound-rtp') o[s.kind] += s.packetsSent || 0;
-		if (s.type === 'outbound-rtp' && s.kind === 'video') o.retransmitted += s.retransmittedPacketsSent || 0;
-		if (s.type === 'transport' && s.selectedCandidatePairId) o.estimate = r.get(s.selectedCandidatePairId)?.availableOutgoingBitrate || 0;
-	});
-	return o;
-})()`
-
-type p2pSent struct {
-	Audio         int     `json:"audio"`
-	Video         int     `json:"video"`
-	Retransmitted int     `json:"retransmitted"`
-	Estimate      float64 `json:"estimate"`
-}
-
 // retrySide is what publisherRetry reads in either setting: what the clinician's browser
-// sent (audio, video, video sent again) and its estimate, what the patient received of the
+// sent (audio, video, video sent again, its estimate: sendStatsJS), what the patient received of the
 // clinician's audio (Audio, Lost), and the bottleneck: the root qdisc of dev in the
 // namespace ns.
 type retrySide struct {
-	sent    func() (pubStats, float64)
+	sent    func() pubStats
 	got     func() received
 	n       *network
 	ns, dev string
@@ -444,10 +408,7 @@ func publisherRetry(b *testing.B, mode string) map[string]float64 {
 		r.patient.click("#camera")
 		r.patient.waitFor("the patient's camera off", `window.bedside.call.cameraOff === true`)
 		side = retrySide{
-			sent: func() (pubStats, float64) {
-				o := mustEval[p2pSent](r.clinician, p2pSentJS)
-				return pubStats{Audio: o.Audio, Video: o.Video, Retransmitted: o.Retransmitted}, o.Estimate
-			},
+			sent: func() pubStats { return mustEval[pubStats](r.clinician, p2pStatsJS) },
 			got: func() received {
 				a := mustEval[p2pAudio](r.patient, p2pAudioJS)
 				return received{Audio: a.Audio, Lost: a.Lost}
@@ -461,11 +422,9 @@ func publisherRetry(b *testing.B, mode string) map[string]float64 {
 		r = sn.r
 		waitReceivesAll(r.patient, []string{sn.clinicianID}, 45*time.Second)
 		side = retrySide{
-			sent: func() (pubStats, float64) {
-				return mustEval[pubStats](r.clinician, pubStatsJS), mustEval[float64](r.clinician, pubEstimateJS)
-			},
-			got: func() received { return mustEval[received](r.patient, subscriberJS(sn.clinicianID)) },
-			n:   n, ns: n.b, dev: "eth0",
+			sent: func() pubStats { return mustEval[pubStats](r.clinician, pubStatsJS) },
+			got:  func() received { return mustEval[received](r.patient, subscriberJS(sn.clinicianID)) },
+			n:    n, ns: n.b, dev: "eth0",
 		}
 		time.Sleep(15 * time.Second) // the browsers' and the SFU's estimates ramp up
 	}
@@ -485,13 +444,13 @@ func publisherRetry(b *testing.B, mode string) map[string]float64 {
 	var tries []*try
 	var quiet int
 	var late float64
-	prevSent, _ := side.sent()
+	prevSent := side.sent()
 	prevQ, prevGot := side.qdisc(), side.got()
 	wasPaused := true
 	for next := first.Add(500 * time.Millisecond); time.Since(first) < *retryWatch; next = next.Add(500 * time.Millisecond) {
 		time.Sleep(time.Until(next))
 		paused := mustEval[bool](r.clinician, `window.bedside.call.videoPaused`)
-		sent, est := side.sent()
+		sent := side.sent()
 		q, got := side.qdisc(), side.got()
 		ds, g := sent.since(prevSent), got.since(prevGot)
 		at := time.Since(first)
@@ -523,7 +482,7 @@ func publisherRetry(b *testing.B, mode string) map[string]float64 {
 			quiet += g.Lost
 		}
 		b.Logf("%5.1fs paused %-5v estimate %4.0f kbit/s | sent audio %2d video %3d (again %2d) | tbf sent %3d dropped %3d holds %5d B | patient: audio %2d lost %2d",
-			at.Seconds(), paused, est/1000, ds.Audio, ds.Video, ds.Retransmitted, q.packets-prevQ.packets, q.dropped-prevQ.dropped, q.backlog, g.Audio, g.Lost)
+			at.Seconds(), paused, sent.Estimate/1000, ds.Audio, ds.Video, ds.Retransmitted, q.packets-prevQ.packets, q.dropped-prevQ.dropped, q.backlog, g.Audio, g.Lost)
 		prevSent, prevQ, prevGot = sent, q, got
 	}
 	m := map[string]float64{"tries": float64(len(tries)), "lost-quiet": float64(quiet), "late-s": late}

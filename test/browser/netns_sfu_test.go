@@ -333,20 +333,24 @@ func audioDelay(p *page, peer string) time.Duration {
 	return got.jbDelay()
 }
 
-// pubStatsJS is what a page's browser reads of its pub connection to the SFU: RTP packets
-// it sent of its audio and video (retransmissions among the video's), and of the SFU's
-// feedback on its video the NACKs received, the packets sent again on them, and the
-// round-trip time (seconds) and how many times it was measured from the SFU's receiver
-// reports; and every packet and byte of the transport (RTCP, STUN and padding besides
-// the RTP).
-const pubStatsJS = `(async () => {
-	const o = {audio: 0, audioBytes: 0, audioMax: 0, video: 0, retransmitted: 0, nacks: 0, rtt: 0, measurements: 0, packets: 0, bytes: 0};
-	const pub = window.bedside.call.sfu && window.bedside.call.sfu.pub;
-	if (!pub) return o;
-	for (const s of pub.pc.getSenders()) {
+// sendStatsJS is what a page's browser reads of the connection pc (a JS expression, null
+// when there is none) it sends on: RTP packets it sent of its audio and video
+// (retransmissions among the video's), the audio's payload bytes (its SFrames) and its
+// sender's cap (maxBitrate, 0 for none); of the peer's feedback on its video the NACKs
+// received, the packets sent again on them, and the round-trip time (seconds) and how many
+// times it was measured from the receiver reports; every packet and byte of the transport
+// (RTCP, STUN and padding besides the RTP); and its bandwidth estimate as the page's video
+// gate reads it (audiofirst.js availableOutgoing; 0 for none).
+func sendStatsJS(pc string) string {
+	return `(async () => {
+	const o = {audio: 0, audioBytes: 0, audioMax: 0, video: 0, retransmitted: 0, nacks: 0, rtt: 0, measurements: 0, packets: 0, bytes: 0, estimate: 0};
+	const pc = ` + pc + `;
+	if (!pc) return o;
+	for (const s of pc.getSenders()) {
 		if (s.track?.kind === 'audio') o.audioMax = s.getParameters().encodings?.[0]?.maxBitrate || 0;
 	}
-	(await pub.pc.getStats()).forEach((s) => {
+	const report = await pc.getStats();
+	report.forEach((s) => {
 		if (s.type === 'outbound-rtp') {
 			o[s.kind] += s.packetsSent || 0;
 		}
@@ -364,8 +368,17 @@ const pubStatsJS = `(async () => {
 			o.bytes += s.bytesSent || 0;
 		}
 	});
+	o.estimate = (await import('/static/js/audiofirst.js')).availableOutgoing(report) || 0;
 	return o;
 })()`
+}
+
+var (
+	// pubStatsJS reads the page's pub connection to the SFU, p2pStatsJS its (first) peer
+	// connection.
+	pubStatsJS = sendStatsJS(`window.bedside.call.sfu && window.bedside.call.sfu.pub && window.bedside.call.sfu.pub.pc`)
+	p2pStatsJS = sendStatsJS(`[...window.bedside.call.pcs.values()][0]`)
+)
 
 type pubStats struct {
 	Audio         int     `json:"audio"`
@@ -378,13 +391,16 @@ type pubStats struct {
 	Measurements  int     `json:"measurements"`
 	Packets       int     `json:"packets"`
 	Bytes         int     `json:"bytes"`
+	Estimate      float64 `json:"estimate"` // bit/s
 }
 
-// since is what was sent and received between an earlier reading prev and s (the
-// round-trip time as s has it).
+// since is what was sent and received between an earlier reading prev and s (the cap,
+// the round-trip time and the estimate as s has them).
 func (s pubStats) since(prev pubStats) pubStats {
-	return pubStats{s.Audio - prev.Audio, s.AudioBytes - prev.AudioBytes, s.AudioMax, s.Video - prev.Video, s.Retransmitted - prev.Retransmitted,
-		s.NACKs - prev.NACKs, s.RTT, s.Measurements - prev.Measurements, s.Packets - prev.Packets, s.Bytes - prev.Bytes}
+	return pubStats{Audio: s.Audio - prev.Audio, AudioBytes: s.AudioBytes - prev.AudioBytes, AudioMax: s.AudioMax,
+		Video: s.Video - prev.Video, Retransmitted: s.Retransmitted - prev.Retransmitted, NACKs: s.NACKs - prev.NACKs,
+		RTT: s.RTT, Measurements: s.Measurements - prev.Measurements, Packets: s.Packets - prev.Packets, Bytes: s.Bytes - prev.Bytes,
+		Estimate: s.Estimate}
 }
 
 func (s pubStats) String() string {
