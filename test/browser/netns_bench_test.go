@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,7 +30,9 @@ const narrowDrain = 5 * time.Second
 // camera, the patient's link narrowed to each rate below for -narrow-for, then watched for
 // -freed-for. Every second it logs (with -v) what the patient's page received of the
 // clinician (audio packets, lost, concealed samples, the jitter buffer's delay, frames and
-// their width), what the bottleneck sent and dropped, and the SFU's target layer, estimate
+// their width), what the bottleneck sent and dropped and how long what it holds takes to
+// leave (queue: the jitter buffer's delay plus this is how late the patient hears the
+// clinician, beyond the link's own delay), and the SFU's target layer, estimate
 // (with its estimator's state after the last feedback: bwe.Stats, the rate received, the
 // queue, the loss) and probes. The figures reported are over the narrowed link from
 // narrowDrain on:
@@ -119,9 +122,9 @@ func narrowLink(b *testing.B, rate string) map[string]float64 {
 		s.sentKbit, s.sent, s.drop = (q.bytes-pq.bytes)*8/1000, q.packets-pq.packets, q.dropped-pq.dropped
 		pq, prev = q, cur
 		samples = append(samples, s)
-		b.Logf("%5.1fs audio %3d lost %3d concealed %5d delay %3.0f ms | frames %2d w %3d | sent %4d kbit/s %4d pkt dropped %4d | target %2d est %5d kbit/s (estimator: %s) probes %+v",
+		b.Logf("%5.1fs audio %3d lost %3d concealed %5d delay %3.0f ms | frames %2d w %3d | sent %4d kbit/s %4d pkt dropped %4d queue %4d ms | target %2d est %5d kbit/s (estimator: %s) probes %+v",
 			at.Seconds(), s.got.Audio, s.got.Lost, s.got.Concealed, s.delayMs(), s.got.Frames, s.got.Width,
-			s.sentKbit, s.sent, s.drop, s.target, s.est, st.Estimators[sn.patientID], st.Probes[sn.patientID])
+			s.sentKbit, s.sent, s.drop, queueMs(q.backlog, rate, freed), s.target, s.est, st.Estimators[sn.patientID], st.Probes[sn.patientID])
 		if at < narrowDrain {
 			probesAt = st.Probes[sn.patientID]
 		}
@@ -183,6 +186,17 @@ func narrowLink(b *testing.B, rate string) map[string]float64 {
 	b.Logf("%s: %d s narrowed from %s on: %d audio packets, %d lost, %d ms concealed, %d frames; after: %v",
 		rate, secs, narrowDrain, got.Audio, got.Lost, got.Concealed/48, got.Frames, m)
 	return m
+}
+
+// queueMs is how long the bottleneck's backlog takes to leave at the narrowed rate (such
+// as "100kbit"): how much later than the link's own delay the audio it holds arrives. 0
+// once the link is freed.
+func queueMs(backlog int, rate string, freed bool) int {
+	kbit, err := strconv.Atoi(strings.TrimSuffix(rate, "kbit"))
+	if err != nil || kbit <= 0 || freed {
+		return 0
+	}
+	return backlog * 8 / kbit
 }
 
 // delayMs is the second's mean jitter-buffer delay of the audio played out, in ms.
@@ -299,8 +313,8 @@ func publisherNarrowLink(b *testing.B) map[string]float64 {
 		a, sk := counter(asked), counter(skipped)
 		ds, g := sent.since(prevSent), got.since(prevGot)
 		at := time.Since(start)
-		b.Logf("%5.1fs sent audio %2d video %3d (again %3d, NACKs %2d) | tbf sent %3d dropped %3d holds %5d B | patient: audio %2d lost %2d | SFU asked %3.0f gave up %3.0f",
-			at.Seconds(), ds.Audio, ds.Video, ds.Retransmitted, ds.NACKs, q.packets-prevQ.packets, q.dropped-prevQ.dropped, q.backlog,
+		b.Logf("%5.1fs estimate %4.0f kbit/s rtt %4.0f ms sent audio %2d video %3d (again %3d, NACKs %2d) | tbf sent %3d dropped %3d holds %5d B | patient: audio %2d lost %2d | SFU asked %3.0f gave up %3.0f",
+			at.Seconds(), ds.Estimate/1000, ds.RTT*1000, ds.Audio, ds.Video, ds.Retransmitted, ds.NACKs, q.packets-prevQ.packets, q.dropped-prevQ.dropped, q.backlog,
 			g.Audio, g.Lost, a-prevAsked, sk-prevSkipped)
 		if !paused.IsZero() {
 			since := time.Since(paused).Seconds()
