@@ -99,8 +99,57 @@ func Main(ctx context.Context, args []string, sio IO) int {
 	case "bench":
 		return runBench(ctx, rest, sio)
 	}
+	if strings.HasPrefix(cmd, "-") {
+		// Options before the command ("bedside --data-dir DIR user list"): say where they go
+		// rather than print the whole usage.
+		fmt.Fprintf(sio.Stderr, "bedside: %s: options go after the command, as in\n  %s\n(\"bedside help\" lists the commands)\n", optionName(cmd), optionsAfter(args))
+		return exitUsage
+	}
 	fmt.Fprintf(sio.Stderr, "bedside: unknown command %q\n\n%s", cmd, usage)
 	return exitUsage
+}
+
+// commands are the words Main takes first; those with subcommands take a second word.
+var commands = map[string]bool{"serve": false, "user": true, "visit": true, "audit": true, "bench": false}
+
+// optionsAfter is the form to suggest for a command line given with options before its
+// command: the command (and its subcommand), then the options, moved after it. It shows the
+// options' names only ("--turn-secret VALUE"): a value may be a secret, and this goes to a
+// terminal or a log. Without a command in the line, "bedside serve" with the options.
+func optionsAfter(args []string) string {
+	out := []string{"bedside", "serve"}
+	lead := args
+	for i, a := range args {
+		sub, ok := commands[a]
+		if !ok {
+			continue
+		}
+		out, lead = []string{"bedside", a}, args[:i]
+		rest := args[i+1:]
+		if sub && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+			out, rest = append(out, rest[0]), rest[1:]
+		}
+		if len(rest) > 0 {
+			out = append(out, "...")
+		}
+		break
+	}
+	for _, a := range lead {
+		out = append(out, optionName(a))
+	}
+	return strings.Join(out, " ")
+}
+
+// optionName is an argument as optionsAfter shows it: an option's name ("--a=VALUE" for
+// "--a=b"), or VALUE.
+func optionName(arg string) string {
+	if !strings.HasPrefix(arg, "-") {
+		return "VALUE"
+	}
+	if name, _, ok := strings.Cut(arg, "="); ok {
+		return name + "=VALUE"
+	}
+	return arg
 }
 
 // runBench is "bedside bench": the load tool of internal/bench (docs/benchmarks.md).
@@ -530,6 +579,12 @@ func runVisit(ctx context.Context, args []string, sio IO) int {
 				return exitUsage
 			}
 			scheduled = t
+		}
+		switch store.MediaPolicy(policy) {
+		case store.PolicyAuto, store.PolicyP2P, store.PolicySFU:
+		default:
+			fmt.Fprintf(sio.Stderr, "bedside visit create: --policy: %q is not auto, p2p or sfu\n", policy)
+			return exitUsage
 		}
 	case "revoke", "invite":
 		if len(pos) != 1 {

@@ -145,6 +145,7 @@ func TestCLIUsersAndVisits(t *testing.T) {
 		{"unknown clinician", []string{"visit", "create", d, "--clinician", "nobody@x.example"}, "no account"},
 		{"bad time", []string{"visit", "create", d, "--clinician", "rivera@clinic.example", "--at", "tomorrow"}, "RFC 3339"},
 		{"no clinician", []string{"visit", "create", d}, "--clinician is required"},
+		{"bad policy", []string{"visit", "create", d, "--clinician", "rivera@clinic.example", "--policy", "mesh"}, `--policy: "mesh" is not auto, p2p or sfu`},
 		{"revoke unknown", []string{"visit", "revoke", "vst_nope", d}, "no visit"},
 		{"revoke no id", []string{"visit", "revoke", d}, "VISIT_ID"},
 		{"invite without role", []string{"visit", "invite", v.VisitID, d}, "--role"},
@@ -188,6 +189,22 @@ func TestCLIHelpAndConfigErrors(t *testing.T) {
 	}
 	if r := bedside(t, "", nil, "frobnicate"); r.code != 2 || !strings.Contains(r.stderr, "unknown command") {
 		t.Fatalf("unknown command: %+v", r)
+	}
+	// Options before the command: where they go, the options' values (a secret, maybe) not
+	// repeated, and not the whole usage.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--data-dir", "/srv/s3cret", "user", "list", "--json"}, "bedside user list ... --data-dir VALUE\n"},
+		{[]string{"--turn-secret=s3cret", "visit", "invite", "vst_1", "--role", "observer"}, "bedside visit invite ... --turn-secret=VALUE\n"},
+		{[]string{"--log-level", "debug"}, "bedside serve --log-level VALUE\n"},
+	} {
+		r := bedside(t, "", nil, tc.args...)
+		if r.code != 2 || !strings.Contains(r.stderr, "options go after the command") || !strings.Contains(r.stderr, tc.want) ||
+			strings.Contains(r.stderr, "s3cret") || strings.Contains(r.stderr, "Usage:") {
+			t.Errorf("%v: want exit 2 and %q, got %+v", tc.args, tc.want, r)
+		}
 	}
 
 	dir := t.TempDir()
