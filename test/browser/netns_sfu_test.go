@@ -319,6 +319,7 @@ func TestNetnsSFULayers(t *testing.T) {
 		o.page.waitFor("the clinician's video decoded again", fmt.Sprintf(`%s.then((o) => o.frames >= %d)`, subscriberJS(clinicianID), back.Frames+30))
 	}
 	r.clinician.waitFor("its audio's cap lifted once the video stays", pubStatsJS+`.then((o) => o.audioMax === 0)`)
+	waitAudioRate(t, r.clinician, pubStatsJS, 30*time.Second)
 }
 
 // audioDelay is how late a page plays the audio it receives of peer through the SFU,
