@@ -469,42 +469,30 @@ func (s *Server) revokeVisit(w http.ResponseWriter, r *http.Request, c *caller) 
 }
 
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, c *caller) {
-	v, ok := s.visitFor(w, r, c, auth.ActVisitAdmit)
-	if !ok {
-		return
-	}
-	var body struct {
-		Participant string `json:"participant"`
-	}
-	if err := decode(w, r, &body); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if body.Participant == "" {
-		s.fail(w, r, &visit.InvalidError{Field: "participant", Reason: "is required"})
-		return
-	}
-	if v.State == store.VisitEnded {
-		s.fail(w, r, visit.ErrVisitEnded)
-		return
-	}
-	if err := s.cfg.Visits.Admit(r.Context(), v.ID, body.Participant); err != nil {
+	s.participantAction(w, r, c, auth.ActVisitAdmit, func(ctx context.Context, v store.Visit, participant string) error {
+		if v.State == store.VisitEnded {
+			return visit.ErrVisitEnded
+		}
+		err := s.cfg.Visits.Admit(ctx, v.ID, participant)
 		if errors.Is(err, visit.ErrNotFound) {
 			err = visit.ErrWrongState // not in the waiting room
 		}
-		s.fail(w, r, err)
-		return
-	}
-	v, err := s.cfg.Visits.Get(r.Context(), v.ID)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.writeVisit(w, r, http.StatusOK, v, "")
+		return err
+	})
 }
 
 func (s *Server) removeParticipant(w http.ResponseWriter, r *http.Request, c *caller) {
-	v, ok := s.visitFor(w, r, c, auth.ActVisitRemove)
+	s.participantAction(w, r, c, auth.ActVisitRemove, func(ctx context.Context, v store.Visit, participant string) error {
+		return s.cfg.Visits.Remove(ctx, v.ID, participant)
+	})
+}
+
+// participantAction is a clinician's action on one participant of a visit (admit,
+// remove): the caller's right to act on the visit, the body {"participant": "prt_..."},
+// the action, and the visit as it is afterwards.
+func (s *Server) participantAction(w http.ResponseWriter, r *http.Request, c *caller, act auth.Action,
+	do func(ctx context.Context, v store.Visit, participant string) error) {
+	v, ok := s.visitFor(w, r, c, act)
 	if !ok {
 		return
 	}
@@ -519,7 +507,7 @@ func (s *Server) removeParticipant(w http.ResponseWriter, r *http.Request, c *ca
 		s.fail(w, r, &visit.InvalidError{Field: "participant", Reason: "is required"})
 		return
 	}
-	if err := s.cfg.Visits.Remove(r.Context(), v.ID, body.Participant); err != nil {
+	if err := do(r.Context(), v, body.Participant); err != nil {
 		s.fail(w, r, err)
 		return
 	}

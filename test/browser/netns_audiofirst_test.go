@@ -25,17 +25,6 @@ const p2pAudioJS = `(async () => {
 	return o;
 })()`
 
-// p2pRetransmittedJS is how many video packets the page has sent again over its peer
-// connection (answers to NACKs).
-const p2pRetransmittedJS = `(async () => {
-	const pc = [...window.bedside.call.pcs.values()][0];
-	let n = 0;
-	if (pc) (await pc.getStats()).forEach((s) => {
-		if (s.type === 'outbound-rtp' && s.kind === 'video') n += s.retransmittedPacketsSent || 0;
-	});
-	return n;
-})()`
-
 type p2pAudio struct {
 	Audio     int `json:"audio"`
 	Lost      int `json:"lost"`
@@ -76,7 +65,7 @@ func TestNetnsP2PAudioFirst(t *testing.T) {
 	// pair's checks lost in the queue): say which pair it is on.
 	t.Logf("selected pairs at the pause: the patient's %v, the clinician's %v", mustEval[any](r.patient, selectedPairJS), mustEval[any](r.clinician, selectedPairJS))
 	at := mustEval[p2pAudio](r.patient, p2pAudioJS)
-	rtxAtPause := mustEval[int](r.clinician, p2pRetransmittedJS)
+	rtxAtPause := mustEval[pubStats](r.clinician, p2pStatsJS).Retransmitted
 	t.Logf("the clinician's video paused %v after the cap; until then %d audio packets arrived and %d were lost",
 		paused.Sub(capped).Round(100*time.Millisecond), at.Audio-start.Audio, at.Lost-start.Lost)
 	// The video already queued at the narrow link drains (slowly: the audio takes most of
@@ -91,14 +80,14 @@ func TestNetnsP2PAudioFirst(t *testing.T) {
 	// Sampled each second, so that a run with loss says when it came (the queue still
 	// draining, or spread over the window).
 	samples := []p2pAudio{a}
-	rtx := mustEval[int](r.clinician, p2pRetransmittedJS)
+	rtx := mustEval[pubStats](r.clinician, p2pStatsJS).Retransmitted
 	rtxWindow := rtx
 	t.Logf("the clinician sent %d video packets again in the 8 s after the pause", rtx-rtxAtPause)
 	var perSecond []string
 	for time.Since(paused) < 14*time.Second {
 		time.Sleep(min(time.Second, 14*time.Second-time.Since(paused)))
 		c, last := mustEval[p2pAudio](r.patient, p2pAudioJS), samples[len(samples)-1]
-		x := mustEval[int](r.clinician, p2pRetransmittedJS)
+		x := mustEval[pubStats](r.clinician, p2pStatsJS).Retransmitted
 		perSecond = append(perSecond, fmt.Sprintf("%d/%d/%d/%d", c.Audio-last.Audio, c.Lost-last.Lost, c.Frames-last.Frames, x-rtx))
 		samples, rtx = append(samples, c), x
 	}
