@@ -11,6 +11,7 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/nack"
+	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/sdp/v3"
@@ -129,10 +130,13 @@ func sfuAPI(rembOnly bool) (*webrtc.API, error) {
 				return nil, err
 			}
 		}
-		if err := webrtc.ConfigureNack(m, ir); err != nil {
+		// With the other branch's logger and retransmission buffer.
+		if err := webrtc.ConfigureNackWithOptions(m, ir, []nack.GeneratorOption{nack.WithGeneratorLoggerFactory(quietPion)},
+			nack.WithResponderLoggerFactory(quietPion), nack.ResponderSize(64)); err != nil {
 			return nil, err
 		}
-		if err := webrtc.ConfigureRTCPReports(ir); err != nil {
+		if err := webrtc.ConfigureRTCPReportsWithOptions(ir, []report.ReceiverOption{report.WithReceiverLoggerFactory(quietPion)},
+			report.WithSenderLoggerFactory(quietPion)); err != nil {
 			return nil, err
 		}
 	} else {
