@@ -700,40 +700,32 @@ const frameWatchJS = `(() => {
 func frameGap(p *page, peer string, from float64) (gap time.Duration, frames int, where string) {
 	p.tb.Helper()
 	type frame struct {
-		t   float64
-		via string
+		T   float64 `json:"t"`
+		Via string  `json:"via"`
 	}
-	raw := mustEval[[][]any](p, fmt.Sprintf(`(window.__frames[%q] || [])`, peer))
-	fs := make([]frame, 0, len(raw))
-	for _, f := range raw {
-		if len(f) == 2 {
-			t, _ := f[0].(float64)
-			via, _ := f[1].(string)
-			fs = append(fs, frame{t, via})
-		}
-	}
+	fs := mustEval[[]frame](p, fmt.Sprintf(`(window.__frames[%q] || []).map(([t, via]) => ({t, via}))`, peer))
 	// two elements (peer to peer, then the SFU) may overlap
-	slices.SortFunc(fs, func(a, b frame) int { return cmp.Compare(a.t, b.t) })
+	slices.SortFunc(fs, func(a, b frame) int { return cmp.Compare(a.T, b.T) })
 	last := frame{from, "start"}
 	var gapFrom, gapTo frame
 	for _, f := range fs {
-		if f.t < from {
+		if f.T < from {
 			continue
 		}
 		frames++
-		if d := time.Duration((f.t - last.t) * float64(time.Millisecond)); d > gap {
+		if d := time.Duration((f.T - last.T) * float64(time.Millisecond)); d > gap {
 			gap, gapFrom, gapTo = d, last, f
 		}
 		last = f
 	}
 	now := mustEval[float64](p, `performance.timeOrigin + performance.now()`)
-	if d := time.Duration((now - last.t) * float64(time.Millisecond)); d > gap {
+	if d := time.Duration((now - last.T) * float64(time.Millisecond)); d > gap {
 		gap, gapFrom, gapTo = d, last, frame{now, "now"}
 	}
 	at := func(t float64) time.Duration {
 		return time.Duration((t - from) * float64(time.Millisecond)).Round(time.Millisecond)
 	}
-	where = fmt.Sprintf("from +%v (%s) to +%v (%s)", at(gapFrom.t), gapFrom.via, at(gapTo.t), gapTo.via)
+	where = fmt.Sprintf("from +%v (%s) to +%v (%s)", at(gapFrom.T), gapFrom.Via, at(gapTo.T), gapTo.Via)
 	if sw := mustEval[float64](p, fmt.Sprintf(`window.__switched[%q] || 0`, peer)); sw > 0 {
 		where += fmt.Sprintf(", tile swapped at +%v", at(sw))
 	}
