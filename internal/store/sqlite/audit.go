@@ -51,7 +51,7 @@ func (s *Store) AppendAudit(ctx context.Context, e audit.Event, link func(prev [
 
 const auditCols = `seq, at, action, actor_id, actor_role, visit_id, subject_id, addr, user_agent, outcome, detail, prev_hash, hash`
 
-func scanAudit(row interface{ Scan(...any) error }) (audit.Entry, error) {
+func scanAudit(row scanner) (audit.Entry, error) {
 	var en audit.Entry
 	var at int64
 	var action, detail string
@@ -70,20 +70,7 @@ func scanAudit(row interface{ Scan(...any) error }) (audit.Entry, error) {
 }
 
 func (s *Store) auditRows(ctx context.Context, q string, args ...any) ([]audit.Entry, error) {
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []audit.Entry
-	for rows.Next() {
-		en, err := scanAudit(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, en)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, scanAudit, q, args...)
 }
 
 // AuditEntries returns up to limit rows after afterSeq, in order.

@@ -28,22 +28,12 @@ func (s *Store) SetConnection(ctx context.Context, c store.Connection) error {
 
 // VisitConnections returns every pair reported in a visit, by participant and peer.
 func (s *Store) VisitConnections(ctx context.Context, visitID string) ([]store.Connection, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT participant_id, peer_id, visit_id, local_type, local_protocol, local_relay_protocol,
-		remote_type, remote_protocol, first_at, updated_at, changes FROM connections WHERE visit_id = ? ORDER BY participant_id, peer_id`, visitID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []store.Connection
-	for rows.Next() {
-		var c store.Connection
+	return queryAll(ctx, s.db, func(row scanner) (c store.Connection, err error) {
 		var first, updated int64
-		if err := rows.Scan(&c.ParticipantID, &c.PeerID, &c.VisitID, &c.Local.Type, &c.Local.Protocol, &c.Local.RelayProtocol,
-			&c.Remote.Type, &c.Remote.Protocol, &first, &updated, &c.Changes); err != nil {
-			return nil, err
-		}
+		err = row.Scan(&c.ParticipantID, &c.PeerID, &c.VisitID, &c.Local.Type, &c.Local.Protocol, &c.Local.RelayProtocol,
+			&c.Remote.Type, &c.Remote.Protocol, &first, &updated, &c.Changes)
 		c.FirstAt, c.UpdatedAt = fromMS(first), fromMS(updated)
-		out = append(out, c)
-	}
-	return out, rows.Err()
+		return c, err
+	}, `SELECT participant_id, peer_id, visit_id, local_type, local_protocol, local_relay_protocol,
+		remote_type, remote_protocol, first_at, updated_at, changes FROM connections WHERE visit_id = ? ORDER BY participant_id, peer_id`, visitID)
 }

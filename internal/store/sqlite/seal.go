@@ -84,23 +84,13 @@ func (s *sealer) open(v, field, id string) (string, error) {
 // encryption. It runs at every open and finds nothing to do after the first.
 func (s *Store) encryptLegacy(ctx context.Context) error {
 	for _, c := range []struct{ table, column string }{{"visits", "patient_name"}, {"participants", "name"}} {
-		rows, err := s.db.QueryContext(ctx, `SELECT id, `+c.column+` FROM `+c.table+` WHERE `+c.column+` != '' AND `+c.column+` NOT LIKE 'enc1:%'`)
+		type row struct{ id, v string }
+		todo, err := queryAll(ctx, s.db, func(x scanner) (r row, err error) {
+			err = x.Scan(&r.id, &r.v)
+			return r, err
+		}, `SELECT id, `+c.column+` FROM `+c.table+` WHERE `+c.column+` != '' AND `+c.column+` NOT LIKE 'enc1:%'`)
 		if err != nil {
 			return fmt.Errorf("encrypt %s.%s: %w", c.table, c.column, err)
-		}
-		type row struct{ id, v string }
-		var todo []row
-		for rows.Next() {
-			var r row
-			if err := rows.Scan(&r.id, &r.v); err != nil {
-				rows.Close()
-				return err
-			}
-			todo = append(todo, r)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
 		}
 		for _, r := range todo {
 			if _, err := s.db.ExecContext(ctx, `UPDATE `+c.table+` SET `+c.column+` = ? WHERE id = ?`, s.seal.seal(r.v, c.table+"."+c.column, r.id), r.id); err != nil {

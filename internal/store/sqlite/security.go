@@ -85,24 +85,14 @@ func (s *Store) CreatePasskey(ctx context.Context, p store.Passkey) error {
 }
 
 func (s *Store) UserPasskeys(ctx context.Context, userID string) ([]store.Passkey, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, user_id, credential_id, credential, name, created_at, last_used_at FROM mfa_passkeys WHERE user_id = ? ORDER BY created_at, id`, userID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []store.Passkey
-	for rows.Next() {
-		var p store.Passkey
+	return queryAll(ctx, s.db, func(row scanner) (p store.Passkey, err error) {
 		var cred string
 		var created int64
 		var used sql.NullInt64
-		if err := rows.Scan(&p.ID, &p.UserID, &p.CredentialID, &cred, &p.Name, &created, &used); err != nil {
-			return nil, err
-		}
+		err = row.Scan(&p.ID, &p.UserID, &p.CredentialID, &cred, &p.Name, &created, &used)
 		p.Credential, p.CreatedAt, p.LastUsedAt = []byte(cred), fromMS(created), fromNullMS(used)
-		out = append(out, p)
-	}
-	return out, rows.Err()
+		return p, err
+	}, `SELECT id, user_id, credential_id, credential, name, created_at, last_used_at FROM mfa_passkeys WHERE user_id = ? ORDER BY created_at, id`, userID)
 }
 
 func (s *Store) UpdatePasskey(ctx context.Context, id string, credential []byte, usedAt time.Time) error {
@@ -195,23 +185,13 @@ func (s *Store) BreakGlassGrants(ctx context.Context, userID string, since time.
 		q += ` AND user_id = ?`
 		args = append(args, userID)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at DESC, id`, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []store.BreakGlass
-	for rows.Next() {
-		var b store.BreakGlass
+	return queryAll(ctx, s.db, func(row scanner) (b store.BreakGlass, err error) {
 		var created, expires int64
 		var revoked sql.NullInt64
-		if err := rows.Scan(&b.ID, &b.UserID, &b.GrantedBy, &b.Reason, &created, &expires, &revoked); err != nil {
-			return nil, err
-		}
+		err = row.Scan(&b.ID, &b.UserID, &b.GrantedBy, &b.Reason, &created, &expires, &revoked)
 		b.CreatedAt, b.ExpiresAt, b.RevokedAt = fromMS(created), fromMS(expires), fromNullMS(revoked)
-		out = append(out, b)
-	}
-	return out, rows.Err()
+		return b, err
+	}, q+` ORDER BY created_at DESC, id`, args...)
 }
 
 func (s *Store) RevokeBreakGlass(ctx context.Context, userID string, at time.Time) (int, error) {

@@ -201,7 +201,7 @@ func (s *Store) CreateUser(ctx context.Context, u store.User) error {
 
 const userCols = `id, email, name, role, password_hash, disabled, created_at`
 
-func scanUser(row interface{ Scan(...any) error }) (store.User, error) {
+func scanUser(row scanner) (store.User, error) {
 	var u store.User
 	var role string
 	var created int64
@@ -220,20 +220,7 @@ func (s *Store) UserByEmail(ctx context.Context, email string) (store.User, erro
 }
 
 func (s *Store) ListUsers(ctx context.Context) ([]store.User, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+userCols+` FROM users ORDER BY email`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []store.User
-	for rows.Next() {
-		u, err := scanUser(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, scanUser, `SELECT `+userCols+` FROM users ORDER BY email`)
 }
 
 func (s *Store) SetUserDisabled(ctx context.Context, id string, disabled bool) error {
@@ -313,7 +300,7 @@ func (s *Store) CreateVisit(ctx context.Context, v store.Visit) error {
 
 const visitCols = `id, clinician_id, patient_name, scheduled_at, created_at, link_hash, link_expires_at, revoked_at, state, ended_at, privacy, media_policy`
 
-func (s *Store) scanVisit(row interface{ Scan(...any) error }) (store.Visit, error) {
+func (s *Store) scanVisit(row scanner) (store.Visit, error) {
 	var v store.Visit
 	var scheduled, created, expires int64
 	var revoked, ended sql.NullInt64
@@ -346,20 +333,7 @@ func (s *Store) ListVisits(ctx context.Context, clinicianID string, from, to tim
 		q += ` AND clinician_id = ?`
 		args = append(args, clinicianID)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY scheduled_at, id`, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []store.Visit
-	for rows.Next() {
-		v, err := s.scanVisit(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, s.scanVisit, q+` ORDER BY scheduled_at, id`, args...)
 }
 
 func (s *Store) SetVisitLink(ctx context.Context, id string, linkHash []byte, expiresAt time.Time) error {
@@ -402,7 +376,7 @@ func (s *Store) CreateGuestLink(ctx context.Context, g store.GuestLink) error {
 
 const guestCols = `id, visit_id, role, link_hash, created_at, expires_at, revoked_at`
 
-func scanGuestLink(row interface{ Scan(...any) error }) (store.GuestLink, error) {
+func scanGuestLink(row scanner) (store.GuestLink, error) {
 	var g store.GuestLink
 	var role string
 	var created, expires int64
@@ -417,20 +391,7 @@ func (s *Store) GuestLinkByHash(ctx context.Context, linkHash []byte) (store.Gue
 }
 
 func (s *Store) VisitGuestLinks(ctx context.Context, visitID string) ([]store.GuestLink, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+guestCols+` FROM guest_links WHERE visit_id = ? ORDER BY created_at, id`, visitID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []store.GuestLink
-	for rows.Next() {
-		g, err := scanGuestLink(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, g)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, scanGuestLink, `SELECT `+guestCols+` FROM guest_links WHERE visit_id = ? ORDER BY created_at, id`, visitID)
 }
 
 func (s *Store) EndVisit(ctx context.Context, id string, at time.Time) error {
@@ -450,7 +411,7 @@ func (s *Store) CreateParticipant(ctx context.Context, p store.Participant) erro
 
 const participantCols = `id, visit_id, role, user_id, name, credential_hash, created_at, admitted_at, left_at, removed_at, guest_link_id, observer`
 
-func (s *Store) scanParticipant(row interface{ Scan(...any) error }) (store.Participant, error) {
+func (s *Store) scanParticipant(row scanner) (store.Participant, error) {
 	var p store.Participant
 	var role string
 	var created int64
@@ -472,20 +433,7 @@ func (s *Store) ParticipantByID(ctx context.Context, id string) (store.Participa
 }
 
 func (s *Store) VisitParticipants(ctx context.Context, visitID string) ([]store.Participant, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+participantCols+` FROM participants WHERE visit_id = ? ORDER BY created_at, id`, visitID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []store.Participant
-	for rows.Next() {
-		p, err := s.scanParticipant(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, s.scanParticipant, `SELECT `+participantCols+` FROM participants WHERE visit_id = ? ORDER BY created_at, id`, visitID)
 }
 
 func (s *Store) AdmitParticipant(ctx context.Context, id string, at time.Time) error {
@@ -515,15 +463,27 @@ func (s *Store) RecentDepartures(ctx context.Context, since time.Time) (particip
 
 // column runs a query of one text column.
 func (s *Store) column(ctx context.Context, query string, args ...any) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, query, args...)
+	return queryAll(ctx, s.db, func(row scanner) (v string, err error) {
+		err = row.Scan(&v)
+		return v, err
+	}, query, args...)
+}
+
+// scanner is a row to read: an *sql.Row or the current row of an *sql.Rows (an alias, so
+// that the scan functions written with the literal type are queryAll's scan).
+type scanner = interface{ Scan(...any) error }
+
+// queryAll runs a query and reads every row it returns with scan, in order.
+func queryAll[T any](ctx context.Context, db *sql.DB, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []string
+	var out []T
 	for rows.Next() {
-		var v string
-		if err := rows.Scan(&v); err != nil {
+		v, err := scan(rows)
+		if err != nil {
 			return nil, err
 		}
 		out = append(out, v)
