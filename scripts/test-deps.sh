@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the full test suite needs when it is missing: Debian's chromium (browser
-# tests), coturn (turnutils_uclient drives the TURN tests; turnserver is the benchmark's
+# tests), Firefox ESR (a patient on Firefox, TestNetnsFirefoxPatient), coturn (turnutils_uclient drives the TURN tests; turnserver is the benchmark's
 # reference), iproute2 and nftables (network-namespace tests) and the pinned TypeScript
 # compiler (type checks of the browser client). Idempotent; runs as root (CI) or through sudo.
 set -euo pipefail
@@ -24,6 +24,9 @@ apt_install() {
 
 if [ ! -x /usr/lib/chromium/chromium ]; then
   apt_install chromium
+fi
+if [ ! -x /usr/bin/firefox-esr ]; then
+  apt_install firefox-esr
 fi
 # coturn: only its client tools and the turnserver binary are used, by the tests and the
 # benchmark, which start and stop what they need. The package's own daemon must not start or

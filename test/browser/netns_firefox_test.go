@@ -1,0 +1,100 @@
+//go:build browser && netns
+
+package browser
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/bedside/bedside/internal/store"
+)
+
+// TestNetnsFirefoxPatient: a patient on Firefox (Debian's Firefox ESR, driven over WebDriver
+// BiDi) and a clinician on Chromium, on hosts that cannot reach each other, so the call goes
+// through the embedded relay. The patient goes through the device check and the waiting
+// room, is admitted, and both decode each other's video and receive each other's audio,
+// every frame encrypted end to end by the page of the browser that sent it and decrypted by
+// the other's (Firefox's RTCRtpScriptTransform, Chromium's), both showing the same safety
+// code; when the clinician ends the visit the patient is told.
+//
+// The test host has no sound output, so Firefox never starts an audio context (its resume
+// does not settle): the device check's microphone meter stays still and the page shows its
+// hint to click, which is what this test checks there. Received audio is counted in packets.
+func TestNetnsFirefoxPatient(t *testing.T) {
+	n := newNetwork(t)
+	srv := startNetServer(t, n, nil)
+	srv.AddUser(t, clinicianEmail, "Dr Rivera", store.RoleClinician, clinicianPassword)
+	secure := chromedp.Flag("unsafely-treat-insecure-origin-as-secure", srv.URL())
+	r := &rig{t: t, srv: srv, clinician: newPage(t, "clinician", chromedp.ExecPath(n.clinicianExec), secure)}
+	// The pages come from a plain-http address that is not localhost: Firefox's list of
+	// hosts treated as secure (camera, WebCrypto, workers' transforms).
+	inA := enterNetns(t, n.a)
+	ff := newFirefox(t, "patient", map[string]any{"dom.securecontext.allowlist": serverIP},
+		[]string{"ip", "netns", "exec", n.a}, inA.Do)
+
+	t.Cleanup(func() {
+		if t.Failed() { // what Firefox received and decrypted, for the failure
+			v, err := ffEval[any](ff, `(async () => { const out = []; for (const pc of window.bedside.call.pcs.values()) { out.push(pc.connectionState);
+				(await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp') out.push([s.kind, s.packetsReceived, s.framesDecoded]); }); }
+				const e = window.bedside.call.e2ee; return [out, e && !e.closed ? await e.stats() : null]; })()`)
+			t.Logf("Firefox's connections, what they received and decoded, and its encryption: %v %v", v, err)
+		}
+	})
+	r.signIn()
+	r.createVisit("Ada Lovelace")
+	ff.navigate(r.patientURL)
+	ff.waitFor("the device check", visible("stage-check"))
+	ff.waitFor("the camera preview playing", `(() => { const v = document.getElementById('preview');
+		return !v.paused && v.readyState >= 2 && v.videoWidth > 0; })()`)
+	ff.waitFor("the microphone hint (no sound output here, so no level)", `!document.getElementById('mic-hint').hidden`)
+	ff.waitFor("#join enabled", `!document.getElementById('join').disabled`)
+	ff.typeInto("#patient-name-input", "Ada")
+	ff.click("#join")
+	ff.waitFor("the waiting room", visible("stage-waiting")+` &&
+		document.getElementById('call-status').dataset.state === 'waiting'`)
+	r.admit("Ada")
+
+	waitInCall(r.clinician)
+	ff.waitFor("video frames decoded and audio packets received", mediaFlowingJS)
+	ff.waitFor("#call-status in_call", `document.getElementById('call-status').dataset.state === 'in_call'`)
+	ff.waitFor("a remote video playing in #remotes", remoteVideoPlayingJS)
+	r.clinician.waitFor("the patient's name on their video", remoteNamed("Ada"))
+	ff.waitFor("the clinician's name on their video", remoteNamed("Dr Rivera"))
+	pair := pairOf(r.clinician)
+	if pair.Local != "relay" && pair.Remote != "relay" {
+		t.Errorf("the clinician's selected pair %+v is not relayed, on hosts with no route to each other", pair)
+	}
+
+	// End to end: each page encrypts what it sends and decrypts the other's frames with
+	// the key the other sent it; both show the same safety code.
+	ffWaitE2EE := `(async () => { const s = await ` + e2eeStatsJS + `; return !!s && s.encrypted > 0 && s.decrypted > 0; })()`
+	ff.waitFor("frames encrypted and decrypted", ffWaitE2EE)
+	fs := ffMust[*e2eeStats](ff, e2eeStatsJS)
+	cs := readE2EE(r.clinician)
+	clinicianID := mustEval[string](r.clinician, `window.bedside.call.selfId`)
+	patientID := ffMust[string](ff, `window.bedside.call.selfId`)
+	t.Logf("Firefox: %d frames encrypted, %d decrypted, %d without a key, %d failed; safety code %s", fs.Encrypted, fs.Decrypted, fs.NoKey, fs.Failed, fs.Code)
+	t.Logf("Chromium: %d frames encrypted, %d decrypted, %d without a key, %d failed; safety code %s", cs.Encrypted, cs.Decrypted, cs.NoKey, cs.Failed, cs.Code)
+	if fs.Failed != 0 || fs.Short != 0 || cs.Failed != 0 || cs.Short != 0 {
+		t.Errorf("frames that failed to authenticate: Firefox %d (%d short), Chromium %d (%d short)", fs.Failed, fs.Short, cs.Failed, cs.Short)
+	}
+	if cs.Decrypted == 0 || fs.Decrypted == 0 || cs.Encrypted == 0 || fs.Encrypted == 0 {
+		t.Errorf("frames encrypted/decrypted: Firefox %d/%d, Chromium %d/%d", fs.Encrypted, fs.Decrypted, cs.Encrypted, cs.Decrypted)
+	}
+	if !slices.Contains(fs.ReceiveKids[clinicianID], cs.SendKid) || !slices.Contains(cs.ReceiveKids[patientID], fs.SendKid) {
+		t.Errorf("keys: Firefox holds %v of the clinician's (sending %d), Chromium %v of the patient's (sending %d)",
+			fs.ReceiveKids[clinicianID], cs.SendKid, cs.ReceiveKids[patientID], fs.SendKid)
+	}
+	if fs.Code == "" || fs.Code != cs.Code {
+		t.Errorf("safety codes: Firefox %q, Chromium %q", fs.Code, cs.Code)
+	}
+
+	r.clinician.click("#end-visit")
+	ff.waitFor("#stage-ended shown", visible("stage-ended")+` && `+visible("ended"))
+	ff.waitFor("camera and microphone released", `window.bedside.call.localStream.getTracks().every((t) => t.readyState === 'ended')`)
+	ff.assertNoErrors()
+	r.clinician.assertNoExceptions()
+	r.clinician.assertNoFailedSignals()
+}
