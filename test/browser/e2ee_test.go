@@ -71,6 +71,44 @@ func TestSFrameVectors(t *testing.T) {
 	}
 }
 
+// TestE2EEKeysInTurn: a participant's public key and then its frame key arrive back to back
+// (the second message while the page still imports the key of the first, as Firefox's
+// slower WebCrypto made happen in a visit through the SFU, decision 77): the frame key is
+// taken, not dropped for want of a wrapping key not yet derived. Two of the page's E2EE
+// objects, A and B, exchange their messages directly.
+func TestE2EEKeysInTurn(t *testing.T) {
+	srv := apptest.Start(t, apptest.Options{})
+	p := newPage(t, "browser")
+	p.navigate(srv.URL() + "/signin")
+	got := mustEval[map[string]any](p, `(async () => {
+	const {E2EE} = await import('/static/js/e2ee.js');
+	const sent = {a: [], b: []};
+	const a = new E2EE((m) => sent.a.push({...m, from: 'prt_a'}));
+	const b = new E2EE((m) => sent.b.push({...m, from: 'prt_b'}));
+	a.selfId = 'prt_a';
+	b.selfId = 'prt_b';
+	await a.joined('prt_b', 's_b'); // A knows nothing of B yet: its public key alone
+	await b.joined('prt_a', 's_a');
+	await a.receive(sent.b.shift()); // A has B's public key now, and sends its frame key
+	const [pubOnly, withKey] = sent.a.splice(0);
+	const first = b.receive(pubOnly);
+	const second = b.receive(withKey); // before the first is done
+	await Promise.all([first, second]);
+	const out = {pubOnlyHasKey: !!pubOnly?.key, withKeyHasKey: !!withKey?.key, aKid: a.kid,
+		bHolds: b.parties.get('prt_a')?.kid ?? 0, bReceived: b.received.get('prt_a') ?? []};
+	a.close();
+	b.close();
+	return out;
+})()`)
+	t.Logf("%v", got)
+	if got["pubOnlyHasKey"] != false || got["withKeyHasKey"] != true {
+		t.Fatalf("the messages A sent: %v, want its public key alone, then its frame key", got)
+	}
+	if got["bHolds"] != got["aKid"] {
+		t.Errorf("B holds A's frame key %v, want %v (A's key dropped while B imported its public key)", got["bHolds"], got["aKid"])
+	}
+}
+
 // e2eeStatsJS reads a page's end-to-end encryption: the worker's counts and keys
 // (e2ee.js, E2EEStats), the KIDs the page was given (kept after the call closes) and its
 // safety code.

@@ -5,9 +5,11 @@ package browser
 import (
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/bedside/bedside/internal/app/apptest"
 	"github.com/bedside/bedside/internal/store"
 )
 
@@ -25,36 +27,10 @@ import (
 func TestNetnsFirefoxPatient(t *testing.T) {
 	n := newNetwork(t)
 	srv := startNetServer(t, n, nil)
-	srv.AddUser(t, clinicianEmail, "Dr Rivera", store.RoleClinician, clinicianPassword)
-	secure := chromedp.Flag("unsafely-treat-insecure-origin-as-secure", srv.URL())
-	r := &rig{t: t, srv: srv, clinician: newPage(t, "clinician", chromedp.ExecPath(n.clinicianExec), secure)}
-	// The pages come from a plain-http address that is not localhost: Firefox's list of
-	// hosts treated as secure (camera, WebCrypto, workers' transforms).
-	inA := enterNetns(t, n.a)
-	ff := newFirefox(t, "patient", map[string]any{"dom.securecontext.allowlist": serverIP},
-		[]string{"ip", "netns", "exec", n.a}, inA.Do)
-
-	t.Cleanup(func() {
-		if t.Failed() { // what Firefox received and decrypted, for the failure
-			v, err := ffEval[any](ff, `(async () => { const out = []; for (const pc of window.bedside.call.pcs.values()) { out.push(pc.connectionState);
-				(await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp') out.push([s.kind, s.packetsReceived, s.framesDecoded]); }); }
-				const e = window.bedside.call.e2ee; return [out, e && !e.closed ? await e.stats() : null]; })()`)
-			t.Logf("Firefox's connections, what they received and decoded, and its encryption: %v %v", v, err)
-		}
-	})
+	r, ff := firefoxRig(t, n, srv)
 	r.signIn()
 	r.createVisit("Ada Lovelace")
-	ff.navigate(r.patientURL)
-	ff.waitFor("the device check", visible("stage-check"))
-	ff.waitFor("the camera preview playing", `(() => { const v = document.getElementById('preview');
-		return !v.paused && v.readyState >= 2 && v.videoWidth > 0; })()`)
-	ff.waitFor("the microphone hint (no sound output here, so no level)", `!document.getElementById('mic-hint').hidden`)
-	ff.waitFor("#join enabled", `!document.getElementById('join').disabled`)
-	ff.typeInto("#patient-name-input", "Ada")
-	ff.click("#join")
-	ff.waitFor("the waiting room", visible("stage-waiting")+` &&
-		document.getElementById('call-status').dataset.state === 'waiting'`)
-	r.admit("Ada")
+	firefoxPatientJoins(ff, r)
 
 	waitInCall(r.clinician)
 	ff.waitFor("video frames decoded and audio packets received", mediaFlowingJS)
@@ -67,13 +43,102 @@ func TestNetnsFirefoxPatient(t *testing.T) {
 		t.Errorf("the clinician's selected pair %+v is not relayed, on hosts with no route to each other", pair)
 	}
 
+	checkE2EEFirefox(t, ff, r.clinician)
+
+	r.clinician.click("#end-visit")
+	ff.waitFor("#stage-ended shown", visible("stage-ended")+` && `+visible("ended"))
+	ff.waitFor("camera and microphone released", `window.bedside.call.localStream.getTracks().every((t) => t.readyState === 'ended')`)
+	ff.assertNoErrors()
+	r.clinician.assertNoExceptions()
+	r.clinician.assertNoFailedSignals()
+}
+
+// TestNetnsFirefoxSFU: the same two people in a visit whose policy is the SFU: the patient's
+// Firefox publishes its camera in three simulcast layers to the SFU and receives the
+// clinician's through it, both decode each other's video and receive each other's audio,
+// and every frame is encrypted end to end as peer to peer. Until decision 77 the patient's
+// Firefox here never got the clinician's frame key (E2EE.receive took a key that came while
+// the public key before it was still being imported as no key at all; TestE2EEKeysInTurn).
+func TestNetnsFirefoxSFU(t *testing.T) {
+	n := newNetwork(t)
+	r, ff := firefoxRig(t, n, sfuNetServer(t, n, "198.18.0.0/15"))
+	r.signIn()
+	mustEval[chromedp.Void](r.clinician, `(() => { document.getElementById('media-policy').value = 'sfu'; })()`)
+	r.createVisit("Ada Lovelace")
+	firefoxPatientJoins(ff, r)
+
+	clinicianID := mustEval[string](r.clinician, `window.bedside.call.selfId`)
+	patientID := ffMust[string](ff, `window.bedside.call.selfId`)
+	waitReceivesAll(r.clinician, []string{patientID}, 45*time.Second)
+	ff.waitForWithin("the clinician received through the SFU and shown", receivesAllJS([]string{clinicianID}), 45*time.Second)
+	if mode := ffMust[string](ff, `window.bedside.call.mode`); mode != "sfu" {
+		t.Errorf("the patient's call is in mode %q, want sfu", mode)
+	}
+	layers := ffMust[[]string](ff, `(async () => { const out = [];
+		(await window.bedside.call.sfu.pub.pc.getStats()).forEach((s) => { if (s.type === 'outbound-rtp' && s.kind === 'video' && s.rid) out.push(s.rid); });
+		return out.sort(); })()`)
+	if !slices.Equal(layers, []string{"f", "h", "q"}) {
+		t.Errorf("Firefox publishes the video layers %v, want f, h and q", layers)
+	}
+	checkE2EEFirefox(t, ff, r.clinician)
+	ff.assertNoErrors()
+	r.clinician.assertNoExceptions()
+	r.clinician.assertNoFailedSignals()
+}
+
+// firefoxRig is the clinician's Chromium on host B and the patient's Firefox on host A,
+// with the clinician's account on srv.
+func firefoxRig(t *testing.T, n *network, srv *apptest.Server) (*rig, *ffPage) {
+	t.Helper()
+	srv.AddUser(t, clinicianEmail, "Dr Rivera", store.RoleClinician, clinicianPassword)
+	secure := chromedp.Flag("unsafely-treat-insecure-origin-as-secure", srv.URL())
+	r := &rig{t: t, srv: srv, clinician: newPage(t, "clinician", chromedp.ExecPath(n.clinicianExec), secure)}
+	// The pages come from a plain-http address that is not localhost: Firefox's list of
+	// hosts treated as secure (camera, WebCrypto, workers' transforms).
+	inA := enterNetns(t, n.a)
+	ff := newFirefox(t, "patient", map[string]any{"dom.securecontext.allowlist": serverIP},
+		[]string{"ip", "netns", "exec", n.a}, inA.Do)
+	t.Cleanup(func() {
+		if t.Failed() { // what Firefox received and decrypted, for the failure
+			v, err := ffEval[any](ff, `(async () => { const c = window.bedside.call; const out = [c.mode];
+				for (const pc of [...c.pcs.values(), c.sfu?.pub?.pc, c.sfu?.sub?.pc]) { if (!pc) continue; out.push(pc.connectionState);
+				(await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' || s.type === 'outbound-rtp') out.push([s.type, s.kind, s.rid || '', s.packetsReceived ?? s.packetsSent, s.framesDecoded ?? s.framesEncoded]); }); }
+				const e = c.e2ee; return [out, e && !e.closed ? await e.stats() : null]; })()`)
+			t.Logf("Firefox's connections, what they sent, received and decoded, and its encryption: %v %v", v, err)
+		}
+	})
+	return r, ff
+}
+
+// firefoxPatientJoins takes the patient on Firefox through the link, the device check and
+// the waiting room, and the clinician admits them.
+func firefoxPatientJoins(ff *ffPage, r *rig) {
+	ff.tb.Helper()
+	ff.navigate(r.patientURL)
+	ff.waitFor("the device check", visible("stage-check"))
+	ff.waitFor("the camera preview playing", `(() => { const v = document.getElementById('preview');
+		return !v.paused && v.readyState >= 2 && v.videoWidth > 0; })()`)
+	ff.waitFor("the microphone hint (no sound output here, so no level)", `!document.getElementById('mic-hint').hidden`)
+	ff.waitFor("#join enabled", `!document.getElementById('join').disabled`)
+	ff.typeInto("#patient-name-input", "Ada")
+	ff.click("#join")
+	ff.waitFor("the waiting room", visible("stage-waiting")+` &&
+		document.getElementById('call-status').dataset.state === 'waiting'`)
+	r.admit("Ada")
+}
+
+// checkE2EEFirefox asserts that the Firefox page and the clinician's Chromium page each
+// encrypt what they send and decrypt the other's frames with the key the other sent it,
+// that no frame failed to authenticate, and that both show the same safety code.
+func checkE2EEFirefox(t *testing.T, ff *ffPage, clinician *page) {
+	t.Helper()
 	// End to end: each page encrypts what it sends and decrypts the other's frames with
 	// the key the other sent it; both show the same safety code.
 	ffWaitE2EE := `(async () => { const s = await ` + e2eeStatsJS + `; return !!s && s.encrypted > 0 && s.decrypted > 0; })()`
 	ff.waitFor("frames encrypted and decrypted", ffWaitE2EE)
 	fs := ffMust[*e2eeStats](ff, e2eeStatsJS)
-	cs := readE2EE(r.clinician)
-	clinicianID := mustEval[string](r.clinician, `window.bedside.call.selfId`)
+	cs := readE2EE(clinician)
+	clinicianID := mustEval[string](clinician, `window.bedside.call.selfId`)
 	patientID := ffMust[string](ff, `window.bedside.call.selfId`)
 	t.Logf("Firefox: %d frames encrypted, %d decrypted, %d without a key, %d failed; safety code %s", fs.Encrypted, fs.Decrypted, fs.NoKey, fs.Failed, fs.Code)
 	t.Logf("Chromium: %d frames encrypted, %d decrypted, %d without a key, %d failed; safety code %s", cs.Encrypted, cs.Decrypted, cs.NoKey, cs.Failed, cs.Code)
@@ -91,10 +156,4 @@ func TestNetnsFirefoxPatient(t *testing.T) {
 		t.Errorf("safety codes: Firefox %q, Chromium %q", fs.Code, cs.Code)
 	}
 
-	r.clinician.click("#end-visit")
-	ff.waitFor("#stage-ended shown", visible("stage-ended")+` && `+visible("ended"))
-	ff.waitFor("camera and microphone released", `window.bedside.call.localStream.getTracks().every((t) => t.readyState === 'ended')`)
-	ff.assertNoErrors()
-	r.clinician.assertNoExceptions()
-	r.clinician.assertNoFailedSignals()
 }

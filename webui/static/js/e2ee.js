@@ -81,6 +81,8 @@ export class E2EE {
     };
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     this._switchTimer = undefined;
+    /** The last of the joins and messages handled in turn (_inTurn). @type {Promise<void>} */
+    this._turn = Promise.resolve();
     /** @type {WeakSet<RTCRtpSender | RTCRtpReceiver>} */
     this._attached = new WeakSet();
     /** Our private key, and our public key as sent: set once `ready` resolves. */
@@ -132,7 +134,27 @@ export class E2EE {
    * @param {string} id
    * @param {string} session its page's session
    */
-  async joined(id, session) {
+  joined(id, session) {
+    return this._inTurn(() => this._joined(id, session));
+  }
+
+  /**
+   * Runs fn after every message and join handled before it (fn is async): a key message
+   * that arrives while the public key of the message before it is still being imported
+   * would otherwise find no wrapping key yet and be dropped, and its sender, having sent
+   * its key, would not send it again (seen with Firefox, whose WebCrypto is slower: the
+   * patient never got the clinician's key in a visit through the SFU).
+   * @param {() => Promise<void>} fn
+   * @returns {Promise<void>}
+   */
+  _inTurn(fn) {
+    const run = this._turn.then(fn);
+    this._turn = run.catch(() => {});
+    return run;
+  }
+
+  /** @param {string} id @param {string} session */
+  async _joined(id, session) {
     await this.ready;
     if (this.closed || id === this.selfId) return;
     const p = this._party(id);
@@ -173,7 +195,12 @@ export class E2EE {
    * An e2ee message from another participant.
    * @param {E2EEMsg} m
    */
-  async receive(m) {
+  receive(m) {
+    return this._inTurn(() => this._receive(m));
+  }
+
+  /** @param {E2EEMsg} m */
+  async _receive(m) {
     await this.ready;
     if (this.closed || m.from === this.selfId) return;
     const p = this._party(m.from);
