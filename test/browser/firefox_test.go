@@ -332,26 +332,19 @@ func ffMust[T any](p *ffPage, expr string) T {
 	return v
 }
 
-// waitFor polls expr until it is true.
+// waitFor polls a JavaScript expression (it may return a promise) until it is truthy.
 func (p *ffPage) waitFor(what, expr string) time.Duration {
 	p.tb.Helper()
-	return p.waitForWithin(what, expr, stepTimeout)
+	return p.waitForWithin(what, expr, waitTimeout)
 }
 
 func (p *ffPage) waitForWithin(what, expr string, timeout time.Duration) time.Duration {
 	p.tb.Helper()
-	start := time.Now()
-	var last error
-	for time.Since(start) < timeout {
-		ok, err := ffEval[bool](p, expr)
-		if err == nil && ok {
-			return time.Since(start)
-		}
-		last = err
-		time.Sleep(pollEvery)
+	took, lastErr := poll(timeout, func() (bool, error) { return ffEval[bool](p, truthy(expr)) })
+	if took < 0 {
+		p.tb.Fatalf("%s: waited %v for %s; last error: %v", p.person, timeout, what, lastErr)
 	}
-	p.tb.Fatalf("%s: %s: not within %v (last error %v)", p.person, what, timeout, last)
-	return 0
+	return took
 }
 
 func (p *ffPage) click(sel string) {

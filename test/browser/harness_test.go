@@ -463,19 +463,31 @@ func (p *page) waitFor(what, expr string) time.Duration {
 
 func (p *page) waitForWithin(what, expr string, timeout time.Duration) time.Duration {
 	p.tb.Helper()
+	took, lastErr := poll(timeout, func() (bool, error) { return evalJS[bool](p, truthy(expr)) })
+	if took < 0 {
+		p.tb.Fatalf("%s: waited %v for %s; last error: %v\n%s", p.person, timeout, what, lastErr, p.describe())
+	}
+	return took
+}
+
+// truthy is a JavaScript expression (it may return a promise) as a boolean.
+func truthy(expr string) string { return "(async () => Boolean(await (" + expr + ")))()" }
+
+// poll calls cond every pollEvery until it is true, and returns how long that took; -1 and
+// cond's last error when timeout passed first.
+func poll(timeout time.Duration, cond func() (bool, error)) (time.Duration, error) {
 	start := time.Now()
-	wrapped := "(async () => Boolean(await (" + expr + ")))()"
 	var lastErr error
 	for {
-		ok, err := evalJS[bool](p, wrapped)
+		ok, err := cond()
 		if err == nil && ok {
-			return time.Since(start)
+			return time.Since(start), nil
 		}
 		if err != nil {
 			lastErr = err
 		}
 		if time.Since(start) > timeout {
-			p.tb.Fatalf("%s: waited %v for %s; last error: %v\n%s", p.person, timeout, what, lastErr, p.describe())
+			return -1, lastErr
 		}
 		time.Sleep(pollEvery)
 	}
