@@ -86,6 +86,47 @@ func TestNetnsFirefoxSFU(t *testing.T) {
 	r.clinician.assertNoFailedSignals()
 }
 
+// TestNetnsFirefoxSwitch: a peer-to-peer visit between the patient on Firefox and the
+// clinician on Chromium moves to the SFU when a caregiver (Chromium, on a third host) is
+// admitted, without a rejoin: everyone then receives everyone else through the SFU, the
+// patient's Firefox included (it publishes to the SFU and decodes both others' video).
+func TestNetnsFirefoxSwitch(t *testing.T) {
+	n := newNetwork(t)
+	_, execC := n.addHost(t, "c", "toc", "198.18.3.2", "198.18.3.1")
+	r, ff := firefoxRig(t, n, sfuNetServer(t, n, "198.18.0.0/15"))
+	secure := chromedp.Flag("unsafely-treat-insecure-origin-as-secure", r.srv.URL())
+	caregiver := newPage(t, "caregiver", chromedp.ExecPath(execC), secure)
+	r.signIn()
+	r.createVisit("Ada Lovelace")
+	firefoxPatientJoins(ff, r)
+	waitInCall(r.clinician)
+	ff.waitFor("video frames decoded and audio packets received, peer to peer", mediaFlowingJS)
+	if mode := ffMust[string](ff, `window.bedside.call.mode`); mode != "p2p" {
+		t.Fatalf("the patient's call is in mode %q before the caregiver, want p2p", mode)
+	}
+
+	joinLink(caregiver, r.invite("participant"), "Carl", false)
+	caregiverID := r.admitNamed("Carl")
+	clinicianID := mustEval[string](r.clinician, `window.bedside.call.selfId`)
+	patientID := ffMust[string](ff, `window.bedside.call.selfId`)
+	admitted := time.Now()
+	waitReceivesAll(r.clinician, []string{patientID, caregiverID}, 60*time.Second)
+	waitReceivesAll(caregiver, []string{clinicianID, patientID}, 60*time.Second)
+	ff.waitForWithin("the clinician and the caregiver received through the SFU and shown", receivesAllJS([]string{clinicianID, caregiverID}), 60*time.Second)
+	t.Logf("the caregiver's admission to everyone receiving everyone through the SFU: %v", time.Since(admitted).Round(time.Millisecond))
+	if mode := ffMust[string](ff, `window.bedside.call.mode`); mode != "sfu" {
+		t.Errorf("the patient's call is in mode %q after the caregiver, want sfu", mode)
+	}
+	if st := ffMust[*e2eeStats](ff, e2eeStatsJS); st.Failed != 0 || st.Short != 0 {
+		t.Errorf("Firefox: %d frames failed to authenticate, %d too short", st.Failed, st.Short)
+	}
+	ff.assertNoErrors()
+	for _, p := range []*page{r.clinician, caregiver} {
+		p.assertNoExceptions()
+		p.assertNoFailedSignals()
+	}
+}
+
 // firefoxRig is the clinician's Chromium on host B and the patient's Firefox on host A,
 // with the clinician's account on srv.
 func firefoxRig(t *testing.T, n *network, srv *apptest.Server) (*rig, *ffPage) {
