@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the full test suite needs when it is missing: Debian's chromium (browser
-# tests), Firefox ESR (a patient on Firefox, TestNetnsFirefoxPatient), coturn (turnutils_uclient drives the TURN tests; turnserver is the benchmark's
-# reference), iproute2 and nftables (network-namespace tests) and the pinned TypeScript
-# compiler (type checks of the browser client). Idempotent; runs as root (CI) or through sudo.
+# tests), Firefox ESR (a patient on Firefox, TestNetnsFirefox*), coturn (turnutils_uclient
+# drives the TURN tests; turnserver is the benchmark's reference), iproute2 and nftables
+# (network-namespace tests) and the pinned TypeScript compiler (type checks of the browser
+# client). Idempotent; runs as root (CI) or through sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

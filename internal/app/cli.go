@@ -88,16 +88,9 @@ func Main(ctx context.Context, args []string, sio IO) int {
 		}
 		fmt.Fprint(sio.Stdout, usage)
 		return exitOK
-	case "serve":
-		return runServe(ctx, rest, sio)
-	case "user":
-		return runUser(ctx, rest, sio)
-	case "visit":
-		return runVisit(ctx, rest, sio)
-	case "audit":
-		return runAudit(ctx, rest, sio)
-	case "bench":
-		return runBench(ctx, rest, sio)
+	}
+	if c, ok := commands[cmd]; ok {
+		return c.run(ctx, rest, sio)
 	}
 	if strings.HasPrefix(cmd, "-") {
 		// Options before the command ("bedside --data-dir DIR user list"): say where they go
@@ -109,8 +102,18 @@ func Main(ctx context.Context, args []string, sio IO) int {
 	return exitUsage
 }
 
-// commands are the words Main takes first; those with subcommands take a second word.
-var commands = map[string]bool{"serve": false, "user": true, "visit": true, "audit": true, "bench": false}
+// commands are the words Main takes first, and what runs each; those with subcommands
+// (sub) take a second word.
+var commands = map[string]struct {
+	run func(context.Context, []string, IO) int
+	sub bool
+}{
+	"serve": {runServe, false},
+	"user":  {runUser, true},
+	"visit": {runVisit, true},
+	"audit": {runAudit, true},
+	"bench": {runBench, false},
+}
 
 // optionsAfter is the form to suggest for a command line given with options before its
 // command: the command (and its subcommand), then the options, moved after it. It shows the
@@ -120,13 +123,13 @@ func optionsAfter(args []string) string {
 	out := []string{"bedside", "serve"}
 	lead := args
 	for i, a := range args {
-		sub, ok := commands[a]
+		c, ok := commands[a]
 		if !ok {
 			continue
 		}
 		out, lead = []string{"bedside", a}, args[:i]
 		rest := args[i+1:]
-		if sub && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		if c.sub && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
 			out, rest = append(out, rest[0]), rest[1:]
 		}
 		if len(rest) > 0 {

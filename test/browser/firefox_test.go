@@ -57,7 +57,6 @@ var firefoxPrefs = map[string]any{
 type ffPage struct {
 	tb     testing.TB
 	person string
-	cmd    *exec.Cmd
 	conn   *websocket.Conn
 	tab    string // the browsing context
 
@@ -109,7 +108,7 @@ func newFirefox(tb testing.TB, person string, extra map[string]any, wrap []strin
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("%s: start Firefox: %v", person, err)
 	}
-	p := &ffPage{tb: tb, person: person, cmd: cmd, replies: map[int]chan bidiMessage{}, done: make(chan struct{})}
+	p := &ffPage{tb: tb, person: person, replies: map[int]chan bidiMessage{}, done: make(chan struct{})}
 	exited := make(chan struct{})
 	tb.Cleanup(func() {
 		if p.conn != nil {
