@@ -109,6 +109,54 @@ func TestE2EEKeysInTurn(t *testing.T) {
 	}
 }
 
+// TestE2EELeftInTurn: a participant's leave is handled after its key message that came
+// before it, not while that message is still being unwrapped. A holds no key of the
+// departed B afterwards, no longer counts B as a party, has moved to a new frame key and
+// has sent that key to nobody (B would otherwise have been made a party again by its own
+// message, and been sent it). The frame key A sends B in answer to B's, before the leave,
+// is the old one.
+func TestE2EELeftInTurn(t *testing.T) {
+	srv := apptest.Start(t, apptest.Options{})
+	p := newPage(t, "browser")
+	p.navigate(srv.URL() + "/signin")
+	got := mustEval[map[string]any](p, `(async () => {
+	const {E2EE} = await import('/static/js/e2ee.js');
+	const sent = {a: [], b: []};
+	const a = new E2EE((m) => sent.a.push({...m, from: 'prt_a'}));
+	const b = new E2EE((m) => sent.b.push({...m, from: 'prt_b'}));
+	a.selfId = 'prt_a';
+	b.selfId = 'prt_b';
+	await a.joined('prt_b', 's_b');
+	await b.joined('prt_a', 's_a');
+	await b.receive(sent.a.shift()); // B has A's public key, and sends its frame key
+	const withKey = sent.b.find((m) => m.key);
+	const kidBefore = a.kid;
+	sent.a.splice(0);
+	const received = a.receive(withKey);
+	const left = a.left('prt_b'); // before B's key is unwrapped
+	await Promise.all([received, left]);
+	const s = await a.stats();
+	const out = {bSentKey: !!withKey, rotated: a.kid !== kidBefore, aParty: a.parties.has('prt_b'),
+		workerHoldsB: 'prt_b' in (s.receiveKids ?? {}), newKeySent: sent.a.filter((m) => m.key && m.kid === a.kid).length};
+	a.close();
+	b.close();
+	return out;
+})()`)
+	t.Logf("%v", got)
+	if got["bSentKey"] != true {
+		t.Fatalf("B sent no frame key: %v", got)
+	}
+	if got["workerHoldsB"] != false || got["aParty"] != false {
+		t.Errorf("after B left, A's worker holds B's key: %v, B is A's party: %v (want neither)", got["workerHoldsB"], got["aParty"])
+	}
+	if got["rotated"] != true {
+		t.Errorf("A kept its frame key after B left")
+	}
+	if n := got["newKeySent"]; n != float64(0) {
+		t.Errorf("A sent its new frame key %v times, want never (B left, nobody else is in the call)", n)
+	}
+}
+
 // e2eeStatsJS reads a page's end-to-end encryption: the worker's counts and keys
 // (e2ee.js, E2EEStats), the KIDs the page was given (kept after the call closes) and its
 // safety code.

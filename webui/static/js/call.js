@@ -341,7 +341,7 @@ export class Call extends Emitter {
   _onPeer(event, peer) {
     if (this.closed || peer.id === this.selfId) return;
     if (event === 'left') {
-      this.e2ee?.left(peer.id);
+      this.e2ee?.left(peer.id).catch((err) => console.warn('bedside: e2ee', err));
       this.peers.delete(peer.id);
       this.absent.delete(peer.id);
       this._drop(peer.id);

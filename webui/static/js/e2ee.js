@@ -81,7 +81,7 @@ export class E2EE {
     };
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     this._switchTimer = undefined;
-    /** The last of the joins and messages handled in turn (_inTurn). @type {Promise<void>} */
+    /** The last of the joins, leaves and messages handled in turn (_inTurn). @type {Promise<void>} */
     this._turn = Promise.resolve();
     /** @type {WeakSet<RTCRtpSender | RTCRtpReceiver>} */
     this._attached = new WeakSet();
@@ -139,7 +139,7 @@ export class E2EE {
   }
 
   /**
-   * Runs fn after every message and join handled before it (fn is async): a key message
+   * Runs fn after every message, join and leave handled before it (fn is async): a key message
    * that arrives while the public key of the message before it is still being imported
    * would otherwise find no wrapping key yet and be dropped, and its sender, having sent
    * its key, would not send it again (seen with Firefox, whose WebCrypto is slower: the
@@ -166,14 +166,19 @@ export class E2EE {
 
   /**
    * A participant left the call for good: its keys go, and we move to a new frame key
-   * that it never gets.
+   * that it never gets. In turn with the joins and messages before it: a key message of
+   * its that is still being unwrapped would otherwise put its key in the worker after the
+   * forget, and make it a party again, to be sent our new key.
    * @param {string} id
+   * @returns {Promise<void>}
    */
   left(id) {
-    if (this.closed || !this.parties.has(id)) return;
-    this.parties.delete(id);
-    this._worker.postMessage({op: 'forget', from: id});
-    this.rotate();
+    return this._inTurn(async () => {
+      if (this.closed || !this.parties.has(id)) return;
+      this.parties.delete(id);
+      this._worker.postMessage({op: 'forget', from: id});
+      this.rotate();
+    });
   }
 
   /** Makes a new frame key: sent to everyone now, used for our frames ROTATE_SWITCH_MS later. */
