@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -78,8 +79,8 @@ type bidiMessage struct {
 }
 
 // newFirefox starts Firefox for person with firefoxPrefs and extra; wrap, if not nil,
-// prefixes the command (ip netns exec), and dial runs the opening of the BiDi socket where
-// the browser listens (on its namespace's loopback).
+// prefixes the command (ip netns exec), and dial, if not nil, runs the opening of the BiDi
+// socket where the browser listens (on its namespace's loopback).
 func newFirefox(tb testing.TB, person string, extra map[string]any, wrap []string, dial func(func())) *ffPage {
 	tb.Helper()
 	if _, err := os.Stat(firefoxPath); err != nil {
@@ -161,6 +162,9 @@ func newFirefox(tb testing.TB, person string, extra map[string]any, wrap []strin
 	// The socket is made by dial (on a thread in the browser's namespace: the HTTP client
 	// would dial from a goroutine of its own), then used for the handshake.
 	var raw net.Conn
+	if dial == nil { // the browser is on this host's loopback
+		dial = func(f func()) { f() }
+	}
 	dial(func() { raw, err = net.DialTimeout("tcp", strings.TrimPrefix(url, "ws://"), 10*time.Second) })
 	var conn *websocket.Conn
 	if err == nil {
@@ -184,7 +188,9 @@ func newFirefox(tb testing.TB, person string, extra map[string]any, wrap []strin
 	p.conn = conn
 	go p.read() // ends when the socket closes (the cleanup)
 
-	p.call("session.new", map[string]any{"capabilities": map[string]any{}})
+	// A confirm() (ending a visit, removing someone) is answered OK, as the Chromium pages'.
+	p.call("session.new", map[string]any{"capabilities": map[string]any{"alwaysMatch": map[string]any{
+		"unhandledPromptBehavior": map[string]any{"default": "accept"}}}})
 	p.call("session.subscribe", map[string]any{"events": []string{"log.entryAdded"}})
 	var tree struct {
 		Contexts []struct {
@@ -331,6 +337,8 @@ func ffMust[T any](p *ffPage, expr string) T {
 	return v
 }
 
+func (p *ffPage) str(expr string) string { p.tb.Helper(); return ffMust[string](p, expr) }
+
 // waitFor polls a JavaScript expression (it may return a promise) until it is truthy.
 func (p *ffPage) waitFor(what, expr string) time.Duration {
 	p.tb.Helper()
@@ -364,5 +372,35 @@ func (p *ffPage) assertNoErrors() {
 	defer p.mu.Unlock()
 	for _, e := range p.errs {
 		p.tb.Errorf("%s: console error or exception: %s", p.person, e)
+	}
+}
+
+// checkE2EEFirefox asserts that the Firefox page and the other person's Chromium page each
+// encrypt what they send and decrypt the other's frames with the key the other sent it,
+// that no frame failed to authenticate, and that both show the same safety code.
+func checkE2EEFirefox(t *testing.T, ff *ffPage, chromium *page) {
+	t.Helper()
+	// End to end: each page encrypts what it sends and decrypts the other's frames with
+	// the key the other sent it; both show the same safety code.
+	ffWaitE2EE := `(async () => { const s = await ` + e2eeStatsJS + `; return !!s && s.encrypted > 0 && s.decrypted > 0; })()`
+	ff.waitFor("frames encrypted and decrypted", ffWaitE2EE)
+	fs := ffMust[*e2eeStats](ff, e2eeStatsJS)
+	cs := readE2EE(chromium)
+	chromiumID := mustEval[string](chromium, `window.bedside.call.selfId`)
+	firefoxID := ffMust[string](ff, `window.bedside.call.selfId`)
+	t.Logf("Firefox: %d frames encrypted, %d decrypted, %d without a key, %d failed; safety code %s", fs.Encrypted, fs.Decrypted, fs.NoKey, fs.Failed, fs.Code)
+	t.Logf("Chromium: %d frames encrypted, %d decrypted, %d without a key, %d failed; safety code %s", cs.Encrypted, cs.Decrypted, cs.NoKey, cs.Failed, cs.Code)
+	if fs.Failed != 0 || fs.Short != 0 || cs.Failed != 0 || cs.Short != 0 {
+		t.Errorf("frames that failed to authenticate: Firefox %d (%d short), Chromium %d (%d short)", fs.Failed, fs.Short, cs.Failed, cs.Short)
+	}
+	if cs.Decrypted == 0 || fs.Decrypted == 0 || cs.Encrypted == 0 || fs.Encrypted == 0 {
+		t.Errorf("frames encrypted/decrypted: Firefox %d/%d, Chromium %d/%d", fs.Encrypted, fs.Decrypted, cs.Encrypted, cs.Decrypted)
+	}
+	if !slices.Contains(fs.ReceiveKids[chromiumID], cs.SendKid) || !slices.Contains(cs.ReceiveKids[firefoxID], fs.SendKid) {
+		t.Errorf("keys: Firefox holds %v of Chromium's (sending %d), Chromium %v of Firefox's (sending %d)",
+			fs.ReceiveKids[chromiumID], cs.SendKid, cs.ReceiveKids[firefoxID], fs.SendKid)
+	}
+	if fs.Code == "" || fs.Code != cs.Code {
+		t.Errorf("safety codes: Firefox %q, Chromium %q", fs.Code, cs.Code)
 	}
 }

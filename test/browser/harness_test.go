@@ -456,6 +456,8 @@ func mustEval[T any](p *page, expr string) T {
 }
 
 // waitFor polls a JavaScript expression (it may return a promise) until it is truthy.
+func (p *page) str(expr string) string { p.tb.Helper(); return mustEval[string](p, expr) }
+
 func (p *page) waitFor(what, expr string) time.Duration {
 	p.tb.Helper()
 	return p.waitForWithin(what, expr, waitTimeout)

@@ -167,34 +167,3 @@ func firefoxPatientJoins(ff *ffPage, r *rig) {
 		document.getElementById('call-status').dataset.state === 'waiting'`)
 	r.admit("Ada")
 }
-
-// checkE2EEFirefox asserts that the Firefox page and the clinician's Chromium page each
-// encrypt what they send and decrypt the other's frames with the key the other sent it,
-// that no frame failed to authenticate, and that both show the same safety code.
-func checkE2EEFirefox(t *testing.T, ff *ffPage, clinician *page) {
-	t.Helper()
-	// End to end: each page encrypts what it sends and decrypts the other's frames with
-	// the key the other sent it; both show the same safety code.
-	ffWaitE2EE := `(async () => { const s = await ` + e2eeStatsJS + `; return !!s && s.encrypted > 0 && s.decrypted > 0; })()`
-	ff.waitFor("frames encrypted and decrypted", ffWaitE2EE)
-	fs := ffMust[*e2eeStats](ff, e2eeStatsJS)
-	cs := readE2EE(clinician)
-	clinicianID := mustEval[string](clinician, `window.bedside.call.selfId`)
-	patientID := ffMust[string](ff, `window.bedside.call.selfId`)
-	t.Logf("Firefox: %d frames encrypted, %d decrypted, %d without a key, %d failed; safety code %s", fs.Encrypted, fs.Decrypted, fs.NoKey, fs.Failed, fs.Code)
-	t.Logf("Chromium: %d frames encrypted, %d decrypted, %d without a key, %d failed; safety code %s", cs.Encrypted, cs.Decrypted, cs.NoKey, cs.Failed, cs.Code)
-	if fs.Failed != 0 || fs.Short != 0 || cs.Failed != 0 || cs.Short != 0 {
-		t.Errorf("frames that failed to authenticate: Firefox %d (%d short), Chromium %d (%d short)", fs.Failed, fs.Short, cs.Failed, cs.Short)
-	}
-	if cs.Decrypted == 0 || fs.Decrypted == 0 || cs.Encrypted == 0 || fs.Encrypted == 0 {
-		t.Errorf("frames encrypted/decrypted: Firefox %d/%d, Chromium %d/%d", fs.Encrypted, fs.Decrypted, cs.Encrypted, cs.Decrypted)
-	}
-	if !slices.Contains(fs.ReceiveKids[clinicianID], cs.SendKid) || !slices.Contains(cs.ReceiveKids[patientID], fs.SendKid) {
-		t.Errorf("keys: Firefox holds %v of the clinician's (sending %d), Chromium %v of the patient's (sending %d)",
-			fs.ReceiveKids[clinicianID], cs.SendKid, cs.ReceiveKids[patientID], fs.SendKid)
-	}
-	if fs.Code == "" || fs.Code != cs.Code {
-		t.Errorf("safety codes: Firefox %q, Chromium %q", fs.Code, cs.Code)
-	}
-
-}

@@ -54,11 +54,24 @@ func newRigWith(t testing.TB, o rigOptions) *rig {
 	return &rig{t: t, srv: srv, clinician: newPage(t, "clinician", o.clinician...), patient: newPage(t, "patient", o.patient...)}
 }
 
+// ui is what a person's steps through the pages need of a browser: Chromium's (page) or
+// Firefox's (ffPage).
+type ui interface {
+	navigate(url string)
+	typeInto(sel, text string)
+	click(sel string)
+	waitFor(what, expr string) time.Duration
+	str(expr string) string // expr's value, a string
+}
+
 // signIn signs the clinician in through /signin and lands on /console.
 func (r *rig) signIn() {
 	r.t.Helper()
-	c := r.clinician
-	c.navigate(r.srv.URL() + "/signin")
+	signIn(r.clinician, r.srv)
+}
+
+func signIn(c ui, srv *apptest.Server) {
+	c.navigate(srv.URL() + "/signin")
 	c.typeInto("#email", clinicianEmail)
 	c.typeInto("#password", clinicianPassword)
 	c.click("#signin-submit")
@@ -70,23 +83,29 @@ func (r *rig) signIn() {
 // #open-new-visit.
 func (r *rig) createVisit(patientName string) {
 	r.t.Helper()
-	c := r.clinician
+	r.visitID, r.patientURL = createVisit(r.t, r.clinician, r.srv, patientName)
+}
+
+// createVisit creates a visit in c's console and opens its page; it returns the visit's id
+// and the patient's link.
+func createVisit(tb testing.TB, c ui, srv *apptest.Server, patientName string) (id, patientURL string) {
+	tb.Helper()
 	c.typeInto("#patient-name", patientName)
 	c.click("#create-visit-submit")
 	c.waitFor("the new visit's patient link", visible("new-visit")+` && document.getElementById('patient-link').value !== ''`)
-	r.patientURL = mustEval[string](c, `document.getElementById('patient-link').value`)
-	href := mustEval[string](c, `document.getElementById('open-new-visit').getAttribute('href')`)
+	patientURL = c.str(`document.getElementById('patient-link').value`)
+	href := c.str(`document.getElementById('open-new-visit').getAttribute('href')`)
 	id, ok := strings.CutPrefix(href, "/console/visits/")
-	if !ok || id == "" || !strings.HasPrefix(r.patientURL, r.srv.PublicURL()+"/v/") {
-		r.t.Fatalf("after creating a visit: #open-new-visit href %q, patient link %q", href, redact(r.patientURL))
+	if !ok || id == "" || !strings.HasPrefix(patientURL, srv.PublicURL()+"/v/") {
+		tb.Fatalf("after creating a visit: #open-new-visit href %q, patient link %q", href, redact(patientURL))
 	}
-	r.visitID = id
 	// The list shows the new visit too.
 	c.waitFor("the visit in #visits", fmt.Sprintf(`!!document.querySelector('#visits tr[data-visit-id=%q] td.state[data-state="scheduled"]')`, id))
 
 	c.click("#open-new-visit")
 	c.waitFor("the visit page, signalling open", fmt.Sprintf(`location.pathname === %q &&
 		document.getElementById('call-status').dataset.state === 'waiting'`, href))
+	return id, patientURL
 }
 
 // patientJoins opens the patient link, checks the device check, types the name and joins.
@@ -108,12 +127,18 @@ func (r *rig) patientJoins(name string) {
 // admit waits for the patient in the clinician's #waiting list and clicks its admit button.
 func (r *rig) admit(name string) {
 	r.t.Helper()
-	c := r.clinician
+	r.patientID = admit(r.clinician, name)
+}
+
+// admit admits the person waiting with this name from c's visit page; it returns their
+// participant id.
+func admit(c ui, name string) string {
 	li := fmt.Sprintf(`[...document.querySelectorAll('#waiting li[data-participant-id]')].find((li) =>
 		li.querySelector('.waiting-name').textContent === %q)`, name)
 	c.waitFor(name+" in #waiting", li)
-	r.patientID = mustEval[string](c, `(`+li+`).dataset.participantId`)
-	c.click(fmt.Sprintf(`#waiting li[data-participant-id=%q] button.admit`, r.patientID))
+	id := c.str(`(` + li + `).dataset.participantId`)
+	c.click(fmt.Sprintf(`#waiting li[data-participant-id=%q] button.admit`, id))
+	return id
 }
 
 // patientWaits runs the visit up to the patient, Ada, in the waiting room.
@@ -171,13 +196,12 @@ func checkCandidatePair(p *page) {
 }
 
 // chat sends text from one page's chat form and waits for it in the other's #chat-log.
-func chat(from, to *page, text string) {
-	from.tb.Helper()
+func chat(from, to ui, text string) {
 	from.waitFor("the chat channel open", `window.bedside.call.chatOpen()`)
 	from.typeInto("#chat-input", text)
 	from.click("#chat-send")
 	from.waitFor("the input cleared after sending", `document.getElementById('chat-input').value === ''`)
-	to.waitFor("the chat message from "+from.person, fmt.Sprintf(`[...document.querySelectorAll('#chat-log li.chat-other')].some((li) =>
+	to.waitFor(fmt.Sprintf("the chat message %q", text), fmt.Sprintf(`[...document.querySelectorAll('#chat-log li.chat-other')].some((li) =>
 		li.querySelector('.chat-text').textContent === %q)`, text))
 }
 

@@ -1,0 +1,74 @@
+//go:build browser
+
+package browser
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/bedside/bedside/internal/app/apptest"
+	"github.com/bedside/bedside/internal/store"
+)
+
+// TestFirefoxClinician: the clinician on Firefox (Debian's Firefox ESR) and the patient on
+// Chromium, on this host's loopback. The clinician signs in, creates the visit in the
+// console, opens its page and admits the patient from the waiting room; both decode each
+// other's video and receive each other's audio, every frame encrypted end to end (the same
+// keys and safety code on both pages; both send VP8), chat goes both ways, and when the clinician ends
+// the visit (Firefox answering the confirmation) the patient is told and both release the
+// camera and microphone.
+func TestFirefoxClinician(t *testing.T) {
+	srv := apptest.Start(t, apptest.Options{})
+	srv.AddUser(t, clinicianEmail, "Dr Rivera", store.RoleClinician, clinicianPassword)
+	c := newFirefox(t, "clinician", nil, nil, nil)
+	r := &rig{t: t, srv: srv, patient: newPage(t, "patient")}
+
+	signIn(c, srv)
+	r.visitID, r.patientURL = createVisit(t, c, srv, "Ada Lovelace")
+	r.patientJoins("Ada")
+	admit(c, "Ada")
+
+	waitInCall(r.patient)
+	c.waitFor("video frames decoded and audio packets received", mediaFlowingJS)
+	c.waitFor("a remote video playing in #remotes", remoteVideoPlayingJS)
+	c.waitFor("the patient's name on their video", remoteNamed("Ada"))
+	r.patient.waitFor("the clinician's name on their video", remoteNamed("Dr Rivera"))
+	c.waitFor("#waiting empty after admission", `document.querySelectorAll('#waiting li').length === 0`)
+	if v := visitState(t, srv, r.visitID); v != store.VisitInCall {
+		t.Errorf("visit state in the call: %s", v)
+	}
+
+	checkE2EEFirefox(t, c, r.patient)
+	// Both send their camera in VP8 (the codec whose frame tag the encryption leaves clear),
+	// Firefox's offer having listed the others after it.
+	if got := ffMust[[]string](c, sentVideoCodecsJS); len(got) == 0 || slices.ContainsFunc(got, func(m string) bool { return m != "video/VP8" }) {
+		t.Errorf("Firefox sends its video in %v, want VP8", got)
+	}
+	if got := mustEval[[]string](r.patient, sentVideoCodecsJS); len(got) == 0 || slices.ContainsFunc(got, func(m string) bool { return m != "video/VP8" }) {
+		t.Errorf("Chromium sends its video in %v, want VP8", got)
+	}
+	chat(c, r.patient, "Hello Ada, can you hear me?")
+	chat(r.patient, c, "Yes, loud and clear.")
+
+	c.click("#end-visit")
+	c.waitFor("#ended shown", visible("ended")+` && document.getElementById('call-status').dataset.state === 'ended'`)
+	r.patient.waitFor("#stage-ended shown", visible("stage-ended")+` && `+visible("ended"))
+	c.waitFor("camera and microphone released", `window.bedside.call.localStream.getTracks().every((t) => t.readyState === 'ended')`)
+	r.patient.waitFor("camera and microphone released", `window.bedside.call.localStream.getTracks().every((t) => t.readyState === 'ended')`)
+	waitVisitState(t, srv, r.visitID, store.VisitEnded)
+	c.assertNoErrors()
+	r.patient.assertNoExceptions()
+	r.patient.assertNoFailedSignals()
+}
+
+// sentVideoCodecsJS is the codec of each video stream the page's connections send.
+const sentVideoCodecsJS = `(async () => {
+	const out = [];
+	for (const pc of window.bedside.call.pcs.values()) {
+		const stats = await pc.getStats();
+		stats.forEach((s) => {
+			if (s.type === 'outbound-rtp' && s.kind === 'video' && s.packetsSent > 0) out.push(stats.get(s.codecId)?.mimeType ?? 'none');
+		});
+	}
+	return out;
+})()`
