@@ -3,6 +3,7 @@
 package browser
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -14,9 +15,10 @@ import (
 // Chromium, on this host's loopback. The clinician signs in, creates the visit in the
 // console, opens its page and admits the patient from the waiting room; both decode each
 // other's video and receive each other's audio, every frame encrypted end to end (the same
-// keys and safety code on both pages; both send VP8), chat goes both ways, and when the clinician ends
-// the visit (Firefox answering the confirmation) the patient is told and both release the
-// camera and microphone.
+// keys and safety code on both pages; both send VP8), chat goes both ways, the patient's
+// shared screen reaches the clinician, and when the clinician ends the visit (Firefox
+// answering the confirmation) the patient is told and both release the camera and
+// microphone. Headless Firefox has no screen to share (getDisplayMedia: NotFoundError).
 func TestFirefoxClinician(t *testing.T) {
 	srv := apptest.Start(t, apptest.Options{})
 	srv.AddUser(t, clinicianEmail, "Dr Rivera", store.RoleClinician, clinicianPassword)
@@ -26,7 +28,7 @@ func TestFirefoxClinician(t *testing.T) {
 	signIn(c, srv)
 	r.visitID, r.patientURL = createVisit(t, c, srv, "Ada Lovelace")
 	r.patientJoins("Ada")
-	admit(c, "Ada")
+	patientID := admit(c, "Ada")
 
 	waitInCall(r.patient)
 	c.waitFor("video frames decoded and audio packets received", mediaFlowingJS)
@@ -49,6 +51,14 @@ func TestFirefoxClinician(t *testing.T) {
 	}
 	chat(c, r.patient, "Hello Ada, can you hear me?")
 	chat(r.patient, c, "Yes, loud and clear.")
+
+	// The patient shares a screen (a renegotiation Chromium offers and Firefox answers): the
+	// clinician sees it as a tile of its own beside the camera, until the sharing stops.
+	r.patient.click("#share-screen")
+	c.waitFor("the patient's screen tile presenting new frames", tileAdvancesJS(patientID, "screen", "sharing"))
+	c.waitFor("the patient's camera tile still presenting new frames", tileAdvancesJS(patientID, "camera", "sharing"))
+	r.patient.click("#share-screen")
+	c.waitFor("the patient's screen tile gone", fmt.Sprintf(`!document.querySelector('#remotes video[data-peer-id=%q][data-source="screen"]')`, patientID))
 
 	c.click("#end-visit")
 	c.waitFor("#ended shown", visible("ended")+` && document.getElementById('call-status').dataset.state === 'ended'`)

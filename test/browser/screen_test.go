@@ -139,12 +139,19 @@ const captureScreenJS = `(async () => {
 })()`
 
 // tileAdvancesJS is true once the tile of peer's source has presented 20 frames more than when
-// it was first looked at in this phase (the same element; a new element starts again).
+// it was first looked at in this phase (the same element; a new element starts again). The
+// frames presented are counted with requestVideoFrameCallback: Firefox's
+// getVideoPlaybackQuality counts none for a call's video.
 func tileAdvancesJS(peer, source, phase string) string {
 	return fmt.Sprintf(`(() => {
 	const v = document.querySelector('#remotes video[data-peer-id=%q][data-source=%q]:not(.standby)');
 	if (!v || v.paused || v.readyState < 2 || v.videoWidth === 0) return false;
-	const n = v.getVideoPlaybackQuality().totalVideoFrames;
+	if (!v.__bedsidePresented) {
+		v.__bedsidePresented = {n: 0};
+		const count = () => { v.__bedsidePresented.n++; v.requestVideoFrameCallback(count); };
+		v.requestVideoFrameCallback(count);
+	}
+	const n = v.__bedsidePresented.n;
 	const marks = window.__bedsideAdvance ??= {};
 	const k = %q;
 	if (!marks[k] || marks[k].v !== v) { marks[k] = {v, n}; return false; }
