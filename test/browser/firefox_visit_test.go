@@ -16,7 +16,8 @@ import (
 // console, opens its page and admits the patient from the waiting room; both decode each
 // other's video and receive each other's audio, every frame encrypted end to end (the same
 // keys and safety code on both pages; both send VP8), chat goes both ways, the patient's
-// shared screen reaches the clinician, and when the clinician ends the visit (Firefox
+// shared screen reaches the clinician, the clinician's ICE restart and lost WebSocket keep
+// the call, and when the clinician ends the visit (Firefox
 // answering the confirmation) the patient is told and both release the camera and
 // microphone. Headless Firefox has no screen to share (getDisplayMedia: NotFoundError).
 func TestFirefoxClinician(t *testing.T) {
@@ -59,6 +60,23 @@ func TestFirefoxClinician(t *testing.T) {
 	c.waitFor("the patient's camera tile still presenting new frames", tileAdvancesJS(patientID, "camera", "sharing"))
 	r.patient.click("#share-screen")
 	c.waitFor("the patient's screen tile gone", fmt.Sprintf(`!document.querySelector('#remotes video[data-peer-id=%q][data-source="screen"]')`, patientID))
+
+	// The clinician's Firefox (the impolite side, decision 65) restarts ICE, then loses its
+	// WebSocket: the same peer connection carries on with new ICE credentials, signalling
+	// reconnects with the same session, and frames keep coming both ways throughout.
+	ffMust[any](c, tagConnectionJS)
+	mustEval[any](r.patient, tagConnectionJS)
+	ffMust[any](c, `(() => { window.__bedsideTestPC.restartIce(); })()`)
+	c.waitFor("ICE restarted on the same connection, frames still decoded", sameConnectionMovedOnJS(true))
+	r.patient.waitFor("ICE restarted on the same connection, frames still decoded", sameConnectionMovedOnJS(true))
+	ffMust[any](c, tagConnectionJS)
+	mustEval[any](r.patient, tagConnectionJS)
+	ffMust[any](c, `(() => { window.__bedsideOldWS = window.bedside.call.signalling.ws; window.__bedsideOldWS.close(); })()`)
+	c.waitFor("signalling open again on a new WebSocket", `(() => { const s = window.bedside.call.signalling;
+		return s.state === 'open' && s.ws && s.ws !== window.__bedsideOldWS; })()`)
+	c.waitFor("the same peer connection still decoding frames", sameConnectionMovedOnJS(false))
+	r.patient.waitFor("the same peer connection still decoding frames", sameConnectionMovedOnJS(false))
+	chat(r.patient, c, "Still here after the reconnect.")
 
 	c.click("#end-visit")
 	c.waitFor("#ended shown", visible("ended")+` && document.getElementById('call-status').dataset.state === 'ended'`)

@@ -653,7 +653,7 @@ export class Call extends Emitter {
   async _handleSignal(conn, msg) {
     const pc = conn.pc;
     if (pc.signalingState === 'closed') return;
-    const description = msg.description;
+    const description = msg.description && withoutStrayFeedback(msg.description);
     if (description) {
       if (description.type === 'rollback') return; // never needed on the wire; ignore
       // An answer with no offer of ours pending answers one already answered: an offer sent
@@ -1474,6 +1474,29 @@ export class Call extends Emitter {
 const CANDIDATE_TYPES = ['host', 'srflx', 'prflx', 'relay'];
 const PROTOCOLS = ['udp', 'tcp'];
 const RELAY_PROTOCOLS = ['udp', 'tcp', 'tls'];
+
+/**
+ * A peer's description without the feedback lines (a=rtcp-fb) of payload types its media
+ * section does not list. Firefox (ESR 153) writes such lines: for the codecs a preference
+ * left out, and, in a section the other side had offered (a screen share), for that side's
+ * payload types. Chromium refuses the whole description ("Failed to parse codecs
+ * correctly"), so a call whose offer Firefox made never connected, and a Firefox peer's
+ * ICE restart after a screen share never completed. The lines name nothing the section
+ * uses; everything else is kept as it came.
+ * @param {RTCSessionDescriptionInit} d
+ * @returns {RTCSessionDescriptionInit}
+ */
+export function withoutStrayFeedback(d) {
+  if (!d.sdp) return d;
+  /** @type {Set<string> | null} */
+  let listed = null;
+  const lines = d.sdp.split('\r\n').filter((line) => {
+    if (line.startsWith('m=')) listed = new Set(line.split(' ').slice(3));
+    const fb = /^a=rtcp-fb:(\S+) /.exec(line);
+    return !fb || !listed || fb[1] === '*' || listed.has(fb[1]);
+  });
+  return {type: d.type, sdp: lines.join('\r\n')};
+}
 
 /**
  * The stream a track of the sub connection goes into: its publisher's (camera and

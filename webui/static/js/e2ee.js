@@ -337,19 +337,16 @@ function wrapAAD(kid, from, to) {
 }
 
 /**
- * Video in VP8 first (with its retransmission and redundancy): the codec whose frame tag
- * the worker leaves clear, and the one the SFU forwards. The other codecs stay after it,
- * never chosen while both ends put VP8 first: Firefox (ESR 153) offers the feedback lines
- * of the codecs a preference leaves out, and Chromium refuses such an offer ("Failed to
- * parse codecs correctly"), so a call whose offer Firefox made never connected.
+ * Video in VP8 only (with its retransmission and redundancy): the codec whose frame tag
+ * the worker leaves clear, and the one the SFU forwards. (Firefox then still offers the
+ * feedback lines of the codecs left out; call.js's withoutStrayFeedback drops them.)
  * @param {RTCRtpTransceiver} t
  */
 function preferVP8(t) {
   const caps = RTCRtpReceiver.getCapabilities('video');
   if (!caps) return;
-  const first = (/** @type {RTCRtpCodec} */ c) => ['video/vp8', 'video/rtx', 'video/red', 'video/ulpfec'].includes(c.mimeType.toLowerCase());
-  if (!caps.codecs.some((c) => c.mimeType.toLowerCase() === 'video/vp8')) return;
-  const codecs = [...caps.codecs.filter(first), ...caps.codecs.filter((c) => !first(c))];
+  const codecs = caps.codecs.filter((c) => ['video/vp8', 'video/rtx', 'video/red', 'video/ulpfec'].includes(c.mimeType.toLowerCase()));
+  if (!codecs.some((c) => c.mimeType.toLowerCase() === 'video/vp8')) return;
   try {
     t.setCodecPreferences(codecs);
   } catch (err) {
