@@ -292,6 +292,12 @@ func (p *ffPage) navigate(url string) {
 	p.call("browsingContext.navigate", map[string]any{"context": p.tab, "url": url, "wait": "complete"})
 }
 
+// reload reloads the page, as the browser's reload button does.
+func (p *ffPage) reload() {
+	p.tb.Helper()
+	p.call("browsingContext.reload", map[string]any{"context": p.tab, "wait": "complete"})
+}
+
 // ffEval evaluates expr (a promise is awaited) in the page, with a user's activation (as
 // a click would give), and decodes its value as JSON into T.
 func ffEval[T any](p *ffPage, expr string) (T, error) {
@@ -373,6 +379,23 @@ func (p *ffPage) assertNoErrors() {
 	for _, e := range p.errs {
 		p.tb.Errorf("%s: console error or exception: %s", p.person, e)
 	}
+}
+
+// firefoxPatientJoins takes the patient on Firefox through the link, the device check and
+// the waiting room, and the clinician admits them.
+func firefoxPatientJoins(ff *ffPage, r *rig) {
+	ff.tb.Helper()
+	ff.navigate(r.patientURL)
+	ff.waitFor("the device check", visible("stage-check"))
+	ff.waitFor("the camera preview playing", `(() => { const v = document.getElementById('preview');
+		return !v.paused && v.readyState >= 2 && v.videoWidth > 0; })()`)
+	ff.waitFor("the microphone hint (no sound output here, so no level)", `!document.getElementById('mic-hint').hidden`)
+	ff.waitFor("#join enabled", `!document.getElementById('join').disabled`)
+	ff.typeInto("#patient-name-input", "Ada")
+	ff.click("#join")
+	ff.waitFor("the waiting room", visible("stage-waiting")+` &&
+		document.getElementById('call-status').dataset.state === 'waiting'`)
+	r.admit("Ada")
 }
 
 // checkE2EEFirefox asserts that the Firefox page and the other person's Chromium page each

@@ -89,6 +89,56 @@ func TestFirefoxClinician(t *testing.T) {
 	r.patient.assertNoFailedSignals()
 }
 
+// TestFirefoxPatientReload: a patient on Firefox, in the call with the clinician (Chromium),
+// reloads the page: they are back in the call without the device check or a new
+// admission, on a new peer connection, both decoding each other's video and receiving
+// each other's audio, with the new keys of the reloaded page (the same safety code on
+// both, each holding the other's current key).
+func TestFirefoxPatientReload(t *testing.T) {
+	srv := apptest.Start(t, apptest.Options{})
+	srv.AddUser(t, clinicianEmail, "Dr Rivera", store.RoleClinician, clinicianPassword)
+	r := &rig{t: t, srv: srv, clinician: newPage(t, "clinician")}
+	ff := newFirefox(t, "patient", nil, nil, nil)
+	r.signIn()
+	r.createVisit("Ada Lovelace")
+	firefoxPatientJoins(ff, r)
+	waitInCall(r.clinician)
+	ff.waitFor("video frames decoded and audio packets received", mediaFlowingJS)
+	before := ffMust[*e2eeStats](ff, e2eeStatsJS)
+
+	// From now on, count every entry that appears in the clinician's waiting list.
+	mustEval[any](r.clinician, `(() => {
+		window.__waitingAdded = 0;
+		new MutationObserver((records) => {
+			for (const m of records) for (const n of m.addedNodes) if (n.nodeName === 'LI') window.__waitingAdded++;
+		}).observe(document.getElementById('waiting'), {childList: true});
+		return null;
+	})()`)
+	r.clinician.markConnectionsOld()
+
+	ff.reload()
+	ff.waitFor("the call stage after the reload, without the device check", visible("stage-call"))
+	ff.waitFor("video frames decoded and audio packets received again", mediaFlowingJS)
+	r.clinician.waitFor("a new peer connection decoding video and receiving audio", mediaFlowingJS)
+	r.clinician.waitFor("the patient's video playing again", remoteVideoPlayingJS)
+	if n := mustEval[int](r.clinician, `window.__waitingAdded`); n != 0 {
+		t.Errorf("the patient appeared %d times in the clinician's waiting list after the reload", n)
+	}
+	if w := srv.Visits().Waiting(r.visitID); len(w) != 0 {
+		t.Errorf("the server has people waiting after the reload: %+v", w)
+	}
+	st := r.clinician.stats()
+	if len(st) != 1 || st[0].Peer != r.patientID || !st[0].Current {
+		t.Errorf("clinician's connections after the reload: %+v (patient %s)", st, r.patientID)
+	}
+	checkE2EEFirefox(t, ff, r.clinician)
+	if after := ffMust[*e2eeStats](ff, e2eeStatsJS); after.SendKid == before.SendKid {
+		t.Errorf("the reloaded page sends with the key of the page before it (%d)", after.SendKid)
+	}
+	ff.assertNoErrors()
+	r.clinician.assertNoExceptions()
+}
+
 // sentVideoCodecsJS is the codec of each video stream the page's connections send.
 const sentVideoCodecsJS = `(async () => {
 	const out = [];

@@ -150,20 +150,3 @@ func firefoxRig(t *testing.T, n *network, srv *apptest.Server) (*rig, *ffPage) {
 	})
 	return r, ff
 }
-
-// firefoxPatientJoins takes the patient on Firefox through the link, the device check and
-// the waiting room, and the clinician admits them.
-func firefoxPatientJoins(ff *ffPage, r *rig) {
-	ff.tb.Helper()
-	ff.navigate(r.patientURL)
-	ff.waitFor("the device check", visible("stage-check"))
-	ff.waitFor("the camera preview playing", `(() => { const v = document.getElementById('preview');
-		return !v.paused && v.readyState >= 2 && v.videoWidth > 0; })()`)
-	ff.waitFor("the microphone hint (no sound output here, so no level)", `!document.getElementById('mic-hint').hidden`)
-	ff.waitFor("#join enabled", `!document.getElementById('join').disabled`)
-	ff.typeInto("#patient-name-input", "Ada")
-	ff.click("#join")
-	ff.waitFor("the waiting room", visible("stage-waiting")+` &&
-		document.getElementById('call-status').dataset.state === 'waiting'`)
-	r.admit("Ada")
-}
