@@ -87,6 +87,27 @@ func TestVideoGate(t *testing.T) {
 		['Q', {type: 'candidate-pair', availableOutgoingBitrate: 5}]]);
 	expect('the selected pair', af.availableOutgoing(report), 84400);
 	expect('no selected pair', af.availableOutgoing(new Map([['Q', {type: 'candidate-pair', availableOutgoingBitrate: 5}]])), undefined);
+
+	// outgoingEstimate: the browser's estimate where there is one; where not (Firefox), the
+	// peer's receiver reports stand in: low when the newest has a round-trip time of a full
+	// queue, good when not (whatever its losses), nothing when no report came since the
+	// last sample; the video's before the audio's.
+	expect('an estimate', af.outgoingEstimate(report, {}).bps, 84400);
+	const seen = {};
+	const firefox = (audio, video) => {
+		const m = new Map([['T', {type: 'transport', selectedCandidatePairId: 'P'}], ['P', {type: 'candidate-pair'}]]);
+		if (audio) m.set('A', {type: 'remote-inbound-rtp', kind: 'audio', ssrc: 1, packetsLost: 0, ...audio});
+		if (video) m.set('V', {type: 'remote-inbound-rtp', kind: 'video', ssrc: 2, packetsLost: 0, ...video});
+		return af.outgoingEstimate(m, seen);
+	};
+	expect('no report yet', firefox(null, null).bps, undefined);
+	expect('a late audio', firefox({roundTripTime: af.CONGESTED_RTT_S, fractionLost: 0}).bps, 0);
+	expect('the same report again', firefox({roundTripTime: af.CONGESTED_RTT_S, fractionLost: 0}).bps, undefined);
+	expect('an audio on time, losses from before', firefox({roundTripTime: 0.05, fractionLost: 0.34, packetsLost: 9}).bps, af.VIDEO_PAUSE_BELOW);
+	expect('an audio on time', firefox({roundTripTime: 0.06, fractionLost: 0.02, packetsLost: 10}).bps, af.VIDEO_PAUSE_BELOW);
+	expect('a late video before an audio on time', firefox({roundTripTime: 0.05, packetsLost: 10}, {roundTripTime: 1.3}).bps, 0);
+	expect('the late video seen, an audio on time', firefox({roundTripTime: 0.04, packetsLost: 10}, {roundTripTime: 1.3}).bps, af.VIDEO_PAUSE_BELOW);
+	expect('said where it came from', firefox({roundTripTime: 1.3, fractionLost: 0.2}).from, 'reports');
 	return out;
 })()`)
 	for _, pr := range problems {

@@ -54,6 +54,8 @@ export class VideoGate {
      */
     this.trying = false;
     this.good = 0;
+    /** The receiver reports already sampled (outgoingEstimate's seen). @type {Record<string, string>} */
+    this.reports = {};
   }
 
   /** From a pause until a try stays: the link is too narrow for the audio's usual rate. */
@@ -116,6 +118,47 @@ export function availableOutgoing(report) {
   });
   const bps = pair?.availableOutgoingBitrate;
   return typeof bps === 'number' && bps > 0 ? bps : undefined;
+}
+
+/**
+ * What a browser whose candidate pairs carry no `availableOutgoingBitrate` (Firefox) is
+ * judged by instead: the peer's receiver reports on what we send (decision 78). A report
+ * with a round-trip time of at least this (seconds) reads as low: a link too narrow for
+ * what is sent fills its queue. (Not the fraction lost: the first report on a video tried
+ * again counts the losses from before its pause, 34% in a run on a link open again.)
+ */
+export const CONGESTED_RTT_S = 0.7;
+
+/**
+ * The connection's bandwidth estimate for the gate: the browser's own (from 'estimate'),
+ * or, where it has none, a stand-in from the peer's receiver reports (from 'reports'): 0
+ * when the newest shows the link's queue full, VIDEO_PAUSE_BELOW (a good sample) when not,
+ * and nothing (the sample neither counts nor resets) when no report came since the last
+ * sample. Only new reports count: the one on our video from before a pause still reads
+ * congested when the video is tried again, and the audio's come only every 5 s or so. The
+ * video's (about one a second while it is sent) are preferred; the audio's serve while the
+ * video is paused.
+ * @param {RTCStatsReport} report
+ * @param {Record<string, string>} seen the reports already taken, by kind; the caller keeps
+ *   it from one sample of the connection to the next
+ * @returns {{bps: number | undefined, from: 'estimate' | 'reports', rtt?: number}}
+ */
+export function outgoingEstimate(report, seen) {
+  const bps = availableOutgoing(report);
+  if (bps !== undefined) return {bps, from: 'estimate'};
+  /** @type {Record<string, any>} */
+  const fresh = {};
+  report.forEach((/** @type {any} */ v) => {
+    if (v.type !== 'remote-inbound-rtp' || typeof v.roundTripTime !== 'number') return;
+    const key = `${v.ssrc} ${v.roundTripTimeMeasurements ?? ''} ${v.roundTripTime} ${v.packetsLost}`;
+    if (seen[v.kind] === key) return;
+    seen[v.kind] = key;
+    fresh[v.kind] = v;
+  });
+  const r = fresh.video ?? fresh.audio;
+  if (!r) return {bps: undefined, from: 'reports'};
+  const rtt = r.roundTripTime;
+  return {bps: rtt >= CONGESTED_RTT_S ? 0 : VIDEO_PAUSE_BELOW, from: 'reports', rtt};
 }
 
 /**

@@ -4,7 +4,7 @@
 // receives the others'), switching make-before-break. Trickle ICE, ICE restart, chat, mute /
 // camera off, screen share, the connect watchdog, connection reports and stats.
 
-import {AUDIO_NARROW_BPS, SAMPLE_MS, VideoGate, availableOutgoing, setAudioBitrate, setVideoDirection, setVideoEncodings, setVideoTry, videoSenders} from './audiofirst.js';
+import {AUDIO_NARROW_BPS, SAMPLE_MS, VideoGate, outgoingEstimate, setAudioBitrate, setVideoDirection, setVideoEncodings, setVideoTry, videoSenders} from './audiofirst.js';
 import {E2EE, e2eeSupported} from './e2ee.js';
 import {Emitter, randomId} from './protocol.js';
 
@@ -1240,12 +1240,15 @@ export class Call extends Emitter {
   async _sampleGate(pc, gate, current, what) {
     const report = await pc.getStats().catch(() => null);
     if (!report || !current()) return null;
-    const estimate = videoSenders(pc).length > 0 ? availableOutgoing(report) : undefined;
+    /** @type {ReturnType<typeof outgoingEstimate>} */
+    const est = videoSenders(pc).length > 0 ? outgoingEstimate(report, gate.reports) : {bps: undefined, from: 'estimate'};
     const narrow = gate.narrow;
-    const act = gate.sample(estimate, performance.now());
-    if (act === 'pause') console.info(`bedside: ${what} paused, bandwidth estimate ${Math.round((estimate ?? 0) / 1000)} kbit/s; audio goes on at ${AUDIO_NARROW_BPS / 1000} kbit/s`);
+    const act = gate.sample(est.bps, performance.now());
+    const why = est.from === 'estimate' ? `bandwidth estimate ${Math.round((est.bps ?? 0) / 1000)} kbit/s`
+      : `round-trip time ${(est.rtt ?? 0).toFixed(2)} s in the peer's receiver reports`;
+    if (act === 'pause') console.info(`bedside: ${what} paused, ${why}; audio goes on at ${AUDIO_NARROW_BPS / 1000} kbit/s`);
     if (act === 'resume') console.info(`bedside: ${what} resumed, trying the link again`);
-    if (narrow && !gate.narrow) console.info(`bedside: ${what} stays on, bandwidth estimate ${Math.round((estimate ?? 0) / 1000)} kbit/s; audio back to its usual rate`);
+    if (narrow && !gate.narrow) console.info(`bedside: ${what} stays on, ${why}; audio back to its usual rate`);
     return {act};
   }
 
