@@ -77,29 +77,14 @@ func TestSFrameVectors(t *testing.T) {
 // taken, not dropped for want of a wrapping key not yet derived. Two of the page's E2EE
 // objects, A and B, exchange their messages directly.
 func TestE2EEKeysInTurn(t *testing.T) {
-	srv := apptest.Start(t, apptest.Options{})
-	p := newPage(t, "browser")
-	p.navigate(srv.URL() + "/signin")
-	got := mustEval[map[string]any](p, `(async () => {
-	const {E2EE} = await import('/static/js/e2ee.js');
-	const sent = {a: [], b: []};
-	const a = new E2EE((m) => sent.a.push({...m, from: 'prt_a'}));
-	const b = new E2EE((m) => sent.b.push({...m, from: 'prt_b'}));
-	a.selfId = 'prt_a';
-	b.selfId = 'prt_b';
-	await a.joined('prt_b', 's_b'); // A knows nothing of B yet: its public key alone
-	await b.joined('prt_a', 's_a');
+	got := e2eePair(t, `
 	await a.receive(sent.b.shift()); // A has B's public key now, and sends its frame key
 	const [pubOnly, withKey] = sent.a.splice(0);
 	const first = b.receive(pubOnly);
 	const second = b.receive(withKey); // before the first is done
 	await Promise.all([first, second]);
-	const out = {pubOnlyHasKey: !!pubOnly?.key, withKeyHasKey: !!withKey?.key, aKid: a.kid,
-		bHolds: b.parties.get('prt_a')?.kid ?? 0, bReceived: b.received.get('prt_a') ?? []};
-	a.close();
-	b.close();
-	return out;
-})()`)
+	return {pubOnlyHasKey: !!pubOnly?.key, withKeyHasKey: !!withKey?.key, aKid: a.kid,
+		bHolds: b.parties.get('prt_a')?.kid ?? 0, bReceived: b.received.get('prt_a') ?? []};`)
 	t.Logf("%v", got)
 	if got["pubOnlyHasKey"] != false || got["withKeyHasKey"] != true {
 		t.Fatalf("the messages A sent: %v, want its public key alone, then its frame key", got)
@@ -116,18 +101,7 @@ func TestE2EEKeysInTurn(t *testing.T) {
 // message, and been sent it). The frame key A sends B in answer to B's, before the leave,
 // is the old one.
 func TestE2EELeftInTurn(t *testing.T) {
-	srv := apptest.Start(t, apptest.Options{})
-	p := newPage(t, "browser")
-	p.navigate(srv.URL() + "/signin")
-	got := mustEval[map[string]any](p, `(async () => {
-	const {E2EE} = await import('/static/js/e2ee.js');
-	const sent = {a: [], b: []};
-	const a = new E2EE((m) => sent.a.push({...m, from: 'prt_a'}));
-	const b = new E2EE((m) => sent.b.push({...m, from: 'prt_b'}));
-	a.selfId = 'prt_a';
-	b.selfId = 'prt_b';
-	await a.joined('prt_b', 's_b');
-	await b.joined('prt_a', 's_a');
+	got := e2eePair(t, `
 	await b.receive(sent.a.shift()); // B has A's public key, and sends its frame key
 	const withKey = sent.b.find((m) => m.key);
 	const kidBefore = a.kid;
@@ -136,12 +110,8 @@ func TestE2EELeftInTurn(t *testing.T) {
 	const left = a.left('prt_b'); // before B's key is unwrapped
 	await Promise.all([received, left]);
 	const s = await a.stats();
-	const out = {bSentKey: !!withKey, rotated: a.kid !== kidBefore, aParty: a.parties.has('prt_b'),
-		workerHoldsB: 'prt_b' in (s.receiveKids ?? {}), newKeySent: sent.a.filter((m) => m.key && m.kid === a.kid).length};
-	a.close();
-	b.close();
-	return out;
-})()`)
+	return {bSentKey: !!withKey, rotated: a.kid !== kidBefore, aParty: a.parties.has('prt_b'),
+		workerHoldsB: 'prt_b' in (s.receiveKids ?? {}), newKeySent: sent.a.filter((m) => m.key && m.kid === a.kid).length};`)
 	t.Logf("%v", got)
 	if got["bSentKey"] != true {
 		t.Fatalf("B sent no frame key: %v", got)
@@ -155,6 +125,33 @@ func TestE2EELeftInTurn(t *testing.T) {
 	if n := got["newKeySent"]; n != float64(0) {
 		t.Errorf("A sent its new frame key %v times, want never (B left, nobody else is in the call)", n)
 	}
+}
+
+// e2eePair runs body in a page with two of its E2EE objects, A (prt_a) and B (prt_b),
+// whose messages are kept in sent.a and sent.b instead of being sent, each told of the
+// other (A first: A's first message, its public key alone, is kept before B's), and
+// returns what body returns. Both are closed after it.
+func e2eePair(t *testing.T, body string) map[string]any {
+	t.Helper()
+	srv := apptest.Start(t, apptest.Options{})
+	p := newPage(t, "browser")
+	p.navigate(srv.URL() + "/signin")
+	return mustEval[map[string]any](p, `(async () => {
+	const {E2EE} = await import('/static/js/e2ee.js');
+	const sent = {a: [], b: []};
+	const a = new E2EE((m) => sent.a.push({...m, from: 'prt_a'}));
+	const b = new E2EE((m) => sent.b.push({...m, from: 'prt_b'}));
+	a.selfId = 'prt_a';
+	b.selfId = 'prt_b';
+	try {
+		await a.joined('prt_b', 's_b'); // A knows nothing of B yet: its public key alone
+		await b.joined('prt_a', 's_a');
+		return await (async () => {`+body+`})();
+	} finally {
+		a.close();
+		b.close();
+	}
+})()`)
 }
 
 // e2eeStatsJS reads a page's end-to-end encryption: the worker's counts and keys

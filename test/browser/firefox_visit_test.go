@@ -107,13 +107,7 @@ func TestFirefoxPatientReload(t *testing.T) {
 	before := ffMust[*e2eeStats](ff, e2eeStatsJS)
 
 	// From now on, count every entry that appears in the clinician's waiting list.
-	mustEval[any](r.clinician, `(() => {
-		window.__waitingAdded = 0;
-		new MutationObserver((records) => {
-			for (const m of records) for (const n of m.addedNodes) if (n.nodeName === 'LI') window.__waitingAdded++;
-		}).observe(document.getElementById('waiting'), {childList: true});
-		return null;
-	})()`)
+	mustEval[any](r.clinician, countWaitingAddedJS)
 	r.clinician.markConnectionsOld()
 
 	ff.reload()

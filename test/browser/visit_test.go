@@ -303,6 +303,16 @@ func sameConnectionMovedOnJS(iceRestarted bool) string {
 })()`, iceRestarted)
 }
 
+// countWaitingAddedJS counts, in window.__waitingAdded, every entry that appears in the
+// clinician's waiting list from now on.
+const countWaitingAddedJS = `(() => {
+	window.__waitingAdded = 0;
+	new MutationObserver((records) => {
+		for (const m of records) for (const n of m.addedNodes) if (n.nodeName === 'LI') window.__waitingAdded++;
+	}).observe(document.getElementById('waiting'), {childList: true});
+	return null;
+})()`
+
 // TestPatientReloadRejoins: a patient in the call reloads the page and is back in the call
 // without a new admission; frames flow again both ways.
 func TestPatientReloadRejoins(t *testing.T) {
@@ -315,13 +325,7 @@ func TestPatientReloadRejoins(t *testing.T) {
 	waitInCall(r.clinician)
 
 	// From now on, count every entry that appears in the clinician's waiting list.
-	mustEval[any](r.clinician, `(() => {
-		window.__waitingAdded = 0;
-		new MutationObserver((records) => {
-			for (const m of records) for (const n of m.addedNodes) if (n.nodeName === 'LI') window.__waitingAdded++;
-		}).observe(document.getElementById('waiting'), {childList: true});
-		return null;
-	})()`)
+	mustEval[any](r.clinician, countWaitingAddedJS)
 	r.clinician.markConnectionsOld()
 
 	start := time.Now()
