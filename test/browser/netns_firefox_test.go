@@ -131,7 +131,7 @@ func TestNetnsFirefoxSwitch(t *testing.T) {
 
 // firefoxRig is the clinician's Chromium on host B and the patient's Firefox on host A,
 // with the clinician's account on srv.
-func firefoxRig(t *testing.T, n *network, srv *apptest.Server) (*rig, *ffPage) {
+func firefoxRig(t testing.TB, n *network, srv *apptest.Server) (*rig, *ffPage) {
 	t.Helper()
 	srv.AddUser(t, clinicianEmail, "Dr Rivera", store.RoleClinician, clinicianPassword)
 	secure := chromedp.Flag("unsafely-treat-insecure-origin-as-secure", srv.URL())
