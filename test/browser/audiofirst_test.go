@@ -108,6 +108,11 @@ func TestVideoGate(t *testing.T) {
 	expect('a late video before an audio on time', firefox({roundTripTime: 0.05, packetsLost: 10}, {roundTripTime: 1.3}).bps, 0);
 	expect('the late video seen, an audio on time', firefox({roundTripTime: 0.04, packetsLost: 10}, {roundTripTime: 1.3}).bps, af.VIDEO_PAUSE_BELOW);
 	expect('said where it came from', firefox({roundTripTime: 1.3, fractionLost: 0.2}).from, 'reports');
+	// A simulcast camera: a report per layer, each new once only.
+	const layers = (rtts) => af.outgoingEstimate(new Map(rtts.map((rtt, i) => ['L' + i, {type: 'remote-inbound-rtp', kind: 'video', ssrc: 10 + i, roundTripTime: rtt, packetsLost: 0}])), seen);
+	expect('three layers, one of them late', layers([0.05, 1.2, 0.06]).bps, 0);
+	expect('the same three again', layers([0.05, 1.2, 0.06]).bps, undefined);
+	expect('one of them new, on time', layers([0.05, 1.2, 0.04]).bps, af.VIDEO_PAUSE_BELOW);
 	return out;
 })()`)
 	for _, pr := range problems {

@@ -139,25 +139,24 @@ export const CONGESTED_RTT_S = 0.7;
  * video's (about one a second while it is sent) are preferred; the audio's serve while the
  * video is paused.
  * @param {RTCStatsReport} report
- * @param {Record<string, string>} seen the reports already taken, by kind; the caller keeps
- *   it from one sample of the connection to the next
+ * @param {Record<string, string>} seen the reports already taken, by SSRC; the caller
+ *   keeps it from one sample of the connection to the next
  * @returns {{bps: number | undefined, from: 'estimate' | 'reports', rtt?: number}}
  */
 export function outgoingEstimate(report, seen) {
   const bps = availableOutgoing(report);
   if (bps !== undefined) return {bps, from: 'estimate'};
-  /** @type {Record<string, any>} */
+  /** @type {Record<string, number>} the highest round-trip time of the new reports, by kind */
   const fresh = {};
   report.forEach((/** @type {any} */ v) => {
     if (v.type !== 'remote-inbound-rtp' || typeof v.roundTripTime !== 'number') return;
-    const key = `${v.ssrc} ${v.roundTripTimeMeasurements ?? ''} ${v.roundTripTime} ${v.packetsLost}`;
-    if (seen[v.kind] === key) return;
-    seen[v.kind] = key;
-    fresh[v.kind] = v;
+    const key = `${v.roundTripTimeMeasurements ?? ''} ${v.roundTripTime} ${v.packetsLost}`;
+    if (seen[v.ssrc] === key) return; // by stream: a simulcast camera has one per layer
+    seen[v.ssrc] = key;
+    fresh[v.kind] = Math.max(fresh[v.kind] ?? 0, v.roundTripTime);
   });
-  const r = fresh.video ?? fresh.audio;
-  if (!r) return {bps: undefined, from: 'reports'};
-  const rtt = r.roundTripTime;
+  const rtt = fresh.video ?? fresh.audio;
+  if (rtt === undefined) return {bps: undefined, from: 'reports'};
   return {bps: rtt >= CONGESTED_RTT_S ? 0 : VIDEO_PAUSE_BELOW, from: 'reports', rtt};
 }
 

@@ -81,7 +81,8 @@ export class E2EE {
     };
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     this._switchTimer = undefined;
-    /** The last of the joins, leaves and messages handled in turn (_inTurn). @type {Promise<void>} */
+    /** The last of the joins, leaves and messages handled in turn (_inTurn). */
+    /** @type {Promise<void>} */
     this._turn = Promise.resolve();
     /** @type {WeakSet<RTCRtpSender | RTCRtpReceiver>} */
     this._attached = new WeakSet();
@@ -139,10 +140,10 @@ export class E2EE {
   }
 
   /**
-   * Runs fn after every message, join and leave handled before it (fn is async): a key message
-   * that arrives while the public key of the message before it is still being imported
-   * would otherwise find no wrapping key yet and be dropped, and its sender, having sent
-   * its key, would not send it again (seen with Firefox, whose WebCrypto is slower: the
+   * Runs fn after every message, join and leave handled before it (fn is async): a key
+   * message that arrives while the public key of the message before it is still being
+   * imported would otherwise find no wrapping key yet and be dropped, and its sender,
+   * having sent its key, would not send it again (seen with Firefox, whose WebCrypto is slower: the
    * patient never got the clinician's key in a visit through the SFU).
    * @param {() => Promise<void>} fn
    * @returns {Promise<void>}
