@@ -17,9 +17,9 @@ import (
 // other's video and receive each other's audio, every frame encrypted end to end (the same
 // keys and safety code on both pages; both send VP8), chat goes both ways, the patient's
 // shared screen reaches the clinician, the clinician's ICE restart and lost WebSocket keep
-// the call, and when the clinician ends the visit (Firefox
-// answering the confirmation) the patient is told and both release the camera and
-// microphone. Headless Firefox has no screen to share (getDisplayMedia: NotFoundError).
+// the call, and when the clinician ends the visit (Firefox answering the confirmation) the
+// patient is told and both release the camera and microphone. Headless Firefox has no
+// screen to share (getDisplayMedia: NotFoundError).
 func TestFirefoxClinician(t *testing.T) {
 	srv := apptest.Start(t, apptest.Options{})
 	srv.AddUser(t, clinicianEmail, "Dr Rivera", store.RoleClinician, clinicianPassword)
