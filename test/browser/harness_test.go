@@ -455,9 +455,10 @@ func mustEval[T any](p *page, expr string) T {
 	return v
 }
 
-// waitFor polls a JavaScript expression (it may return a promise) until it is truthy.
+// str is expr's value, a string (ui's).
 func (p *page) str(expr string) string { p.tb.Helper(); return mustEval[string](p, expr) }
 
+// waitFor polls a JavaScript expression (it may return a promise) until it is truthy.
 func (p *page) waitFor(what, expr string) time.Duration {
 	p.tb.Helper()
 	return p.waitForWithin(what, expr, waitTimeout)

@@ -5,8 +5,6 @@ package browser
 import (
 	"testing"
 	"time"
-
-	"github.com/chromedp/chromedp"
 )
 
 // BenchmarkNetnsFirefoxPublisherNarrowLink measures decision 78 through the SFU: a visit
@@ -25,28 +23,13 @@ import (
 //
 //	go test -tags browser,netns -run '^$' -bench NetnsFirefoxPublisherNarrowLink -benchtime 3x -v ./test/browser
 func BenchmarkNetnsFirefoxPublisherNarrowLink(b *testing.B) {
-	keys := []string{"pause-s", "resent", "audio-lost"}
-	sums := map[string]float64{}
-	for i := 0; i < b.N; i++ {
-		m := firefoxPublisherNarrowLink(b)
-		for _, k := range keys {
-			sums[k] += m[k]
-		}
-	}
-	for _, k := range keys {
-		b.ReportMetric(sums[k]/float64(b.N), k)
-	}
-	b.ReportMetric(0, "ns/op")
+	benchMeans(b, []string{"pause-s", "resent", "audio-lost"}, func() map[string]float64 { return firefoxPublisherNarrowLink(b) })
 }
 
 func firefoxPublisherNarrowLink(b *testing.B) map[string]float64 {
 	b.StopTimer()
 	n := newNetwork(b)
-	r, ff := firefoxRig(b, n, sfuNetServer(b, n, "198.18.0.0/15"))
-	r.signIn()
-	mustEval[chromedp.Void](r.clinician, `(() => { document.getElementById('media-policy').value = 'sfu'; })()`)
-	r.createVisit("Ada Lovelace")
-	firefoxPatientJoins(ff, r)
+	r, ff := firefoxSFUVisit(b, n)
 	patientID := ffMust[string](ff, `window.bedside.call.selfId`)
 	waitReceivesAll(r.clinician, []string{patientID}, 45*time.Second)
 	r.clinician.click("#camera")

@@ -257,10 +257,16 @@ func (n *network) qdisc(ns, dev string) qdiscCounts {
 //
 //	go test -tags browser,netns -run '^$' -bench NetnsPublisherNarrowLink -benchtime 4x -v ./test/browser
 func BenchmarkNetnsPublisherNarrowLink(b *testing.B) {
-	keys := []string{"audio-lost", "pause-s", "resent", "asked", "last-loss-s", "queue-end-ms"}
+	benchMeans(b, []string{"audio-lost", "pause-s", "resent", "asked", "last-loss-s", "queue-end-ms"},
+		func() map[string]float64 { return publisherNarrowLink(b) })
+}
+
+// benchMeans runs run b.N times and reports the mean of each of keys over the runs as a
+// metric, and no time per operation (a run is a whole scenario watched, not work timed).
+func benchMeans(b *testing.B, keys []string, run func() map[string]float64) {
 	sums := map[string]float64{}
 	for i := 0; i < b.N; i++ {
-		m := publisherNarrowLink(b)
+		m := run()
 		for _, k := range keys {
 			sums[k] += m[k]
 		}
@@ -370,18 +376,8 @@ func publisherNarrowLink(b *testing.B) map[string]float64 {
 func BenchmarkNetnsPublisherRetry(b *testing.B) {
 	for _, mode := range []string{"sfu", "p2p"} {
 		b.Run(mode, func(b *testing.B) {
-			keys := []string{"tries", "on-s", "video-pkts", "lost", "lost-quiet", "late-s"}
-			sums := map[string]float64{}
-			for i := 0; i < b.N; i++ {
-				m := publisherRetry(b, mode)
-				for _, k := range keys {
-					sums[k] += m[k]
-				}
-			}
-			for _, k := range keys {
-				b.ReportMetric(sums[k]/float64(b.N), k)
-			}
-			b.ReportMetric(0, "ns/op")
+			benchMeans(b, []string{"tries", "on-s", "video-pkts", "lost", "lost-quiet", "late-s"},
+				func() map[string]float64 { return publisherRetry(b, mode) })
 		})
 	}
 }

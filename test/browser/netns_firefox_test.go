@@ -63,11 +63,7 @@ func TestNetnsFirefoxPatient(t *testing.T) {
 // the public key before it was still being imported as no key at all; TestE2EEKeysInTurn).
 func TestNetnsFirefoxSFU(t *testing.T) {
 	n := newNetwork(t)
-	r, ff := firefoxRig(t, n, sfuNetServer(t, n, "198.18.0.0/15"))
-	r.signIn()
-	mustEval[chromedp.Void](r.clinician, `(() => { document.getElementById('media-policy').value = 'sfu'; })()`)
-	r.createVisit("Ada Lovelace")
-	firefoxPatientJoins(ff, r)
+	r, ff := firefoxSFUVisit(t, n)
 
 	clinicianID := mustEval[string](r.clinician, `window.bedside.call.selfId`)
 	patientID := ffMust[string](ff, `window.bedside.call.selfId`)
@@ -127,6 +123,17 @@ func TestNetnsFirefoxSwitch(t *testing.T) {
 		p.assertNoExceptions()
 		p.assertNoFailedSignals()
 	}
+}
+
+// firefoxSFUVisit is firefoxRig with the server's SFU on, a visit whose policy is the SFU,
+// and the patient on Firefox admitted to it.
+func firefoxSFUVisit(tb testing.TB, n *network) (*rig, *ffPage) {
+	r, ff := firefoxRig(tb, n, sfuNetServer(tb, n, "198.18.0.0/15"))
+	r.signIn()
+	choosePolicy(r.clinician, "sfu")
+	r.createVisit("Ada Lovelace")
+	firefoxPatientJoins(ff, r)
+	return r, ff
 }
 
 // firefoxRig is the clinician's Chromium on host B and the patient's Firefox on host A,

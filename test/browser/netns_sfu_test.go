@@ -90,7 +90,7 @@ func TestNetnsSFULayers(t *testing.T) {
 	free := &person{page: newPage(t, "free", chromedp.ExecPath(execC), secure, hidpi), name: "Fran"}
 	capped := &person{page: r.patient, name: "Cass"}
 	r.signIn()
-	mustEval[chromedp.Void](r.clinician, `(() => { document.getElementById('media-policy').value = 'sfu'; })()`)
+	choosePolicy(r.clinician, "sfu")
 	r.createVisit("Ada Lovelace")
 	for _, o := range []*person{capped, free} {
 		joinLink(o.page, r.invite("observer"), o.name, true)
@@ -545,7 +545,7 @@ func newSFUNet(t testing.TB, w, h int, guestRole, guestName string) *sfuNet {
 	}
 	r := s.r
 	r.signIn()
-	mustEval[chromedp.Void](r.clinician, `(() => { document.getElementById('media-policy').value = 'sfu'; })()`)
+	choosePolicy(r.clinician, "sfu")
 	r.createVisit("Ada Lovelace")
 	r.patientJoins("Ada")
 	s.patientID = r.admitNamed("Ada")

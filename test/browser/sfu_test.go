@@ -107,6 +107,11 @@ func (r *rig) invite(role string) string {
 	return link
 }
 
+// choosePolicy sets the media policy in the console's new-visit form (the clinician on c).
+func choosePolicy(c *page, policy string) {
+	mustEval[chromedp.Void](c, fmt.Sprintf(`(() => { document.getElementById('media-policy').value = %q; })()`, policy))
+}
+
 // admitNamed admits the waiting person with this name and returns its participant id.
 func (r *rig) admitNamed(name string) string {
 	r.t.Helper()
@@ -250,7 +255,7 @@ func TestSFUFourBrowsers(t *testing.T) {
 		}
 	})
 	r.clinician.click("#media-policy")
-	mustEval[chromedp.Void](r.clinician, `(() => { document.getElementById('media-policy').value = 'sfu'; })()`)
+	choosePolicy(r.clinician, "sfu")
 	r.createVisit("Ada Lovelace")
 	v, err := srv.Store().VisitByID(t.Context(), r.visitID)
 	if err != nil || v.Policy != store.PolicySFU {
@@ -827,7 +832,7 @@ func TestP2PPolicyThreeBrowsers(t *testing.T) {
 	r, srv, cam := cameraRig(t)
 	caregiver := &person{page: newPage(t, "caregiver", cam), name: "Carl"}
 	r.signIn()
-	mustEval[chromedp.Void](r.clinician, `(() => { document.getElementById('media-policy').value = 'p2p'; })()`)
+	choosePolicy(r.clinician, "p2p")
 	r.createVisit("Ada Lovelace")
 	if v, err := srv.Store().VisitByID(t.Context(), r.visitID); err != nil || v.Policy != store.PolicyP2P {
 		t.Fatalf("visit created with policy %q (%v)", v.Policy, err)
@@ -890,7 +895,7 @@ func TestSFURejoinAfterLoss(t *testing.T) {
 	observer := &person{page: newPage(t, "observer", cam), name: "Olga"}
 	r.signIn()
 	r.clinician.click("#media-policy")
-	mustEval[chromedp.Void](r.clinician, `(() => { document.getElementById('media-policy').value = 'sfu'; })()`)
+	choosePolicy(r.clinician, "sfu")
 	r.createVisit("Ada Lovelace")
 	r.patientJoins("Ada")
 	patientID := r.admitNamed("Ada")

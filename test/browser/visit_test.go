@@ -111,12 +111,17 @@ func createVisit(tb testing.TB, c ui, srv *apptest.Server, patientName string) (
 // patientJoins opens the patient link, checks the device check, types the name and joins.
 func (r *rig) patientJoins(name string) {
 	r.t.Helper()
-	p := r.patient
-	p.navigate(r.patientURL)
+	joinAsPatient(r.patient, r.patientURL, name, "the microphone level meter moving", `document.getElementById('mic-level').value > 0`)
+}
+
+// joinAsPatient takes p through the link at url: the device check (the camera preview
+// playing, and mic, what it shows of the microphone), the name, and the waiting room.
+func joinAsPatient(p ui, url, name, micWhat, mic string) {
+	p.navigate(url)
 	p.waitFor("the device check", visible("stage-check"))
 	p.waitFor("the camera preview playing", `(() => { const v = document.getElementById('preview');
 		return !v.paused && v.readyState >= 2 && v.videoWidth > 0; })()`)
-	p.waitFor("the microphone level meter moving", `document.getElementById('mic-level').value > 0`)
+	p.waitFor(micWhat, mic)
 	p.waitFor("#join enabled", `!document.getElementById('join').disabled`)
 	p.typeInto("#patient-name-input", name)
 	p.click("#join")
